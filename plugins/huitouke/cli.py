@@ -1,0 +1,304 @@
+"""The ``huitouke`` command: store migrations, order intake by hand, quarantine review, the demo.
+
+Every command reads ``include/huitouke.yaml`` (or ``$HUITOUKE_CONFIG``) and finds databases
+through Airflow Connections (``AIRFLOW_CONN_*`` variables or Airflow's metadata database), like
+the DAG does.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import subprocess
+import sys
+import time
+from datetime import date, timedelta
+
+from huitouke.config import ConfigError, load_settings, project_home
+
+
+def _engine(args: argparse.Namespace):
+    from huitouke.store.connection import engine_for, make_engine
+
+    if getattr(args, "url", None):
+        return make_engine(args.url)
+    conn_id = getattr(args, "conn", None) or load_settings().store.conn_id
+    return engine_for(conn_id)
+
+
+def cmd_db_upgrade(args: argparse.Namespace) -> int:
+    from huitouke.store.migrate import current_revision, upgrade
+
+    engine = _engine(args)
+    before = current_revision(engine)
+    after = upgrade(engine)
+    where = engine.url.render_as_string(hide_password=True)
+    if before == after:
+        print(f"CRM store {where} is current (revision {after}).")
+    else:
+        print(f"CRM store {where} migrated: {before or 'empty'} -> {after}.")
+    return 0
+
+
+def cmd_db_current(args: argparse.Namespace) -> int:
+    from huitouke.store.migrate import current_revision, head_revision
+
+    engine = _engine(args)
+    current, head = current_revision(engine), head_revision()
+    print(f"store revision: {current or 'none (empty)'}; code needs: {head}")
+    return 0 if current == head else 1
+
+
+def cmd_intake(args: argparse.Namespace) -> int:
+    from huitouke.dagrun import days_between
+    from huitouke.pipeline import day_bounds, intake_orders
+
+    settings = load_settings()
+    first = args.from_date
+    last = args.to_date or first
+    totals = {"rows_read": 0, "inserted": 0, "updated": 0, "unchanged": 0, "quarantined": 0}
+    for day in days_between(first, last):
+        start, end = day_bounds(day, settings)
+        summary = intake_orders(start, end, settings)
+        for key in totals:
+            totals[key] += summary[key]
+        if not args.quiet:
+            print(
+                f"{day}  rows {summary['rows_read']:>7,}  inserted {summary['inserted']:>6,}  "
+                f"updated {summary['updated']:>5,}  unchanged {summary['unchanged']:>6,}  "
+                f"quarantined {summary['quarantined']:>4,}"
+            )
+    print(
+        f"intake {first}..{last}: rows {totals['rows_read']:,}, inserted {totals['inserted']:,}, "
+        f"updated {totals['updated']:,}, unchanged {totals['unchanged']:,}, quarantined {totals['quarantined']:,}"
+    )
+    return 0
+
+
+def cmd_quarantine(args: argparse.Namespace) -> int:
+    from sqlalchemy import func, select
+
+    from huitouke.store.schema import quarantine
+
+    engine = _engine(args)
+    with engine.connect() as conn:
+        where = []
+        if args.date:
+            where.append(quarantine.c.business_date == args.date)
+        if args.reason:
+            where.append(quarantine.c.reason == args.reason)
+        counts = conn.execute(
+            select(quarantine.c.reason, func.count())
+            .where(*where)
+            .group_by(quarantine.c.reason)
+            .order_by(func.count().desc())
+        ).all()
+        rows = conn.execute(
+            select(quarantine).where(*where).order_by(quarantine.c.quarantine_id).limit(args.limit)
+        ).all()
+    if not counts:
+        print("quarantine is empty for this selection")
+        return 0
+    print("reason                      rows")
+    for reason, n in counts:
+        print(f"{reason:<26} {n:>6,}")
+    print()
+    for row in rows:
+        print(f"{row.business_date}  {row.reason:<24} {row.order_id or '-':<20} {row.source_ref or ''}")
+        print(f"    {row.detail}")
+        if args.raw:
+            print(f"    raw: {row.raw}")
+    return 0
+
+
+DEMO_END = date(2025, 12, 14)
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    """Generate the demo shop, load its history, run the daily DAG for its last days, report."""
+    from sqlalchemy import func, select
+
+    from huitouke.dagrun import days_between
+    from huitouke.demo_shop import ShopSpec, generate_shop, write_shop
+    from huitouke.pipeline import day_bounds, intake_orders
+    from huitouke.store.connection import engine_for
+    from huitouke.store.migrate import upgrade
+    from huitouke.store.schema import customers, intake_runs, order_lines, orders, quarantine
+
+    settings = load_settings()
+    if settings.intake.source != "sql" or settings.intake.sql is None:
+        print("the demo reads the demo shop through the sql source: set intake.source: sql", file=sys.stderr)
+        return 2
+    started = time.perf_counter()
+    spec = ShopSpec(customers=args.customers, start=date(2025, 1, 1), end=DEMO_END, seed=args.seed)
+    shop = generate_shop(spec)
+    counts = write_shop(
+        shop, engine_for(settings.intake.sql.conn_id).url.render_as_string(hide_password=False)
+    )
+    print(
+        f"1. demo shop generated (seed {spec.seed}): {counts.get('shop_customers', 0):,} customers, "
+        f"{counts.get('shop_orders', 0):,} orders, {counts.get('shop_order_items', 0):,} order lines, "
+        f"{spec.start} .. {spec.end}"
+    )
+
+    crm = engine_for(settings.store.conn_id)
+    revision = upgrade(crm)
+    print(f"2. CRM store at revision {revision}: {crm.url.render_as_string(hide_password=True)}")
+
+    dag_days = days_between(DEMO_END - timedelta(days=args.days - 1), DEMO_END)
+    history_end = dag_days[0] - timedelta(days=1)
+    start, _ = day_bounds(spec.start, settings)
+    _, end = day_bounds(history_end, settings)
+    history = intake_orders(start, end, settings)
+    print(
+        f"3. history {spec.start} .. {history_end} loaded in one intake: {history['inserted']:,} orders inserted, "
+        f"{history['unchanged']:,} already there, {history['quarantined']:,} rows quarantined"
+    )
+
+    log_file = project_home() / "data" / "logs" / "demo-airflow.log"
+    log_file.parent.mkdir(parents=True, exist_ok=True)
+    print(f"4. running the daily DAG through Airflow (dag.test) for {dag_days[0]} .. {dag_days[-1]} ...")
+    with log_file.open("w") as out:
+        proc = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "huitouke.cli",
+                "run-days",
+                "--from",
+                dag_days[0].isoformat(),
+                "--to",
+                dag_days[-1].isoformat(),
+            ],
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            check=False,
+        )
+    print(f"   Airflow's task logs: {log_file.relative_to(project_home())}")
+    if proc.returncode != 0:
+        print(f"   the DAG run failed (exit {proc.returncode}); see the log above", file=sys.stderr)
+        return proc.returncode
+
+    with crm.connect() as conn:
+        runs = conn.execute(
+            select(intake_runs)
+            .where(intake_runs.c.business_date.in_(dag_days))
+            .order_by(intake_runs.c.business_date)
+        ).all()
+        totals = {
+            "customers": conn.scalar(select(func.count()).select_from(customers)),
+            "orders": conn.scalar(select(func.count()).select_from(orders)),
+            "order lines": conn.scalar(select(func.count()).select_from(order_lines)),
+            "quarantine rows": conn.scalar(select(func.count()).select_from(quarantine)),
+        }
+        by_reason = conn.execute(
+            select(quarantine.c.reason, func.count())
+            .group_by(quarantine.c.reason)
+            .order_by(quarantine.c.reason)
+        ).all()
+        by_status = conn.execute(
+            select(orders.c.status, func.count()).group_by(orders.c.status).order_by(orders.c.status)
+        ).all()
+    print()
+    print("   business day   rows read  inserted  updated  unchanged  quarantined")
+    for run in runs:
+        reasons = json.loads(run.quarantined_by_reason)
+        detail = ", ".join(f"{k} {v}" for k, v in reasons.items())
+        print(
+            f"   {run.business_date}   {run.rows_read:>9,}  {run.inserted:>8,}  {run.updated:>7,}  "
+            f"{run.unchanged:>9,}  {run.quarantined:>11,}  {detail}"
+        )
+    print()
+    print("   CRM store now holds: " + ", ".join(f"{n:,} {what}" for what, n in totals.items()))
+    print("   orders by status:    " + ", ".join(f"{s} {n:,}" for s, n in by_status))
+    print("   quarantine by reason: " + ", ".join(f"{r} {n:,}" for r, n in by_reason))
+    print()
+    print(f"Done in {time.perf_counter() - started:.0f} s. Review bad rows: .venv/bin/huitouke quarantine")
+    print("See the runs in the Airflow UI: make ui")
+    return 0
+
+
+def cmd_run_days(args: argparse.Namespace) -> int:
+    from huitouke.dagrun import days_between, run_business_days
+
+    states = run_business_days(days_between(args.from_date, args.to_date or args.from_date))
+    failed = {d: s for d, s in states.items() if s != "success"}
+    for day, state in states.items():
+        print(f"huitouke_daily {day}: {state}")
+    return 1 if failed else 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="huitouke", description=__doc__.split("\n\n")[0])
+    parser.add_argument("-v", "--verbose", action="store_true", help="log at INFO level")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    def store_options(p: argparse.ArgumentParser) -> None:
+        group = p.add_mutually_exclusive_group()
+        group.add_argument("--conn", help="Airflow Connection id of the CRM store (default: store.conn_id)")
+        group.add_argument("--url", help="a SQLAlchemy URL instead of a Connection")
+
+    db = sub.add_parser("db", help="the CRM store's schema").add_subparsers(dest="db_command", required=True)
+    p = db.add_parser("upgrade", help="apply the CRM store's migrations (safe to repeat)")
+    store_options(p)
+    p.set_defaults(func=cmd_db_upgrade)
+    p = db.add_parser("current", help="show the store's revision; exit 1 when behind")
+    store_options(p)
+    p.set_defaults(func=cmd_db_current)
+
+    p = sub.add_parser("intake", help="run order intake for business days without Airflow's scheduler")
+    p.add_argument("--from", dest="from_date", type=date.fromisoformat, required=True, metavar="YYYY-MM-DD")
+    p.add_argument(
+        "--to",
+        dest="to_date",
+        type=date.fromisoformat,
+        metavar="YYYY-MM-DD",
+        help="last day, included (default: --from)",
+    )
+    p.add_argument("-q", "--quiet", action="store_true", help="print only the totals")
+    p.set_defaults(func=cmd_intake)
+
+    p = sub.add_parser("quarantine", help="list quarantined rows and their reasons")
+    store_options(p)
+    p.add_argument("--date", type=date.fromisoformat, help="business day")
+    p.add_argument("--reason")
+    p.add_argument("--limit", type=int, default=20)
+    p.add_argument("--raw", action="store_true", help="print the raw rows too (they contain personal data)")
+    p.set_defaults(func=cmd_quarantine)
+
+    p = sub.add_parser("demo", help="generate the demo shop and run the daily DAG for its last days")
+    p.add_argument("--customers", type=int, default=20_000)
+    p.add_argument("--days", type=int, default=4, help="business days run through Airflow (default 4)")
+    p.add_argument("--seed", type=int, default=7)
+    p.set_defaults(func=cmd_demo)
+
+    p = sub.add_parser("run-days", help="run the daily DAG through Airflow (dag.test) for business days")
+    p.add_argument("--from", dest="from_date", type=date.fromisoformat, required=True, metavar="YYYY-MM-DD")
+    p.add_argument("--to", dest="to_date", type=date.fromisoformat, metavar="YYYY-MM-DD")
+    p.set_defaults(func=cmd_run_days)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(
+        level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s"
+    )
+    try:
+        return args.func(args)
+    except ConfigError as exc:
+        print(f"configuration error:\n{exc}", file=sys.stderr)
+        return 2
+    except Exception as exc:
+        from huitouke.store.connection import ConnectionConfigError
+        from huitouke.store.migrate import StoreNotCurrentError
+
+        if isinstance(exc, (ConnectionConfigError, StoreNotCurrentError, FileNotFoundError, ValueError)):
+            print(f"error: {exc}", file=sys.stderr)
+            return 2
+        raise
+
+
+if __name__ == "__main__":
+    sys.exit(main())

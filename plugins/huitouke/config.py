@@ -1,0 +1,194 @@
+"""The data engineer's configuration (``include/huitouke.yaml``), loaded and validated.
+
+A mistake in the file is reported with the file's path and the dotted field that is wrong,
+e.g. ``include/huitouke.yaml: intake.sql.query: Field required``, both in the CLI and as the
+DAG's import error in the Airflow UI.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+from functools import lru_cache
+from pathlib import Path
+from typing import Any, Literal
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+
+class ConfigError(ValueError):
+    """A configuration file is missing or wrong; the message names the file and the field."""
+
+
+def project_home() -> Path:
+    """The project root: ``$HUITOUKE_HOME`` or the folder above ``plugins/``.
+
+    Inside Airflow (docker-compose or an existing deployment) ``plugins/`` and ``include/``
+    are siblings, so the default works there too.
+    """
+    env = os.environ.get("HUITOUKE_HOME")
+    if env:
+        return Path(env).resolve()
+    return Path(__file__).resolve().parents[2]
+
+
+def config_path() -> Path:
+    """``$HUITOUKE_CONFIG`` or ``include/huitouke.yaml`` under the project home."""
+    env = os.environ.get("HUITOUKE_CONFIG")
+    return Path(env).resolve() if env else project_home() / "include" / "huitouke.yaml"
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class ShopSettings(_Section):
+    timezone: str = "Asia/Shanghai"
+
+    @field_validator("timezone")
+    @classmethod
+    def _known_timezone(cls, value: str) -> str:
+        try:
+            ZoneInfo(value)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise ValueError(f"unknown timezone {value!r} (use an IANA name such as Asia/Shanghai)") from None
+        return value
+
+
+class StoreSettings(_Section):
+    conn_id: str = "crm_db"
+
+
+class ScheduleSettings(_Section):
+    start_date: dt.date = dt.date(2025, 1, 1)
+    catchup: bool = False
+
+
+class SqlSourceSettings(_Section):
+    conn_id: str = "shop_db"
+    query: str
+
+    @field_validator("query")
+    @classmethod
+    def _has_interval_parameters(cls, value: str) -> str:
+        missing = [p for p in (":start", ":end") if p not in value]
+        if missing:
+            raise ValueError(
+                f"the query must select the business day with bound parameters {' and '.join(missing)}"
+            )
+        return value
+
+
+class FileSourceSettings(_Section):
+    folder: str = "data/exports"
+    pattern: str = "*.csv"
+    mapping: str | dict[str, str] = "canonical"
+    encoding: str | None = None
+
+    def folder_path(self) -> Path:
+        path = Path(self.folder)
+        return path if path.is_absolute() else project_home() / path
+
+
+class HttpSourceSettings(_Section):
+    conn_id: str = "orders_api"
+    endpoint: str = "/orders"
+    params: dict[str, Any] = Field(default_factory=dict)
+    start_param: str = "updated_from"
+    end_param: str = "updated_to"
+    time_format: Literal["iso", "local", "epoch"] = "iso"
+    pagination: Literal["page", "cursor", "next_url"] = "page"
+    page_param: str = "page"
+    page_size_param: str = "page_size"
+    page_size: int = Field(100, gt=0)
+    records_field: str = "orders"
+    cursor_field: str = "next_cursor"
+    cursor_param: str = "cursor"
+    next_url_field: str = "next"
+    lines_field: str | None = None
+    mapping: str | dict[str, str] = "canonical"
+    timeout_seconds: float = Field(30, gt=0)
+    max_retries: int = Field(5, ge=0)
+
+
+class IntakeSettings(_Section):
+    source: Literal["sql", "files", "http"] = "sql"
+    sql: SqlSourceSettings | None = None
+    files: FileSourceSettings | None = None
+    http: HttpSourceSettings | None = None
+
+    @model_validator(mode="after")
+    def _chosen_source_is_configured(self) -> IntakeSettings:
+        if getattr(self, self.source) is None:
+            raise ValueError(f"source is {self.source!r} but there is no {self.source}: section")
+        return self
+
+
+class Settings(_Section):
+    shop: ShopSettings = ShopSettings()
+    store: StoreSettings = StoreSettings()
+    schedule: ScheduleSettings = ScheduleSettings()
+    intake: IntakeSettings
+
+    @property
+    def tz(self) -> ZoneInfo:
+        return ZoneInfo(self.shop.timezone)
+
+
+def _describe(path: Path) -> str:
+    """The path as a user would type it: relative to the project when inside it."""
+    try:
+        return str(path.relative_to(project_home()))
+    except ValueError:
+        return str(path)
+
+
+def format_validation_error(where: str, error: ValidationError) -> str:
+    """One line per problem: ``file: dotted.field: message``."""
+    lines = []
+    for item in error.errors():
+        loc = ".".join(str(part) for part in item["loc"] if not str(part).startswith("function-"))
+        message = item["msg"].removeprefix("Value error, ")
+        if item["type"] == "extra_forbidden":
+            message = "unknown field (check the spelling)"
+        lines.append(f"{where}: {loc or '(top level)'}: {message}")
+    return "\n".join(lines)
+
+
+def parse_settings(data: Any, where: str) -> Settings:
+    """Validate already-loaded YAML data; errors name ``where`` and the field."""
+    if not isinstance(data, dict):
+        raise ConfigError(f"{where}: expected a mapping of sections (shop, store, schedule, intake)")
+    try:
+        return Settings.model_validate(data)
+    except ValidationError as exc:
+        raise ConfigError(format_validation_error(where, exc)) from None
+
+
+def load_yaml(path: Path) -> Any:
+    """Read a YAML file; a syntax error names the file, line and column."""
+    where = _describe(path)
+    if not path.is_file():
+        raise ConfigError(f"{where}: file not found")
+    try:
+        return yaml.safe_load(path.read_text(encoding="utf-8"))
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        at = f" (line {mark.line + 1}, column {mark.column + 1})" if mark else ""
+        raise ConfigError(f"{where}{at}: not valid YAML: {getattr(exc, 'problem', exc)}") from None
+
+
+@lru_cache(maxsize=8)
+def _load_cached(path: str, mtime_ns: int) -> Settings:
+    del mtime_ns  # part of the cache key only: an edited file is read again
+    p = Path(path)
+    return parse_settings(load_yaml(p), _describe(p))
+
+
+def load_settings(path: Path | None = None) -> Settings:
+    """The validated settings from ``path`` (default :func:`config_path`)."""
+    p = (path or config_path()).resolve()
+    mtime = p.stat().st_mtime_ns if p.exists() else 0
+    return _load_cached(str(p), mtime)

@@ -1,0 +1,411 @@
+"""Validation of raw order rows: the one place that decides what is a good order.
+
+Every source hands over canonical rows with raw values (:mod:`huitouke.intake.records`). Here they
+are parsed (amounts to cents, times to UTC, statuses to the canonical vocabulary), checked, and
+split into orders, order lines, customers and quarantine rows. A bad row never stops the run: it
+goes to quarantine with its reason and the raw row. An order is loaded whole or not at all: when
+one of its rows is bad, all its rows are quarantined.
+
+Quarantine reasons (one per row, the first that applies):
+
+==========================  ======================================================================
+``missing_order_id``        no order id
+``missing_customer``        no customer id
+``invalid_amount``          amount is not a number
+``negative_amount``         amount below zero
+``unknown_status``          status not in the vocabulary (records.STATUS_SYNONYMS)
+``unparseable_time``        paid_at or updated_at cannot be read as a time
+``missing_paid_at``         a paid, shipped, completed or refunded order without a payment time
+``invalid_line``            a line amount or quantity that is not a number, or is negative
+``bad_sibling_row``         another row of the same order was bad, so the order was not loaded
+``inconsistent_order_rows`` rows of one order disagree on customer, payment time or amount
+``invalid_birthday``        the birthday could not be read; the order itself is loaded
+==========================  ======================================================================
+
+The store adds two reasons of its own (:mod:`huitouke.intake.load`): ``conflicting_order`` and
+``status_regression``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from dataclasses import dataclass
+from datetime import date
+from zoneinfo import ZoneInfo
+
+import numpy as np
+import pandas as pd
+
+from huitouke.intake import records
+
+_OFFSET = re.compile(r"(Z|[+-]\d{2}:?\d{2})$")
+_CJK_DATE = re.compile(r"(?<=\d)[年月](?=\d)")
+_MONEY_NOISE = re.compile(r"[¥￥,，\s]|CNY|RMB|元")
+_EXCEL_WRAPPERS = re.compile(r'^(=?"|\')|"$')
+
+ORDER_FIELDS = (
+    "order_id",
+    "customer_id",
+    "paid_at",
+    "business_date",
+    "status",
+    "amount_cents",
+    "acquisition_source",
+    "coupon_code",
+    "source_updated_at",
+    "content_hash",
+)
+LINE_FIELDS = ("order_id", "line_no", "sku", "product_name", "category", "quantity", "amount_cents")
+CUSTOMER_FIELDS = ("customer_id", "name", "phone", "email", "birthday")
+QUARANTINE_FIELDS = ("reason", "detail", "order_id", "source_ref", "raw")
+
+
+@dataclass
+class ValidatedBatch:
+    """What validation made of one read: loadable frames and quarantine rows."""
+
+    orders: pd.DataFrame
+    lines: pd.DataFrame
+    customers: pd.DataFrame
+    quarantine: pd.DataFrame
+    rows_read: int
+
+
+def _text(series: pd.Series) -> pd.Series:
+    """Strings stripped of whitespace; empty strings and NaN become None."""
+    out = series.astype("object").where(series.notna(), None)
+    out = out.map(lambda v: v.strip() if isinstance(v, str) else (None if v is None else str(v)))
+    return out.where(out.map(lambda v: v is not None and v != ""), None)
+
+
+def parse_money_cents(series: pd.Series) -> pd.Series:
+    """Amounts such as ``103.5``, ``"¥1,299.00"`` or ``"88 元"`` to integer cents (float NaN when unreadable)."""
+    if pd.api.types.is_numeric_dtype(series.dtype):
+        values = pd.to_numeric(series, errors="coerce").astype("float64")
+    else:
+        cleaned = _text(series).map(lambda v: _MONEY_NOISE.sub("", v) if isinstance(v, str) else v)
+        values = pd.to_numeric(cleaned, errors="coerce").astype("float64")
+    values = values.where(np.isfinite(values))
+    return (values * 100).round()
+
+
+def parse_times_utc(series: pd.Series, tz: ZoneInfo) -> pd.Series:
+    """Times to naive UTC. Times without an offset are shop-local; NaT where unreadable."""
+    if isinstance(series.dtype, pd.DatetimeTZDtype):
+        return series.dt.tz_convert("UTC").dt.tz_localize(None)
+    if pd.api.types.is_datetime64_dtype(series.dtype):
+        local = series.dt.tz_localize(tz, ambiguous="NaT", nonexistent="shift_forward")
+        return local.dt.tz_convert("UTC").dt.tz_localize(None)
+    text = _text(series.map(lambda v: v.isoformat(sep=" ") if hasattr(v, "isoformat") else v))
+    text = text.map(lambda v: _CJK_DATE.sub("-", v).replace("日", "") if isinstance(v, str) else v)
+    result = pd.Series(pd.NaT, index=series.index, dtype="datetime64[ns]")
+    present = text.notna()
+    if not present.any():
+        return result
+    has_offset = present & text.map(lambda v: isinstance(v, str) and bool(_OFFSET.search(v)))
+    naive = present & ~has_offset
+    if has_offset.any():
+        parsed = _to_datetime(text[has_offset], utc=True)
+        result.loc[has_offset] = parsed.dt.tz_localize(None).astype("datetime64[ns]")
+    if naive.any():
+        parsed = _to_datetime(text[naive], utc=False)
+        local = parsed.dt.tz_localize(tz, ambiguous="NaT", nonexistent="shift_forward")
+        result.loc[naive] = local.dt.tz_convert("UTC").dt.tz_localize(None).astype("datetime64[ns]")
+    return result
+
+
+def _to_datetime(text: pd.Series, utc: bool) -> pd.Series:
+    """ISO 8601 fast path, then a lenient per-value parse (e.g. ``2025/12/12 10:03``) for the rest."""
+    parsed = pd.to_datetime(text, errors="coerce", format="ISO8601", utc=utc)
+    retry = parsed.isna()
+    if retry.any():
+        parsed = parsed.astype(object)
+        parsed.loc[retry] = pd.to_datetime(text[retry], errors="coerce", format="mixed", utc=utc)
+        parsed = pd.to_datetime(parsed, utc=utc)
+    return parsed.astype("datetime64[ns, UTC]" if utc else "datetime64[ns]")
+
+
+def _raw_json(frame: pd.DataFrame) -> list[str]:
+    """Each row as JSON, values as the source gave them (as text), for the quarantine table."""
+    columns = [c for c in frame.columns if not c.startswith("_")]
+    out = []
+    for row in frame[columns].itertuples(index=False, name=None):
+        values = {
+            col: (None if v is None or (isinstance(v, float) and np.isnan(v)) or v is pd.NaT else str(v))
+            for col, v in zip(columns, row, strict=True)
+        }
+        out.append(json.dumps(values, ensure_ascii=False, sort_keys=True))
+    return out
+
+
+def _first_reason(
+    checks: list[tuple[str, pd.Series, pd.Series]], index: pd.Index
+) -> tuple[pd.Series, pd.Series]:
+    """For each row, the first failing check's reason and detail (None when all pass)."""
+    reason = pd.Series(None, index=index, dtype="object")
+    detail = pd.Series(None, index=index, dtype="object")
+    for name, failed, message in checks:
+        take = failed & reason.isna()
+        reason[take] = name
+        detail[take] = message[take]
+    return reason, detail
+
+
+def _describe(prefix: str, values: pd.Series) -> pd.Series:
+    return prefix + values.map(lambda v: repr(v) if v is not None else "empty")
+
+
+def validate(raw: pd.DataFrame, tz: ZoneInfo, business_date: date) -> ValidatedBatch:
+    """Parse and check one read of canonical rows. ``business_date`` is only used for messages."""
+    del business_date
+    frame = raw.reset_index(drop=True).copy()
+    for column in records.ALL_COLUMNS:
+        if column not in frame.columns:
+            frame[column] = None
+    if "_source_ref" not in frame.columns:
+        frame["_source_ref"] = [f"row {i + 1}" for i in range(len(frame))]
+    idx = frame.index
+
+    order_id = _text(frame["order_id"]).map(lambda v: _EXCEL_WRAPPERS.sub("", v) if isinstance(v, str) else v)
+    customer_id = _text(frame["customer_id"])
+    amount_text = (
+        _text(frame["amount"]) if not pd.api.types.is_numeric_dtype(frame["amount"]) else frame["amount"]
+    )
+    amount_cents = parse_money_cents(frame["amount"])
+    status_raw = _text(frame["status"])
+    status = status_raw.map(records.canonical_status)
+    paid_text = _text(frame["paid_at"].astype("object"))
+    paid_at = parse_times_utc(frame["paid_at"], tz)
+    updated_text = _text(frame["updated_at"].astype("object"))
+    updated_at = parse_times_utc(frame["updated_at"], tz)
+
+    has_line = frame[["sku", "product_name", "category", "line_amount"]].notna().any(axis=1)
+    line_cents = parse_money_cents(frame["line_amount"])
+    line_amount_text = _text(frame["line_amount"].astype("object"))
+    quantity = pd.to_numeric(_text(frame["quantity"].astype("object")), errors="coerce")
+    quantity_text = _text(frame["quantity"].astype("object"))
+    bad_quantity = quantity_text.notna() & (quantity.isna() | (quantity < 0) | (quantity % 1 != 0))
+    bad_line_amount = line_amount_text.notna() & (line_cents.isna() | (line_cents < 0))
+
+    checks = [
+        ("missing_order_id", order_id.isna(), pd.Series("no order id", index=idx)),
+        ("missing_customer", customer_id.isna(), pd.Series("no customer id", index=idx)),
+        ("invalid_amount", amount_cents.isna(), _describe("amount is not a number: ", amount_text)),
+        ("negative_amount", amount_cents < 0, _describe("amount is negative: ", amount_text)),
+        ("unknown_status", status.isna(), _describe("unknown status: ", status_raw)),
+        (
+            "unparseable_time",
+            paid_text.notna() & paid_at.isna(),
+            _describe("paid_at is not a time: ", paid_text),
+        ),
+        (
+            "unparseable_time",
+            updated_text.notna() & updated_at.isna(),
+            _describe("updated_at is not a time: ", updated_text),
+        ),
+        (
+            "missing_paid_at",
+            paid_text.isna() & status.notna() & (status != records.PENDING) & (status != records.CANCELLED),
+            pd.Series("a paid order needs paid_at", index=idx),
+        ),
+        (
+            "invalid_line",
+            bad_line_amount,
+            _describe("line amount is not a non-negative number: ", line_amount_text),
+        ),
+        (
+            "invalid_line",
+            bad_quantity,
+            _describe("quantity is not a non-negative whole number: ", quantity_text),
+        ),
+    ]
+    reason, detail = _first_reason(checks, idx)
+
+    # An order is loaded whole or not at all.
+    bad_orders = set(order_id[reason.notna() & order_id.notna()])
+    sibling = reason.isna() & order_id.isin(bad_orders)
+    reason[sibling] = "bad_sibling_row"
+    detail[sibling] = "another row of this order was quarantined"
+
+    good = reason.isna()
+    rows = pd.DataFrame(
+        {
+            "order_id": order_id,
+            "customer_id": customer_id,
+            "paid_at": paid_at,
+            "status": status,
+            "rank": status.map(records.STATUS_RANK),
+            "amount_cents": amount_cents,
+            "updated_at": updated_at,
+            "acquisition_source": _text(frame["acquisition_source"]).map(_acquisition_source),
+            "coupon_code": _text(frame["coupon_code"]),
+            "has_line": has_line,
+            "sku": _text(frame["sku"]),
+            "product_name": _text(frame["product_name"]),
+            "category": _text(frame["category"]).fillna(records.UNKNOWN_CATEGORY),
+            "quantity": quantity,
+            "line_cents": line_cents,
+            "name": _text(frame["customer_name"]),
+            "phone": _text(frame["phone"]),
+            "email": _text(frame["email"]),
+            "birthday_text": _text(frame["birthday"].astype("object")),
+        }
+    )[good]
+
+    # Several versions of one order in one read (e.g. paid, then refunded): the most advanced wins,
+    # as long as they agree on what may not change.
+    rows = _keep_latest_version(rows)
+    inconsistent = _inconsistent_orders(rows)
+    if inconsistent:
+        flag = order_id.isin(inconsistent) & good
+        reason[flag] = "inconsistent_order_rows"
+        detail[flag] = "rows of this order disagree on customer, paid_at or amount"
+        rows = rows[~rows["order_id"].isin(inconsistent)]
+
+    orders, lines = _orders_and_lines(rows, tz)
+    customers, bad_birthday = _customers(rows)
+
+    quarantined = reason.notna()
+    q_frame = frame[quarantined]
+    quarantine = pd.DataFrame(
+        {
+            "reason": reason[quarantined],
+            "detail": detail[quarantined],
+            "order_id": order_id[quarantined],
+            "source_ref": frame.loc[quarantined, "_source_ref"].astype(str),
+            "raw": _raw_json(q_frame),
+        },
+        columns=list(QUARANTINE_FIELDS),
+    )
+    if len(bad_birthday):
+        birthday_rows = frame.loc[bad_birthday.index]
+        quarantine = pd.concat(
+            [
+                quarantine,
+                pd.DataFrame(
+                    {
+                        "reason": "invalid_birthday",
+                        "detail": _describe("birthday is not a date (the order was loaded): ", bad_birthday),
+                        "order_id": order_id[bad_birthday.index],
+                        "source_ref": birthday_rows["_source_ref"].astype(str),
+                        "raw": _raw_json(birthday_rows),
+                    }
+                ),
+            ],
+            ignore_index=True,
+        )
+    return ValidatedBatch(
+        orders=orders,
+        lines=lines,
+        customers=customers,
+        quarantine=quarantine.reset_index(drop=True),
+        rows_read=len(frame),
+    )
+
+
+def _acquisition_source(value: str | None) -> str:
+    if value is None:
+        return records.ORGANIC
+    return records.ACQUISITION_SYNONYMS.get(
+        value.lower(), records.ACQUISITION_SYNONYMS.get(value, value.lower())
+    )
+
+
+def _keep_latest_version(rows: pd.DataFrame) -> pd.DataFrame:
+    """Per order, keep the rows of its most advanced status (then latest update)."""
+    if rows.empty:
+        return rows
+    key = rows[["order_id", "rank", "updated_at", "status"]].copy()
+    key["updated_at"] = key["updated_at"].fillna(pd.Timestamp.min)
+    best = key.sort_values(["order_id", "rank", "updated_at"]).groupby("order_id", sort=False).tail(1)
+    best = best.set_index("order_id")
+    keep = (rows["status"].to_numpy() == best.loc[rows["order_id"], "status"].to_numpy()) & (
+        key["updated_at"].to_numpy() == best.loc[rows["order_id"], "updated_at"].to_numpy()
+    )
+    return rows[keep]
+
+
+def _inconsistent_orders(rows: pd.DataFrame) -> set[str]:
+    if rows.empty:
+        return set()
+    fields = rows[["order_id", "customer_id", "paid_at", "amount_cents"]].astype(str)
+    counts = fields.drop_duplicates().groupby("order_id").size()
+    return set(counts.index[counts > 1])
+
+
+def _orders_and_lines(rows: pd.DataFrame, tz: ZoneInfo) -> tuple[pd.DataFrame, pd.DataFrame]:
+    if rows.empty:
+        return pd.DataFrame(columns=list(ORDER_FIELDS)), pd.DataFrame(columns=list(LINE_FIELDS))
+    line_rows = rows[rows["has_line"]].copy()
+    line_rows["quantity"] = line_rows["quantity"].astype("Int64")
+    line_rows["line_cents"] = line_rows["line_cents"].astype("Int64")
+    line_rows["line_key"] = (
+        line_rows["sku"].fillna("")
+        + "|"
+        + line_rows["product_name"].fillna("")
+        + "|"
+        + line_rows["category"]
+        + "|"
+        + line_rows["quantity"].astype(str)
+        + "|"
+        + line_rows["line_cents"].astype(str)
+    )
+    line_rows = line_rows.sort_values(["order_id", "line_key"], kind="stable")
+    line_rows["line_no"] = line_rows.groupby("order_id").cumcount() + 1
+    lines = pd.DataFrame(
+        {
+            "order_id": line_rows["order_id"],
+            "line_no": line_rows["line_no"].astype(int),
+            "sku": line_rows["sku"],
+            "product_name": line_rows["product_name"],
+            "category": line_rows["category"],
+            "quantity": line_rows["quantity"],
+            "amount_cents": line_rows["line_cents"],
+        }
+    ).reset_index(drop=True)
+    lines_by_order = line_rows.groupby("order_id")["line_key"].agg("\n".join)
+
+    first = rows.drop_duplicates("order_id").set_index("order_id")
+    paid_local = first["paid_at"].dt.tz_localize("UTC").dt.tz_convert(tz)
+    content = (
+        first["customer_id"]
+        + "\n"
+        + first["paid_at"].map(lambda t: "" if pd.isna(t) else t.isoformat())
+        + "\n"
+        + first["amount_cents"].astype("int64").astype(str)
+        + "\n"
+        + lines_by_order.reindex(first.index).fillna("")
+    )
+    orders = pd.DataFrame(
+        {
+            "order_id": first.index,
+            "customer_id": first["customer_id"].to_numpy(),
+            "paid_at": first["paid_at"].to_numpy(),
+            "business_date": paid_local.map(lambda t: None if pd.isna(t) else t.date()).to_numpy(),
+            "status": first["status"].to_numpy(),
+            "amount_cents": first["amount_cents"].astype("int64").to_numpy(),
+            "acquisition_source": first["acquisition_source"].to_numpy(),
+            "coupon_code": first["coupon_code"].to_numpy(),
+            "source_updated_at": first["updated_at"].to_numpy(),
+            "content_hash": [hashlib.sha256(c.encode()).hexdigest() for c in content],
+        }
+    ).reset_index(drop=True)
+    return orders, lines
+
+
+def _customers(rows: pd.DataFrame) -> tuple[pd.DataFrame, pd.Series]:
+    """One row per customer with the latest non-empty contact fields; unreadable birthdays apart."""
+    if rows.empty:
+        return pd.DataFrame(columns=list(CUSTOMER_FIELDS)), pd.Series(dtype=object)
+    birthday = pd.to_datetime(rows["birthday_text"], errors="coerce", format="mixed")
+    bad = rows["birthday_text"].notna() & birthday.isna()
+    bad_birthday = rows.loc[bad, "birthday_text"].drop_duplicates()
+    data = rows[["customer_id", "name", "phone", "email"]].copy()
+    data["birthday"] = birthday.dt.date.where(birthday.notna(), None)
+    data["_when"] = rows["paid_at"].fillna(rows["updated_at"])
+    data = data.sort_values("_when", kind="stable", na_position="first")
+    customers = data.groupby("customer_id", sort=True)[["name", "phone", "email", "birthday"]].last()
+    customers = customers.astype(object).where(customers.notna(), None).reset_index()
+    return customers[list(CUSTOMER_FIELDS)], bad_birthday

@@ -1,0 +1,1 @@
+"""The CRM store: schema, Alembic migrations, and how to reach it through an Airflow Connection."""

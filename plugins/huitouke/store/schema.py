@@ -1,0 +1,210 @@
+"""The CRM store's tables, as SQLAlchemy Core metadata.
+
+Tables are named for what a row is. Times are stored as naive UTC ``DateTime`` values; business
+dates (``Date``) are calendar days in the shop's timezone. Money is stored in integer cents (fen)
+so that sums are exact and fast.
+
+The migrations in ``migrations/versions`` create exactly this schema; a test compares the two.
+"""
+
+from __future__ import annotations
+
+from sqlalchemy import (
+    BigInteger,
+    Boolean,
+    Column,
+    Date,
+    DateTime,
+    ForeignKey,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Table,
+    Text,
+    UniqueConstraint,
+)
+
+metadata = MetaData(
+    naming_convention={
+        "ix": "ix_%(table_name)s_%(column_0_N_name)s",
+        "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+        "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+        "pk": "pk_%(table_name)s",
+    }
+)
+
+# A buyer, identified by the shop's own buyer id (e.g. the Taobao member name).
+customers = Table(
+    "customers",
+    metadata,
+    Column("customer_id", String(64), primary_key=True),
+    Column("name", String(128)),
+    Column("phone", String(32)),
+    Column("email", String(255)),
+    Column("birthday", Date),
+    Column("sms_opt_out", Boolean, nullable=False, default=False),
+    Column("email_opt_out", Boolean, nullable=False, default=False),
+    Column("first_seen_at", DateTime, nullable=False),
+    Column("updated_at", DateTime, nullable=False),
+)
+
+# An order as the shop's source last reported it. Refunds and cancellations change `status`;
+# they never add revenue. `content_hash` covers what may not change once stored
+# (customer, paid time, amount, lines): a row that disagrees is quarantined.
+orders = Table(
+    "orders",
+    metadata,
+    Column("order_id", String(64), primary_key=True),
+    Column("customer_id", String(64), nullable=False, index=True),
+    Column("paid_at", DateTime),
+    Column("business_date", Date, index=True),
+    Column("status", String(16), nullable=False),
+    Column("amount_cents", BigInteger, nullable=False),
+    Column("acquisition_source", String(32), nullable=False),
+    Column("coupon_code", String(64)),
+    Column("content_hash", String(64), nullable=False),
+    Column("source", String(64), nullable=False),
+    Column("source_updated_at", DateTime),
+    Column("loaded_at", DateTime, nullable=False),
+    Column("status_changed_at", DateTime, nullable=False),
+)
+
+# One line of an order, with its product category.
+order_lines = Table(
+    "order_lines",
+    metadata,
+    Column("order_id", String(64), ForeignKey("orders.order_id", ondelete="CASCADE"), primary_key=True),
+    Column("line_no", Integer, primary_key=True),
+    Column("sku", String(64)),
+    Column("product_name", String(255)),
+    Column("category", String(64), nullable=False),
+    Column("quantity", Integer),
+    Column("amount_cents", BigInteger),
+    Index("ix_order_lines_category", "category"),
+)
+
+# A row (or part of one) that was not loaded, with the reason and the raw row, so nothing is lost.
+# `row_key` makes re-running a day idempotent: the same bad row is stored once.
+quarantine = Table(
+    "quarantine",
+    metadata,
+    Column("quarantine_id", Integer, primary_key=True, autoincrement=True),
+    Column("row_key", String(64), nullable=False, unique=True),
+    Column("business_date", Date, nullable=False, index=True),
+    Column("source", String(64), nullable=False),
+    Column("source_ref", String(255)),
+    Column("reason", String(64), nullable=False, index=True),
+    Column("detail", Text, nullable=False),
+    Column("order_id", String(64)),
+    Column("raw", Text, nullable=False),
+    Column("quarantined_at", DateTime, nullable=False),
+)
+
+# What one intake of one business day did: the figures the task log and the UI show.
+intake_runs = Table(
+    "intake_runs",
+    metadata,
+    Column("business_date", Date, primary_key=True),
+    Column("source", String(64), primary_key=True),
+    Column("rows_read", Integer, nullable=False),
+    Column("orders_read", Integer, nullable=False),
+    Column("inserted", Integer, nullable=False),
+    Column("updated", Integer, nullable=False),
+    Column("unchanged", Integer, nullable=False),
+    Column("quarantined", Integer, nullable=False),
+    Column("quarantined_by_reason", Text, nullable=False),
+    Column("finished_at", DateTime, nullable=False),
+)
+
+# Per-customer state derived from paid orders (stage 2 keeps it current, incrementally).
+customer_state = Table(
+    "customer_state",
+    metadata,
+    Column("customer_id", String(64), primary_key=True),
+    Column("first_paid_at", DateTime, nullable=False),
+    Column("last_paid_at", DateTime, nullable=False),
+    Column("paid_orders", Integer, nullable=False),
+    Column("total_cents", BigInteger, nullable=False),
+    Column("main_category_group", String(64)),
+    Column("acquisition_source", String(32)),
+    Column("as_of", Date, nullable=False),
+)
+
+# A customer's segment over a range of business dates [valid_from, valid_to); open when valid_to is null.
+segment_history = Table(
+    "segment_history",
+    metadata,
+    Column("segment_id", Integer, primary_key=True, autoincrement=True),
+    Column("customer_id", String(64), nullable=False),
+    Column("valid_from", Date, nullable=False),
+    Column("valid_to", Date),
+    Column("lifecycle", String(16), nullable=False),
+    Column("r_score", Integer),
+    Column("f_score", Integer),
+    Column("m_score", Integer),
+    Column("member_tier", String(16)),
+    Column("value_tier", String(16)),
+    Column("low_value_acquisition", Boolean, nullable=False, default=False),
+    Column("category_group", String(64)),
+    Index("ix_segment_history_customer_id_valid_from", "customer_id", "valid_from"),
+)
+
+# A customer's passage through a campaign: arm (treatment or holdout), waves, exit.
+campaign_entries = Table(
+    "campaign_entries",
+    metadata,
+    Column("entry_id", Integer, primary_key=True, autoincrement=True),
+    Column("campaign", String(64), nullable=False),
+    Column("customer_id", String(64), nullable=False),
+    Column("arm", String(16), nullable=False),
+    Column("entered_on", Date, nullable=False),
+    Column("last_wave", Integer, nullable=False, default=0),
+    Column("next_wave_on", Date),
+    Column("exited_on", Date),
+    Column("exit_reason", String(32)),
+    UniqueConstraint("campaign", "customer_id", "entered_on"),
+    Index("ix_campaign_entries_customer_id", "customer_id"),
+)
+
+# A rendered message waiting to be delivered, or its delivery outcome. The unique key is the
+# one place that guarantees at most one message per (campaign, wave, customer, channel).
+outbox = Table(
+    "outbox",
+    metadata,
+    Column("message_id", Integer, primary_key=True, autoincrement=True),
+    Column("campaign", String(64), nullable=False),
+    Column("wave", Integer, nullable=False),
+    Column("customer_id", String(64), nullable=False),
+    Column("channel", String(16), nullable=False),
+    Column("business_date", Date, nullable=False, index=True),
+    Column("status", String(16), nullable=False),
+    Column("recipient", String(255)),
+    Column("subject", String(255)),
+    Column("body", Text),
+    Column("sms_segments", Integer),
+    Column("coupon_code", String(64)),
+    Column("attempts", Integer, nullable=False, default=0),
+    Column("last_error", Text),
+    Column("provider_message_id", String(128)),
+    Column("created_at", DateTime, nullable=False),
+    Column("sent_at", DateTime),
+    UniqueConstraint("campaign", "wave", "customer_id", "channel"),
+)
+
+# One evaluated figure set: a campaign wave, a window, an arm, on the day it matured.
+evaluations = Table(
+    "evaluations",
+    metadata,
+    Column("evaluation_id", Integer, primary_key=True, autoincrement=True),
+    Column("campaign", String(64), nullable=False),
+    Column("wave", Integer, nullable=False),
+    Column("window_days", Integer, nullable=False),
+    Column("arm", String(16), nullable=False),
+    Column("evaluated_on", Date, nullable=False),
+    Column("customers", Integer, nullable=False),
+    Column("responders", Integer, nullable=False),
+    Column("revenue_cents", BigInteger, nullable=False),
+    Column("figures", Text, nullable=False),
+    UniqueConstraint("campaign", "wave", "window_days", "arm"),
+)

@@ -1,0 +1,36 @@
+#!/usr/bin/env bash
+# Set-up on a fresh clone, and a quick no-op when nothing changed:
+#   1. .venv with the pinned install (pyproject.toml + constraints.txt),
+#   2. Airflow's metadata database in .airflow/ (SQLite),
+#   3. the CRM store's migrations (Connection crm_db, data/crm.sqlite by default).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+source scripts/env.sh
+
+PYTHON="${PYTHON:-python3}"
+if ! "$PYTHON" -c 'import sys; sys.exit(sys.version_info < (3, 11))' 2>/dev/null; then
+  echo "huitouke needs Python 3.11 or newer ($PYTHON is $("$PYTHON" --version 2>&1))" >&2
+  exit 1
+fi
+
+stamp=.venv/.huitouke-installed
+if [ ! -x .venv/bin/python ]; then
+  echo "==> creating .venv"
+  "$PYTHON" -m venv .venv
+fi
+if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ] || [ constraints.txt -nt "$stamp" ]; then
+  echo "==> installing huitouke and its pinned dependencies (constraints.txt)"
+  .venv/bin/python -m pip install --quiet --upgrade pip
+  .venv/bin/python -m pip install --quiet -c constraints.txt -e '.[dev]'
+  touch "$stamp"
+fi
+
+mkdir -p "$AIRFLOW_HOME" data
+airflow_stamp="$AIRFLOW_HOME/.huitouke-migrated"
+if [ ! -f "$airflow_stamp" ] || [ "$stamp" -nt "$airflow_stamp" ]; then
+  echo "==> migrating Airflow's metadata database ($AIRFLOW_HOME)"
+  airflow db migrate > "$AIRFLOW_HOME/db-migrate.log" 2>&1 || { cat "$AIRFLOW_HOME/db-migrate.log" >&2; exit 1; }
+  touch "$airflow_stamp"
+fi
+
+huitouke db upgrade

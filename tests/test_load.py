@@ -1,0 +1,143 @@
+"""Loading into the CRM store (SQLite and PostgreSQL): upsert by order id, refunds, conflicts,
+idempotent re-runs, nothing stored ever lost."""
+
+from __future__ import annotations
+
+from datetime import date
+from zoneinfo import ZoneInfo
+
+import pandas as pd
+from sqlalchemy import func, select
+
+from huitouke.intake.load import load_batch
+from huitouke.intake.validate import validate
+from huitouke.store.schema import customers, intake_runs, order_lines, orders, quarantine
+
+TZ = ZoneInfo("Asia/Shanghai")
+DAY = date(2025, 12, 12)
+
+
+def rows(*specs):
+    out = []
+    for spec in specs:
+        base = {
+            "order_id": "T1",
+            "customer_id": "c1",
+            "paid_at": "2025-12-12 10:00:00",
+            "amount": "100",
+            "status": "paid",
+            "sku": "S1",
+            "category": "food",
+            "quantity": "1",
+            "line_amount": "100",
+            "phone": "13800000001",
+        }
+        base.update(spec)
+        out.append(base)
+    return pd.DataFrame(out)
+
+
+def load(engine, frame, day=DAY):
+    return load_batch(engine, validate(frame, TZ, day), "test", day)
+
+
+def count(engine, table, *where):
+    with engine.connect() as conn:
+        return conn.scalar(select(func.count()).select_from(table).where(*where))
+
+
+def stored(engine, order_id):
+    with engine.connect() as conn:
+        return conn.execute(select(orders).where(orders.c.order_id == order_id)).one()
+
+
+def test_new_orders_are_inserted_with_lines_and_customers(store_engine):
+    summary = load(store_engine, rows({}, {"order_id": "T2", "customer_id": "c2", "sku": "S2"}))
+    assert (summary.inserted, summary.updated, summary.unchanged) == (2, 0, 0)
+    assert count(store_engine, orders) == 2
+    assert count(store_engine, order_lines) == 2
+    assert count(store_engine, customers) == 2
+    assert summary.customers_new == 2
+
+
+def test_rerunning_a_day_changes_nothing(store_engine):
+    frame = rows({}, {"order_id": "T2", "customer_id": None})
+    first = load(store_engine, frame)
+    before = stored(store_engine, "T1")
+    second = load(store_engine, frame)
+    assert (second.inserted, second.updated, second.unchanged) == (0, 0, 1)
+    assert second.quarantined == first.quarantined == 1
+    assert second.new_quarantine_rows == 0
+    assert count(store_engine, quarantine) == 1
+    assert count(store_engine, orders) == 1
+    assert stored(store_engine, "T1") == before
+    assert count(store_engine, intake_runs) == 1
+
+
+def test_a_refund_updates_the_status_and_adds_no_revenue(store_engine):
+    load(store_engine, rows({}))
+    summary = load(
+        store_engine, rows({"status": "refunded", "updated_at": "2025-12-15 09:00:00"}), date(2025, 12, 15)
+    )
+    assert (summary.inserted, summary.updated) == (0, 1)
+    order = stored(store_engine, "T1")
+    assert order.status == "refunded"
+    assert order.amount_cents == 10000  # unchanged: the refund is a status, not a negative order
+    assert count(store_engine, orders) == 1
+    assert count(store_engine, order_lines) == 1
+
+
+def test_an_order_id_stored_with_different_content_is_quarantined_and_the_stored_order_kept(store_engine):
+    load(store_engine, rows({}))
+    summary = load(store_engine, rows({"amount": "999", "line_amount": "999"}))
+    assert summary.quarantined_by_reason == {"conflicting_order": 1}
+    assert stored(store_engine, "T1").amount_cents == 10000
+    with store_engine.connect() as conn:
+        detail = conn.scalar(select(quarantine.c.detail))
+    assert "amount_cents" in detail and "10000" in detail and "99900" in detail
+
+
+def test_a_status_that_would_move_an_order_back_is_quarantined(store_engine):
+    load(store_engine, rows({"status": "refunded"}))
+    summary = load(store_engine, rows({"status": "paid"}))
+    assert summary.quarantined_by_reason == {"status_regression": 1}
+    assert stored(store_engine, "T1").status == "refunded"
+
+
+def test_customer_contact_details_are_refreshed_not_erased(store_engine):
+    load(store_engine, rows({"email": "a@example.com"}))
+    load(store_engine, rows({"order_id": "T2", "phone": "13900000009", "email": None}))
+    with store_engine.connect() as conn:
+        cust = conn.execute(select(customers).where(customers.c.customer_id == "c1")).one()
+    assert (cust.phone, cust.email) == ("13900000009", "a@example.com")
+
+
+def test_every_bad_row_reason_is_stored_once_with_the_raw_row(store_engine):
+    frame = rows(
+        {"order_id": "B1", "customer_id": None},
+        {"order_id": "B2", "amount": "abc"},
+        {"order_id": "B3", "amount": "-1"},
+        {"order_id": "B4", "paid_at": "2025-13-45"},
+        {"order_id": "B5", "status": "weird"},
+        {"order_id": "OK"},
+    )
+    summary = load(store_engine, frame)
+    assert summary.quarantined_by_reason == {
+        "missing_customer": 1,
+        "invalid_amount": 1,
+        "negative_amount": 1,
+        "unparseable_time": 1,
+        "unknown_status": 1,
+    }
+    assert summary.inserted == 1
+    load(store_engine, frame)
+    assert count(store_engine, quarantine) == 5
+    with store_engine.connect() as conn:
+        raws = conn.execute(select(quarantine.c.raw)).scalars().all()
+    assert any('"abc"' in raw for raw in raws)
+
+
+def test_summary_text_lists_reasons(store_engine):
+    summary = load(store_engine, rows({}, {"order_id": "X", "status": "??"}))
+    text = summary.as_text()
+    assert "rows read" in text and "unknown_status" in text and "inserted" in text
