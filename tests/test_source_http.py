@@ -14,7 +14,7 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-from huitouke.intake.http import HttpOrderSource, HttpSourceError
+from huitouke.intake.http_api import HttpOrderSource, HttpSourceError
 from huitouke.intake.mappings import OUTPUT_COLUMNS
 
 SHANGHAI = ZoneInfo("Asia/Shanghai")

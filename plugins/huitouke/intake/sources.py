@@ -39,7 +39,7 @@ def build_source(settings: Settings) -> OrderSource:
             timezone=tz,
             encoding=files.encoding,
         )
-    from huitouke.intake.http import HttpOrderSource
+    from huitouke.intake.http_api import HttpOrderSource
 
     http = intake.http
     assert http is not None
