@@ -8,14 +8,11 @@ the DAG does.
 from __future__ import annotations
 
 import argparse
-import json
 import logging
-import subprocess
 import sys
-import time
-from datetime import date, timedelta
+from datetime import date
 
-from huitouke.config import ConfigError, load_settings, project_home
+from huitouke.config import ConfigError, load_settings
 
 
 def _engine(args: argparse.Namespace):
@@ -112,111 +109,10 @@ def cmd_quarantine(args: argparse.Namespace) -> int:
     return 0
 
 
-DEMO_END = date(2025, 12, 14)
-
-
 def cmd_demo(args: argparse.Namespace) -> int:
-    """Generate the demo shop, load its history, run the daily DAG for its last days, report."""
-    from sqlalchemy import func, select
+    from huitouke.demo import run_demo
 
-    from huitouke.dagrun import days_between
-    from huitouke.demo_shop import ShopSpec, generate_shop, write_shop
-    from huitouke.pipeline import day_bounds, intake_orders
-    from huitouke.store.connection import engine_for
-    from huitouke.store.migrate import upgrade
-    from huitouke.store.schema import customers, intake_runs, order_lines, orders, quarantine
-
-    settings = load_settings()
-    if settings.intake.source != "sql" or settings.intake.sql is None:
-        print("the demo reads the demo shop through the sql source: set intake.source: sql", file=sys.stderr)
-        return 2
-    started = time.perf_counter()
-    spec = ShopSpec(customers=args.customers, start=date(2025, 1, 1), end=DEMO_END, seed=args.seed)
-    shop = generate_shop(spec)
-    counts = write_shop(
-        shop, engine_for(settings.intake.sql.conn_id).url.render_as_string(hide_password=False)
-    )
-    print(
-        f"1. demo shop generated (seed {spec.seed}): {counts.get('shop_customers', 0):,} customers, "
-        f"{counts.get('shop_orders', 0):,} orders, {counts.get('shop_order_items', 0):,} order lines, "
-        f"{spec.start} .. {spec.end}"
-    )
-
-    crm = engine_for(settings.store.conn_id)
-    revision = upgrade(crm)
-    print(f"2. CRM store at revision {revision}: {crm.url.render_as_string(hide_password=True)}")
-
-    dag_days = days_between(DEMO_END - timedelta(days=args.days - 1), DEMO_END)
-    history_end = dag_days[0] - timedelta(days=1)
-    start, _ = day_bounds(spec.start, settings)
-    _, end = day_bounds(history_end, settings)
-    history = intake_orders(start, end, settings)
-    print(
-        f"3. history {spec.start} .. {history_end} loaded in one intake: {history['inserted']:,} orders inserted, "
-        f"{history['unchanged']:,} already there, {history['quarantined']:,} rows quarantined"
-    )
-
-    log_file = project_home() / "data" / "logs" / "demo-airflow.log"
-    log_file.parent.mkdir(parents=True, exist_ok=True)
-    print(f"4. running the daily DAG through Airflow (dag.test) for {dag_days[0]} .. {dag_days[-1]} ...")
-    with log_file.open("w") as out:
-        proc = subprocess.run(
-            [
-                sys.executable,
-                "-m",
-                "huitouke.cli",
-                "run-days",
-                "--from",
-                dag_days[0].isoformat(),
-                "--to",
-                dag_days[-1].isoformat(),
-            ],
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            check=False,
-        )
-    print(f"   Airflow's task logs: {log_file.relative_to(project_home())}")
-    if proc.returncode != 0:
-        print(f"   the DAG run failed (exit {proc.returncode}); see the log above", file=sys.stderr)
-        return proc.returncode
-
-    with crm.connect() as conn:
-        runs = conn.execute(
-            select(intake_runs)
-            .where(intake_runs.c.business_date.in_(dag_days))
-            .order_by(intake_runs.c.business_date)
-        ).all()
-        totals = {
-            "customers": conn.scalar(select(func.count()).select_from(customers)),
-            "orders": conn.scalar(select(func.count()).select_from(orders)),
-            "order lines": conn.scalar(select(func.count()).select_from(order_lines)),
-            "quarantine rows": conn.scalar(select(func.count()).select_from(quarantine)),
-        }
-        by_reason = conn.execute(
-            select(quarantine.c.reason, func.count())
-            .group_by(quarantine.c.reason)
-            .order_by(quarantine.c.reason)
-        ).all()
-        by_status = conn.execute(
-            select(orders.c.status, func.count()).group_by(orders.c.status).order_by(orders.c.status)
-        ).all()
-    print()
-    print("   business day   rows read  inserted  updated  unchanged  quarantined")
-    for run in runs:
-        reasons = json.loads(run.quarantined_by_reason)
-        detail = ", ".join(f"{k} {v}" for k, v in reasons.items())
-        print(
-            f"   {run.business_date}   {run.rows_read:>9,}  {run.inserted:>8,}  {run.updated:>7,}  "
-            f"{run.unchanged:>9,}  {run.quarantined:>11,}  {detail}"
-        )
-    print()
-    print("   CRM store now holds: " + ", ".join(f"{n:,} {what}" for what, n in totals.items()))
-    print("   orders by status:    " + ", ".join(f"{s} {n:,}" for s, n in by_status))
-    print("   quarantine by reason: " + ", ".join(f"{r} {n:,}" for r, n in by_reason))
-    print()
-    print(f"Done in {time.perf_counter() - started:.0f} s. Review bad rows: .venv/bin/huitouke quarantine")
-    print("See the runs in the Airflow UI: make ui")
-    return 0
+    return run_demo(customers=args.customers, days=args.days, seed=args.seed)
 
 
 def cmd_run_days(args: argparse.Namespace) -> int:
@@ -282,9 +178,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    logging.basicConfig(
-        level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s"
-    )
+    level = logging.INFO if args.verbose else logging.WARNING
+    logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")
+    for name in ("huitouke", "alembic"):
+        logging.getLogger(name).setLevel(level)
     try:
         return args.func(args)
     except ConfigError as exc:

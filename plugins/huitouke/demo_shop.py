@@ -52,6 +52,7 @@ __all__ = [
     "ShopSpec",
     "VALUE_TIERS",
     "generate_shop",
+    "shop_as_of",
     "shop_metadata",
     "write_shop",
 ]
@@ -776,6 +777,63 @@ def generate_shop(spec: ShopSpec = ShopSpec()) -> DemoShop:
         time.perf_counter() - started,
     )
     return DemoShop(customers=customers, orders=orders, items=items, truth=truth, bad_rows=bad_rows)
+
+
+# --------------------------------------------------------------------------------------------------
+# The shop as it stood on a given day
+# --------------------------------------------------------------------------------------------------
+
+# How an order moves on in the shop system: shipped a day after payment, completed (the buyer
+# confirmed receipt) eight days after. Refunds and cancellations happen when `updated_at` says.
+SHIPPED_AFTER = pd.Timedelta(days=1)
+COMPLETED_AFTER = pd.Timedelta(days=8)
+_TIME_FORMAT = "%Y-%m-%d %H:%M:%S"
+
+
+def shop_as_of(shop: DemoShop, day: datetime.date) -> DemoShop:
+    """The shop database as it stood at the end of ``day`` (shop-local).
+
+    Orders not yet paid are left out; every other order shows the status it had then, with
+    ``updated_at`` at its last change: paid, shipped after :data:`SHIPPED_AFTER`, completed after
+    :data:`COMPLETED_AFTER`, or refunded/cancelled once that has happened. Writing one snapshot
+    per business day lets the daily intake see what a real shop database shows it: new orders,
+    orders moving on, and refunds of earlier orders. Malformed rows appear, as they are, from
+    their ``updated_at``. Customers and truth are unchanged.
+    """
+    end = pd.Timestamp(day) + pd.Timedelta(days=1)
+    orders = shop.orders
+    paid = pd.to_datetime(orders["paid_at"], format=_TIME_FORMAT, errors="coerce")
+    updated = pd.to_datetime(orders["updated_at"], format=_TIME_FORMAT, errors="coerce")
+    bad = orders["order_id"].isin(shop.bad_rows["order_id"]).to_numpy()
+    voided_by_then = orders["status"].isin([REFUNDED, CANCELLED]).to_numpy() & (updated < end).to_numpy()
+    shipped_at, completed_at = paid + SHIPPED_AFTER, paid + COMPLETED_AFTER
+    keep = np.where(bad, (updated < end).to_numpy(), (paid < end).to_numpy())
+
+    status = np.select(
+        [bad, voided_by_then, (completed_at < end).to_numpy(), (shipped_at < end).to_numpy()],
+        [
+            orders["status"].to_numpy(dtype=object),
+            orders["status"].to_numpy(dtype=object),
+            COMPLETED,
+            SHIPPED,
+        ],
+        default=PAID,
+    )
+    changed = np.select(
+        [bad | voided_by_then, (completed_at < end).to_numpy(), (shipped_at < end).to_numpy()],
+        [updated.to_numpy(), completed_at.to_numpy(), shipped_at.to_numpy()],
+        default=paid.to_numpy(),
+    )
+    snapshot = orders.assign(
+        status=pd.Series(status, index=orders.index, dtype="str"),
+        updated_at=pd.Series(
+            pd.DatetimeIndex(changed).strftime(_TIME_FORMAT), index=orders.index, dtype="str"
+        ),
+    )[keep].reset_index(drop=True)
+    items = shop.items[shop.items["order_id"].isin(snapshot["order_id"])].reset_index(drop=True)
+    return DemoShop(
+        customers=shop.customers, orders=snapshot, items=items, truth=shop.truth, bad_rows=shop.bad_rows
+    )
 
 
 # --------------------------------------------------------------------------------------------------

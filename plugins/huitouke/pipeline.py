@@ -47,9 +47,10 @@ def intake_orders(start: datetime, end: datetime, settings: Settings | None = No
 
     settings = settings or load_settings()
     day = business_date_of(start, settings)
+    last_day = business_date_of(end - timedelta(microseconds=1), settings)
     source = build_source(settings)
     raw = source.read(start, end)
     batch = validate(raw, settings.tz, day)
-    summary = load_batch(engine_for(settings.store.conn_id), batch, source.name, day)
+    summary = load_batch(engine_for(settings.store.conn_id), batch, source.name, day, last_day)
     log.info("\n%s", summary.as_text())
     return summary.as_dict()

@@ -43,6 +43,7 @@ class IntakeSummary:
 
     business_date: date
     source: str
+    last_business_date: date | None = None  # set when one intake covered several days (history loads)
     rows_read: int = 0
     orders_read: int = 0
     inserted: int = 0
@@ -54,12 +55,23 @@ class IntakeSummary:
     customers_updated: int = 0
 
     @property
+    def period_end(self) -> date:
+        return self.last_business_date or self.business_date
+
+    @property
+    def period(self) -> str:
+        if self.period_end == self.business_date:
+            return self.business_date.isoformat()
+        return f"{self.business_date.isoformat()} .. {self.period_end.isoformat()}"
+
+    @property
     def quarantined(self) -> int:
         return sum(self.quarantined_by_reason.values())
 
     def as_dict(self) -> dict[str, Any]:
         return {
             "business_date": self.business_date.isoformat(),
+            "last_business_date": self.period_end.isoformat(),
             "source": self.source,
             "rows_read": self.rows_read,
             "orders_read": self.orders_read,
@@ -85,7 +97,7 @@ class IntakeSummary:
         rows += [(f"  {reason}", n) for reason, n in sorted(self.quarantined_by_reason.items())]
         rows += [("new customers", self.customers_new), ("customers updated", self.customers_updated)]
         width = max(len(label) for label, _ in rows)
-        lines = [f"Order intake for {self.business_date.isoformat()} from {self.source}"]
+        lines = [f"Order intake for {self.period} from {self.source}"]
         lines += [f"  {label:<{width}}  {n:>9,}" for label, n in rows]
         if self.new_quarantine_rows != self.quarantined:
             lines.append(
@@ -140,10 +152,24 @@ def quarantine_keys(source: str, frame: pd.DataFrame) -> list[str]:
     return keys
 
 
-def load_batch(engine: Engine, batch: ValidatedBatch, source: str, business_date: date) -> IntakeSummary:
-    """Upsert ``batch`` into the store in one transaction and return what happened."""
+def load_batch(
+    engine: Engine,
+    batch: ValidatedBatch,
+    source: str,
+    business_date: date,
+    last_business_date: date | None = None,
+) -> IntakeSummary:
+    """Upsert ``batch`` into the store in one transaction and return what happened.
+
+    ``business_date`` (to ``last_business_date`` for a history load) is the period read.
+    """
     now = datetime.now(UTC).replace(tzinfo=None)
-    summary = IntakeSummary(business_date=business_date, source=source, rows_read=batch.rows_read)
+    summary = IntakeSummary(
+        business_date=business_date,
+        source=source,
+        last_business_date=last_business_date,
+        rows_read=batch.rows_read,
+    )
     summary.orders_read = len(batch.orders)
     extra_quarantine: list[dict[str, Any]] = []
 
@@ -233,6 +259,7 @@ def load_batch(engine: Engine, batch: ValidatedBatch, source: str, business_date
         conn.execute(
             insert(intake_runs).values(
                 business_date=business_date,
+                last_business_date=summary.period_end,
                 source=source,
                 rows_read=summary.rows_read,
                 orders_read=summary.orders_read,

@@ -101,12 +101,14 @@ quarantine = Table(
     Column("quarantined_at", DateTime, nullable=False),
 )
 
-# What one intake of one business day did: the figures the task log and the UI show.
+# What one intake did: the figures the task log and the UI show. A daily run covers one business
+# day (last_business_date = business_date); a history load covers a period.
 intake_runs = Table(
     "intake_runs",
     metadata,
     Column("business_date", Date, primary_key=True),
     Column("source", String(64), primary_key=True),
+    Column("last_business_date", Date, nullable=False),
     Column("rows_read", Integer, nullable=False),
     Column("orders_read", Integer, nullable=False),
     Column("inserted", Integer, nullable=False),

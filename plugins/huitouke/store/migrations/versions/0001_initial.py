@@ -84,6 +84,7 @@ def upgrade() -> None:
         "intake_runs",
         sa.Column("business_date", sa.Date(), nullable=False),
         sa.Column("source", sa.String(64), nullable=False),
+        sa.Column("last_business_date", sa.Date(), nullable=False),
         sa.Column("rows_read", sa.Integer(), nullable=False),
         sa.Column("orders_read", sa.Integer(), nullable=False),
         sa.Column("inserted", sa.Integer(), nullable=False),

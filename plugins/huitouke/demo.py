@@ -1,0 +1,181 @@
+"""The demo: a generated shop, its history loaded, then the daily DAG run through Airflow for the
+shop's last days, each day reading the shop database as it stood at the end of that day.
+
+It takes the real path: the shop lives in its own database (Connection ``shop_db``), the
+configured SQL source reads it, the CRM store (``crm_db``) is migrated and written by the same
+code the DAG runs.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from datetime import date, timedelta
+from pathlib import Path
+
+from sqlalchemy import func, select
+
+from huitouke.config import load_settings, project_home
+
+DEMO_START = date(2025, 1, 1)
+DEMO_END = date(2025, 12, 14)
+
+
+@contextmanager
+def output_to(path: Path) -> Iterator[None]:
+    """Send everything written to stdout and stderr (Airflow's task logs included) to ``path``."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    sys.stdout.flush()
+    sys.stderr.flush()
+    saved = os.dup(1), os.dup(2)
+    with path.open("a") as log:
+        os.dup2(log.fileno(), 1)
+        os.dup2(log.fileno(), 2)
+        try:
+            yield
+        finally:
+            sys.stdout.flush()
+            sys.stderr.flush()
+            os.dup2(saved[0], 1)
+            os.dup2(saved[1], 2)
+            os.close(saved[0])
+            os.close(saved[1])
+
+
+def run_demo(
+    customers: int = 20_000, days: int = 4, seed: int = 7, say: Callable[[str], None] = print
+) -> int:
+    """Run the demo; returns a process exit code."""
+    from huitouke.dagrun import days_between, load_daily_dag, run_business_days
+    from huitouke.demo_shop import ShopSpec, generate_shop, shop_as_of, write_shop
+    from huitouke.pipeline import day_bounds, intake_orders
+    from huitouke.store.connection import engine_for
+    from huitouke.store.migrate import upgrade
+
+    settings = load_settings()
+    if settings.intake.source != "sql" or settings.intake.sql is None:
+        say(
+            "The demo reads the demo shop through the sql source: set intake.source: sql in include/huitouke.yaml"
+        )
+        return 2
+    started = time.perf_counter()
+    spec = ShopSpec(customers=customers, start=DEMO_START, end=DEMO_END, seed=seed)
+    shop = generate_shop(spec)
+    shop_engine = engine_for(settings.intake.sql.conn_id)
+    say(
+        f"1. Demo shop generated (seed {seed}): {len(shop.customers):,} customers, {len(shop.orders):,} orders, "
+        f"{len(shop.items):,} order lines, {spec.start} .. {spec.end}, "
+        f"in the shop database {shop_engine.url.render_as_string(hide_password=True)}"
+    )
+
+    crm = engine_for(settings.store.conn_id)
+    refusal = _start_fresh(crm)
+    if refusal:
+        say(refusal)
+        return 2
+    say(f"2. CRM store {crm.url.render_as_string(hide_password=True)}: fresh, at revision {upgrade(crm)}")
+
+    dag_days = days_between(DEMO_END - timedelta(days=days - 1), DEMO_END)
+    history_end = dag_days[0] - timedelta(days=1)
+    write_shop(shop_as_of(shop, history_end), shop_engine)
+    start, _ = day_bounds(spec.start, settings)
+    _, end = day_bounds(history_end, settings)
+    history = intake_orders(start, end, settings)
+    say(
+        f"3. History {spec.start} .. {history_end} loaded in one intake: {history['inserted']:,} orders new, "
+        f"{history['updated']:,} updated, {history['unchanged']:,} unchanged, "
+        f"{history['quarantined']:,} rows quarantined"
+    )
+
+    log_file = project_home() / "data" / "logs" / "demo-airflow.log"
+    log_file.unlink(missing_ok=True)
+    say(
+        f"4. The daily DAG through Airflow (dag.test) for {dag_days[0]} .. {dag_days[-1]}; task logs in "
+        f"{log_file.relative_to(project_home())}"
+    )
+    with output_to(log_file):
+        dag = load_daily_dag()
+        states: dict[date, str] = {}
+        for day in dag_days:
+            write_shop(shop_as_of(shop, day), shop_engine)  # the shop's database at the end of that day
+            states.update(run_business_days([day], dag=dag))
+            if states[day] != "success":
+                break
+    failed = {d: s for d, s in states.items() if s != "success"}
+    if failed:
+        say(f"   The DAG run failed for {', '.join(map(str, failed))}: see {log_file}")
+        return 1
+
+    _report(crm, dag_days, say)
+    say("")
+    say(f"Done in {time.perf_counter() - started:.0f} s.")
+    say("Review the quarantined rows:   .venv/bin/huitouke quarantine   (add --raw for the raw rows)")
+    say("See the runs in the Airflow UI: make ui")
+    return 0
+
+
+def _start_fresh(crm) -> str | None:
+    """Empty the CRM store so every demo run tells the same story; refuse to touch real data.
+
+    Only the embedded SQLite default inside the project's data/ folder is deleted. Any other
+    store must be empty (no orders), or the demo refuses with the reason.
+    """
+    from huitouke.store.schema import orders
+
+    url = crm.url
+    data_dir = (project_home() / "data").resolve()
+    if url.get_backend_name() == "sqlite" and url.database:
+        path = Path(url.database).resolve()
+        if data_dir in path.parents:
+            crm.dispose()
+            path.unlink(missing_ok=True)
+            return None
+    try:
+        with crm.connect() as conn:
+            stored = conn.scalar(select(func.count()).select_from(orders))
+    except Exception:  # no tables yet: an empty database is fine
+        return None
+    if stored:
+        where = url.render_as_string(hide_password=True)
+        return (
+            f"The demo loads a generated shop into the CRM store, but {where} already holds {stored:,} orders. "
+            "Run the demo on the embedded default (unset AIRFLOW_CONN_CRM_DB) or on an empty database."
+        )
+    return None
+
+
+def _report(crm, dag_days: list[date], say: Callable[[str], None]) -> None:
+    from huitouke.store.schema import customers, intake_runs, order_lines, orders, quarantine
+
+    with crm.connect() as conn:
+        runs = conn.execute(
+            select(intake_runs)
+            .where(intake_runs.c.business_date.in_(dag_days))
+            .order_by(intake_runs.c.business_date)
+        ).all()
+        totals = {
+            "customers": conn.scalar(select(func.count()).select_from(customers)),
+            "orders": conn.scalar(select(func.count()).select_from(orders)),
+            "order lines": conn.scalar(select(func.count()).select_from(order_lines)),
+            "quarantined rows": conn.scalar(select(func.count()).select_from(quarantine)),
+        }
+        by_status = conn.execute(select(orders.c.status, func.count()).group_by(orders.c.status)).all()
+        by_reason = conn.execute(
+            select(quarantine.c.reason, func.count()).group_by(quarantine.c.reason)
+        ).all()
+    say("")
+    say("   business day  rows read  new orders  status updates  unchanged  quarantined")
+    for run in runs:
+        reasons = ", ".join(f"{k} {v}" for k, v in json.loads(run.quarantined_by_reason).items())
+        say(
+            f"   {run.business_date}   {run.rows_read:>9,}  {run.inserted:>10,}  {run.updated:>14,}  "
+            f"{run.unchanged:>9,}  {run.quarantined:>11,}  {reasons}"
+        )
+    say("")
+    say("   The CRM store holds " + ", ".join(f"{n:,} {what}" for what, n in totals.items()) + ".")
+    say("   Orders by status: " + ", ".join(f"{s} {n:,}" for s, n in sorted(by_status)))
+    say("   Quarantined rows by reason: " + ", ".join(f"{r} {n:,}" for r, n in sorted(by_reason)))
