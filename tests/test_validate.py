@@ -149,3 +149,10 @@ def test_empty_input_gives_empty_frames():
         pd.DataFrame(columns=["order_id", "customer_id", "paid_at", "amount", "status"]), TZ, DAY
     )
     assert batch.rows_read == 0 and batch.orders.empty and batch.quarantine.empty
+
+
+def test_a_line_without_amount_or_category_loads_as_an_unknown_category_line():
+    batch = run(row(line_amount=None, category=None, sku="KC-001"))
+    assert batch.quarantine.empty
+    line = batch.lines.iloc[0]
+    assert line["category"] == "unknown" and line["amount_cents"] is pd.NA

@@ -335,6 +335,15 @@ def _inconsistent_orders(rows: pd.DataFrame) -> set[str]:
     return set(counts.index[counts > 1])
 
 
+def _key_text(series: pd.Series) -> pd.Series:
+    """Values as text for hashing, missing values as "" (pandas' str casts would give NaN)."""
+    return (
+        series.astype(object)
+        .map(lambda v: "" if v is None or v is pd.NA or v != v else str(v))
+        .astype(object)
+    )
+
+
 def _orders_and_lines(rows: pd.DataFrame, tz: ZoneInfo) -> tuple[pd.DataFrame, pd.DataFrame]:
     if rows.empty:
         return pd.DataFrame(columns=list(ORDER_FIELDS)), pd.DataFrame(columns=list(LINE_FIELDS))
@@ -342,15 +351,15 @@ def _orders_and_lines(rows: pd.DataFrame, tz: ZoneInfo) -> tuple[pd.DataFrame, p
     line_rows["quantity"] = line_rows["quantity"].astype("Int64")
     line_rows["line_cents"] = line_rows["line_cents"].astype("Int64")
     line_rows["line_key"] = (
-        line_rows["sku"].fillna("")
+        _key_text(line_rows["sku"])
         + "|"
-        + line_rows["product_name"].fillna("")
+        + _key_text(line_rows["product_name"])
         + "|"
-        + line_rows["category"]
+        + _key_text(line_rows["category"])
         + "|"
-        + line_rows["quantity"].astype(str)
+        + _key_text(line_rows["quantity"])
         + "|"
-        + line_rows["line_cents"].astype(str)
+        + _key_text(line_rows["line_cents"])
     )
     line_rows = line_rows.sort_values(["order_id", "line_key"], kind="stable")
     line_rows["line_no"] = line_rows.groupby("order_id").cumcount() + 1
