@@ -163,3 +163,28 @@ def test_running_a_day_again_changes_nothing(daily_runs, crm):
     with crm.connect() as conn:
         again = conn.execute(select(intake_runs).where(intake_runs.c.business_date == DAYS[1])).one()
     assert again.inserted == 0 and again.updated == 0 and again.unchanged == again.orders_read > 0
+
+
+@pytest.mark.postgres
+def test_the_daily_dag_runs_against_a_postgresql_store(daily_runs, crm, postgres_server, monkeypatch):
+    """The same DAG with Connection crm_db pointing at PostgreSQL loads the same orders, same statuses."""
+    from huitouke.dagrun import load_daily_dag, run_business_days
+    from huitouke.store.connection import engine_for
+    from huitouke.store.migrate import upgrade
+    from huitouke.store.schema import orders
+
+    url = postgres_server.create_database("crm_dag_e2e")
+    monkeypatch.setenv("AIRFLOW_CONN_CRM_DB", url.replace("postgresql+psycopg2://", "postgresql://"))
+    pg = engine_for("crm_db")
+    assert pg.dialect.name == "postgresql"
+    upgrade(pg)
+    assert run_business_days(DAYS[-2:], dag=load_daily_dag()) == {day: "success" for day in DAYS[-2:]}
+    with pg.connect() as conn:
+        on_pg = dict(conn.execute(select(orders.c.order_id, orders.c.status)).all())
+    with crm.connect() as conn:
+        on_sqlite = dict(
+            conn.execute(
+                select(orders.c.order_id, orders.c.status).where(orders.c.order_id.in_(list(on_pg)))
+            ).all()
+        )
+    assert len(on_pg) > 300 and on_pg == on_sqlite
