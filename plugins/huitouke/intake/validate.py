@@ -33,6 +33,7 @@ import json
 import re
 from dataclasses import dataclass
 from datetime import date
+from typing import Any
 from zoneinfo import ZoneInfo
 
 import numpy as np
@@ -40,7 +41,7 @@ import pandas as pd
 
 from huitouke.intake import records
 
-_OFFSET = re.compile(r"(Z|[+-]\d{2}:?\d{2})$")
+_OFFSET = re.compile(r"(?:Z|[+-]\d{2}:?\d{2})$")
 _CJK_DATE = re.compile(r"(?<=\d)[年月](?=\d)")
 _MONEY_NOISE = re.compile(r"[¥￥,，\s]|CNY|RMB|元")
 _EXCEL_WRAPPERS = re.compile(r'^(=?"|\')|"$')
@@ -74,10 +75,10 @@ class ValidatedBatch:
 
 
 def _text(series: pd.Series) -> pd.Series:
-    """Strings stripped of whitespace; empty strings and NaN become None."""
-    out = series.astype("object").where(series.notna(), None)
-    out = out.map(lambda v: v.strip() if isinstance(v, str) else (None if v is None else str(v)))
-    return out.where(out.map(lambda v: v is not None and v != ""), None)
+    """Strings stripped of whitespace; empty strings and NaN become None (object dtype)."""
+    text = series.astype("string").str.strip()
+    keep = text.fillna("").ne("")
+    return text.astype(object).where(keep, None)
 
 
 def parse_money_cents(series: pd.Series) -> pd.Series:
@@ -85,8 +86,10 @@ def parse_money_cents(series: pd.Series) -> pd.Series:
     if pd.api.types.is_numeric_dtype(series.dtype):
         values = pd.to_numeric(series, errors="coerce").astype("float64")
     else:
-        cleaned = _text(series).map(lambda v: _MONEY_NOISE.sub("", v) if isinstance(v, str) else v)
-        values = pd.to_numeric(cleaned, errors="coerce").astype("float64")
+        cleaned = _text(series).astype("string").str.replace(_MONEY_NOISE, "", regex=True)
+        values = pd.to_numeric(cleaned.astype(object).where(cleaned.notna(), None), errors="coerce").astype(
+            "float64"
+        )
     values = values.where(np.isfinite(values))
     return (values * 100).round()
 
@@ -98,13 +101,15 @@ def parse_times_utc(series: pd.Series, tz: ZoneInfo) -> pd.Series:
     if pd.api.types.is_datetime64_dtype(series.dtype):
         local = series.dt.tz_localize(tz, ambiguous="NaT", nonexistent="shift_forward")
         return local.dt.tz_convert("UTC").dt.tz_localize(None)
-    text = _text(series.map(lambda v: v.isoformat(sep=" ") if hasattr(v, "isoformat") else v))
-    text = text.map(lambda v: _CJK_DATE.sub("-", v).replace("日", "") if isinstance(v, str) else v)
+    if series.map(lambda v: hasattr(v, "isoformat")).any():  # datetimes from a database driver
+        series = series.map(lambda v: v.isoformat(sep=" ") if hasattr(v, "isoformat") else v)
+    cleaned = _text(series).astype("string").str.replace(_CJK_DATE, "-", regex=True).str.replace("日", "")
+    text = cleaned.astype(object).where(cleaned.notna(), None)
     result = pd.Series(pd.NaT, index=series.index, dtype="datetime64[ns]")
     present = text.notna()
     if not present.any():
         return result
-    has_offset = present & text.map(lambda v: isinstance(v, str) and bool(_OFFSET.search(v)))
+    has_offset = present & text.astype("string").str.contains(_OFFSET).fillna(False).astype(bool)
     naive = present & ~has_offset
     if has_offset.any():
         parsed = _to_datetime(text[has_offset], utc=True)
@@ -143,18 +148,24 @@ def _raw_json(frame: pd.DataFrame) -> list[str]:
 def _first_reason(
     checks: list[tuple[str, pd.Series, pd.Series]], index: pd.Index
 ) -> tuple[pd.Series, pd.Series]:
-    """For each row, the first failing check's reason and detail (None when all pass)."""
+    """For each row, the first failing check's reason and detail (None when all pass).
+
+    A check's message is a fixed string or a function of the failing rows' mask, so details are
+    only written for rows that fail.
+    """
     reason = pd.Series(None, index=index, dtype="object")
     detail = pd.Series(None, index=index, dtype="object")
     for name, failed, message in checks:
         take = failed & reason.isna()
-        reason[take] = name
-        detail[take] = message[take]
+        if take.any():
+            reason[take] = name
+            detail[take] = message(take) if callable(message) else message
     return reason, detail
 
 
-def _describe(prefix: str, values: pd.Series) -> pd.Series:
-    return prefix + values.map(lambda v: repr(v) if v is not None else "empty")
+def _describe(prefix: str, values: pd.Series) -> Any:
+    """A message function for :func:`_first_reason`: the prefix and the offending raw value."""
+    return lambda mask: prefix + values[mask].map(lambda v: repr(v) if v is not None else "empty")
 
 
 def validate(raw: pd.DataFrame, tz: ZoneInfo, business_date: date) -> ValidatedBatch:
@@ -168,7 +179,7 @@ def validate(raw: pd.DataFrame, tz: ZoneInfo, business_date: date) -> ValidatedB
         frame["_source_ref"] = [f"row {i + 1}" for i in range(len(frame))]
     idx = frame.index
 
-    order_id = _text(frame["order_id"]).map(lambda v: _EXCEL_WRAPPERS.sub("", v) if isinstance(v, str) else v)
+    order_id = _text(_text(frame["order_id"]).astype("string").str.replace(_EXCEL_WRAPPERS, "", regex=True))
     customer_id = _text(frame["customer_id"])
     amount_text = (
         _text(frame["amount"]) if not pd.api.types.is_numeric_dtype(frame["amount"]) else frame["amount"]
@@ -190,8 +201,8 @@ def validate(raw: pd.DataFrame, tz: ZoneInfo, business_date: date) -> ValidatedB
     bad_line_amount = line_amount_text.notna() & (line_cents.isna() | (line_cents < 0))
 
     checks = [
-        ("missing_order_id", order_id.isna(), pd.Series("no order id", index=idx)),
-        ("missing_customer", customer_id.isna(), pd.Series("no customer id", index=idx)),
+        ("missing_order_id", order_id.isna(), "no order id"),
+        ("missing_customer", customer_id.isna(), "no customer id"),
         ("invalid_amount", amount_cents.isna(), _describe("amount is not a number: ", amount_text)),
         ("negative_amount", amount_cents < 0, _describe("amount is negative: ", amount_text)),
         ("unknown_status", status.isna(), _describe("unknown status: ", status_raw)),
@@ -208,7 +219,7 @@ def validate(raw: pd.DataFrame, tz: ZoneInfo, business_date: date) -> ValidatedB
         (
             "missing_paid_at",
             paid_text.isna() & status.notna() & (status != records.PENDING) & (status != records.CANCELLED),
-            pd.Series("a paid order needs paid_at", index=idx),
+            "a paid order needs paid_at",
         ),
         (
             "invalid_line",
@@ -287,7 +298,7 @@ def validate(raw: pd.DataFrame, tz: ZoneInfo, business_date: date) -> ValidatedB
                 pd.DataFrame(
                     {
                         "reason": "invalid_birthday",
-                        "detail": _describe("birthday is not a date (the order was loaded): ", bad_birthday),
+                        "detail": "birthday is not a date (the order was loaded): " + bad_birthday.map(repr),
                         "order_id": order_id[bad_birthday.index],
                         "source_ref": birthday_rows["_source_ref"].astype(str),
                         "raw": _raw_json(birthday_rows),
@@ -335,6 +346,17 @@ def _inconsistent_orders(rows: pd.DataFrame) -> set[str]:
     return set(counts.index[counts > 1])
 
 
+def _join_sorted_groups(keys: np.ndarray, texts: np.ndarray) -> dict[str, str]:
+    """``{key: texts joined by newlines}`` for rows already sorted by key (one pass, no groupby)."""
+    out: dict[str, str] = {}
+    start = 0
+    for i in range(1, len(keys) + 1):
+        if i == len(keys) or keys[i] != keys[start]:
+            out[keys[start]] = "\n".join(texts[start:i])
+            start = i
+    return out
+
+
 def _key_text(series: pd.Series) -> pd.Series:
     """Values as text for hashing, missing values as "" (pandas' str casts would give NaN)."""
     return (
@@ -374,7 +396,9 @@ def _orders_and_lines(rows: pd.DataFrame, tz: ZoneInfo) -> tuple[pd.DataFrame, p
             "amount_cents": line_rows["line_cents"],
         }
     ).reset_index(drop=True)
-    lines_by_order = line_rows.groupby("order_id")["line_key"].agg("\n".join)
+    lines_by_order = pd.Series(
+        _join_sorted_groups(line_rows["order_id"].to_numpy(), line_rows["line_key"].to_numpy())
+    )
 
     first = rows.drop_duplicates("order_id").set_index("order_id")
     paid_local = first["paid_at"].dt.tz_localize("UTC").dt.tz_convert(tz)
