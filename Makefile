@@ -28,4 +28,6 @@ ui: setup
 	@scripts/ui.sh
 
 bench: setup
+	@$(ENV) python -m pip install -qq -c constraints.txt -e '.[dev,bench]'
 	@$(ENV) python bench/dag_parse.py
+	@$(ENV) python bench/segments.py

@@ -1,0 +1,70 @@
+"""Stage 2 of the daily run: customer state, segments, segment history and the day's KPIs.
+
+Plain functions over pandas DataFrames, from orders to figures, with the store and Airflow at
+the edges::
+
+    state = build_state(orders, lines, settings=settings)               # or, daily:
+    state = update_state(state, orders_of_touched_customers, their_lines, settings=settings)
+    segments = classify(state, business_date, settings)
+    changes = diff_segments(open_history_rows, segments, business_date)  # rows to close / open
+    kpis = compute_kpis(segments, business_date, settings, changes.transitions)
+    print(format_kpis(kpis))
+
+``analyze(orders, lines, settings)`` does state, segments and KPIs in one call.
+The rules come from the ``segments:`` section of ``include/playbook.yaml``
+(:func:`load_segment_settings`).
+"""
+
+from huitouke.segments.classify import (
+    LIFECYCLES,
+    SEGMENT_COLUMNS,
+    SEGMENTS_COLUMNS,
+    classify,
+    quintile_scores,
+)
+from huitouke.segments.history import (
+    HISTORY_COLUMNS,
+    NO_LIFECYCLE,
+    SegmentChanges,
+    apply_changes,
+    diff_segments,
+    empty_history,
+    open_rows_of,
+    segments_on,
+)
+from huitouke.segments.kpis import Analysis, analyze, compute_kpis, format_kpis
+from huitouke.segments.settings import (
+    SegmentSettings,
+    load_segment_settings,
+    parse_segment_settings,
+    playbook_path,
+)
+from huitouke.segments.state import STATE_COLUMNS, build_state, empty_state, update_state
+
+__all__ = [
+    "HISTORY_COLUMNS",
+    "LIFECYCLES",
+    "NO_LIFECYCLE",
+    "SEGMENTS_COLUMNS",
+    "SEGMENT_COLUMNS",
+    "STATE_COLUMNS",
+    "Analysis",
+    "SegmentChanges",
+    "SegmentSettings",
+    "analyze",
+    "apply_changes",
+    "build_state",
+    "classify",
+    "compute_kpis",
+    "diff_segments",
+    "empty_history",
+    "empty_state",
+    "format_kpis",
+    "load_segment_settings",
+    "open_rows_of",
+    "parse_segment_settings",
+    "playbook_path",
+    "quintile_scores",
+    "segments_on",
+    "update_state",
+]

@@ -1,0 +1,253 @@
+"""The segment history: validity ranges per customer, not a snapshot per day.
+
+A history row says "from ``valid_from`` (inclusive) until ``valid_to`` (exclusive) this customer
+was in this segment"; the open row of a customer has ``valid_to`` = None. Each day
+:func:`diff_segments` compares the open rows with the day's segments
+(:func:`huitouke.segments.classify.classify`) and returns only what changed: rows to close (their
+``valid_to`` becomes the business date) and rows to open. A customer whose segment did not change
+costs nothing, so the history grows with the changes, not with customers x days.
+
+History columns (:data:`HISTORY_COLUMNS`), as in the ``segment_history`` table: ``customer_id``,
+``valid_from`` and ``valid_to`` (``datetime.date``; ``valid_to`` None while open), then the segment
+(:data:`~huitouke.segments.classify.SEGMENT_COLUMNS`). A ``segment_id`` column, when the open
+rows carry one, is passed through to the rows to close so that the store can update them by key.
+
+Re-running a business date: the history must first be rewound to before that date (delete the rows
+with ``valid_from >= date``, reopen the rows with ``valid_to >= date``); :func:`diff_segments`
+refuses open rows that start on or after the date it is given.
+
+Transitions count customers whose *lifecycle* changed, by (from, to); a customer appearing (first
+paid order) comes from ``none``, one leaving the state (every order refunded) goes to ``none``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import date
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from huitouke.pii import get_logger
+from huitouke.segments.classify import SEGMENT_COLUMNS
+
+log = get_logger(__name__)
+
+__all__ = [
+    "HISTORY_COLUMNS",
+    "NO_LIFECYCLE",
+    "SegmentChanges",
+    "apply_changes",
+    "diff_segments",
+    "empty_history",
+    "open_rows_of",
+    "segments_on",
+]
+
+NO_LIFECYCLE = "none"
+HISTORY_COLUMNS: tuple[str, ...] = ("customer_id", "valid_from", "valid_to", *SEGMENT_COLUMNS)
+_INT_COLUMNS = ("r_score", "f_score", "m_score")
+_BOOL_COLUMNS = ("low_value_acquisition",)
+
+
+@dataclass(frozen=True)
+class SegmentChanges:
+    """What one business date changes in the history."""
+
+    business_date: date
+    close: pd.DataFrame  # customer_id, valid_to (+ segment_id when the open rows had one)
+    open: pd.DataFrame  # HISTORY_COLUMNS, valid_from = business_date, valid_to = None
+    transitions: pd.DataFrame  # from_lifecycle, to_lifecycle, customers
+    unchanged: int  # customers whose open row stays open
+
+    def transition_counts(self) -> dict[tuple[str, str], int]:
+        return {
+            (row.from_lifecycle, row.to_lifecycle): int(row.customers)
+            for row in self.transitions.itertuples(index=False)
+        }
+
+
+def empty_history() -> pd.DataFrame:
+    """A history with no row, with the columns of :data:`HISTORY_COLUMNS`."""
+    return pd.DataFrame({c: pd.Series([], dtype=_dtype(c)) for c in HISTORY_COLUMNS})
+
+
+def diff_segments(open_rows: pd.DataFrame, segments: pd.DataFrame, business_date: date) -> SegmentChanges:
+    """Rows to close and rows to open so that the history says ``segments`` from ``business_date`` on.
+
+    ``open_rows``: the open history rows (``valid_to`` None), at most one per customer, with
+    ``customer_id`` and the segment columns (``valid_from`` and ``segment_id`` optional).
+    ``segments``: the day's :func:`~huitouke.segments.classify.classify` result.
+    """
+    _check_open_rows(open_rows, business_date)
+    today_ids = _arrow_ids(segments["customer_id"])
+    open_ids = _arrow_ids(open_rows["customer_id"])
+    position = _positions(today_ids, open_ids)  # open row of each of today's customers, -1 if none
+    matched = position >= 0
+
+    changed = ~matched
+    today_rows, open_positions = np.flatnonzero(matched), position[matched]
+    for column in SEGMENT_COLUMNS:
+        changed[today_rows] |= _differs(
+            segments[column], today_rows, open_rows[column], open_positions, column
+        )
+    # Open rows of customers who are no longer in today's segments.
+    still_there = np.zeros(len(open_rows), dtype=bool)
+    still_there[position[matched]] = True
+
+    closing = np.concatenate([position[matched & changed], np.flatnonzero(~still_there)])
+    closing.sort()
+    close = pd.DataFrame({"customer_id": open_rows["customer_id"].iloc[closing].astype("str").to_numpy()})
+    if "segment_id" in open_rows.columns:
+        close["segment_id"] = open_rows["segment_id"].iloc[closing].to_numpy()
+    close["valid_to"] = np.full(len(close), business_date, dtype=object)
+
+    opening = np.flatnonzero(changed)
+    opened = segments.iloc[opening]
+    open_frame = pd.DataFrame(
+        {
+            "customer_id": opened["customer_id"].astype("str").reset_index(drop=True),
+            "valid_from": np.full(len(opened), business_date, dtype=object),
+            "valid_to": np.full(len(opened), None, dtype=object),
+            **{c: opened[c].reset_index(drop=True) for c in SEGMENT_COLUMNS},
+        }
+    )
+
+    # Lifecycles before and after, for the customers whose row changes (position -1: none before).
+    before_life = np.append(_strings(open_rows["lifecycle"]), NO_LIFECYCLE)
+    from_life = np.concatenate([before_life[position[opening]], before_life[:-1][~still_there]])
+    to_life = np.concatenate(
+        [_strings(opened["lifecycle"]), np.full(int((~still_there).sum()), NO_LIFECYCLE, dtype=object)]
+    )
+    moved = from_life != to_life
+    transitions = (
+        pd.DataFrame({"from_lifecycle": from_life[moved], "to_lifecycle": to_life[moved]})
+        .astype("str")
+        .value_counts()
+        .rename("customers")
+        .reset_index()
+        .sort_values(["from_lifecycle", "to_lifecycle"], ignore_index=True)
+    )
+    transitions["customers"] = transitions["customers"].astype(np.int64)
+    changes = SegmentChanges(
+        business_date=business_date,
+        close=close,
+        open=open_frame,
+        transitions=transitions,
+        unchanged=int(matched.sum() - (matched & changed).sum()),
+    )
+    log.debug(
+        "segment history on %s: %d rows closed, %d opened, %d unchanged",
+        business_date,
+        len(close),
+        len(open_frame),
+        changes.unchanged,
+    )
+    return changes
+
+
+def apply_changes(history: pd.DataFrame, changes: SegmentChanges) -> pd.DataFrame:
+    """The history with ``changes`` applied (in memory; the store does the same with SQL)."""
+    history = history.copy()
+    is_open = history["valid_to"].isna().to_numpy()
+    closing = history["customer_id"].astype("str").isin(changes.close["customer_id"]).to_numpy() & is_open
+    history["valid_to"] = history["valid_to"].astype(object)
+    history.loc[closing, "valid_to"] = changes.business_date
+    if changes.open.empty:
+        return history
+    return pd.concat([history, changes.open], ignore_index=True) if len(history) else changes.open.copy()
+
+
+def open_rows_of(history: pd.DataFrame) -> pd.DataFrame:
+    """The open rows of an in-memory history."""
+    return history[history["valid_to"].isna().to_numpy()].reset_index(drop=True)
+
+
+def segments_on(history: pd.DataFrame, on: date) -> pd.DataFrame:
+    """Every customer's segment on a past (or the current) business date, from history rows.
+
+    Returns ``customer_id`` and the segment columns, sorted by customer; customers who had no
+    paid order yet (or none left) on that date are absent.
+    """
+    day = np.datetime64(on, "D")
+    valid_from = _days(history["valid_from"])
+    valid_to = _days(history["valid_to"])
+    valid = (valid_from <= day) & (np.isnat(valid_to) | (valid_to > day))
+    rows = history.loc[valid, ["customer_id", *SEGMENT_COLUMNS]]
+    return rows.sort_values("customer_id", kind="stable", ignore_index=True)
+
+
+# --------------------------------------------------------------------------------------------------
+
+
+def _dtype(column: str) -> str:
+    if column in _INT_COLUMNS:
+        return "int8"
+    if column in _BOOL_COLUMNS:
+        return "bool"
+    if column in ("valid_from", "valid_to"):
+        return "object"
+    return "str"
+
+
+def _check_open_rows(open_rows: pd.DataFrame, business_date: date) -> None:
+    missing = [c for c in ("customer_id", *SEGMENT_COLUMNS) if c not in open_rows.columns]
+    if missing:
+        raise ValueError(f"open history rows lack columns: {', '.join(missing)}")
+    if open_rows["customer_id"].duplicated().any():
+        raise ValueError("the history has more than one open row for some customers")
+    if "valid_from" in open_rows.columns and len(open_rows):
+        latest = _days(open_rows["valid_from"]).max()
+        if not np.isnat(latest) and latest >= np.datetime64(business_date, "D"):
+            raise ValueError(
+                f"the history already has rows from {latest}: rewind it before re-running {business_date} "
+                "(delete rows with valid_from >= the date, reopen rows with valid_to >= the date)"
+            )
+
+
+def _days(values: pd.Series) -> np.ndarray:
+    """Dates (``datetime.date``, timestamps or ISO text; None/NaT allowed) as datetime64[D].
+
+    A history column holds few distinct dates: each is parsed once."""
+    if pd.api.types.is_datetime64_any_dtype(values.dtype):
+        return values.to_numpy(dtype="datetime64[D]")
+    codes, uniques = pd.factorize(values)
+    parsed = pd.to_datetime(pd.Series(uniques, dtype=object)).to_numpy(dtype="datetime64[D]")
+    return np.append(parsed, np.datetime64("NaT", "D"))[codes]
+
+
+def _arrow_ids(values: pd.Series) -> pa.Array:
+    array = pa.array(values.astype("str")).cast(pa.large_string())
+    return array.combine_chunks() if isinstance(array, pa.ChunkedArray) else array
+
+
+def _positions(needles: pa.Array, haystack: pa.Array) -> np.ndarray:
+    """For each needle, its index in ``haystack`` (-1 when absent)."""
+    if len(needles) == 0:
+        return np.empty(0, dtype=np.int64)
+    found = pc.index_in(needles, value_set=haystack)
+    return pc.fill_null(found, -1).to_numpy(zero_copy_only=False).astype(np.int64)
+
+
+def _strings(values: pd.Series) -> np.ndarray:
+    return values.astype("str").to_numpy(dtype=object, na_value=None)
+
+
+def _differs(
+    today: pd.Series, today_rows: np.ndarray, before: pd.Series, before_rows: np.ndarray, column: str
+) -> np.ndarray:
+    """Whether ``today[today_rows]`` differs from ``before[before_rows]``, element by element."""
+    if column in _INT_COLUMNS:
+        a = today.to_numpy(dtype=np.int64, na_value=-1)[today_rows]
+        return a != before.to_numpy(dtype=np.int64, na_value=-1)[before_rows]
+    if column in _BOOL_COLUMNS:
+        a = today.fillna(False).to_numpy(dtype=bool)[today_rows]
+        return a != before.fillna(False).to_numpy(dtype=bool)[before_rows]
+    # Text: compared as arrow strings (no Python object per row); None equals None.
+    a = pc.take(_arrow_ids(today), pa.array(today_rows))
+    b = pc.take(_arrow_ids(before), pa.array(before_rows))
+    equal = pc.fill_null(pc.equal(a, b), False)
+    both_null = pc.and_(pc.is_null(a), pc.is_null(b))
+    return ~pc.or_(equal, both_null).to_numpy(zero_copy_only=False)
