@@ -15,6 +15,13 @@ backfilling a day is safe.
    order id. Bad rows go to the `quarantine` table with a reason; refunds and cancellations only
    change the stored order's status. The log ends with rows read / inserted / updated /
    quarantined by reason.
+3. `update_segments` — folds the day's new and changed orders into each customer's state
+   (first and last order, paid orders, AOV, main category group, acquisition source), then
+   classifies every customer: lifecycle (new, one-time, repeat, loyal, at-risk, churned), RFM
+   scores, member tier, value tier, low-value acquisition flag. Segment changes are kept as
+   validity ranges in `segment_history`; the log ends with the day's KPI tables (churn rate,
+   repeat rate, segment sizes, the value-tier table, lifecycle transitions). Rules:
+   the `segments:` section of `include/playbook.yaml`.
 
 Runs are processed one at a time in date order (later stages keep incremental customer state).
 Configuration: `include/huitouke.yaml`; docs: `README.md` and `docs/`.
@@ -62,7 +69,14 @@ def huitouke_daily():
 
         return intake_orders(data_interval_start, data_interval_end)
 
-    check_crm_schema() >> intake_orders()
+    @task
+    def update_segments(data_interval_start=None) -> dict:
+        """Stage 2: customer state, segments, segment history and the day's KPIs."""
+        from huitouke.pipeline import update_segments
+
+        return update_segments(data_interval_start)
+
+    check_crm_schema() >> intake_orders() >> update_segments()
 
 
 huitouke_daily_dag = huitouke_daily()

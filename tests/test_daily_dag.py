@@ -3,6 +3,7 @@ read by the SQL source, over several consecutive business days, then a day run a
 
 from __future__ import annotations
 
+import json
 from datetime import date, timedelta
 
 import pandas as pd
@@ -165,6 +166,74 @@ def test_running_a_day_again_changes_nothing(daily_runs, crm):
     assert again.inserted == 0 and again.updated == 0 and again.unchanged == again.orders_read > 0
 
 
+def _segment_snapshot(crm):
+    from huitouke.store.schema import customer_state, segment_history, segment_kpis, segment_transitions
+
+    history = [c for c in segment_history.columns if c.name != "segment_id"]  # ids are the store's business
+    with crm.connect() as conn:
+        return (
+            tuple(conn.execute(select(customer_state).order_by(customer_state.c.customer_id)).all()),
+            tuple(conn.execute(select(*history).order_by(*history[:2])).all()),
+            tuple(conn.execute(select(segment_transitions).order_by(*segment_transitions.primary_key)).all()),
+            tuple(conn.execute(select(segment_kpis.c.business_date, segment_kpis.c.customers)).all()),
+        )
+
+
+def test_segments_are_computed_every_day_with_kpis_and_transitions(daily_runs, crm):
+    from huitouke.store.schema import segment_kpis, segment_transitions
+
+    with crm.connect() as conn:
+        kpis = {r.business_date: r for r in conn.execute(select(segment_kpis)).all()}
+        transitions = conn.execute(select(segment_transitions)).all()
+    assert set(DAYS) <= set(kpis)
+    last = kpis[DAYS[-1]]
+    assert last.customers > 2_000 and 0 < last.repeat_rate < 1 and 0 <= last.churn_rate < 1
+    assert {"value_tiers", "lifecycle", "member_tiers"} <= set(json.loads(last.figures))
+    assert any(t.from_lifecycle == "none" and t.to_lifecycle == "new" for t in transitions)
+
+
+def test_the_daily_state_equals_a_full_rebuild_from_the_store(daily_runs, crm):
+    from huitouke.segments import build_state, load_segment_settings
+    from huitouke.segments.persist import read_orders, read_state
+
+    with crm.connect() as conn:
+        stored = read_state(conn)
+        orders, lines = read_orders(conn)
+    rebuilt = build_state(orders, lines, settings=load_segment_settings(), until=DAYS[-1])
+    pd.testing.assert_frame_equal(stored, rebuilt, check_dtype=False)
+
+
+def test_segment_history_is_compact_and_answers_for_any_day(daily_runs, crm):
+    from huitouke.segments import SEGMENT_COLUMNS, build_state, classify, load_segment_settings
+    from huitouke.segments.persist import read_orders, segments_on
+    from huitouke.store.schema import segment_history
+
+    with crm.connect() as conn:
+        rows = conn.execute(select(segment_history.c.customer_id, segment_history.c.valid_to)).all()
+        today = segments_on(conn, DAYS[-1])
+        first_day = segments_on(conn, DAYS[0])
+        orders, lines = read_orders(conn)
+    customers = {r.customer_id for r in rows}
+    assert len(rows) < len(customers) * 2  # ranges, not a row per customer per day
+    open_rows = [r.customer_id for r in rows if r.valid_to is None]
+    assert len(open_rows) == len(set(open_rows))
+    rules = load_segment_settings()
+    expected = classify(build_state(orders, lines, settings=rules, until=DAYS[-1]), DAYS[-1], rules)
+    cols = ["customer_id", *SEGMENT_COLUMNS]
+    pd.testing.assert_frame_equal(
+        today[cols].reset_index(drop=True), expected[cols].reset_index(drop=True), check_dtype=False
+    )
+    assert 0 < len(first_day) < len(today)  # fewer customers on the first day
+
+
+def test_running_the_last_day_again_gives_the_same_segments(daily_runs, crm):
+    from huitouke.dagrun import run_business_days
+
+    before = _segment_snapshot(crm)
+    assert run_business_days([DAYS[-1]]) == {DAYS[-1]: "success"}
+    assert _segment_snapshot(crm) == before
+
+
 @pytest.mark.postgres
 def test_the_daily_dag_runs_against_a_postgresql_store(daily_runs, crm, postgres_server, monkeypatch):
     """The same DAG with Connection crm_db pointing at PostgreSQL loads the same orders, same statuses."""
@@ -188,3 +257,12 @@ def test_the_daily_dag_runs_against_a_postgresql_store(daily_runs, crm, postgres
             ).all()
         )
     assert len(on_pg) > 300 and on_pg == on_sqlite
+
+
+def test_segments_on_a_past_day_from_the_command_line(daily_runs, capsys):
+    from huitouke.cli import main
+
+    assert main(["segments", "on", DAYS[0].isoformat()]) == 0
+    out = capsys.readouterr().out
+    assert f"on {DAYS[0]}" in out and "one_time" in out
+    assert main(["segments", "on", "2020-01-01"]) == 1

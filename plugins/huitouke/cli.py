@@ -8,9 +8,11 @@ the DAG does.
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import sys
 from datetime import date
+from pathlib import Path
 
 from huitouke.config import ConfigError, load_settings
 
@@ -109,6 +111,39 @@ def cmd_quarantine(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_analyze(args: argparse.Namespace) -> int:
+    from huitouke.analyze import analyze_export
+
+    mapping = args.mapping
+    if mapping.strip().startswith("{"):
+        mapping = json.loads(mapping)
+    timezone = args.timezone or load_settings().shop.timezone
+    result = analyze_export(args.orders_file, mapping, args.as_of, timezone, args.encoding)
+    print(result.text())
+    if args.customers_out:
+        table = result.customers()
+        table.to_csv(args.customers_out, index=False)
+        print(f"\n{len(table):,} customers written to {args.customers_out}")
+    return 0
+
+
+def cmd_segments_on(args: argparse.Namespace) -> int:
+    from huitouke.segments.persist import segments_on
+
+    with _engine(args).connect() as conn:
+        frame = segments_on(conn, args.date, args.customer or None)
+    if frame.empty:
+        print(f"no segment recorded on {args.date} (has the daily run covered that day?)")
+        return 1
+    if args.customer:
+        print(frame.to_string(index=False))
+        return 0
+    counts = frame.groupby(["lifecycle", "member_tier"]).size().unstack(fill_value=0)
+    print(f"Customers by lifecycle and member tier on {args.date} ({len(frame):,} customers)")
+    print(counts.to_string())
+    return 0
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     from huitouke.demo import run_demo
 
@@ -162,6 +197,33 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--limit", type=int, default=20)
     p.add_argument("--raw", action="store_true", help="print the raw rows too (they contain personal data)")
     p.set_defaults(func=cmd_quarantine)
+
+    p = sub.add_parser("analyze", help="state, segments and KPI tables straight from an order export")
+    p.add_argument("orders_file", type=Path, help="a CSV or Parquet order export")
+    p.add_argument(
+        "--mapping",
+        default="canonical",
+        help="canonical, taobao, or a JSON object {source header: canonical column}",
+    )
+    p.add_argument(
+        "--as-of",
+        type=date.fromisoformat,
+        metavar="YYYY-MM-DD",
+        help="analysis date (default: the day after the last order)",
+    )
+    p.add_argument("--customers-out", type=Path, metavar="FILE.csv", help="write one row per customer")
+    p.add_argument("--timezone", help="timezone of the export's times (default: shop.timezone)")
+    p.add_argument("--encoding", help="file encoding (default: UTF-8, then GB18030)")
+    p.set_defaults(func=cmd_analyze)
+
+    segments = sub.add_parser("segments", help="segment history").add_subparsers(
+        dest="seg_command", required=True
+    )
+    p = segments.add_parser("on", help="the segments on a business date, from the history")
+    store_options(p)
+    p.add_argument("date", type=date.fromisoformat, metavar="YYYY-MM-DD")
+    p.add_argument("--customer", action="append", help="show these customers (repeatable)")
+    p.set_defaults(func=cmd_segments_on)
 
     p = sub.add_parser("demo", help="generate the demo shop and run the daily DAG for its last days")
     p.add_argument("--customers", type=int, default=20_000)

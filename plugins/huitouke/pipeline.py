@@ -7,7 +7,7 @@ that Connections are looked up through Airflow's secrets backends (environment v
 
 from __future__ import annotations
 
-from datetime import date, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
 from huitouke.config import Settings, load_settings
@@ -54,3 +54,85 @@ def intake_orders(start: datetime, end: datetime, settings: Settings | None = No
     summary = load_batch(engine_for(settings.store.conn_id), batch, source.name, day, last_day)
     log.info("\n%s", summary.as_text())
     return summary.as_dict()
+
+
+def update_segments(start: datetime, settings: Settings | None = None) -> dict[str, Any]:
+    """Stage 2: fold the day's order changes into the customer state, classify every customer,
+    record the segment changes and the day's KPIs; log the KPI tables.
+
+    One transaction. Re-running the latest computed day recomputes it identically; an older day
+    is left as computed (later days were built on it) and its stored KPIs are returned.
+    """
+    from huitouke.segments import (
+        build_state,
+        classify,
+        compute_kpis,
+        diff_segments,
+        format_kpis,
+        load_segment_settings,
+        persist,
+        update_state,
+    )
+    from huitouke.store.connection import engine_for
+
+    settings = settings or load_settings()
+    rules = load_segment_settings()
+    fingerprint = rules.state_fingerprint()
+    day = business_date_of(start, settings)
+    now = datetime.now(UTC).replace(tzinfo=None)
+    with engine_for(settings.store.conn_id).begin() as conn:
+        latest, last_fingerprint = persist.last_run(conn)
+        if latest is not None and day < latest:
+            log.warning(
+                "Segments for %s were computed before %s, which builds on them: kept as they are", day, latest
+            )
+            return {
+                "business_date": day.isoformat(),
+                "recomputed": False,
+                **_headline(persist.stored_kpis(conn, day)),
+            }
+        if latest == day:
+            persist.rewind_history(conn, day)
+        if last_fingerprint is not None and last_fingerprint != fingerprint:
+            log.warning(
+                "The playbook's category groups changed: rebuilding the customer state from all orders"
+            )
+            touched = None
+            orders, lines = persist.read_orders(conn)
+            state = build_state(orders, lines, settings=rules, until=day)
+        else:
+            touched = persist.touched_customers(conn, day)
+            orders, lines = persist.read_orders(conn, touched)
+            state = update_state(persist.read_state(conn), orders, lines, settings=rules, until=day)
+        persist.replace_state(conn, state, touched)
+        persist.mark_applied(conn, touched, day, now)
+
+        segments = classify(state, day, rules)
+        changes = diff_segments(persist.read_open_history(conn), segments, day)
+        persist.write_history(conn, changes)
+        kpis = compute_kpis(segments, day, rules, changes.transitions)
+        persist.write_day(conn, day, kpis, changes, fingerprint, now)
+    log.info(
+        "Segments for %s: %s customers recomputed, %d history rows closed, %d opened\n%s",
+        day,
+        "all" if touched is None else f"{len(touched):,}",
+        len(changes.close),
+        len(changes.open),
+        format_kpis(kpis),
+    )
+    return {
+        "business_date": day.isoformat(),
+        "recomputed": True,
+        "customers_recomputed": len(state) if touched is None else len(touched),
+        "history_rows_closed": len(changes.close),
+        "history_rows_opened": len(changes.open),
+        **_headline(kpis),
+    }
+
+
+def _headline(kpis: dict[str, Any] | None) -> dict[str, Any]:
+    """The KPIs worth an XCom: sizes and rates, not the tables."""
+    if not kpis:
+        return {}
+    keys = ("customers", "paid_orders", "churn_rate", "repeat_rate", "lifecycle", "member_tiers")
+    return {key: kpis[key] for key in keys if key in kpis}

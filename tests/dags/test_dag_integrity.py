@@ -66,8 +66,9 @@ def test_daily_dag_is_one_run_per_shop_day_in_order(dagbag):
     assert dag.timetable.expression == "0 0 * * *"
     assert str(dag.timetable.timezone) == "Asia/Shanghai"
     assert dag.start_date.tzinfo is not None and "Asia/Shanghai" in str(dag.timezone)
-    assert [t.task_id for t in dag.tasks] == ["check_crm_schema", "intake_orders"]
+    assert [t.task_id for t in dag.tasks] == ["check_crm_schema", "intake_orders", "update_segments"]
     assert dag.get_task("intake_orders").upstream_task_ids == {"check_crm_schema"}
+    assert dag.get_task("update_segments").upstream_task_ids == {"intake_orders"}
 
 
 def test_airflow_loads_the_plugins_folder_without_import_errors():

@@ -240,6 +240,7 @@ def load_batch(
                     status=bindparam("b_status"),
                     source_updated_at=bindparam("b_updated"),
                     status_changed_at=bindparam("b_now"),
+                    state_applied_at=None,  # stage 2 must fold the new status into the customer state
                 ),
                 status_updates,
             )

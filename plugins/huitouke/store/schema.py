@@ -15,6 +15,7 @@ from sqlalchemy import (
     Column,
     Date,
     DateTime,
+    Float,
     ForeignKey,
     Index,
     Integer,
@@ -68,6 +69,8 @@ orders = Table(
     Column("source_updated_at", DateTime),
     Column("loaded_at", DateTime, nullable=False),
     Column("status_changed_at", DateTime, nullable=False),
+    # Null until stage 2 has folded this order (as it now is) into the customer's state.
+    Column("state_applied_at", DateTime, index=True),
 )
 
 # One line of an order, with its product category.
@@ -119,18 +122,22 @@ intake_runs = Table(
     Column("finished_at", DateTime, nullable=False),
 )
 
-# Per-customer state derived from paid orders (stage 2 keeps it current, incrementally).
+# Per-customer state derived from paid orders, kept current by stage 2 (huitouke.segments.state):
+# a customer's row depends only on their orders, so the daily update recomputes the customers whose
+# orders changed. Customers with no paid order have no row.
 customer_state = Table(
     "customer_state",
     metadata,
     Column("customer_id", String(64), primary_key=True),
     Column("first_paid_at", DateTime, nullable=False),
     Column("last_paid_at", DateTime, nullable=False),
+    Column("first_business_date", Date, nullable=False),
+    Column("last_business_date", Date, nullable=False),
     Column("paid_orders", Integer, nullable=False),
     Column("total_cents", BigInteger, nullable=False),
+    Column("aov_cents", BigInteger, nullable=False),
     Column("main_category_group", String(64)),
     Column("acquisition_source", String(32)),
-    Column("as_of", Date, nullable=False),
 )
 
 # A customer's segment over a range of business dates [valid_from, valid_to); open when valid_to is null.
@@ -150,6 +157,36 @@ segment_history = Table(
     Column("low_value_acquisition", Boolean, nullable=False, default=False),
     Column("category_group", String(64)),
     Index("ix_segment_history_customer_id_valid_from", "customer_id", "valid_from"),
+    Index("ix_segment_history_valid_to", "valid_to"),
+)
+
+# The day's segment KPIs: the headline figures as columns, the whole table set as JSON.
+segment_kpis = Table(
+    "segment_kpis",
+    metadata,
+    Column("business_date", Date, primary_key=True),
+    Column("customers", Integer, nullable=False),
+    Column("paid_orders", BigInteger, nullable=False),
+    Column("gmv_cents", BigInteger, nullable=False),
+    Column("churned_customers", Integer, nullable=False),
+    Column("churn_rate", Float, nullable=False),
+    Column("repeat_customers", Integer, nullable=False),
+    Column("repeat_rate", Float, nullable=False),
+    Column("history_rows_closed", Integer, nullable=False),
+    Column("history_rows_opened", Integer, nullable=False),
+    Column("state_fingerprint", String(16), nullable=False),
+    Column("figures", Text, nullable=False),
+    Column("computed_at", DateTime, nullable=False),
+)
+
+# How many customers moved from one lifecycle to another on a business day ("none": no paid order).
+segment_transitions = Table(
+    "segment_transitions",
+    metadata,
+    Column("business_date", Date, primary_key=True),
+    Column("from_lifecycle", String(16), primary_key=True),
+    Column("to_lifecycle", String(16), primary_key=True),
+    Column("customers", Integer, nullable=False),
 )
 
 # A customer's passage through a campaign: arm (treatment or holdout), waves, exit.
