@@ -226,7 +226,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_segments_on)
 
     p = sub.add_parser("demo", help="generate the demo shop and run the daily DAG for its last days")
-    p.add_argument("--customers", type=int, default=20_000)
+    p.add_argument("--customers", type=int, default=40_000)
     p.add_argument("--days", type=int, default=4, help="business days run through Airflow (default 4)")
     p.add_argument("--seed", type=int, default=7)
     p.set_defaults(func=cmd_demo)

@@ -21,7 +21,7 @@ from sqlalchemy import func, select
 
 from huitouke.config import load_settings, project_home
 
-DEMO_START = date(2025, 1, 1)
+DEMO_START = date(2024, 1, 1)
 DEMO_END = date(2025, 12, 14)
 
 
@@ -52,7 +52,7 @@ def run_demo(
     """Run the demo; returns a process exit code."""
     from huitouke.dagrun import days_between, load_daily_dag, run_business_days
     from huitouke.demo_shop import ShopSpec, generate_shop, shop_as_of, write_shop
-    from huitouke.pipeline import day_bounds, intake_orders
+    from huitouke.pipeline import day_bounds, intake_orders, update_segments
     from huitouke.store.connection import engine_for
     from huitouke.store.migrate import upgrade
 
@@ -85,10 +85,12 @@ def run_demo(
     start, _ = day_bounds(spec.start, settings)
     _, end = day_bounds(history_end, settings)
     history = intake_orders(start, end, settings)
+    history_segments = update_segments(day_bounds(history_end, settings)[0], settings)
     say(
         f"3. History {spec.start} .. {history_end} loaded in one intake: {history['inserted']:,} orders new, "
         f"{history['updated']:,} updated, {history['unchanged']:,} unchanged, "
-        f"{history['quarantined']:,} rows quarantined"
+        f"{history['quarantined']:,} rows quarantined; segments computed for {history_end}: "
+        f"{history_segments['customers']:,} customers"
     )
 
     log_file = project_home() / "data" / "logs" / "demo-airflow.log"
@@ -149,7 +151,16 @@ def _start_fresh(crm) -> str | None:
 
 
 def _report(crm, dag_days: list[date], say: Callable[[str], None]) -> None:
-    from huitouke.store.schema import customers, intake_runs, order_lines, orders, quarantine
+    from huitouke.segments import format_kpis
+    from huitouke.store.schema import (
+        customers,
+        intake_runs,
+        order_lines,
+        orders,
+        quarantine,
+        segment_kpis,
+        segment_transitions,
+    )
 
     with crm.connect() as conn:
         runs = conn.execute(
@@ -167,6 +178,17 @@ def _report(crm, dag_days: list[date], say: Callable[[str], None]) -> None:
         by_reason = conn.execute(
             select(quarantine.c.reason, func.count()).group_by(quarantine.c.reason)
         ).all()
+        kpi_rows = conn.execute(
+            select(segment_kpis)
+            .where(segment_kpis.c.business_date.in_(dag_days))
+            .order_by(segment_kpis.c.business_date)
+        ).all()
+        transitions = {
+            (r.business_date, r.from_lifecycle, r.to_lifecycle): r.customers
+            for r in conn.execute(
+                select(segment_transitions).where(segment_transitions.c.business_date.in_(dag_days))
+            )
+        }
     say("")
     say("   business day  rows read  new orders  status updates  unchanged  quarantined")
     for run in runs:
@@ -176,6 +198,21 @@ def _report(crm, dag_days: list[date], say: Callable[[str], None]) -> None:
             f"{run.unchanged:>9,}  {run.quarantined:>11,}  {reasons}"
         )
     say("")
+    say("   business day  customers  churn rate  repeat rate  history rows closed/opened  lifecycle moves")
+    for row in kpi_rows:
+        moves = sum(n for (d, _, _), n in transitions.items() if d == row.business_date)
+        say(
+            f"   {row.business_date}   {row.customers:>9,}  {row.churn_rate:>10.2%}  {row.repeat_rate:>11.2%}  "
+            f"{row.history_rows_closed:>12,} / {row.history_rows_opened:<12,}  {moves:>15,}"
+        )
+    say("")
     say("   The CRM store holds " + ", ".join(f"{n:,} {what}" for what, n in totals.items()) + ".")
     say("   Orders by status: " + ", ".join(f"{s} {n:,}" for s, n in sorted(by_status)))
     say("   Quarantined rows by reason: " + ", ".join(f"{r} {n:,}" for r, n in sorted(by_reason)))
+    if kpi_rows:
+        last = kpi_rows[-1]
+        say("")
+        say(f"   Segments on {last.business_date}, as the update_segments task logged them:")
+        say("")
+        for line in format_kpis(json.loads(last.figures)).splitlines():
+            say(f"   {line}" if line else "")
