@@ -137,7 +137,7 @@ class Settings(_Section):
         return ZoneInfo(self.shop.timezone)
 
 
-def _describe(path: Path) -> str:
+def describe_path(path: Path) -> str:
     """The path as a user would type it: relative to the project when inside it."""
     try:
         return str(path.relative_to(project_home()))
@@ -169,7 +169,7 @@ def parse_settings(data: Any, where: str) -> Settings:
 
 def load_yaml(path: Path) -> Any:
     """Read a YAML file; a syntax error names the file, line and column."""
-    where = _describe(path)
+    where = describe_path(path)
     if not path.is_file():
         raise ConfigError(f"{where}: file not found")
     try:
@@ -184,7 +184,7 @@ def load_yaml(path: Path) -> Any:
 def _load_cached(path: str, mtime_ns: int) -> Settings:
     del mtime_ns  # part of the cache key only: an edited file is read again
     p = Path(path)
-    return parse_settings(load_yaml(p), _describe(p))
+    return parse_settings(load_yaml(p), describe_path(p))
 
 
 def load_settings(path: Path | None = None) -> Settings:

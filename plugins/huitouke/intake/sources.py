@@ -46,25 +46,12 @@ def build_source(settings: Settings) -> OrderSource:
     base_url, headers, auth = http_endpoint(http.conn_id)
     return HttpOrderSource(
         base_url=base_url,
-        endpoint=http.endpoint,
         headers=headers,
         auth=auth,
-        params=dict(http.params),
-        start_param=http.start_param,
-        end_param=http.end_param,
-        time_format=http.time_format,
-        pagination=http.pagination,
-        page_param=http.page_param,
-        page_size_param=http.page_size_param,
-        page_size=http.page_size,
-        records_field=http.records_field,
-        cursor_field=http.cursor_field,
-        cursor_param=http.cursor_param,
-        next_url_field=http.next_url_field,
-        lines_field=http.lines_field,
-        mapping=http.mapping,
         timeout=(min(10.0, http.timeout_seconds), http.timeout_seconds),
-        max_retries=http.max_retries,
+        where="intake.http",
+        # The settings' fields are named as the source's parameters (pagination, fields, mapping...).
+        **http.model_dump(exclude={"conn_id", "timeout_seconds"}),
     )
 
 

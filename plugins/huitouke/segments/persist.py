@@ -23,7 +23,7 @@ from sqlalchemy import Connection, bindparam, delete, func, insert, select, upda
 
 from huitouke.segments.classify import SEGMENT_COLUMNS
 from huitouke.segments.history import SegmentChanges
-from huitouke.segments.state import STATE_COLUMNS, empty_state
+from huitouke.segments.state import LINE_INPUT_COLUMNS, ORDER_INPUT_COLUMNS, STATE_COLUMNS, empty_state
 from huitouke.store.schema import (
     customer_state,
     order_lines,
@@ -34,15 +34,6 @@ from huitouke.store.schema import (
 )
 
 _CHUNK = 900  # bound parameters per IN (...) list: under SQLite's and every driver's limit
-ORDER_COLUMNS = (
-    "order_id",
-    "customer_id",
-    "paid_at",
-    "business_date",
-    "status",
-    "amount_cents",
-    "acquisition_source",
-)
 
 
 def _chunks(values: Sequence[Any], size: int = _CHUNK) -> Iterator[Sequence[Any]]:
@@ -79,16 +70,16 @@ def read_orders(
     conn: Connection, customer_ids: Sequence[str] | None = None
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
     """All orders (any status) and their lines, of the given customers or of everyone."""
-    order_cols = [orders.c[name] for name in ORDER_COLUMNS]
-    line_cols = [order_lines.c.order_id, order_lines.c.category, order_lines.c.amount_cents]
+    order_cols = [orders.c[name] for name in ORDER_INPUT_COLUMNS]
+    line_cols = [order_lines.c[name] for name in LINE_INPUT_COLUMNS]
     if customer_ids is None:
-        order_frames = [_frame(conn, select(*order_cols), ORDER_COLUMNS)]
-        line_frames = [_frame(conn, select(*line_cols), ("order_id", "category", "amount_cents"))]
+        order_frames = [_frame(conn, select(*order_cols), ORDER_INPUT_COLUMNS)]
+        line_frames = [_frame(conn, select(*line_cols), LINE_INPUT_COLUMNS)]
     else:
         order_frames, line_frames = [], []
         for chunk in _chunks(list(customer_ids)):
             order_frames.append(
-                _frame(conn, select(*order_cols).where(orders.c.customer_id.in_(chunk)), ORDER_COLUMNS)
+                _frame(conn, select(*order_cols).where(orders.c.customer_id.in_(chunk)), ORDER_INPUT_COLUMNS)
             )
             line_frames.append(
                 _frame(
@@ -96,11 +87,13 @@ def read_orders(
                     select(*line_cols)
                     .join(orders, orders.c.order_id == order_lines.c.order_id)
                     .where(orders.c.customer_id.in_(chunk)),
-                    ("order_id", "category", "amount_cents"),
+                    LINE_INPUT_COLUMNS,
                 )
             )
     order_frame = (
-        pd.concat(order_frames, ignore_index=True) if order_frames else pd.DataFrame(columns=ORDER_COLUMNS)
+        pd.concat(order_frames, ignore_index=True)
+        if order_frames
+        else pd.DataFrame(columns=ORDER_INPUT_COLUMNS)
     )
     line_frame = (
         pd.concat(line_frames, ignore_index=True)

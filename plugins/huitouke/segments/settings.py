@@ -24,7 +24,7 @@ from typing import Any
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from huitouke.config import ConfigError, format_validation_error, load_yaml, project_home
+from huitouke.config import ConfigError, describe_path, format_validation_error, load_yaml, project_home
 from huitouke.intake import records
 from huitouke.pii import get_logger
 
@@ -308,13 +308,6 @@ def _line_of(root: yaml.Node | None, loc: tuple[Any, ...]) -> int | None:
     return line
 
 
-def _describe(path: Path) -> str:
-    try:
-        return str(path.relative_to(project_home()))
-    except ValueError:
-        return str(path)
-
-
 def parse_segment_settings(data: Any, where: str, source: str | None = None) -> SegmentSettings:
     """Validate a loaded playbook (the whole file); only ``segments:`` is looked at.
 
@@ -352,7 +345,7 @@ def _load_cached(path: str, mtime_ns: int) -> SegmentSettings:
     del mtime_ns  # part of the cache key only: an edited file is read again
     p = Path(path)
     data = load_yaml(p)
-    return parse_segment_settings(data, _describe(p), p.read_text(encoding="utf-8"))
+    return parse_segment_settings(data, describe_path(p), p.read_text(encoding="utf-8"))
 
 
 def load_segment_settings(path: Path | None = None) -> SegmentSettings:
