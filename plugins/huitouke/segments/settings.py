@@ -44,7 +44,7 @@ __all__ = [
 
 _NAME = re.compile(r"^[a-z0-9_]+$")
 # Top-level sections of the playbook, this stage's and the later stages'.
-PLAYBOOK_SECTIONS: tuple[str, ...] = ("segments", "shop", "campaigns")
+PLAYBOOK_SECTIONS: tuple[str, ...] = ("segments", "shop", "contact_pressure", "campaigns")
 
 
 def _check_name(value: str, what: str) -> str:

@@ -1,0 +1,893 @@
+"""The daily planner: who enters which campaign, which waves are due, who exits, and what is sent.
+
+One plain, deterministic function of the day's inputs, :func:`plan_day` (no database, no Airflow,
+no clock): the same inputs give the same plan, row for row, so re-running a day plans it again
+identically and the outbox's unique key makes sure nothing is queued twice.
+
+Inputs (pandas DataFrames; extra columns are ignored)
+=====================================================
+
+``segments``   the day's segments, :data:`huitouke.segments.classify.SEGMENTS_COLUMNS`: one row per
+               customer with a paid order. Only these customers can enter a campaign.
+``contacts``   :data:`CONTACT_COLUMNS`: ``customer_id, phone, email, sms_opt_out, email_opt_out,
+               birthday`` (the ``customers`` table). Missing customer = no address, not opted out.
+``orders``     the day's paid orders, :data:`huitouke.campaigns.rules.ORDER_COLUMNS`: ``order_id,
+               customer_id, business_date, amount_cents, categories`` (a list or "a,b" per order),
+               ``coupon_code``; other days' rows and unpaid statuses (optional ``status``) are dropped.
+``entries``    stored campaign entries, :data:`ENTRY_COLUMNS` (``campaign, customer_id, entered_on,
+               arm, variant, exited_on, exit_reason``; ``last_wave`` and ``next_wave_on`` are not read).
+               Pass every open entry, the latest entry of every (campaign, customer), and the entries
+               of the business day itself; passing all entries is fine.
+``history``    past contacts, :data:`HISTORY_COLUMNS`: ``customer_id, contacted_on`` and optionally
+               ``counts_toward_cap`` (default true): one row per treated wave of the last
+               ``contact_pressure.longest_window_days`` days (the ``campaign_waves`` rows with outcome
+               ``treated``). Rows of the business day or later are ignored: they are this day's own
+               plan from an earlier run.
+
+Result: :class:`DayPlan` (``entries``, ``waves``, ``sends``, ``summary``; ``exits`` is a view).
+
+The day, step by step
+=====================
+
+1. **Entries.** For each enabled campaign within ``starts_on .. ends_on``: the customers whose
+   segment row meets the entry rule today (:mod:`huitouke.campaigns.rules`) and, when the campaign
+   has variants, one of them (the first that matches is the variant; no match, no entry). Not
+   entered: a customer with an open entry of the campaign, or whose latest entry is less than
+   ``reentry_after_days`` old (``reentry_after_days: null``: once per customer, ever). Entries
+   already stored for the day are *recognised* (key campaign, customer, entered_on) and kept as
+   stored, arm included. ``max_new_entries_per_day`` takes that many, in a deterministic random
+   order; the others are counted as ``deferred`` (a ``state`` event lets them enter another day).
+   The arm is :func:`huitouke.campaigns.holdout.assign_arms` at entry, stored, never recomputed.
+2. **Schedule.** Wave k of an entry is due on ``entered_on + first_after_days + (k-1) *
+   interval_days`` for k = 1 .. ``max_waves`` (a pure function of the entry date: nothing to keep
+   in step, and a skipped day does not shift later waves). Holdout entries have the same schedule.
+3. **Exits**, checked for every open entry, in this order: ``repurchased`` — the campaign stops
+   on repurchase and the customer's latest paid order is after the entry day (no wave is due any
+   more that day); ``opted_out`` — opted out of every channel of the campaign (a wave due that day
+   is recorded as suppressed ``opted_out``); ``completed`` — the last wave fell due. The exit day is
+   the business day.
+4. **Decisions** for every wave due today, for both arms alike, as if every customer were treated:
+
+   a. channels: reachable = an address and no opt-out (``sms`` and ``call`` need a phone and no
+      ``sms_opt_out``; ``email`` an address and no ``email_opt_out``); ``channel_policy: all`` uses
+      every reachable channel, ``first_reachable`` the first in the campaign's list. None reachable:
+      suppressed ``opted_out`` (opted out of all) or ``no_contact``.
+   b. member-tier cap (``kind: marketing`` only): the customer's tier allows ``max_contacts`` capped
+      contacts in any ``per_days`` days including today; with that many already in the last
+      ``per_days - 1`` days: suppressed ``cap_member_tier``. A contact is one treated wave,
+      whatever its number of channels; calls count like any message of a marketing campaign;
+      ``kind: service`` campaigns (care tips, follow-up calls) neither count nor are capped.
+   c. priority: one campaign per customer per day; the highest priority among the waves that
+      passed a and b wins, the others are suppressed ``lower_priority``.
+   d. daily global cap: winners in order of priority, then a deterministic random order, are taken
+      while the messages actually sent (treated arm only) stay within ``daily_global_cap``; the
+      rest are suppressed ``cap_daily_global``. A holdout row takes the place it would take if
+      treated, so the cut is blind to the arm.
+   e. what passed: ``treated`` (arm treatment) or ``held_out`` (arm holdout, nothing is sent).
+
+   Why decide both arms as if treated: suppression must not depend on the arm, or the holdout
+   would differ from the treated in who was suppressed (e.g. a capped customer dropped from one
+   arm only), and the comparison of the evaluation would be biased. Holdout customers do not
+   consume caps (they received nothing), exactly as customers outside the campaign.
+5. **Sends**: one row per treated wave and chosen channel, with its template and coupon terms;
+   coupon codes come from :func:`huitouke.campaigns.coupons.issue_coupons`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import date
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from huitouke.campaigns.holdout import HOLDOUT, TREATMENT, assign_arms, uniforms
+from huitouke.campaigns.playbook import CALL, EMAIL, SMS, Campaign, Playbook
+from huitouke.campaigns.rules import conditions_mask, entry_mask, prepare_orders
+from huitouke.pii import get_logger
+
+log = get_logger(__name__)
+
+__all__ = [
+    "CONTACT_COLUMNS",
+    "ENTRY_COLUMNS",
+    "EXIT_REASONS",
+    "HISTORY_COLUMNS",
+    "OUTCOMES",
+    "SEND_COLUMNS",
+    "SUMMARY_COLUMNS",
+    "SUPPRESSION_REASONS",
+    "WAVE_COLUMNS",
+    "DayPlan",
+    "empty_entries",
+    "plan_day",
+]
+
+TREATED, HELD_OUT, SUPPRESSED = "treated", "held_out", "suppressed"
+OUTCOMES: tuple[str, ...] = (TREATED, HELD_OUT, SUPPRESSED)
+OPTED_OUT, NO_CONTACT = "opted_out", "no_contact"
+CAP_MEMBER_TIER, CAP_DAILY_GLOBAL, LOWER_PRIORITY = "cap_member_tier", "cap_daily_global", "lower_priority"
+SUPPRESSION_REASONS: tuple[str, ...] = (
+    OPTED_OUT,
+    NO_CONTACT,
+    CAP_MEMBER_TIER,
+    LOWER_PRIORITY,
+    CAP_DAILY_GLOBAL,
+)
+REPURCHASED, COMPLETED = "repurchased", "completed"
+EXIT_REASONS: tuple[str, ...] = (REPURCHASED, COMPLETED, OPTED_OUT)
+
+ENTRY_COLUMNS: tuple[str, ...] = (
+    "campaign",
+    "customer_id",
+    "entered_on",
+    "arm",
+    "variant",
+    "last_wave",
+    "next_wave_on",
+    "exited_on",
+    "exit_reason",
+)
+WAVE_COLUMNS: tuple[str, ...] = (
+    "campaign",
+    "customer_id",
+    "entered_on",
+    "wave",
+    "due_on",
+    "arm",
+    "variant",
+    "kind",
+    "priority",
+    "outcome",
+    "reason",
+    "channels",
+    "counts_toward_cap",
+    "coupon_value_cents",
+    "coupon_min_spend_cents",
+    "coupon_expires_on",
+)
+SEND_COLUMNS: tuple[str, ...] = (
+    "campaign",
+    "customer_id",
+    "entered_on",
+    "wave",
+    "variant",
+    "channel",
+    "template",
+    "recipient",
+    "business_date",
+    "category_group",
+    "coupon_value_cents",
+    "coupon_min_spend_cents",
+    "coupon_expires_on",
+)
+CONTACT_COLUMNS: tuple[str, ...] = (
+    "customer_id",
+    "phone",
+    "email",
+    "sms_opt_out",
+    "email_opt_out",
+    "birthday",
+)
+HISTORY_COLUMNS: tuple[str, ...] = ("customer_id", "contacted_on", "counts_toward_cap")
+SUMMARY_COLUMNS: tuple[str, ...] = (
+    "campaign",
+    "priority",
+    "kind",
+    "entered",
+    "entered_holdout",
+    "deferred",
+    "due",
+    "treated",
+    "held_out",
+    *(f"suppressed_{r}" for r in SUPPRESSION_REASONS),
+    *(f"exited_{r}" for r in EXIT_REASONS),
+    "messages",
+)
+
+_NAT = np.iinfo(np.int64).min
+
+
+@dataclass(frozen=True)
+class DayPlan:
+    """What :func:`plan_day` decided for one business day.
+
+    - ``entries`` (:data:`ENTRY_COLUMNS`): rows to upsert by (campaign, customer_id, entered_on):
+      the day's entries and every open entry whose wave fell due or which exited today.
+    - ``waves`` (:data:`WAVE_COLUMNS`): one row per wave due today, with its outcome and reason.
+    - ``sends`` (:data:`SEND_COLUMNS`): one row per message to render and queue.
+    - ``summary`` (:data:`SUMMARY_COLUMNS`): one row per campaign, highest priority first.
+    """
+
+    business_date: date
+    entries: pd.DataFrame
+    waves: pd.DataFrame
+    sends: pd.DataFrame
+    summary: pd.DataFrame
+    notes: tuple[str, ...] = field(default=())
+
+    @property
+    def exits(self) -> pd.DataFrame:
+        """The entries that exited today."""
+        return self.entries[self.entries["exit_reason"].notna()].reset_index(drop=True)
+
+    def as_dict(self) -> dict[str, Any]:
+        """The summary as plain values (for XCom)."""
+        return {
+            "business_date": self.business_date.isoformat(),
+            "campaigns": {
+                row["campaign"]: {k: _plain(v) for k, v in row.items() if k != "campaign"}
+                for row in self.summary.to_dict("records")
+            },
+            "messages": len(self.sends),
+        }
+
+    def as_text(self) -> str:
+        """The summary as a table for the task log (no personal data)."""
+        headers = [
+            ("campaign", "campaign"),
+            ("entered", "entered"),
+            ("entered_holdout", "in holdout"),
+            ("deferred", "deferred"),
+            ("due", "due"),
+            ("treated", "treated"),
+            ("held_out", "held out"),
+            *((f"suppressed_{r}", r) for r in SUPPRESSION_REASONS),
+            ("exited_repurchased", "exit rebuy"),
+            ("exited_completed", "exit done"),
+            ("exited_opted_out", "exit optout"),
+            ("messages", "messages"),
+        ]
+        rows = [
+            [str(r[k]) if k == "campaign" else f"{int(r[k]):,}" for k, _ in headers]
+            for r in self.summary.to_dict("records")
+        ]
+        widths = [
+            max(len(title), *(len(row[i]) for row in rows)) if rows else len(title)
+            for i, (_, title) in enumerate(headers)
+        ]
+        out = [f"Campaign plan for {self.business_date}"]
+        out.append(
+            "  ".join(
+                t.ljust(w) if i == 0 else t.rjust(w)
+                for i, ((_, t), w) in enumerate(zip(headers, widths, strict=True))
+            )
+        )
+        for row in rows:
+            out.append(
+                "  ".join(
+                    c.ljust(w) if i == 0 else c.rjust(w)
+                    for i, (c, w) in enumerate(zip(row, widths, strict=True))
+                )
+            )
+        out.extend(self.notes)
+        return "\n".join(out)
+
+
+def _plain(value: Any) -> Any:
+    return value.item() if isinstance(value, np.generic) else value
+
+
+def _objects(frame: pd.DataFrame) -> pd.DataFrame:
+    """Text and date columns as ``object`` with ``None`` for missing (pandas would infer ``str``
+    with NaN): what the store's nullable columns take, and what ``is None`` checks expect."""
+    for column in frame.columns:
+        values = frame[column]
+        if values.dtype == object or pd.api.types.is_string_dtype(values.dtype):
+            values = values.astype(object)
+            frame[column] = values.where(values.notna(), None)
+    return frame
+
+
+# ------------------------------------------------------------------------------------------ inputs
+
+
+def _days(values: Any) -> np.ndarray:
+    """Dates (date objects, strings, datetime64) as int64 day numbers; missing = _NAT."""
+    stamps = pd.to_datetime(pd.Series(values), errors="coerce")
+    out = stamps.to_numpy(dtype="datetime64[D]").astype(np.int64)
+    return out
+
+
+def _dates(days: np.ndarray) -> np.ndarray:
+    """int64 day numbers as an object array of ``datetime.date`` (``_NAT`` = None)."""
+    days = np.asarray(days, dtype=np.int64)
+    out = days.astype("datetime64[D]").astype(object)
+    out[days == _NAT] = None
+    return out
+
+
+def empty_entries() -> pd.DataFrame:
+    """No entries, with the columns :func:`plan_day` reads."""
+    return pd.DataFrame({c: pd.Series([], dtype=object) for c in ENTRY_COLUMNS})
+
+
+def _require(frame: pd.DataFrame, columns: tuple[str, ...], what: str) -> None:
+    missing = [c for c in columns if c not in frame.columns]
+    if missing:
+        raise ValueError(f"{what} lack columns: {', '.join(missing)}")
+
+
+def _bool(series: pd.Series) -> np.ndarray:
+    return series.fillna(False).astype(bool).to_numpy()
+
+
+def _present(series: pd.Series) -> np.ndarray:
+    """Whether each value is a non-blank address."""
+    text = series.astype("string").str.strip()
+    return (text.str.len() > 0).fillna(False).to_numpy(dtype=bool)
+
+
+@dataclass
+class _People:
+    """Per-customer arrays, looked up by position (``index.get_indexer``; -1 = unknown)."""
+
+    index: pd.Index
+    member_tier: np.ndarray
+    last_order_day: np.ndarray
+    category_group: np.ndarray
+    contact_index: pd.Index
+    phone: np.ndarray
+    email: np.ndarray
+    has: dict[str, np.ndarray]
+    opted_out: dict[str, np.ndarray]
+
+    def rows(self, ids: np.ndarray) -> np.ndarray:
+        return self.index.get_indexer(ids)
+
+    def contact_rows(self, ids: np.ndarray) -> np.ndarray:
+        return self.contact_index.get_indexer(ids)
+
+
+def _people(segments: pd.DataFrame, contacts: pd.DataFrame, today: int) -> _People:
+    since_last = pd.to_numeric(segments["days_since_last_order"], errors="coerce").to_numpy(dtype=float)
+    last_day = np.where(np.isnan(since_last), _NAT, today - np.nan_to_num(since_last, nan=0)).astype(np.int64)
+    contacts = contacts.drop_duplicates("customer_id", keep="last")
+    phone = contacts["phone"].astype(object).where(contacts["phone"].notna(), None).to_numpy()
+    email = contacts["email"].astype(object).where(contacts["email"].notna(), None).to_numpy()
+    has_phone, has_email = _present(contacts["phone"]), _present(contacts["email"])
+    sms_out, email_out = _bool(contacts["sms_opt_out"]), _bool(contacts["email_opt_out"])
+    return _People(
+        index=pd.Index(segments["customer_id"].astype("str").to_numpy()),
+        member_tier=segments["member_tier"].astype(object).to_numpy(),
+        last_order_day=last_day,
+        category_group=segments["category_group"].astype(object).to_numpy(),
+        contact_index=pd.Index(contacts["customer_id"].astype("str").to_numpy()),
+        phone=phone,
+        email=email,
+        has={SMS: has_phone, CALL: has_phone, EMAIL: has_email},
+        opted_out={SMS: sms_out, CALL: sms_out, EMAIL: email_out},
+    )
+
+
+def _take(values: np.ndarray, rows: np.ndarray, fill: Any) -> np.ndarray:
+    """``values[rows]`` with ``fill`` where ``rows == -1``."""
+    if len(values) == 0:
+        return np.full(len(rows), fill, dtype=values.dtype if values.dtype != object else object)
+    out = values[np.where(rows >= 0, rows, 0)]
+    if (rows < 0).any():
+        out = out.astype(object) if values.dtype == object else out.copy()
+        out[rows < 0] = fill
+    return out
+
+
+def _normalise_contacts(contacts: pd.DataFrame | None) -> pd.DataFrame:
+    if contacts is None:
+        contacts = pd.DataFrame({c: pd.Series([], dtype=object) for c in CONTACT_COLUMNS})
+    _require(contacts, ("customer_id",), "contacts")
+    frame = contacts.copy()
+    for column in CONTACT_COLUMNS[1:]:
+        if column not in frame.columns:
+            frame[column] = None
+    frame["customer_id"] = frame["customer_id"].astype("str")
+    return frame
+
+
+def _normalise_entries(entries: pd.DataFrame | None) -> pd.DataFrame:
+    if entries is None or len(entries) == 0:
+        return pd.DataFrame(
+            {
+                "campaign": pd.Series([], dtype=object),
+                "customer_id": pd.Series([], dtype=object),
+                "entered_on": np.empty(0, dtype=np.int64),
+                "arm": pd.Series([], dtype=object),
+                "variant": pd.Series([], dtype=object),
+                "exited_on": np.empty(0, dtype=np.int64),
+            }
+        )
+    _require(entries, ("campaign", "customer_id", "entered_on", "arm"), "entries")
+    variant = entries["variant"] if "variant" in entries.columns else pd.Series([""] * len(entries))
+    exited = entries["exited_on"] if "exited_on" in entries.columns else pd.Series([None] * len(entries))
+    return pd.DataFrame(
+        {
+            "campaign": entries["campaign"].astype(str).to_numpy(dtype=object),
+            "customer_id": entries["customer_id"].astype(str).to_numpy(dtype=object),
+            "entered_on": _days(entries["entered_on"].to_numpy()),
+            "arm": entries["arm"].astype(str).to_numpy(dtype=object),
+            "variant": variant.fillna("").astype(str).to_numpy(dtype=object),
+            "exited_on": _days(exited.to_numpy()),
+        }
+    )
+
+
+def _history_counts(history: pd.DataFrame | None, today: int, windows: set[int]) -> dict[int, pd.Series]:
+    """Per window length D: capped contacts per customer on days [today - D + 1, today - 1]."""
+    if history is None or len(history) == 0:
+        return {d: pd.Series(dtype=np.int64) for d in windows}
+    _require(history, ("customer_id", "contacted_on"), "history")
+    day = _days(history["contacted_on"].to_numpy())
+    counts = (
+        _bool(history["counts_toward_cap"])
+        if "counts_toward_cap" in history.columns
+        else np.ones(len(history), dtype=bool)
+    )
+    ids = history["customer_id"].astype(str).to_numpy(dtype=object)
+    out = {}
+    for d in windows:
+        keep = counts & (day != _NAT) & (day < today) & (day > today - d)
+        out[d] = pd.Series(ids[keep]).value_counts()
+    return out
+
+
+# ------------------------------------------------------------------------------------------ the day
+
+
+@dataclass
+class _Active:
+    """A campaign's open entries and the day's entries, as arrays, with the day's schedule and exits."""
+
+    customer_id: np.ndarray
+    entered_on: np.ndarray
+    arm: np.ndarray
+    variant: np.ndarray
+    is_new: np.ndarray
+    due: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=bool))
+    wave: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
+    last_wave: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
+    next_wave_on: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
+    exit_reason: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=object))
+
+    def __len__(self) -> int:
+        return len(self.customer_id)
+
+
+@dataclass
+class _CampaignDay:
+    name: str
+    campaign: Campaign
+    active: _Active
+    deferred: int = 0
+
+
+def plan_day(
+    playbook: Playbook,
+    business_date: date,
+    segments: pd.DataFrame,
+    contacts: pd.DataFrame | None = None,
+    orders: pd.DataFrame | None = None,
+    entries: pd.DataFrame | None = None,
+    history: pd.DataFrame | None = None,
+) -> DayPlan:
+    """Plan one business day for every campaign of the playbook (see the module docstring)."""
+    _require(
+        segments,
+        ("customer_id", "member_tier", "category_group", "days_since_first_order", "days_since_last_order"),
+        "segments",
+    )
+    today = int(np.datetime64(business_date, "D").astype(np.int64))
+    segments = segments.reset_index(drop=True)
+    contacts = _normalise_contacts(contacts)
+    stored = _normalise_entries(entries)
+    people = _people(segments, contacts, today)
+    day_orders = prepare_orders(orders, business_date)
+    birthdays = pd.Series(
+        _take(contacts["birthday"].to_numpy(dtype=object), people.contact_rows(people.index.to_numpy()), None)
+    )
+
+    notes: list[str] = []
+    unknown = sorted(set(stored["campaign"]) - set(playbook.campaigns))
+    if unknown:
+        notes.append(f"entries of campaigns not in the playbook are left as they are: {', '.join(unknown)}")
+    future = int((stored["entered_on"] > today).sum())
+    if future:
+        notes.append(f"{future} entries dated after {business_date} are ignored")
+    current = stored[(stored["entered_on"] <= today).to_numpy()]
+    by_campaign = {name: rows for name, rows in current.groupby("campaign", sort=False)}
+
+    days: list[_CampaignDay] = []
+    for name, campaign in playbook.campaigns_by_priority():
+        if not campaign.enabled:
+            continue
+        own = by_campaign.get(name, current.iloc[:0])
+        days.append(
+            _campaign_day(
+                name, campaign, own, today, business_date, segments, day_orders, birthdays, people, playbook
+            )
+        )
+
+    waves = _decide(days, people, history, today, business_date, playbook)
+    entries_out = _entry_rows(days, today)
+    sends = _sends(waves, days, people, today)
+    summary = _summary(days, waves, sends)
+    for note in notes:
+        log.warning("%s", note)
+    return DayPlan(
+        business_date=business_date,
+        entries=entries_out,
+        waves=waves,
+        sends=sends,
+        summary=summary,
+        notes=tuple(notes),
+    )
+
+
+def _campaign_day(
+    name: str,
+    campaign: Campaign,
+    own: pd.DataFrame,
+    today: int,
+    business_date: date,
+    segments: pd.DataFrame,
+    day_orders: pd.DataFrame,
+    birthdays: pd.Series,
+    people: _People,
+    playbook: Playbook,
+) -> _CampaignDay:
+    entered = own["entered_on"].to_numpy(dtype=np.int64)
+    exited = own["exited_on"].to_numpy(dtype=np.int64)
+    who = own["customer_id"].to_numpy(dtype=object)
+    is_prior = entered < today
+    is_open = is_prior & ((exited == _NAT) | (exited >= today))
+    is_today = ~is_prior
+    if is_today.any():  # recognised: keep the first stored entry of the day per customer
+        first = ~pd.Series(who).duplicated().to_numpy() | is_prior
+        is_today &= first
+
+    deferred = 0
+    ids = np.empty(0, dtype=object)
+    variant = np.empty(0, dtype=object)
+    if campaign.active_on(business_date):
+        mask = entry_mask(campaign.entry, segments, day_orders, birthdays, business_date, playbook.segments)
+        if mask.any():
+            chosen_variant = np.full(len(segments), "", dtype=object)
+            if campaign.variants:
+                chosen = np.zeros(len(segments), dtype=bool)
+                for vname, spec in campaign.variants.items():
+                    hit = mask & ~chosen & conditions_mask(spec, segments, day_orders, playbook.segments)
+                    chosen_variant[hit] = vname
+                    chosen |= hit
+                mask &= chosen
+            if len(own):  # not again while an entry is open or too recent
+                blocked = is_open | is_today
+                if campaign.reentry_after_days is None:
+                    blocked |= is_prior
+                else:
+                    blocked |= is_prior & (entered > today - campaign.reentry_after_days)
+                rows = people.rows(who[blocked])
+                mask[rows[rows >= 0]] = False
+            ids = people.index.to_numpy(dtype=object)[mask]
+            variant = chosen_variant[mask]
+        limit = campaign.max_new_entries_per_day
+        if limit is not None:
+            room = max(0, limit - int(is_today.sum()))
+            if len(ids) > room:
+                order = np.argsort(
+                    uniforms(("entry_limit", name, business_date.isoformat()), ids), kind="stable"
+                )
+                take = np.sort(order[:room])
+                deferred = len(ids) - room
+                ids, variant = ids[take], variant[take]
+    keep_stored = is_open | is_today
+    arms = own["arm"].to_numpy(dtype=object)[keep_stored]
+    active = _Active(
+        customer_id=np.concatenate([who[keep_stored], ids]),
+        entered_on=np.concatenate([entered[keep_stored], np.full(len(ids), today, dtype=np.int64)]),
+        arm=np.concatenate([arms, assign_arms(name, ids, campaign.holdout.share, campaign.holdout.salt)]),
+        variant=np.concatenate([own["variant"].to_numpy(dtype=object)[keep_stored], variant]),
+        is_new=np.concatenate([is_today[keep_stored], np.ones(len(ids), dtype=bool)]),
+    )
+    _schedule(active, campaign, today, people)
+    return _CampaignDay(name=name, campaign=campaign, active=active, deferred=deferred)
+
+
+def _schedule(active: _Active, campaign: Campaign, today: int, people: _People) -> None:
+    """Set the wave due today, the waves fallen due, exits and the next wave's date."""
+    waves = campaign.waves
+    total = waves.max_waves
+    n = len(active)
+    offset = today - active.entered_on - waves.first_after_days
+    if waves.interval_days:
+        step = waves.interval_days
+        due = (offset >= 0) & (offset % step == 0) & (offset // step < total)
+        wave = offset // step + 1
+        before = np.clip((offset + step - 1) // step, 0, total)
+    else:
+        due = offset == 0
+        wave = np.ones(n, dtype=np.int64)
+        before = (offset > 0).astype(np.int64)
+    if waves.stops_on_repurchase:
+        last_order = _take(people.last_order_day, people.rows(active.customer_id), _NAT).astype(np.int64)
+        repurchased = (last_order != _NAT) & (last_order > active.entered_on)
+    else:
+        repurchased = np.zeros(n, dtype=bool)
+    due &= ~repurchased
+    crow = people.contact_rows(active.customer_id)
+    opted_all = np.ones(n, dtype=bool)
+    for v in pd.unique(active.variant):
+        of_v = active.variant == v
+        out = np.ones(n, dtype=bool)
+        for channel in campaign.offer("", v).channels:
+            out &= _take(people.opted_out[channel], crow, False).astype(bool)
+        opted_all[of_v] = out[of_v]
+    last_wave = before + due
+    reason = np.full(n, None, dtype=object)
+    reason[last_wave >= total] = COMPLETED
+    reason[opted_all] = OPTED_OUT
+    reason[repurchased] = REPURCHASED
+    exiting = reason != None  # noqa: E711 - element-wise on an object array
+    nxt = active.entered_on + waves.first_after_days + last_wave * (waves.interval_days or 0)
+    active.due = due
+    active.wave = np.where(due, wave, 0).astype(np.int64)
+    active.last_wave = last_wave.astype(np.int64)
+    active.next_wave_on = np.where(exiting | (last_wave >= total), _NAT, nxt).astype(np.int64)
+    active.exit_reason = reason
+
+
+def _decide(
+    days: list[_CampaignDay],
+    people: _People,
+    history: pd.DataFrame | None,
+    today: int,
+    business_date: date,
+    playbook: Playbook,
+) -> pd.DataFrame:
+    """One row per wave due today with its outcome (steps 4a-4e of the module docstring)."""
+    parts: list[pd.DataFrame] = []
+    messages_parts: list[np.ndarray] = []
+    reason_parts: list[np.ndarray] = []
+    for day in days:
+        a, due = day.active, day.active.due
+        if not due.any():
+            continue
+        campaign = day.campaign
+        part = pd.DataFrame(
+            {
+                "campaign": day.name,
+                "customer_id": a.customer_id[due],
+                "entered_on": a.entered_on[due],
+                "wave": a.wave[due],
+                "arm": a.arm[due],
+                "variant": a.variant[due],
+                "kind": campaign.kind,
+                "priority": campaign.priority,
+                "counts_toward_cap": campaign.counts_toward_caps,
+            }
+        )
+        channels, n_messages, reason = _reach(part, campaign, people)
+        part["channels"] = pd.Series(channels, dtype=object)
+        parts.append(part)
+        messages_parts.append(n_messages)
+        reason_parts.append(reason)
+    if not parts:
+        return _empty_waves()
+    waves = pd.concat(parts, ignore_index=True)
+    n_messages = np.concatenate(messages_parts)
+    ids = waves["customer_id"].to_numpy(dtype=object)
+    reason = np.concatenate(reason_parts)
+
+    # b. member-tier caps
+    pressure = playbook.contact_pressure
+    tiers = _take(people.member_tier, people.rows(ids), None)
+    caps = [pressure.cap_for(t) for t in tiers]
+    limit = np.array([c.max_contacts for c in caps], dtype=np.int64)
+    window = np.array([c.per_days for c in caps], dtype=np.int64)
+    counts = _history_counts(history, today, set(window.tolist()))
+    before = np.zeros(len(waves), dtype=np.int64)
+    for d, per_customer in counts.items():
+        sel = window == d
+        before[sel] = per_customer.reindex(ids[sel]).fillna(0).to_numpy(dtype=np.int64)
+    capped = (reason == None) & waves["counts_toward_cap"].to_numpy(dtype=bool) & (before >= limit)  # noqa: E711
+    reason[capped] = CAP_MEMBER_TIER
+
+    # c. one campaign per customer per day: the highest priority wins
+    open_ = reason == None  # noqa: E711
+    priority = waves["priority"].to_numpy(dtype=np.int64)
+    best = pd.Series(np.where(open_, priority, -1)).groupby(ids).transform("max").to_numpy()
+    reason[open_ & (priority < best)] = LOWER_PRIORITY
+
+    # d. daily global cap, blind to the arm
+    cap = pressure.daily_global_cap
+    if cap is not None:
+        winners = np.flatnonzero(reason == None)  # noqa: E711
+        tie = uniforms(("daily_global_cap", business_date.isoformat()), ids[winners])
+        order = winners[np.lexsort((ids[winners].astype(str), tie, -priority[winners]))]
+        as_if = n_messages[order]
+        sent = np.where(waves["arm"].to_numpy(dtype=object)[order] == TREATMENT, as_if, 0)
+        before_sent = np.cumsum(sent) - sent
+        fits = (
+            np.logical_and.accumulate(before_sent + as_if <= cap) if len(order) else np.zeros(0, dtype=bool)
+        )
+        reason[order[~fits]] = CAP_DAILY_GLOBAL
+
+    # e. outcomes
+    arm = waves["arm"].to_numpy(dtype=object)
+    outcome = np.where(reason != None, SUPPRESSED, np.where(arm == HOLDOUT, HELD_OUT, TREATED))  # noqa: E711
+    waves["reason"] = pd.Series(reason, dtype=object)
+    waves["outcome"] = pd.Series(outcome, dtype=object)
+    waves["due_on"] = today
+
+    value = np.full(len(waves), -1, dtype=np.int64)
+    min_spend = np.full(len(waves), -1, dtype=np.int64)
+    expires = np.full(len(waves), _NAT, dtype=np.int64)
+    for day in days:
+        of_campaign = (waves["campaign"] == day.name).to_numpy()
+        for v in set(waves.loc[of_campaign, "variant"]):
+            coupon = day.campaign.offer(day.name, v).coupon
+            if coupon is None:
+                continue
+            sel = of_campaign & (waves["variant"] == v).to_numpy() & (outcome == TREATED)
+            value[sel] = coupon.value_cents
+            min_spend[sel] = coupon.min_spend_cents
+            expires[sel] = today + coupon.valid_days
+    waves["coupon_value_cents"] = _nullable(value)
+    waves["coupon_min_spend_cents"] = _nullable(min_spend)
+    waves["coupon_expires_on"] = expires
+    waves = waves.sort_values(
+        ["priority", "campaign", "customer_id"], ascending=[False, True, True], kind="stable"
+    )
+    waves = waves.reset_index(drop=True)
+    waves["entered_on"] = _dates(waves["entered_on"].to_numpy())
+    waves["due_on"] = _dates(waves["due_on"].to_numpy())
+    waves["coupon_expires_on"] = _dates(waves["coupon_expires_on"].to_numpy())
+    return _objects(waves[list(WAVE_COLUMNS)].copy())
+
+
+def _nullable(cents: np.ndarray) -> pd.arrays.IntegerArray:
+    """Cents with -1 meaning "no coupon" as a nullable Int64 array."""
+    return pd.arrays.IntegerArray(np.where(cents >= 0, cents, 0).astype(np.int64), cents < 0)
+
+
+def _reach(
+    part: pd.DataFrame, campaign: Campaign, people: _People
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Chosen channels ("email,sms"), their number, and the reason when none is reachable."""
+    n = len(part)
+    crow = people.contact_rows(part["customer_id"].to_numpy(dtype=object))
+    channels = np.full(n, "", dtype=object)
+    count = np.zeros(n, dtype=np.int64)
+    reason = np.full(n, None, dtype=object)
+    variant = part["variant"].to_numpy(dtype=object)
+    for v in set(variant):
+        sel = variant == v
+        offer = campaign.offer("", v)
+        chosen_any = np.zeros(n, dtype=bool)
+        all_out = np.ones(n, dtype=bool)
+        for channel in offer.channels:
+            out = _take(people.opted_out[channel], crow, False).astype(bool)
+            ok = _take(people.has[channel], crow, False).astype(bool) & ~out
+            all_out &= out
+            if campaign.channel_policy == "first_reachable":
+                ok &= ~chosen_any
+            pick = sel & ok
+            channels[pick] = np.where(channels[pick] == "", channel, channels[pick] + "," + channel)
+            count[pick] += 1
+            chosen_any |= ok
+        none = sel & ~chosen_any
+        reason[none & all_out] = OPTED_OUT
+        reason[none & ~all_out] = NO_CONTACT
+    return channels, count, reason
+
+
+def _empty_waves() -> pd.DataFrame:
+    frame = pd.DataFrame({c: pd.Series([], dtype=object) for c in WAVE_COLUMNS})
+    for c in ("wave", "priority"):
+        frame[c] = pd.Series([], dtype=np.int64)
+    frame["counts_toward_cap"] = pd.Series([], dtype=bool)
+    for c in ("coupon_value_cents", "coupon_min_spend_cents"):
+        frame[c] = pd.Series([], dtype="Int64")
+    return frame[list(WAVE_COLUMNS)]
+
+
+def _entry_rows(days: list[_CampaignDay], today: int) -> pd.DataFrame:
+    """Rows to upsert: the day's entries and every open entry with a wave due or an exit today."""
+    parts = []
+    for day in days:
+        a = day.active
+        exiting = a.exit_reason != None  # noqa: E711 - element-wise on an object array
+        touched = a.is_new | a.due | exiting
+        if not touched.any():
+            continue
+        parts.append(
+            pd.DataFrame(
+                {
+                    "campaign": day.name,
+                    "customer_id": a.customer_id[touched],
+                    "entered_on": _dates(a.entered_on[touched]),
+                    "arm": a.arm[touched],
+                    "variant": a.variant[touched],
+                    "last_wave": a.last_wave[touched],
+                    "next_wave_on": _dates(a.next_wave_on[touched]),
+                    "exited_on": _dates(np.where(exiting, today, _NAT)[touched]),
+                    "exit_reason": a.exit_reason[touched],
+                }
+            )
+        )
+    if not parts:
+        frame = empty_entries()
+        frame["last_wave"] = frame["last_wave"].astype(np.int64)
+        return frame
+    out = pd.concat(parts, ignore_index=True)
+    out = out.sort_values(["campaign", "customer_id", "entered_on"], kind="stable").reset_index(drop=True)
+    return _objects(out)
+
+
+def _sends(waves: pd.DataFrame, days: list[_CampaignDay], people: _People, today: int) -> pd.DataFrame:
+    treated = waves[(waves["outcome"] == TREATED).to_numpy()]
+    if treated.empty:
+        frame = pd.DataFrame({c: pd.Series([], dtype=object) for c in SEND_COLUMNS})
+        frame["wave"] = frame["wave"].astype(np.int64)
+        for c in ("coupon_value_cents", "coupon_min_spend_cents"):
+            frame[c] = pd.Series([], dtype="Int64")
+        return frame
+    campaigns = {d.name: d.campaign for d in days}
+    rows = treated.assign(channel=treated["channels"].str.split(",")).explode("channel", ignore_index=True)
+    ids = rows["customer_id"].to_numpy(dtype=object)
+    crow = people.contact_rows(ids)
+    phone = _take(people.phone, crow, None)
+    email = _take(people.email, crow, None)
+    channel = rows["channel"].to_numpy(dtype=object)
+    templates = [
+        campaigns[c].offer(c, v).template_for(ch)
+        for c, v, ch in zip(rows["campaign"], rows["variant"], channel, strict=True)
+    ]
+    out = pd.DataFrame(
+        {
+            "campaign": rows["campaign"].to_numpy(dtype=object),
+            "customer_id": ids,
+            "entered_on": rows["entered_on"].to_numpy(dtype=object),
+            "wave": rows["wave"].to_numpy(dtype=np.int64),
+            "variant": rows["variant"].to_numpy(dtype=object),
+            "channel": channel,
+            "template": np.array(templates, dtype=object),
+            "recipient": np.where(channel == EMAIL, email, phone),
+            "business_date": _dates(np.full(len(rows), today, dtype=np.int64)),
+            "category_group": _take(people.category_group, people.rows(ids), None),
+            "coupon_value_cents": rows["coupon_value_cents"].to_numpy(),
+            "coupon_min_spend_cents": rows["coupon_min_spend_cents"].to_numpy(),
+            "coupon_expires_on": rows["coupon_expires_on"].to_numpy(dtype=object),
+        }
+    )
+    out["coupon_value_cents"] = out["coupon_value_cents"].astype("Int64")
+    out["coupon_min_spend_cents"] = out["coupon_min_spend_cents"].astype("Int64")
+    return _objects(out[list(SEND_COLUMNS)].copy())
+
+
+def _summary(days: list[_CampaignDay], waves: pd.DataFrame, sends: pd.DataFrame) -> pd.DataFrame:
+    outcomes = waves.groupby(["campaign", "outcome"]).size().to_dict() if len(waves) else {}
+    reasons = waves.groupby(["campaign", "reason"]).size().to_dict() if len(waves) else {}
+    messages = sends["campaign"].value_counts().to_dict() if len(sends) else {}
+    rows = []
+    for day in days:
+        a, name = day.active, day.name
+        row: dict[str, Any] = {
+            "campaign": name,
+            "priority": day.campaign.priority,
+            "kind": day.campaign.kind,
+            "entered": int(a.is_new.sum()),
+            "entered_holdout": int((a.is_new & (a.arm == HOLDOUT)).sum()),
+            "deferred": day.deferred,
+            "due": int(a.due.sum()),
+            "treated": outcomes.get((name, TREATED), 0),
+            "held_out": outcomes.get((name, HELD_OUT), 0),
+        }
+        for reason in SUPPRESSION_REASONS:
+            row[f"suppressed_{reason}"] = reasons.get((name, reason), 0)
+        for reason in EXIT_REASONS:
+            row[f"exited_{reason}"] = int((a.exit_reason == reason).sum())
+        row["messages"] = messages.get(name, 0)
+        rows.append(row)
+    frame = pd.DataFrame(rows, columns=list(SUMMARY_COLUMNS))
+    for column in ("priority", *SUMMARY_COLUMNS[3:]):
+        frame[column] = frame[column].astype(np.int64)
+    return _objects(frame)
