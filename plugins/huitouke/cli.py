@@ -144,6 +144,27 @@ def cmd_segments_on(args: argparse.Namespace) -> int:
     return 0
 
 
+def _shop_info():
+    """The playbook's shop, as the renderer needs it (signature, footer, currency, url)."""
+    from huitouke.campaigns import load_playbook
+    from huitouke.render import ShopInfo
+
+    shop = load_playbook().shop
+    return ShopInfo(
+        name=shop.name,
+        currency=shop.currency,
+        opt_out_footer=shop.sms_opt_out_footer,
+        sms_signature_brackets=shop.sms_signature_brackets,
+        url=shop.url,
+    )
+
+
+def _sms_budgets() -> dict[str, int]:
+    from huitouke.campaigns import load_playbook
+
+    return load_playbook().sms_budgets()
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     from huitouke.demo import run_demo
 
@@ -224,6 +245,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("date", type=date.fromisoformat, metavar="YYYY-MM-DD")
     p.add_argument("--customer", action="append", help="show these customers (repeatable)")
     p.set_defaults(func=cmd_segments_on)
+
+    from huitouke.render.cli import add_templates_commands
+
+    add_templates_commands(sub, shop_loader=_shop_info, budgets_loader=_sms_budgets)
 
     p = sub.add_parser("demo", help="generate the demo shop and run the daily DAG for its last days")
     p.add_argument("--customers", type=int, default=40_000)
