@@ -9,12 +9,21 @@ store named by the ``crm_db`` Connection, on a SQLite file and on PostgreSQL 15.
    ``generate``) bulk-loaded straight into ``customers``, ``orders`` and ``order_lines``, every
    order with ``state_applied_at`` null. SQLite: ``executemany`` in big transactions under
    ``journal_mode=WAL, synchronous=OFF``, secondary indexes dropped and re-created, then back to
-   the default rollback journal. PostgreSQL: ``COPY`` (CSV written by pyarrow), secondary
-   indexes and the lines' foreign key dropped and re-created, then ``ANALYZE`` (what autovacuum
-   would do). Not part of the pipeline: timed for information only.
+   the default rollback journal and no statistics, as the store is by default. PostgreSQL:
+   ``COPY`` (CSV written by pyarrow), secondary indexes and the lines' foreign key dropped and
+   re-created, then ``VACUUM ANALYZE`` (what autovacuum would do). Timed for information only.
 2. **D0**, the first ``update_segments`` run: every order is unapplied, so it computes the state of
-   every customer through the store (``touched_customers`` = everybody), the first history and
-   KPIs. That is the full rebuild from the store on the real path.
+   every customer through the store (``touched_customers`` = everybody, read 900 customers at a
+   time), the first history and KPIs: the full build from the store on the real path. Two
+   workarounds, each measured before it is applied: SQLite plans ``mark_applied`` on
+   ``ix_orders_state_applied_at`` without statistics, so every chunk walks every unapplied order
+   (quadratic): one chunk is timed, then a sampled ``ANALYZE`` is run for D0 and its statistics
+   deleted afterwards. PostgreSQL 15's parallel hash aggregate for the touched query (a
+   ``DISTINCT`` over 10M orders, spilling with the default 4 MB ``work_mem``) did not finish in
+   12 minutes: it is tried with a timeout, then D0 runs with ``PGOPTIONS=-c enable_hashagg=off``;
+   ``ANALYZE`` after D0, as autovacuum would. ``BENCH_D0=bulk`` skips this run: the orders are
+   loaded as applied and D0's state, history and KPIs computed in memory and written with the
+   persist functions.
 3. **D1 intake**: the real :func:`~huitouke.intake.validate.validate` and
    :func:`~huitouke.intake.load.load_batch` of 20,000 new orders (about 19,000 customers, 1,000
    of them new) and 500 refunds of older paid orders (intake marks them unapplied). The refunded
@@ -24,16 +33,26 @@ store named by the ``crm_db`` Connection, on a SQLite file and on PostgreSQL 15.
    pure functions wrapped with timers (and the SQL fetch split from the DataFrame construction).
    ``BENCH_REPEATS`` runs: before a repeat the D1 orders are marked unapplied again, and the run
    itself then rewinds D1's history (timed apart, as ``rewind_history``).
+5. **alternatives** (not library code, for the proposals): the store's parts of D1 done other
+   ways in one process next to the persist function: raw driver cursor, one statement instead of
+   900-id chunks, PostgreSQL ``COPY TO STDOUT`` read by pyarrow, a Parquet snapshot of the state
+   and open history, set-based writes (rolled back). Then, optionally, the **rebuild path** (the
+   category groups changed: every order read in one query) and a **check** that the stored state
+   equals a full build from the stored orders.
 
 Each ``update_segments`` and the intake run in a fresh process, as an Airflow task does, and report
-their own peak RSS. Goals (issue 3): daily step <= 2 s, full rebuild from the store <= 60 s, peak
-memory <= 4 GB.
+their own peak RSS (VmHWM). Goals (issue 3): daily step <= 2 s, full rebuild from the store <= 60 s,
+peak memory <= 4 GB.
 
-Run: ``.venv/bin/python bench/segments_store.py``. ``BENCH_SCALE`` (1; 0.05 for a quick run of
-50,000 customers and 500,000 orders), ``BENCH_DB`` (sqlite, postgres or both: both),
-``BENCH_REPEATS`` (3), ``BENCH_DIR`` (where the SQLite file and the PostgreSQL cluster go; a
-temporary folder, deleted at the end), ``BENCH_CHECK`` (1 below BENCH_SCALE=0.2: after D1, compare
-the stored state with a full build from the stored orders). PostgreSQL is started as in the tests
+Run: ``.venv/bin/python bench/segments_store.py``: about 35 minutes at full scale for both databases,
+most of it the two D0 runs (10 and 13 minutes); ``BENCH_D0=bulk`` measures the daily step in about 13
+minutes. ``BENCH_SCALE`` (1; 0.05 for a quick run of 50,000 customers and 500,000 orders),
+``BENCH_DB`` (sqlite, postgres or both: both), ``BENCH_REPEATS`` (3), ``BENCH_DIR`` (where the SQLite
+file and the D1 input go, kept; default a temporary folder, deleted), ``BENCH_ALTERNATIVES`` (1),
+``BENCH_REBUILD`` and ``BENCH_CHECK`` (1 below BENCH_SCALE=0.2; the rebuild takes 3.5 minutes and
+9 GB per database at full scale), ``BENCH_SQLITE_ANALYZE`` (1; 0 runs D0 on SQLite without
+statistics: quadratic), ``BENCH_PG_PROBE_TIMEOUT`` (60 s), ``BENCH_PG_D0_OPTIONS``
+(``-c enable_hashagg=off``; empty: the server's defaults). PostgreSQL is started as in the tests
 (``tests/pg_server.py``: the installed server binaries, as the ``postgres`` user under root).
 """
 
@@ -107,7 +126,7 @@ PERSIST_PARTS = (
     ("last_run", "last_run"),
     ("rewind_history", "rewind_history (repeats only)"),
     ("touched_customers", "touched_customers query"),
-    ("read_orders", "read_orders of the touched"),
+    ("read_orders", "read_orders (all on the rebuild path)"),
     ("read_state", "read_state (whole table)"),
     ("replace_state", "replace_state write"),
     ("mark_applied", "mark_applied"),
@@ -1151,11 +1170,11 @@ def report(results: dict[str, dict[str, Any]]) -> None:
     kinds = list(results)
     say("")
     say(f"summary ({CUSTOMERS:,} customers, {ORDERS:,} orders, BENCH_SCALE={SCALE:g})")
-    header = f"  {'':<58}" + "".join(f"{k:>12}" for k in kinds) + "      goal"
+    header = f"  {'':<66}" + "".join(f"{k:>12}" for k in kinds) + "      goal"
     say(header)
 
     def row(label: str, values: list[str], goal: str = "") -> None:
-        say(f"  {label:<58}" + "".join(f"{v:>12}" for v in values) + f"      {goal}")
+        say(f"  {label:<66}" + "".join(f"{v:>12}" for v in values) + f"      {goal}")
 
     def get(fn: Callable[[dict[str, Any]], float], fmt: str) -> list[str]:
         out = []
@@ -1176,13 +1195,17 @@ def report(results: dict[str, dict[str, Any]]) -> None:
         "  ... SQLite without statistics: mark_applied alone, estimated",
         get(lambda r: r["probe"]["estimate_s"], "{:.0f} s"),
     )
-    row(
-        f"  ... PG defaults: touched query alone (cut at {PG_PROBE_TIMEOUT_S} s)",
-        get(
-            lambda r: r["probe"]["touched_s"] if r["probe"]["touched_s"] is not None else float("inf"),
-            "{:.1f} s",
-        ),
-    )
+    probes = []
+    for k in kinds:
+        seconds = results[k].get("probe", {}).get("touched_s", "-")
+        probes.append(
+            f"> {PG_PROBE_TIMEOUT_S} s"
+            if seconds is None
+            else seconds
+            if seconds == "-"
+            else f"{seconds:.1f} s"
+        )
+    row("  ... PG defaults: the touched query alone", probes)
     row("D0 peak RSS", get(lambda r: r["d0"]["rss_gb"], "{:.2f} GB"), "<= 4 GB")
     row("D0 written in bulk instead (BENCH_D0=bulk)", get(lambda r: r["d0_bulk_s"], "{:.0f} s"))
     row(
