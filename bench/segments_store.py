@@ -126,7 +126,7 @@ PERSIST_PARTS = (
     ("last_run", "last_run"),
     ("rewind_history", "rewind_history (repeats only)"),
     ("touched_customers", "touched_customers query"),
-    ("read_orders", "read_orders (all on the rebuild path)"),
+    ("read_orders", "read_orders"),
     ("read_state", "read_state (whole table)"),
     ("replace_state", "replace_state write"),
     ("mark_applied", "mark_applied"),
