@@ -141,3 +141,20 @@ def test_summary_text_lists_reasons(store_engine):
     summary = load(store_engine, rows({}, {"order_id": "X", "status": "??"}))
     text = summary.as_text()
     assert "rows read" in text and "unknown_status" in text and "inserted" in text
+
+
+def test_stage_two_marks_only_the_orders_it_folded_in(store_engine):
+    """An order loaded after stage 2 read its input stays unmarked for the next run."""
+    from datetime import datetime
+
+    from huitouke.segments.persist import mark_applied, touched_customers
+
+    load(store_engine, rows({}, {"order_id": "T2"}))
+    with store_engine.begin() as conn:
+        mark_applied(conn, ["T1"], datetime(2025, 12, 13))
+    with store_engine.connect() as conn:
+        unmarked = (
+            conn.execute(select(orders.c.order_id).where(orders.c.state_applied_at.is_(None))).scalars().all()
+        )
+        assert unmarked == ["T2"]
+        assert touched_customers(conn, DAY) == ["c1"]

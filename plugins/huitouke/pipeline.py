@@ -76,6 +76,8 @@ def update_segments(start: datetime, settings: Settings | None = None) -> dict[s
     from huitouke.store.connection import engine_for
 
     settings = settings or load_settings()
+    import pandas as pd
+
     rules = load_segment_settings()
     fingerprint = rules.state_fingerprint()
     day = business_date_of(start, settings)
@@ -105,7 +107,8 @@ def update_segments(start: datetime, settings: Settings | None = None) -> dict[s
             orders, lines = persist.read_orders(conn, touched)
             state = update_state(persist.read_state(conn), orders, lines, settings=rules, until=day)
         persist.replace_state(conn, state, touched)
-        persist.mark_applied(conn, touched, day, now)
+        folded = orders["business_date"].isna() | (orders["business_date"] <= pd.Timestamp(day))
+        persist.mark_applied(conn, orders.loc[folded, "order_id"].tolist(), now)
 
         segments = classify(state, day, rules)
         changes = diff_segments(persist.read_open_history(conn), segments, day)

@@ -106,20 +106,22 @@ def read_orders(
     return order_frame, line_frame
 
 
-def mark_applied(conn: Connection, customer_ids: Sequence[str] | None, until: date, now: datetime) -> int:
-    """Record that these customers' orders (up to ``until``) are in the state. None: everyone's."""
-    base = (
+def mark_applied(conn: Connection, order_ids: Sequence[str], now: datetime) -> int:
+    """Record that exactly these orders (the ones just read and folded in) are in the state.
+
+    Marking by order id, not by customer, means an order committed by another writer after the
+    read is left unmarked and picked up by the next run, never stamped without being counted.
+    """
+    statement = (
         update(orders)
+        .where(orders.c.order_id == bindparam("b_order_id"))
         .where(orders.c.state_applied_at.is_(None))
-        .where((orders.c.business_date <= until) | orders.c.business_date.is_(None))
         .values(state_applied_at=now)
     )
-    if customer_ids is None:
-        return conn.execute(base).rowcount or 0
-    done = 0
-    for chunk in _chunks(list(customer_ids)):
-        done += conn.execute(base.where(orders.c.customer_id.in_(chunk))).rowcount or 0
-    return done
+    ids = [{"b_order_id": str(i)} for i in order_ids]
+    for chunk in _chunks(ids, 5_000):
+        conn.execute(statement, list(chunk))
+    return len(ids)
 
 
 # -------------------------------------------------------------------------------------- state
