@@ -7,6 +7,7 @@ from datetime import date, timedelta
 
 import numpy as np
 import pandas as pd
+from segment_rows import PLAIN_SEGMENT
 
 from huitouke.campaigns import HOLDOUT, TREATMENT, assign_arms, holdout_draws, parse_playbook, plan_day
 from huitouke.campaigns.holdout import DEFAULT_SALT, uniform
@@ -25,20 +26,7 @@ def segments(ids) -> pd.DataFrame:
     n = len(ids)
     base = {
         "customer_id": list(ids),
-        "lifecycle": "repeat",
-        "r_score": 3,
-        "f_score": 3,
-        "m_score": 3,
-        "member_tier": "normal",
-        "value_tier": "mid",
-        "low_value_acquisition": False,
-        "category_group": "food",
-        "acquisition_source": "organic",
-        "days_since_first_order": 200,
-        "days_since_last_order": 60,
-        "paid_orders": 2,
-        "total_cents": 20_000,
-        "aov_cents": 10_000,
+        **PLAIN_SEGMENT,
     }
     return pd.DataFrame(
         {c: base[c] if isinstance(base[c], list) else [base[c]] * n for c in SEGMENTS_COLUMNS}

@@ -8,6 +8,7 @@ from datetime import date, timedelta
 import numpy as np
 import pandas as pd
 import pytest
+from segment_rows import PLAIN_SEGMENT
 
 from huitouke.campaigns import HOLDOUT, parse_playbook, plan_day
 from huitouke.campaigns.holdout import uniforms
@@ -20,20 +21,7 @@ def segments(n: int = 1, **columns) -> pd.DataFrame:
     """``n`` customers c0.. in a plain segment; keyword columns override (scalars or lists)."""
     base = {
         "customer_id": [f"c{i}" for i in range(n)],
-        "lifecycle": "repeat",
-        "r_score": 3,
-        "f_score": 3,
-        "m_score": 3,
-        "member_tier": "normal",
-        "value_tier": "mid",
-        "low_value_acquisition": False,
-        "category_group": "food",
-        "acquisition_source": "organic",
-        "days_since_first_order": 200,
-        "days_since_last_order": 60,
-        "paid_orders": 2,
-        "total_cents": 20_000,
-        "aov_cents": 10_000,
+        **PLAIN_SEGMENT,
     }
     base.update(columns)
     return pd.DataFrame(

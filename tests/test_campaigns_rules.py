@@ -7,6 +7,7 @@ from datetime import date
 import pandas as pd
 import pytest
 from pydantic import ValidationError
+from segment_rows import PLAIN_SEGMENT
 
 from huitouke.campaigns.rules import (
     Conditions,
@@ -24,20 +25,7 @@ DAY = date(2025, 6, 10)
 
 def segments(rows: list[dict]) -> pd.DataFrame:
     base = {
-        "lifecycle": "repeat",
-        "r_score": 3,
-        "f_score": 3,
-        "m_score": 3,
-        "member_tier": "normal",
-        "value_tier": "mid",
-        "low_value_acquisition": False,
-        "category_group": "food",
-        "acquisition_source": "organic",
-        "days_since_first_order": 200,
-        "days_since_last_order": 60,
-        "paid_orders": 2,
-        "total_cents": 20_000,
-        "aov_cents": 10_000,
+        **PLAIN_SEGMENT,
     }
     return pd.DataFrame([{"customer_id": f"c{i}", **base, **row} for i, row in enumerate(rows)])[
         list(SEGMENTS_COLUMNS)
