@@ -22,6 +22,16 @@ backfilling a day is safe.
    validity ranges in `segment_history`; the log ends with the day's KPI tables (churn rate,
    repeat rate, segment sizes, the value-tier table, lifecycle transitions). Rules:
    the `segments:` section of `include/playbook.yaml`.
+4. `lint_templates` — compiles every template the enabled campaigns use (the checks of
+   `huitouke templates lint`); a broken one is logged here and fails its campaign below.
+5. `plan_campaigns` — marks the coupons the day's orders redeemed, then decides the day once:
+   entries (arm drawn at entry: treatment or holdout), waves due, exits, contact caps and
+   priorities (suppressions recorded with their reason), coupons. The log shows the table per
+   campaign. A day already planned keeps its stored plan.
+6. `render_messages` — one mapped task per campaign (named after it): renders the treated waves
+   with the campaign's templates into the `outbox` (status `queued`). A broken template fails
+   that campaign only, before anything is queued; fix the template and clear the task. Messages
+   already queued are never queued twice.
 
 Runs are processed one at a time in date order (later stages keep incremental customer state).
 Configuration: `include/huitouke.yaml`; docs: `README.md` and `docs/`.
@@ -30,7 +40,7 @@ Configuration: `include/huitouke.yaml`; docs: `README.md` and `docs/`.
 from datetime import timedelta
 
 import pendulum
-from airflow.sdk import CronDataIntervalTimetable, dag, task
+from airflow.sdk import CronDataIntervalTimetable, dag, get_current_context, task
 
 from huitouke.config import load_settings
 
@@ -76,7 +86,37 @@ def huitouke_daily():
 
         return update_segments(data_interval_start)
 
-    check_crm_schema() >> intake_orders() >> update_segments()
+    @task
+    def lint_templates() -> dict:
+        """Before planning: every template of the enabled campaigns compiles, or is reported."""
+        from huitouke.pipeline import lint_templates
+
+        return lint_templates()
+
+    @task
+    def plan_campaigns(data_interval_start=None) -> list:
+        """Stage 3: the day's campaign plan (entries, waves, suppressions, coupons), stored once."""
+        from huitouke.pipeline import plan_campaigns
+
+        return plan_campaigns(data_interval_start)
+
+    @task(map_index_template="{{ campaign_name }}", retries=1)
+    def render_messages(campaign: str, data_interval_start=None) -> dict:
+        """Stage 4, one campaign: its treated waves rendered into the outbox as queued messages."""
+        from huitouke.pipeline import render_messages
+
+        get_current_context()["campaign_name"] = campaign
+        return render_messages(data_interval_start, campaign)
+
+    campaigns = plan_campaigns()
+    (
+        check_crm_schema()
+        >> intake_orders()
+        >> update_segments()
+        >> lint_templates()
+        >> campaigns
+        >> render_messages.expand(campaign=campaigns)
+    )
 
 
 huitouke_daily_dag = huitouke_daily()

@@ -234,6 +234,54 @@ def test_running_the_last_day_again_gives_the_same_segments(daily_runs, crm):
     assert _segment_snapshot(crm) == before
 
 
+def _campaign_snapshot(crm):
+    from huitouke.store.schema import campaign_days, campaign_entries, campaign_waves, coupons, outbox
+
+    def rows(table, skip=()):
+        columns = [
+            c for c in table.columns if c.name not in skip and c.name not in ("message_id", "entry_id")
+        ]
+        with crm.connect() as conn:
+            return sorted(tuple(map(str, r)) for r in conn.execute(select(*columns)).all())
+
+    return (
+        rows(campaign_entries),
+        rows(campaign_waves),
+        rows(coupons),
+        rows(campaign_days),
+        rows(outbox),
+    )
+
+
+def test_campaigns_are_planned_and_queued_every_day_and_holdouts_get_nothing(daily_runs, crm):
+    from huitouke.store.schema import campaign_days, campaign_waves, outbox
+
+    with crm.connect() as conn:
+        days = pd.DataFrame(conn.execute(select(campaign_days)).mappings().all())
+        waves = pd.DataFrame(conn.execute(select(campaign_waves)).mappings().all())
+        messages = pd.DataFrame(conn.execute(select(outbox)).mappings().all())
+    assert set(days["business_date"]) == set(DAYS)
+    assert (days["status"] == "queued").all()
+    assert len(messages) > 50 and (messages["status"] == "queued").all()
+    key = ["campaign", "customer_id", "entered_on", "wave"]
+    sent = messages.merge(waves, on=key, how="left", validate="many_to_one")
+    assert (sent["outcome"] == "treated").all() and (sent["arm"] == "treatment").all()
+    assert (waves["outcome"] == "held_out").sum() > 0
+    assert not messages.duplicated([*key, "channel"]).any()
+    queued = messages.groupby(["business_date", "campaign"]).size()
+    for row in days.itertuples():
+        assert queued.get((row.business_date, row.campaign), 0) == row.messages_queued
+
+
+def test_running_the_last_day_again_queues_nothing_new(daily_runs, crm):
+    from huitouke.dagrun import run_business_days
+
+    before = _campaign_snapshot(crm)
+    assert run_business_days([DAYS[-1]]) == {DAYS[-1]: "success"}
+    after = _campaign_snapshot(crm)
+    assert after[:3] == before[:3] and after[4] == before[4]
+
+
 @pytest.mark.postgres
 def test_the_daily_dag_runs_against_a_postgresql_store(daily_runs, crm, postgres_server, monkeypatch):
     """The same DAG with Connection crm_db pointing at PostgreSQL loads the same orders, same statuses."""

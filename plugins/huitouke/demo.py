@@ -209,6 +209,7 @@ def _report(crm, dag_days: list[date], say: Callable[[str], None]) -> None:
     say("   The CRM store holds " + ", ".join(f"{n:,} {what}" for what, n in totals.items()) + ".")
     say("   Orders by status: " + ", ".join(f"{s} {n:,}" for s, n in sorted(by_status)))
     say("   Quarantined rows by reason: " + ", ".join(f"{r} {n:,}" for r, n in sorted(by_reason)))
+    _report_campaigns(crm, dag_days, say)
     if kpi_rows:
         last = kpi_rows[-1]
         say("")
@@ -216,3 +217,35 @@ def _report(crm, dag_days: list[date], say: Callable[[str], None]) -> None:
         say("")
         for line in format_kpis(json.loads(last.figures)).splitlines():
             say(f"   {line}" if line else "")
+
+
+def _report_campaigns(crm, dag_days: list[date], say: Callable[[str], None]) -> None:
+    """The campaign plan of each day (what plan_campaigns logged), the outbox, sample messages."""
+    from huitouke.campaigns.daily import stored_plan_text
+    from huitouke.store.schema import outbox
+
+    with crm.connect() as conn:
+        queued = conn.execute(
+            select(outbox.c.campaign, outbox.c.channel, func.count(), func.sum(outbox.c.sms_segments))
+            .group_by(outbox.c.campaign, outbox.c.channel)
+            .order_by(outbox.c.campaign, outbox.c.channel)
+        ).all()
+        samples = conn.execute(
+            select(outbox.c.campaign, outbox.c.channel, outbox.c.body, outbox.c.sms_segments)
+            .where(outbox.c.channel == "sms")
+            .where(outbox.c.business_date == dag_days[-1])
+            .order_by(outbox.c.campaign, outbox.c.message_id)
+        ).all()
+        plans = [stored_plan_text(conn, day) for day in dag_days]
+    say("")
+    for text in plans:
+        for line in text.splitlines():
+            say(f"   {line}")
+        say("")
+    say("   Outbox (status queued): " + ", ".join(f"{c} {ch} {n:,}" for c, ch, n, _ in queued))
+    shown: set[str] = set()
+    for campaign, _channel, body, segments in samples:
+        if campaign in shown or len(shown) >= 3:
+            continue
+        shown.add(campaign)
+        say(f"   e.g. {campaign} ({segments} SMS segment(s)): {body}")

@@ -139,3 +139,85 @@ def _headline(kpis: dict[str, Any] | None) -> dict[str, Any]:
         return {}
     keys = ("customers", "paid_orders", "churn_rate", "repeat_rate", "lifecycle", "member_tiers")
     return {key: kpis[key] for key in keys if key in kpis}
+
+
+def lint_templates(settings: Settings | None = None) -> dict[str, str]:
+    """Before planning: compile every template the enabled campaigns use; log what is broken.
+
+    Never fails: a broken campaign fails its own render task (other campaigns go on). Returns
+    campaign -> error for the broken ones.
+    """
+    from huitouke.campaigns import load_playbook
+    from huitouke.campaigns.daily import lint_campaigns
+
+    playbook = load_playbook()
+    broken = lint_campaigns(playbook)
+    enabled = sum(c.enabled for c in playbook.campaigns.values())
+    if broken:
+        for name, error in broken.items():
+            log.error("campaign %s will not be rendered today: %s", name, error)
+        log.warning(
+            "%d of %d enabled campaigns have a broken template (run `huitouke templates lint`)",
+            len(broken),
+            enabled,
+        )
+    else:
+        log.info("the templates of all %d enabled campaigns compile", enabled)
+    return broken
+
+
+def plan_campaigns(start: datetime, settings: Settings | None = None) -> list[str]:
+    """Stage 3: who enters which campaign, which waves are due, who exits, what is sent (stored
+    once per day); coupons redeemed by the day's orders. Returns the campaigns to render."""
+    from huitouke.campaigns import load_playbook
+    from huitouke.campaigns.daily import plan_campaigns as plan
+    from huitouke.segments import persist as segment_store
+    from huitouke.store.connection import engine_for
+
+    settings = settings or load_settings()
+    day = business_date_of(start, settings)
+    engine = engine_for(settings.store.conn_id)
+    with engine.connect() as conn:
+        segmented, _ = segment_store.last_run(conn)
+    if segmented is None or segmented < day:
+        raise RuntimeError(
+            f"segments for {day} have not been computed (latest: {segmented or 'none'}): "
+            "run update_segments for that day first"
+        )
+    result = plan(engine, day, load_playbook())
+    log.info("\n%s", result.as_text())
+    return result.campaigns()
+
+
+def render_messages(start: datetime, campaign: str, settings: Settings | None = None) -> dict[str, Any]:
+    """Stage 4, one campaign: render its treated waves of the day into the outbox (queued).
+
+    A broken template fails this campaign only, before anything of it is queued, without retries
+    (a retry cannot fix a template): fix it, then clear this task to queue the day's messages.
+    """
+    from huitouke.campaigns import load_playbook
+    from huitouke.campaigns.daily import render_campaign
+    from huitouke.render import TemplateError
+    from huitouke.store.connection import engine_for
+
+    settings = settings or load_settings()
+    day = business_date_of(start, settings)
+    try:
+        result = render_campaign(engine_for(settings.store.conn_id), day, campaign, load_playbook())
+    except TemplateError as exc:
+        from airflow.sdk.exceptions import AirflowFailException
+
+        raise AirflowFailException(f"campaign {campaign}: {exc}") from exc
+    log.info(
+        "Campaign %s on %s: %s treated, %s messages planned, %s queued now, %s already queued, "
+        "%s skipped (no address), %s skipped (opted out since planning)",
+        campaign,
+        day,
+        f"{result.treated:,}",
+        f"{result.messages_planned:,}",
+        f"{result.queued:,}",
+        f"{result.already_queued:,}",
+        f"{result.skipped_no_address:,}",
+        f"{result.skipped_opted_out:,}",
+    )
+    return result.as_dict()

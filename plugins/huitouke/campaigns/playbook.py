@@ -14,7 +14,7 @@ The shape (the shipped ``include/playbook.yaml`` documents every field for marke
                       sms_opt_out_footer, sms_signature_brackets, unit_costs (per SMS segment, e-mail, call)
     contact_pressure: member_tiers {tier: {max_contacts, per_days}}, other_tiers, daily_global_cap
     campaigns:
-      <name>:         kind (marketing | service), priority (higher wins), entry (huitouke.campaigns.rules),
+      <name>:         display_name, kind (marketing | service), priority (higher wins), entry (huitouke.campaigns.rules),
                       reentry_after_days, max_new_entries_per_day, starts_on, ends_on, templates
                       (sms/<name>, email/<name>, call/<name>), channel_policy, sms_max_segments,
                       coupon, variants, waves, holdout, evaluation, template_vars
@@ -384,6 +384,7 @@ class Campaign(_Strict):
     """One campaign of the ``campaigns:`` section (the key is its name)."""
 
     description: str = ""
+    display_name: str | None = Field(None, min_length=1, max_length=40)  # {{ campaign.display_name }}
     enabled: bool = True
     kind: Literal["marketing", "service"] = MARKETING
     priority: int = Field(ge=1, le=999)

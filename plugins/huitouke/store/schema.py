@@ -24,6 +24,7 @@ from sqlalchemy import (
     Table,
     Text,
     UniqueConstraint,
+    text,
 )
 
 metadata = MetaData(
@@ -71,6 +72,13 @@ orders = Table(
     Column("status_changed_at", DateTime, nullable=False),
     # Null until stage 2 has folded this order (as it now is) into the customer's state.
     Column("state_applied_at", DateTime, index=True),
+    # The orders stage 2 has still to fold in, by customer: small, and what the daily run scans.
+    Index(
+        "ix_orders_unapplied_customer_id",
+        "customer_id",
+        sqlite_where=text("state_applied_at IS NULL"),
+        postgresql_where=text("state_applied_at IS NULL"),
+    ),
 )
 
 # One line of an order, with its product category.
@@ -189,7 +197,9 @@ segment_transitions = Table(
     Column("customers", Integer, nullable=False),
 )
 
-# A customer's passage through a campaign: arm (treatment or holdout), waves, exit.
+# A customer's passage through a campaign: arm (treatment or holdout, decided once at entry),
+# the variant chosen at entry, the waves fallen due, the exit. Holdout entries are kept exactly
+# like treated ones, so that evaluation compares like with like.
 campaign_entries = Table(
     "campaign_entries",
     metadata,
@@ -197,38 +207,115 @@ campaign_entries = Table(
     Column("campaign", String(64), nullable=False),
     Column("customer_id", String(64), nullable=False),
     Column("arm", String(16), nullable=False),
+    Column("variant", String(32), nullable=False, default=""),
     Column("entered_on", Date, nullable=False),
     Column("last_wave", Integer, nullable=False, default=0),
     Column("next_wave_on", Date),
     Column("exited_on", Date),
     Column("exit_reason", String(32)),
+    Column("planned_at", DateTime, nullable=False),
     UniqueConstraint("campaign", "customer_id", "entered_on"),
     Index("ix_campaign_entries_customer_id", "customer_id"),
+    Index("ix_campaign_entries_campaign_exited_on", "campaign", "exited_on"),
+)
+
+# One wave of one entry that fell due on a business day, with what was decided for it: treated,
+# held_out (holdout arm: nothing sent) or suppressed (reason). Both arms are decided alike, so
+# the waves of a (campaign, wave, due_on) are the cohorts that evaluation compares.
+campaign_waves = Table(
+    "campaign_waves",
+    metadata,
+    Column("campaign", String(64), primary_key=True),
+    Column("customer_id", String(64), primary_key=True),
+    Column("entered_on", Date, primary_key=True),
+    Column("wave", Integer, primary_key=True),
+    Column("due_on", Date, nullable=False),
+    Column("arm", String(16), nullable=False),
+    Column("variant", String(32), nullable=False, default=""),
+    Column("kind", String(16), nullable=False),
+    Column("priority", Integer, nullable=False),
+    Column("outcome", String(16), nullable=False),
+    Column("reason", String(32)),
+    Column("channels", String(64), nullable=False, default=""),
+    Column("counts_toward_cap", Boolean, nullable=False),
+    Column("planned_at", DateTime, nullable=False),
+    Index("ix_campaign_waves_customer_id_due_on", "customer_id", "due_on"),
+    Index("ix_campaign_waves_due_on_outcome", "due_on", "outcome"),
+)
+
+# A coupon issued with a treated wave: a unique, unguessable code per (campaign, customer,
+# entry, wave); redeemed when an incoming order carries the code.
+coupons = Table(
+    "coupons",
+    metadata,
+    Column("code", String(24), primary_key=True),
+    Column("campaign", String(64), nullable=False),
+    Column("customer_id", String(64), nullable=False),
+    Column("entered_on", Date, nullable=False),
+    Column("wave", Integer, nullable=False),
+    Column("value_cents", BigInteger, nullable=False),
+    Column("min_spend_cents", BigInteger, nullable=False),
+    Column("issued_on", Date, nullable=False),
+    Column("expires_on", Date, nullable=False),
+    Column("redeemed_order_id", String(64)),
+    Column("redeemed_on", Date),
+    Column("created_at", DateTime, nullable=False),
+    UniqueConstraint("campaign", "customer_id", "entered_on", "wave"),
+    Index("ix_coupons_customer_id", "customer_id"),
+)
+
+# What the planner decided for one campaign on one business day (the task log's table), and
+# whether its messages were rendered: status planned -> queued, or failed with the error.
+campaign_days = Table(
+    "campaign_days",
+    metadata,
+    Column("business_date", Date, primary_key=True),
+    Column("campaign", String(64), primary_key=True),
+    Column("priority", Integer, nullable=False),
+    Column("entered", Integer, nullable=False),
+    Column("due", Integer, nullable=False),
+    Column("treated", Integer, nullable=False),
+    Column("held_out", Integer, nullable=False),
+    Column("suppressed", Integer, nullable=False),
+    Column("exited", Integer, nullable=False),
+    Column("messages_planned", Integer, nullable=False),
+    Column("messages_queued", Integer, nullable=False, default=0),
+    Column("status", String(16), nullable=False),
+    Column("error", Text),
+    Column("figures", Text, nullable=False),
+    Column("planned_at", DateTime, nullable=False),
+    Column("rendered_at", DateTime),
 )
 
 # A rendered message waiting to be delivered, or its delivery outcome. The unique key is the
-# one place that guarantees at most one message per (campaign, wave, customer, channel).
+# one place that guarantees at most one message per (campaign, entry, wave, channel): re-running
+# a day queues nothing new.
 outbox = Table(
     "outbox",
     metadata,
     Column("message_id", Integer, primary_key=True, autoincrement=True),
     Column("campaign", String(64), nullable=False),
-    Column("wave", Integer, nullable=False),
     Column("customer_id", String(64), nullable=False),
+    Column("entered_on", Date, nullable=False),
+    Column("wave", Integer, nullable=False),
+    Column("variant", String(32), nullable=False, default=""),
     Column("channel", String(16), nullable=False),
-    Column("business_date", Date, nullable=False, index=True),
+    Column("template", String(255), nullable=False),
+    Column("business_date", Date, nullable=False),
     Column("status", String(16), nullable=False),
     Column("recipient", String(255)),
     Column("subject", String(255)),
     Column("body", Text),
+    Column("html", Text),
     Column("sms_segments", Integer),
-    Column("coupon_code", String(64)),
+    Column("coupon_code", String(24)),
     Column("attempts", Integer, nullable=False, default=0),
     Column("last_error", Text),
     Column("provider_message_id", String(128)),
     Column("created_at", DateTime, nullable=False),
     Column("sent_at", DateTime),
-    UniqueConstraint("campaign", "wave", "customer_id", "channel"),
+    UniqueConstraint("campaign", "customer_id", "entered_on", "wave", "channel"),
+    Index("ix_outbox_business_date_status", "business_date", "status"),
 )
 
 # One evaluated figure set: a campaign wave, a window, an arm, on the day it matured.

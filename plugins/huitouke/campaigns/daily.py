@@ -1,0 +1,465 @@
+"""Stages 3 and 4 of a business day: lint the templates, plan the day, render and queue messages.
+
+- :func:`lint_campaigns` compiles every template the enabled campaigns use (the same lint as
+  ``huitouke templates lint``) and says which campaigns are broken and why.
+- :func:`plan_campaigns` redeems the coupons the day's orders carry, then plans the day once
+  (:func:`huitouke.campaigns.plan.plan_day` over the day's segments, contacts, orders, stored
+  entries and contact history) and stores the plan: entries, waves, coupons, one summary row per
+  campaign. A day already planned is not planned again (its stored plan is what was decided, and
+  what may already be sent); a day older than the latest planned day is refused.
+- :func:`render_campaign` renders one campaign's treated waves of the day into the outbox
+  (status ``queued``). A broken template raises :class:`~huitouke.render.TemplateError` before
+  anything of that campaign is queued, and the campaign's day row records the error; other
+  campaigns are separate calls (separate mapped tasks in the DAG). Messages already queued are
+  skipped, so re-running queues nothing new, and a fixed template can be rendered by running the
+  task again.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import date, datetime
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+from sqlalchemy import Connection, Engine
+
+from huitouke.campaigns import persist
+from huitouke.campaigns.coupons import issue_coupons
+from huitouke.campaigns.plan import SUMMARY_COLUMNS, DayPlan, plan_day
+from huitouke.campaigns.playbook import Campaign, Playbook, channel_of
+from huitouke.pii import get_logger
+from huitouke.render.context import (
+    ShopInfo,
+    campaign_context,
+    coupon_context,
+    customer_context,
+    message_context,
+    order_context,
+    sample_context,
+    template_language,
+    wave_context,
+)
+from huitouke.render.environment import TemplateError
+from huitouke.render.messages import CompiledMessage, compile_message, render_batch
+
+log = get_logger(__name__)
+
+__all__ = ["PlanResult", "RenderResult", "lint_campaigns", "plan_campaigns", "render_campaign", "shop_info"]
+
+
+def shop_info(playbook: Playbook) -> ShopInfo:
+    """The playbook's shop as the renderer needs it (signature, footer, currency, url)."""
+    shop = playbook.shop
+    return ShopInfo(
+        name=shop.name,
+        currency=shop.currency,
+        opt_out_footer=shop.sms_opt_out_footer,
+        sms_signature_brackets=shop.sms_signature_brackets,
+        url=shop.url,
+    )
+
+
+def _templates_of(name: str, campaign: Campaign) -> list[str]:
+    seen: list[str] = []
+    for variant in list(campaign.variants) or [""]:
+        for template in campaign.offer(name, variant).templates:
+            if template not in seen:
+                seen.append(template)
+    return seen
+
+
+def _compile(template: str, campaign: Campaign, shop: ShopInfo, root: Path | None) -> CompiledMessage:
+    channel, _, message = template.partition("/")
+    budget = campaign.sms_max_segments if channel == "sms" else None
+    return compile_message(message, channel, shop, budget, root=root)  # type: ignore[arg-type]
+
+
+def lint_campaigns(playbook: Playbook, root: Path | None = None) -> dict[str, str]:
+    """Enabled campaign -> the first template error that breaks it (only broken campaigns).
+
+    Beyond the template lint, each template is rendered with what its campaign provides: a
+    template that uses ``coupon`` in a campaign (or variant) without a coupon is broken.
+    """
+    shop = shop_info(playbook)
+    broken: dict[str, str] = {}
+    for name, campaign in playbook.campaigns_by_priority():
+        if not campaign.enabled:
+            continue
+        try:
+            compiled = {t: _compile(t, campaign, shop, root) for t in _templates_of(name, campaign)}
+            for variant in list(campaign.variants) or [""]:
+                offer = campaign.offer(name, variant)
+                for template in offer.templates:
+                    _render_as_campaign(compiled[template], name, campaign, offer.coupon is not None)
+        except TemplateError as exc:
+            broken[name] = str(exc)
+    return broken
+
+
+def _render_as_campaign(compiled: CompiledMessage, name: str, campaign: Campaign, has_coupon: bool) -> None:
+    """Render every category variant of a message with the sample context as the campaign gives
+    it (no ``coupon`` object when the campaign has no coupon); raise TemplateError if it fails."""
+    for group in compiled.files.variants:
+        context = sample_context(
+            compiled.shop,
+            category_group="other" if group == "default" else group,
+            waves=campaign.waves.max_waves,
+            campaign=compiled.name,
+            language=template_language(compiled.name),
+        )
+        context["campaign"] = campaign_context(name, campaign.display_name)
+        if not has_coupon:
+            context.pop("coupon", None)
+        try:
+            compiled.render(context)
+        except TemplateError as exc:
+            if not has_coupon and "coupon" in str(exc):
+                exc.reason = (
+                    f"{exc.reason} (campaign {name} gives no coupon: add a coupon to the campaign "
+                    "or remove it from the template)"
+                )
+                exc.args = (exc.describe(),)
+            raise
+
+
+# ------------------------------------------------------------------------------------ planning
+
+
+@dataclass(frozen=True)
+class PlanResult:
+    """What :func:`plan_campaigns` did for a day."""
+
+    business_date: date
+    planned: bool  # False: the stored plan was kept (re-run) or the day was refused (older)
+    summary: pd.DataFrame  # SUMMARY_COLUMNS-like, one row per campaign
+    redemptions: dict[str, int]
+    note: str = ""
+
+    def as_text(self) -> str:
+        if self.summary.empty:
+            table = f"No campaign planned for {self.business_date}."
+        else:
+            table = DayPlan(
+                self.business_date, pd.DataFrame(), pd.DataFrame(), pd.DataFrame(), self.summary
+            ).as_text()
+        r = self.redemptions
+        lines = [table]
+        if self.note:
+            lines.append(self.note)
+        lines.append(
+            f"Coupons: {r.get('redeemed', 0):,} redeemed by the day's orders"
+            f" ({r.get('orders_with_code', 0):,} paid orders carried a code,"
+            f" {r.get('unknown_code', 0):,} unknown codes, {r.get('already_redeemed', 0):,} already redeemed)"
+        )
+        return "\n".join(lines)
+
+    def campaigns(self) -> list[str]:
+        """The campaigns of the day's plan, highest priority first (what the render tasks map over)."""
+        return [str(c) for c in self.summary["campaign"]] if len(self.summary) else []
+
+
+def _stored_summary(conn: Connection, day: date) -> pd.DataFrame:
+    """The stored plan summary of a day in :data:`SUMMARY_COLUMNS` (from the rows' figures)."""
+    import json
+
+    stored = persist.read_day_summary(conn, day)
+    rows = [json.loads(f) for f in stored["figures"]] if len(stored) else []
+    frame = pd.DataFrame(rows, columns=list(SUMMARY_COLUMNS))
+    if len(stored):
+        frame["messages_queued"] = stored["messages_queued"].to_numpy()
+        frame["status"] = stored["status"].to_numpy()
+    return frame
+
+
+def stored_plan_text(conn: Connection, day: date) -> str:
+    """The stored plan summary of ``day`` as the plan task logged it, with messages queued."""
+    summary = _stored_summary(conn, day)
+    if summary.empty:
+        return f"No campaign planned for {day}."
+    text = DayPlan(day, pd.DataFrame(), pd.DataFrame(), pd.DataFrame(), summary).as_text()
+    queued = ", ".join(
+        f"{c} {int(n):,}" for c, n in zip(summary["campaign"], summary["messages_queued"], strict=True)
+    )
+    return f"{text}\nQueued in the outbox: {queued}"
+
+
+def plan_campaigns(
+    engine: Engine,
+    day: date,
+    playbook: Playbook,
+    segments: pd.DataFrame | None = None,
+    now: datetime | None = None,
+) -> PlanResult:
+    """Plan ``day`` once and store the plan (see the module docstring). ``segments`` is the day's
+    classification (read from the store's state when not given)."""
+    now = now or datetime.now()
+    with engine.begin() as conn:
+        redemptions = persist.redeem_coupons(conn, day)
+        latest = persist.latest_planned_day(conn)
+        if latest is not None and day < latest:
+            note = (
+                f"{day} is before the latest planned day {latest}: its plan is kept as stored "
+                "(later days were planned on it)"
+            )
+            log.warning("%s", note)
+            return PlanResult(day, False, _stored_summary(conn, day), redemptions, note)
+        if latest == day:
+            note = f"{day} was planned before: the stored plan is kept, only missing messages are queued"
+            log.info("%s", note)
+            return PlanResult(day, False, _stored_summary(conn, day), redemptions, note)
+        if segments is None:
+            segments = _segments_of(conn, day, playbook)
+        plan = plan_day(
+            playbook,
+            day,
+            segments,
+            contacts=persist.read_contacts(conn),
+            orders=persist.read_day_orders(conn, day),
+            entries=persist.read_entries(conn, day, playbook),
+            history=persist.read_contact_history(conn, day, playbook.contact_pressure.longest_window_days),
+        )
+        issued = issue_coupons(plan.waves, playbook, persist.stored_coupons(conn, day))
+        persist.write_plan(conn, plan, issued, now)
+    summary = plan.summary.assign(messages_queued=0, status=persist.PLANNED)
+    return PlanResult(day, True, summary, redemptions, "\n".join(plan.notes))
+
+
+def _segments_of(conn: Connection, day: date, playbook: Playbook) -> pd.DataFrame:
+    from huitouke.segments import classify
+    from huitouke.segments import persist as segment_store
+
+    return classify(segment_store.read_state(conn), day, playbook.segments)
+
+
+# ----------------------------------------------------------------------------------- rendering
+
+
+@dataclass(frozen=True)
+class RenderResult:
+    campaign: str
+    business_date: date
+    treated: int
+    messages_planned: int
+    queued: int  # inserted by this call
+    already_queued: int
+    skipped_no_address: int
+    skipped_opted_out: int
+
+    def as_dict(self) -> dict[str, Any]:
+        out = dict(self.__dict__)
+        out["business_date"] = self.business_date.isoformat()
+        return out
+
+
+def _cny(cents: Any) -> Decimal:
+    return (Decimal(int(cents)) / 100).quantize(Decimal("0.01"))
+
+
+def render_campaign(
+    engine: Engine,
+    day: date,
+    campaign_name: str,
+    playbook: Playbook,
+    now: datetime | None = None,
+    root: Path | None = None,
+) -> RenderResult:
+    """Render and queue the campaign's messages of ``day`` (see the module docstring)."""
+    now = now or datetime.now()
+    campaign = playbook.campaigns.get(campaign_name)
+    if campaign is None:
+        raise ValueError(f"campaign {campaign_name!r} is not in the playbook any more")
+    shop = shop_info(playbook)
+    try:
+        compiled = {t: _compile(t, campaign, shop, root) for t in _templates_of(campaign_name, campaign)}
+        for variant in list(campaign.variants) or [""]:
+            offer = campaign.offer(campaign_name, variant)
+            for template in offer.templates:
+                _render_as_campaign(compiled[template], campaign_name, campaign, offer.coupon is not None)
+        return _render_and_queue(engine, day, campaign_name, campaign, compiled, now)
+    except TemplateError as exc:  # nothing of this campaign was queued: record why
+        with engine.begin() as conn:
+            persist.record_rendering(conn, day, campaign_name, persist.FAILED, 0, str(exc), now)
+        raise
+
+
+def _render_and_queue(
+    engine: Engine,
+    day: date,
+    campaign_name: str,
+    campaign: Campaign,
+    compiled: dict[str, CompiledMessage],
+    now: datetime,
+) -> RenderResult:
+    with engine.begin() as conn:
+        waves = persist.read_treated_waves(conn, campaign_name, day)
+        sends = _sends_of(waves, campaign_name, campaign)
+        done = persist.read_queued_keys(conn, campaign_name, day)
+        planned = len(sends)
+        if done and planned:
+            keep = [
+                (c, e, int(w), ch) not in done
+                for c, e, w, ch in zip(
+                    sends["customer_id"], sends["entered_on"], sends["wave"], sends["channel"], strict=True
+                )
+            ]
+            sends = sends[keep].reset_index(drop=True)
+        messages, no_address, opted_out = _render(conn, sends, day, campaign_name, campaign, compiled, now)
+        queued = persist.queue_messages(conn, messages)
+        persist.record_rendering(conn, day, campaign_name, persist.RENDERED, queued, None, now)
+    return RenderResult(
+        campaign=campaign_name,
+        business_date=day,
+        treated=len(waves),
+        messages_planned=planned,
+        queued=queued,
+        already_queued=planned - len(sends),
+        skipped_no_address=no_address,
+        skipped_opted_out=opted_out,
+    )
+
+
+def _sends_of(waves: pd.DataFrame, name: str, campaign: Campaign) -> pd.DataFrame:
+    """One row per treated wave and channel, with the template the variant uses there."""
+    if waves.empty:
+        return waves.assign(channel=pd.Series([], dtype=object), template=pd.Series([], dtype=object))
+    rows = waves.assign(channel=waves["channels"].str.split(",")).explode("channel", ignore_index=True)
+    rows = rows[rows["channel"].astype(str).str.len() > 0].reset_index(drop=True)
+    templates = []
+    for variant, channel in zip(rows["variant"], rows["channel"], strict=True):
+        offer = campaign.offer(name, variant or "")
+        templates.append(next((t for t in offer.templates if channel_of(t) == channel), None))
+    rows["template"] = templates
+    missing = rows["template"].isna()
+    if missing.any():
+        log.warning(
+            "%s: %d planned message(s) have no template in the playbook any more (channel removed): skipped",
+            name,
+            int(missing.sum()),
+        )
+        rows = rows[~missing].reset_index(drop=True)
+    return rows
+
+
+def _render(
+    conn: Connection,
+    sends: pd.DataFrame,
+    day: date,
+    name: str,
+    campaign: Campaign,
+    compiled: dict[str, CompiledMessage],
+    now: datetime,
+) -> tuple[list[dict[str, Any]], int, int]:
+    """The outbox rows of ``sends``, and how many were skipped for want of an address or an opt-out
+    recorded since planning."""
+    if sends.empty:
+        return [], 0, 0
+    from huitouke.segments import persist as segment_store
+
+    ids = sorted(set(sends["customer_id"]))
+    profiles = persist.read_profiles(conn, ids).set_index("customer_id")
+    segments = segment_store.segments_on(conn, day, ids).set_index("customer_id")
+    last_orders = persist.read_last_orders(conn, ids, day).set_index("customer_id")
+    issued = persist.read_coupons_of(conn, name, day)
+    coupon_by_key = {
+        (c, e, int(w)): row
+        for c, e, w, row in zip(
+            issued["customer_id"],
+            issued["entered_on"],
+            issued["wave"],
+            issued.to_dict("records"),
+            strict=True,
+        )
+    }
+    campaign_ctx = campaign_context(name, campaign.display_name)
+    total_waves = campaign.waves.max_waves
+
+    customer_ctx: dict[str, dict[str, Any]] = {}
+    order_ctx: dict[str, dict[str, Any] | None] = {}
+    for cid in ids:
+        row: dict[str, Any] = {"customer_id": cid}
+        if cid in profiles.index:
+            row.update(profiles.loc[cid].to_dict())
+        if cid in segments.index:
+            row.update(segments.loc[cid].to_dict())
+        customer_ctx[cid] = customer_context(row)
+        if cid in last_orders.index:
+            o = last_orders.loc[cid]
+            order_ctx[cid] = order_context(
+                str(o["order_id"]),
+                _as_date(o["business_date"]),
+                _cny(o["amount_cents"]),
+                list(o["categories"]),
+            )
+        else:
+            order_ctx[cid] = None
+
+    out: list[dict[str, Any]] = []
+    no_address = opted_out = 0
+    by_template: dict[str, list[tuple[dict[str, Any], dict[str, Any]]]] = {}
+    for send in sends.to_dict("records"):
+        cid, channel = send["customer_id"], send["channel"]
+        profile = profiles.loc[cid] if cid in profiles.index else None
+        address = None
+        if profile is not None:
+            address = profile["email"] if channel == "email" else profile["phone"]
+            out_flag = profile["email_opt_out"] if channel == "email" else profile["sms_opt_out"]
+            if bool(out_flag):
+                opted_out += 1
+                continue
+        if address is None or (isinstance(address, float) and address != address) or not str(address).strip():
+            no_address += 1
+            continue
+        coupon_row = coupon_by_key.get((cid, send["entered_on"], int(send["wave"])))
+        coupon = (
+            coupon_context(
+                coupon_row["code"],
+                _cny(coupon_row["value_cents"]),
+                _cny(coupon_row["min_spend_cents"]),
+                _as_date(coupon_row["expires_on"]),
+            )
+            if coupon_row
+            else None
+        )
+        context = message_context(
+            customer=customer_ctx[cid],
+            coupon=coupon,
+            order=order_ctx[cid],
+            campaign=campaign_ctx,
+            wave=wave_context(int(send["wave"]), total_waves),
+        )
+        outbox_row = {
+            "campaign": name,
+            "customer_id": cid,
+            "entered_on": send["entered_on"],
+            "wave": int(send["wave"]),
+            "variant": send["variant"] or "",
+            "channel": channel,
+            "template": send["template"],
+            "business_date": day,
+            "status": persist.QUEUED,
+            "recipient": str(address).strip(),
+            "coupon_code": coupon["code"] if coupon else None,
+            "attempts": 0,
+            "created_at": now,
+        }
+        by_template.setdefault(send["template"], []).append((outbox_row, context))
+    for template, items in by_template.items():
+        rendered = render_batch(compiled[template], [context for _, context in items])
+        for (row, _), message in zip(items, rendered, strict=True):
+            row["subject"] = message.subject
+            row["body"] = message.body
+            row["html"] = message.html
+            row["sms_segments"] = message.sms_segments
+            out.append(row)
+    return out, no_address, opted_out
+
+
+def _as_date(value: Any) -> date:
+    if isinstance(value, datetime):
+        return value.date()
+    if isinstance(value, date):
+        return value
+    return pd.Timestamp(value).date()
