@@ -217,7 +217,10 @@ def test_a_broken_template_fails_its_campaign_only_before_anything_is_queued(sto
 
     with pytest.raises(TemplateError) as failure:
         render_campaign(store.engine, D0, "thank_you", store.playbook, now=NOW, root=broken_templates)
-    assert failure.value.file.endswith("sms/thank_you_new.txt.j2") and failure.value.variable == "customer.nickname"
+    assert (
+        failure.value.file.endswith("sms/thank_you_new.txt.j2")
+        and failure.value.variable == "customer.nickname"
+    )
     assert failure.value.line is not None
     assert store.count(outbox) == 0
     (day_row,) = store.rows(campaign_days, campaign_days.c.campaign == "thank_you")

@@ -314,3 +314,17 @@ def test_segments_on_a_past_day_from_the_command_line(daily_runs, capsys):
     out = capsys.readouterr().out
     assert f"on {DAYS[0]}" in out and "one_time" in out
     assert main(["segments", "on", "2020-01-01"]) == 1
+
+
+def test_templates_preview_for_a_stored_customer(daily_runs, crm, capsys):
+    from huitouke.cli import main
+    from huitouke.store.schema import customers, outbox
+
+    with crm.connect() as conn:
+        cid = conn.scalar(select(outbox.c.customer_id).where(outbox.c.campaign == "thank_you").limit(1))
+        name = conn.scalar(select(customers.c.name).where(customers.c.customer_id == cid))
+    assert main(["templates", "preview", "thank_you_returning", "--customer", cid, "--channel", "sms"]) == 0
+    out = capsys.readouterr().out
+    assert "【" in out and "segment(s)" in out and (name or "亲") in out
+    assert main(["templates", "preview", "thank_you_new", "--customer", "no-such-customer"]) == 1
+    assert "no customer" in capsys.readouterr().err

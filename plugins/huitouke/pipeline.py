@@ -60,8 +60,14 @@ def update_segments(start: datetime, settings: Settings | None = None) -> dict[s
     """Stage 2: fold the day's order changes into the customer state, classify every customer,
     record the segment changes and the day's KPIs; log the KPI tables.
 
-    One transaction. Re-running the latest computed day recomputes it identically; an older day
-    is left as computed (later days were built on it) and its stored KPIs are returned.
+    One transaction, which is the only writer of ``orders`` until it commits (intake waits).
+    Re-running the latest computed day recomputes it identically; an older day is left as
+    computed (later days were built on it) and its stored KPIs are returned. The first run, a
+    change of the playbook's category groups and a backlog of more than
+    ``persist.REBUILD_ABOVE`` unfolded orders rebuild the state from every order; otherwise only
+    the customers with unfolded orders are recomputed. The whole state and the open history come
+    from the previous run's local snapshot when it provably matches the store
+    (:mod:`huitouke.segments.snapshot`), else from the tables.
     """
     from huitouke.segments import (
         build_state,
@@ -71,6 +77,7 @@ def update_segments(start: datetime, settings: Settings | None = None) -> dict[s
         format_kpis,
         load_segment_settings,
         persist,
+        snapshot,
         update_state,
     )
     from huitouke.store.connection import engine_for
@@ -82,39 +89,84 @@ def update_segments(start: datetime, settings: Settings | None = None) -> dict[s
     fingerprint = rules.state_fingerprint()
     day = business_date_of(start, settings)
     now = datetime.now(UTC).replace(tzinfo=None)
-    with engine_for(settings.store.conn_id).begin() as conn:
-        latest, last_fingerprint = persist.last_run(conn)
-        if latest is not None and day < latest:
-            log.warning(
-                "Segments for %s were computed before %s, which builds on them: kept as they are", day, latest
-            )
-            return {
-                "business_date": day.isoformat(),
-                "recomputed": False,
-                **_headline(persist.stored_kpis(conn, day)),
-            }
-        if latest == day:
-            persist.rewind_history(conn, day)
-        if last_fingerprint is not None and last_fingerprint != fingerprint:
-            log.warning(
-                "The playbook's category groups changed: rebuilding the customer state from all orders"
-            )
-            touched = None
-            orders, lines = persist.read_orders(conn)
-            state = build_state(orders, lines, settings=rules, until=day)
-        else:
-            touched = persist.touched_customers(conn, day)
+    engine = engine_for(settings.store.conn_id)
+    cache = snapshot.cache_dir_for(engine.url)
+    store = snapshot.store_id(engine.url)
+    prepared = None
+    try:
+        with engine.begin() as conn:
+            locked = persist.lock_store(conn)
+            latest = persist.latest_run(conn)
+            if latest is not None and day < latest.business_date:
+                log.warning(
+                    "Segments for %s were computed before %s, which builds on them: kept as they are",
+                    day,
+                    latest.business_date,
+                )
+                return {
+                    "business_date": day.isoformat(),
+                    "recomputed": False,
+                    **_headline(persist.stored_kpis(conn, day)),
+                }
+            saved = None
+            if cache is not None and latest is not None:
+                key = snapshot.SnapshotKey(
+                    store, latest.business_date, latest.computed_at, latest.fingerprint, latest.customers
+                )
+                saved = snapshot.load(cache, key)
+            rerun = latest is not None and latest.business_date == day
+            if rerun:
+                persist.rewind_history(conn, day)
+            if latest is None:
+                log.info("First segments run: building the customer state from all orders")
+                touched = None
+            elif latest.fingerprint != fingerprint:
+                log.warning(
+                    "The playbook's category groups changed: rebuilding the customer state from all orders"
+                )
+                touched = None
+            else:
+                touched = persist.pending_customers(conn, day, persist.REBUILD_ABOVE)
+                if touched is None:
+                    log.info(
+                        "More than %s orders to fold in: rebuilding the customer state from all orders",
+                        f"{persist.REBUILD_ABOVE:,}",
+                    )
             orders, lines = persist.read_orders(conn, touched)
-            state = update_state(persist.read_state(conn), orders, lines, settings=rules, until=day)
-        persist.replace_state(conn, state, touched)
-        folded = orders["business_date"].isna() | (orders["business_date"] <= pd.Timestamp(day))
-        persist.mark_applied(conn, orders.loc[folded, "order_id"].tolist(), now)
+            if touched is None:
+                state = build_state(orders, lines, settings=rules, until=day)
+            else:
+                before = saved.state if saved is not None else persist.read_state(conn)
+                state = update_state(before, orders, lines, settings=rules, until=day)
+                del before
+            folded = None
+            if not locked:  # no lock on this database: stamp exactly the orders read
+                due = orders["business_date"].isna() | (orders["business_date"] <= pd.Timestamp(day))
+                folded = orders.loc[due, "order_id"].tolist()
+            del orders, lines
+            persist.replace_state(conn, state, touched)
+            if folded is None:
+                persist.mark_folded(conn, day, now)
+            else:
+                persist.mark_applied(conn, folded, now)
 
-        segments = classify(state, day, rules)
-        changes = diff_segments(persist.read_open_history(conn), segments, day)
-        persist.write_history(conn, changes)
-        kpis = compute_kpis(segments, day, rules, changes.transitions)
-        persist.write_day(conn, day, kpis, changes, fingerprint, now)
+            segments = classify(state, day, rules)
+            if saved is None:
+                open_rows = persist.read_open_history(conn)
+            else:
+                open_rows = saved.rewound(day) if rerun else saved.open_rows
+            changes = diff_segments(open_rows, segments, day)
+            persist.write_history(conn, changes)
+            kpis = compute_kpis(segments, day, rules, changes.transitions)
+            persist.write_day(conn, day, kpis, changes, fingerprint, now)
+            if cache is not None:
+                opened, closed = persist.open_rows_after(open_rows, changes)
+                key = snapshot.SnapshotKey(store, day, now, fingerprint, int(kpis["customers"]))
+                prepared = snapshot.prepare(cache, key, state, opened, closed)
+    except BaseException:
+        snapshot.discard(prepared)
+        raise
+    snapshot.publish(prepared)  # only now: the snapshot is the committed run's
     log.info(
         "Segments for %s: %s customers recomputed, %d history rows closed, %d opened\n%s",
         day,
@@ -202,8 +254,9 @@ def render_messages(start: datetime, campaign: str, settings: Settings | None = 
 
     settings = settings or load_settings()
     day = business_date_of(start, settings)
+    engine = engine_for(settings.store.conn_id)
     try:
-        result = render_campaign(engine_for(settings.store.conn_id), day, campaign, load_playbook())
+        result = render_campaign(engine, day, campaign, load_playbook())
     except TemplateError as exc:
         from airflow.sdk.exceptions import AirflowFailException
 
@@ -220,4 +273,8 @@ def render_messages(start: datetime, campaign: str, settings: Settings | None = 
         f"{result.skipped_no_address:,}",
         f"{result.skipped_opted_out:,}",
     )
+    from huitouke.campaigns.daily import stored_plan_text
+
+    with engine.connect() as conn:
+        log.info("\n%s", stored_plan_text(conn, day, campaign))
     return result.as_dict()

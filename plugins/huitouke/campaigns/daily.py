@@ -34,6 +34,7 @@ from huitouke.pii import get_logger
 from huitouke.render.context import (
     ShopInfo,
     campaign_context,
+    category_context,
     coupon_context,
     customer_context,
     message_context,
@@ -174,9 +175,12 @@ def _stored_summary(conn: Connection, day: date) -> pd.DataFrame:
     return frame
 
 
-def stored_plan_text(conn: Connection, day: date) -> str:
-    """The stored plan summary of ``day`` as the plan task logged it, with messages queued."""
+def stored_plan_text(conn: Connection, day: date, campaign: str | None = None) -> str:
+    """The stored plan summary of ``day`` (or of one campaign) as the plan task logged it, with
+    the messages queued."""
     summary = _stored_summary(conn, day)
+    if campaign is not None:
+        summary = summary[summary["campaign"] == campaign].reset_index(drop=True)
     if summary.empty:
         return f"No campaign planned for {day}."
     text = DayPlan(day, pd.DataFrame(), pd.DataFrame(), pd.DataFrame(), summary).as_text()
@@ -463,3 +467,34 @@ def _as_date(value: Any) -> date:
     if isinstance(value, date):
         return value
     return pd.Timestamp(value).date()
+
+
+def stored_customer_context(engine: Engine, customer_id: str, day: date | None = None) -> dict[str, Any]:
+    """``customer``, ``order`` and ``category`` objects of a stored customer on ``day`` (default:
+    the latest day with segments), for ``huitouke templates preview --customer ID``.
+
+    Raises LookupError when the store has no such customer.
+    """
+    from huitouke.segments import persist as segment_store
+
+    with engine.connect() as conn:
+        if day is None:
+            day, _ = segment_store.last_run(conn)
+            day = day or date.today()
+        profiles = persist.read_profiles(conn, [customer_id])
+        if profiles.empty:
+            raise LookupError(f"no customer {customer_id!r} in the CRM store")
+        row = profiles.iloc[0].to_dict()
+        segment = segment_store.segments_on(conn, day, [customer_id])
+        if len(segment):
+            row.update(segment.iloc[0].to_dict())
+        last = persist.read_last_orders(conn, [customer_id], day)
+    context: dict[str, Any] = {"customer": customer_context(row)}
+    if len(last):
+        o = last.iloc[0]
+        context["order"] = order_context(
+            str(o["order_id"]), _as_date(o["business_date"]), _cny(o["amount_cents"]), list(o["categories"])
+        )
+    if context["customer"].get("category_group"):
+        context["category"] = category_context(context["customer"]["category_group"])
+    return context

@@ -11,6 +11,7 @@ import argparse
 import json
 import sys
 from collections.abc import Callable
+from datetime import date
 from pathlib import Path
 
 from huitouke.render.context import SAMPLE_SHOP, ShopInfo, context_reference_markdown
@@ -22,6 +23,8 @@ __all__ = ["add_templates_commands", "templates_context", "templates_lint", "tem
 
 ShopLoader = Callable[[], ShopInfo]
 BudgetsLoader = Callable[[], dict[str, int]]
+# (customer id, business date or None) -> context objects of a stored customer; LookupError if unknown.
+CustomerLoader = Callable[[str, "date | None"], dict]
 
 
 def _shop(args: argparse.Namespace) -> ShopInfo:
@@ -58,7 +61,19 @@ def templates_lint(args: argparse.Namespace) -> int:
 def templates_preview(args: argparse.Namespace) -> int:
     """Render NAME for the sample context (or ``--customer-json``) and print it with its cost."""
     context = None
-    if args.customer_json:
+    if getattr(args, "customer", None):
+        loader = getattr(args, "customer_loader", None)
+        if loader is None:
+            print(
+                "error: --customer needs the CRM store (run it as `huitouke templates ...`)", file=sys.stderr
+            )
+            return 2
+        try:
+            context = loader(args.customer, args.date)
+        except LookupError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 1
+    elif args.customer_json:
         context = json.loads(Path(args.customer_json).read_text(encoding="utf-8"))
         if not isinstance(context, dict):
             print(f"error: {args.customer_json}: expected a JSON object", file=sys.stderr)
@@ -94,13 +109,18 @@ def add_templates_commands(
     *,
     shop_loader: ShopLoader | None = None,
     budgets_loader: BudgetsLoader | None = None,
+    customer_loader: CustomerLoader | None = None,
 ) -> argparse.ArgumentParser:
     """Add ``templates lint|preview|context`` to a parser's sub-parsers (``args.func`` is set)."""
     templates = subparsers.add_parser(
         "templates", help="message templates: lint, preview, the context reference"
     )
     sub = templates.add_subparsers(dest="templates_command", required=True)
-    common = {"shop_loader": shop_loader, "budgets_loader": budgets_loader}
+    common = {
+        "shop_loader": shop_loader,
+        "budgets_loader": budgets_loader,
+        "customer_loader": customer_loader,
+    }
 
     p = sub.add_parser(
         "lint", help="check templates: syntax, variables, length budgets, footer; exit 1 on errors"
@@ -117,7 +137,17 @@ def add_templates_commands(
     p = sub.add_parser("preview", help="render a message for the sample customer or a given one")
     p.add_argument("name", metavar="NAME", help="message name, e.g. thank_you_new or sms/care_tips")
     p.add_argument("--channel", choices=("sms", "email", "call"), help="only this channel")
-    p.add_argument("--customer-json", metavar="FILE", help="customer fields, or context objects, as JSON")
+    who = p.add_mutually_exclusive_group()
+    who.add_argument("--customer-json", metavar="FILE", help="customer fields, or context objects, as JSON")
+    who.add_argument(
+        "--customer", metavar="ID", help="a customer of the CRM store, as the pipeline sees them"
+    )
+    p.add_argument(
+        "--date",
+        type=date.fromisoformat,
+        metavar="YYYY-MM-DD",
+        help="with --customer: their segment on this business day (default: the latest computed)",
+    )
     p.add_argument("--wave", type=int, help="wave number (default 1)")
     p.add_argument("--category", metavar="GROUP", help="category group (default: every variant)")
     p.add_argument("--root", help="templates folder (default include/templates)")
