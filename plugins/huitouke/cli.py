@@ -147,16 +147,16 @@ def cmd_segments_on(args: argparse.Namespace) -> int:
 def _shop_info():
     """The playbook's shop, as the renderer needs it (signature, footer, currency, url)."""
     from huitouke.campaigns import load_playbook
-    from huitouke.render import ShopInfo
+    from huitouke.campaigns.daily import shop_info
 
-    shop = load_playbook().shop
-    return ShopInfo(
-        name=shop.name,
-        currency=shop.currency,
-        opt_out_footer=shop.sms_opt_out_footer,
-        sms_signature_brackets=shop.sms_signature_brackets,
-        url=shop.url,
-    )
+    return shop_info(load_playbook())
+
+
+def _stored_customer(customer_id: str, day: date | None) -> dict:
+    from huitouke.campaigns.daily import stored_customer_context
+    from huitouke.store.connection import engine_for
+
+    return stored_customer_context(engine_for(load_settings().store.conn_id), customer_id, day)
 
 
 def _sms_budgets() -> dict[str, int]:
@@ -248,7 +248,13 @@ def build_parser() -> argparse.ArgumentParser:
 
     from huitouke.render.cli import add_templates_commands
 
-    add_templates_commands(sub, shop_loader=_shop_info, budgets_loader=_sms_budgets)
+    add_templates_commands(
+        sub, shop_loader=_shop_info, budgets_loader=_sms_budgets, customer_loader=_stored_customer
+    )
+
+    from huitouke.evaluate.cli import add_parser as add_evaluate_command
+
+    add_evaluate_command(sub)
 
     p = sub.add_parser("demo", help="generate the demo shop and run the daily DAG for its last days")
     p.add_argument("--customers", type=int, default=40_000)

@@ -23,6 +23,9 @@ from huitouke.config import load_settings, project_home
 
 DEMO_START = date(2024, 1, 1)
 DEMO_END = date(2025, 12, 14)
+# Business days run as plain calls before the DAG's days, so that campaigns have waves whose
+# evaluation windows (up to 30 days) have matured by the time the DAG runs.
+CAMPAIGN_DAYS = 35
 
 
 @contextmanager
@@ -51,7 +54,7 @@ def run_demo(
 ) -> int:
     """Run the demo; returns a process exit code."""
     from huitouke.dagrun import days_between, load_daily_dag, run_business_days
-    from huitouke.demo_shop import ShopSpec, generate_shop, shop_as_of, write_shop
+    from huitouke.demo_shop import ShopSpec, add_responses, generate_shop, shop_as_of, write_shop
     from huitouke.pipeline import day_bounds, intake_orders, update_segments
     from huitouke.store.connection import engine_for
     from huitouke.store.migrate import upgrade
@@ -80,7 +83,8 @@ def run_demo(
     say(f"2. CRM store {crm.url.render_as_string(hide_password=True)}: fresh, at revision {upgrade(crm)}")
 
     dag_days = days_between(DEMO_END - timedelta(days=days - 1), DEMO_END)
-    history_end = dag_days[0] - timedelta(days=1)
+    campaign_days = days_between(dag_days[0] - timedelta(days=CAMPAIGN_DAYS), dag_days[0] - timedelta(days=1))
+    history_end = campaign_days[0] - timedelta(days=1)
     write_shop(shop_as_of(shop, history_end), shop_engine)
     start, _ = day_bounds(spec.start, settings)
     _, end = day_bounds(history_end, settings)
@@ -95,8 +99,19 @@ def run_demo(
 
     log_file = project_home() / "data" / "logs" / "demo-airflow.log"
     log_file.unlink(missing_ok=True)
+    queued = responses = 0
+    with output_to(log_file):
+        for day in campaign_days:
+            shop, added = _run_day_as_calls(shop, day, settings, shop_engine, crm, seed)
+            queued += added[0]
+            responses += added[1]
     say(
-        f"4. The daily DAG through Airflow (dag.test) for {dag_days[0]} .. {dag_days[-1]}; task logs in "
+        f"4. {campaign_days[0]} .. {campaign_days[-1]}: every stage of the daily run as plain calls, day by "
+        f"day ({len(campaign_days)} days): {queued:,} messages queued; the simulated customers answered "
+        f"{responses:,} of them with an order (demo_shop.RESPONSE_UPLIFT, the holdout never)"
+    )
+    say(
+        f"5. The daily DAG through Airflow (dag.test) for {dag_days[0]} .. {dag_days[-1]}; task logs in "
         f"{log_file.relative_to(project_home())}"
     )
     with output_to(log_file):
@@ -107,6 +122,7 @@ def run_demo(
             states.update(run_business_days([day], dag=dag))
             if states[day] != "success":
                 break
+            shop, _ = add_responses(shop, _queued_on(crm, day), day, seed)
     failed = {d: s for d, s in states.items() if s != "success"}
     if failed:
         say(f"   The DAG run failed for {', '.join(map(str, failed))}: see {log_file}")
@@ -118,6 +134,40 @@ def run_demo(
     say("Review the quarantined rows:   .venv/bin/huitouke quarantine   (add --raw for the raw rows)")
     say("See the runs in the Airflow UI: make ui")
     return 0
+
+
+def _run_day_as_calls(shop, day: date, settings, shop_engine, crm, seed: int):
+    """One business day through the same stage functions the DAG's tasks call; then the
+    customers' answers to the day's messages are added to the shop. Returns (shop, (queued,
+    responses))."""
+    from huitouke import pipeline
+    from huitouke.demo_shop import add_responses, shop_as_of, write_shop
+
+    write_shop(shop_as_of(shop, day), shop_engine)
+    start, end = pipeline.day_bounds(day, settings)
+    pipeline.intake_orders(start, end, settings)
+    pipeline.update_segments(start, settings)
+    pipeline.lint_templates(settings)
+    for campaign in pipeline.plan_campaigns(start, settings):
+        pipeline.render_messages(start, campaign, settings)
+    messages = _queued_on(crm, day)
+    shop, responses = add_responses(shop, messages, day, seed)
+    return shop, (len(messages), responses)
+
+
+def _queued_on(crm, day: date):
+    """The outbox rows of a business day (campaign, customer_id, coupon_code)."""
+    import pandas as pd
+
+    from huitouke.store.schema import outbox
+
+    with crm.connect() as conn:
+        rows = conn.execute(
+            select(outbox.c.campaign, outbox.c.customer_id, outbox.c.coupon_code).where(
+                outbox.c.business_date == day
+            )
+        ).all()
+    return pd.DataFrame(rows, columns=["campaign", "customer_id", "coupon_code"])
 
 
 def _start_fresh(crm) -> str | None:

@@ -50,7 +50,9 @@ __all__ = [
     "DemoShop",
     "SHOP_ORDER_QUERY",
     "ShopSpec",
+    "RESPONSE_UPLIFT",
     "VALUE_TIERS",
+    "add_responses",
     "generate_shop",
     "shop_as_of",
     "shop_metadata",
@@ -777,6 +779,100 @@ def generate_shop(spec: ShopSpec = ShopSpec()) -> DemoShop:
         time.perf_counter() - started,
     )
     return DemoShop(customers=customers, orders=orders, items=items, truth=truth, bad_rows=bad_rows)
+
+
+# --------------------------------------------------------------------------------------------------
+# Customers answering the messages: the demo's known treatment effect
+# --------------------------------------------------------------------------------------------------
+
+# What one message adds to a customer's chance of buying within RESPONSE_DAYS of receiving it
+# (the demo's truth, on top of the natural repurchase the generator already gives both arms).
+# Evaluation should find these lifts against the holdout, within its confidence intervals.
+RESPONSE_UPLIFT: dict[str, float] = {
+    "birthday": 0.06,
+    "thank_you": 0.03,
+    "coupon_waves": 0.08,
+    "care_tips": 0.02,
+    "phone_followup": 0.05,
+    "new_product_premium": 0.05,
+    "win_back": 0.04,
+}
+RESPONSE_DAYS = 20  # responses spread over this many days, most within the first week
+COUPON_USE = 0.8  # share of responders to a coupon message who type the code at checkout
+
+
+def add_responses(
+    shop: DemoShop, messages: pd.DataFrame, sent_on: datetime.date, seed: int = 7
+) -> tuple[DemoShop, int]:
+    """The shop with the extra orders that ``messages`` caused; returns (shop, orders added).
+
+    ``messages`` are outbox rows of business day ``sent_on`` (``campaign, customer_id,
+    coupon_code``; one customer may have several channels: one chance per campaign). They go out
+    the next morning at 09:00; a responder buys 0–RESPONSE_DAYS days later, at their usual order
+    value, in their main category, mostly with the coupon the message carried. Only messaged
+    customers get these orders: the holdout has none, which is what evaluation must measure.
+    """
+    if messages.empty:
+        return shop, 0
+    rng = np.random.default_rng([seed, _day_number(sent_on), 97])
+    one = messages.drop_duplicates(["campaign", "customer_id"]).reset_index(drop=True)
+    uplift = one["campaign"].map(RESPONSE_UPLIFT).fillna(0.0).to_numpy(dtype=float)
+    responded = rng.random(len(one)) < uplift
+    chosen = one[responded].reset_index(drop=True)
+    n = len(chosen)
+    if n == 0:
+        return shop, 0
+    truth = shop.truth.set_index("customer_id")
+    level = truth["aov_level"].reindex(chosen["customer_id"]).fillna(100.0).to_numpy(dtype=float)
+    category = (
+        truth["main_category"].reindex(chosen["customer_id"]).fillna(CATEGORIES[0]).to_numpy(dtype=object)
+    )
+    cents = np.maximum(np.round(level * rng.lognormal(0.0, 0.25, n) * 100), 990).astype(np.int64)
+    send = pd.Timestamp(sent_on) + pd.Timedelta(days=1, hours=9)
+    delay = np.minimum(rng.exponential(4.0, n), RESPONSE_DAYS - 0.01)
+    paid = send + pd.to_timedelta(np.round(delay * 86400), unit="s")
+    code = chosen["coupon_code"].astype(object).where(chosen["coupon_code"].notna(), None).to_numpy()
+    use = rng.random(n) < COUPON_USE
+    codes = np.where(use, code, None)
+    paid_text = pd.DatetimeIndex(paid).strftime(_TIME_FORMAT)
+    order_id = [f"R{sent_on:%Y%m%d}{i:06d}" for i in range(n)]
+    skus, titles, prices, starts, counts = _catalogue()
+    category_index = np.array([CATEGORIES.index(c) if c in CATEGORIES else 0 for c in category])
+    product = starts[category_index] + rng.integers(0, counts[category_index])
+    orders = pd.DataFrame(
+        {
+            "order_id": order_id,
+            "customer_id": chosen["customer_id"].astype(str).to_numpy(),
+            "paid_at": paid_text,
+            "pay_amount": _fmt_cents(cents),
+            "status": COMPLETED,
+            "channel": ORGANIC,
+            "coupon_code": codes,
+            "updated_at": paid_text,
+        }
+    )
+    items = pd.DataFrame(
+        {
+            "order_id": order_id,
+            "line_no": 1,
+            "sku": [skus[i] for i in product],
+            "title": [titles[i] for i in product],
+            "category": category,
+            "qty": 1,
+            "amount": _fmt_cents(cents),
+        }
+    )
+    for frame, like in ((orders, shop.orders), (items, shop.items)):
+        for column in frame.columns:
+            frame[column] = frame[column].astype(like[column].dtype)
+    grown = DemoShop(
+        customers=shop.customers,
+        orders=pd.concat([shop.orders, orders], ignore_index=True),
+        items=pd.concat([shop.items, items], ignore_index=True),
+        truth=shop.truth,
+        bad_rows=shop.bad_rows,
+    )
+    return grown, n
 
 
 # --------------------------------------------------------------------------------------------------

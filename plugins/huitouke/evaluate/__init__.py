@@ -1,0 +1,66 @@
+"""Stage 6 of the daily run: what a message added, against the natural repurchase of a holdout.
+
+Plain functions over numbers and DataFrames (no database, no Airflow)::
+
+    from huitouke.evaluate import evaluate_waves, compare_arms, evaluate_experiment
+
+    ev = evaluate_waves(waves, orders, as_of, windows={...}, primary={...}, messages=outbox, ...)
+    store(ev.results)                 # keyed by campaign, wave, due_on, window_days, view
+    log.info("\\n%s", ev.as_text())    # the task log's tables
+
+- :mod:`huitouke.evaluate.stats`: two proportions (Newcombe/Wald intervals, z or Fisher
+  p-values, relative lift), Welch revenue comparison, minimum detectable effect, the verdict.
+- :mod:`huitouke.evaluate.compare`: one row per customer -> one comparison row per arm, tables, JSON.
+- :mod:`huitouke.evaluate.waves`: the daily per-wave, per-window evaluation.
+- :mod:`huitouke.evaluate.experiment` and :mod:`huitouke.evaluate.cli`: ``huitouke evaluate FILE.csv``.
+
+The names below are imported on first use (PEP 562), so that ``huitouke --help`` and the other
+commands do not pay for pandas and scipy. See docs/evaluation.md.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+_EXPORTS = {
+    "COMPARISON_COLUMNS": "compare",
+    "SUMMARY_COLUMNS": "compare",
+    "adjust_for_multiplicity": "compare",
+    "as_records": "compare",
+    "compare_arms": "compare",
+    "compare_summaries": "compare",
+    "format_comparisons": "compare",
+    "summarize_arms": "compare",
+    "to_json": "compare",
+    "Experiment": "experiment",
+    "ExperimentFileError": "experiment",
+    "evaluate_experiment": "experiment",
+    "read_experiment_csv": "experiment",
+    "VERDICTS": "stats",
+    "VERDICT_TEXT": "stats",
+    "compare_proportions": "stats",
+    "welch_difference": "stats",
+    "BREAKDOWN_COLUMNS": "waves",
+    "CATEGORY_COLUMNS": "waves",
+    "CUMULATIVE_COLUMNS": "waves",
+    "CURVE_COLUMNS": "waves",
+    "RESULT_COLUMNS": "waves",
+    "RESULT_KEY": "waves",
+    "WaveEvaluation": "waves",
+    "evaluate_waves": "waves",
+    "planned_send_time": "waves",
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str) -> Any:
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    return getattr(importlib.import_module(f"{__name__}.{module}"), name)
+
+
+def __dir__() -> list[str]:
+    return sorted([*globals(), *_EXPORTS])

@@ -1,0 +1,876 @@
+"""Stage 6 of the daily run: each campaign wave's response against its holdout, per window.
+
+One deterministic function of DataFrames, :func:`evaluate_waves` (no database, no Airflow, no
+clock): the store and the DAG task are at the edges, and keep the results idempotent by storing
+rows under their key (a re-run of a day gives the same rows).
+
+Definitions
+===========
+
+- **Cohort** of a wave: every ``campaign_waves`` row of one (campaign, wave, due_on), both arms,
+  whatever the outcome — treated, held out *or suppressed*. Suppression is decided blind to the
+  arm (docs/campaigns.md), so the cohort's two arms are exchangeable: this is the **intention to
+  treat** (ITT) comparison, view ``itt``.
+- **Send time** of a wave due on day D: D at the send window's start in the shop's timezone
+  (``send_at``, 09:00), as naive UTC; or whatever ``send_time(D)`` returns.
+- **Responder** for a window of ``w`` days: a customer with a paid order (status ``paid``,
+  ``shipped`` or ``completed``: :data:`huitouke.intake.records.PAID_STATUSES`, as everywhere else)
+  and ``send_time < paid_at <= send_time + w days``. Refunded, cancelled and pending orders do not
+  count; a status is read as it stands on the evaluation day. Revenue per customer: the amounts of those
+  orders (0 for non-responders).
+- **Matured**: window ``w`` of a wave due on D is evaluated on business day ``as_of`` when
+  ``as_of >= D + w``; the window then ended at D + w, 09:00, before the end of ``as_of``, so every
+  order in it has been taken in. A (campaign, wave, due_on, window_days) found in ``recorded``
+  (the keys already stored) is skipped, both views and its breakdowns with it.
+- **Sent-only** view ``sent`` (only when ``messages`` has a ``sent`` or ``delivered`` message in
+  the cohort): treated customers with at least one such message, against the holdout customers
+  whose outcome is ``held_out`` — those who passed reachability, caps and priority exactly like
+  the treated ones, so that the comparison is not biased by suppression (the whole holdout would
+  include customers who could never have been reached). Only delivery failures separate the two
+  arms then; the ``itt`` row stays the honest headline.
+- **Cost** of a treated customer: SMS segments × ``sms_segment_cost_cents``, e-mails ×
+  ``email_cost_cents``, calls × ``call_cost_cents`` for messages ``sent`` or ``delivered``, plus
+  the value of the wave's coupon when it was redeemed by a paid order inside the window.
+  (The orders' amounts are what the customer paid, so the coupon's value is counted as a cost on
+  top of the discounted revenue: the conservative side.)
+- **Cumulative** over the waves of a multi-wave sequence (``coupon_waves``, ``win_back``): per
+  campaign and ``through_wave`` k, every customer with a wave 1 (both arms, ITT) whose entry's
+  wave k has matured for the primary window, pooled over entry days; response = a paid order
+  from wave 1's send time to wave k's send time + the primary window. Wave k's due day is wave
+  1's plus (k - 1) × the campaign's wave interval (read from the waves given), so customers who
+  left early (say, repurchased after wave 1) stay in the cohort. Pass every wave of the entries,
+  wave 1 included.
+- **Repurchase curve**: cumulative response rate by day since sending, ``day`` = 0 … 30 (only
+  matured days), where day k means "within k × 24 h of the send time", the same as a k-day
+  window (so day 0 is 0 by construction and day 10 equals the 10-day window's rate).
+- **Categories**: what the treated responders' orders (in the primary window) held, against the
+  holdout's natural repurchasers: orders per category, top ``top_categories`` per arm.
+
+Inputs
+======
+
+``waves``     ``campaign_waves`` rows: ``campaign, customer_id, entered_on, wave, due_on, arm
+              ('treatment' | 'holdout'), variant, outcome, channels`` (``kind, priority, reason``
+              are carried but not read) plus the ``segment_columns`` the caller joined.
+``orders``    ``order_id, customer_id, paid_at`` (naive UTC), ``status``, ``amount_cents``, and
+              optionally ``categories`` (a list or "a,b") for the category table.
+``messages``  optional outbox rows: ``campaign, customer_id, entered_on, wave, channel, status,
+              sms_segments``.
+``coupons``   optional: ``campaign, customer_id, entered_on, wave, value_cents, redeemed_order_id``.
+
+Outputs (:class:`WaveEvaluation`)
+=================================
+
+``results``     :data:`RESULT_COLUMNS`: key ``campaign, wave, due_on, window_days, view``, then
+                ``entered_on, send_time, primary, as_of, contacted, suppressed, sent`` (treated-arm
+                customers treated, suppressed, with a sent message — NaN without ``messages``),
+                then :data:`huitouke.evaluate.compare.COMPARISON_COLUMNS` (arm ``treatment``
+                against control ``holdout``). Store under the key.
+``breakdowns``  :data:`BREAKDOWN_COLUMNS`: the ITT comparison per ``dimension`` (each segment
+                column, ``channels``, ``variant``) and ``value``, every evaluated window, with
+                ``comparisons`` and ``p_value_adjusted`` (Bonferroni over the dimension's values;
+                the verdict uses it: see :func:`huitouke.evaluate.compare.adjust_for_multiplicity`).
+``cumulative``  :data:`CUMULATIVE_COLUMNS`: ``campaign, through_wave, window_days, view, as_of,
+                entry_days, first_entered_on, last_entered_on`` + comparison columns.
+``curves``      :data:`CURVE_COLUMNS`: ``campaign, wave, due_on, day, customers, responders,
+                response_rate, control_customers, control_responders, control_rate, lift``.
+``categories``  :data:`CATEGORY_COLUMNS`: ``campaign, wave, due_on, window_days, arm, rank,
+                category, orders, customers, share`` (share of the arm's responding orders).
+
+``WaveEvaluation.as_text()`` is the task log's table. See docs/evaluation.md.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, date, datetime, time, timedelta
+from typing import Any
+from zoneinfo import ZoneInfo
+
+import numpy as np
+import pandas as pd
+
+from huitouke.evaluate.compare import (
+    COMPARISON_COLUMNS,
+    adjust_for_multiplicity,
+    compare_arms,
+    format_comparisons,
+    format_table,
+)
+from huitouke.intake.records import PAID_STATUSES
+from huitouke.pii import get_logger
+
+__all__ = [
+    "BREAKDOWN_COLUMNS",
+    "CATEGORY_COLUMNS",
+    "CONTROL",
+    "CUMULATIVE_COLUMNS",
+    "CURVE_COLUMNS",
+    "DEFAULT_PRIMARY",
+    "DEFAULT_WINDOWS",
+    "RESULT_COLUMNS",
+    "RESULT_KEY",
+    "TREATMENT",
+    "WaveEvaluation",
+    "evaluate_waves",
+    "planned_send_time",
+]
+
+log = get_logger(__name__)
+
+TREATMENT, CONTROL = "treatment", "holdout"
+DEFAULT_WINDOWS = (2, 10, 30)
+DEFAULT_PRIMARY = 10
+SENT_STATUSES = ("sent", "delivered")
+
+RESULT_KEY = ["campaign", "wave", "due_on", "window_days", "view"]
+RESULT_COLUMNS = [
+    *RESULT_KEY,
+    "entered_on",
+    "send_time",
+    "primary",
+    "as_of",
+    "contacted",
+    "suppressed",
+    "sent",
+    *COMPARISON_COLUMNS,
+]
+BREAKDOWN_COLUMNS = [
+    *RESULT_KEY,
+    "dimension",
+    "value",
+    *COMPARISON_COLUMNS,
+    "comparisons",
+    "p_value_adjusted",
+]
+CUMULATIVE_COLUMNS = [
+    "campaign",
+    "through_wave",
+    "window_days",
+    "view",
+    "as_of",
+    "entry_days",
+    "first_entered_on",
+    "last_entered_on",
+    *COMPARISON_COLUMNS,
+]
+CURVE_COLUMNS = [
+    "campaign",
+    "wave",
+    "due_on",
+    "day",
+    "customers",
+    "responders",
+    "response_rate",
+    "control_customers",
+    "control_responders",
+    "control_rate",
+    "lift",
+]
+CATEGORY_COLUMNS = [
+    "campaign",
+    "wave",
+    "due_on",
+    "window_days",
+    "arm",
+    "rank",
+    "category",
+    "orders",
+    "customers",
+    "share",
+]
+
+_COHORT = ["campaign", "wave", "due_on"]
+_ENTRY = ["campaign", "customer_id", "entered_on", "wave"]
+_CURVE_TEXT_DAYS = (1, 2, 3, 5, 7, 10, 14, 21, 30)
+
+
+def planned_send_time(day: date, timezone: str = "Asia/Shanghai", at: time = time(9, 0)) -> datetime:
+    """A wave due on ``day`` goes out at ``at`` shop time: that moment as naive UTC."""
+    local = datetime.combine(day, at, tzinfo=ZoneInfo(timezone))
+    return local.astimezone(UTC).replace(tzinfo=None)
+
+
+@dataclass
+class WaveEvaluation:
+    """The day's evaluation: flat frames with stable columns (see the module docstring)."""
+
+    as_of: date
+    results: pd.DataFrame
+    breakdowns: pd.DataFrame
+    cumulative: pd.DataFrame
+    curves: pd.DataFrame
+    categories: pd.DataFrame
+    options: dict[str, Any] = field(default_factory=dict)
+
+    def as_text(self) -> str:
+        """The task log's report: results, breakdowns, sequences, curves, categories."""
+        return _as_text(self)
+
+
+# ------------------------------------------------------------------------------ normalising
+
+
+def _dates(values: pd.Series) -> pd.Series:
+    """Any date-like column as ``datetime.date`` objects (the store's business dates)."""
+    return pd.Series(pd.to_datetime(values).dt.date.to_numpy(dtype=object), index=values.index, dtype=object)
+
+
+def _naive_utc(values: pd.Series) -> pd.Series:
+    stamps = pd.to_datetime(values)
+    if getattr(stamps.dt, "tz", None) is not None:
+        stamps = stamps.dt.tz_convert("UTC").dt.tz_localize(None)
+    return stamps.astype("datetime64[ns]")
+
+
+def _label(values: pd.Series, empty: str) -> pd.Series:
+    text = values.astype(object).where(values.notna(), "").astype(str).str.strip()
+    return text.where(text != "", empty)
+
+
+def _channels(values: pd.Series) -> pd.Series:
+    text = values.astype(object).where(values.notna(), "").astype(str)
+    unique = {v: ",".join(sorted(p.strip() for p in v.split(",") if p.strip())) for v in pd.unique(text)}
+    return _label(text.map(unique), "(none)")
+
+
+def _categories(value: Any) -> list[str]:
+    if value is None:
+        return []
+    if isinstance(value, str):
+        return [p.strip() for p in value.split(",") if p.strip()]
+    if isinstance(value, float) and math.isnan(value):
+        return []
+    try:
+        return [str(v).strip() for v in value if str(v).strip()]
+    except TypeError:
+        return [str(value)]
+
+
+def _require(frame: pd.DataFrame, columns: Sequence[str], name: str) -> None:
+    missing = [c for c in columns if c not in frame.columns]
+    if missing:
+        raise ValueError(f"{name} lacks the column(s) {', '.join(missing)}")
+
+
+def _windows_of(
+    campaigns: Sequence[str],
+    windows: Sequence[int] | Mapping[str, Sequence[int]],
+    primary: int | Mapping[str, int] | None,
+) -> dict[str, tuple[list[int], int]]:
+    out = {}
+    for name in campaigns:
+        ws = windows.get(name, DEFAULT_WINDOWS) if isinstance(windows, Mapping) else windows
+        ws = sorted({int(w) for w in ws})
+        if not ws or ws[0] < 1:
+            raise ValueError(f"{name}: windows must be whole days >= 1, got {ws}")
+        if isinstance(primary, Mapping):
+            p = primary.get(name)
+        else:
+            p = primary
+        if p is None:
+            p = DEFAULT_PRIMARY if DEFAULT_PRIMARY in ws else ws[-1]
+        if p not in ws:
+            raise ValueError(f"{name}: the primary window {p} is not one of the windows {ws}")
+        out[name] = (ws, int(p))
+    return out
+
+
+# ------------------------------------------------------------------------------------ hits
+
+
+def _hits(rows: pd.DataFrame, paid: pd.DataFrame, start: str, span: pd.Series) -> pd.DataFrame:
+    """Paid orders of each row's customer with ``start < paid_at <= start + span``: one row each.
+
+    ``rows`` carries ``_row, customer_id`` and the ``start`` column; returns ``_row, order_id,
+    customer_id, delta_days, amount_cents, categories``.
+    """
+    base = rows[["_row", "customer_id", start]].assign(_span=span.to_numpy())
+    if base.empty or paid.empty:
+        return pd.DataFrame(
+            {"_row": [], "order_id": [], "customer_id": [], "delta_days": [], "amount_cents": []}
+        )
+    lo, hi = base[start].min(), (base[start] + base["_span"]).max()
+    window = paid[(paid["paid_at"] > lo) & (paid["paid_at"] <= hi)]
+    window = window[window["customer_id"].isin(base["customer_id"].unique())]
+    hits = base.merge(window, on="customer_id", how="inner")
+    delta = hits["paid_at"] - hits[start]
+    hits = hits[(delta > pd.Timedelta(0)) & (delta <= hits["_span"])].copy()
+    hits["delta_days"] = (hits["paid_at"] - hits[start]) / pd.Timedelta(days=1)
+    return hits.drop(columns=["_span"])
+
+
+def _per_row(hits: pd.DataFrame, within_days: float | pd.Series, index: pd.Index) -> pd.DataFrame:
+    """Responded and revenue per ``_row`` over the hits within ``within_days`` of the start."""
+    part = hits[hits["delta_days"] <= within_days] if len(hits) else hits
+    agg = part.groupby("_row").agg(orders=("order_id", "size"), revenue=("amount_cents", "sum"))
+    agg = agg.reindex(index, fill_value=0)
+    return pd.DataFrame(
+        {"responded": agg["orders"].to_numpy() > 0, "revenue_cents": agg["revenue"].to_numpy()}
+    )
+
+
+# ----------------------------------------------------------------------------------- costs
+
+
+def _message_costs(
+    cohort: pd.DataFrame,
+    messages: pd.DataFrame | None,
+    unit: Mapping[str, float],
+) -> tuple[pd.Series, pd.Series]:
+    """Per cohort row: the cost of its sent messages (float cents) and whether one was sent."""
+    zero = pd.Series(0.0, index=cohort.index)
+    if messages is None:
+        return zero, pd.Series(np.nan, index=cohort.index)
+    _require(messages, [*_ENTRY, "channel", "status"], "messages")
+    msgs = messages.copy()
+    msgs["entered_on"] = _dates(msgs["entered_on"])
+    msgs["wave"] = msgs["wave"].astype("int64")
+    msgs = msgs[msgs["status"].astype(str).str.lower().isin(SENT_STATUSES)]
+    if msgs.empty:
+        return zero, pd.Series(False, index=cohort.index)
+    segments = (
+        pd.to_numeric(msgs["sms_segments"], errors="coerce").fillna(1)
+        if "sms_segments" in msgs
+        else pd.Series(1.0, index=msgs.index)
+    )
+    channel = msgs["channel"].astype(str).str.lower()
+    msgs["_cost"] = np.select(
+        [channel == "sms", channel == "email", channel == "call"],
+        [segments * unit["sms"], unit["email"], unit["call"]],
+        0.0,
+    )
+    per = msgs.groupby(_ENTRY).agg(_cost=("_cost", "sum"), _n=("_cost", "size")).reset_index()
+    joined = cohort[_ENTRY].reset_index().merge(per, on=_ENTRY, how="left").set_index("index")
+    joined = joined.reindex(cohort.index)
+    return joined["_cost"].fillna(0.0).astype(float), joined["_n"].fillna(0).gt(0)
+
+
+def _coupon_hits(cohort: pd.DataFrame, coupons: pd.DataFrame | None, hits: pd.DataFrame) -> pd.DataFrame:
+    """The cohort rows' coupons redeemed by one of their hit orders: ``_row, delta_days, value_cents``."""
+    empty = pd.DataFrame({"_row": [], "delta_days": [], "value_cents": []})
+    if coupons is None or coupons.empty or hits.empty:
+        return empty
+    _require(coupons, [*_ENTRY, "value_cents", "redeemed_order_id"], "coupons")
+    cps = coupons[coupons["redeemed_order_id"].notna()].copy()
+    if cps.empty:
+        return empty
+    cps["entered_on"] = _dates(cps["entered_on"])
+    cps["wave"] = cps["wave"].astype("int64")
+    cps = cps.merge(cohort[[*_ENTRY, "_row"]], on=_ENTRY, how="inner")
+    cps = cps.merge(
+        hits[["_row", "order_id", "delta_days"]],
+        left_on=["_row", "redeemed_order_id"],
+        right_on=["_row", "order_id"],
+        how="inner",
+    )
+    return cps[["_row", "delta_days", "value_cents"]]
+
+
+# ------------------------------------------------------------------------------ evaluation
+
+
+def evaluate_waves(
+    waves: pd.DataFrame,
+    orders: pd.DataFrame,
+    as_of: date,
+    *,
+    windows: Sequence[int] | Mapping[str, Sequence[int]] = DEFAULT_WINDOWS,
+    primary: int | Mapping[str, int] | None = None,
+    send_time: Callable[[date], datetime] | None = None,
+    timezone: str = "Asia/Shanghai",
+    send_at: time = time(9, 0),
+    messages: pd.DataFrame | None = None,
+    coupons: pd.DataFrame | None = None,
+    sms_segment_cost_cents: float = 0.0,
+    email_cost_cents: float = 0.0,
+    call_cost_cents: float = 0.0,
+    segment_columns: Sequence[str] = (),
+    recorded: pd.DataFrame | None = None,
+    curve_days: int = 30,
+    top_categories: int = 5,
+    **options: Any,
+) -> WaveEvaluation:
+    """Evaluate every matured, unrecorded window of every wave in ``waves`` on business day ``as_of``.
+
+    ``windows``/``primary``: one list for every campaign, or a mapping campaign -> list / primary
+    (e.g. from each playbook campaign's ``evaluation``); missing campaigns get (2, 10, 30) and 10.
+    ``options`` go to :func:`huitouke.evaluate.compare.compare_summaries` (``confidence``,
+    ``alpha``, ``interval``, ``min_per_arm``, ``max_mde``).
+    """
+    _require(
+        waves,
+        ["campaign", "customer_id", "entered_on", "wave", "due_on", "arm", "outcome", *segment_columns],
+        "waves",
+    )
+    _require(orders, ["order_id", "customer_id", "paid_at", "status", "amount_cents"], "orders")
+    sender = send_time or (lambda day: planned_send_time(day, timezone, send_at))
+    unit = {
+        "sms": float(sms_segment_cost_cents),
+        "email": float(email_cost_cents),
+        "call": float(call_cost_cents),
+    }
+
+    cohort = waves.copy()
+    for col, default in (("variant", ""), ("channels", "")):
+        if col not in cohort:
+            cohort[col] = default
+    cohort["entered_on"] = _dates(cohort["entered_on"])
+    cohort["due_on"] = _dates(cohort["due_on"])
+    cohort["wave"] = cohort["wave"].astype("int64")
+    cohort["customer_id"] = cohort["customer_id"].astype(str)
+    cohort = cohort.drop_duplicates(_ENTRY, keep="last")
+    cohort = cohort[cohort["arm"].isin([TREATMENT, CONTROL])].reset_index(drop=True)
+    cohort["_row"] = np.arange(len(cohort))
+    cohort["variant"] = _label(cohort["variant"], "(none)")
+    cohort["channels"] = _channels(cohort["channels"])
+    for col in segment_columns:
+        cohort[col] = _label(cohort[col], "(unknown)")
+    sends = {d: pd.Timestamp(sender(d)) for d in pd.unique(cohort["due_on"])}
+    cohort["send_time"] = cohort["due_on"].map(sends).astype("datetime64[ns]")
+    # Whole days from the send time to the end of the evaluation day (shop-local midnight): a
+    # window of w days has matured when its end is inside the orders taken in by then.
+    end_of_day = pd.Timestamp(planned_send_time(as_of + timedelta(days=1), timezone, time(0, 0)))
+    age = ((end_of_day - cohort["send_time"]) // pd.Timedelta(days=1)).to_numpy(dtype=np.int64)
+    settings = _windows_of(sorted(cohort["campaign"].unique()), windows, primary)
+
+    paid = orders[orders["status"].astype(str).str.lower().isin(PAID_STATUSES)].copy()
+    paid = paid.drop_duplicates("order_id", keep="last")
+    paid["customer_id"] = paid["customer_id"].astype(str)
+    paid["paid_at"] = _naive_utc(paid["paid_at"])
+    paid["amount_cents"] = paid["amount_cents"].astype("int64")
+    if "categories" not in paid:
+        paid["categories"] = None
+    paid = paid[["order_id", "customer_id", "paid_at", "amount_cents", "categories"]]
+
+    # Long frame: one row per (cohort row, matured window).
+    parts = []
+    for w in sorted({w for ws, _ in settings.values() for w in ws}):
+        has_w = cohort["campaign"].map({c: w in ws for c, (ws, _) in settings.items()}).to_numpy(bool)
+        part = cohort[has_w & (age >= w)].assign(window_days=w)
+        parts.append(part)
+    long = pd.concat(parts, ignore_index=True) if parts else cohort.iloc[:0].assign(window_days=0)
+    if recorded is not None and len(recorded) and len(long):
+        done = recorded[["campaign", "wave", "due_on", "window_days"]].copy()
+        done["due_on"] = _dates(done["due_on"])
+        done["wave"] = done["wave"].astype("int64")
+        done["window_days"] = done["window_days"].astype("int64")
+        done = done.drop_duplicates().assign(_done=True)
+        long = long.merge(done, on=["campaign", "wave", "due_on", "window_days"], how="left")
+        long = long[long["_done"].isna()].drop(columns="_done").reset_index(drop=True)
+    long["primary"] = long["window_days"] == long["campaign"].map({c: p for c, (_, p) in settings.items()})
+
+    evaluated = cohort[cohort["_row"].isin(long["_row"].unique())]
+    horizon = max([curve_days, *(w for ws, _ in settings.values() for w in ws)])
+    hits = _hits(evaluated, paid, "send_time", pd.Series(pd.Timedelta(days=horizon), index=evaluated.index))
+    msg_cost, sent_flag = _message_costs(cohort, messages, unit)
+    cohort["_msg_cost"], cohort["_sent"] = msg_cost.to_numpy(), sent_flag.to_numpy()
+    coupon_hits = _coupon_hits(cohort, coupons, hits)
+
+    # Responded, revenue and cost per long row, window by window.
+    long["responded"] = False
+    long["revenue_cents"] = 0
+    long["cost_cents"] = 0.0
+    long = long.merge(cohort[["_row", "_msg_cost", "_sent"]], on="_row", how="left")
+    for w in long["window_days"].unique():
+        at = long.index[long["window_days"] == w]
+        rows = pd.Index(long.loc[at, "_row"])
+        per = _per_row(hits, float(w), rows)
+        long.loc[at, "responded"] = per["responded"].to_numpy()
+        long.loc[at, "revenue_cents"] = per["revenue_cents"].to_numpy()
+        redeemed = coupon_hits[coupon_hits["delta_days"] <= w].groupby("_row")["value_cents"].sum()
+        long.loc[at, "cost_cents"] = (
+            long.loc[at, "_msg_cost"].to_numpy() + redeemed.reindex(rows, fill_value=0).to_numpy()
+        )
+    long["responded"] = long["responded"].astype(bool)
+    long["revenue_cents"] = long["revenue_cents"].astype("int64")
+    long["view"] = "itt"
+
+    frames = [long]
+    if messages is not None and len(long):
+        cohorts_sent = long.loc[(long["arm"] == TREATMENT) & long["_sent"].eq(True), _COHORT]
+        cohorts_sent = cohorts_sent.drop_duplicates().assign(_has_sent=True)
+        sent_view = long.merge(cohorts_sent, on=_COHORT, how="inner")
+        keep = ((sent_view["arm"] == TREATMENT) & sent_view["_sent"].eq(True)) | (
+            (sent_view["arm"] == CONTROL) & (sent_view["outcome"] == "held_out")
+        )
+        frames.append(sent_view[keep].drop(columns="_has_sent").assign(view="sent"))
+    analysed = pd.concat(frames, ignore_index=True)
+
+    compare_options = dict(options)
+    results = _compare(analysed, RESULT_KEY, compare_options)
+    results = _with_cohort_facts(results, cohort, long, as_of, messages is not None)
+    results = results[RESULT_COLUMNS].sort_values(RESULT_KEY, kind="stable").reset_index(drop=True)
+
+    breakdowns = _breakdowns(long, [*segment_columns, "channels", "variant"], compare_options)
+    cumulative = _cumulative(cohort, paid, coupons, as_of, settings, sender, compare_options)
+    curves = _curves(evaluated, hits, age, curve_days)
+    categories = _categories_table(long, hits, top_categories)
+    log.info(
+        "evaluation as of %s: %d wave cohorts, %d result rows, %d breakdown rows, %d cumulative rows",
+        as_of,
+        results[_COHORT].drop_duplicates().shape[0],
+        len(results),
+        len(breakdowns),
+        len(cumulative),
+    )
+    return WaveEvaluation(
+        as_of=as_of,
+        results=results,
+        breakdowns=breakdowns,
+        cumulative=cumulative,
+        curves=curves,
+        categories=categories,
+        options={"windows": {c: ws for c, (ws, _) in settings.items()}, **compare_options},
+    )
+
+
+def _compare(frame: pd.DataFrame, by: list[str], options: Mapping[str, Any]) -> pd.DataFrame:
+    if frame.empty:
+        return pd.DataFrame(columns=[*by, *COMPARISON_COLUMNS])
+    return compare_arms(
+        frame,
+        CONTROL,
+        by=by,
+        arms=[TREATMENT],
+        revenue="revenue_cents",
+        cost="cost_cents",
+        **options,
+    )
+
+
+def _with_cohort_facts(
+    results: pd.DataFrame, cohort: pd.DataFrame, long: pd.DataFrame, as_of: date, has_messages: bool
+) -> pd.DataFrame:
+    treated_arm = cohort[cohort["arm"] == TREATMENT]
+    facts = cohort.groupby(_COHORT).agg(entered_on=("entered_on", "min"), send_time=("send_time", "first"))
+    counts = treated_arm.groupby(_COHORT).agg(
+        contacted=("outcome", lambda s: int((s == "treated").sum())),
+        suppressed=("outcome", lambda s: int((s == "suppressed").sum())),
+        sent=("_sent", lambda s: int(s.eq(True).sum())),
+    )
+    facts = facts.join(counts, how="left").reset_index()
+    for col in ("contacted", "suppressed", "sent"):
+        facts[col] = facts[col].fillna(0).astype("int64")
+    if not has_messages:
+        facts["sent"] = np.nan
+    primaries = long[["campaign", "window_days", "primary"]].drop_duplicates()
+    out = results.merge(facts, on=_COHORT, how="left")
+    out = out.merge(primaries, on=["campaign", "window_days"], how="left")
+    out["primary"] = out["primary"].fillna(False).astype(bool)
+    out["as_of"] = as_of
+    return out
+
+
+def _breakdowns(long: pd.DataFrame, dimensions: Sequence[str], options: Mapping[str, Any]) -> pd.DataFrame:
+    parts = []
+    for dim in dimensions:
+        frame = long.assign(dimension=dim, value=long[dim].astype(str))
+        parts.append(_compare(frame, [*RESULT_KEY, "dimension", "value"], options))
+    if not parts or all(p.empty for p in parts):
+        return pd.DataFrame(columns=BREAKDOWN_COLUMNS)
+    out = pd.concat([p for p in parts if not p.empty], ignore_index=True)
+    out = adjust_for_multiplicity(out, [*RESULT_KEY, "dimension"], options.get("alpha", 0.05))
+    order = {d: i for i, d in enumerate(dimensions)}
+    out["_dim"] = out["dimension"].map(order)
+    out = out.sort_values([*RESULT_KEY[:-1], "_dim", "value"], kind="stable").drop(columns="_dim")
+    return out[BREAKDOWN_COLUMNS].reset_index(drop=True)
+
+
+def _wave_interval(cohort: pd.DataFrame) -> dict[str, int]:
+    """The days between two waves of each multi-wave campaign, as scheduled (the commonest gap)."""
+    per = cohort[["campaign", "entered_on", "wave", "due_on"]].drop_duplicates(
+        ["campaign", "entered_on", "wave"]
+    )
+    per = per.sort_values(["campaign", "entered_on", "wave"])
+    prev = per.groupby(["campaign", "entered_on"]).shift(1)
+    gaps = per.assign(
+        _days=(pd.to_datetime(per["due_on"]) - pd.to_datetime(prev["due_on"])).dt.days,
+        _waves=per["wave"] - prev["wave"],
+    ).dropna(subset=["_days", "_waves"])
+    gaps = gaps[gaps["_waves"] > 0]
+    gaps["_gap"] = gaps["_days"] / gaps["_waves"]
+    out = {}
+    for campaign, values in gaps.groupby("campaign")["_gap"]:
+        mode = values.round().astype(int).mode()
+        if len(mode) and mode.iloc[0] > 0:
+            out[campaign] = int(mode.iloc[0])
+    return out
+
+
+def _cumulative(
+    cohort: pd.DataFrame,
+    paid: pd.DataFrame,
+    coupons: pd.DataFrame | None,
+    as_of: date,
+    settings: Mapping[str, tuple[list[int], int]],
+    sender: Callable[[date], datetime],
+    options: Mapping[str, Any],
+) -> pd.DataFrame:
+    intervals = _wave_interval(cohort)
+    last_wave = cohort.groupby("campaign")["wave"].max()
+    parts = []
+    for campaign, interval in intervals.items():
+        k_max = int(last_wave.get(campaign, 1))
+        if k_max < 2:
+            continue
+        base = cohort[(cohort["campaign"] == campaign) & (cohort["wave"] == 1)]
+        if base.empty:
+            continue
+        _, primary_days = settings[campaign]
+        due1 = pd.to_datetime(base["due_on"])
+        for k in range(1, k_max + 1):
+            due_k = due1 + pd.Timedelta(days=(k - 1) * interval)
+            ready = (pd.Timestamp(as_of) - due_k).dt.days >= primary_days
+            rows = base[ready.to_numpy()]
+            if rows.empty:
+                continue
+            due_k_dates = due_k[ready.to_numpy()].dt.date
+            sends = {d: pd.Timestamp(sender(d)) for d in pd.unique(due_k_dates)}
+            ends = pd.Series(
+                due_k_dates.map(sends).astype("datetime64[ns]").to_numpy(), index=rows.index
+            ) + pd.Timedelta(days=primary_days)
+            span = ends - rows["send_time"]
+            hits = _hits(rows, paid, "send_time", span)
+            per = _per_row(hits, np.inf, pd.Index(rows["_row"]))
+            frame = rows.assign(
+                responded=per["responded"].to_numpy(),
+                revenue_cents=per["revenue_cents"].to_numpy(),
+                cost_cents=_sequence_cost(cohort, rows, k, hits, coupons),
+                through_wave=k,
+                window_days=primary_days,
+                view="itt",
+            )
+            result = _compare(frame, ["campaign", "through_wave", "window_days", "view"], options)
+            result["as_of"] = as_of
+            result["entry_days"] = rows["entered_on"].nunique()
+            result["first_entered_on"] = rows["entered_on"].min()
+            result["last_entered_on"] = rows["entered_on"].max()
+            parts.append(result)
+    if not parts:
+        return pd.DataFrame(columns=CUMULATIVE_COLUMNS)
+    return pd.concat(parts, ignore_index=True)[CUMULATIVE_COLUMNS]
+
+
+def _sequence_cost(
+    cohort: pd.DataFrame, rows: pd.DataFrame, k: int, hits: pd.DataFrame, coupons: pd.DataFrame | None
+) -> np.ndarray:
+    """Messages of waves 1..k of each entry, plus their coupons redeemed by an order in the span."""
+    entry = ["campaign", "customer_id", "entered_on"]
+    waves_k = cohort[(cohort["campaign"].isin(rows["campaign"].unique())) & (cohort["wave"] <= k)]
+    msg = waves_k.groupby(entry)["_msg_cost"].sum().rename("_c").reset_index()
+    cost = rows[[*entry, "_row"]].merge(msg, on=entry, how="left")["_c"].fillna(0.0).to_numpy()
+    if coupons is not None and len(coupons) and len(hits):
+        cps = coupons[coupons["redeemed_order_id"].notna()].copy()
+        cps["entered_on"] = _dates(cps["entered_on"])
+        cps = cps[cps["wave"].astype("int64") <= k]
+        cps = cps.merge(rows[[*entry, "_row"]], on=entry, how="inner")
+        cps = cps.merge(
+            hits[["_row", "order_id"]], left_on=["_row", "redeemed_order_id"], right_on=["_row", "order_id"]
+        )
+        redeemed = cps.groupby("_row")["value_cents"].sum()
+        cost = cost + redeemed.reindex(pd.Index(rows["_row"]), fill_value=0).to_numpy()
+    return cost
+
+
+def _curves(evaluated: pd.DataFrame, hits: pd.DataFrame, age: np.ndarray, curve_days: int) -> pd.DataFrame:
+    if evaluated.empty:
+        return pd.DataFrame(columns=CURVE_COLUMNS)
+    first = hits[hits["delta_days"] <= curve_days].groupby("_row")["delta_days"].min()
+    rows = evaluated[[*_COHORT, "_row", "arm"]].copy()
+    rows["_first_day"] = np.ceil(first.reindex(pd.Index(rows["_row"])).to_numpy())
+    rows["_max_day"] = np.minimum(age[rows["_row"].to_numpy()], curve_days)
+    days = np.arange(curve_days + 1)
+    keys = [*_COHORT, "arm"]
+    responded = rows["_first_day"].to_numpy()[:, None] <= days[None, :]  # NaN compares False
+    table = pd.DataFrame(responded, columns=days, index=rows.index)
+    table[keys] = rows[keys]
+    grouped = table.groupby(keys, sort=True)
+    counts, sizes = grouped[list(days)].sum(), grouped.size()
+    long = counts.stack().rename("responders").reset_index()
+    long.columns = [*keys, "day", "responders"]
+    long = long.merge(sizes.rename("customers").reset_index(), on=keys)
+    treat = long[long["arm"] == TREATMENT].drop(columns="arm")
+    ctrl = long[long["arm"] == CONTROL].drop(columns="arm")
+    ctrl = ctrl.rename(columns={"responders": "control_responders", "customers": "control_customers"})
+    out = treat.merge(ctrl, on=[*_COHORT, "day"], how="outer")
+    for col in ("customers", "responders", "control_customers", "control_responders"):
+        out[col] = out[col].fillna(0).astype("int64")
+    max_day = rows.groupby(_COHORT)["_max_day"].max().rename("_max").reset_index()
+    out = out.merge(max_day, on=_COHORT)
+    out = out[out["day"] <= out["_max"]].drop(columns="_max")
+    with np.errstate(invalid="ignore", divide="ignore"):
+        out["response_rate"] = np.where(out["customers"] > 0, out["responders"] / out["customers"], np.nan)
+        out["control_rate"] = np.where(
+            out["control_customers"] > 0, out["control_responders"] / out["control_customers"], np.nan
+        )
+    out["lift"] = out["response_rate"] - out["control_rate"]
+    out["day"] = out["day"].astype("int64")
+    return out[CURVE_COLUMNS].sort_values([*_COHORT, "day"], kind="stable").reset_index(drop=True)
+
+
+def _categories_table(long: pd.DataFrame, hits: pd.DataFrame, top: int) -> pd.DataFrame:
+    rows = long[long["primary"] & (long["view"] == "itt")][[*_COHORT, "window_days", "_row", "arm"]]
+    if rows.empty or hits.empty or top <= 0:
+        return pd.DataFrame(columns=CATEGORY_COLUMNS)
+    orders = hits.merge(rows, on="_row")
+    orders = orders[orders["delta_days"] <= orders["window_days"]]
+    if orders.empty:
+        return pd.DataFrame(columns=CATEGORY_COLUMNS)
+    keys = [*_COHORT, "window_days", "arm"]
+    totals = orders.groupby(keys)["order_id"].nunique().rename("_total")
+    orders = orders.assign(category=orders["categories"].map(_categories))
+    orders["category"] = orders["category"].map(lambda cats: cats or ["(unknown)"])
+    exploded = orders.explode("category")
+    table = (
+        exploded.groupby([*keys, "category"])
+        .agg(orders=("order_id", "nunique"), customers=("customer_id", "nunique"))
+        .reset_index()
+    )
+    table = table.merge(totals.reset_index(), on=keys)
+    table["share"] = table["orders"] / table["_total"]
+    table = table.sort_values([*keys, "orders", "category"], ascending=[True] * len(keys) + [False, True])
+    table["rank"] = table.groupby(keys).cumcount() + 1
+    table = table[table["rank"] <= top]
+    return table[CATEGORY_COLUMNS].reset_index(drop=True)
+
+
+# --------------------------------------------------------------------------------- the report
+
+
+def _as_text(ev: WaveEvaluation) -> str:
+    res = ev.results
+    if res.empty:
+        return f"Evaluation as of {ev.as_of}: no campaign wave has a window that matured today."
+    cohorts = res[_COHORT].drop_duplicates().shape[0]
+    lines = [
+        f"Evaluation as of {ev.as_of}: {cohorts} campaign wave(s), {len(res)} row(s) "
+        "(treatment against holdout; itt = everyone assigned, sent = delivered vs would-be-sent holdout; "
+        "* = primary window)",
+        "",
+    ]
+    shown = res.assign(
+        window=[f"{w}d{'*' if p else ''}" for w, p in zip(res["window_days"], res["primary"], strict=True)]
+    )
+    keys = [
+        ("campaign", "campaign"),
+        ("wave", "wave"),
+        ("due_on", "due"),
+        ("window", "window"),
+        ("view", "view"),
+    ]
+    lines.append(
+        format_comparisons(
+            shown,
+            keys,
+            control_label="holdout",
+            rate_label="response",
+            control_rate_label="natural",
+            show_arm=False,
+        )
+    )
+    primary = ev.breakdowns.merge(
+        res.loc[res["primary"], ["campaign", "wave", "due_on", "window_days"]].drop_duplicates(),
+        on=["campaign", "wave", "due_on", "window_days"],
+    )
+    if len(primary):
+        lines += ["", "By segment, channel and variant (primary window, itt)"]
+        lines.append(
+            format_comparisons(
+                primary,
+                [
+                    ("campaign", "campaign"),
+                    ("wave", "wave"),
+                    ("due_on", "due"),
+                    ("dimension", "by"),
+                    ("value", "value"),
+                ],
+                control_label="holdout",
+                rate_label="response",
+                control_rate_label="natural",
+                show_arm=False,
+            )
+        )
+    if len(ev.cumulative):
+        lines += [
+            "",
+            "Cumulative over the waves of each sequence (from wave 1's send to wave k + primary window, itt)",
+        ]
+        lines.append(
+            format_comparisons(
+                ev.cumulative,
+                [
+                    ("campaign", "campaign"),
+                    ("through_wave", "through wave"),
+                    ("window_days", "window"),
+                    ("entry_days", "entry days"),
+                ],
+                control_label="holdout",
+                rate_label="response",
+                control_rate_label="natural",
+                show_arm=False,
+            )
+        )
+    if len(ev.curves):
+        lines += ["", "Repurchase curves: cumulative response by day since sending (itt)"]
+        lines.append(_curves_text(ev.curves))
+    if len(ev.categories):
+        lines += [
+            "",
+            "What responders bought (primary window): treatment responders vs holdout natural repurchasers",
+        ]
+        lines.append(
+            format_table(
+                [
+                    "campaign",
+                    "wave",
+                    "due",
+                    "window",
+                    "arm",
+                    "rank",
+                    "category",
+                    "orders",
+                    "customers",
+                    "share",
+                ],
+                [
+                    [
+                        str(r.campaign),
+                        str(r.wave),
+                        str(r.due_on),
+                        f"{r.window_days}d",
+                        str(r.arm),
+                        str(r.rank),
+                        str(r.category),
+                        f"{r.orders:,}",
+                        f"{r.customers:,}",
+                        f"{100 * r.share:.1f}%",
+                    ]
+                    for r in ev.categories.itertuples()
+                ],
+                [False] * 5 + [True, False, True, True, True],
+            )
+        )
+    return "\n".join(lines)
+
+
+def _curves_text(curves: pd.DataFrame) -> str:
+    days = [d for d in _CURVE_TEXT_DAYS if d <= curves["day"].max()]
+    headers = ["campaign", "wave", "due", "arm", *(f"d{d}" for d in days)]
+    rows = []
+    for (campaign, wave, due_on), part in curves.groupby(_COHORT, sort=True):
+        by_day = part.set_index("day")
+        for label, col in (("treatment", "response_rate"), ("holdout", "control_rate"), ("lift pp", "lift")):
+            cells = []
+            for d in days:
+                value = by_day[col].get(d, np.nan)
+                if pd.isna(value):
+                    cells.append("")
+                elif col == "lift":
+                    cells.append(f"{100 * value:+.2f}")
+                else:
+                    cells.append(f"{100 * value:.2f}%")
+            rows.append([str(campaign), str(wave), str(due_on), label, *cells])
+    return format_table(headers, rows, [False] * 4 + [True] * len(days))
