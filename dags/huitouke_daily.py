@@ -32,6 +32,12 @@ backfilling a day is safe.
    with the campaign's templates into the `outbox` (status `queued`). A broken template fails
    that campaign only, before anything is queued; fix the template and clear the task. Messages
    already queued are never queued twice.
+7. `evaluate_campaigns` — each campaign wave whose evaluation windows (2, 10 and 30 days by
+   default, one primary) matured today: the treated arm against the holdout of the same wave
+   (intention to treat; the sent-only view beside it once delivery reports), response and
+   natural repurchase rates, lift with its 95% interval and p-value, revenue, cost, incremental
+   and naive ROI, minimum detectable effect and a plain verdict; breakdowns, curves and what
+   responders bought. Stored once per wave, window and view; the log shows the table.
 
 Runs are processed one at a time in date order (later stages keep incremental customer state).
 Configuration: `include/huitouke.yaml`; docs: `README.md` and `docs/`.
@@ -108,15 +114,17 @@ def huitouke_daily():
         get_current_context()["campaign_name"] = campaign
         return render_messages(data_interval_start, campaign)
 
+    @task
+    def evaluate_campaigns(data_interval_start=None) -> dict:
+        """Stage 6: matured campaign waves, treated against holdout, per window; stored once."""
+        from huitouke.pipeline import evaluate_campaigns
+
+        return evaluate_campaigns(data_interval_start)
+
     campaigns = plan_campaigns()
-    (
-        check_crm_schema()
-        >> intake_orders()
-        >> update_segments()
-        >> lint_templates()
-        >> campaigns
-        >> render_messages.expand(campaign=campaigns)
-    )
+    check_crm_schema() >> intake_orders() >> update_segments() >> lint_templates() >> campaigns
+    render_messages.expand(campaign=campaigns)
+    campaigns >> evaluate_campaigns()
 
 
 huitouke_daily_dag = huitouke_daily()

@@ -243,3 +243,50 @@ def test_a_template_using_a_coupon_its_campaign_does_not_give_is_broken():
     broken = lint_campaigns(playbook)
     assert set(broken) == {"new_product_premium"}
     assert "gives no coupon" in broken["new_product_premium"]
+
+
+def test_matured_windows_are_evaluated_once_treated_against_holdout(store):
+    from huitouke.evaluate.daily import evaluate_day
+    from huitouke.store.schema import evaluation_details, evaluations
+
+    holdout = load_playbook().campaigns["thank_you"].holdout
+    ids = [f"e{i}" for i in range(400)]
+    arms = dict(zip(ids, assign_arms("thank_you", ids, holdout.share, holdout.salt), strict=True))
+    treated = [c for c in ids if arms[c] == "treatment"][:3]
+    held = [c for c in ids if arms[c] == "holdout"][:2]
+    for cid in treated + held:
+        store.customer(cid)
+        store.buy(cid, D0, 120)
+    store.plan(D0)
+    render_campaign(store.engine, D0, "thank_you", store.playbook, now=NOW)
+    # Sent D0 + 1 at 09:00 Shanghai (01:00 UTC). Orders are stored at 03:00 UTC of their day.
+    store.buy(treated[0], D0 + timedelta(days=2), 80)  # inside the 2-day window
+    store.buy(treated[1], D0 + timedelta(days=5), 60)  # inside the 10-day window only
+    store.buy(held[0], D0 + timedelta(days=9), 50)  # natural repurchase, 10-day window
+
+    def rows():
+        with store.engine.connect() as conn:
+            return {
+                (r.window_days, r.view): r
+                for r in conn.execute(select(evaluations).where(evaluations.c.campaign == "thank_you")).all()
+            }
+
+    evaluate_day(store.engine, D0 + timedelta(days=2), store.playbook, "Asia/Shanghai", now=NOW)
+    assert rows() == {}  # the 2-day window ends on D0 + 3 at 09:00: not matured yet
+    evaluate_day(store.engine, D0 + timedelta(days=3), store.playbook, "Asia/Shanghai", now=NOW)
+    two = rows()[(2, "itt")]
+    assert (two.customers, two.responders, two.control_customers, two.control_responders) == (3, 1, 2, 0)
+    assert two.evaluated_on == D0 + timedelta(days=3) and two.verdict == "too_few"
+    assert two.lift == pytest.approx(1 / 3)
+    segments = sum(m["sms_segments"] for m in store.rows(outbox))
+    cost = segments * store.playbook.shop.unit_costs.sms_segment_cny * 100  # queued SMS, as planned
+    assert two.cost_cents == round(cost) and cost > 0
+    evaluate_day(store.engine, D0 + timedelta(days=3), store.playbook, "Asia/Shanghai", now=NOW)
+    assert len(rows()) == 1  # a re-run adds nothing
+
+    evaluate_day(store.engine, D0 + timedelta(days=11), store.playbook, "Asia/Shanghai", now=NOW)
+    ten = rows()[(10, "itt")]
+    assert (ten.responders, ten.control_responders) == (2, 1)
+    assert ten.incremental_revenue_cents == round((14_000 / 3 - 5_000 / 2) * 3)
+    assert rows()[(2, "itt")].evaluated_on == D0 + timedelta(days=3)  # recorded once, never redone
+    assert store.count(evaluation_details, evaluation_details.c.kind == "curve") == 1

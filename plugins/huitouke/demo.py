@@ -150,6 +150,7 @@ def _run_day_as_calls(shop, day: date, settings, shop_engine, crm, seed: int):
     pipeline.lint_templates(settings)
     for campaign in pipeline.plan_campaigns(start, settings):
         pipeline.render_messages(start, campaign, settings)
+    pipeline.evaluate_campaigns(start, settings)
     messages = _queued_on(crm, day)
     shop, responses = add_responses(shop, messages, day, seed)
     return shop, (len(messages), responses)
@@ -260,6 +261,7 @@ def _report(crm, dag_days: list[date], say: Callable[[str], None]) -> None:
     say("   Orders by status: " + ", ".join(f"{s} {n:,}" for s, n in sorted(by_status)))
     say("   Quarantined rows by reason: " + ", ".join(f"{r} {n:,}" for r, n in sorted(by_reason)))
     _report_campaigns(crm, dag_days, say)
+    _report_evaluation(crm, say)
     if kpi_rows:
         last = kpi_rows[-1]
         say("")
@@ -299,3 +301,58 @@ def _report_campaigns(crm, dag_days: list[date], say: Callable[[str], None]) -> 
             continue
         shown.add(campaign)
         say(f"   e.g. {campaign} ({segments} SMS segment(s)): {body}")
+
+
+def _report_evaluation(crm, say: Callable[[str], None]) -> None:
+    """Every campaign's primary-window results so far, pooled over its waves' send days, next to
+    the uplift the demo's customers were given (demo_shop.RESPONSE_UPLIFT): what evaluation must
+    find."""
+    import pandas as pd
+
+    from huitouke.demo_shop import RESPONSE_UPLIFT
+    from huitouke.evaluate import stats
+    from huitouke.store.schema import evaluations
+
+    with crm.connect() as conn:
+        rows = pd.DataFrame(
+            conn.execute(
+                select(evaluations).where(evaluations.c.primary_window).where(evaluations.c.view == "itt")
+            )
+            .mappings()
+            .all()
+        )
+    say("")
+    if rows.empty:
+        say("   No campaign wave has a matured evaluation window yet.")
+        return
+    say(
+        f"   Evaluation so far: {len(rows):,} campaign waves (sent {rows['due_on'].min()} .. "
+        f"{rows['due_on'].max()}) at their primary window, intention to treat, pooled per campaign"
+    )
+    pooled = rows.groupby("campaign", sort=False).agg(
+        waves=("wave", "size"),
+        window=("window_days", "first"),
+        n1=("customers", "sum"),
+        x1=("responders", "sum"),
+        n0=("control_customers", "sum"),
+        x0=("control_responders", "sum"),
+    )
+    pooled = pooled.sort_values("n1", ascending=False)
+    c = stats.compare_proportions(pooled["x1"], pooled["n1"], pooled["x0"], pooled["n0"])
+    mde = stats.minimum_detectable_effect(pooled["n1"], pooled["n0"], c.control_rate)
+    verdicts = stats.verdict(pooled["n1"], pooled["n0"], c.lift_low, c.lift_high, c.p_value, mde)
+    say(
+        "   campaign             waves  window  treated  holdout  response  natural   lift (95% interval)"
+        "        verdict        truth"
+    )
+    for i, (name, r) in enumerate(pooled.iterrows()):
+        interval = f"{c.lift[i] * 100:+.1f} pp [{c.lift_low[i] * 100:+.1f}, {c.lift_high[i] * 100:+.1f}]"
+        say(
+            f"   {name:<20} {r['waves']:>5}  {r['window']:>4} d  {r['n1']:>7,}  {r['n0']:>7,}  "
+            f"{c.rate[i]:>8.1%}  {c.control_rate[i]:>7.1%}   {interval:<25}  {verdicts[i]:<13}  "
+            f"+{RESPONSE_UPLIFT.get(name, 0.0) * 100:.0f} pp"
+        )
+    say(
+        "   (truth: the uplift the demo's customers were given; customers counted once per wave. "
+        "Per-wave tables with revenue, cost and ROI: the evaluate_campaigns task log)"
+    )

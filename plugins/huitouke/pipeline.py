@@ -160,7 +160,7 @@ def update_segments(start: datetime, settings: Settings | None = None) -> dict[s
             kpis = compute_kpis(segments, day, rules, changes.transitions)
             persist.write_day(conn, day, kpis, changes, fingerprint, now)
             if cache is not None:
-                opened, closed = persist.open_rows_after(open_rows, changes)
+                opened, closed = persist.open_rows_after(open_rows, segments, changes)
                 key = snapshot.SnapshotKey(store, day, now, fingerprint, int(kpis["customers"]))
                 prepared = snapshot.prepare(cache, key, state, opened, closed)
     except BaseException:
@@ -278,3 +278,36 @@ def render_messages(start: datetime, campaign: str, settings: Settings | None = 
     with engine.connect() as conn:
         log.info("\n%s", stored_plan_text(conn, day, campaign))
     return result.as_dict()
+
+
+def evaluate_campaigns(start: datetime, settings: Settings | None = None) -> dict[str, Any]:
+    """Stage 6: every campaign wave whose evaluation windows matured by the end of the day,
+    treated arm against holdout; new results stored once per wave, window and view; the table
+    logged."""
+    from huitouke.campaigns import load_playbook
+    from huitouke.evaluate.daily import evaluate_day
+    from huitouke.store.connection import engine_for
+
+    settings = settings or load_settings()
+    day = business_date_of(start, settings)
+    evaluation = evaluate_day(
+        engine_for(settings.store.conn_id), day, load_playbook(), settings.shop.timezone
+    )
+    log.info("\n%s", evaluation.as_text())
+    results = evaluation.results
+    primary = results[results["primary"] & (results["view"] == "itt")] if len(results) else results
+    return {
+        "business_date": day.isoformat(),
+        "results": len(results),
+        "primary": [
+            {
+                "campaign": r["campaign"],
+                "wave": int(r["wave"]),
+                "due_on": str(r["due_on"]),
+                "window_days": int(r["window_days"]),
+                "lift": None if r["lift"] != r["lift"] else round(float(r["lift"]), 5),
+                "verdict": str(r["verdict"]),
+            }
+            for r in primary.to_dict("records")
+        ],
+    }

@@ -66,9 +66,22 @@ def test_daily_dag_is_one_run_per_shop_day_in_order(dagbag):
     assert dag.timetable.expression == "0 0 * * *"
     assert str(dag.timetable.timezone) == "Asia/Shanghai"
     assert dag.start_date.tzinfo is not None and "Asia/Shanghai" in str(dag.timezone)
-    assert [t.task_id for t in dag.tasks] == ["check_crm_schema", "intake_orders", "update_segments"]
-    assert dag.get_task("intake_orders").upstream_task_ids == {"check_crm_schema"}
-    assert dag.get_task("update_segments").upstream_task_ids == {"intake_orders"}
+    upstream = {t.task_id: t.upstream_task_ids for t in dag.tasks}
+    assert upstream == {
+        "check_crm_schema": set(),
+        "intake_orders": {"check_crm_schema"},
+        "update_segments": {"intake_orders"},
+        "lint_templates": {"update_segments"},
+        "plan_campaigns": {"lint_templates"},
+        "render_messages": {"plan_campaigns"},
+        "evaluate_campaigns": {"plan_campaigns"},
+    }
+
+
+def test_messages_are_rendered_by_one_mapped_task_per_campaign_named_after_it(dagbag):
+    render = dagbag.dags["huitouke_daily"].get_task("render_messages")
+    assert type(render).__name__.endswith("MappedOperator")
+    assert render.map_index_template == "{{ campaign_name }}"
 
 
 def test_airflow_loads_the_plugins_folder_without_import_errors():

@@ -10,13 +10,13 @@ NOTHING``: the unique keys are what make a re-run harmless.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from datetime import date, datetime, timedelta
 from typing import Any
 
 import numpy as np
 import pandas as pd
-from sqlalchemy import Connection, Table, and_, bindparam, func, or_, select, update
+from sqlalchemy import Connection, and_, bindparam, func, or_, select, update
 
 from huitouke.campaigns.coupons import COUPON_COLUMNS, normalise_code
 from huitouke.campaigns.plan import (
@@ -29,6 +29,7 @@ from huitouke.campaigns.plan import (
 )
 from huitouke.campaigns.playbook import Playbook
 from huitouke.intake import records
+from huitouke.store.rows import chunks, empty_frame, insert_new, read_frame, upsert
 from huitouke.store.schema import (
     campaign_days,
     campaign_entries,
@@ -41,57 +42,8 @@ from huitouke.store.schema import (
     outbox,
 )
 
-_CHUNK = 900  # bound parameters per IN (...) list
 QUEUED = "queued"
 PLANNED, RENDERED, FAILED = "planned", "queued", "failed"
-
-
-def _chunks(values: Sequence[Any], size: int = _CHUNK) -> Iterator[Sequence[Any]]:
-    for start in range(0, len(values), size):
-        yield values[start : start + size]
-
-
-def _frame(conn: Connection, query: Any, columns: Sequence[str]) -> pd.DataFrame:
-    rows = conn.execute(query).all()
-    return pd.DataFrame.from_records(rows, columns=list(columns)) if rows else _empty(columns)
-
-
-def _empty(columns: Sequence[str]) -> pd.DataFrame:
-    return pd.DataFrame({c: pd.Series([], dtype=object) for c in columns})
-
-
-def _insert_ignoring_duplicates(conn: Connection, table: Table, rows: list[dict[str, Any]]) -> int:
-    """Insert rows, skipping those whose unique key is already stored; returns rows inserted."""
-    if not rows:
-        return 0
-    dialect = conn.dialect.name
-    if dialect == "postgresql":
-        from sqlalchemy.dialects.postgresql import insert
-    elif dialect == "sqlite":
-        from sqlalchemy.dialects.sqlite import insert
-    else:  # pragma: no cover - the store supports SQLite and PostgreSQL
-        raise NotImplementedError(f"the CRM store does not support {dialect}")
-    inserted = 0
-    for chunk in _chunks(rows, 5000):
-        result = conn.execute(insert(table).on_conflict_do_nothing(), list(chunk))
-        inserted += max(result.rowcount, 0)
-    return inserted
-
-
-def _upsert(conn: Connection, table: Table, rows: list[dict[str, Any]], key: Sequence[str]) -> None:
-    """Insert rows, or update the stored row with the same ``key`` (its other given columns)."""
-    if not rows:
-        return
-    dialect = conn.dialect.name
-    if dialect == "postgresql":
-        from sqlalchemy.dialects.postgresql import insert
-    else:
-        from sqlalchemy.dialects.sqlite import insert
-    statement = insert(table)
-    changed = {c: statement.excluded[c] for c in rows[0] if c not in key}
-    statement = statement.on_conflict_do_update(index_elements=list(key), set_=changed)
-    for chunk in _chunks(rows, 5000):
-        conn.execute(statement, list(chunk))
 
 
 def _records(frame: pd.DataFrame, columns: Sequence[str]) -> list[dict[str, Any]]:
@@ -118,20 +70,20 @@ def latest_planned_day(conn: Connection) -> date | None:
 
 def read_contacts(conn: Connection) -> pd.DataFrame:
     """Addresses, opt-outs and birthdays of every customer (:data:`CONTACT_COLUMNS`)."""
-    return _frame(conn, select(*(customers.c[c] for c in CONTACT_COLUMNS)), CONTACT_COLUMNS)
+    return read_frame(conn, select(*(customers.c[c] for c in CONTACT_COLUMNS)), CONTACT_COLUMNS)
 
 
 def read_day_orders(conn: Connection, day: date) -> pd.DataFrame:
     """The paid orders of a business day, with their categories (the planner's ``orders``)."""
     columns = ("order_id", "customer_id", "business_date", "amount_cents", "coupon_code", "status")
-    frame = _frame(
+    frame = read_frame(
         conn,
         select(*(orders.c[c] for c in columns))
         .where(orders.c.business_date == day)
         .where(orders.c.status.in_(sorted(records.PAID_STATUSES))),
         columns,
     )
-    lines = _frame(
+    lines = read_frame(
         conn,
         select(order_lines.c.order_id, order_lines.c.category)
         .join(orders, orders.c.order_id == order_lines.c.order_id)
@@ -153,7 +105,7 @@ def read_entries(conn: Connection, day: date, playbook: Playbook) -> pd.DataFram
     if once:
         wanted.append(e.campaign.in_(once))
     condition = or_(*wanted)
-    return _frame(conn, select(*(e[c] for c in ENTRY_COLUMNS)).where(condition), ENTRY_COLUMNS)
+    return read_frame(conn, select(*(e[c] for c in ENTRY_COLUMNS)).where(condition), ENTRY_COLUMNS)
 
 
 def read_contact_history(conn: Connection, day: date, days: int) -> pd.DataFrame:
@@ -165,12 +117,12 @@ def read_contact_history(conn: Connection, day: date, days: int) -> pd.DataFrame
         .where(w.due_on >= day - timedelta(days=days))
         .where(w.due_on < day)
     )
-    return _frame(conn, query, ("customer_id", "contacted_on", "counts_toward_cap"))
+    return read_frame(conn, query, ("customer_id", "contacted_on", "counts_toward_cap"))
 
 
 def stored_coupons(conn: Connection, day: date) -> pd.DataFrame:
     """Coupons issued on ``day`` (a re-run reuses their codes)."""
-    return _frame(
+    return read_frame(
         conn,
         select(*(coupons.c[c] for c in COUPON_COLUMNS)).where(coupons.c.issued_on == day),
         COUPON_COLUMNS,
@@ -180,14 +132,12 @@ def stored_coupons(conn: Connection, day: date) -> pd.DataFrame:
 def write_plan(conn: Connection, plan: DayPlan, issued: pd.DataFrame, now: datetime) -> None:
     """Store a day's plan: entries (upserted), waves and coupons (inserted once), the summary."""
     entry_rows = _records(plan.entries.assign(planned_at=now), (*ENTRY_COLUMNS, "planned_at"))
-    _upsert(conn, campaign_entries, entry_rows, ("campaign", "customer_id", "entered_on"))
+    upsert(conn, campaign_entries, entry_rows, ("campaign", "customer_id", "entered_on"))
     wave_columns = [c for c in WAVE_COLUMNS if not c.startswith("coupon_")]
-    _insert_ignoring_duplicates(
+    insert_new(
         conn, campaign_waves, _records(plan.waves.assign(planned_at=now), (*wave_columns, "planned_at"))
     )
-    _insert_ignoring_duplicates(
-        conn, coupons, _records(issued.assign(created_at=now), (*COUPON_COLUMNS, "created_at"))
-    )
+    insert_new(conn, coupons, _records(issued.assign(created_at=now), (*COUPON_COLUMNS, "created_at")))
     rows = []
     for row in plan.summary.to_dict("records"):
         figures = {k: (v.item() if isinstance(v, np.generic) else v) for k, v in row.items()}
@@ -211,7 +161,7 @@ def write_plan(conn: Connection, plan: DayPlan, issued: pd.DataFrame, now: datet
                 "rendered_at": None,
             }
         )
-    _upsert(conn, campaign_days, rows, ("business_date", "campaign"))
+    upsert(conn, campaign_days, rows, ("business_date", "campaign"))
 
 
 def read_day_summary(conn: Connection, day: date) -> pd.DataFrame:
@@ -222,7 +172,7 @@ def read_day_summary(conn: Connection, day: date) -> pd.DataFrame:
         .where(campaign_days.c.business_date == day)
         .order_by(campaign_days.c.priority.desc(), campaign_days.c.campaign)
     )
-    return _frame(conn, query, columns)
+    return read_frame(conn, query, columns)
 
 
 def redeem_coupons(conn: Connection, day: date) -> dict[str, int]:
@@ -247,7 +197,7 @@ def redeem_coupons(conn: Connection, day: date) -> dict[str, int]:
     if not by_code:
         return counts
     known: set[str] = set()
-    for chunk in _chunks(sorted(by_code)):
+    for chunk in chunks(sorted(by_code)):
         known.update(conn.execute(select(coupons.c.code).where(coupons.c.code.in_(chunk))).scalars())
     counts["unknown_code"] = len(by_code) - len(known)
     statement = (
@@ -279,7 +229,7 @@ def read_treated_waves(conn: Connection, campaign: str, day: date) -> pd.DataFra
         .where(w.outcome == TREATED)
         .order_by(w.customer_id, w.entered_on)
     )
-    return _frame(conn, query, TREATED_WAVE_COLUMNS)
+    return read_frame(conn, query, TREATED_WAVE_COLUMNS)
 
 
 def read_queued_keys(conn: Connection, campaign: str, day: date) -> set[tuple[str, date, int, str]]:
@@ -300,7 +250,7 @@ STATE_COLUMNS = ("customer_id", "paid_orders", "last_business_date")
 def read_profiles(conn: Connection, customer_ids: Sequence[str]) -> pd.DataFrame:
     """Profile and state of the given customers: what a message context needs about them."""
     parts = []
-    for chunk in _chunks(list(customer_ids)):
+    for chunk in chunks(list(customer_ids)):
         query = (
             select(
                 *(customers.c[c] for c in PROFILE_COLUMNS),
@@ -310,9 +260,9 @@ def read_profiles(conn: Connection, customer_ids: Sequence[str]) -> pd.DataFrame
             .outerjoin(customer_state, customer_state.c.customer_id == customers.c.customer_id)
             .where(customers.c.customer_id.in_(chunk))
         )
-        parts.append(_frame(conn, query, (*PROFILE_COLUMNS, "paid_orders", "last_business_date")))
+        parts.append(read_frame(conn, query, (*PROFILE_COLUMNS, "paid_orders", "last_business_date")))
     if not parts:
-        return _empty((*PROFILE_COLUMNS, "paid_orders", "last_business_date"))
+        return empty_frame((*PROFILE_COLUMNS, "paid_orders", "last_business_date"))
     return pd.concat(parts, ignore_index=True)
 
 
@@ -320,7 +270,7 @@ def read_last_orders(conn: Connection, customer_ids: Sequence[str], day: date) -
     """Each customer's latest paid order on or before ``day`` (id, date, amount, categories)."""
     parts = []
     o = orders.c
-    for chunk in _chunks(list(customer_ids)):
+    for chunk in chunks(list(customer_ids)):
         latest = (
             select(o.customer_id, func.max(o.business_date).label("day"))
             .where(o.customer_id.in_(chunk))
@@ -336,11 +286,11 @@ def read_last_orders(conn: Connection, customer_ids: Sequence[str], day: date) -
             .where(o.status.in_(sorted(records.PAID_STATUSES)))
         )
         parts.append(
-            _frame(conn, query, ("customer_id", "order_id", "business_date", "amount_cents", "category"))
+            read_frame(conn, query, ("customer_id", "order_id", "business_date", "amount_cents", "category"))
         )
     columns = ("customer_id", "order_id", "business_date", "amount_cents", "categories")
     if not parts or all(p.empty for p in parts):
-        return _empty(columns)
+        return empty_frame(columns)
     lines = pd.concat(parts, ignore_index=True)
     # Several paid orders on the last day: the largest (then the last id) is "the" order.
     per_order = (
@@ -355,7 +305,7 @@ def read_last_orders(conn: Connection, customer_ids: Sequence[str], day: date) -
 
 def read_coupons_of(conn: Connection, campaign: str, day: date) -> pd.DataFrame:
     """The campaign's coupons issued on ``day``."""
-    return _frame(
+    return read_frame(
         conn,
         select(*(coupons.c[c] for c in COUPON_COLUMNS))
         .where(coupons.c.campaign == campaign)
@@ -388,7 +338,7 @@ OUTBOX_COLUMNS = (
 def queue_messages(conn: Connection, messages: list[dict[str, Any]]) -> int:
     """Insert rendered messages (:data:`OUTBOX_COLUMNS`) as queued; an already stored key is
     skipped. Returns the number inserted."""
-    return _insert_ignoring_duplicates(conn, outbox, messages)
+    return insert_new(conn, outbox, messages)
 
 
 def record_rendering(

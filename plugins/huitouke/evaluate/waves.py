@@ -124,6 +124,7 @@ TREATMENT, CONTROL = "treatment", "holdout"
 DEFAULT_WINDOWS = (2, 10, 30)
 DEFAULT_PRIMARY = 10
 SENT_STATUSES = ("sent", "delivered")
+QUEUED = "queued"
 
 RESULT_KEY = ["campaign", "wave", "due_on", "window_days", "view"]
 RESULT_COLUMNS = [
@@ -320,7 +321,11 @@ def _message_costs(
     messages: pd.DataFrame | None,
     unit: Mapping[str, float],
 ) -> tuple[pd.Series, pd.Series]:
-    """Per cohort row: the cost of its sent messages (float cents) and whether one was sent."""
+    """Per cohort row: the cost of its messages (float cents) and whether one was sent.
+
+    Messages still ``queued`` are costed too (what they will cost once delivered; until a
+    delivery stage reports, that is all the pipeline knows), but only ``sent``/``delivered`` ones
+    make a customer "sent" for the sent-only view."""
     zero = pd.Series(0.0, index=cohort.index)
     if messages is None:
         return zero, pd.Series(np.nan, index=cohort.index)
@@ -328,7 +333,9 @@ def _message_costs(
     msgs = messages.copy()
     msgs["entered_on"] = _dates(msgs["entered_on"])
     msgs["wave"] = msgs["wave"].astype("int64")
-    msgs = msgs[msgs["status"].astype(str).str.lower().isin(SENT_STATUSES)]
+    status = msgs["status"].astype(str).str.lower()
+    msgs["_sent"] = status.isin(SENT_STATUSES)
+    msgs = msgs[status.isin((*SENT_STATUSES, QUEUED))]
     if msgs.empty:
         return zero, pd.Series(False, index=cohort.index)
     segments = (
@@ -342,7 +349,7 @@ def _message_costs(
         [segments * unit["sms"], unit["email"], unit["call"]],
         0.0,
     )
-    per = msgs.groupby(_ENTRY).agg(_cost=("_cost", "sum"), _n=("_cost", "size")).reset_index()
+    per = msgs.groupby(_ENTRY).agg(_cost=("_cost", "sum"), _n=("_sent", "sum")).reset_index()
     joined = cohort[_ENTRY].reset_index().merge(per, on=_ENTRY, how="left").set_index("index")
     joined = joined.reindex(cohort.index)
     return joined["_cost"].fillna(0.0).astype(float), joined["_n"].fillna(0).gt(0)

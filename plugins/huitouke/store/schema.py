@@ -318,19 +318,70 @@ outbox = Table(
     Index("ix_outbox_business_date_status", "business_date", "status"),
 )
 
-# One evaluated figure set: a campaign wave, a window, an arm, on the day it matured.
+# One campaign wave's response against its holdout for one window and view, recorded on the
+# day the window matured (huitouke.evaluate.waves). The headline figures are columns; the whole
+# comparison row is in `figures` (JSON). Stored once per key: a re-run of the day adds nothing.
 evaluations = Table(
     "evaluations",
     metadata,
-    Column("evaluation_id", Integer, primary_key=True, autoincrement=True),
-    Column("campaign", String(64), nullable=False),
-    Column("wave", Integer, nullable=False),
-    Column("window_days", Integer, nullable=False),
-    Column("arm", String(16), nullable=False),
+    Column("campaign", String(64), primary_key=True),
+    Column("wave", Integer, primary_key=True),
+    Column("due_on", Date, primary_key=True),
+    Column("window_days", Integer, primary_key=True),
+    Column("view", String(8), primary_key=True),  # itt: everyone assigned; sent: messages sent
     Column("evaluated_on", Date, nullable=False),
+    Column("primary_window", Boolean, nullable=False),
+    Column("send_time", DateTime, nullable=False),
     Column("customers", Integer, nullable=False),
+    Column("control_customers", Integer, nullable=False),
     Column("responders", Integer, nullable=False),
-    Column("revenue_cents", BigInteger, nullable=False),
+    Column("control_responders", Integer, nullable=False),
+    Column("response_rate", Float),
+    Column("control_rate", Float),
+    Column("lift", Float),
+    Column("lift_low", Float),
+    Column("lift_high", Float),
+    Column("p_value", Float),
+    Column("incremental_revenue_cents", BigInteger),
+    Column("cost_cents", BigInteger),
+    Column("incremental_roi", Float),
+    Column("naive_roi", Float),
+    Column("verdict", String(16), nullable=False),
     Column("figures", Text, nullable=False),
-    UniqueConstraint("campaign", "wave", "window_days", "arm"),
+    Column("computed_at", DateTime, nullable=False),
+    Index("ix_evaluations_evaluated_on", "evaluated_on"),
+)
+
+# What goes with an evaluated wave, as JSON tables: per segment / channel / variant
+# ("breakdowns", per window), what responders bought ("categories", per window), the repurchase
+# curve ("curve", window_days 0, replaced as more days mature).
+evaluation_details = Table(
+    "evaluation_details",
+    metadata,
+    Column("campaign", String(64), primary_key=True),
+    Column("wave", Integer, primary_key=True),
+    Column("due_on", Date, primary_key=True),
+    Column("window_days", Integer, primary_key=True),
+    Column("kind", String(16), primary_key=True),
+    Column("evaluated_on", Date, nullable=False),
+    Column("figures", Text, nullable=False),
+)
+
+# A multi-wave campaign's response over its sequence so far: all entries with a first wave,
+# response from wave 1 through wave `through_wave` plus the primary window, on a given day.
+evaluation_sequences = Table(
+    "evaluation_sequences",
+    metadata,
+    Column("campaign", String(64), primary_key=True),
+    Column("through_wave", Integer, primary_key=True),
+    Column("window_days", Integer, primary_key=True),
+    Column("view", String(8), primary_key=True),
+    Column("evaluated_on", Date, primary_key=True),
+    Column("customers", Integer, nullable=False),
+    Column("control_customers", Integer, nullable=False),
+    Column("lift", Float),
+    Column("lift_low", Float),
+    Column("lift_high", Float),
+    Column("verdict", String(16), nullable=False),
+    Column("figures", Text, nullable=False),
 )

@@ -1,0 +1,64 @@
+"""Small helpers every stage's store edge shares: rows in, DataFrames out, inserts that a re-run
+can repeat safely. Always bound parameters; SQLite and PostgreSQL."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from typing import Any
+
+import pandas as pd
+from sqlalchemy import Connection, Table
+
+__all__ = ["IN_LIST_SIZE", "chunks", "empty_frame", "insert_new", "read_frame", "upsert"]
+
+IN_LIST_SIZE = 900  # bound parameters per IN (...) list: under SQLite's and every driver's limit
+_BATCH = 5000  # rows per executemany
+
+
+def chunks(values: Sequence[Any], size: int = IN_LIST_SIZE) -> Iterator[Sequence[Any]]:
+    for start in range(0, len(values), size):
+        yield values[start : start + size]
+
+
+def empty_frame(columns: Sequence[str]) -> pd.DataFrame:
+    return pd.DataFrame({c: pd.Series([], dtype=object) for c in columns})
+
+
+def read_frame(conn: Connection, query: Any, columns: Sequence[str]) -> pd.DataFrame:
+    """A query's rows as a DataFrame with the given column names (object columns when empty)."""
+    rows = conn.execute(query).all()
+    return pd.DataFrame.from_records(rows, columns=list(columns)) if rows else empty_frame(columns)
+
+
+def _insert(conn: Connection):
+    dialect = conn.dialect.name
+    if dialect == "postgresql":
+        from sqlalchemy.dialects.postgresql import insert
+    elif dialect == "sqlite":
+        from sqlalchemy.dialects.sqlite import insert
+    else:  # pragma: no cover - the store supports SQLite and PostgreSQL
+        raise NotImplementedError(f"the CRM store does not support {dialect}")
+    return insert
+
+
+def insert_new(conn: Connection, table: Table, rows: list[dict[str, Any]]) -> int:
+    """Insert rows, skipping those whose key is already stored (ON CONFLICT DO NOTHING); returns
+    the number inserted."""
+    if not rows:
+        return 0
+    statement = _insert(conn)(table).on_conflict_do_nothing()
+    inserted = 0
+    for chunk in chunks(rows, _BATCH):
+        inserted += max(conn.execute(statement, list(chunk)).rowcount, 0)
+    return inserted
+
+
+def upsert(conn: Connection, table: Table, rows: list[dict[str, Any]], key: Sequence[str]) -> None:
+    """Insert rows, or update the stored row with the same ``key`` (its other given columns)."""
+    if not rows:
+        return
+    statement = _insert(conn)(table)
+    changed = {c: statement.excluded[c] for c in rows[0] if c not in key}
+    statement = statement.on_conflict_do_update(index_elements=list(key), set_=changed)
+    for chunk in chunks(rows, _BATCH):
+        conn.execute(statement, list(chunk))

@@ -1,0 +1,426 @@
+"""Stage 2 through the store (SQLite and PostgreSQL): the bulk read and write paths, the local
+snapshot of the state and open history, the rebuild path and the store lock.
+
+Two stores get the same intake day by day; ``update_segments`` runs on one with a snapshot cache and
+on the other without. Whatever happens to the snapshot (used, stale, missing, damaged, foreign, a
+run that failed after writing it), both stores must hold exactly the same state, history, KPIs and
+transitions, and the state must equal a full rebuild from the stored orders.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import re
+import shutil
+import sqlite3
+from datetime import date, timedelta
+from pathlib import Path
+from zoneinfo import ZoneInfo
+
+import numpy as np
+import pandas as pd
+import pytest
+from sqlalchemy import select
+
+from huitouke.intake import records
+from huitouke.intake.load import load_batch
+from huitouke.intake.validate import validate
+from huitouke.segments import build_state, load_segment_settings, persist, snapshot
+from huitouke.store.connection import make_engine
+from huitouke.store.migrate import upgrade
+from huitouke.store.schema import customer_state, orders, segment_history, segment_kpis, segment_transitions
+
+TZ = ZoneInfo("Asia/Shanghai")
+FIRST = date(2025, 3, 1)
+
+
+# ----------------------------------------------------------------------------------- the shop
+
+
+class Shop:
+    """Intake rows day by day: new orders (new and returning customers, 0-3 lines, ties on the
+    payment time) and status moves of earlier orders (shipped, completed, refunded, cancelled)."""
+
+    def __init__(self, seed: int, customers: int = 40):
+        self.rng = np.random.default_rng(seed)
+        self.customers = customers
+        self.orders: dict[str, list[dict]] = {}  # order id -> its rows as first loaded
+        self.status: dict[str, str] = {}
+        self.serial = 0
+
+    def day(self, day: date) -> pd.DataFrame:
+        rng, out = self.rng, []
+        for _ in range(int(rng.integers(2, 9))):
+            order_id = f"o{self.serial:05d}"
+            self.serial += 1
+            customer = f"c{int(rng.integers(0, self.customers)):03d}"
+            hour = int(rng.integers(0, 24)) if rng.random() > 0.2 else 9  # some equal payment times
+            status = str(rng.choice(["pending", "paid", "paid", "paid", "completed"]))
+            amount = int(rng.integers(100, 40_000))
+            k = int(rng.integers(0, 4))
+            split = rng.multinomial(amount, np.ones(k) / k) if k else []
+            cats = rng.choice([*records.CATEGORIES[:4], records.UNKNOWN_CATEGORY], k)
+            base = {
+                "order_id": order_id,
+                "customer_id": customer,
+                "paid_at": f"{day.isoformat()} {hour:02d}:00:00",
+                "amount": f"{amount / 100:.2f}",
+                "acquisition_source": str(rng.choice(list(records.ACQUISITION_SOURCES))),
+            }
+            rows = [
+                {**base, "category": str(c), "line_amount": f"{a / 100:.2f}"}
+                for c, a in zip(cats, split, strict=True)
+            ]
+            rows = rows or [dict(base)]
+            self.orders[order_id] = rows
+            self.status[order_id] = status
+            out += [{**r, "status": status} for r in rows]
+        for order_id in list(self.orders)[:-1]:
+            if rng.random() < 0.08:
+                rank = records.STATUS_RANK[self.status[order_id]]
+                later = [s for s in records.STATUSES if records.STATUS_RANK[s] > rank]
+                if later:
+                    self.status[order_id] = str(rng.choice(later))
+                    out += [{**r, "status": self.status[order_id]} for r in self.orders[order_id]]
+        return pd.DataFrame(out)
+
+
+def _intake(engine, frame: pd.DataFrame, day: date) -> None:
+    batch = validate(frame, TZ, day)
+    assert batch.quarantine.empty, batch.quarantine
+    load_batch(engine, batch, "test", day)
+
+
+# ------------------------------------------------------------------------------------- stores
+
+
+class Store:
+    """A migrated CRM store and how the Connection ``crm_db`` names it."""
+
+    def __init__(self, url: str, cache: Path | None):
+        self.url, self.cache = url, cache
+        self.engine = make_engine(url)
+        upgrade(self.engine)
+        if url.startswith("sqlite"):
+            self.conn = json.dumps({"conn_type": "sqlite", "host": url.removeprefix("sqlite:///")})
+        else:
+            self.conn = url.replace("postgresql+psycopg2://", "postgresql://")
+
+    def run(self, monkeypatch, day: date) -> dict:
+        from huitouke.config import load_settings
+        from huitouke.pipeline import day_bounds, update_segments
+
+        monkeypatch.setenv("AIRFLOW_CONN_CRM_DB", self.conn)
+        monkeypatch.setenv("HUITOUKE_CACHE_DIR", str(self.cache) if self.cache else "off")
+        settings = load_settings()
+        return update_segments(day_bounds(day, settings)[0], settings)
+
+    def snapshot_files(self) -> dict[str, Path]:
+        return snapshot.paths(self.cache, snapshot.store_id(self.engine.url))
+
+    def dump(self) -> tuple:
+        history = [c for c in segment_history.columns if c.name != "segment_id"]
+        kpis = [c for c in segment_kpis.columns if c.name != "computed_at"]
+        with self.engine.connect() as conn:
+            return (
+                tuple(conn.execute(select(customer_state).order_by(customer_state.c.customer_id)).all()),
+                tuple(conn.execute(select(*history).order_by(*history[:2])).all()),
+                tuple(
+                    conn.execute(select(segment_transitions).order_by(*segment_transitions.primary_key)).all()
+                ),
+                tuple(conn.execute(select(*kpis).order_by(segment_kpis.c.business_date)).all()),
+            )
+
+    def check_rebuild(self, day: date) -> None:
+        with self.engine.connect() as conn:
+            stored = persist.read_state(conn)
+            all_orders, lines = persist.read_orders(conn)
+        rebuilt = build_state(all_orders, lines, settings=load_segment_settings(), until=day)
+        pd.testing.assert_frame_equal(stored, rebuilt)
+
+
+@pytest.fixture
+def stores(store_url, request, tmp_path):
+    """(with a snapshot cache, without), on the same database kind."""
+    if store_url.startswith("sqlite"):
+        other = f"sqlite:///{tmp_path / 'crm-b.sqlite'}"
+    else:
+        name = store_url.rsplit("/", 1)[1]
+        other = request.getfixturevalue("postgres_server").create_database(f"{name}_b")
+    cached, plain = Store(store_url, tmp_path / "cache"), Store(other, None)
+    yield cached, plain
+    cached.engine.dispose()
+    plain.engine.dispose()
+
+
+@pytest.fixture
+def calls(monkeypatch):
+    """How often update_segments read the state and the open history from the tables."""
+    counts = {"read_state": 0, "read_open_history": 0}
+    for name in counts:
+        original = getattr(persist, name)
+
+        def counted(*args, _name=name, _original=original, **kwargs):
+            counts[_name] += 1
+            return _original(*args, **kwargs)
+
+        monkeypatch.setattr(persist, name, counted)
+    return counts
+
+
+def _same_day(stores, monkeypatch, shop: Shop, day: date) -> None:
+    frame = shop.day(day)
+    for store in stores:
+        _intake(store.engine, frame, day)
+        store.run(monkeypatch, day)
+    assert stores[0].dump() == stores[1].dump()
+
+
+# -------------------------------------------------------------------------------------- tests
+
+
+def test_runs_with_and_without_the_snapshot_store_the_same_and_equal_a_rebuild(stores, monkeypatch, calls):
+    shop = Shop(seed=1)
+    cached, plain = stores
+    days = [FIRST + timedelta(days=d) for d in range(12)]
+    for i, day in enumerate(days):
+        _same_day(stores, monkeypatch, shop, day)
+        if i in (3, 7):  # the latest day again: history rewound (in memory from the snapshot)
+            before = cached.dump()
+            for store in stores:
+                store.run(monkeypatch, day)
+            assert cached.dump() == before == plain.dump()
+    # Table reads: every run of the plain store, and only the first run of the cached one.
+    runs = len(days) + 2
+    assert calls["read_open_history"] == runs + 1
+    assert calls["read_state"] == runs - 1  # the first run of each store builds from the orders
+    assert all(path.exists() for path in cached.snapshot_files().values())
+    cached.check_rebuild(days[-1])
+
+
+def test_the_snapshot_holds_exactly_what_the_tables_hold(stores, monkeypatch):
+    shop = Shop(seed=2)
+    cached, _ = stores
+    for d in range(4):
+        _same_day(stores, monkeypatch, shop, FIRST + timedelta(days=d))
+    with cached.engine.connect() as conn:
+        run = persist.latest_run(conn)
+        state, open_rows = persist.read_state(conn), persist.read_open_history(conn)
+    key = snapshot.SnapshotKey(
+        snapshot.store_id(cached.engine.url),
+        run.business_date,
+        run.computed_at,
+        run.fingerprint,
+        run.customers,
+    )
+    saved = snapshot.load(cached.cache, key)
+    assert saved is not None
+    pd.testing.assert_frame_equal(saved.state, state)
+    pd.testing.assert_frame_equal(saved.open_rows, open_rows)
+
+
+@pytest.mark.parametrize("damage", ["stale", "missing", "corrupt", "foreign", "other_worker"])
+def test_a_snapshot_that_is_not_the_stores_latest_run_is_ignored(
+    stores, monkeypatch, calls, tmp_path, damage
+):
+    shop = Shop(seed=3)
+    cached, plain = stores
+    days = [FIRST + timedelta(days=d) for d in range(6)]
+    for day in days[:3]:
+        _same_day(stores, monkeypatch, shop, day)
+    files = cached.snapshot_files()
+    kept = tmp_path / "kept"
+    kept.mkdir()
+    for path in files.values():
+        shutil.copy(path, kept / path.name)
+    if damage == "other_worker":  # day 4 runs on a machine without this cache
+        cached_dir, cached.cache = cached.cache, None
+        _same_day(stores, monkeypatch, shop, days[3])
+        cached.cache = cached_dir
+    else:
+        _same_day(stores, monkeypatch, shop, days[3])
+    if damage == "stale":  # the files of day 3 back in place of day 4's
+        for path in files.values():
+            shutil.copy(kept / path.name, path)
+    elif damage == "missing":
+        files["open"].unlink()
+    elif damage == "corrupt":
+        files["state"].write_bytes(b"ARROW1\x00\x00not really")
+    elif damage == "foreign":  # another store's snapshot (same rows, same run) under this store's name
+        with cached.engine.connect() as conn:
+            run = persist.latest_run(conn)
+        key = snapshot.SnapshotKey(
+            snapshot.store_id(cached.engine.url),
+            run.business_date,
+            run.computed_at,
+            run.fingerprint,
+            run.customers,
+        )
+        saved = snapshot.load(cached.cache, key)
+        other = dataclasses.replace(key, store="f" * 16)
+        snapshot.publish(snapshot.prepare(cached.cache, other, saved.state, saved.open_rows, saved.reopen))
+        for part, path in snapshot.paths(cached.cache, other.store).items():
+            path.replace(files[part])
+    before = dict(calls)
+    _same_day(stores, monkeypatch, shop, days[4])
+    assert calls["read_state"] - before["read_state"] == 2  # both stores read their tables
+    assert calls["read_open_history"] - before["read_open_history"] == 2
+    _same_day(stores, monkeypatch, shop, days[5])  # and the fresh snapshot is used again
+    assert calls["read_state"] - before["read_state"] == 3
+    cached.check_rebuild(days[5])
+
+
+def test_a_run_that_fails_leaves_the_store_and_the_snapshot_as_they_were(stores, monkeypatch):
+    shop = Shop(seed=4)
+    cached, plain = stores
+    days = [FIRST + timedelta(days=d) for d in range(4)]
+    for day in days[:2]:
+        _same_day(stores, monkeypatch, shop, day)
+    frame = shop.day(days[2])
+    for store in stores:
+        _intake(store.engine, frame, days[2])
+    before = cached.dump()
+    files = {part: path.read_bytes() for part, path in cached.snapshot_files().items()}
+    from sqlalchemy.engine import Connection
+
+    def commit_fails(self):
+        raise RuntimeError("the database went away")
+
+    monkeypatch.setattr(Connection, "_commit_impl", commit_fails)  # after the snapshot was prepared
+    with pytest.raises(RuntimeError, match="went away"):
+        cached.run(monkeypatch, days[2])
+    monkeypatch.undo()
+    assert cached.dump() == before
+    assert {part: path.read_bytes() for part, path in cached.snapshot_files().items()} == files
+    assert sorted(p.name for p in cached.cache.iterdir()) == sorted(
+        p.name for p in cached.snapshot_files().values()
+    )
+    for store in stores:
+        store.run(monkeypatch, days[2])
+    assert cached.dump() == plain.dump()
+    _same_day(stores, monkeypatch, shop, days[3])
+    cached.check_rebuild(days[3])
+
+
+def test_a_large_backlog_takes_the_rebuild_path_with_the_same_result(stores, monkeypatch):
+    shop = Shop(seed=5)
+    cached, plain = stores
+    days = [FIRST + timedelta(days=d) for d in range(6)]
+    for day in days[:3]:
+        _same_day(stores, monkeypatch, shop, day)
+    frame = pd.concat([shop.day(days[3]), shop.day(days[4])], ignore_index=True)
+    for store in stores:
+        _intake(store.engine, frame, days[4])
+    monkeypatch.setattr(persist, "REBUILD_ABOVE", 3)
+    summary = cached.run(monkeypatch, days[4])
+    monkeypatch.setattr(persist, "REBUILD_ABOVE", 10**9)
+    plain.run(monkeypatch, days[4])
+    assert summary["customers_recomputed"] == summary["customers"]  # everyone: the rebuild path
+    assert cached.dump() == plain.dump()
+    _same_day(stores, monkeypatch, shop, days[5])
+    cached.check_rebuild(days[5])
+
+
+def test_pending_customers_are_those_with_unfolded_orders_due_by_the_day(stores, monkeypatch):
+    store, _ = stores
+    shop = Shop(seed=6)
+    day = FIRST
+    _intake(store.engine, shop.day(day), day)
+    _intake(store.engine, shop.day(day + timedelta(days=1)), day + timedelta(days=1))
+    with store.engine.begin() as conn:
+        conn.execute(
+            orders.update().where(orders.c.order_id == "o00000").values(business_date=None, paid_at=None)
+        )
+        rows = conn.execute(select(orders.c.customer_id, orders.c.business_date)).all()
+        due = sorted({c for c, d in rows if d is None or d <= day})
+        assert persist.pending_customers(conn, day) == due == persist.touched_customers(conn, day)
+        assert persist.pending_customers(conn, day, max_orders=len(rows)) == due
+        assert persist.pending_customers(conn, day, max_orders=len(rows) - 1) is None
+        assert persist.mark_folded(conn, day, pd.Timestamp("2025-03-05").to_pydatetime()) == sum(
+            1 for _, d in rows if d is None or d <= day
+        )
+        assert persist.pending_customers(conn, day) == []
+        assert persist.pending_customers(conn, day + timedelta(days=1)) == sorted(
+            {c for c, d in rows if d is not None and d > day}
+        )
+
+
+def test_while_a_run_holds_the_store_other_writers_wait_and_readers_do_not(stores):
+    store, _ = stores
+    with store.engine.begin() as conn:
+        assert persist.lock_store(conn)
+        if store.url.startswith("sqlite"):
+            other = sqlite3.connect(store.url.removeprefix("sqlite:///"), timeout=0.2)
+            try:
+                assert other.execute("SELECT count(*) FROM orders").fetchone() == (0,)
+                with pytest.raises(sqlite3.OperationalError, match="locked"):
+                    other.execute("UPDATE orders SET status = 'paid'")
+            finally:
+                other.close()
+        else:
+            import psycopg2
+
+            other = psycopg2.connect(store.url.replace("postgresql+psycopg2://", "postgresql://"))
+            try:
+                cursor = other.cursor()
+                cursor.execute("SET lock_timeout = '200ms'")
+                cursor.execute("SELECT count(*) FROM orders")
+                assert cursor.fetchone() == (0,)
+                with pytest.raises(psycopg2.errors.LockNotAvailable):
+                    cursor.execute("UPDATE orders SET status = 'paid'")
+            finally:
+                other.close()
+
+
+def test_sqlite_rows_are_stored_in_sqlalchemys_own_format(store_url, stores, monkeypatch):
+    if not store_url.startswith("sqlite"):
+        pytest.skip("SQLite only")
+    shop = Shop(seed=7)
+    for d in range(2):
+        _same_day(stores, monkeypatch, shop, FIRST + timedelta(days=d))
+    con = sqlite3.connect(store_url.removeprefix("sqlite:///"))
+    try:
+        state = con.execute(
+            "SELECT first_paid_at, last_business_date, typeof(paid_orders) FROM customer_state"
+        ).fetchall()
+        history = con.execute(
+            "SELECT valid_from, valid_to, typeof(r_score), low_value_acquisition FROM segment_history"
+        ).fetchall()
+        applied = con.execute("SELECT DISTINCT state_applied_at FROM orders").fetchall()
+    finally:
+        con.close()
+    assert state and all(
+        re.fullmatch(r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d\.\d{6}", a)
+        and re.fullmatch(r"\d{4}-\d\d-\d\d", b)
+        and t == "integer"
+        for a, b, t in state
+    )
+    assert history and all(
+        re.fullmatch(r"\d{4}-\d\d-\d\d", f)
+        and (v is None or re.fullmatch(r"\d{4}-\d\d-\d\d", v))
+        and t == "integer"
+        and b in (0, 1)
+        for f, v, t, b in history
+    )
+    assert all(re.fullmatch(r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d\.\d{6}", a) for (a,) in applied)
+
+
+def test_the_cache_directory_follows_the_environment_and_the_store(monkeypatch, tmp_path):
+    from sqlalchemy.engine import make_url
+
+    sqlite_url = make_url(f"sqlite:///{tmp_path / 'crm.sqlite'}")
+    pg_url = make_url("postgresql+psycopg2://u:secret@db:5432/crm")
+    monkeypatch.delenv("HUITOUKE_CACHE_DIR", raising=False)
+    assert snapshot.cache_dir_for(sqlite_url) == tmp_path / "cache"
+    assert snapshot.cache_dir_for(pg_url).parts[-2:] == ("data", "cache")
+    monkeypatch.setenv("HUITOUKE_CACHE_DIR", str(tmp_path / "elsewhere"))
+    assert snapshot.cache_dir_for(pg_url) == tmp_path / "elsewhere"
+    monkeypatch.setenv("HUITOUKE_CACHE_DIR", "off")
+    assert snapshot.cache_dir_for(sqlite_url) is None
+    assert snapshot.store_id(pg_url) == snapshot.store_id(
+        make_url("postgresql+psycopg2://u:other@db:5432/crm")
+    )
+    assert snapshot.store_id(pg_url) != snapshot.store_id(
+        make_url("postgresql+psycopg2://u:secret@db:5432/crm2")
+    )
