@@ -9,6 +9,7 @@ code the DAG runs.
 from __future__ import annotations
 
 import json
+import logging
 import os
 import sys
 import time
@@ -99,6 +100,7 @@ def run_demo(
 
     log_file = project_home() / "data" / "logs" / "demo-airflow.log"
     log_file.unlink(missing_ok=True)
+    logging.getLogger("huitouke").setLevel(logging.INFO)  # the task logs' tables, into the log file
     queued = responses = 0
     with output_to(log_file):
         for day in campaign_days:

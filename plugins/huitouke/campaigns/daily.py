@@ -90,14 +90,23 @@ def lint_campaigns(playbook: Playbook, root: Path | None = None) -> dict[str, st
         if not campaign.enabled:
             continue
         try:
-            compiled = {t: _compile(t, campaign, shop, root) for t in _templates_of(name, campaign)}
-            for variant in list(campaign.variants) or [""]:
-                offer = campaign.offer(name, variant)
-                for template in offer.templates:
-                    _render_as_campaign(compiled[template], name, campaign, offer.coupon is not None)
+            _checked_messages(name, campaign, shop, root)
         except TemplateError as exc:
             broken[name] = str(exc)
     return broken
+
+
+def _checked_messages(
+    name: str, campaign: Campaign, shop: ShopInfo, root: Path | None
+) -> dict[str, CompiledMessage]:
+    """Every template of the campaign compiled, and rendered once as the campaign gives it (see
+    :func:`_render_as_campaign`); raises TemplateError for the first broken one."""
+    compiled = {t: _compile(t, campaign, shop, root) for t in _templates_of(name, campaign)}
+    for variant in list(campaign.variants) or [""]:
+        offer = campaign.offer(name, variant)
+        for template in offer.templates:
+            _render_as_campaign(compiled[template], name, campaign, offer.coupon is not None)
+    return compiled
 
 
 def _render_as_campaign(compiled: CompiledMessage, name: str, campaign: Campaign, has_coupon: bool) -> None:
@@ -277,11 +286,7 @@ def render_campaign(
         raise ValueError(f"campaign {campaign_name!r} is not in the playbook any more")
     shop = shop_info(playbook)
     try:
-        compiled = {t: _compile(t, campaign, shop, root) for t in _templates_of(campaign_name, campaign)}
-        for variant in list(campaign.variants) or [""]:
-            offer = campaign.offer(campaign_name, variant)
-            for template in offer.templates:
-                _render_as_campaign(compiled[template], campaign_name, campaign, offer.coupon is not None)
+        compiled = _checked_messages(campaign_name, campaign, shop, root)
         return _render_and_queue(engine, day, campaign_name, campaign, compiled, now)
     except TemplateError as exc:  # nothing of this campaign was queued: record why
         with engine.begin() as conn:
