@@ -22,6 +22,9 @@ if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ] || [ constraints.txt -nt
   echo "==> installing huitouke and its pinned dependencies (constraints.txt)"
   .venv/bin/python -m pip install -qq --upgrade pip
   .venv/bin/python -m pip install -qq -c constraints.txt -e '.[dev]'
+  # A build leftover: Airflow puts plugins/ on sys.path, where this folder would make the
+  # huitouke UI plugin's entry point show up twice (an import error in the UI).
+  rm -rf plugins/huitouke.egg-info
   touch "$stamp"
 fi
 
