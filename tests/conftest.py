@@ -29,6 +29,7 @@ for name in list(os.environ):
         del os.environ[name]
 os.environ["AIRFLOW_CONN_CRM_DB"] = f'{{"conn_type": "sqlite", "host": "{_SESSION_DIR / "crm.sqlite"}"}}'
 os.environ["AIRFLOW_CONN_SHOP_DB"] = f'{{"conn_type": "sqlite", "host": "{_SESSION_DIR / "shop.sqlite"}"}}'
+os.environ["HUITOUKE_CACHE_DIR"] = str(_SESSION_DIR / "cache")  # segment snapshots: never in data/
 sys.path.insert(0, str(ROOT / "tests"))
 
 from pg_server import PostgresUnavailable, start_postgres  # noqa: E402

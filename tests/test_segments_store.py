@@ -424,3 +424,50 @@ def test_the_cache_directory_follows_the_environment_and_the_store(monkeypatch, 
     assert snapshot.store_id(pg_url) != snapshot.store_id(
         make_url("postgresql+psycopg2://u:secret@db:5432/crm2")
     )
+
+
+def test_text_with_commas_quotes_newlines_and_chinese_survives_the_bulk_paths(store_engine):
+    from datetime import datetime
+
+    from huitouke.segments import classify, diff_segments, empty_history
+    from huitouke.store.schema import order_lines
+
+    ids = ['顾客,"甲"', "line\nbreak", "semi;colon 'q' \\N", " spaced ", "NULL"]
+    now = datetime(2025, 3, 2, 1, 2, 3, 456789)
+    with store_engine.begin() as conn:
+        for i, customer in enumerate(ids):
+            conn.execute(
+                orders.insert().values(
+                    order_id=f'o,"{i}"\n',
+                    customer_id=customer,
+                    paid_at=now + timedelta(hours=i),
+                    business_date=FIRST,
+                    status="paid",
+                    amount_cents=1_000 + i,
+                    acquisition_source="organic",
+                    content_hash="x",
+                    source="test",
+                    loaded_at=now,
+                    status_changed_at=now,
+                )
+            )
+            conn.execute(
+                order_lines.insert().values(
+                    order_id=f'o,"{i}"\n', line_no=1, category=f'类目 "{i}",\n', amount_cents=1_000 + i
+                )
+            )
+    rules = load_segment_settings()
+    with store_engine.begin() as conn:
+        assert persist.lock_store(conn)
+        assert persist.pending_customers(conn, FIRST) == sorted(ids)
+        got, lines = persist.read_orders(conn, ids)
+        assert sorted(got["customer_id"]) == sorted(ids)
+        assert sorted(lines["category"].astype(str)) == sorted(f'类目 "{i}",\n' for i in range(len(ids)))
+        assert sorted(got["paid_at"]) == [pd.Timestamp(now + timedelta(hours=i)) for i in range(len(ids))]
+        state = build_state(got, lines, settings=rules, until=FIRST)
+        persist.replace_state(conn, state, None)
+        pd.testing.assert_frame_equal(persist.read_state(conn), state)
+        changes = diff_segments(empty_history(), classify(state, FIRST, rules), FIRST)
+        persist.write_history(conn, changes)
+        assert sorted(persist.read_open_history(conn)["customer_id"]) == sorted(ids)
+        assert persist.mark_folded(conn, FIRST, now) == len(ids)

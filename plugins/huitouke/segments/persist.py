@@ -184,11 +184,15 @@ def _sqlite_table(
 def _pg_table(conn: Connection, sql: str, params: Sequence[Any], types: dict[str, pa.DataType]) -> pa.Table:
     """``COPY (sql) TO STDOUT`` as CSV, parsed by pyarrow. ``sql`` has ``%s`` placeholders whose
     values psycopg2 binds (quotes and escapes) exactly as for any other statement."""
+    from psycopg2.extensions import encodings
+
     cursor = _cursor(conn)
     try:
-        query = cursor.mogrify(sql, tuple(params)).decode("utf-8")
+        codec = encodings.get(cursor.connection.encoding, "utf_8")
+        query = cursor.mogrify(sql, tuple(params)).decode(codec)
         with tempfile.SpooledTemporaryFile(max_size=_SPOOL) as buffer:
-            cursor.copy_expert(f"COPY ({query}) TO STDOUT WITH (FORMAT csv)", buffer)
+            # UTF-8 whatever the client encoding; quoted values may hold newlines.
+            cursor.copy_expert(f"COPY ({query}) TO STDOUT WITH (FORMAT csv, ENCODING 'UTF8')", buffer)
             if buffer.tell() == 0:  # no row: pyarrow refuses an empty file
                 return pa.schema(list(types.items())).empty_table()
             buffer.seek(0)
@@ -196,8 +200,10 @@ def _pg_table(conn: Connection, sql: str, params: Sequence[Any], types: dict[str
             table = pacsv.read_csv(
                 buffer,
                 read_options=pacsv.ReadOptions(column_names=list(types), block_size=16 * 1024**2),
+                parse_options=pacsv.ParseOptions(newlines_in_values=True),
                 convert_options=pacsv.ConvertOptions(
                     column_types=plain,
+                    null_values=[""],  # PostgreSQL's CSV null: unquoted and empty, nothing else
                     strings_can_be_null=True,
                     quoted_strings_can_be_null=False,
                     true_values=["t"],
@@ -556,7 +562,9 @@ def _insert(conn: Connection, name: str, table: pa.Table) -> None:
         buffer.seek(0)
         cursor = _cursor(conn)
         try:
-            cursor.copy_expert(f"COPY {name} ({columns}) FROM STDIN WITH (FORMAT csv)", buffer)
+            cursor.copy_expert(
+                f"COPY {name} ({columns}) FROM STDIN WITH (FORMAT csv, ENCODING 'UTF8')", buffer
+            )
         finally:
             cursor.close()
         return

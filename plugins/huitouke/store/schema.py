@@ -71,7 +71,7 @@ orders = Table(
     Column("loaded_at", DateTime, nullable=False),
     Column("status_changed_at", DateTime, nullable=False),
     # Null until stage 2 has folded this order (as it now is) into the customer's state.
-    Column("state_applied_at", DateTime, index=True),
+    Column("state_applied_at", DateTime),
     # The orders stage 2 has still to fold in, by customer: small, and what the daily run scans.
     Index(
         "ix_orders_unapplied_customer_id",

@@ -1,5 +1,7 @@
 """Stage 6, evaluation: evaluations reshaped (one row per campaign wave, window and view),
-evaluation_details and evaluation_sequences.
+evaluation_details and evaluation_sequences. Also drops ix_orders_state_applied_at: stage 2 finds
+unfolded orders through the partial index of 0003, and the full index only made every stamp of
+state_applied_at dearer (10M index entries rewritten on a first run).
 
 evaluations was a placeholder that no earlier revision's code wrote; it is recreated.
 
@@ -18,6 +20,7 @@ depends_on = None
 
 
 def upgrade() -> None:
+    op.drop_index("ix_orders_state_applied_at", table_name="orders")
     op.drop_table("evaluations")
     op.create_table(
         "evaluations",
@@ -104,3 +107,4 @@ def downgrade() -> None:
             "campaign", "wave", "window_days", "arm", name="uq_evaluations_campaign_wave_window_days_arm"
         ),
     )
+    op.create_index("ix_orders_state_applied_at", "orders", ["state_applied_at"])
