@@ -328,3 +328,25 @@ def test_templates_preview_for_a_stored_customer(daily_runs, crm, capsys):
     assert "【" in out and "segment(s)" in out and (name or "亲") in out
     assert main(["templates", "preview", "thank_you_new", "--customer", "no-such-customer"]) == 1
     assert "no customer" in capsys.readouterr().err
+
+
+def test_the_planner_reads_the_same_segments_from_the_snapshot_as_from_the_store(
+    daily_runs, crm, monkeypatch
+):
+    from huitouke.campaigns import load_playbook
+    from huitouke.campaigns.daily import _segments_of
+    from huitouke.segments import persist as segment_store
+    from huitouke.segments import snapshot
+
+    loaded = []
+    real_load = snapshot.load
+    monkeypatch.setattr(snapshot, "load", lambda *args: loaded.append(real_load(*args)) or loaded[-1])
+    playbook = load_playbook()
+    with crm.connect() as conn:
+        day = segment_store.latest_run(conn).business_date
+        from_snapshot = _segments_of(conn, day, playbook)
+    assert len(loaded) == 1 and loaded[0] is not None  # the snapshot was there and matched
+    with crm.connect() as conn:
+        monkeypatch.setenv("HUITOUKE_CACHE_DIR", "off")
+        from_tables = _segments_of(conn, day, playbook)
+    pd.testing.assert_frame_equal(from_snapshot, from_tables)

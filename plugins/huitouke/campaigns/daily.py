@@ -241,10 +241,28 @@ def plan_campaigns(
 
 
 def _segments_of(conn: Connection, day: date, playbook: Playbook) -> pd.DataFrame:
-    from huitouke.segments import classify
+    """The day's segments: stage 2's classification of the stored state, recomputed (the same
+    function of the same state). The state comes from stage 2's snapshot when it provably is the
+    store's (:mod:`huitouke.segments.snapshot`), else from the table."""
+    from huitouke.segments import classify, snapshot
     from huitouke.segments import persist as segment_store
 
-    return classify(segment_store.read_state(conn), day, playbook.segments)
+    state = None
+    latest = segment_store.latest_run(conn)
+    cache = snapshot.cache_dir_for(conn.engine.url)
+    if cache is not None and latest is not None:
+        key = snapshot.SnapshotKey(
+            snapshot.store_id(conn.engine.url),
+            latest.business_date,
+            latest.computed_at,
+            latest.fingerprint,
+            latest.customers,
+        )
+        saved = snapshot.load(cache, key)
+        state = saved.state if saved is not None else None
+    if state is None:
+        state = segment_store.read_state(conn)
+    return classify(state, day, playbook.segments)
 
 
 # ----------------------------------------------------------------------------------- rendering
