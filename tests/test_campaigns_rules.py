@@ -226,3 +226,29 @@ def test_conditions_without_any_field_match_everyone():
 def test_rules_are_validated(rule, message):
     with pytest.raises(ValidationError, match=message):
         EntryRule.model_validate(rule)
+
+
+def test_a_customer_listed_twice_in_the_contacts_gets_the_birthday_of_the_last_row():
+    from datetime import date
+
+    import pandas as pd
+    from segment_rows import PLAIN_SEGMENT
+
+    from huitouke.campaigns import load_playbook, plan_day
+
+    day = date(2025, 6, 10)
+    segments = pd.DataFrame([{**PLAIN_SEGMENT, "customer_id": "a"}, {**PLAIN_SEGMENT, "customer_id": "b"}])
+    contacts = pd.DataFrame(
+        [
+            {"customer_id": "a", "phone": "13800138000", "birthday": date(1990, 1, 1)},
+            {"customer_id": "a", "phone": "13800138000", "birthday": None},
+            {"customer_id": "b", "phone": "13800138001", "birthday": None},
+        ]
+    )
+    plan = plan_day(load_playbook(), day, segments, contacts)
+    assert "birthday" not in set(plan.entries["campaign"])
+    contacts.loc[1, "birthday"] = day.replace(year=1990) + (
+        pd.Timedelta(days=load_playbook().campaigns["birthday"].entry.days_before_birthday or 0)
+    )
+    plan = plan_day(load_playbook(), day, segments, contacts)
+    assert set(plan.entries.loc[plan.entries["campaign"] == "birthday", "customer_id"]) == {"a"}

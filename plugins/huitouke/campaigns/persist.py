@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-from sqlalchemy import Connection, and_, bindparam, func, or_, select, update
+from sqlalchemy import Connection, bindparam, func, or_, select, update
 
 from huitouke.campaigns.coupons import COUPON_COLUMNS, normalise_code
 from huitouke.campaigns.plan import (
@@ -40,6 +40,7 @@ from huitouke.store.schema import (
     order_lines,
     orders,
     outbox,
+    segment_history,
 )
 
 QUEUED = "queued"
@@ -48,16 +49,31 @@ PLANNED, RENDERED, FAILED = "planned", "queued", "failed"
 
 def _records(frame: pd.DataFrame, columns: Sequence[str]) -> list[dict[str, Any]]:
     """Rows as dicts of plain Python values (None for missing), what DB-API drivers take."""
-    out = frame[list(columns)].astype(object)
-    out = out.where(pd.notna(out), None)
-    rows = out.to_dict("records")
-    for row in rows:
-        for key, value in row.items():
-            if isinstance(value, np.generic):
-                row[key] = value.item()
-            elif isinstance(value, pd.Timestamp):
-                row[key] = value.to_pydatetime()
-    return rows
+    columns = list(columns)
+    values = [_plain(frame[c]) for c in columns]
+    return [dict(zip(columns, row, strict=True)) for row in zip(*values, strict=True)]
+
+
+def _plain(column: pd.Series) -> list[Any]:
+    """A column as plain Python values, None for missing (column by column: 10-20x faster than
+    ``astype(object)`` + ``where`` + ``to_dict("records")`` and a check of every value)."""
+    dtype = column.dtype
+    if isinstance(dtype, np.dtype) and dtype.kind in "biu":
+        return column.tolist()
+    if isinstance(dtype, np.dtype) and dtype.kind == "M":
+        return column.to_numpy(dtype="datetime64[us]").astype(object).tolist()  # NaT: None
+    array = column.to_numpy(dtype=object)
+    missing = pd.isna(array)
+    if missing.any():
+        array = array.copy()
+        array[missing] = None
+    out = array.tolist()
+    if any(issubclass(t, np.generic | pd.Timestamp) for t in set(map(type, out))):
+        out = [
+            v.item() if isinstance(v, np.generic) else v.to_pydatetime() if isinstance(v, pd.Timestamp) else v
+            for v in out
+        ]
+    return out
 
 
 # ------------------------------------------------------------------------------------ planning
@@ -83,15 +99,15 @@ def read_day_orders(conn: Connection, day: date) -> pd.DataFrame:
         .where(orders.c.status.in_(sorted(records.PAID_STATUSES))),
         columns,
     )
-    lines = read_frame(
-        conn,
+    lines = conn.execute(
         select(order_lines.c.order_id, order_lines.c.category)
         .join(orders, orders.c.order_id == order_lines.c.order_id)
-        .where(orders.c.business_date == day),
-        ("order_id", "category"),
-    )
-    categories = lines.groupby("order_id")["category"].agg(lambda c: tuple(sorted(set(c))))
-    frame["categories"] = [categories.get(o, ()) for o in frame["order_id"]]
+        .where(orders.c.business_date == day)
+    ).all()
+    categories: dict[str, set[str]] = {}
+    for order_id, category in lines:
+        categories.setdefault(order_id, set()).add(category)
+    frame["categories"] = [tuple(sorted(categories.get(o, ()))) for o in frame["order_id"]]
     return frame
 
 
@@ -267,40 +283,87 @@ def read_profiles(conn: Connection, customer_ids: Sequence[str]) -> pd.DataFrame
 
 
 def read_last_orders(conn: Connection, customer_ids: Sequence[str], day: date) -> pd.DataFrame:
-    """Each customer's latest paid order on or before ``day`` (id, date, amount, categories)."""
-    parts = []
+    """Each customer's latest paid order on or before ``day`` (id, date, amount, categories).
+
+    The latest day is a window over each customer's own orders, so the query is planned on
+    ``ix_orders_customer_id`` alone (joining on ``business_date = max(business_date)`` let SQLite,
+    without statistics, probe ``ix_orders_business_date``: every order of each customer's last day,
+    60 s per 900 customers at 1M customers)."""
     o = orders.c
+    rows: list[tuple[Any, ...]] = []
     for chunk in chunks(list(customer_ids)):
-        latest = (
-            select(o.customer_id, func.max(o.business_date).label("day"))
+        mine = (
+            select(
+                o.customer_id,
+                o.order_id,
+                o.business_date,
+                o.amount_cents,
+                func.max(o.business_date).over(partition_by=o.customer_id).label("last_day"),
+            )
             .where(o.customer_id.in_(chunk))
             .where(o.business_date <= day)
             .where(o.status.in_(sorted(records.PAID_STATUSES)))
-            .group_by(o.customer_id)
             .subquery()
         )
         query = (
-            select(o.customer_id, o.order_id, o.business_date, o.amount_cents, order_lines.c.category)
-            .join(latest, and_(latest.c.customer_id == o.customer_id, latest.c.day == o.business_date))
-            .outerjoin(order_lines, order_lines.c.order_id == o.order_id)
-            .where(o.status.in_(sorted(records.PAID_STATUSES)))
+            select(
+                mine.c.customer_id,
+                mine.c.order_id,
+                mine.c.business_date,
+                mine.c.amount_cents,
+                order_lines.c.category,
+            )
+            .where(mine.c.business_date == mine.c.last_day)
+            .outerjoin(order_lines, order_lines.c.order_id == mine.c.order_id)
         )
-        parts.append(
-            read_frame(conn, query, ("customer_id", "order_id", "business_date", "amount_cents", "category"))
-        )
+        rows.extend(map(tuple, conn.execute(query).all()))
     columns = ("customer_id", "order_id", "business_date", "amount_cents", "categories")
-    if not parts or all(p.empty for p in parts):
+    if not rows:
         return empty_frame(columns)
-    lines = pd.concat(parts, ignore_index=True)
-    # Several paid orders on the last day: the largest (then the last id) is "the" order.
-    per_order = (
-        lines.groupby(["customer_id", "order_id", "business_date", "amount_cents"], sort=False)["category"]
-        .agg(lambda c: sorted({x for x in c if x is not None}))
-        .reset_index()
-        .rename(columns={"category": "categories"})
+    # One row per line. Several paid orders on the last day: the largest (then the last id) is
+    # "the" order.
+    categories: dict[tuple[str, str], set[str]] = {}
+    best: dict[str, tuple[Any, Any, Any]] = {}  # customer -> (amount, order id, business date)
+    for customer_id, order_id, business_date, amount, category in rows:
+        found = categories.get((customer_id, order_id))
+        if found is None:
+            found = categories[(customer_id, order_id)] = set()
+            current = best.get(customer_id)
+            if current is None or (amount, order_id) > current[:2]:
+                best[customer_id] = (amount, order_id, business_date)
+        if category is not None:
+            found.add(category)
+    chosen = sorted(best.items())
+    return pd.DataFrame(
+        {
+            "customer_id": [c for c, _ in chosen],
+            "order_id": [o for _, (_, o, _) in chosen],
+            "business_date": [d for _, (_, _, d) in chosen],
+            "amount_cents": [a for _, (a, _, _) in chosen],
+            "categories": [sorted(categories[(c, o)]) for c, (_, o, _) in chosen],
+        }
     )
-    per_order = per_order.sort_values(["customer_id", "amount_cents", "order_id"], kind="stable")
-    return per_order.drop_duplicates("customer_id", keep="last")[list(columns)].reset_index(drop=True)
+
+
+SEGMENT_FIELDS = ("customer_id", "lifecycle", "member_tier", "value_tier", "category_group")
+
+
+def read_segments(conn: Connection, customer_ids: Sequence[str], day: date) -> pd.DataFrame:
+    """The segment fields a message context reads (:data:`SEGMENT_FIELDS`) of the given customers,
+    valid on ``day``; text columns as ``segments_on`` gives them (missing: NaN)."""
+    h = segment_history.c
+    rows: list[tuple[Any, ...]] = []
+    for chunk in chunks(list(customer_ids)):
+        query = (
+            select(*(h[c] for c in SEGMENT_FIELDS))
+            .where(h.customer_id.in_(chunk))
+            .where(h.valid_from <= day)
+            .where(h.valid_to.is_(None) | (h.valid_to > day))
+        )
+        rows.extend(map(tuple, conn.execute(query).all()))
+    if not rows:
+        return empty_frame(SEGMENT_FIELDS)
+    return pd.DataFrame.from_records(rows, columns=list(SEGMENT_FIELDS)).astype("str")
 
 
 def read_coupons_of(conn: Connection, campaign: str, day: date) -> pd.DataFrame:

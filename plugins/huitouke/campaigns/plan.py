@@ -81,6 +81,8 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
 
 from huitouke.campaigns.holdout import HOLDOUT, TREATMENT, assign_arms, uniforms
 from huitouke.campaigns.playbook import CALL, EMAIL, SMS, Campaign, Playbook
@@ -321,26 +323,58 @@ def _present(series: pd.Series) -> np.ndarray:
 
 @dataclass
 class _People:
-    """Per-customer arrays, looked up by position (``index.get_indexer``; -1 = unknown)."""
+    """Per-customer arrays, looked up by a customer's position ("code").
+
+    Codes ``0 .. n_segments - 1`` are the rows of the day's segments; customers of stored entries
+    who have no segment row get the codes after them (their segment fields are missing). Every
+    customer id is looked up once (``index.get_indexer``; -1 = unknown); the planner then works with
+    the integer codes. ``crow`` is each code's row in the (de-duplicated) contacts.
+    """
 
     index: pd.Index
-    member_tier: np.ndarray
-    last_order_day: np.ndarray
-    category_group: np.ndarray
-    contact_index: pd.Index
-    phone: np.ndarray
+    ids: np.ndarray  # object: the customer id of each code
+    n_segments: int
+    extra: pd.Index  # ids of the codes n_segments.. (stored entries without a segment row)
+    member_tier: np.ndarray  # per code (None after n_segments)
+    last_order_day: np.ndarray  # per code (_NAT after n_segments)
+    category_group: np.ndarray  # per code (None after n_segments)
+    crow: np.ndarray  # per code: row in the contacts, -1 = none
+    phone: np.ndarray  # per contact row
     email: np.ndarray
     has: dict[str, np.ndarray]
     opted_out: dict[str, np.ndarray]
+    _rank: np.ndarray | None = None
 
     def rows(self, ids: np.ndarray) -> np.ndarray:
-        return self.index.get_indexer(ids)
+        """The codes of ``ids`` (-1 = unknown)."""
+        rows = self.index.get_indexer(ids)
+        if len(self.extra):
+            missing = np.flatnonzero(rows < 0)
+            if len(missing):
+                found = self.extra.get_indexer(np.asarray(ids, dtype=object)[missing])
+                rows[missing] = np.where(found >= 0, found + self.n_segments, -1)
+        return rows
 
-    def contact_rows(self, ids: np.ndarray) -> np.ndarray:
-        return self.contact_index.get_indexer(ids)
+    def rank(self) -> np.ndarray:
+        """Each code's position in the customer ids sorted as pandas sorts them (missing last)."""
+        if self._rank is None:
+            n = len(self.ids)
+            try:
+                order = pc.sort_indices(pa.array(self.ids, type=pa.string())).to_numpy()
+            except (pa.ArrowInvalid, pa.ArrowTypeError):  # not all text: pandas' own order
+                codes, _ = pd.factorize(self.ids, sort=True)
+                self._rank = np.where(codes < 0, n, codes).astype(np.int64)
+                return self._rank
+            rank = np.empty(n, dtype=np.int64)
+            rank[order] = np.arange(n, dtype=np.int64)
+            self._rank = rank
+        return self._rank
 
 
-def _people(segments: pd.DataFrame, contacts: pd.DataFrame, today: int) -> _People:
+def _people(
+    segments: pd.DataFrame, contacts: pd.DataFrame, today: int, stored_ids: np.ndarray
+) -> tuple[_People, np.ndarray]:
+    """The day's customers, and the codes of ``stored_ids`` (the stored entries' customers)."""
     since_last = pd.to_numeric(segments["days_since_last_order"], errors="coerce").to_numpy(dtype=float)
     last_day = np.where(np.isnan(since_last), _NAT, today - np.nan_to_num(since_last, nan=0)).astype(np.int64)
     contacts = contacts.drop_duplicates("customer_id", keep="last")
@@ -348,17 +382,43 @@ def _people(segments: pd.DataFrame, contacts: pd.DataFrame, today: int) -> _Peop
     email = contacts["email"].astype(object).where(contacts["email"].notna(), None).to_numpy()
     has_phone, has_email = _present(contacts["phone"]), _present(contacts["email"])
     sms_out, email_out = _bool(contacts["sms_opt_out"]), _bool(contacts["email_opt_out"])
-    return _People(
-        index=pd.Index(segments["customer_id"].astype("str").to_numpy()),
-        member_tier=segments["member_tier"].astype(object).to_numpy(),
-        last_order_day=last_day,
-        category_group=segments["category_group"].astype(object).to_numpy(),
-        contact_index=pd.Index(contacts["customer_id"].astype("str").to_numpy()),
+    seg_ids = segments["customer_id"].astype("str").to_numpy(dtype=object)
+    index = pd.Index(seg_ids, dtype=object)
+    n = len(seg_ids)
+    extra = pd.Index([], dtype=object)
+    stored_codes = index.get_indexer(stored_ids)
+    unknown = stored_codes < 0
+    if unknown.any():
+        extra = pd.Index(pd.unique(stored_ids[unknown]), dtype=object)
+        stored_codes[unknown] = extra.get_indexer(stored_ids[unknown]) + n
+    ids = np.concatenate([seg_ids, extra.to_numpy(dtype=object)]) if len(extra) else seg_ids
+    pad = len(extra)
+    contact_ids = contacts["customer_id"].astype("str").to_numpy(dtype=object)
+    if len(contact_ids) == len(ids) and bool((contact_ids == ids).all()):
+        crow = np.arange(len(ids), dtype=np.intp)  # the contacts are the day's customers, in order
+    else:
+        crow = pd.Index(contact_ids, dtype=object).get_indexer(ids)
+    people = _People(
+        index=index,
+        ids=ids,
+        n_segments=n,
+        extra=extra,
+        member_tier=_padded(segments["member_tier"].astype(object).to_numpy(), pad, None),
+        last_order_day=_padded(last_day, pad, _NAT),
+        category_group=_padded(segments["category_group"].astype(object).to_numpy(), pad, None),
+        crow=crow,
         phone=phone,
         email=email,
         has={SMS: has_phone, CALL: has_phone, EMAIL: has_email},
         opted_out={SMS: sms_out, CALL: sms_out, EMAIL: email_out},
     )
+    return people, stored_codes.astype(np.int64)
+
+
+def _padded(values: np.ndarray, pad: int, fill: Any) -> np.ndarray:
+    if not pad:
+        return values
+    return np.concatenate([values, np.full(pad, fill, dtype=values.dtype if fill is not None else object)])
 
 
 def _take(values: np.ndarray, rows: np.ndarray, fill: Any) -> np.ndarray:
@@ -370,6 +430,21 @@ def _take(values: np.ndarray, rows: np.ndarray, fill: Any) -> np.ndarray:
         out = out.astype(object) if values.dtype == object else out.copy()
         out[rows < 0] = fill
     return out
+
+
+def _none(values: np.ndarray) -> np.ndarray:
+    """An object array with ``None`` for every missing value (NaN, NA)."""
+    values = np.asarray(values, dtype=object)
+    missing = pd.isna(values)
+    if missing.any():
+        values = values.copy()
+        values[missing] = None
+    return values
+
+
+def _column(values: np.ndarray) -> pd.Series:
+    """An object column (pandas would infer ``str`` from an object array of text)."""
+    return pd.Series(values, dtype=object, copy=False)
 
 
 def _normalise_contacts(contacts: pd.DataFrame | None) -> pd.DataFrame:
@@ -401,20 +476,24 @@ def _normalise_entries(entries: pd.DataFrame | None) -> pd.DataFrame:
     exited = entries["exited_on"] if "exited_on" in entries.columns else pd.Series([None] * len(entries))
     return pd.DataFrame(
         {
-            "campaign": entries["campaign"].astype(str).to_numpy(dtype=object),
-            "customer_id": entries["customer_id"].astype(str).to_numpy(dtype=object),
+            "campaign": _column(entries["campaign"].astype(str).to_numpy(dtype=object)),
+            "customer_id": _column(entries["customer_id"].astype(str).to_numpy(dtype=object)),
             "entered_on": _days(entries["entered_on"].to_numpy()),
-            "arm": entries["arm"].astype(str).to_numpy(dtype=object),
-            "variant": variant.fillna("").astype(str).to_numpy(dtype=object),
+            "arm": _column(entries["arm"].astype(str).to_numpy(dtype=object)),
+            "variant": _column(variant.fillna("").astype(str).to_numpy(dtype=object)),
             "exited_on": _days(exited.to_numpy()),
-        }
+        },
+        copy=False,
     )
 
 
-def _history_counts(history: pd.DataFrame | None, today: int, windows: set[int]) -> dict[int, pd.Series]:
-    """Per window length D: capped contacts per customer on days [today - D + 1, today - 1]."""
+def _history_counts(
+    history: pd.DataFrame | None, today: int, windows: set[int], people: _People
+) -> dict[int, np.ndarray]:
+    """Per window length D: capped contacts per customer code on days [today - D + 1, today - 1]."""
+    size = len(people.ids)
     if history is None or len(history) == 0:
-        return {d: pd.Series(dtype=np.int64) for d in windows}
+        return {d: np.zeros(size, dtype=np.int64) for d in windows}
     _require(history, ("customer_id", "contacted_on"), "history")
     day = _days(history["contacted_on"].to_numpy())
     counts = (
@@ -422,11 +501,16 @@ def _history_counts(history: pd.DataFrame | None, today: int, windows: set[int])
         if "counts_toward_cap" in history.columns
         else np.ones(len(history), dtype=bool)
     )
-    ids = history["customer_id"].astype(str).to_numpy(dtype=object)
+    # Only the rows that can count in some window are looked up.
+    longest = max(windows, default=0)
+    useful = counts & (day != _NAT) & (day < today) & (day > today - longest)
+    codes = people.rows(history["customer_id"].astype(str).to_numpy(dtype=object)[useful])
+    day = day[useful]
+    known = codes >= 0
     out = {}
     for d in windows:
-        keep = counts & (day != _NAT) & (day < today) & (day > today - d)
-        out[d] = pd.Series(ids[keep]).value_counts()
+        keep = known & (day > today - d)
+        out[d] = np.bincount(codes[keep], minlength=size).astype(np.int64)
     return out
 
 
@@ -438,6 +522,7 @@ class _Active:
     """A campaign's open entries and the day's entries, as arrays, with the day's schedule and exits."""
 
     customer_id: np.ndarray
+    code: np.ndarray  # the customer's code in _People
     entered_on: np.ndarray
     arm: np.ndarray
     variant: np.ndarray
@@ -477,12 +562,14 @@ def plan_day(
     )
     today = int(np.datetime64(business_date, "D").astype(np.int64))
     segments = segments.reset_index(drop=True)
-    contacts = _normalise_contacts(contacts)
+    # One contact row per customer (the last given wins), for every lookup below.
+    contacts = _normalise_contacts(contacts).drop_duplicates("customer_id", keep="last").reset_index(drop=True)
     stored = _normalise_entries(entries)
-    people = _people(segments, contacts, today)
+    current = stored[(stored["entered_on"] <= today).to_numpy()]
+    people, stored_codes = _people(segments, contacts, today, current["customer_id"].to_numpy(dtype=object))
     day_orders = prepare_orders(orders, business_date)
     birthdays = pd.Series(
-        _take(contacts["birthday"].to_numpy(dtype=object), people.contact_rows(people.index.to_numpy()), None)
+        _take(contacts["birthday"].to_numpy(dtype=object), people.crow[: people.n_segments], None)
     )
 
     notes: list[str] = []
@@ -492,7 +579,7 @@ def plan_day(
     future = int((stored["entered_on"] > today).sum())
     if future:
         notes.append(f"{future} entries dated after {business_date} are ignored")
-    current = stored[(stored["entered_on"] <= today).to_numpy()]
+    current = current.assign(code=stored_codes)
     by_campaign = {name: rows for name, rows in current.groupby("campaign", sort=False)}
 
     days: list[_CampaignDay] = []
@@ -507,7 +594,7 @@ def plan_day(
         )
 
     waves = _decide(days, people, history, today, business_date, playbook)
-    entries_out = _entry_rows(days, today)
+    entries_out = _entry_rows(days, today, people)
     sends = _sends(waves, days, people, today)
     summary = _summary(days, waves, sends)
     for note in notes:
@@ -515,7 +602,7 @@ def plan_day(
     return DayPlan(
         business_date=business_date,
         entries=entries_out,
-        waves=waves,
+        waves=waves.frame,
         sends=sends,
         summary=summary,
         notes=tuple(notes),
@@ -537,6 +624,7 @@ def _campaign_day(
     entered = own["entered_on"].to_numpy(dtype=np.int64)
     exited = own["exited_on"].to_numpy(dtype=np.int64)
     who = own["customer_id"].to_numpy(dtype=object)
+    who_code = own["code"].to_numpy(dtype=np.int64)
     is_prior = entered < today
     is_open = is_prior & ((exited == _NAT) | (exited >= today))
     is_today = ~is_prior
@@ -546,6 +634,7 @@ def _campaign_day(
 
     deferred = 0
     ids = np.empty(0, dtype=object)
+    codes = np.empty(0, dtype=np.int64)
     variant = np.empty(0, dtype=object)
     if campaign.active_on(business_date):
         mask = entry_mask(campaign.entry, segments, day_orders, birthdays, business_date, playbook.segments)
@@ -564,9 +653,10 @@ def _campaign_day(
                     blocked |= is_prior
                 else:
                     blocked |= is_prior & (entered > today - campaign.reentry_after_days)
-                rows = people.rows(who[blocked])
-                mask[rows[rows >= 0]] = False
-            ids = people.index.to_numpy(dtype=object)[mask]
+                rows = who_code[blocked]
+                mask[rows[(rows >= 0) & (rows < people.n_segments)]] = False
+            codes = np.flatnonzero(mask).astype(np.int64)
+            ids = people.ids[codes]
             variant = chosen_variant[mask]
         limit = campaign.max_new_entries_per_day
         if limit is not None:
@@ -577,11 +667,12 @@ def _campaign_day(
                 )
                 take = np.sort(order[:room])
                 deferred = len(ids) - room
-                ids, variant = ids[take], variant[take]
+                ids, variant, codes = ids[take], variant[take], codes[take]
     keep_stored = is_open | is_today
     arms = own["arm"].to_numpy(dtype=object)[keep_stored]
     active = _Active(
         customer_id=np.concatenate([who[keep_stored], ids]),
+        code=np.concatenate([who_code[keep_stored], codes]),
         entered_on=np.concatenate([entered[keep_stored], np.full(len(ids), today, dtype=np.int64)]),
         arm=np.concatenate([arms, assign_arms(name, ids, campaign.holdout.share, campaign.holdout.salt)]),
         variant=np.concatenate([own["variant"].to_numpy(dtype=object)[keep_stored], variant]),
@@ -607,12 +698,12 @@ def _schedule(active: _Active, campaign: Campaign, today: int, people: _People) 
         wave = np.ones(n, dtype=np.int64)
         before = (offset > 0).astype(np.int64)
     if waves.stops_on_repurchase:
-        last_order = _take(people.last_order_day, people.rows(active.customer_id), _NAT).astype(np.int64)
+        last_order = _take(people.last_order_day, active.code, _NAT).astype(np.int64)
         repurchased = (last_order != _NAT) & (last_order > active.entered_on)
     else:
         repurchased = np.zeros(n, dtype=bool)
     due &= ~repurchased
-    crow = people.contact_rows(active.customer_id)
+    crow = _take(people.crow, active.code, -1)
     opted_all = np.ones(n, dtype=bool)
     for v in pd.unique(active.variant):
         of_v = active.variant == v
@@ -634,6 +725,25 @@ def _schedule(active: _Active, campaign: Campaign, today: int, people: _People) 
     active.exit_reason = reason
 
 
+@dataclass
+class _Waves:
+    """The day's waves as arrays (in the order of :data:`WAVE_COLUMNS`' frame) and the frame."""
+
+    frame: pd.DataFrame
+    day: np.ndarray  # index into the list of campaign days
+    code: np.ndarray
+    customer_id: np.ndarray
+    entered_on: np.ndarray  # object dates
+    wave: np.ndarray
+    variant: np.ndarray
+    outcome: np.ndarray
+    reason: np.ndarray
+    channels: np.ndarray
+    value: np.ndarray  # coupon cents, -1 = none
+    min_spend: np.ndarray
+    expires: np.ndarray  # object dates
+
+
 def _decide(
     days: list[_CampaignDay],
     people: _People,
@@ -641,60 +751,62 @@ def _decide(
     today: int,
     business_date: date,
     playbook: Playbook,
-) -> pd.DataFrame:
+) -> _Waves:
     """One row per wave due today with its outcome (steps 4a-4e of the module docstring)."""
-    parts: list[pd.DataFrame] = []
+    parts: dict[str, list[np.ndarray]] = {
+        k: [] for k in ("day", "code", "customer_id", "entered_on", "wave", "arm", "variant", "channels")
+    }
     messages_parts: list[np.ndarray] = []
     reason_parts: list[np.ndarray] = []
-    for day in days:
+    for i, day in enumerate(days):
         a, due = day.active, day.active.due
         if not due.any():
             continue
-        campaign = day.campaign
-        part = pd.DataFrame(
-            {
-                "campaign": day.name,
-                "customer_id": a.customer_id[due],
-                "entered_on": a.entered_on[due],
-                "wave": a.wave[due],
-                "arm": a.arm[due],
-                "variant": a.variant[due],
-                "kind": campaign.kind,
-                "priority": campaign.priority,
-                "counts_toward_cap": campaign.counts_toward_caps,
-            }
-        )
-        channels, n_messages, reason = _reach(part, campaign, people)
-        part["channels"] = pd.Series(channels, dtype=object)
-        parts.append(part)
+        code = a.code[due]
+        variant = a.variant[due]
+        channels, n_messages, reason = _reach(code, variant, day.campaign, people)
+        parts["day"].append(np.full(len(code), i, dtype=np.int64))
+        parts["code"].append(code)
+        parts["customer_id"].append(a.customer_id[due])
+        parts["entered_on"].append(a.entered_on[due])
+        parts["wave"].append(a.wave[due])
+        parts["arm"].append(a.arm[due])
+        parts["variant"].append(variant)
+        parts["channels"].append(channels)
         messages_parts.append(n_messages)
         reason_parts.append(reason)
-    if not parts:
-        return _empty_waves()
-    waves = pd.concat(parts, ignore_index=True)
+    if not messages_parts:
+        return _no_waves()
+    cols = {k: np.concatenate(v) for k, v in parts.items()}
+    day_of = cols["day"]
+    code = cols["code"]
+    ids = cols["customer_id"]
+    arm = cols["arm"]
     n_messages = np.concatenate(messages_parts)
-    ids = waves["customer_id"].to_numpy(dtype=object)
     reason = np.concatenate(reason_parts)
+    priority = np.array([d.campaign.priority for d in days], dtype=np.int64)[day_of]
+    counts_toward_cap = np.array([d.campaign.counts_toward_caps for d in days], dtype=bool)[day_of]
 
     # b. member-tier caps
     pressure = playbook.contact_pressure
-    tiers = _take(people.member_tier, people.rows(ids), None)
-    caps = [pressure.cap_for(t) for t in tiers]
-    limit = np.array([c.max_contacts for c in caps], dtype=np.int64)
-    window = np.array([c.per_days for c in caps], dtype=np.int64)
-    counts = _history_counts(history, today, set(window.tolist()))
-    before = np.zeros(len(waves), dtype=np.int64)
+    tier_code, tier_names = pd.factorize(_take(people.member_tier, code, None), use_na_sentinel=False)
+    caps = [pressure.cap_for(None if _is_missing(t) else t) for t in tier_names]
+    limit = np.array([c.max_contacts for c in caps], dtype=np.int64)[tier_code]
+    window = np.array([c.per_days for c in caps], dtype=np.int64)[tier_code]
+    counts = _history_counts(history, today, set(window.tolist()), people)
+    before = np.zeros(len(code), dtype=np.int64)
     for d, per_customer in counts.items():
         sel = window == d
-        before[sel] = per_customer.reindex(ids[sel]).fillna(0).to_numpy(dtype=np.int64)
-    capped = (reason == None) & waves["counts_toward_cap"].to_numpy(dtype=bool) & (before >= limit)  # noqa: E711
+        before[sel] = per_customer[code[sel]]
+    capped = (reason == None) & counts_toward_cap & (before >= limit)  # noqa: E711
     reason[capped] = CAP_MEMBER_TIER
 
     # c. one campaign per customer per day: the highest priority wins
     open_ = reason == None  # noqa: E711
-    priority = waves["priority"].to_numpy(dtype=np.int64)
-    best = pd.Series(np.where(open_, priority, -1)).groupby(ids).transform("max").to_numpy()
-    reason[open_ & (priority < best)] = LOWER_PRIORITY
+    offered = np.where(open_, priority, -1)
+    best = np.full(len(people.ids), np.iinfo(np.int64).min, dtype=np.int64)
+    np.maximum.at(best, code, offered)
+    reason[open_ & (priority < best[code])] = LOWER_PRIORITY
 
     # d. daily global cap, blind to the arm
     cap = pressure.daily_global_cap
@@ -703,7 +815,7 @@ def _decide(
         tie = uniforms(("daily_global_cap", business_date.isoformat()), ids[winners])
         order = winners[np.lexsort((ids[winners].astype(str), tie, -priority[winners]))]
         as_if = n_messages[order]
-        sent = np.where(waves["arm"].to_numpy(dtype=object)[order] == TREATMENT, as_if, 0)
+        sent = np.where(arm[order] == TREATMENT, as_if, 0)
         before_sent = np.cumsum(sent) - sent
         fits = (
             np.logical_and.accumulate(before_sent + as_if <= cap) if len(order) else np.zeros(0, dtype=bool)
@@ -711,36 +823,89 @@ def _decide(
         reason[order[~fits]] = CAP_DAILY_GLOBAL
 
     # e. outcomes
-    arm = waves["arm"].to_numpy(dtype=object)
     outcome = np.where(reason != None, SUPPRESSED, np.where(arm == HOLDOUT, HELD_OUT, TREATED))  # noqa: E711
-    waves["reason"] = pd.Series(reason, dtype=object)
-    waves["outcome"] = pd.Series(outcome, dtype=object)
-    waves["due_on"] = today
+    outcome = outcome.astype(object)
+    treated = outcome == TREATED
 
-    value = np.full(len(waves), -1, dtype=np.int64)
-    min_spend = np.full(len(waves), -1, dtype=np.int64)
-    expires = np.full(len(waves), _NAT, dtype=np.int64)
-    for day in days:
-        of_campaign = (waves["campaign"] == day.name).to_numpy()
-        for v in set(waves.loc[of_campaign, "variant"]):
+    value = np.full(len(code), -1, dtype=np.int64)
+    min_spend = np.full(len(code), -1, dtype=np.int64)
+    expires = np.full(len(code), _NAT, dtype=np.int64)
+    variant = cols["variant"]
+    for i, day in enumerate(days):
+        of_campaign = day_of == i
+        if not of_campaign.any():
+            continue
+        for v in set(variant[of_campaign]):
             coupon = day.campaign.offer(day.name, v).coupon
             if coupon is None:
                 continue
-            sel = of_campaign & (waves["variant"] == v).to_numpy() & (outcome == TREATED)
+            sel = of_campaign & (variant == v) & treated
             value[sel] = coupon.value_cents
             min_spend[sel] = coupon.min_spend_cents
             expires[sel] = today + coupon.valid_days
-    waves["coupon_value_cents"] = _nullable(value)
-    waves["coupon_min_spend_cents"] = _nullable(min_spend)
-    waves["coupon_expires_on"] = expires
-    waves = waves.sort_values(
-        ["priority", "campaign", "customer_id"], ascending=[False, True, True], kind="stable"
+
+    # sorted by priority (highest first), campaign, customer id; stable
+    names = [d.name for d in days]
+    name_rank = np.argsort(np.argsort(np.array(names, dtype=object), kind="stable"), kind="stable")
+    order = np.lexsort((people.rank()[code], name_rank[day_of], -priority))
+    day_of, code, ids, arm, variant = day_of[order], code[order], ids[order], arm[order], variant[order]
+    priority, counts_toward_cap = priority[order], counts_toward_cap[order]
+    outcome, reason, channels = outcome[order], reason[order], cols["channels"][order]
+    value, min_spend = value[order], min_spend[order]
+    entered_on = _dates(cols["entered_on"][order])
+    wave = cols["wave"][order].astype(np.int64)
+    expires_on = _dates(expires[order])
+    campaign = np.array(names, dtype=object)[day_of]
+    kind = np.array([d.campaign.kind for d in days], dtype=object)[day_of]
+    due_on = _dates(np.full(len(code), today, dtype=np.int64))
+    frame = pd.DataFrame(
+        {
+            "campaign": _column(campaign),
+            "customer_id": _column(_none(ids)),
+            "entered_on": _column(entered_on),
+            "wave": wave,
+            "due_on": _column(due_on),
+            "arm": _column(_none(arm)),
+            "variant": _column(_none(variant)),
+            "kind": _column(kind),
+            "priority": priority,
+            "outcome": _column(outcome),
+            "reason": _column(reason),
+            "channels": _column(channels),
+            "counts_toward_cap": counts_toward_cap,
+            "coupon_value_cents": _nullable(value),
+            "coupon_min_spend_cents": _nullable(min_spend),
+            "coupon_expires_on": _column(expires_on),
+        },
+        copy=False,
     )
-    waves = waves.reset_index(drop=True)
-    waves["entered_on"] = _dates(waves["entered_on"].to_numpy())
-    waves["due_on"] = _dates(waves["due_on"].to_numpy())
-    waves["coupon_expires_on"] = _dates(waves["coupon_expires_on"].to_numpy())
-    return _objects(waves[list(WAVE_COLUMNS)].copy())
+    return _Waves(
+        frame=frame,
+        day=day_of,
+        code=code,
+        customer_id=frame["customer_id"].to_numpy(),
+        entered_on=entered_on,
+        wave=wave,
+        variant=frame["variant"].to_numpy(),
+        outcome=outcome,
+        reason=reason,
+        channels=channels,
+        value=value,
+        min_spend=min_spend,
+        expires=expires_on,
+    )
+
+
+def _is_missing(value: Any) -> bool:
+    return value is None or (isinstance(value, float) and value != value) or value is pd.NA
+
+
+def _no_waves() -> _Waves:
+    empty = np.empty(0, dtype=object)
+    none = np.empty(0, dtype=np.int64)
+    return _Waves(
+        _empty_waves(), none, none, empty, empty, none, empty, empty, empty, empty, none, none, empty
+    )
 
 
 def _nullable(cents: np.ndarray) -> pd.arrays.IntegerArray:
@@ -749,15 +914,14 @@ def _nullable(cents: np.ndarray) -> pd.arrays.IntegerArray:
 
 
 def _reach(
-    part: pd.DataFrame, campaign: Campaign, people: _People
+    code: np.ndarray, variant: np.ndarray, campaign: Campaign, people: _People
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Chosen channels ("email,sms"), their number, and the reason when none is reachable."""
-    n = len(part)
-    crow = people.contact_rows(part["customer_id"].to_numpy(dtype=object))
+    n = len(code)
+    crow = _take(people.crow, code, -1)
     channels = np.full(n, "", dtype=object)
     count = np.zeros(n, dtype=np.int64)
     reason = np.full(n, None, dtype=object)
-    variant = part["variant"].to_numpy(dtype=object)
     for v in set(variant):
         sel = variant == v
         offer = campaign.offer("", v)
@@ -770,7 +934,11 @@ def _reach(
             if campaign.channel_policy == "first_reachable":
                 ok &= ~chosen_any
             pick = sel & ok
-            channels[pick] = np.where(channels[pick] == "", channel, channels[pick] + "," + channel)
+            first = pick & (count == 0)
+            channels[first] = channel
+            more = pick & ~first
+            if more.any():
+                channels[more] = channels[more] + "," + channel
             count[pick] += 1
             chosen_any |= ok
         none = sel & ~chosen_any
@@ -789,86 +957,131 @@ def _empty_waves() -> pd.DataFrame:
     return frame[list(WAVE_COLUMNS)]
 
 
-def _entry_rows(days: list[_CampaignDay], today: int) -> pd.DataFrame:
+def _entry_rows(days: list[_CampaignDay], today: int, people: _People) -> pd.DataFrame:
     """Rows to upsert: the day's entries and every open entry with a wave due or an exit today."""
-    parts = []
-    for day in days:
+    parts: dict[str, list[np.ndarray]] = {
+        k: []
+        for k in (
+            "day",
+            "code",
+            "customer_id",
+            "entered_on",
+            "arm",
+            "variant",
+            "last_wave",
+            "next",
+            "exit",
+            "reason",
+        )
+    }
+    names = [d.name for d in days]
+    for i, day in enumerate(days):
         a = day.active
         exiting = a.exit_reason != None  # noqa: E711 - element-wise on an object array
         touched = a.is_new | a.due | exiting
         if not touched.any():
             continue
-        parts.append(
-            pd.DataFrame(
-                {
-                    "campaign": day.name,
-                    "customer_id": a.customer_id[touched],
-                    "entered_on": _dates(a.entered_on[touched]),
-                    "arm": a.arm[touched],
-                    "variant": a.variant[touched],
-                    "last_wave": a.last_wave[touched],
-                    "next_wave_on": _dates(a.next_wave_on[touched]),
-                    "exited_on": _dates(np.where(exiting, today, _NAT)[touched]),
-                    "exit_reason": a.exit_reason[touched],
-                }
-            )
-        )
-    if not parts:
+        parts["day"].append(np.full(int(touched.sum()), i, dtype=np.int64))
+        parts["code"].append(a.code[touched])
+        parts["customer_id"].append(a.customer_id[touched])
+        parts["entered_on"].append(a.entered_on[touched])
+        parts["arm"].append(a.arm[touched])
+        parts["variant"].append(a.variant[touched])
+        parts["last_wave"].append(a.last_wave[touched])
+        parts["next"].append(a.next_wave_on[touched])
+        parts["exit"].append(np.where(exiting, today, _NAT)[touched])
+        parts["reason"].append(a.exit_reason[touched])
+    if not parts["day"]:
         frame = empty_entries()
         frame["last_wave"] = frame["last_wave"].astype(np.int64)
         return frame
-    out = pd.concat(parts, ignore_index=True)
-    out = out.sort_values(["campaign", "customer_id", "entered_on"], kind="stable").reset_index(drop=True)
-    return _objects(out)
+    cols = {k: np.concatenate(v) for k, v in parts.items()}
+    entered = cols["entered_on"].astype(np.int64)
+    name_rank = np.argsort(np.argsort(np.array(names, dtype=object), kind="stable"), kind="stable")
+    order = np.lexsort(
+        (
+            np.where(entered == _NAT, np.iinfo(np.int64).max, entered),
+            people.rank()[cols["code"]],
+            name_rank[cols["day"]],
+        )
+    )
+    return pd.DataFrame(
+        {
+            "campaign": _column(np.array(names, dtype=object)[cols["day"][order]]),
+            "customer_id": _column(_none(cols["customer_id"][order])),
+            "entered_on": _column(_dates(entered[order])),
+            "arm": _column(_none(cols["arm"][order])),
+            "variant": _column(_none(cols["variant"][order])),
+            "last_wave": cols["last_wave"][order].astype(np.int64),
+            "next_wave_on": _column(_dates(cols["next"][order])),
+            "exited_on": _column(_dates(cols["exit"][order])),
+            "exit_reason": _column(cols["reason"][order]),
+        },
+        copy=False,
+    )
 
 
-def _sends(waves: pd.DataFrame, days: list[_CampaignDay], people: _People, today: int) -> pd.DataFrame:
-    treated = waves[(waves["outcome"] == TREATED).to_numpy()]
-    if treated.empty:
+def _sends(waves: _Waves, days: list[_CampaignDay], people: _People, today: int) -> pd.DataFrame:
+    treated = np.flatnonzero(waves.outcome == TREATED)
+    if len(treated) == 0:
         frame = pd.DataFrame({c: pd.Series([], dtype=object) for c in SEND_COLUMNS})
         frame["wave"] = frame["wave"].astype(np.int64)
         for c in ("coupon_value_cents", "coupon_min_spend_cents"):
             frame[c] = pd.Series([], dtype="Int64")
         return frame
-    campaigns = {d.name: d.campaign for d in days}
-    rows = treated.assign(channel=treated["channels"].str.split(",")).explode("channel", ignore_index=True)
-    ids = rows["customer_id"].to_numpy(dtype=object)
-    crow = people.contact_rows(ids)
+    # one row per chosen channel, in the order of the wave's channels
+    channel_code, channel_sets = pd.factorize(waves.channels[treated])
+    split = [str(s).split(",") for s in channel_sets]
+    per_row = np.array([len(s) for s in split], dtype=np.int64)[channel_code]
+    row = np.repeat(treated, per_row)
+    start = np.cumsum(per_row) - per_row
+    position = np.arange(len(row), dtype=np.int64) - np.repeat(start, per_row)
+    table = np.full((len(split), max(len(s) for s in split)), None, dtype=object)
+    for i, s in enumerate(split):
+        table[i, : len(s)] = s
+    channel = table[np.repeat(channel_code, per_row), position]
+
+    day_of, code, variant = waves.day[row], waves.code[row], waves.variant[row]
+    templates = np.full(len(row), None, dtype=object)
+    for i in np.unique(day_of):
+        day = days[int(i)]
+        of_campaign = day_of == i
+        for v in set(variant[of_campaign]):
+            offer = day.campaign.offer(day.name, v)
+            of_variant = of_campaign & (variant == v)
+            for ch in set(channel[of_variant]):
+                templates[of_variant & (channel == ch)] = offer.template_for(ch)
+    crow = _take(people.crow, code, -1)
     phone = _take(people.phone, crow, None)
     email = _take(people.email, crow, None)
-    channel = rows["channel"].to_numpy(dtype=object)
-    templates = [
-        campaigns[c].offer(c, v).template_for(ch)
-        for c, v, ch in zip(rows["campaign"], rows["variant"], channel, strict=True)
-    ]
-    out = pd.DataFrame(
+    names = np.array([d.name for d in days], dtype=object)
+    return pd.DataFrame(
         {
-            "campaign": rows["campaign"].to_numpy(dtype=object),
-            "customer_id": ids,
-            "entered_on": rows["entered_on"].to_numpy(dtype=object),
-            "wave": rows["wave"].to_numpy(dtype=np.int64),
-            "variant": rows["variant"].to_numpy(dtype=object),
-            "channel": channel,
-            "template": np.array(templates, dtype=object),
-            "recipient": np.where(channel == EMAIL, email, phone),
-            "business_date": _dates(np.full(len(rows), today, dtype=np.int64)),
-            "category_group": _take(people.category_group, people.rows(ids), None),
-            "coupon_value_cents": rows["coupon_value_cents"].to_numpy(),
-            "coupon_min_spend_cents": rows["coupon_min_spend_cents"].to_numpy(),
-            "coupon_expires_on": rows["coupon_expires_on"].to_numpy(dtype=object),
-        }
+            "campaign": _column(names[day_of]),
+            "customer_id": _column(waves.customer_id[row]),
+            "entered_on": _column(waves.entered_on[row]),
+            "wave": waves.wave[row].astype(np.int64),
+            "variant": _column(variant),
+            "channel": _column(channel),
+            "template": _column(templates),
+            "recipient": _column(_none(np.where(channel == EMAIL, email, phone))),
+            "business_date": _column(_dates(np.full(len(row), today, dtype=np.int64))),
+            "category_group": _column(_none(_take(people.category_group, code, None))),
+            "coupon_value_cents": _nullable(waves.value[row]),
+            "coupon_min_spend_cents": _nullable(waves.min_spend[row]),
+            "coupon_expires_on": _column(waves.expires[row]),
+        },
+        copy=False,
     )
-    out["coupon_value_cents"] = out["coupon_value_cents"].astype("Int64")
-    out["coupon_min_spend_cents"] = out["coupon_min_spend_cents"].astype("Int64")
-    return _objects(out[list(SEND_COLUMNS)].copy())
 
 
-def _summary(days: list[_CampaignDay], waves: pd.DataFrame, sends: pd.DataFrame) -> pd.DataFrame:
-    outcomes = waves.groupby(["campaign", "outcome"]).size().to_dict() if len(waves) else {}
-    reasons = waves.groupby(["campaign", "reason"]).size().to_dict() if len(waves) else {}
+def _summary(days: list[_CampaignDay], waves: _Waves, sends: pd.DataFrame) -> pd.DataFrame:
+    size = len(days)
+    outcomes = {o: np.bincount(waves.day[waves.outcome == o], minlength=size) for o in (TREATED, HELD_OUT)}
+    reasons = {r: np.bincount(waves.day[waves.reason == r], minlength=size) for r in SUPPRESSION_REASONS}
     messages = sends["campaign"].value_counts().to_dict() if len(sends) else {}
     rows = []
-    for day in days:
+    for i, day in enumerate(days):
         a, name = day.active, day.name
         row: dict[str, Any] = {
             "campaign": name,
@@ -878,11 +1091,11 @@ def _summary(days: list[_CampaignDay], waves: pd.DataFrame, sends: pd.DataFrame)
             "entered_holdout": int((a.is_new & (a.arm == HOLDOUT)).sum()),
             "deferred": day.deferred,
             "due": int(a.due.sum()),
-            "treated": outcomes.get((name, TREATED), 0),
-            "held_out": outcomes.get((name, HELD_OUT), 0),
+            "treated": int(outcomes[TREATED][i]),
+            "held_out": int(outcomes[HELD_OUT][i]),
         }
         for reason in SUPPRESSION_REASONS:
-            row[f"suppressed_{reason}"] = reasons.get((name, reason), 0)
+            row[f"suppressed_{reason}"] = int(reasons[reason][i])
         for reason in EXIT_REASONS:
             row[f"exited_{reason}"] = int((a.exit_reason == reason).sum())
         row["messages"] = messages.get(name, 0)

@@ -52,6 +52,10 @@ def insert_new(conn: Connection, table: Table, rows: list[dict[str, Any]]) -> in
     if not rows:
         return 0
     statement = _insert(conn)(table).on_conflict_do_nothing()
+    if conn.dialect.name == "sqlite":
+        done = _sqlite_executemany(conn, statement, table, rows)
+        if done is not None:
+            return done
     inserted = 0
     for chunk in chunks(rows, _BATCH):
         inserted += max(conn.execute(statement, list(chunk)).rowcount, 0)
@@ -65,5 +69,42 @@ def upsert(conn: Connection, table: Table, rows: list[dict[str, Any]], key: Sequ
     statement = _insert(conn)(table)
     changed = {c: statement.excluded[c] for c in rows[0] if c not in key}
     statement = statement.on_conflict_do_update(index_elements=list(key), set_=changed)
+    if conn.dialect.name == "sqlite" and _sqlite_executemany(conn, statement, table, rows) is not None:
+        return
     for chunk in chunks(rows, _BATCH):
         conn.execute(statement, list(chunk))
+
+
+def _sqlite_executemany(
+    conn: Connection, statement: Any, table: Table, rows: list[dict[str, Any]]
+) -> int | None:
+    """One driver ``executemany`` of plain tuples: the statement compiled once, each column
+    converted by its type's own bind processor (what SQLAlchemy does row by row, with about
+    5 µs of parameter processing per row); returns the rows inserted or updated. None (nothing
+    done) when the rows do not all have the same keys or leave a column to its Python default."""
+    keys = rows[0].keys()
+    if any(row.keys() != keys for row in rows):
+        return None
+    names = [c.name for c in table.columns if c.name in keys]
+    compiled = statement.compile(dialect=conn.dialect, column_keys=names)
+    if any(name not in keys for name in compiled.positiontup):
+        return None
+    columns = []
+    for name in compiled.positiontup:
+        processor = table.c[name].type.dialect_impl(conn.dialect).bind_processor(conn.dialect)
+        values = [row[name] for row in rows]
+        if processor is not None:
+            values = _processed(values, processor)
+        columns.append(values)
+    result = conn.exec_driver_sql(str(compiled), list(zip(*columns, strict=True)))
+    return max(result.rowcount, 0)
+
+
+def _processed(values: list[Any], processor: Any) -> list[Any]:
+    """``processor`` applied to every value but None, once per distinct value (dates, times and
+    flags repeat: a dict lookup is 20x cheaper than formatting a date again)."""
+    done: dict[Any, Any] = {None: None}
+    try:
+        return [done[v] if v in done else done.setdefault(v, processor(v)) for v in values]
+    except TypeError:  # unhashable values
+        return [None if v is None else processor(v) for v in values]
