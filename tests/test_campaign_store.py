@@ -10,7 +10,8 @@ from pathlib import Path
 import pandas as pd
 import pytest
 import yaml
-from sqlalchemy import func, insert, select, update
+from sqlalchemy import func, select, update
+from store_rows import add_customer, add_order, segments_of
 
 from huitouke.campaigns import assign_arms, load_playbook
 from huitouke.campaigns.daily import lint_campaigns, plan_campaigns, render_campaign
@@ -18,7 +19,6 @@ from huitouke.campaigns.playbook import parse_playbook
 from huitouke.config import project_home
 from huitouke.render import TemplateError
 from huitouke.render.environment import templates_root
-from huitouke.segments import build_state, classify
 from huitouke.store.migrate import upgrade
 from huitouke.store.schema import (
     campaign_days,
@@ -26,8 +26,6 @@ from huitouke.store.schema import (
     campaign_waves,
     coupons,
     customers,
-    order_lines,
-    orders,
     outbox,
 )
 
@@ -54,65 +52,14 @@ class Store:
         self.n = 0
 
     def customer(self, cid: str, phone: str | None = "13800138000", **fields) -> str:
-        with self.engine.begin() as conn:
-            conn.execute(
-                insert(customers),
-                {
-                    "customer_id": cid,
-                    "name": fields.get("name", "王小明"),
-                    "phone": phone,
-                    "email": fields.get("email"),
-                    "birthday": None,
-                    "sms_opt_out": fields.get("sms_opt_out", False),
-                    "email_opt_out": False,
-                    "first_seen_at": NOW,
-                    "updated_at": NOW,
-                },
-            )
-        return cid
+        return add_customer(self.engine, cid, phone=phone, **fields)
 
     def buy(self, cid: str, on: date, cny: float, coupon_code: str | None = None) -> str:
         self.n += 1
-        order_id = f"o{self.n}"
-        cents = round(cny * 100)
-        with self.engine.begin() as conn:
-            conn.execute(
-                insert(orders),
-                {
-                    "order_id": order_id,
-                    "customer_id": cid,
-                    "paid_at": datetime(on.year, on.month, on.day, 3),
-                    "business_date": on,
-                    "status": "paid",
-                    "amount_cents": cents,
-                    "acquisition_source": "organic",
-                    "coupon_code": coupon_code,
-                    "content_hash": order_id,
-                    "source": "test",
-                    "loaded_at": NOW,
-                    "status_changed_at": NOW,
-                },
-            )
-            conn.execute(
-                insert(order_lines),
-                {
-                    "order_id": order_id,
-                    "line_no": 1,
-                    "category": "food",
-                    "quantity": 1,
-                    "amount_cents": cents,
-                },
-            )
-        return order_id
+        return add_order(self.engine, f"o{self.n}", cid, on, cny, coupon_code)
 
     def segments(self, on: date) -> pd.DataFrame:
-        with self.engine.connect() as conn:
-            stored = pd.DataFrame(conn.execute(select(orders)).mappings().all())
-            lines = pd.DataFrame(conn.execute(select(order_lines)).mappings().all())
-        stored["paid_at"] = pd.to_datetime(stored["paid_at"])
-        stored["business_date"] = pd.to_datetime(stored["business_date"])
-        state = build_state(stored, lines, settings=self.playbook.segments, until=on)
-        return classify(state, on, self.playbook.segments)
+        return segments_of(self.engine, self.playbook, on)
 
     def plan(self, on: date, playbook=None):
         return plan_campaigns(self.engine, on, playbook or self.playbook, self.segments(on), now=NOW)

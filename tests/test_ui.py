@@ -13,15 +13,15 @@ from datetime import date, datetime, timedelta
 import pandas as pd
 import pytest
 from fastapi.testclient import TestClient
-from sqlalchemy import insert, select
+from sqlalchemy import select
+from store_rows import add_customer, add_order, segments_of
 
 from huitouke.campaigns import assign_arms, load_playbook
 from huitouke.campaigns.daily import plan_campaigns, render_campaign
 from huitouke.evaluate.daily import evaluate_day
-from huitouke.segments import build_state, classify
 from huitouke.store.connection import make_engine
 from huitouke.store.migrate import head_revision, upgrade
-from huitouke.store.schema import customers, evaluations, order_lines, orders
+from huitouke.store.schema import evaluations
 from huitouke.ui import data
 
 D0 = date(2025, 6, 2)
@@ -61,62 +61,20 @@ class Shop:
 
     def customer(self, i: int, cid: str) -> None:
         reachable = cid != self.unreachable
-        with self.engine.begin() as conn:
-            conn.execute(
-                insert(customers),
-                {
-                    "customer_id": cid,
-                    "name": name(i),
-                    "phone": phone(i) if reachable else None,
-                    "email": email(i) if reachable else None,
-                    "birthday": None,
-                    "sms_opt_out": False,
-                    "email_opt_out": False,
-                    "first_seen_at": NOW,
-                    "updated_at": NOW,
-                },
-            )
+        add_customer(
+            self.engine,
+            cid,
+            name=name(i),
+            phone=phone(i) if reachable else None,
+            email=email(i) if reachable else None,
+        )
 
     def buy(self, cid: str, on: date, cny: float) -> None:
         self.orders += 1
-        order_id, cents = f"o{self.orders}", round(cny * 100)
-        with self.engine.begin() as conn:
-            conn.execute(
-                insert(orders),
-                {
-                    "order_id": order_id,
-                    "customer_id": cid,
-                    "paid_at": datetime(on.year, on.month, on.day, 3),
-                    "business_date": on,
-                    "status": "paid",
-                    "amount_cents": cents,
-                    "acquisition_source": "organic",
-                    "coupon_code": None,
-                    "content_hash": order_id,
-                    "source": "test",
-                    "loaded_at": NOW,
-                    "status_changed_at": NOW,
-                },
-            )
-            conn.execute(
-                insert(order_lines),
-                {
-                    "order_id": order_id,
-                    "line_no": 1,
-                    "category": "food",
-                    "quantity": 1,
-                    "amount_cents": cents,
-                },
-            )
+        add_order(self.engine, f"o{self.orders}", cid, on, cny)
 
     def segments(self, on: date) -> pd.DataFrame:
-        with self.engine.connect() as conn:
-            stored = pd.DataFrame(conn.execute(select(orders)).mappings().all())
-            lines = pd.DataFrame(conn.execute(select(order_lines)).mappings().all())
-        stored["paid_at"] = pd.to_datetime(stored["paid_at"])
-        stored["business_date"] = pd.to_datetime(stored["business_date"])
-        state = build_state(stored, lines, settings=self.playbook.segments, until=on)
-        return classify(state, on, self.playbook.segments)
+        return segments_of(self.engine, self.playbook, on)
 
     def run(self) -> None:
         for i, cid in enumerate(self.ids):
