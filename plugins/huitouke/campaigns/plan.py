@@ -563,7 +563,9 @@ def plan_day(
     today = int(np.datetime64(business_date, "D").astype(np.int64))
     segments = segments.reset_index(drop=True)
     # One contact row per customer (the last given wins), for every lookup below.
-    contacts = _normalise_contacts(contacts).drop_duplicates("customer_id", keep="last").reset_index(drop=True)
+    contacts = (
+        _normalise_contacts(contacts).drop_duplicates("customer_id", keep="last").reset_index(drop=True)
+    )
     stored = _normalise_entries(entries)
     current = stored[(stored["entered_on"] <= today).to_numpy()]
     people, stored_codes = _people(segments, contacts, today, current["customer_id"].to_numpy(dtype=object))
