@@ -9,13 +9,16 @@ from __future__ import annotations
 
 import datetime as dt
 import os
+from collections.abc import Callable
 from functools import lru_cache
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+T = TypeVar("T")
 
 
 class ConfigError(ValueError):
@@ -157,7 +160,7 @@ def format_validation_error(where: str, error: ValidationError) -> str:
     return "\n".join(lines)
 
 
-def parse_settings(data: Any, where: str) -> Settings:
+def parse_settings(data: Any, where: str, source: str | None = None) -> Settings:
     """Validate already-loaded YAML data; errors name ``where`` and the field."""
     if not isinstance(data, dict):
         raise ConfigError(f"{where}: expected a mapping of sections (shop, store, schedule, intake)")
@@ -180,15 +183,21 @@ def load_yaml(path: Path) -> Any:
         raise ConfigError(f"{where}{at}: not valid YAML: {getattr(exc, 'problem', exc)}") from None
 
 
-@lru_cache(maxsize=8)
-def _load_cached(path: str, mtime_ns: int) -> Settings:
+@lru_cache(maxsize=16)
+def _parsed(parse: Callable[[Any, str, str], Any], path: str, mtime_ns: int) -> Any:
     del mtime_ns  # part of the cache key only: an edited file is read again
     p = Path(path)
-    return parse_settings(load_yaml(p), describe_path(p))
+    return parse(load_yaml(p), describe_path(p), p.read_text(encoding="utf-8"))
+
+
+def load_validated(path: Path, parse: Callable[[Any, str, str], T]) -> T:
+    """``parse(data, where, source)`` of a YAML file, read once until the file changes (every
+    configuration file goes through here: settings, segments, playbook)."""
+    p = path.resolve()
+    mtime = p.stat().st_mtime_ns if p.exists() else 0
+    return _parsed(parse, str(p), mtime)
 
 
 def load_settings(path: Path | None = None) -> Settings:
     """The validated settings from ``path`` (default :func:`config_path`)."""
-    p = (path or config_path()).resolve()
-    mtime = p.stat().st_mtime_ns if p.exists() else 0
-    return _load_cached(str(p), mtime)
+    return load_validated(path or config_path(), parse_settings)

@@ -28,7 +28,6 @@ from __future__ import annotations
 import datetime as dt
 import re
 from dataclasses import dataclass
-from functools import lru_cache
 from pathlib import Path
 from typing import Any, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
@@ -38,7 +37,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from huitouke.campaigns.holdout import DEFAULT_SALT
 from huitouke.campaigns.rules import Conditions, EntryRule
-from huitouke.config import ConfigError, describe_path, format_validation_error, load_yaml
+from huitouke.config import ConfigError, format_validation_error, load_validated
 from huitouke.pii import get_logger
 from huitouke.segments.settings import SegmentSettings, _line_of, parse_segment_settings, playbook_path
 
@@ -590,16 +589,6 @@ def parse_playbook(data: Any, where: str, source: str | None = None) -> Playbook
     return playbook
 
 
-@lru_cache(maxsize=8)
-def _load_cached(path: str, mtime_ns: int) -> Playbook:
-    del mtime_ns  # part of the cache key only: an edited file is read again
-    p = Path(path)
-    data = load_yaml(p)
-    return parse_playbook(data, describe_path(p), p.read_text(encoding="utf-8"))
-
-
 def load_playbook(path: Path | None = None) -> Playbook:
     """The validated playbook (default :func:`huitouke.segments.settings.playbook_path`)."""
-    p = (path or playbook_path()).resolve()
-    mtime = p.stat().st_mtime_ns if p.exists() else 0
-    return _load_cached(str(p), mtime)
+    return load_validated(path or playbook_path(), parse_playbook)

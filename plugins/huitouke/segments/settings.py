@@ -17,14 +17,13 @@ import hashlib
 import json
 import os
 import re
-from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from huitouke.config import ConfigError, describe_path, format_validation_error, load_yaml, project_home
+from huitouke.config import ConfigError, format_validation_error, load_validated, project_home
 from huitouke.intake import records
 from huitouke.pii import get_logger
 
@@ -340,16 +339,6 @@ def parse_segment_settings(data: Any, where: str, source: str | None = None) -> 
         raise ConfigError("\n".join(out)) from None
 
 
-@lru_cache(maxsize=8)
-def _load_cached(path: str, mtime_ns: int) -> SegmentSettings:
-    del mtime_ns  # part of the cache key only: an edited file is read again
-    p = Path(path)
-    data = load_yaml(p)
-    return parse_segment_settings(data, describe_path(p), p.read_text(encoding="utf-8"))
-
-
 def load_segment_settings(path: Path | None = None) -> SegmentSettings:
     """The validated ``segments:`` section of the playbook (default :func:`playbook_path`)."""
-    p = (path or playbook_path()).resolve()
-    mtime = p.stat().st_mtime_ns if p.exists() else 0
-    return _load_cached(str(p), mtime)
+    return load_validated(path or playbook_path(), parse_segment_settings)
