@@ -158,3 +158,26 @@ def test_stage_two_marks_only_the_orders_it_folded_in(store_engine):
         )
         assert unmarked == ["T2"]
         assert touched_customers(conn, DAY) == ["c1"]
+
+
+def test_a_status_move_records_what_the_state_counted_of_the_order(store_engine):
+    """Stage 2 folds a moved order by its effect: intake keeps what the state counted before."""
+    from datetime import datetime
+
+    from huitouke.segments.persist import mark_applied
+
+    load(store_engine, rows({}, {"order_id": "T2", "status": "pending"}, {"order_id": "T3"}))
+    assert stored(store_engine, "T1").folded_as_paid is None  # never folded
+    with store_engine.begin() as conn:
+        mark_applied(conn, ["T1", "T2", "T3"], datetime(2025, 12, 13))
+    load(store_engine, rows({"status": "refunded"}, {"order_id": "T2", "status": "paid"}, {"order_id": "T3"}))
+    first, second, third = (stored(store_engine, i) for i in ("T1", "T2", "T3"))
+    assert (first.status, first.state_applied_at, first.folded_as_paid) == ("refunded", None, True)
+    assert (second.status, second.state_applied_at, second.folded_as_paid) == ("paid", None, False)
+    assert third.state_applied_at is not None and third.folded_as_paid is None  # unchanged
+    # Moved again before stage 2 ran: the state still counts what it counted.
+    load(store_engine, rows({"order_id": "T2", "status": "refunded"}))
+    assert stored(store_engine, "T2").folded_as_paid is False
+    with store_engine.begin() as conn:
+        mark_applied(conn, ["T1", "T2"], datetime(2025, 12, 14))
+    assert stored(store_engine, "T1").folded_as_paid is None  # folded: counted as its status says

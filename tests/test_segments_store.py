@@ -26,10 +26,17 @@ from sqlalchemy import select
 from huitouke.intake import records
 from huitouke.intake.load import load_batch
 from huitouke.intake.validate import validate
-from huitouke.segments import build_state, load_segment_settings, persist, snapshot
+from huitouke.segments import build_state, build_state_and_spend, load_segment_settings, persist, snapshot
 from huitouke.store.connection import make_engine
 from huitouke.store.migrate import upgrade
-from huitouke.store.schema import customer_state, orders, segment_history, segment_kpis, segment_transitions
+from huitouke.store.schema import (
+    customer_spend,
+    customer_state,
+    orders,
+    segment_history,
+    segment_kpis,
+    segment_transitions,
+)
 
 TZ = ZoneInfo("Asia/Shanghai")
 FIRST = date(2025, 3, 1)
@@ -125,6 +132,7 @@ class Store:
         with self.engine.connect() as conn:
             return (
                 tuple(conn.execute(select(customer_state).order_by(customer_state.c.customer_id)).all()),
+                tuple(conn.execute(select(customer_spend).order_by(*customer_spend.primary_key)).all()),
                 tuple(conn.execute(select(*history).order_by(*history[:2])).all()),
                 tuple(
                     conn.execute(select(segment_transitions).order_by(*segment_transitions.primary_key)).all()
@@ -135,9 +143,11 @@ class Store:
     def check_rebuild(self, day: date) -> None:
         with self.engine.connect() as conn:
             stored = persist.read_state(conn)
+            stored_spend = persist.read_spend(conn)
             all_orders, lines = persist.read_orders(conn)
-        rebuilt = build_state(all_orders, lines, settings=load_segment_settings(), until=day)
+        rebuilt, spend = build_state_and_spend(all_orders, lines, settings=load_segment_settings(), until=day)
         pd.testing.assert_frame_equal(stored, rebuilt)
+        pd.testing.assert_frame_equal(stored_spend, spend)
 
 
 @pytest.fixture
@@ -197,6 +207,21 @@ def test_runs_with_and_without_the_snapshot_store_the_same_and_equal_a_rebuild(s
     assert calls["read_state"] == runs - 1  # the first run of each store builds from the orders
     assert all(path.exists() for path in cached.snapshot_files().values())
     cached.check_rebuild(days[-1])
+
+
+def test_the_daily_fold_through_the_store_equals_a_rebuild_every_day(stores, monkeypatch):
+    """New orders, status moves of folded and unfolded orders (paid -> completed, refunds,
+    cancellations, pending -> paid): state and spend rows as a rebuild from the stored orders."""
+    shop = Shop(seed=5)
+    for d in range(10):
+        day = FIRST + timedelta(days=d)
+        _same_day(stores, monkeypatch, shop, day)
+        stores[1].check_rebuild(day)
+    with stores[1].engine.connect() as conn:
+        moved = conn.scalar(
+            select(orders.c.order_id).where(orders.c.status_changed_at > orders.c.loaded_at).limit(1)
+        )
+    assert moved is not None
 
 
 def test_the_snapshot_holds_exactly_what_the_tables_hold(stores, monkeypatch):
@@ -471,3 +496,21 @@ def test_text_with_commas_quotes_newlines_and_chinese_survives_the_bulk_paths(st
         persist.write_history(conn, changes)
         assert sorted(persist.read_open_history(conn)["customer_id"]) == sorted(ids)
         assert persist.mark_folded(conn, FIRST, now) == len(ids)
+
+
+def test_a_store_whose_last_run_kept_an_older_state_format_is_rebuilt_once(stores, monkeypatch):
+    """A store migrated from revision 0004 has no spend rows: its last run's fingerprint is of
+    the old format, so the next run rebuilds the state and the spend rows from every order."""
+    shop = Shop(seed=9)
+    _, plain = stores
+    days = [FIRST + timedelta(days=d) for d in range(4)]
+    for day in days[:3]:
+        _intake(plain.engine, shop.day(day), day)
+        plain.run(monkeypatch, day)
+    with plain.engine.begin() as conn:
+        conn.execute(customer_spend.delete())
+        conn.execute(segment_kpis.update().values(state_fingerprint="0123456789abcdef"))
+    _intake(plain.engine, shop.day(days[3]), days[3])
+    result = plain.run(monkeypatch, days[3])
+    assert result["customers_recomputed"] == result["customers"] > 5  # everyone: the rebuild path
+    plain.check_rebuild(days[3])

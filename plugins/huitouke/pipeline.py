@@ -64,21 +64,23 @@ def update_segments(start: datetime, settings: Settings | None = None) -> dict[s
     Re-running the latest computed day recomputes it identically; an older day is left as
     computed (later days were built on it) and its stored KPIs are returned. The first run, a
     change of the playbook's category groups and a backlog of more than
-    ``persist.REBUILD_ABOVE`` unfolded orders rebuild the state from every order; otherwise only
-    the customers with unfolded orders are recomputed. The whole state and the open history come
+    ``persist.REBUILD_ABOVE`` unfolded orders rebuild the state from every order; otherwise the
+    unfolded orders are folded in (:mod:`huitouke.segments.fold`: new paid orders added to their
+    customers' rows, customers with a refund or cancellation recomputed from their orders). The whole state and the open history come
     from the previous run's local snapshot when it provably matches the store
     (:mod:`huitouke.segments.snapshot`), else from the tables.
     """
     from huitouke.segments import (
-        build_state,
+        build_state_and_spend,
         classify,
         compute_kpis,
         diff_segments,
+        fold_orders,
         format_kpis,
         load_segment_settings,
         persist,
+        plan_fold,
         snapshot,
-        update_state,
     )
     from huitouke.store.connection import engine_for
 
@@ -117,38 +119,62 @@ def update_segments(start: datetime, settings: Settings | None = None) -> dict[s
             rerun = latest is not None and latest.business_date == day
             if rerun:
                 persist.rewind_history(conn, day)
+            pending = None
             if latest is None:
                 log.info("First segments run: building the customer state from all orders")
-                touched = None
             elif latest.fingerprint != fingerprint:
                 log.warning(
-                    "The playbook's category groups changed: rebuilding the customer state from all orders"
+                    "The customer state's definition changed (the playbook's category groups, or "
+                    "this version's store format): rebuilding it from all orders"
                 )
-                touched = None
             else:
-                touched = persist.pending_customers(conn, day, persist.REBUILD_ABOVE)
-                if touched is None:
+                pending = persist.read_pending(conn, persist.REBUILD_ABOVE)
+                if pending is None:
                     log.info(
                         "More than %s orders to fold in: rebuilding the customer state from all orders",
                         f"{persist.REBUILD_ABOVE:,}",
                     )
-            orders, lines = persist.read_orders(conn, touched)
-            if touched is None:
-                state = build_state(orders, lines, settings=rules, until=day)
-            else:
+            if pending is None:  # the rebuild path: every order
+                orders, lines = persist.read_orders(conn)
+                state, spend = build_state_and_spend(orders, lines, settings=rules, until=day)
+                del lines
+                read = None if locked else orders[["order_id", "business_date"]]
+                del orders
+                persist.replace_state(conn, state, None)
+                persist.replace_spend(conn, spend, None)
+                del spend
+                recomputed = len(state)
+                how = "the state rebuilt from all orders"
+            else:  # the daily fold: the pending orders, and what they touch
                 before = saved.state if saved is not None else persist.read_state(conn)
-                state = update_state(before, orders, lines, settings=rules, until=day)
-                del before
-            folded = None
-            if not locked:  # no lock on this database: stamp exactly the orders read
-                due = orders["business_date"].isna() | (orders["business_date"] <= pd.Timestamp(day))
-                folded = orders.loc[due, "order_id"].tolist()
-            del orders, lines
-            persist.replace_state(conn, state, touched)
-            if folded is None:
+                plan = plan_fold(before, pending, day)
+                history, history_lines = persist.read_orders(conn, plan.recomputed)
+                folded = fold_orders(
+                    before,
+                    persist.read_spend(conn, plan.added),
+                    plan,
+                    persist.read_lines(conn, plan.additions["order_id"].tolist()),
+                    history,
+                    history_lines,
+                    settings=rules,
+                    until=day,
+                )
+                del before, history, history_lines
+                state = folded.state
+                persist.replace_state(conn, folded.rows, plan.touched)
+                persist.replace_spend(conn, folded.spend, plan.touched)
+                read = None if locked else pending[["order_id", "business_date"]]
+                recomputed = len(plan.touched)
+                how = (
+                    f"{len(plan.added):,} customers updated by their new orders, "
+                    f"{len(plan.recomputed):,} recomputed from all their orders (a refund, a cancellation, a late order)"
+                )
+            if read is None:
                 persist.mark_folded(conn, day, now)
-            else:
-                persist.mark_applied(conn, folded, now)
+            else:  # no lock on this database: stamp exactly the orders read
+                due = read["business_date"].isna() | (read["business_date"] <= pd.Timestamp(day))
+                persist.mark_applied(conn, read.loc[due, "order_id"].tolist(), now)
+            del read
 
             segments = classify(state, day, rules)
             if saved is None:
@@ -168,9 +194,9 @@ def update_segments(start: datetime, settings: Settings | None = None) -> dict[s
         raise
     snapshot.publish(prepared)  # only now: the snapshot is the committed run's
     log.info(
-        "Segments for %s: %s customers recomputed, %d history rows closed, %d opened\n%s",
+        "Segments for %s: %s; %d history rows closed, %d opened\n%s",
         day,
-        "all" if touched is None else f"{len(touched):,}",
+        how,
         len(changes.close),
         len(changes.open),
         format_kpis(kpis),
@@ -178,7 +204,7 @@ def update_segments(start: datetime, settings: Settings | None = None) -> dict[s
     return {
         "business_date": day.isoformat(),
         "recomputed": True,
-        "customers_recomputed": len(state) if touched is None else len(touched),
+        "customers_recomputed": recomputed,
         "history_rows_closed": len(changes.close),
         "history_rows_opened": len(changes.open),
         **_headline(kpis),

@@ -185,6 +185,8 @@ def load_batch(
                     orders.c.amount_cents,
                     orders.c.status,
                     orders.c.content_hash,
+                    orders.c.state_applied_at,
+                    orders.c.folded_as_paid,
                 ],
                 orders.c.order_id,
                 list(batch.orders["order_id"]),
@@ -206,6 +208,7 @@ def load_batch(
                         "b_status": order["status"],
                         "b_updated": order["source_updated_at"],
                         "b_now": now,
+                        "b_folded_as_paid": _folded_as_paid(old),
                     }
                 )
             else:
@@ -241,6 +244,7 @@ def load_batch(
                     source_updated_at=bindparam("b_updated"),
                     status_changed_at=bindparam("b_now"),
                     state_applied_at=None,  # stage 2 must fold the new status into the customer state
+                    folded_as_paid=bindparam("b_folded_as_paid"),  # ... knowing what it counted
                 ),
                 status_updates,
             )
@@ -273,6 +277,14 @@ def load_batch(
             )
         )
     return summary
+
+
+def _folded_as_paid(old: Any) -> bool | None:
+    """What the customer state counts of a stored order whose status is about to move: whether
+    it counts it as paid, or None when the state never folded it (stage 2's fold needs to know)."""
+    if old.state_applied_at is not None:  # folded with its stored status
+        return old.status in records.PAID_STATUSES
+    return old.folded_as_paid  # waiting already: what the state counted before that (if anything)
 
 
 def _customers_of(status_updates: list[dict[str, Any]], stored: dict[str, Any]) -> set[str]:

@@ -5,6 +5,7 @@ the edges::
 
     state = build_state(orders, lines, settings=settings)               # or, daily:
     state = update_state(state, orders_of_touched_customers, their_lines, settings=settings)
+    # (the store's daily run folds only the pending orders in: plan_fold + fold, see .fold)
     segments = classify(state, business_date, settings)
     changes = diff_segments(open_history_rows, segments, business_date)  # rows to close / open
     kpis = compute_kpis(segments, business_date, settings, changes.transitions)
@@ -22,6 +23,7 @@ from huitouke.segments.classify import (
     classify,
     quintile_scores,
 )
+from huitouke.segments.fold import PENDING_COLUMNS, Folded, FoldPlan, fold_orders, plan_fold
 from huitouke.segments.history import (
     HISTORY_COLUMNS,
     NO_LIFECYCLE,
@@ -39,30 +41,46 @@ from huitouke.segments.settings import (
     parse_segment_settings,
     playbook_path,
 )
-from huitouke.segments.state import STATE_COLUMNS, build_state, empty_state, update_state
+from huitouke.segments.state import (
+    SPEND_COLUMNS,
+    STATE_COLUMNS,
+    build_state,
+    build_state_and_spend,
+    empty_spend,
+    empty_state,
+    update_state,
+)
 
 __all__ = [
     "HISTORY_COLUMNS",
     "LIFECYCLES",
     "NO_LIFECYCLE",
+    "PENDING_COLUMNS",
     "SEGMENTS_COLUMNS",
     "SEGMENT_COLUMNS",
+    "SPEND_COLUMNS",
     "STATE_COLUMNS",
     "Analysis",
+    "FoldPlan",
+    "Folded",
     "SegmentChanges",
     "SegmentSettings",
     "analyze",
     "apply_changes",
     "build_state",
+    "build_state_and_spend",
     "classify",
     "compute_kpis",
     "diff_segments",
     "empty_history",
+    "empty_spend",
     "empty_state",
+    "fold_orders",
     "format_kpis",
     "load_segment_settings",
     "open_rows_of",
     "parse_segment_settings",
+    "plan_fold",
     "playbook_path",
     "quintile_scores",
     "segments_on",

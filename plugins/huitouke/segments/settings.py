@@ -54,6 +54,11 @@ def _check_name(value: str, what: str) -> str:
     return value
 
 
+# What the store keeps of the state. 2: the spend rows per category group (store revision 0005),
+# which a store whose last run was of format 1 gets by one rebuild.
+STATE_FORMAT = 2
+
+
 class _Section(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -265,12 +270,15 @@ class SegmentSettings(_Section):
         return self.category_group_map().get(category, category)
 
     def state_fingerprint(self) -> str:
-        """A hash of what the customer state depends on (the category grouping).
+        """A hash of what the customer state depends on: the category grouping, and the version of
+        what the store keeps of the state (:data:`STATE_FORMAT`).
 
         When it changes, the stored state must be rebuilt from all orders; the other rules only
         affect the daily classification and take effect on the next run.
         """
-        payload = json.dumps(self.category_group_map(), sort_keys=True, ensure_ascii=False)
+        payload = json.dumps(
+            {"format": STATE_FORMAT, "groups": self.category_group_map()}, sort_keys=True, ensure_ascii=False
+        )
         return hashlib.sha256(payload.encode()).hexdigest()[:16]
 
 

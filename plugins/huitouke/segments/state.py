@@ -24,22 +24,17 @@ State columns (:data:`STATE_COLUMNS`), one row per customer, sorted by ``custome
 =======================  ==========================================================================
 
 The two business-date columns are helpers: lifecycle windows count shop-local days, and the
-payment times are UTC. Nothing else (no per-group spend) is kept, because of how the incremental
-update is defined:
+payment times are UTC. Next to the state, :func:`build_state_and_spend` gives the **spend rows**
+(:data:`SPEND_COLUMNS`: each customer's paid spend in each category group they bought from), which
+the store keeps so that a new order can move the main group without the customer's history.
 
-**Incremental update, exactly equal to a rebuild.** A customer's row depends only on that
-customer's orders. :func:`update_state` takes *all* stored orders (any status) of every customer
-touched today — customers with a new order or an order whose status changed — recomputes those
-customers with :func:`build_state` and replaces their rows. Every other row is unchanged by
-definition, so ``update_state(build_state(before), all_orders_of(touched))`` is
-``build_state(before + today)`` row for row. The store side is one indexed query::
-
-    SELECT ... FROM orders WHERE customer_id IN (SELECT customer_id FROM orders
-                                                  WHERE loaded_at / status_changed_at in today's run)
-
-(``orders.customer_id`` is indexed), and the same for their lines. Additive counters
-(+1 order, +amount) were rejected: a refund of an old order must be subtracted, and the first order,
-its source and the main group cannot be undone without the customer's history anyway.
+**Two ways to bring a state up to date, both exactly equal to a rebuild.** A customer's row
+depends only on that customer's orders. :func:`update_state` takes *all* stored orders (any
+status) of the customers touched and recomputes them, so ``update_state(build_state(before),
+all_orders_of(touched))`` is ``build_state(before + today)`` row for row. The store's daily run
+does less (:mod:`huitouke.segments.fold`): new paid orders are added to their customers' rows and
+spend rows, and only a customer with a refund, a cancellation or a late order is recomputed from
+all their orders.
 
 The state depends on the category grouping of the playbook; when
 :meth:`~huitouke.segments.settings.SegmentSettings.state_fingerprint` changes, rebuild it.
@@ -48,6 +43,7 @@ The state depends on the category grouping of the playbook; when
 from __future__ import annotations
 
 import time
+from dataclasses import dataclass
 from datetime import date
 
 import numpy as np
@@ -85,10 +81,22 @@ ORDER_INPUT_COLUMNS: tuple[str, ...] = (
     "acquisition_source",
 )
 LINE_INPUT_COLUMNS: tuple[str, ...] = ("order_id", "category", "amount_cents")
+SPEND_COLUMNS: tuple[str, ...] = ("customer_id", "category_group", "spend_cents")
 
 # Dense (customers x groups) spend matrix up to this many cells, else a sort-based path.
 _DENSE_CELLS = 64_000_000
 _NAT = np.iinfo(np.int64).min
+
+
+def empty_spend() -> pd.DataFrame:
+    """Spend rows of no customer, with the columns and dtypes of :func:`build_state_and_spend`'s."""
+    return pd.DataFrame(
+        {
+            "customer_id": pd.Series([], dtype="str"),
+            "category_group": pd.Series([], dtype="str"),
+            "spend_cents": np.empty(0, dtype=np.int64),
+        }
+    )
 
 
 def empty_state() -> pd.DataFrame:
@@ -108,6 +116,35 @@ def build_state(
     settings: SegmentSettings | None = None,
     until: date | None = None,
 ) -> pd.DataFrame:
+    """The state of every customer from their orders; see :func:`build_state_and_spend`."""
+    return _build(orders, lines, settings, until, with_spend=False)[0]
+
+
+def build_state_and_spend(
+    orders: pd.DataFrame,
+    lines: pd.DataFrame | None = None,
+    *,
+    settings: SegmentSettings | None = None,
+    until: date | None = None,
+) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """The state and the spend rows (:data:`SPEND_COLUMNS`: the paid spend of each customer in
+    each category group they bought from, sorted by customer and group) from ``orders``.
+
+    The spend rows are what the daily fold needs to move a customer's main group with a new
+    order without reading the customer's history (:mod:`huitouke.segments.fold`).
+    """
+    state, spend = _build(orders, lines, settings, until, with_spend=True)
+    assert spend is not None
+    return state, spend
+
+
+def _build(
+    orders: pd.DataFrame,
+    lines: pd.DataFrame | None,
+    settings: SegmentSettings | None,
+    until: date | None,
+    with_spend: bool,
+) -> tuple[pd.DataFrame, pd.DataFrame | None]:
     """The state of every customer from their orders (shaped like the ``orders`` table) and
     order lines (``order_id``, ``category``, ``amount_cents``; ``None`` = no lines at all).
 
@@ -130,7 +167,7 @@ def build_state(
         keep &= business <= np.datetime64(until, "ns").astype(np.int64)
     rows = np.flatnonzero(keep)
     if rows.size == 0:
-        return empty_state()
+        return empty_state(), (empty_spend() if with_spend else None)
     paid_at, business = paid_at[rows], business[rows]
     amount = _int_values(orders["amount_cents"])[rows]
     codes, customer_ids = _sorted_codes(all_codes[rows], all_ids)
@@ -157,7 +194,7 @@ def build_state(
     if source.isna().any():
         source = source.astype("str").fillna(records.ORGANIC)
     source = _str_values(source)
-    group = _main_group(orders, lines, rows, codes, n, amount, settings)
+    group, spend = _group_spend(orders, lines, rows, codes, n, amount, total, settings, with_spend)
 
     state = _frame(
         customer_ids,
@@ -177,7 +214,7 @@ def build_state(
         rows.size,
         time.perf_counter() - started,
     )
-    return state
+    return state, (None if spend is None else spend.frame(customer_ids))
 
 
 def update_state(
@@ -332,19 +369,24 @@ def _categories(values: pd.Series) -> tuple[np.ndarray, np.ndarray]:
     return codes, categories
 
 
-def _main_group(
+def _group_spend(
     orders: pd.DataFrame,
     lines: pd.DataFrame | None,
     rows: np.ndarray,
     codes: np.ndarray,
     n: int,
     amount: np.ndarray,
+    total: np.ndarray,
     settings: SegmentSettings,
-) -> pd.api.extensions.ExtensionArray:
-    """Per customer, the category group with the largest paid spend (ties: alphabetical)."""
+    with_spend: bool,
+) -> tuple[pd.api.extensions.ExtensionArray, _Spend | None]:
+    """Per customer, the category group with the largest paid spend (ties: alphabetical), and
+    (``with_spend``) the spend of every (customer, group) pair the customer bought from."""
     unknown = settings.unknown_category_group
-    if lines is None or lines.empty:
-        return pd.array([unknown], dtype="str").take(np.zeros(n, dtype=np.intp))
+    if lines is None or lines.empty:  # every paid order counts its whole amount as unknown
+        group = pd.array([unknown], dtype="str").take(np.zeros(n, dtype=np.intp))
+        spend = _Spend(np.arange(n), np.zeros(n, dtype=np.int64), np.array([unknown], dtype=object), total)
+        return group, (spend if with_spend else None)
     missing = [c for c in LINE_INPUT_COLUMNS if c not in lines.columns]
     if missing:
         raise ValueError(f"order lines lack columns: {', '.join(missing)}")
@@ -374,16 +416,51 @@ def _main_group(
     if bare.size:
         key = np.concatenate([key, codes[bare] * g + int(np.searchsorted(groups, unknown))])
         cents = np.concatenate([cents, amount[bare]])
+    spend = None
     if n * g <= _DENSE_CELLS:
-        spend = np.bincount(key, weights=cents, minlength=n * g)
-        spend[np.bincount(key, minlength=n * g) == 0] = -1.0  # a group the customer never bought from
-        best = np.argmax(spend.reshape(n, g), axis=1)  # the first maximum: alphabetical
+        totals = np.bincount(key, weights=cents, minlength=n * g)
+        bought = np.bincount(key, minlength=n * g) > 0
+        if with_spend:
+            pairs = np.flatnonzero(bought)  # sorted by customer, then group
+            spend = _Spend(pairs // g, pairs % g, groups, totals[pairs].astype(np.int64))
+        totals[~bought] = -1.0  # a group the customer never bought from
+        best = np.argmax(totals.reshape(n, g), axis=1)  # the first maximum: alphabetical
     else:
-        by_group = (
-            pd.DataFrame({"c": key // g, "g": key % g, "s": cents}).groupby(["c", "g"], sort=False)["s"].sum()
+        by_pair = pd.Series(cents).groupby(key, sort=True).sum()
+        pairs = by_pair.index.to_numpy(dtype=np.int64)
+        spend = _Spend(pairs // g, pairs % g, groups, by_pair.to_numpy(dtype=np.int64))
+        best = spend.main_groups(n)
+        if not with_spend:
+            spend = None
+    return pd.array(groups.tolist(), dtype="str").take(best), spend
+
+
+@dataclass(frozen=True)
+class _Spend:
+    """Paid spend per (customer, category group) pair, one entry per pair the customer bought
+    from, sorted by customer code then group index; ``groups`` sorted alphabetically."""
+
+    customer: np.ndarray  # customer code (0..n-1)
+    group: np.ndarray  # index into groups
+    groups: np.ndarray  # group names, sorted
+    cents: np.ndarray  # int64
+
+    def main_groups(self, n: int) -> np.ndarray:
+        """Per customer code, the group index with the largest spend (ties: the first, i.e.
+        alphabetical)."""
+        order = np.lexsort((self.group, -self.cents, self.customer))
+        first = order[np.r_[True, self.customer[order][1:] != self.customer[order][:-1]]]
+        best = np.zeros(n, dtype=np.int64)
+        best[self.customer[first]] = self.group[first]
+        return best
+
+    def frame(self, customer_ids: pd.api.extensions.ExtensionArray) -> pd.DataFrame:
+        return pd.DataFrame(
+            {
+                "customer_id": pd.Series(customer_ids.take(self.customer), dtype="str"),
+                "category_group": pd.Series(
+                    pd.array(self.groups.tolist(), dtype="str").take(self.group), dtype="str"
+                ),
+                "spend_cents": self.cents.astype(np.int64),
+            }
         )
-        by_group = by_group.reset_index().sort_values(["c", "s", "g"], ascending=[True, False, True])
-        by_group = by_group.drop_duplicates("c")
-        best = np.empty(n, dtype=np.int64)
-        best[by_group["c"].to_numpy()] = by_group["g"].to_numpy()
-    return pd.array(groups.tolist(), dtype="str").take(best)

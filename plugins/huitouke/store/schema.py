@@ -72,6 +72,10 @@ orders = Table(
     Column("status_changed_at", DateTime, nullable=False),
     # Null until stage 2 has folded this order (as it now is) into the customer's state.
     Column("state_applied_at", DateTime),
+    # For an order waiting to be folded again (state_applied_at null) after intake moved its status:
+    # whether the state counted it as paid. Null for an order the state never counted, and once
+    # folded (then the state counts it as its status says). See huitouke.segments.fold.
+    Column("folded_as_paid", Boolean),
     # The orders stage 2 has still to fold in, by customer: small, and what the daily run scans.
     Index(
         "ix_orders_unapplied_customer_id",
@@ -146,6 +150,16 @@ customer_state = Table(
     Column("aov_cents", BigInteger, nullable=False),
     Column("main_category_group", String(64)),
     Column("acquisition_source", String(32)),
+)
+
+# Paid spend per customer and category group (every group the customer bought from): what moves
+# the main category group when a new order is folded in without reading the customer's history.
+customer_spend = Table(
+    "customer_spend",
+    metadata,
+    Column("customer_id", String(64), primary_key=True),
+    Column("category_group", String(64), primary_key=True),
+    Column("spend_cents", BigInteger, nullable=False),
 )
 
 # A customer's segment over a range of business dates [valid_from, valid_to); open when valid_to is null.
