@@ -121,6 +121,7 @@ PERSIST_PARTS = (
     ("read_state", "read_state (whole table; no snapshot)"),
     ("replace_state", "replace_state write"),
     ("replace_spend", "replace_spend write"),
+    ("write_folded", "write_folded (state and spend rows)"),
     ("mark_folded", "mark_folded"),
     ("mark_applied", "mark_applied (no lock)"),
     ("read_open_history", "read_open_history (all open rows; no snapshot)"),

@@ -133,8 +133,14 @@ def _run(seed: int, settings: SegmentSettings | None = None, customers: int = 40
         touched = set(plan.touched)
         assert set(folded.rows["customer_id"]) <= touched
         assert set(folded.spend["customer_id"]) <= touched
+        # As the store writes it: a recomputed customer's rows replaced whole, the changed rows upserted.
+        keys = ["customer_id", "category_group"]
+        upserted = pd.concat(
+            [spend[~spend["customer_id"].isin(plan.recomputed)], folded.spend_changed], ignore_index=True
+        ).drop_duplicates(keys, keep="last")
         spend = pd.concat([spend[~spend["customer_id"].isin(touched)], folded.spend], ignore_index=True)
-        spend = spend.sort_values(["customer_id", "category_group"], ignore_index=True)
+        spend = spend.sort_values(keys, ignore_index=True)
+        pd.testing.assert_frame_equal(upserted.sort_values(keys, ignore_index=True), spend)
         state = folded.state
         store.stamp(day)
 

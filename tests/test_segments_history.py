@@ -198,3 +198,35 @@ def test_open_rows_read_back_from_a_store_compare_equal():
     stored["valid_from"] = pd.to_datetime(stored["valid_from"])
     change = diff_segments(stored, snapshots[_day(100)], _day(101))
     assert change.open.empty and change.close.empty
+
+
+@pytest.mark.parametrize("seed", [4, 5])
+def test_a_known_row_mapping_gives_the_same_changes_as_matching_the_ids(seed):
+    """The daily fold knows each customer's row in the previous state; the open rows are that
+    state's customers in order, so the diff may use the mapping instead of matching ids."""
+    from huitouke.segments import same_customers
+
+    orders = _random_orders(seed)
+    history = empty_history()
+    previous = None
+    for n in range(0, 120, 7):
+        state = build_state(orders, until=_day(n))
+        segments = classify(state, _day(n))
+        open_rows = open_rows_of(history).sort_values("customer_id", ignore_index=True)  # as stored
+        matched = diff_segments(open_rows, segments, _day(n))
+        if previous is not None:
+            assert same_customers(open_rows["customer_id"], previous["customer_id"])
+            where = {c: i for i, c in enumerate(previous["customer_id"])}
+            known = np.array([where.get(c, -1) for c in state["customer_id"]], dtype=np.int64)
+            mapped = diff_segments(open_rows, segments, _day(n), known)
+            pd.testing.assert_frame_equal(mapped.close, matched.close)
+            pd.testing.assert_frame_equal(mapped.open, matched.open)
+            pd.testing.assert_frame_equal(mapped.transitions, matched.transitions)
+        history = apply_changes(history, matched)
+        previous = state
+
+
+def test_a_row_mapping_that_does_not_fit_is_refused():
+    segments = classify(build_state(_orders([("o1", "a", _day(0), "paid")])), _day(0))
+    with pytest.raises(ValueError, match="does not fit"):
+        diff_segments(empty_history(), segments, _day(0), np.array([3]))

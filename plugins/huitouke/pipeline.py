@@ -80,6 +80,7 @@ def update_segments(start: datetime, settings: Settings | None = None) -> dict[s
         load_segment_settings,
         persist,
         plan_fold,
+        same_customers,
         snapshot,
     )
     from huitouke.store.connection import engine_for
@@ -120,6 +121,7 @@ def update_segments(start: datetime, settings: Settings | None = None) -> dict[s
             if rerun:
                 persist.rewind_history(conn, day)
             pending = None
+            previous_ids = open_row_of = None  # the fold's row mapping, for the history diff
             if latest is None:
                 log.info("First segments run: building the customer state from all orders")
             elif latest.fingerprint != fingerprint:
@@ -159,10 +161,10 @@ def update_segments(start: datetime, settings: Settings | None = None) -> dict[s
                     settings=rules,
                     until=day,
                 )
+                previous_ids, open_row_of = before["customer_id"], folded.previous_row
                 del before, history, history_lines
                 state = folded.state
-                persist.replace_state(conn, folded.rows, plan.touched)
-                persist.replace_spend(conn, folded.spend, plan.touched)
+                persist.write_folded(conn, folded, plan)
                 read = None if locked else pending[["order_id", "business_date"]]
                 recomputed = len(plan.touched)
                 how = (
@@ -181,12 +183,15 @@ def update_segments(start: datetime, settings: Settings | None = None) -> dict[s
                 open_rows = persist.read_open_history(conn)
             else:
                 open_rows = saved.rewound(day) if rerun else saved.open_rows
-            changes = diff_segments(open_rows, segments, day)
+            if open_row_of is not None and not same_customers(open_rows["customer_id"], previous_ids):
+                open_row_of = None  # the open rows are not the previous state's customers in order
+            del previous_ids
+            changes = diff_segments(open_rows, segments, day, open_row_of)
             persist.write_history(conn, changes)
             kpis = compute_kpis(segments, day, rules, changes.transitions)
             persist.write_day(conn, day, kpis, changes, fingerprint, now)
             if cache is not None:
-                opened, closed = persist.open_rows_after(open_rows, segments, changes)
+                opened, closed = persist.open_rows_after(open_rows, segments, changes, open_row_of)
                 key = snapshot.SnapshotKey(store, day, now, fingerprint, int(kpis["customers"]))
                 prepared = snapshot.prepare(cache, key, state, opened, closed)
     except BaseException:

@@ -32,6 +32,7 @@ from huitouke.segments.history import (
     diff_segments,
     empty_history,
     open_rows_of,
+    same_customers,
     segments_on,
 )
 from huitouke.segments.kpis import Analysis, analyze, compute_kpis, format_kpis
@@ -83,6 +84,7 @@ __all__ = [
     "plan_fold",
     "playbook_path",
     "quintile_scores",
+    "same_customers",
     "segments_on",
     "update_state",
 ]

@@ -120,8 +120,10 @@ class Folded:
     """The fold's result: the whole state, and the touched customers' rows to write."""
 
     state: pd.DataFrame  # every customer, sorted
+    previous_row: np.ndarray  # for each row of state, the customer's row in the state before (-1: new)
     rows: pd.DataFrame  # the touched customers' state rows (a customer without one left the state)
     spend: pd.DataFrame  # the touched customers' spend rows
+    spend_changed: pd.DataFrame  # of those, the rows that are new or changed (all of a recomputed customer's)
 
 
 def fold_orders(
@@ -142,11 +144,12 @@ def fold_orders(
     ``plan.recomputed``, and their lines.
     """
     settings = settings or SegmentSettings()
-    parts, spend_parts = [], []
+    parts, spend_parts, changed_parts = [], [], []
     if plan.added:
-        fresh, fresh_spend = _add(state, spend, plan, addition_lines, settings, until)
+        fresh, fresh_spend, changed = _add(state, spend, plan, addition_lines, settings, until)
         parts.append(fresh)
         spend_parts.append(fresh_spend)
+        changed_parts.append(fresh_spend[changed])
     if plan.recomputed:
         ids = pa.array(plan.recomputed, pa.string())
         of = pc.is_in(_strings(history["customer_id"]), value_set=ids).to_numpy(zero_copy_only=False)
@@ -155,27 +158,37 @@ def fold_orders(
         )
         parts.append(recomputed)
         spend_parts.append(recomputed_spend)
+        changed_parts.append(recomputed_spend)
     if not parts:
-        return Folded(state, state.iloc[:0], empty_spend())
+        return Folded(state, np.arange(len(state)), state.iloc[:0], empty_spend(), empty_spend())
     fresh = _sorted(pd.concat(parts, ignore_index=True)) if len(parts) > 1 else parts[0]
-    touched_spend = (
-        pd.concat(spend_parts, ignore_index=True).sort_values(
-            ["customer_id", "category_group"], ignore_index=True
-        )
-        if len(spend_parts) > 1
-        else spend_parts[0]
+    return Folded(
+        *replace_rows(state, fresh, pa.array(plan.touched, pa.string())),
+        fresh,
+        _sorted_spend(spend_parts),
+        _sorted_spend(changed_parts),
     )
-    return Folded(replace_rows(state, fresh, pa.array(plan.touched, pa.string())), fresh, touched_spend)
 
 
-def replace_rows(state: pd.DataFrame, fresh: pd.DataFrame, touched: pa.Array) -> pd.DataFrame:
+def _sorted_spend(parts: list[pd.DataFrame]) -> pd.DataFrame:
+    if len(parts) == 1:
+        return parts[0].reset_index(drop=True)
+    return pd.concat(parts, ignore_index=True).sort_values(
+        ["customer_id", "category_group"], ignore_index=True
+    )
+
+
+def replace_rows(
+    state: pd.DataFrame, fresh: pd.DataFrame, touched: pa.Array
+) -> tuple[pd.DataFrame, np.ndarray]:
     """``state`` (sorted by customer) without the ``touched`` customers' rows, with ``fresh``
-    (sorted; touched customers only, a touched customer without a row leaves), still sorted."""
+    (sorted; touched customers only, a touched customer without a row leaves), still sorted; and
+    for each of its rows the customer's row in ``state`` (-1: a new customer)."""
     ids = _strings(state["customer_id"])
     drop = pc.is_in(ids, value_set=touched).to_numpy(zero_copy_only=False)
     kept = np.flatnonzero(~drop)
     if fresh.empty:
-        return state.take(kept).reset_index(drop=True)
+        return state.take(kept).reset_index(drop=True), kept
     # Merge two sorted runs: where each fresh row goes among the kept ones. A customer who had a
     # row goes where that row was; only new customers are searched for.
     kept_before = np.cumsum(~drop) - ~drop  # kept rows before each row of the state
@@ -185,25 +198,27 @@ def replace_rows(state: pd.DataFrame, fresh: pd.DataFrame, touched: pa.Array) ->
     new = np.flatnonzero(rows < 0)
     if new.size:
         at[new] = _searchsorted(ids.take(pa.array(kept)), fresh_ids.take(pa.array(new)))
+    # Each final row's source in state + fresh (one gather per column) and its row in state.
     total = kept.size + len(fresh)
-    fresh_at = at + np.arange(len(fresh))
     is_fresh = np.zeros(total, dtype=bool)
-    is_fresh[fresh_at] = True
+    is_fresh[at + np.arange(len(fresh))] = True
+    source = np.empty(total, dtype=np.int64)
+    source[~is_fresh] = kept
+    source[is_fresh] = len(state) + np.arange(len(fresh))
+    previous = source.copy()
+    previous[is_fresh] = rows
+    indices = pa.array(source)
     merged = {}
     for name in STATE_COLUMNS:
-        old, new = state[name], fresh[name]
+        old, new_values = state[name], fresh[name]
         if old.dtype == "str":
-            column = pa.chunked_array([_strings(old).take(pa.array(kept)), _strings(new)]).combine_chunks()
-            position = np.empty(total, dtype=np.int64)
-            position[~is_fresh] = np.arange(kept.size)
-            position[is_fresh] = kept.size + np.arange(len(fresh))
-            merged[name] = pd.Series(pd.arrays.ArrowStringArray(column.take(pa.array(position))), dtype="str")
+            both = pa.chunked_array([_strings(old), _strings(new_values)])
+            merged[name] = pd.Series(
+                pd.arrays.ArrowStringArray(both.take(indices).combine_chunks()), dtype="str"
+            )
         else:
-            values = np.empty(total, dtype=old.dtype)
-            values[~is_fresh] = old.to_numpy()[kept]
-            values[is_fresh] = new.to_numpy(dtype=old.dtype)
-            merged[name] = values
-    return pd.DataFrame(merged)
+            merged[name] = np.concatenate([old.to_numpy(), new_values.to_numpy(dtype=old.dtype)])[source]
+    return pd.DataFrame(merged), previous
 
 
 # --------------------------------------------------------------------------------------------------
@@ -216,8 +231,9 @@ def _add(
     addition_lines: pd.DataFrame | None,
     settings: SegmentSettings,
     until: date | None,
-) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """The added customers' rows: their state row (if any) plus their new paid orders."""
+) -> tuple[pd.DataFrame, pd.DataFrame, np.ndarray]:
+    """The added customers' rows: their state row (if any) plus their new paid orders; their
+    spend rows, and which of those the new orders changed."""
     delta, delta_spend = build_state_and_spend(plan.additions, addition_lines, settings=settings, until=until)
     ids = _strings(delta["customer_id"])  # sorted, = plan.added
     rows, _ = _state_rows(state, ids)
@@ -253,6 +269,8 @@ def _add(
     summed["customer_id"] = summed["customer_id"].astype("str")
     summed["category_group"] = summed["category_group"].astype("str")
     summed["spend_cents"] = summed["spend_cents"].astype(np.int64)
+    keys = ["customer_id", "category_group"]
+    changed = pd.MultiIndex.from_frame(summed[keys]).isin(pd.MultiIndex.from_frame(delta_spend[keys]))
     customer = _searchsorted(ids, _strings(summed["customer_id"]))
     group_codes, groups = pd.factorize(summed["category_group"], sort=True)
     order = np.lexsort((group_codes, -summed["spend_cents"].to_numpy(), customer))
@@ -274,7 +292,7 @@ def _add(
         main,
         pd.arrays.ArrowStringArray(source),
     )
-    return fresh, summed
+    return fresh, summed, changed
 
 
 def _state_rows(state: pd.DataFrame, customers: pa.Array) -> tuple[np.ndarray, np.ndarray]:

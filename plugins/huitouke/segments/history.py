@@ -43,6 +43,7 @@ __all__ = [
     "diff_segments",
     "empty_history",
     "open_rows_of",
+    "same_customers",
     "segments_on",
 ]
 
@@ -74,17 +75,22 @@ def empty_history() -> pd.DataFrame:
     return pd.DataFrame({c: pd.Series([], dtype=_dtype(c)) for c in HISTORY_COLUMNS})
 
 
-def diff_segments(open_rows: pd.DataFrame, segments: pd.DataFrame, business_date: date) -> SegmentChanges:
+def diff_segments(
+    open_rows: pd.DataFrame,
+    segments: pd.DataFrame,
+    business_date: date,
+    open_row_of: np.ndarray | None = None,
+) -> SegmentChanges:
     """Rows to close and rows to open so that the history says ``segments`` from ``business_date`` on.
 
     ``open_rows``: the open history rows (``valid_to`` None), at most one per customer, with
     ``customer_id`` and the segment columns (``valid_from`` and ``segment_id`` optional).
     ``segments``: the day's :func:`~huitouke.segments.classify.classify` result.
+    ``open_row_of``: for each row of ``segments``, the row of ``open_rows`` of the same customer
+    (-1: none), when the caller knows it (see :func:`same_customers`); else the ids are matched.
     """
     _check_open_rows(open_rows, business_date)
-    today_ids = _arrow_ids(segments["customer_id"])
-    open_ids = _arrow_ids(open_rows["customer_id"])
-    position = _positions(today_ids, open_ids)  # open row of each of today's customers, -1 if none
+    position = _open_row_of(open_rows, segments, open_row_of)  # -1: no open row
     matched = position >= 0
 
     changed = ~matched
@@ -230,6 +236,23 @@ def _days(values: pd.Series) -> np.ndarray:
 def _arrow_ids(values: pd.Series) -> pa.Array:
     array = pa.array(values.astype("str")).cast(pa.large_string())
     return array.combine_chunks() if isinstance(array, pa.ChunkedArray) else array
+
+
+def same_customers(a: pd.Series, b: pd.Series) -> bool:
+    """Whether two customer id columns hold the same ids in the same order: then the rows of one
+    are the rows of the other, and a row mapping known for one holds for the other."""
+    if len(a) != len(b):
+        return False
+    return len(a) == 0 or bool(pc.all(pc.equal(_arrow_ids(a), _arrow_ids(b))).as_py())
+
+
+def _open_row_of(open_rows: pd.DataFrame, segments: pd.DataFrame, known: np.ndarray | None) -> np.ndarray:
+    if known is None:
+        return _positions(_arrow_ids(segments["customer_id"]), _arrow_ids(open_rows["customer_id"]))
+    known = np.asarray(known, dtype=np.int64)
+    if len(known) != len(segments) or (len(known) and int(known.max(initial=-1)) >= len(open_rows)):
+        raise ValueError("open_row_of does not fit the segments and the open rows")
+    return known
 
 
 def _positions(needles: pa.Array, haystack: pa.Array) -> np.ndarray:

@@ -50,7 +50,7 @@ from sqlalchemy import Connection, bindparam, delete, func, insert, or_, select,
 
 from huitouke.pii import get_logger
 from huitouke.segments.classify import SEGMENT_COLUMNS
-from huitouke.segments.fold import PENDING_COLUMNS
+from huitouke.segments.fold import PENDING_COLUMNS, Folded, FoldPlan
 from huitouke.segments.history import SegmentChanges
 from huitouke.segments.state import (
     LINE_INPUT_COLUMNS,
@@ -407,6 +407,51 @@ def replace_spend(conn: Connection, spend: pd.DataFrame, customer_ids: Sequence[
     else:
         _delete_by_customer(conn, customer_spend, [str(i) for i in customer_ids])
     _insert(conn, customer_spend.name, _spend_table(spend))
+
+
+def write_folded(conn: Connection, folded: Folded, plan: FoldPlan) -> None:
+    """Write what :func:`~huitouke.segments.fold.fold_orders` changed: the touched customers' state
+    rows, and the spend rows that are new or changed (a recomputed customer's rows are replaced
+    whole; an added customer's rows only grow, so theirs are upserted without a delete)."""
+    if _kind(conn) == "other":
+        replace_state(conn, folded.rows, plan.touched)
+        replace_spend(conn, folded.spend, plan.touched)
+        return
+    _delete_by_customer(conn, customer_state, list(plan.recomputed))
+    _upsert(conn, customer_state.name, _state_table(folded.rows), ("customer_id",))
+    _delete_by_customer(conn, customer_spend, list(plan.recomputed))
+    _upsert(conn, customer_spend.name, _spend_table(folded.spend_changed), ("customer_id", "category_group"))
+
+
+def _upsert(conn: Connection, name: str, table: pa.Table, key: tuple[str, ...]) -> None:
+    """Insert Arrow rows into the store's table ``name``, updating the rows whose ``key`` exists
+    (SQLite and PostgreSQL: ``INSERT ... ON CONFLICT (key) DO UPDATE``)."""
+    if table.num_rows == 0:
+        return
+    columns = ", ".join(table.column_names)
+    updates = ", ".join(f"{c} = excluded.{c}" for c in table.column_names if c not in key)
+    conflict = f"ON CONFLICT ({', '.join(key)}) DO UPDATE SET {updates}"
+    cursor = _cursor(conn)
+    try:
+        if _kind(conn) == "sqlite":
+            marks = ", ".join("?" * table.num_columns)
+            sql = f"INSERT INTO {name} ({columns}) VALUES ({marks}) {conflict}"
+            for batch in table.to_batches(_FETCH):
+                cursor.executemany(sql, zip(*(_sqlite_values(c) for c in batch.columns), strict=True))
+            return
+        # PostgreSQL: COPY into a temporary copy of the table, then one INSERT ... SELECT.
+        staging = f"huitouke_upsert_{name}"
+        cursor.execute(f"CREATE TEMP TABLE IF NOT EXISTS {staging} (LIKE {name}) ON COMMIT DELETE ROWS")
+        cursor.execute(f"TRUNCATE {staging}")
+        buffer = io.BytesIO()
+        pacsv.write_csv(table, buffer, pacsv.WriteOptions(include_header=False))
+        buffer.seek(0)
+        cursor.copy_expert(
+            f"COPY {staging} ({columns}) FROM STDIN WITH (FORMAT csv, ENCODING 'UTF8')", buffer
+        )
+        cursor.execute(f"INSERT INTO {name} ({columns}) SELECT {columns} FROM {staging} {conflict}")
+    finally:
+        cursor.close()
 
 
 def _spend_table(spend: pd.DataFrame) -> pa.Table:
@@ -788,18 +833,24 @@ def _history_table(opened: pd.DataFrame, day: date) -> pa.Table:
 
 
 def open_rows_after(
-    open_rows: pd.DataFrame, segments: pd.DataFrame, changes: SegmentChanges
+    open_rows: pd.DataFrame,
+    segments: pd.DataFrame,
+    changes: SegmentChanges,
+    open_row_of: np.ndarray | None = None,
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
     """The open rows once ``changes`` are written, as :func:`read_open_history` would read them, and
     the rows they close (what a rewind of the day opens again).
 
     After the day every customer of ``segments`` has exactly one open row, holding the day's
     segment (an unchanged row holds equal values), opened on the business date or, unchanged, when
-    it was opened."""
+    it was opened. ``open_row_of``: as for :func:`~huitouke.segments.history.diff_segments`."""
     today = _text(segments["customer_id"])
     before = _text(open_rows["customer_id"])
     opened = _text(changes.open["customer_id"])
-    position = pc.fill_null(pc.index_in(today, value_set=before), -1).to_numpy(zero_copy_only=False)
+    if open_row_of is None:
+        position = pc.fill_null(pc.index_in(today, value_set=before), -1).to_numpy(zero_copy_only=False)
+    else:
+        position = np.asarray(open_row_of, dtype=np.int64)
     fresh = pc.is_in(today, value_set=opened).to_numpy(zero_copy_only=False) | (position < 0)
     if len(open_rows):
         since = open_rows["valid_from"].to_numpy(dtype="datetime64[ns]")[np.maximum(position, 0)]
