@@ -1004,8 +1004,14 @@ def bench_d1(
     return out
 
 
-def _cache_files() -> list[Path]:
-    return [p for p in Path(os.environ["HUITOUKE_CACHE_DIR"]).glob("segments-*.arrow")]
+def _cache_files(store: Store, suffix: str = ".arrow") -> list[Path]:
+    """The store's own snapshot files (the other database's stay as they are)."""
+    from sqlalchemy.engine import make_url
+
+    from huitouke.segments import snapshot
+
+    name = snapshot.store_id(make_url(store.url))
+    return list(Path(os.environ["HUITOUKE_CACHE_DIR"]).glob(f"segments-{name}.*{suffix}"))
 
 
 def save_before_d1(store: Store) -> None:
@@ -1024,7 +1030,7 @@ def save_before_d1(store: Store) -> None:
         "WHERE customer_id IN (SELECT customer_id FROM bench_pending)",
     ):
         store.execute(sql)
-    for path in _cache_files():
+    for path in _cache_files(store):
         shutil.copyfile(path, path.with_suffix(".before-d1"))
 
 
@@ -1050,7 +1056,7 @@ def reset_to_before_d1(store: Store, d1: dt.date) -> None:
         ),
     ):
         store.execute(sql, params)
-    for path in Path(os.environ["HUITOUKE_CACHE_DIR"]).glob("segments-*.before-d1"):
+    for path in _cache_files(store, ".before-d1"):
         shutil.copyfile(path, path.with_suffix(".arrow"))
 
 

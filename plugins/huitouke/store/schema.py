@@ -160,6 +160,7 @@ customer_spend = Table(
     Column("customer_id", String(64), primary_key=True),
     Column("category_group", String(64), primary_key=True),
     Column("spend_cents", BigInteger, nullable=False),
+    sqlite_with_rowid=False,  # read by customer: the primary key is the table
 )
 
 # A customer's segment over a range of business dates [valid_from, valid_to); open when valid_to is null.
