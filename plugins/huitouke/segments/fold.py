@@ -218,7 +218,7 @@ def replace_rows(
             )
         else:
             merged[name] = np.concatenate([old.to_numpy(), new_values.to_numpy(dtype=old.dtype)])[source]
-    return pd.DataFrame(merged), previous
+    return pd.DataFrame(merged, copy=False), previous
 
 
 # --------------------------------------------------------------------------------------------------

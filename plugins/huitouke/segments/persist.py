@@ -283,7 +283,7 @@ def _to_pandas(table: pa.Table) -> pd.DataFrame:
             columns[name] = pd.Series(column.to_pandas(), dtype="str")
         else:
             columns[name] = column.to_pandas()
-    return pd.DataFrame(columns)
+    return pd.DataFrame(columns, copy=False)  # a block per column, not copied into 2-D blocks
 
 
 # ------------------------------------------------------------------------------------- locking

@@ -245,7 +245,8 @@ def _state_frame(table: pa.Table) -> pd.DataFrame:
         {
             name: _str(table[name]) if name in _STATE_TEXT else table[name].to_pandas()
             for name in STATE_COLUMNS
-        }
+        },
+        copy=False,  # the columns as read, not copied into 2-D blocks
     )
     for name in STATE_COLUMNS:
         if name not in _STATE_TEXT and str(frame[name].dtype) != _STATE_DTYPES[name]:
@@ -257,7 +258,11 @@ def _open_frame(table: pa.Table) -> pd.DataFrame:
     if tuple(table.column_names) != _OPEN_COLUMNS:
         raise ValueError(f"unexpected history columns {table.column_names}")
     frame = pd.DataFrame(
-        {name: _str(table[name]) if name in _OPEN_TEXT else table[name].to_pandas() for name in _OPEN_COLUMNS}
+        {
+            name: _str(table[name]) if name in _OPEN_TEXT else table[name].to_pandas()
+            for name in _OPEN_COLUMNS
+        },
+        copy=False,
     )
     for name, dtype in _OPEN_DTYPES.items():
         if str(frame[name].dtype) != dtype:

@@ -277,7 +277,8 @@ def _frame(
             "aov_cents": aov.astype(np.int64),
             "main_category_group": pd.Series(group, dtype="str"),
             "acquisition_source": pd.Series(source, dtype="str"),
-        }
+        },
+        copy=False,  # a block per column: no copy of a million rows into 2-D blocks
     )
 
 
