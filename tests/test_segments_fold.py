@@ -113,7 +113,7 @@ def _run(seed: int, settings: SegmentSettings | None = None, customers: int = 40
     rng = np.random.default_rng(seed)
     store = _Store(rng, customers)
     state, spend = build_state_and_spend(store.orders[list(ORDER_INPUT_COLUMNS)], None, settings=settings)
-    seen = {"added": 0, "recomputed": 0, "early": 0}
+    seen = {"added": 0, "recomputed": 0, "removed": 0}
     for d in range(days):
         day = START + dt.timedelta(days=d)
         store.intake(day)
@@ -124,7 +124,7 @@ def _run(seed: int, settings: SegmentSettings | None = None, customers: int = 40
             state,
             spend,
             plan,
-            store.line_frame(plan.additions["order_id"]),
+            store.line_frame(plan.changed_orders),
             history,
             store.line_frame(history["order_id"]),
             settings=settings,
@@ -136,7 +136,7 @@ def _run(seed: int, settings: SegmentSettings | None = None, customers: int = 40
         # As the store writes it: a recomputed customer's rows replaced whole, the changed rows upserted.
         keys = ["customer_id", "category_group"]
         upserted = pd.concat(
-            [spend[~spend["customer_id"].isin(plan.recomputed)], folded.spend_changed], ignore_index=True
+            [spend[~spend["customer_id"].isin(plan.replaced)], folded.spend_changed], ignore_index=True
         ).drop_duplicates(keys, keep="last")
         spend = pd.concat([spend[~spend["customer_id"].isin(touched)], folded.spend], ignore_index=True)
         spend = spend.sort_values(keys, ignore_index=True)
@@ -151,13 +151,15 @@ def _run(seed: int, settings: SegmentSettings | None = None, customers: int = 40
         pd.testing.assert_frame_equal(spend, expected_spend)
         seen["added"] += len(plan.added)
         seen["recomputed"] += len(plan.recomputed)
+        seen["removed"] += len(plan.removals)
     return seen
 
 
 @pytest.mark.parametrize("seed", range(8))
 def test_the_daily_fold_equals_a_full_rebuild_day_after_day(seed):
     seen = _run(seed)
-    assert seen["added"] > 50 and seen["recomputed"] > 10  # both paths ran, many times
+    # both paths ran, many times, and refunds of orders between the first and the last were subtracted
+    assert seen["added"] > 50 and seen["recomputed"] > 10 and seen["removed"] > 5
 
 
 def test_the_daily_fold_equals_a_full_rebuild_with_category_groups():
@@ -211,3 +213,28 @@ def test_an_order_paid_at_or_before_the_first_order_sends_its_customer_to_the_ex
     )
     plan = plan_fold(state, late, dt.date(2025, 1, 5))
     assert plan.added == [] and plan.recomputed == ["a"]
+
+
+def test_a_refund_between_the_first_and_the_last_order_is_subtracted_without_the_history():
+    orders = _pending(
+        [
+            ("o1", "a", "2025-01-01 02:00", "paid", 100, None),
+            ("o2", "a", "2025-01-03 02:00", "paid", 250, None),
+            ("o3", "a", "2025-01-05 02:00", "paid", 100, None),
+        ]
+    )
+    lines = pd.DataFrame(
+        [("o1", "food", 100), ("o2", "apparel", 250), ("o3", "food", 100)],
+        columns=["order_id", "category", "amount_cents"],
+    )
+    state, spend = build_state_and_spend(orders[list(ORDER_INPUT_COLUMNS)], lines)
+    assert state.loc[0, "main_category_group"] == "apparel"
+    refund = _pending([("o2", "a", "2025-01-03 02:00", "refunded", 250, True)])
+    plan = plan_fold(state, refund, dt.date(2025, 1, 9))
+    assert plan.added == ["a"] and plan.recomputed == [] and plan.replaced == ["a"]
+    folded = fold_orders(state, spend, plan, lines[lines["order_id"] == "o2"], orders.iloc[:0], None)
+    after = orders.assign(status=["paid", "refunded", "paid"])
+    expected_state, expected_spend = build_state_and_spend(after[list(ORDER_INPUT_COLUMNS)], lines)
+    pd.testing.assert_frame_equal(folded.state, expected_state)
+    pd.testing.assert_frame_equal(folded.spend, expected_spend)  # the apparel row is gone
+    assert folded.state.loc[0, "main_category_group"] == "food"

@@ -164,7 +164,7 @@ def update_segments(start: datetime, settings: Settings | None = None) -> dict[s
                         before,
                         persist.read_spend(conn, plan.added),
                         plan,
-                        persist.read_lines(conn, plan.additions["order_id"].tolist()),
+                        persist.read_lines(conn, plan.changed_orders),
                         history,
                         history_lines,
                         settings=rules,
@@ -177,9 +177,10 @@ def update_segments(start: datetime, settings: Settings | None = None) -> dict[s
                     read = None if locked else pending[["order_id", "business_date"]]
                     recomputed = len(plan.touched)
                     how = (
-                        f"{len(plan.added):,} customers updated by their new orders, "
+                        f"{len(plan.added):,} customers updated by their changed orders "
+                        f"({len(plan.additions):,} added, {len(plan.removals):,} refunded or cancelled), "
                         f"{len(plan.recomputed):,} recomputed from all their orders "
-                        "(a refund, a cancellation, a late order)"
+                        "(the first or last order refunded, a late order)"
                     )
                 if read is None:
                     writes.submit(persist.mark_folded, conn, day, now)

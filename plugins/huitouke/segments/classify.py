@@ -102,14 +102,15 @@ def quintile_scores(values: np.ndarray | pd.Series) -> np.ndarray:
         shifted = (values - values.min()).astype(np.intp)
         at_or_below = np.cumsum(np.bincount(shifted))
         below = at_or_below[shifted] - np.bincount(shifted)[shifted]
-    else:
-        order = np.argsort(values, kind="stable")
-        ordered = values[order]
-        run_start = np.zeros(n, dtype=np.int64)
-        run_start[1:] = np.where(ordered[1:] != ordered[:-1], np.arange(1, n), 0)
-        below = np.empty(n, dtype=np.int64)
-        below[order] = np.maximum.accumulate(run_start)
-    return (1 + (5 * below.astype(np.int64)) // n).astype(np.int8)
+        return (1 + (5 * below.astype(np.int64)) // n).astype(np.int8)
+    # floor(5 * below / n) counts the k in 1..4 with below >= m_k = ceil(k * n / 5), and
+    # below(v) >= m iff v > the m-th smallest value: four order statistics, no sort.
+    m = -((-np.arange(1, 5) * n) // 5)
+    bounds = np.partition(values, m - 1)[m - 1]
+    scores = np.ones(n, dtype=np.int8)
+    for bound in bounds:
+        scores += values > bound
+    return scores
 
 
 def classify(

@@ -45,6 +45,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from huitouke.intake.records import PAID
 from huitouke.segments.settings import SegmentSettings
 from huitouke.segments.state import (
     ORDER_INPUT_COLUMNS,
@@ -67,14 +68,25 @@ _NAT = np.iinfo(np.int64).min
 class FoldPlan:
     """Which customers a day's pending orders change, and how they are folded."""
 
-    added: list[str]  # customers whose only changes are additions: folded from state + spend rows
-    recomputed: list[str]  # customers recomputed from all their orders (a removal, a late order)
-    additions: pd.DataFrame  # the added customers' new paid orders (PENDING_COLUMNS)
+    added: list[str]  # customers folded from their state and spend rows plus or minus their changes
+    recomputed: list[str]  # customers recomputed from all their orders (see the module docstring)
+    additions: pd.DataFrame  # the added customers' newly paid orders (PENDING_COLUMNS)
+    removals: pd.DataFrame  # the added customers' orders the state counted and must not any more
 
     @property
     def touched(self) -> list[str]:
         """Every customer whose state row (and spend rows) the fold rewrites, sorted."""
         return sorted([*self.added, *self.recomputed])
+
+    @property
+    def replaced(self) -> list[str]:
+        """Customers whose spend rows are replaced whole (a removal may empty a group), sorted."""
+        return sorted({*self.recomputed, *self.removals["customer_id"].astype("str")})
+
+    @property
+    def changed_orders(self) -> list[str]:
+        """The orders whose lines the fold reads: the additions and the removals."""
+        return [*self.additions["order_id"].astype("str"), *self.removals["order_id"].astype("str")]
 
 
 def plan_fold(state: pd.DataFrame, pending: pd.DataFrame, until: date) -> FoldPlan:
@@ -88,7 +100,7 @@ def plan_fold(state: pd.DataFrame, pending: pd.DataFrame, until: date) -> FoldPl
     if missing:
         raise ValueError(f"pending orders lack columns: {', '.join(missing)}")
     if pending.empty:
-        return FoldPlan([], [], pending.iloc[:0])
+        return FoldPlan([], [], pending.iloc[:0], pending.iloc[:0])
     paid_at = _ns(pending["paid_at"])
     business = _ns(pending["business_date"])
     counts = (
@@ -99,19 +111,29 @@ def plan_fold(state: pd.DataFrame, pending: pd.DataFrame, until: date) -> FoldPl
     added, removed = now_paid & ~before, before & ~now_paid
 
     customers = _strings(pending["customer_id"])
-    rows, first_at = _state_rows(state, customers)
-    # An addition at or before the customer's first paid order may change the first order.
-    early = added & (rows >= 0) & (paid_at <= first_at)
-    exact = pc.unique(customers.filter(pa.array(removed | early))) if (removed | early).any() else None
-    additive = customers.filter(pa.array(added))
-    if exact is not None:
-        additive = additive.filter(pc.invert(pc.is_in(additive, value_set=exact)))
-    additive_ids = pc.unique(additive)
-    additions = pending[added & pc.is_in(customers, value_set=additive_ids).to_numpy(zero_copy_only=False)]
+    rows, bounds = _state_rows(state, customers)
+    # An addition at or before the customer's first paid order may change the first order; a
+    # removal of the first or last order (by time or by day) changes what only the history knows.
+    early = added & (rows >= 0) & (paid_at <= bounds["first_paid_at"])
+    inside = (
+        (rows >= 0)
+        & (paid_at > bounds["first_paid_at"])
+        & (paid_at < bounds["last_paid_at"])
+        & (business > bounds["first_business_date"])
+        & (business < bounds["last_business_date"])
+    )
+    to_history = early | (removed & ~inside)
+    exact = (
+        pc.unique(customers.filter(pa.array(to_history))) if to_history.any() else pa.array([], pa.string())
+    )
+    changed = customers.filter(pa.array(added | removed))
+    additive_ids = pc.unique(changed.filter(pc.invert(pc.is_in(changed, value_set=exact))))
+    additive = pc.is_in(customers, value_set=additive_ids).to_numpy(zero_copy_only=False)
     return FoldPlan(
         added=sorted(additive_ids.to_pylist()),
-        recomputed=sorted(exact.to_pylist()) if exact is not None else [],
-        additions=additions.reset_index(drop=True),
+        recomputed=sorted(exact.to_pylist()),
+        additions=pending[added & additive].reset_index(drop=True),
+        removals=pending[removed & additive].reset_index(drop=True),
     )
 
 
@@ -123,14 +145,16 @@ class Folded:
     previous_row: np.ndarray  # for each row of state, the customer's row in the state before (-1: new)
     rows: pd.DataFrame  # the touched customers' state rows (a customer without one left the state)
     spend: pd.DataFrame  # the touched customers' spend rows
-    spend_changed: pd.DataFrame  # of those, the rows that are new or changed (all of a recomputed customer's)
+    spend_changed: (
+        pd.DataFrame
+    )  # the rows to write: new or changed ones, all of a FoldPlan.replaced customer's
 
 
 def fold_orders(
     state: pd.DataFrame,
     spend: pd.DataFrame,
     plan: FoldPlan,
-    addition_lines: pd.DataFrame | None,
+    changed_lines: pd.DataFrame | None,
     history: pd.DataFrame,
     history_lines: pd.DataFrame | None,
     *,
@@ -139,14 +163,14 @@ def fold_orders(
 ) -> Folded:
     """The state after the fold, and the state and spend rows of :attr:`FoldPlan.touched`.
 
-    ``spend``: the stored spend rows of (at least) ``plan.added``; ``addition_lines``: the lines of
-    ``plan.additions``; ``history`` / ``history_lines``: every stored order (any status) of
-    ``plan.recomputed``, and their lines.
+    ``spend``: the stored spend rows of (at least) ``plan.added``; ``changed_lines``: the lines of
+    :attr:`FoldPlan.changed_orders`; ``history`` / ``history_lines``: every stored order (any
+    status) of ``plan.recomputed``, and their lines.
     """
     settings = settings or SegmentSettings()
     parts, spend_parts, changed_parts = [], [], []
     if plan.added:
-        fresh, fresh_spend, changed = _add(state, spend, plan, addition_lines, settings, until)
+        fresh, fresh_spend, changed = _add(state, spend, plan, changed_lines, settings, until)
         parts.append(fresh)
         spend_parts.append(fresh_spend)
         changed_parts.append(fresh_spend[changed])
@@ -228,89 +252,131 @@ def _add(
     state: pd.DataFrame,
     spend: pd.DataFrame,
     plan: FoldPlan,
-    addition_lines: pd.DataFrame | None,
+    changed_lines: pd.DataFrame | None,
     settings: SegmentSettings,
     until: date | None,
 ) -> tuple[pd.DataFrame, pd.DataFrame, np.ndarray]:
-    """The added customers' rows: their state row (if any) plus their new paid orders; their
-    spend rows, and which of those the new orders changed."""
-    delta, delta_spend = build_state_and_spend(plan.additions, addition_lines, settings=settings, until=until)
-    ids = _strings(delta["customer_id"])  # sorted, = plan.added
+    """The added customers' rows: their state row (if any) plus their newly paid orders minus the
+    removed ones; their spend rows, and which of those are to be written."""
+    ids = pa.array(plan.added, pa.string())  # sorted
+    n = len(ids)
+    plus, plus_spend = build_state_and_spend(plan.additions, changed_lines, settings=settings, until=until)
+    # What the state counted of the removed orders: the same orders, as paid.
+    counted = plan.removals.assign(status=pd.Series(PAID, index=plan.removals.index, dtype="str"))
+    minus, minus_spend = build_state_and_spend(counted, changed_lines, settings=settings, until=until)
     rows, _ = _state_rows(state, ids)
-    had = rows >= 0
-    old = state.take(rows[had])
-    first_at = delta["first_paid_at"].to_numpy().copy()
-    last_at = delta["last_paid_at"].to_numpy().copy()
-    first_day = delta["first_business_date"].to_numpy().copy()
-    last_day = delta["last_business_date"].to_numpy().copy()
-    count = delta["paid_orders"].to_numpy().copy()
-    total = delta["total_cents"].to_numpy().copy()
-    source = _strings(delta["acquisition_source"])
-    first_at[had] = np.minimum(first_at[had], old["first_paid_at"].to_numpy())
-    last_at[had] = np.maximum(last_at[had], old["last_paid_at"].to_numpy())
-    first_day[had] = np.minimum(first_day[had], old["first_business_date"].to_numpy())
-    last_day[had] = np.maximum(last_day[had], old["last_business_date"].to_numpy())
-    count[had] += old["paid_orders"].to_numpy()
-    total[had] += old["total_cents"].to_numpy()
-    # The first order is an old one (plan_fold sent earlier additions to the exact path).
-    position = np.arange(len(ids))
-    position[had] = len(ids) + np.arange(int(had.sum()))
-    source = (
-        pa.chunked_array([source, _strings(old["acquisition_source"])])
-        .combine_chunks()
-        .take(pa.array(position))
-    )
+    had = np.flatnonzero(rows >= 0)
+    at_plus = _positions_in(ids, _strings(plus["customer_id"]))
+    at_minus = _positions_in(ids, _strings(minus["customer_id"]))
 
-    # Spend: the stored rows of these customers plus the new orders', summed per group.
-    of = pc.is_in(_strings(spend["customer_id"]), value_set=ids).to_numpy(zero_copy_only=False)
-    both = pd.concat([spend.loc[of, list(SPEND_COLUMNS)], delta_spend], ignore_index=True)
-    summed = both.groupby(["customer_id", "category_group"], sort=True, observed=True)["spend_cents"].sum()
-    summed = summed.reset_index()
-    summed["customer_id"] = summed["customer_id"].astype("str")
-    summed["category_group"] = summed["category_group"].astype("str")
-    summed["spend_cents"] = summed["spend_cents"].astype(np.int64)
+    def combined(name: str, fill: int, reduce: np.ufunc | None) -> np.ndarray:
+        """The old value where there was a row, combined with the additions' (removals never change
+        the first/last dates: plan_fold made sure)."""
+        values = np.full(n, fill, dtype=np.int64)
+        values[had] = _int64(state[name].iloc[rows[had]])
+        if reduce is None:  # a sum: + additions - removals
+            np.add.at(values, at_plus, _int64(plus[name]))
+            np.subtract.at(values, at_minus, _int64(minus[name]))
+        else:
+            values[at_plus] = reduce(values[at_plus], _int64(plus[name]))
+        return values
+
+    big = np.iinfo(np.int64).max
+    first_at = combined("first_paid_at", big, np.minimum)
+    last_at = combined("last_paid_at", _NAT, np.maximum)
+    first_day = combined("first_business_date", big, np.minimum)
+    last_day = combined("last_business_date", _NAT, np.maximum)
+    count = combined("paid_orders", 0, None)
+    total = combined("total_cents", 0, None)
+    # The first order is an old one where there was a row (plan_fold sent earlier additions to the
+    # exact path), else the first of the additions.
+    position = np.zeros(n, dtype=np.int64)
+    position[had] = np.arange(had.size)
+    position[np.setdiff1d(at_plus, had)] = had.size + np.flatnonzero(~np.isin(at_plus, had))
+    sources = pa.chunked_array(
+        [
+            _strings(state["acquisition_source"]).take(pa.array(rows[had])),
+            _strings(plus["acquisition_source"]),
+        ]
+    )
+    source = sources.take(pa.array(position)).combine_chunks()
+
+    # Spend: the stored rows of these customers, plus the additions', minus the removals'.
     keys = ["customer_id", "category_group"]
-    changed = pd.MultiIndex.from_frame(summed[keys]).isin(pd.MultiIndex.from_frame(delta_spend[keys]))
+    of = pc.is_in(_strings(spend["customer_id"]), value_set=ids).to_numpy(zero_copy_only=False)
+    negative = minus_spend.assign(
+        spend_cents=-minus_spend["spend_cents"], paid_lines=-minus_spend["paid_lines"]
+    )
+    both = pd.concat([spend.loc[of, list(SPEND_COLUMNS)], plus_spend, negative], ignore_index=True)
+    summed = both.groupby(keys, sort=True, observed=True)[["spend_cents", "paid_lines"]].sum().reset_index()
+    summed = summed[summed["paid_lines"].to_numpy() > 0].reset_index(drop=True)  # nothing left bought there
+    for name in keys:
+        summed[name] = summed[name].astype("str")
+    for name in ("spend_cents", "paid_lines"):
+        summed[name] = summed[name].astype(np.int64)
+    write = pd.MultiIndex.from_frame(summed[keys]).isin(pd.MultiIndex.from_frame(plus_spend[keys]))
+    write |= summed["customer_id"].isin(plan.replaced).to_numpy()
     customer = _searchsorted(ids, _strings(summed["customer_id"]))
     group_codes, groups = pd.factorize(summed["category_group"], sort=True)
     order = np.lexsort((group_codes, -summed["spend_cents"].to_numpy(), customer))
     first = order[np.r_[True, customer[order][1:] != customer[order][:-1]]]
-    best = np.zeros(len(ids), dtype=np.int64)
+    best = np.zeros(n, dtype=np.int64)
     best[customer[first]] = group_codes[first]
     main = pd.array(list(groups), dtype="str").take(best)
 
     aov = (2 * total + count) // (2 * count)  # half up, as build_state
     fresh = _frame(
         pd.Series(pd.arrays.ArrowStringArray(ids), dtype="str"),
-        first_at.view(np.int64),
-        last_at.view(np.int64),
-        first_day.view(np.int64),
-        last_day.view(np.int64),
+        first_at,
+        last_at,
+        first_day,
+        last_day,
         count,
         total,
         aov,
         main,
         pd.arrays.ArrowStringArray(source),
     )
-    return fresh, summed, changed
+    return fresh, summed, np.asarray(write, dtype=bool)
 
 
-def _state_rows(state: pd.DataFrame, customers: pa.Array) -> tuple[np.ndarray, np.ndarray]:
-    """For each customer, their row in ``state`` (-1: none) and first payment time (int64 ns)."""
+def _int64(values: pd.Series) -> np.ndarray:
+    """Integers, or datetimes as int64 nanoseconds."""
+    if pd.api.types.is_datetime64_dtype(values.dtype):
+        return values.to_numpy(dtype="datetime64[ns]").view(np.int64)
+    return values.to_numpy(dtype=np.int64)
+
+
+def _positions_in(sorted_ids: pa.Array, needles: pa.Array) -> np.ndarray:
+    """For each needle (all present), its index in ``sorted_ids``."""
+    found = pc.index_in(needles, value_set=sorted_ids)
+    if found.null_count:
+        raise ValueError("a changed order belongs to no customer of the plan")
+    return found.to_numpy(zero_copy_only=False).astype(np.int64)
+
+
+_BOUNDS = ("first_paid_at", "last_paid_at", "first_business_date", "last_business_date")
+
+
+def _state_rows(state: pd.DataFrame, customers: pa.Array) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+    """For each customer, their row in ``state`` (-1: none), and their first and last payment
+    times and business dates (int64 ns; NaT's int64 where there is no row)."""
     ids = _strings(state["customer_id"])
-    if len(ids) == 0 or len(customers) == 0:
-        return np.full(len(customers), -1, dtype=np.int64), np.full(len(customers), _NAT, dtype=np.int64)
-    # Probe the state's ids with the (few) customers, not the other way round.
-    hit = pc.is_in(ids, value_set=pc.unique(customers)).to_numpy(zero_copy_only=False)
-    candidates = np.flatnonzero(hit)
-    if candidates.size == 0:
-        return np.full(len(customers), -1, dtype=np.int64), np.full(len(customers), _NAT, dtype=np.int64)
-    found = pc.index_in(customers, value_set=ids.take(pa.array(candidates)))
-    local = pc.fill_null(found, -1).to_numpy(zero_copy_only=False).astype(np.int64)
-    rows = np.where(local >= 0, candidates[np.maximum(local, 0)], -1)
-    first = state["first_paid_at"].to_numpy(dtype="datetime64[ns]").view(np.int64)
-    first_at = np.where(rows >= 0, first[np.maximum(rows, 0)] if len(first) else _NAT, _NAT)
-    return rows, first_at
+    none = np.full(len(customers), -1, dtype=np.int64)
+    rows = none
+    if len(ids) and len(customers):
+        # Probe the state's ids with the (few) customers, not the other way round.
+        hit = pc.is_in(ids, value_set=pc.unique(customers)).to_numpy(zero_copy_only=False)
+        candidates = np.flatnonzero(hit)
+        if candidates.size:
+            found = pc.index_in(customers, value_set=ids.take(pa.array(candidates)))
+            local = pc.fill_null(found, -1).to_numpy(zero_copy_only=False).astype(np.int64)
+            rows = np.where(local >= 0, candidates[np.maximum(local, 0)], -1)
+    bounds = {}
+    for name in _BOUNDS:
+        values = _int64(state[name]) if len(state) else np.empty(0, dtype=np.int64)
+        bounds[name] = np.where(rows >= 0, values[np.maximum(rows, 0)] if len(values) else _NAT, _NAT)
+    return rows, bounds
 
 
 def _searchsorted(sorted_ids: pa.Array, needles: pa.Array) -> np.ndarray:

@@ -92,7 +92,12 @@ _ORDER_TYPES = {
 }
 _PENDING_TYPES = {**_ORDER_TYPES, "folded_as_paid": pa.bool_()}
 _LINE_TYPES = {"order_id": pa.string(), "category": _CAT, "amount_cents": pa.int64()}
-_SPEND_TYPES = {"customer_id": pa.string(), "category_group": pa.string(), "spend_cents": pa.int64()}
+_SPEND_TYPES = {
+    "customer_id": pa.string(),
+    "category_group": pa.string(),
+    "spend_cents": pa.int64(),
+    "paid_lines": pa.int64(),
+}
 _STATE_TYPES = {
     "customer_id": pa.string(),
     "first_paid_at": _TS,
@@ -411,15 +416,15 @@ def replace_spend(conn: Connection, spend: pd.DataFrame, customer_ids: Sequence[
 
 def write_folded(conn: Connection, folded: Folded, plan: FoldPlan) -> None:
     """Write what :func:`~huitouke.segments.fold.fold_orders` changed: the touched customers' state
-    rows, and the spend rows that are new or changed (a recomputed customer's rows are replaced
-    whole; an added customer's rows only grow, so theirs are upserted without a delete)."""
+    rows, and the spend rows to write (those of :attr:`FoldPlan.replaced` customers replaced whole,
+    as a refund may empty a group; other customers' rows only grow, and are upserted)."""
     if _kind(conn) == "other":
         replace_state(conn, folded.rows, plan.touched)
         replace_spend(conn, folded.spend, plan.touched)
         return
     _delete_by_customer(conn, customer_state, list(plan.recomputed))
     _upsert(conn, customer_state.name, _state_table(folded.rows), ("customer_id",))
-    _delete_by_customer(conn, customer_spend, list(plan.recomputed))
+    _delete_by_customer(conn, customer_spend, plan.replaced)
     _upsert(conn, customer_spend.name, _spend_table(folded.spend_changed), ("customer_id", "category_group"))
 
 
@@ -460,6 +465,7 @@ def _spend_table(spend: pd.DataFrame) -> pa.Table:
             _text(spend["customer_id"]),
             _text(spend["category_group"]),
             pa.array(spend["spend_cents"].to_numpy(dtype=np.int64)),
+            pa.array(spend["paid_lines"].to_numpy(dtype=np.int64)),
         ],
         names=list(SPEND_COLUMNS),
     )

@@ -26,7 +26,9 @@ State columns (:data:`STATE_COLUMNS`), one row per customer, sorted by ``custome
 The two business-date columns are helpers: lifecycle windows count shop-local days, and the
 payment times are UTC. Next to the state, :func:`build_state_and_spend` gives the **spend rows**
 (:data:`SPEND_COLUMNS`: each customer's paid spend in each category group they bought from), which
-the store keeps so that a new order can move the main group without the customer's history.
+the store keeps so that a new order (or a refund) can move the main group without the
+customer's history; each row also counts the paid lines behind it (an order without lines counts
+one), so that a group the customer no longer bought from disappears when its last line is refunded.
 
 **Two ways to bring a state up to date, both exactly equal to a rebuild.** A customer's row
 depends only on that customer's orders. :func:`update_state` takes *all* stored orders (any
@@ -81,7 +83,7 @@ ORDER_INPUT_COLUMNS: tuple[str, ...] = (
     "acquisition_source",
 )
 LINE_INPUT_COLUMNS: tuple[str, ...] = ("order_id", "category", "amount_cents")
-SPEND_COLUMNS: tuple[str, ...] = ("customer_id", "category_group", "spend_cents")
+SPEND_COLUMNS: tuple[str, ...] = ("customer_id", "category_group", "spend_cents", "paid_lines")
 
 # Dense (customers x groups) spend matrix up to this many cells, else a sort-based path.
 _DENSE_CELLS = 64_000_000
@@ -95,6 +97,7 @@ def empty_spend() -> pd.DataFrame:
             "customer_id": pd.Series([], dtype="str"),
             "category_group": pd.Series([], dtype="str"),
             "spend_cents": np.empty(0, dtype=np.int64),
+            "paid_lines": np.empty(0, dtype=np.int64),
         }
     )
 
@@ -128,7 +131,8 @@ def build_state_and_spend(
     until: date | None = None,
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
     """The state and the spend rows (:data:`SPEND_COLUMNS`: the paid spend of each customer in
-    each category group they bought from, sorted by customer and group) from ``orders``.
+    each category group they bought from and the number of paid lines behind it, sorted by
+    customer and group) from ``orders``.
 
     The spend rows are what the daily fold needs to move a customer's main group with a new
     order without reading the customer's history (:mod:`huitouke.segments.fold`).
@@ -194,7 +198,7 @@ def _build(
     if source.isna().any():
         source = source.astype("str").fillna(records.ORGANIC)
     source = _str_values(source)
-    group, spend = _group_spend(orders, lines, rows, codes, n, amount, total, settings, with_spend)
+    group, spend = _group_spend(orders, lines, rows, codes, n, amount, total, count, settings, with_spend)
 
     state = _frame(
         customer_ids,
@@ -378,6 +382,7 @@ def _group_spend(
     n: int,
     amount: np.ndarray,
     total: np.ndarray,
+    count: np.ndarray,
     settings: SegmentSettings,
     with_spend: bool,
 ) -> tuple[pd.api.extensions.ExtensionArray, _Spend | None]:
@@ -386,7 +391,9 @@ def _group_spend(
     unknown = settings.unknown_category_group
     if lines is None or lines.empty:  # every paid order counts its whole amount as unknown
         group = pd.array([unknown], dtype="str").take(np.zeros(n, dtype=np.intp))
-        spend = _Spend(np.arange(n), np.zeros(n, dtype=np.int64), np.array([unknown], dtype=object), total)
+        spend = _Spend(
+            np.arange(n), np.zeros(n, dtype=np.int64), np.array([unknown], dtype=object), total, count
+        )
         return group, (spend if with_spend else None)
     missing = [c for c in LINE_INPUT_COLUMNS if c not in lines.columns]
     if missing:
@@ -420,16 +427,23 @@ def _group_spend(
     spend = None
     if n * g <= _DENSE_CELLS:
         totals = np.bincount(key, weights=cents, minlength=n * g)
-        bought = np.bincount(key, minlength=n * g) > 0
+        lines_of = np.bincount(key, minlength=n * g)
+        bought = lines_of > 0
         if with_spend:
             pairs = np.flatnonzero(bought)  # sorted by customer, then group
-            spend = _Spend(pairs // g, pairs % g, groups, totals[pairs].astype(np.int64))
+            spend = _Spend(pairs // g, pairs % g, groups, totals[pairs].astype(np.int64), lines_of[pairs])
         totals[~bought] = -1.0  # a group the customer never bought from
         best = np.argmax(totals.reshape(n, g), axis=1)  # the first maximum: alphabetical
     else:
-        by_pair = pd.Series(cents).groupby(key, sort=True).sum()
+        by_pair = pd.Series(cents).groupby(key, sort=True).agg(["sum", "size"])
         pairs = by_pair.index.to_numpy(dtype=np.int64)
-        spend = _Spend(pairs // g, pairs % g, groups, by_pair.to_numpy(dtype=np.int64))
+        spend = _Spend(
+            pairs // g,
+            pairs % g,
+            groups,
+            by_pair["sum"].to_numpy(dtype=np.int64),
+            by_pair["size"].to_numpy(dtype=np.int64),
+        )
         best = spend.main_groups(n)
         if not with_spend:
             spend = None
@@ -445,6 +459,7 @@ class _Spend:
     group: np.ndarray  # index into groups
     groups: np.ndarray  # group names, sorted
     cents: np.ndarray  # int64
+    lines: np.ndarray  # int64: paid lines (an order without lines counts one)
 
     def main_groups(self, n: int) -> np.ndarray:
         """Per customer code, the group index with the largest spend (ties: the first, i.e.
@@ -463,5 +478,6 @@ class _Spend:
                     pd.array(self.groups.tolist(), dtype="str").take(self.group), dtype="str"
                 ),
                 "spend_cents": self.cents.astype(np.int64),
+                "paid_lines": self.lines.astype(np.int64),
             }
         )

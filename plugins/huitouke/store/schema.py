@@ -160,6 +160,7 @@ customer_spend = Table(
     Column("customer_id", String(64), primary_key=True),
     Column("category_group", String(64), primary_key=True),
     Column("spend_cents", BigInteger, nullable=False),
+    Column("paid_lines", Integer, nullable=False),  # a refund of the group's last line removes the row
     sqlite_with_rowid=False,  # read by customer: the primary key is the table
 )
 

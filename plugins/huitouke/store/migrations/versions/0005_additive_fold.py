@@ -26,6 +26,7 @@ def upgrade() -> None:
         sa.Column("customer_id", sa.String(64), nullable=False),
         sa.Column("category_group", sa.String(64), nullable=False),
         sa.Column("spend_cents", sa.BigInteger(), nullable=False),
+        sa.Column("paid_lines", sa.Integer(), nullable=False),
         sa.PrimaryKeyConstraint("customer_id", "category_group", name="pk_customer_spend"),
         sqlite_with_rowid=False,  # read by customer: the primary key is the table
     )
