@@ -19,19 +19,26 @@ yes -> no                       a **removal** (refund, cancellation)
 "Paid" means what :func:`~huitouke.segments.state.build_state` counts: a paid status, a payment
 time and a business date (on or before the day folded; later orders stay pending).
 
-Additions are folded without the customer's history, from the state row and the customer's
-spend rows (paid spend per category group, which decides the main group). Everything a new order
-can change is a sum, a minimum or a maximum, except the acquisition source, which belongs to the
-first order: so an addition paid *at or before* the customer's first paid order (a late order,
-or a tie, broken by order id) sends the customer to the exact path instead. Removals cannot be
-folded that way (the refunded order may have been the first or the last), so a customer with a
-removal is **recomputed from all their orders**, exactly as a rebuild computes them.
+Both are folded without the customer's history, from the state row and the customer's spend
+rows (paid spend and paid lines per category group; the largest spend is the main group):
+counts, totals and spend add up or subtract, first and last dates take the minimum or maximum.
+Two things only the history knows send a customer to the **exact path**, a recomputation from
+all their orders exactly as a rebuild does it:
+
+- an addition paid *at or before* the customer's first paid order (a late order, or a tie, which
+  the order id breaks): the acquisition source belongs to the first order;
+- a removal of an order that is not strictly between the customer's first and last paid orders
+  (by payment time and by business date): the first or last order would move to one only the
+  history has. A refund of an order in between changes sums only.
+
+A group whose last paid line is refunded loses its spend row (``paid_lines`` reaches 0), as a
+rebuild would never have made it.
 
 The result is the rebuild's, row for row: tested on random order sequences with refunds,
 cancellations, late orders and ties, and against the store. The daily read is then the pending
-orders, the lines of the added ones, the added customers' spend rows, and the full history of
-the few customers with a removal: about 50,000 rows at a million customers, instead of every
-order of every touched customer.
+orders, the lines of the changed ones, the changed customers' spend rows, and the full history
+of the few customers on the exact path: about 150,000 rows at a million customers instead of
+every order of every touched customer (500,000 rows).
 """
 
 from __future__ import annotations
