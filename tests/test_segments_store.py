@@ -514,3 +514,66 @@ def test_a_store_whose_last_run_kept_an_older_state_format_is_rebuilt_once(store
     result = plain.run(monkeypatch, days[3])
     assert result["customers_recomputed"] == result["customers"] > 5  # everyone: the rebuild path
     plain.check_rebuild(days[3])
+
+
+def test_whole_table_reads_of_committed_rows_equal_the_cursor_reads(store_engine, store_url, monkeypatch):
+    """SQLite's native Arrow reader (a second, read-only connection) gives what the transaction's
+    own cursor gives: text with commas, quotes, newlines and Chinese, null payment times and dates,
+    lines without an amount, the state and the open history."""
+    from datetime import datetime
+
+    from huitouke.segments import classify, diff_segments, empty_history
+    from huitouke.store.schema import order_lines
+
+    now = datetime(2025, 3, 2, 1, 2, 3, 456789)
+    with store_engine.begin() as conn:
+        for i in range(2_100):  # more than one batch of the native reader, nulls first
+            conn.execute(
+                orders.insert().values(
+                    order_id=f'o,"{i:05d}"\n',
+                    customer_id=f'顾客,"{i % 700}"',
+                    paid_at=None if i < 1_500 else now + timedelta(minutes=i),
+                    business_date=None if i < 1_500 else FIRST,
+                    status="paid" if i % 3 else "refunded",
+                    amount_cents=1_000 + i,
+                    acquisition_source="organic" if i % 2 else "flash_sale",
+                    content_hash="x",
+                    source="test",
+                    loaded_at=now,
+                    status_changed_at=now,
+                )
+            )
+            conn.execute(
+                order_lines.insert().values(
+                    order_id=f'o,"{i:05d}"\n',
+                    line_no=1,
+                    category=f'类目 "{i % 5}",\n',
+                    amount_cents=None if i < 1_200 else 1_000 + i,
+                )
+            )
+    native_reads = []
+    original = persist._sqlite_native_table
+
+    def spy(*args, **kwargs):
+        table = original(*args, **kwargs)
+        native_reads.append(table is not None)
+        return table
+
+    monkeypatch.setattr(persist, "_sqlite_native_table", spy)
+    rules = load_segment_settings()
+    with store_engine.begin() as conn:
+        native = persist.read_orders(conn, committed=True)
+        cursor = persist.read_orders(conn)
+        for a, b in zip(native, cursor, strict=True):
+            pd.testing.assert_frame_equal(a, b)
+        assert native[0]["paid_at"].isna().sum() == 1_500
+        state = build_state(native[0], native[1], settings=rules, until=FIRST)
+        persist.replace_state(conn, state, None)
+        changes = diff_segments(empty_history(), classify(state, FIRST, rules), FIRST)
+        persist.write_history(conn, changes)
+    with store_engine.begin() as conn:
+        pd.testing.assert_frame_equal(persist.read_state(conn, committed=True), persist.read_state(conn))
+        pd.testing.assert_frame_equal(
+            persist.read_open_history(conn, committed=True), persist.read_open_history(conn)
+        )
+    assert native_reads == ([True] * 4 if store_url.startswith("sqlite") else [])

@@ -146,7 +146,7 @@ def update_segments(start: datetime, settings: Settings | None = None) -> dict[s
             writes = BackgroundWrites()  # the run's writes overlap its computing (see store.background)
             with writes:
                 if pending is None:  # the rebuild path: every order
-                    orders, lines = persist.read_orders(conn)
+                    orders, lines = persist.read_orders(conn, committed=True)  # not written yet
                     state, spend = build_state_and_spend(orders, lines, settings=rules, until=day)
                     del lines
                     read = None if locked else orders[["order_id", "business_date"]]
@@ -157,7 +157,7 @@ def update_segments(start: datetime, settings: Settings | None = None) -> dict[s
                     recomputed = len(state)
                     how = "the state rebuilt from all orders"
                 else:  # the daily fold: the pending orders, and what they touch
-                    before = saved.state if saved is not None else persist.read_state(conn)
+                    before = saved.state if saved is not None else persist.read_state(conn, committed=True)
                     plan = plan_fold(before, pending, day)
                     history, history_lines = persist.read_orders(conn, plan.recomputed)
                     folded = fold_orders(
@@ -192,7 +192,7 @@ def update_segments(start: datetime, settings: Settings | None = None) -> dict[s
                 segments = classify(state, day, rules)
                 if saved is None:
                     writes.wait()  # the connection is the writes' until then
-                    open_rows = persist.read_open_history(conn)
+                    open_rows = persist.read_open_history(conn, committed=not rerun)
                 else:
                     open_rows = saved.rewound(day) if rerun else saved.open_rows
                 if open_row_of is not None and not same_customers(open_rows["customer_id"], previous_ids):

@@ -39,7 +39,9 @@ import tempfile
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from datetime import date, datetime
+from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 import numpy as np
 import pandas as pd
@@ -253,15 +255,74 @@ def _read(
     params: Sequence[Any],
     types: dict[str, pa.DataType],
     core: Any,
+    *,
+    committed: bool = False,
 ) -> pa.Table:
     """``sql`` (written with ``%s`` placeholders) through the fastest path of the connection's
-    database; ``core`` is the same query as SQLAlchemy Core for any other database."""
+    database; ``core`` is the same query as SQLAlchemy Core for any other database.
+
+    ``committed``: the rows read are not changed by this transaction (so far), so a SQLite file
+    may be read by a second, read-only connection with a native Arrow reader
+    (:func:`_sqlite_native_table`): 5 to 10 times faster than Python's driver on whole tables.
+    """
     kind = _kind(conn)
     if kind == "sqlite":
+        if committed and not params:
+            table = _sqlite_native_table(conn, sql, types)
+            if table is not None:
+                return table
         return _sqlite_table(conn, sql.replace("%s", "?"), params, types)
     if kind == "postgresql":
         return _pg_table(conn, sql, params, types)
     return _core_table(conn, core, types)
+
+
+def _sqlite_native_table(conn: Connection, sql: str, types: dict[str, pa.DataType]) -> pa.Table | None:
+    """A whole-table read of a SQLite file through ADBC's SQLite driver (Arrow batches straight
+    from C), on its own read-only connection; None when the store is not a file or the driver is
+    not installed (the caller reads through the DB-API cursor then).
+
+    The driver types a column by its first values, so a column that starts with nulls is read as
+    text with nulls as '' (``coalesce``) and turned back here: times and dates by Arrow's cast,
+    '' as null; integers and booleans have no null in these tables.
+    """
+    database = conn.engine.url.database
+    if not database or database == ":memory:" or database.startswith("file:"):
+        return None
+    try:
+        import adbc_driver_sqlite.dbapi as adbc
+    except ImportError:  # pragma: no cover - a dependency; the slower path still works
+        return None
+    select_list, rest = sql.split(" FROM ", 1)
+    if [c.strip() for c in select_list.removeprefix("SELECT ").split(",")] != list(types):
+        raise ValueError(f"the query does not select {list(types)}: {sql}")
+    wrapped = ", ".join(
+        f"coalesce({name}, 0) AS {name}" if _is_number(type_) else f"coalesce({name}, '') AS {name}"
+        for name, type_ in types.items()
+    )
+    path = Path(database).resolve()
+    with adbc.connect(f"file:{quote(str(path))}?mode=ro") as native, native.cursor() as cursor:
+        cursor.execute(f"SELECT {wrapped} FROM {rest}")
+        fetched = cursor.fetch_arrow_table()
+    arrays = []
+    for name, type_ in types.items():
+        column = fetched[name]
+        if _is_number(type_):
+            arrays.append(column.cast(type_))
+            continue
+        text = column.cast(pa.string())
+        if pa.types.is_dictionary(type_):
+            arrays.append(pc.dictionary_encode(text))
+        elif pa.types.is_string(type_):
+            arrays.append(text)
+        else:  # times and dates: '' was null
+            arrays.append(pc.if_else(pc.equal(text, ""), pa.scalar(None, pa.string()), text).cast(type_))
+    table = pa.Table.from_arrays(arrays, names=list(types))
+    return table.unify_dictionaries() if any(pa.types.is_dictionary(t) for t in types.values()) else table
+
+
+def _is_number(type_: pa.DataType) -> bool:
+    return pa.types.is_integer(type_) or pa.types.is_boolean(type_) or pa.types.is_floating(type_)
 
 
 def _text(values: pd.Series) -> pa.Array:
@@ -524,14 +585,14 @@ def touched_customers(conn: Connection, until: date) -> list[str]:
 
 
 def read_orders(
-    conn: Connection, customer_ids: Sequence[str] | None = None
+    conn: Connection, customer_ids: Sequence[str] | None = None, *, committed: bool = False
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
     """All orders (any status) and their lines, of the given customers or of everyone.
 
     Ids and text as ``str``; status, source and category as categoricals; times and dates as
     datetime64[ns]; amounts as int64 (a line without an amount counts 0).
     """
-    order_table, line_table = read_order_tables(conn, customer_ids)
+    order_table, line_table = read_order_tables(conn, customer_ids, committed=committed)
     order_frame = _to_pandas(order_table)
     del order_table
     line_frame = _line_frame(line_table)
@@ -540,17 +601,18 @@ def read_orders(
 
 
 def read_order_tables(
-    conn: Connection, customer_ids: Sequence[str] | None = None
+    conn: Connection, customer_ids: Sequence[str] | None = None, *, committed: bool = False
 ) -> tuple[pa.Table, pa.Table]:
-    """:func:`read_orders` as Arrow tables."""
+    """:func:`read_orders` as Arrow tables. ``committed``: the transaction has not written orders
+    or lines (see :func:`_read`)."""
     order_sql = f"SELECT {', '.join(ORDER_INPUT_COLUMNS)} FROM orders"
     line_sql = f"SELECT {', '.join(LINE_INPUT_COLUMNS)} FROM order_lines"
     order_cols = [orders.c[name] for name in ORDER_INPUT_COLUMNS]
     line_cols = [order_lines.c[name] for name in LINE_INPUT_COLUMNS]
     if customer_ids is None:
         return (
-            _read(conn, order_sql, [], _ORDER_TYPES, select(*order_cols)),
-            _read(conn, line_sql, [], _LINE_TYPES, select(*line_cols)),
+            _read(conn, order_sql, [], _ORDER_TYPES, select(*order_cols), committed=committed),
+            _read(conn, line_sql, [], _LINE_TYPES, select(*line_cols), committed=committed),
         )
     ids = list(customer_ids)
     order_table = _by_ids(
@@ -639,14 +701,16 @@ def _sqlite_time(value: datetime) -> str:
 # -------------------------------------------------------------------------------------- state
 
 
-def read_state(conn: Connection) -> pd.DataFrame:
-    """The stored customer state, with the dtypes :func:`~huitouke.segments.state.build_state` gives."""
+def read_state(conn: Connection, *, committed: bool = False) -> pd.DataFrame:
+    """The stored customer state, with the dtypes :func:`~huitouke.segments.state.build_state` gives.
+    ``committed``: the transaction has not written the state (see :func:`_read`)."""
     table = _read(
         conn,
         f"SELECT {', '.join(STATE_COLUMNS)} FROM customer_state",
         [],
         _STATE_TYPES,
         select(*(customer_state.c[c] for c in STATE_COLUMNS)),
+        committed=committed,
     )
     if table.num_rows == 0:
         return empty_state()
@@ -752,9 +816,9 @@ def _sqlite_values(column: pa.Array) -> list[Any]:
 # ------------------------------------------------------------------------------------ history
 
 
-def read_open_history(conn: Connection) -> pd.DataFrame:
+def read_open_history(conn: Connection, *, committed: bool = False) -> pd.DataFrame:
     """The open segment rows (``valid_to`` null): customer_id, valid_from and the segment, sorted
-    by customer."""
+    by customer. ``committed``: the transaction has not written the history (no rewind)."""
     types = {name: _HISTORY_TYPES[name] for name in _OPEN_COLUMNS}
     table = _read(
         conn,
@@ -762,6 +826,7 @@ def read_open_history(conn: Connection) -> pd.DataFrame:
         [],
         types,
         select(*(segment_history.c[c] for c in _OPEN_COLUMNS)).where(segment_history.c.valid_to.is_(None)),
+        committed=committed,
     )
     table = table.take(pc.sort_indices(table["customer_id"]))
     return _history_dtypes(_to_pandas(table))
