@@ -577,3 +577,22 @@ def test_whole_table_reads_of_committed_rows_equal_the_cursor_reads(store_engine
             persist.read_open_history(conn, committed=True), persist.read_open_history(conn)
         )
     assert native_reads == ([True] * 4 if store_url.startswith("sqlite") else [])
+
+
+def test_the_open_rows_after_a_rewind_can_be_read_before_it(stores, monkeypatch):
+    """A re-run reads the history as the rewind will leave it before rewinding (whole tables are
+    read before the transaction writes anything)."""
+    shop = Shop(seed=12)
+    _, plain = stores
+    days = [FIRST + timedelta(days=d) for d in range(5)]
+    for day in days:
+        _intake(plain.engine, shop.day(day), day)
+        plain.run(monkeypatch, day)
+    with plain.engine.connect() as conn:
+        ahead = persist.read_open_history(conn, committed=True, rewinding=days[-1])
+        transaction = conn.begin()
+        persist.rewind_history(conn, days[-1])
+        after = persist.read_open_history(conn)
+        transaction.rollback()
+    pd.testing.assert_frame_equal(ahead, after)
+    assert len(ahead) > 5

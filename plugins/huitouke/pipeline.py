@@ -125,8 +125,6 @@ def update_segments(start: datetime, settings: Settings | None = None) -> dict[s
                 )
                 saved = snapshot.load(cache, key)
             rerun = latest is not None and latest.business_date == day
-            if rerun:
-                persist.rewind_history(conn, day)
             pending = None
             previous_ids = open_row_of = None  # the fold's row mapping, for the history diff
             if latest is None:
@@ -143,10 +141,21 @@ def update_segments(start: datetime, settings: Settings | None = None) -> dict[s
                         "More than %s orders to fold in: rebuilding the customer state from all orders",
                         f"{persist.REBUILD_ABOVE:,}",
                     )
+            # Whole tables are read before the transaction writes anything: SQLite then serves
+            # them from a second, read-only connection (persist._read, committed=True).
+            if pending is None:
+                orders, lines = persist.read_orders(conn, committed=True)
+            else:
+                before = saved.state if saved is not None else persist.read_state(conn, committed=True)
+            if saved is None:  # as after the rewind of a re-run day, which only comes next
+                open_rows = persist.read_open_history(conn, committed=True, rewinding=day if rerun else None)
+            else:
+                open_rows = saved.rewound(day) if rerun else saved.open_rows
+            if rerun:
+                persist.rewind_history(conn, day)
             writes = BackgroundWrites()  # the run's writes overlap its computing (see store.background)
             with writes:
                 if pending is None:  # the rebuild path: every order
-                    orders, lines = persist.read_orders(conn, committed=True)  # not written yet
                     state, spend = build_state_and_spend(orders, lines, settings=rules, until=day)
                     del lines
                     read = None if locked else orders[["order_id", "business_date"]]
@@ -157,7 +166,6 @@ def update_segments(start: datetime, settings: Settings | None = None) -> dict[s
                     recomputed = len(state)
                     how = "the state rebuilt from all orders"
                 else:  # the daily fold: the pending orders, and what they touch
-                    before = saved.state if saved is not None else persist.read_state(conn, committed=True)
                     plan = plan_fold(before, pending, day)
                     history, history_lines = persist.read_orders(conn, plan.recomputed)
                     folded = fold_orders(
@@ -190,11 +198,6 @@ def update_segments(start: datetime, settings: Settings | None = None) -> dict[s
                 del read
 
                 segments = classify(state, day, rules)
-                if saved is None:
-                    writes.wait()  # the connection is the writes' until then
-                    open_rows = persist.read_open_history(conn, committed=not rerun)
-                else:
-                    open_rows = saved.rewound(day) if rerun else saved.open_rows
                 if open_row_of is not None and not same_customers(open_rows["customer_id"], previous_ids):
                     open_row_of = None  # the open rows are not the previous state's customers in order
                 del previous_ids
