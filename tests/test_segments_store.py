@@ -560,6 +560,7 @@ def test_whole_table_reads_of_committed_rows_equal_the_cursor_reads(store_engine
         return table
 
     monkeypatch.setattr(persist, "_sqlite_native_table", spy)
+    monkeypatch.setattr(persist, "_FETCH", 500)  # several batches, the first ones without a time
     rules = load_segment_settings()
     with store_engine.begin() as conn:
         native = persist.read_orders(conn, committed=True)

@@ -314,28 +314,42 @@ def _sqlite_native_table(
         for name, type_ in types.items()
     )
     path = Path(database).resolve()
+    schema = pa.schema(list(types.items()))
+    batches = []
     try:
         with adbc.connect(f"file:{quote(str(path))}?mode=ro") as native, native.cursor() as cursor:
+            cursor.adbc_statement.set_options(**{"adbc.sqlite.query.batch_rows": str(_FETCH)})
             cursor.execute(f"SELECT {wrapped} FROM {rest}", tuple(params) or None)
-            fetched = cursor.fetch_arrow_table()
+            # Batch by batch: the text of dates and times never exists for the whole table.
+            for batch in cursor.fetch_record_batch():
+                batches.append(_typed_batch(batch, schema))
     except adbc.Error as exc:  # e.g. the transaction wrote enough to hold the file exclusively
         log.warning("SQLite's native reader could not read (%s): reading through the transaction", exc)
         return None
+    if not batches:
+        return schema.empty_table()
+    table = pa.Table.from_batches(batches, schema=schema)
+    return table.unify_dictionaries() if any(pa.types.is_dictionary(t) for t in types.values()) else table
+
+
+def _typed_batch(batch: pa.RecordBatch, schema: pa.Schema) -> pa.RecordBatch:
+    """A batch of the native reader in the store's types ('' was a null time or date), in memory
+    of its own: one column kept as the driver gave it would keep the driver's whole batch alive
+    (the text of every time and date with it; measured 1.3 GB more for 10 million orders)."""
     arrays = []
-    for name, type_ in types.items():
-        column = fetched[name]
+    for field in schema:
+        column, type_ = batch.column(field.name), field.type
         if _is_number(type_):
-            arrays.append(column.cast(type_))
+            arrays.append(pa.concat_arrays([column.cast(type_)]))  # concat: a copy
             continue
         text = column.cast(pa.string())
         if pa.types.is_dictionary(type_):
             arrays.append(pc.dictionary_encode(text))
         elif pa.types.is_string(type_):
-            arrays.append(text)
+            arrays.append(pa.concat_arrays([text]))
         else:  # times and dates: '' was null
             arrays.append(pc.if_else(pc.equal(text, ""), pa.scalar(None, pa.string()), text).cast(type_))
-    table = pa.Table.from_arrays(arrays, names=list(types))
-    return table.unify_dictionaries() if any(pa.types.is_dictionary(t) for t in types.values()) else table
+    return pa.RecordBatch.from_arrays(arrays, schema=schema)
 
 
 def _is_number(type_: pa.DataType) -> bool:
