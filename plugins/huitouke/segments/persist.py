@@ -540,12 +540,7 @@ def _upsert(conn: Connection, name: str, table: pa.Table, key: tuple[str, ...]) 
         staging = f"huitouke_upsert_{name}"
         cursor.execute(f"CREATE TEMP TABLE IF NOT EXISTS {staging} (LIKE {name}) ON COMMIT DELETE ROWS")
         cursor.execute(f"TRUNCATE {staging}")
-        buffer = io.BytesIO()
-        pacsv.write_csv(table, buffer, pacsv.WriteOptions(include_header=False))
-        buffer.seek(0)
-        cursor.copy_expert(
-            f"COPY {staging} ({columns}) FROM STDIN WITH (FORMAT csv, ENCODING 'UTF8')", buffer
-        )
+        _pg_copy_in(cursor, staging, columns, table)
         cursor.execute(f"INSERT INTO {name} ({columns}) SELECT {columns} FROM {staging} {conflict}")
     finally:
         cursor.close()
@@ -802,14 +797,9 @@ def _insert(conn: Connection, name: str, table: pa.Table) -> None:
     columns = ", ".join(table.column_names)
     kind = _kind(conn)
     if kind == "postgresql":
-        buffer = io.BytesIO()
-        pacsv.write_csv(table, buffer, pacsv.WriteOptions(include_header=False))
-        buffer.seek(0)
         cursor = _cursor(conn)
         try:
-            cursor.copy_expert(
-                f"COPY {name} ({columns}) FROM STDIN WITH (FORMAT csv, ENCODING 'UTF8')", buffer
-            )
+            _pg_copy_in(cursor, name, columns, table)
         finally:
             cursor.close()
         return
@@ -830,6 +820,16 @@ def _insert(conn: Connection, name: str, table: pa.Table) -> None:
     }[name]
     for batch in table.to_batches(5_000):
         conn.execute(insert(target), batch.to_pylist())
+
+
+def _pg_copy_in(cursor: Any, name: str, columns: str, table: pa.Table) -> None:
+    """``COPY name (columns) FROM STDIN``, one batch of rows at a time: the CSV of a few million
+    rows never sits in memory whole."""
+    for batch in table.to_batches(_FETCH):
+        buffer = io.BytesIO()
+        pacsv.write_csv(batch, buffer, pacsv.WriteOptions(include_header=False))
+        buffer.seek(0)
+        cursor.copy_expert(f"COPY {name} ({columns}) FROM STDIN WITH (FORMAT csv, ENCODING 'UTF8')", buffer)
 
 
 def _sqlite_values(column: pa.Array) -> list[Any]:
