@@ -26,10 +26,11 @@ store named by the ``crm_db`` Connection, on a SQLite file and on PostgreSQL 15.
    have stored it.
 4. **D1**, the daily step: ``update_segments`` for the next day, the persist, snapshot and pure
    functions wrapped with timers (the readers split into SQL + fetch into Arrow, and Arrow to
-   pandas). ``BENCH_REPEATS`` runs with the snapshot (the first one uses D0's; before a repeat the
-   D1 orders are marked unapplied again, and the run itself rewinds D1's history, timed apart as
-   ``rewind_history``), then one more without it (``HUITOUKE_CACHE_DIR=off``: a worker that did not
-   run the previous day reads the state and the open history from the tables).
+   pandas). First one run without the snapshot (``HUITOUKE_CACHE_DIR=off``: a worker that did not
+   run the previous day reads the state and the open history from the tables), then
+   ``BENCH_REPEATS`` runs with the snapshot D0 left. Every run starts from the same store: before
+   each, D1's run is undone (its history, KPIs, the state and spend rows of its customers, the
+   stamps of its orders and what the state counted of them, the store's snapshot files; not timed).
 5. optionally, the **rebuild path** (the category groups changed: every order read), a **check**
    that the stored state equals a full build from the stored orders and that the snapshot equals
    the tables, and the **alternatives** (not library code: the measures behind the design, the
