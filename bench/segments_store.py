@@ -114,7 +114,6 @@ PERSIST_PARTS = (
     ("lock_store", "lock_store"),
     ("latest_run", "latest_run"),
     ("rewind_history", "rewind_history (repeats only)"),
-    ("pending_customers", "pending_customers query"),
     ("read_pending", "read_pending (the unfolded orders)"),
     ("read_orders", "read_orders (all orders of recomputed customers)"),
     ("read_spend", "read_spend (added customers)"),

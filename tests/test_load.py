@@ -147,7 +147,7 @@ def test_stage_two_marks_only_the_orders_it_folded_in(store_engine):
     """An order loaded after stage 2 read its input stays unmarked for the next run."""
     from datetime import datetime
 
-    from huitouke.segments.persist import mark_applied, touched_customers
+    from huitouke.segments.persist import mark_applied, read_pending
 
     load(store_engine, rows({}, {"order_id": "T2"}))
     with store_engine.begin() as conn:
@@ -157,7 +157,7 @@ def test_stage_two_marks_only_the_orders_it_folded_in(store_engine):
             conn.execute(select(orders.c.order_id).where(orders.c.state_applied_at.is_(None))).scalars().all()
         )
         assert unmarked == ["T2"]
-        assert touched_customers(conn, DAY) == ["c1"]
+        assert list(read_pending(conn)["customer_id"]) == ["c1"]
 
 
 def test_a_status_move_records_what_the_state_counted_of_the_order(store_engine):

@@ -347,7 +347,7 @@ def test_a_large_backlog_takes_the_rebuild_path_with_the_same_result(stores, mon
     cached.check_rebuild(days[5])
 
 
-def test_pending_customers_are_those_with_unfolded_orders_due_by_the_day(stores, monkeypatch):
+def test_pending_orders_are_the_unfolded_ones_and_the_stamp_takes_those_due_by_the_day(stores, monkeypatch):
     store, _ = stores
     shop = Shop(seed=6)
     day = FIRST
@@ -357,18 +357,15 @@ def test_pending_customers_are_those_with_unfolded_orders_due_by_the_day(stores,
         conn.execute(
             orders.update().where(orders.c.order_id == "o00000").values(business_date=None, paid_at=None)
         )
-        rows = conn.execute(select(orders.c.customer_id, orders.c.business_date)).all()
-        due = sorted({c for c, d in rows if d is None or d <= day})
-        assert persist.pending_customers(conn, day) == due == persist.touched_customers(conn, day)
-        assert persist.pending_customers(conn, day, max_orders=len(rows)) == due
-        assert persist.pending_customers(conn, day, max_orders=len(rows) - 1) is None
+        rows = conn.execute(select(orders.c.order_id, orders.c.business_date)).all()
+        assert sorted(persist.read_pending(conn)["order_id"]) == sorted(o for o, _ in rows)
+        assert persist.read_pending(conn, max_orders=len(rows)) is not None
+        assert persist.read_pending(conn, max_orders=len(rows) - 1) is None
         assert persist.mark_folded(conn, day, pd.Timestamp("2025-03-05").to_pydatetime()) == sum(
             1 for _, d in rows if d is None or d <= day
         )
-        assert persist.pending_customers(conn, day) == []
-        assert persist.pending_customers(conn, day + timedelta(days=1)) == sorted(
-            {c for c, d in rows if d is not None and d > day}
-        )
+        left = persist.read_pending(conn)
+        assert sorted(left["order_id"]) == sorted(o for o, d in rows if d is not None and d > day)
 
 
 def test_while_a_run_holds_the_store_other_writers_wait_and_readers_do_not(stores):
@@ -484,7 +481,7 @@ def test_text_with_commas_quotes_newlines_and_chinese_survives_the_bulk_paths(st
     rules = load_segment_settings()
     with store_engine.begin() as conn:
         assert persist.lock_store(conn)
-        assert persist.pending_customers(conn, FIRST) == sorted(ids)
+        assert sorted(persist.read_pending(conn)["customer_id"]) == sorted(ids)
         got, lines = persist.read_orders(conn, ids)
         assert sorted(got["customer_id"]) == sorted(ids)
         assert sorted(lines["category"].astype(str)) == sorted(f'类目 "{i}",\n' for i in range(len(ids)))

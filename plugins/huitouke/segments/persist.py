@@ -417,35 +417,6 @@ def _unapplied(until: date) -> Any:
     )
 
 
-def pending_customers(conn: Connection, until: date, max_orders: int | None = None) -> list[str] | None:
-    """Customers with an order not yet folded into the state, paid on or before ``until``
-    (or without a business date); None when there are more than ``max_orders`` unfolded orders
-    (a rebuild is cheaper then).
-
-    Reads the unfolded orders (``ix_orders_unapplied_customer_id`` where the store has it) and
-    filters and de-duplicates in memory: no ``DISTINCT`` over a large set, no ``OR`` for the
-    planner to spill on.
-    """
-    limit = "" if max_orders is None else " LIMIT %s"
-    params: list[Any] = [] if max_orders is None else [max_orders + 1]
-    core = select(orders.c.customer_id, orders.c.business_date).where(orders.c.state_applied_at.is_(None))
-    if max_orders is not None:
-        core = core.limit(max_orders + 1)
-    table = _read(
-        conn,
-        "SELECT customer_id, business_date FROM orders WHERE state_applied_at IS NULL" + limit,
-        params,
-        {"customer_id": pa.string(), "business_date": pa.date32()},
-        core,
-    )
-    if max_orders is not None and table.num_rows > max_orders:
-        return None
-    day = table["business_date"]
-    due = pc.or_kleene(pc.is_null(day), pc.less_equal(day, pa.scalar(until, pa.date32())))
-    customers = pc.unique(table["customer_id"].filter(due))
-    return sorted(customers.to_pylist())
-
-
 def read_pending(conn: Connection, max_orders: int | None = None) -> pd.DataFrame | None:
     """Every order not folded into the state yet (:data:`~huitouke.segments.fold.PENDING_COLUMNS`,
     dtypes as :func:`read_orders`, ``folded_as_paid`` as pandas ``boolean``), or None when there
@@ -603,11 +574,6 @@ def _line_frame(table: pa.Table) -> pd.DataFrame:
     frame = _to_pandas(table)
     frame["amount_cents"] = frame["amount_cents"].fillna(0).astype("int64")
     return frame
-
-
-def touched_customers(conn: Connection, until: date) -> list[str]:
-    """Customers with an order not yet folded into the state, paid on or before ``until``."""
-    return pending_customers(conn, until) or []
 
 
 def read_orders(
