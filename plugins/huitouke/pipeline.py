@@ -190,7 +190,7 @@ def update_segments(start: datetime, settings: Settings | None = None) -> dict[s
                     recomputed = len(plan.touched)
                     how = (
                         f"{len(plan.added):,} customers updated by their changed orders "
-                        f"({len(plan.additions):,} added, {len(plan.removals):,} refunded or cancelled), "
+                        f"({len(plan.additions):,} paid orders added, {len(plan.removals):,} subtracted: refunded or cancelled), "
                         f"{len(plan.recomputed):,} recomputed from all their orders "
                         "(the first or last order refunded, a late order)"
                     )
