@@ -61,8 +61,10 @@ from huitouke.segments.state import (
     _frame,
     _ns,
     _paid_mask,
+    _Spend,
     build_state_and_spend,
     empty_spend,
+    string_array,
 )
 
 __all__ = ["PENDING_COLUMNS", "FoldPlan", "Folded", "fold_orders", "plan_fold", "replace_rows"]
@@ -117,7 +119,7 @@ def plan_fold(state: pd.DataFrame, pending: pd.DataFrame, until: date) -> FoldPl
     before = pending["folded_as_paid"].astype("boolean").fillna(False).to_numpy(dtype=bool) & counts
     added, removed = now_paid & ~before, before & ~now_paid
 
-    customers = _strings(pending["customer_id"])
+    customers = string_array(pending["customer_id"])
     rows, bounds = _state_rows(state, customers)
     # An addition at or before the customer's first paid order may change the first order; a
     # removal of the first or last order (by time or by day) changes what only the history knows.
@@ -183,7 +185,7 @@ def fold_orders(
         changed_parts.append(fresh_spend[changed])
     if plan.recomputed:
         ids = pa.array(plan.recomputed, pa.string())
-        of = pc.is_in(_strings(history["customer_id"]), value_set=ids).to_numpy(zero_copy_only=False)
+        of = pc.is_in(string_array(history["customer_id"]), value_set=ids).to_numpy(zero_copy_only=False)
         recomputed, recomputed_spend = build_state_and_spend(
             history[of], history_lines, settings=settings, until=until
         )
@@ -215,7 +217,7 @@ def replace_rows(
     """``state`` (sorted by customer) without the ``touched`` customers' rows, with ``fresh``
     (sorted; touched customers only, a touched customer without a row leaves), still sorted; and
     for each of its rows the customer's row in ``state`` (-1: a new customer)."""
-    ids = _strings(state["customer_id"])
+    ids = string_array(state["customer_id"])
     drop = pc.is_in(ids, value_set=touched).to_numpy(zero_copy_only=False)
     kept = np.flatnonzero(~drop)
     if fresh.empty:
@@ -223,7 +225,7 @@ def replace_rows(
     # Merge two sorted runs: where each fresh row goes among the kept ones. A customer who had a
     # row goes where that row was; only new customers are searched for.
     kept_before = np.cumsum(~drop) - ~drop  # kept rows before each row of the state
-    fresh_ids = _strings(fresh["customer_id"])
+    fresh_ids = string_array(fresh["customer_id"])
     rows, _ = _state_rows(state, fresh_ids)
     at = kept_before[np.maximum(rows, 0)] if len(kept_before) else np.zeros(len(rows), dtype=np.int64)
     new = np.flatnonzero(rows < 0)
@@ -243,7 +245,7 @@ def replace_rows(
     for name in STATE_COLUMNS:
         old, new_values = state[name], fresh[name]
         if old.dtype == "str":
-            both = pa.chunked_array([_strings(old), _strings(new_values)])
+            both = pa.chunked_array([string_array(old), string_array(new_values)])
             merged[name] = pd.Series(
                 pd.arrays.ArrowStringArray(both.take(indices).combine_chunks()), dtype="str"
             )
@@ -273,8 +275,8 @@ def _add(
     minus, minus_spend = build_state_and_spend(counted, changed_lines, settings=settings, until=until)
     rows, _ = _state_rows(state, ids)
     had = np.flatnonzero(rows >= 0)
-    at_plus = _positions_in(ids, _strings(plus["customer_id"]))
-    at_minus = _positions_in(ids, _strings(minus["customer_id"]))
+    at_plus = _positions_in(ids, string_array(plus["customer_id"]))
+    at_minus = _positions_in(ids, string_array(minus["customer_id"]))
 
     def combined(name: str, fill: int, reduce: np.ufunc | None) -> np.ndarray:
         """The old value where there was a row, combined with the additions' (removals never change
@@ -302,15 +304,15 @@ def _add(
     position[np.setdiff1d(at_plus, had)] = had.size + np.flatnonzero(~np.isin(at_plus, had))
     sources = pa.chunked_array(
         [
-            _strings(state["acquisition_source"]).take(pa.array(rows[had])),
-            _strings(plus["acquisition_source"]),
+            string_array(state["acquisition_source"]).take(pa.array(rows[had])),
+            string_array(plus["acquisition_source"]),
         ]
     )
     source = sources.take(pa.array(position)).combine_chunks()
 
     # Spend: the stored rows of these customers, plus the additions', minus the removals'.
     keys = ["customer_id", "category_group"]
-    of = pc.is_in(_strings(spend["customer_id"]), value_set=ids).to_numpy(zero_copy_only=False)
+    of = pc.is_in(string_array(spend["customer_id"]), value_set=ids).to_numpy(zero_copy_only=False)
     negative = minus_spend.assign(
         spend_cents=-minus_spend["spend_cents"], paid_lines=-minus_spend["paid_lines"]
     )
@@ -323,13 +325,15 @@ def _add(
         summed[name] = summed[name].astype(np.int64)
     write = pd.MultiIndex.from_frame(summed[keys]).isin(pd.MultiIndex.from_frame(plus_spend[keys]))
     write |= summed["customer_id"].isin(plan.replaced).to_numpy()
-    customer = _searchsorted(ids, _strings(summed["customer_id"]))
-    group_codes, groups = pd.factorize(summed["category_group"], sort=True)
-    order = np.lexsort((group_codes, -summed["spend_cents"].to_numpy(), customer))
-    first = order[np.r_[True, customer[order][1:] != customer[order][:-1]]]
-    best = np.zeros(n, dtype=np.int64)
-    best[customer[first]] = group_codes[first]
-    main = pd.array(list(groups), dtype="str").take(best)
+    group_codes, groups = pd.factorize(summed["category_group"], sort=True)  # sorted: ties alphabetical
+    pairs = _Spend(
+        _searchsorted(ids, string_array(summed["customer_id"])),
+        group_codes,
+        np.asarray(groups, dtype=object),
+        summed["spend_cents"].to_numpy(),
+        summed["paid_lines"].to_numpy(),
+    )
+    main = pd.array(list(groups), dtype="str").take(pairs.main_groups(n))
 
     aov = (2 * total + count) // (2 * count)  # half up, as build_state
     fresh = _frame(
@@ -368,7 +372,7 @@ _BOUNDS = ("first_paid_at", "last_paid_at", "first_business_date", "last_busines
 def _state_rows(state: pd.DataFrame, customers: pa.Array) -> tuple[np.ndarray, dict[str, np.ndarray]]:
     """For each customer, their row in ``state`` (-1: none), and their first and last payment
     times and business dates (int64 ns; NaT's int64 where there is no row)."""
-    ids = _strings(state["customer_id"])
+    ids = string_array(state["customer_id"])
     none = np.full(len(customers), -1, dtype=np.int64)
     rows = none
     if len(ids) and len(customers):
@@ -410,13 +414,3 @@ class _ArrowSequence:
 
 def _sorted(frame: pd.DataFrame) -> pd.DataFrame:
     return frame.sort_values("customer_id", kind="stable", ignore_index=True)
-
-
-def _strings(values: pd.Series) -> pa.Array:
-    """A text column as one Arrow ``string`` array."""
-    if values.dtype != "str":
-        values = values.astype("str")
-    array = pa.array(values)
-    if isinstance(array, pa.ChunkedArray):
-        array = array.combine_chunks()
-    return array if array.type == pa.string() else array.cast(pa.string())

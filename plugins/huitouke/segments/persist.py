@@ -61,6 +61,7 @@ from huitouke.segments.state import (
     STATE_COLUMNS,
     empty_spend,
     empty_state,
+    string_array,
 )
 from huitouke.store.schema import (
     customer_spend,
@@ -356,16 +357,6 @@ def _is_number(type_: pa.DataType) -> bool:
     return pa.types.is_integer(type_) or pa.types.is_boolean(type_) or pa.types.is_floating(type_)
 
 
-def _text(values: pd.Series) -> pa.Array:
-    """A text column as an Arrow ``string`` array (pandas' ``str`` columns are Arrow already)."""
-    if values.dtype != "str":
-        values = values.astype("str")
-    array = pa.array(values)
-    if isinstance(array, pa.ChunkedArray):
-        array = array.combine_chunks()
-    return array if array.type == pa.string() else array.cast(pa.string())
-
-
 def _to_pandas(table: pa.Table) -> pd.DataFrame:
     """Arrow → pandas: text as ``str``, dictionaries as categoricals, dates and times as
     datetime64[ns], integers as int64."""
@@ -520,8 +511,8 @@ def _upsert(conn: Connection, name: str, table: pa.Table, key: tuple[str, ...]) 
 def _spend_table(spend: pd.DataFrame) -> pa.Table:
     return pa.Table.from_arrays(
         [
-            _text(spend["customer_id"]),
-            _text(spend["category_group"]),
+            string_array(spend["customer_id"]),
+            string_array(spend["category_group"]),
             pa.array(spend["spend_cents"].to_numpy(dtype=np.int64)),
             pa.array(spend["paid_lines"].to_numpy(dtype=np.int64)),
         ],
@@ -721,7 +712,7 @@ def _state_table(state: pd.DataFrame) -> pa.Table:
         elif pa.types.is_integer(type_):
             arrays.append(pa.array(column.to_numpy(dtype=np.int64)))
         else:
-            arrays.append(_text(column))
+            arrays.append(string_array(column))
     return pa.Table.from_arrays(arrays, names=list(_STATE_TYPES))
 
 
@@ -898,14 +889,14 @@ def write_history(conn: Connection, changes: SegmentChanges) -> None:
 def _history_table(opened: pd.DataFrame, day: date) -> pa.Table:
     n = len(opened)
     arrays = {
-        "customer_id": _text(opened["customer_id"]),
+        "customer_id": string_array(opened["customer_id"]),
         "valid_from": pa.array(np.full(n, np.datetime64(day, "D"))).cast(pa.date32()),
         "valid_to": pa.nulls(n, pa.date32()),
     }
     for column in SEGMENT_COLUMNS:
         values = opened[column]
         if column in _HISTORY_TEXT:
-            arrays[column] = _text(values)
+            arrays[column] = string_array(values)
         elif column == "low_value_acquisition":
             arrays[column] = pa.array(values.to_numpy(dtype=bool))
         else:
@@ -925,9 +916,9 @@ def open_rows_after(
     After the day every customer of ``segments`` has exactly one open row, holding the day's
     segment (an unchanged row holds equal values), opened on the business date or, unchanged, when
     it was opened. ``open_row_of``: as for :func:`~huitouke.segments.history.diff_segments`."""
-    today = _text(segments["customer_id"])
-    before = _text(open_rows["customer_id"])
-    opened = _text(changes.open["customer_id"])
+    today = string_array(segments["customer_id"])
+    before = string_array(open_rows["customer_id"])
+    opened = string_array(changes.open["customer_id"])
     if open_row_of is None:
         position = pc.fill_null(pc.index_in(today, value_set=before), -1).to_numpy(zero_copy_only=False)
     else:
@@ -940,7 +931,9 @@ def open_rows_after(
     since[fresh] = np.datetime64(changes.business_date, "ns")
     after = segments.loc[:, ["customer_id", *SEGMENT_COLUMNS]].reset_index(drop=True)
     after.insert(1, "valid_from", since)
-    closing = pc.is_in(before, value_set=_text(changes.close["customer_id"])).to_numpy(zero_copy_only=False)
+    closing = pc.is_in(before, value_set=string_array(changes.close["customer_id"])).to_numpy(
+        zero_copy_only=False
+    )
     closed = open_rows.loc[closing, list(_OPEN_COLUMNS)]
     return _open_dtypes(after), _open_dtypes(closed)
 

@@ -352,6 +352,16 @@ def _first_order_rows(
     return first
 
 
+def string_array(values: pd.Series) -> pa.Array:
+    """A text column as one Arrow ``string`` array (pandas' ``str`` columns are Arrow already)."""
+    if values.dtype != "str":
+        values = values.astype("str")
+    array = pa.array(values)
+    if isinstance(array, pa.ChunkedArray):
+        array = array.combine_chunks()
+    return array if array.type == pa.string() else array.cast(pa.string())
+
+
 def _arrow_strings(values: pd.Series) -> pa.Array:
     """A pyarrow large_string array of the values (no copy for pandas' arrow-backed ``str``)."""
     if isinstance(values.dtype, pd.CategoricalDtype) or values.dtype != "str":
