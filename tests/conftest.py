@@ -6,7 +6,9 @@ project's .airflow/ or data/ folders, and never the user's own Airflow.
 
 from __future__ import annotations
 
+import atexit
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -16,6 +18,7 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 _SESSION_DIR = Path(tempfile.mkdtemp(prefix="huitouke-tests-"))
+atexit.register(shutil.rmtree, _SESSION_DIR, ignore_errors=True)  # the suite's Airflow home, stores, caches
 
 os.environ["HUITOUKE_HOME"] = str(ROOT)
 os.environ["AIRFLOW_HOME"] = str(_SESSION_DIR / "airflow")
