@@ -96,6 +96,29 @@ def test_a_group_override_may_give_only_the_churn_window():
     assert _one({"first": 400, "last": 400, "group": "durables"}, settings)["lifecycle"] == "churned"
 
 
+def test_a_customer_without_a_main_group_keeps_the_default_windows():
+    """No paid line, no main group: the shop's windows, not those of another customer's group."""
+    settings = SegmentSettings(
+        lifecycle=LifecycleSettings(by_category_group={"3c": LifecycleOverride(churn_days=500)})
+    )
+    state = _state([{"first": 400, "last": 400, "group": "3c"}, {"first": 400, "last": 400}])
+    state.loc[1, "main_category_group"] = None
+    segments = classify(state, TODAY, settings)
+    assert list(segments["lifecycle"]) == ["at_risk", "churned"]
+    assert segments["category_group"].isna().tolist() == [False, True]
+
+
+def test_labels_are_categoricals_of_their_names():
+    """Lifecycle, tiers and group come as categoricals: the diff and the KPIs count codes."""
+    segments = classify(_state([{"group": "food"}, {"group": "3c", "orders": 2}]), TODAY)
+    for column in ("lifecycle", "member_tier", "value_tier", "category_group"):
+        assert isinstance(segments[column].dtype, pd.CategoricalDtype), column
+    assert list(segments["lifecycle"].cat.categories) == [
+        "new", "one_time", "repeat", "loyal", "at_risk", "churned"
+    ]  # fmt: skip
+    assert segments["category_group"].tolist() == ["food", "3c"]
+
+
 def test_classifying_a_day_before_the_last_order_is_refused():
     state = _state([{"last": 0}])
     with pytest.raises(ValueError, match="until=business_date"):

@@ -513,10 +513,10 @@ def test_a_store_whose_last_run_kept_an_older_state_format_is_rebuilt_once(store
     plain.check_rebuild(days[3])
 
 
-def test_whole_table_reads_of_committed_rows_equal_the_cursor_reads(store_engine, store_url, monkeypatch):
+def test_reads_of_committed_rows_equal_the_cursor_reads(store_engine, store_url, monkeypatch):
     """SQLite's native Arrow reader (a second, read-only connection) gives what the transaction's
     own cursor gives: text with commas, quotes, newlines and Chinese, null payment times and dates,
-    lines without an amount, the state and the open history."""
+    lines without an amount, null / true / false folded_as_paid, whole tables and rows by id."""
     from datetime import datetime
 
     from huitouke.segments import classify, diff_segments, empty_history
@@ -538,6 +538,7 @@ def test_whole_table_reads_of_committed_rows_equal_the_cursor_reads(store_engine
                     source="test",
                     loaded_at=now,
                     status_changed_at=now,
+                    folded_as_paid=(True, False, None)[i % 3],
                 )
             )
             conn.execute(
@@ -565,8 +566,32 @@ def test_whole_table_reads_of_committed_rows_equal_the_cursor_reads(store_engine
         for a, b in zip(native, cursor, strict=True):
             pd.testing.assert_frame_equal(a, b)
         assert native[0]["paid_at"].isna().sum() == 1_500
-        state = build_state(native[0], native[1], settings=rules, until=FIRST)
+        # Reads by id (the ids as one JSON array on SQLite), and the pending orders with what the
+        # state counted of them (a nullable boolean).
+        some = [f'顾客,"{i}"' for i in range(0, 700, 3)]
+        by_order = ["order_id", "category", "amount_cents"]
+        for a, b in zip(
+            persist.read_orders(conn, some, committed=True), persist.read_orders(conn, some), strict=True
+        ):
+            assert len(a) > 500
+            pd.testing.assert_frame_equal(_by(a, by_order), _by(b, by_order))
+        lines_of = list(native[0]["order_id"][::4])
+        pd.testing.assert_frame_equal(
+            _by(persist.read_lines(conn, lines_of, committed=True), by_order),
+            _by(persist.read_lines(conn, lines_of), by_order),
+        )
+        pending = persist.read_pending(conn, committed=True)
+        pd.testing.assert_frame_equal(
+            _by(pending, ["order_id"]), _by(persist.read_pending(conn), ["order_id"])
+        )
+        assert pending["folded_as_paid"].value_counts(dropna=False).to_dict() == {
+            True: 700,
+            False: 700,
+            pd.NA: 700,
+        }
+        state, spend = build_state_and_spend(native[0], native[1], settings=rules, until=FIRST)
         persist.replace_state(conn, state, None)
+        persist.replace_spend(conn, spend, None)
         changes = diff_segments(empty_history(), classify(state, FIRST, rules), FIRST)
         persist.write_history(conn, changes)
     with store_engine.begin() as conn:
@@ -574,7 +599,17 @@ def test_whole_table_reads_of_committed_rows_equal_the_cursor_reads(store_engine
         pd.testing.assert_frame_equal(
             persist.read_open_history(conn, committed=True), persist.read_open_history(conn)
         )
-    assert native_reads == ([True] * 4 if store_url.startswith("sqlite") else [])
+        spenders = list(spend["customer_id"].unique()[::2])
+        pd.testing.assert_frame_equal(
+            persist.read_spend(conn, spenders, committed=True), persist.read_spend(conn, spenders)
+        )
+        assert len(persist.read_spend(conn, spenders)) >= len(spenders) > 100
+    assert native_reads == ([True] * 9 if store_url.startswith("sqlite") else [])
+
+
+def _by(frame: pd.DataFrame, keys: list[str]) -> pd.DataFrame:
+    """Rows read by id come in the database's order: compared sorted."""
+    return frame.sort_values([k for k in keys if k in frame.columns], ignore_index=True)
 
 
 def test_the_open_rows_after_a_rewind_can_be_read_before_it(stores, monkeypatch):

@@ -75,7 +75,8 @@ def update_segments(start: datetime, settings: Settings | None = None) -> dict[s
         classify,
         compute_kpis,
         diff_segments,
-        fold_orders,
+        fold_rows,
+        fold_state,
         format_kpis,
         load_segment_settings,
         persist,
@@ -138,55 +139,56 @@ def update_segments(start: datetime, settings: Settings | None = None) -> dict[s
                     "this version's store format): rebuilding it from all orders"
                 )
             else:
-                pending = persist.read_pending(conn, persist.REBUILD_ABOVE)
+                pending = persist.read_pending(conn, persist.REBUILD_ABOVE, committed=True)
                 if pending is None:
                     log.info(
                         "More than %s orders to fold in: rebuilding the customer state from all orders",
                         f"{persist.REBUILD_ABOVE:,}",
                     )
-            # Whole tables are read before the transaction writes anything: SQLite then serves
-            # them from a second, read-only connection (persist._read, committed=True).
+            # Everything is read before the transaction writes anything: SQLite then serves it
+            # from a second, read-only connection (persist._read, committed=True).
             if pending is None:
                 pa.set_memory_pool(default_pool)
                 orders, lines = persist.read_orders(conn, committed=True)
             else:
                 before = saved.state if saved is not None else persist.read_state(conn, committed=True)
+                plan = plan_fold(before, pending, day)
+                history, history_lines = persist.read_orders(conn, plan.recomputed, committed=True)
+                spend = persist.read_spend(conn, plan.added, committed=True)
+                added_lines = persist.read_lines(conn, plan.changed_orders, committed=True)
             if saved is None:  # as after the rewind of a re-run day, which only comes next
                 open_rows = persist.read_open_history(conn, committed=True, rewinding=day if rerun else None)
             else:
                 open_rows = saved.rewound(day) if rerun else saved.open_rows
-            if rerun:
-                persist.rewind_history(conn, day)
             writes = BackgroundWrites()  # the run's writes overlap its computing (see store.background)
             with writes:
+                if rerun:
+                    writes.submit(persist.rewind_history, conn, day)
+                # The orders read are stamped first (nothing reads them again), while the run computes.
+                if locked:
+                    writes.submit(persist.mark_folded, conn, day, now)
+                else:  # no lock on this database: stamp exactly the orders read
+                    read = orders if pending is None else pending
+                    due = read["business_date"].isna() | (read["business_date"] <= pd.Timestamp(day))
+                    writes.submit(persist.mark_applied, conn, read.loc[due, "order_id"].tolist(), now)
+                    del read, due
                 if pending is None:  # the rebuild path: every order
                     state, spend = build_state_and_spend(orders, lines, settings=rules, until=day)
-                    del lines
-                    read = None if locked else orders[["order_id", "business_date"]]
-                    del orders
+                    del lines, orders
                     writes.submit(persist.replace_state, conn, state, None)
                     writes.submit(persist.replace_spend, conn, spend, None)
                     del spend
                     recomputed = len(state)
                     how = "the state rebuilt from all orders"
                 else:  # the daily fold: the pending orders, and what they touch
-                    plan = plan_fold(before, pending, day)
-                    history, history_lines = persist.read_orders(conn, plan.recomputed)
-                    folded = fold_orders(
-                        before,
-                        persist.read_spend(conn, plan.added),
-                        plan,
-                        persist.read_lines(conn, plan.changed_orders),
-                        history,
-                        history_lines,
-                        settings=rules,
-                        until=day,
+                    folded = fold_rows(
+                        before, spend, plan, added_lines, history, history_lines, settings=rules, until=day
                     )
-                    previous_ids, open_row_of = before["customer_id"], folded.previous_row
-                    del before, history, history_lines
-                    state = folded.state
                     writes.submit(persist.write_folded, conn, folded, plan)
-                    read = None if locked else pending[["order_id", "business_date"]]
+                    del spend, added_lines, history, history_lines
+                    state, open_row_of = fold_state(before, folded, plan)
+                    previous_ids = before["customer_id"]
+                    del before
                     recomputed = len(plan.touched)
                     how = (
                         f"{len(plan.added):,} customers updated by their changed orders "
@@ -194,12 +196,6 @@ def update_segments(start: datetime, settings: Settings | None = None) -> dict[s
                         f"{len(plan.recomputed):,} recomputed from all their orders "
                         "(the first or last order refunded, a late order)"
                     )
-                if read is None:
-                    writes.submit(persist.mark_folded, conn, day, now)
-                else:  # no lock on this database: stamp exactly the orders read
-                    due = read["business_date"].isna() | (read["business_date"] <= pd.Timestamp(day))
-                    writes.submit(persist.mark_applied, conn, read.loc[due, "order_id"].tolist(), now)
-                del read
 
                 segments = classify(state, day, rules)
                 if open_row_of is not None and not same_customers(open_rows["customer_id"], previous_ids):

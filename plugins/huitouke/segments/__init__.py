@@ -23,12 +23,23 @@ from huitouke.segments.classify import (
     classify,
     quintile_scores,
 )
-from huitouke.segments.fold import PENDING_COLUMNS, Folded, FoldPlan, fold_orders, plan_fold
+from huitouke.segments.fold import (
+    PENDING_COLUMNS,
+    Folded,
+    FoldedRows,
+    FoldPlan,
+    fold_orders,
+    fold_rows,
+    fold_state,
+    plan_fold,
+)
 from huitouke.segments.history import (
     HISTORY_COLUMNS,
+    LABEL_COLUMNS,
     NO_LIFECYCLE,
     SegmentChanges,
     apply_changes,
+    canonical_labels,
     diff_segments,
     empty_history,
     open_rows_of,
@@ -54,6 +65,7 @@ from huitouke.segments.state import (
 
 __all__ = [
     "HISTORY_COLUMNS",
+    "LABEL_COLUMNS",
     "LIFECYCLES",
     "NO_LIFECYCLE",
     "PENDING_COLUMNS",
@@ -64,10 +76,12 @@ __all__ = [
     "Analysis",
     "FoldPlan",
     "Folded",
+    "FoldedRows",
     "SegmentChanges",
     "SegmentSettings",
     "analyze",
     "apply_changes",
+    "canonical_labels",
     "build_state",
     "build_state_and_spend",
     "classify",
@@ -77,6 +91,8 @@ __all__ = [
     "empty_spend",
     "empty_state",
     "fold_orders",
+    "fold_rows",
+    "fold_state",
     "format_kpis",
     "load_segment_settings",
     "open_rows_of",

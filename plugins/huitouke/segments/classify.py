@@ -75,7 +75,8 @@ SEGMENT_COLUMNS: tuple[str, ...] = (
     "low_value_acquisition",
     "category_group",
 )
-# classify()'s result: the segment plus the figures the KPIs need.
+# classify()'s result: the segment plus the figures the KPIs need. The labels (lifecycle, member
+# and value tier, category group) are categoricals of their names (-1 / NaN: no category group).
 SEGMENTS_COLUMNS: tuple[str, ...] = (
     "customer_id",
     *SEGMENT_COLUMNS,
@@ -135,10 +136,13 @@ def classify(
     group = state["main_category_group"]
 
     life = settings.lifecycle
-    group_codes, group_names = pd.factorize(group.astype("str"))
-    windows = np.array([life.windows_for(g) for g in group_names], dtype=np.int64).reshape(-1, 2)
-    at_risk_days = windows[group_codes, 0] if windows.size else np.empty(0, dtype=np.int64)
-    churn_days = windows[group_codes, 1] if windows.size else np.empty(0, dtype=np.int64)
+    group_codes, group_names = pd.factorize(group.astype("str"), sort=True)  # -1: no group
+    # One row per group, then the default windows, which code -1 (no group) picks.
+    windows = np.array(
+        [life.windows_for(g) for g in group_names] + [life.windows_for(None)], dtype=np.int64
+    ).reshape(-1, 2)
+    at_risk_days = windows[group_codes, 0]
+    churn_days = windows[group_codes, 1]
     lifecycle_code = np.select(
         [
             since_last >= churn_days,
@@ -188,7 +192,7 @@ def classify(
             "member_tier": _labels(tiers.tiers, tier_code),
             "value_tier": _labels(value.labels, value_code),
             "low_value_acquisition": source.isin(settings.low_value_sources).to_numpy(dtype=bool),
-            "category_group": group.astype("str").reset_index(drop=True),
+            "category_group": _labels([str(g) for g in group_names], group_codes),
             "acquisition_source": source,
             "days_since_first_order": since_first,
             "days_since_last_order": since_last,
@@ -201,5 +205,7 @@ def classify(
 
 
 def _labels(names: tuple[str, ...] | list[str], codes: np.ndarray) -> pd.Series:
-    """A str column from a few names and integer codes (no Python string per row)."""
-    return pd.Series(pd.array(list(names), dtype="str").take(np.asarray(codes, dtype=np.intp)))
+    """A label column from a few names and integer codes (-1: none), as a categorical: no string
+    per row, and the history diff and the KPIs compare and count the codes."""
+    dtype = pd.CategoricalDtype(pd.Index(list(names), dtype="str"))
+    return pd.Series(pd.Categorical.from_codes(np.asarray(codes, dtype=np.intp), dtype=dtype))

@@ -67,7 +67,17 @@ from huitouke.segments.state import (
     string_array,
 )
 
-__all__ = ["PENDING_COLUMNS", "FoldPlan", "Folded", "fold_orders", "plan_fold", "replace_rows"]
+__all__ = [
+    "PENDING_COLUMNS",
+    "FoldPlan",
+    "Folded",
+    "FoldedRows",
+    "fold_orders",
+    "fold_rows",
+    "fold_state",
+    "plan_fold",
+    "replace_rows",
+]
 
 PENDING_COLUMNS: tuple[str, ...] = (*ORDER_INPUT_COLUMNS, "folded_as_paid")
 _NAT = np.iinfo(np.int64).min
@@ -147,16 +157,21 @@ def plan_fold(state: pd.DataFrame, pending: pd.DataFrame, until: date) -> FoldPl
 
 
 @dataclass(frozen=True)
-class Folded:
-    """The fold's result: the whole state, and the touched customers' rows to write."""
+class FoldedRows:
+    """What the fold changes in the store: the touched customers' state and spend rows."""
+
+    rows: pd.DataFrame  # the touched customers' state rows (a customer without one left the state)
+    spend: pd.DataFrame  # the touched customers' spend rows
+    # The spend rows to write: new or changed ones, all of a FoldPlan.replaced customer's.
+    spend_changed: pd.DataFrame
+
+
+@dataclass(frozen=True)
+class Folded(FoldedRows):
+    """The fold's whole result: the changed rows, and the whole state after them."""
 
     state: pd.DataFrame  # every customer, sorted
     previous_row: np.ndarray  # for each row of state, the customer's row in the state before (-1: new)
-    rows: pd.DataFrame  # the touched customers' state rows (a customer without one left the state)
-    spend: pd.DataFrame  # the touched customers' spend rows
-    spend_changed: (
-        pd.DataFrame
-    )  # the rows to write: new or changed ones, all of a FoldPlan.replaced customer's
 
 
 def fold_orders(
@@ -170,7 +185,28 @@ def fold_orders(
     settings: SegmentSettings | None = None,
     until: date | None = None,
 ) -> Folded:
-    """The state after the fold, and the state and spend rows of :attr:`FoldPlan.touched`.
+    """The state after the fold, and the state and spend rows of :attr:`FoldPlan.touched`
+    (:func:`fold_rows`, then :func:`fold_state`)."""
+    rows = fold_rows(
+        state, spend, plan, changed_lines, history, history_lines, settings=settings, until=until
+    )
+    after, previous_row = fold_state(state, rows, plan)
+    return Folded(rows.rows, rows.spend, rows.spend_changed, after, previous_row)
+
+
+def fold_rows(
+    state: pd.DataFrame,
+    spend: pd.DataFrame,
+    plan: FoldPlan,
+    changed_lines: pd.DataFrame | None,
+    history: pd.DataFrame,
+    history_lines: pd.DataFrame | None,
+    *,
+    settings: SegmentSettings | None = None,
+    until: date | None = None,
+) -> FoldedRows:
+    """The state and spend rows of :attr:`FoldPlan.touched`: what the store writes (the run hands
+    them to its writer before it merges them into the whole state).
 
     ``spend``: the stored spend rows of (at least) ``plan.added``; ``changed_lines``: the lines of
     :attr:`FoldPlan.changed_orders`; ``history`` / ``history_lines``: every stored order (any
@@ -193,14 +229,17 @@ def fold_orders(
         spend_parts.append(recomputed_spend)
         changed_parts.append(recomputed_spend)
     if not parts:
-        return Folded(state, np.arange(len(state)), state.iloc[:0], empty_spend(), empty_spend())
+        return FoldedRows(state.iloc[:0], empty_spend(), empty_spend())
     fresh = _sorted(pd.concat(parts, ignore_index=True)) if len(parts) > 1 else parts[0]
-    return Folded(
-        *replace_rows(state, fresh, pa.array(plan.touched, pa.string())),
-        fresh,
-        _sorted_spend(spend_parts),
-        _sorted_spend(changed_parts),
-    )
+    return FoldedRows(fresh, _sorted_spend(spend_parts), _sorted_spend(changed_parts))
+
+
+def fold_state(state: pd.DataFrame, rows: FoldedRows, plan: FoldPlan) -> tuple[pd.DataFrame, np.ndarray]:
+    """The whole state with the touched customers' rows replaced (:func:`replace_rows`), and for
+    each of its rows the customer's row in ``state`` (-1: new)."""
+    if not plan.touched:
+        return state, np.arange(len(state))
+    return replace_rows(state, rows.rows, pa.array(plan.touched, pa.string()))
 
 
 def _sorted_spend(parts: list[pd.DataFrame]) -> pd.DataFrame:

@@ -37,17 +37,22 @@ log = get_logger(__name__)
 
 __all__ = [
     "HISTORY_COLUMNS",
+    "LABEL_COLUMNS",
     "NO_LIFECYCLE",
     "SegmentChanges",
     "apply_changes",
+    "canonical_labels",
     "diff_segments",
     "empty_history",
+    "label_codes",
     "open_rows_of",
     "same_customers",
     "segments_on",
 ]
 
 NO_LIFECYCLE = "none"
+# The segment columns that hold names (categoricals in classify's result and in the open rows).
+LABEL_COLUMNS: tuple[str, ...] = ("lifecycle", "member_tier", "value_tier", "category_group")
 HISTORY_COLUMNS: tuple[str, ...] = ("customer_id", "valid_from", "valid_to", *SEGMENT_COLUMNS)
 _INT_COLUMNS = ("r_score", "f_score", "m_score")
 _BOOL_COLUMNS = ("low_value_acquisition",)
@@ -95,10 +100,13 @@ def diff_segments(
 
     changed = ~matched
     today_rows, open_positions = np.flatnonzero(matched), position[matched]
+    life_today, life_before, life_names = _shared_codes(segments["lifecycle"], open_rows["lifecycle"])
+    changed[today_rows] |= life_today[today_rows] != life_before[open_positions]
     for column in SEGMENT_COLUMNS:
-        changed[today_rows] |= _differs(
-            segments[column], today_rows, open_rows[column], open_positions, column
-        )
+        if column != "lifecycle":
+            changed[today_rows] |= _differs(
+                segments[column], today_rows, open_rows[column], open_positions, column
+            )
     # Open rows of customers who are no longer in today's segments.
     still_there = np.zeros(len(open_rows), dtype=bool)
     still_there[position[matched]] = True
@@ -121,15 +129,18 @@ def diff_segments(
         }
     )
 
-    # Lifecycles before and after, for the customers whose row changes (position -1: none before).
-    before_life = np.append(_strings(open_rows["lifecycle"]), NO_LIFECYCLE)
-    from_life = np.concatenate([before_life[position[opening]], before_life[:-1][~still_there]])
-    to_life = np.concatenate(
-        [_strings(opened["lifecycle"]), np.full(int((~still_there).sum()), NO_LIFECYCLE, dtype=object)]
-    )
+    # Lifecycles before and after, for the customers whose row changes (position -1: none before),
+    # as codes of one vocabulary; names only for those who moved.
+    if NO_LIFECYCLE not in life_names:
+        life_names.append(NO_LIFECYCLE)
+    none = life_names.index(NO_LIFECYCLE)
+    before_life = np.append(life_before, none)
+    from_life = np.concatenate([before_life[position[opening]], life_before[~still_there]])
+    to_life = np.concatenate([life_today[opening], np.full(int((~still_there).sum()), none)])
     moved = from_life != to_life
+    names = np.array([*life_names, None], dtype=object)  # code -1 (no lifecycle): None
     transitions = (
-        pd.DataFrame({"from_lifecycle": from_life[moved], "to_lifecycle": to_life[moved]})
+        pd.DataFrame({"from_lifecycle": names[from_life[moved]], "to_lifecycle": names[to_life[moved]]})
         .astype("str")
         .value_counts()
         .rename("customers")
@@ -263,8 +274,40 @@ def _positions(needles: pa.Array, haystack: pa.Array) -> np.ndarray:
     return pc.fill_null(found, -1).to_numpy(zero_copy_only=False).astype(np.int64)
 
 
-def _strings(values: pd.Series) -> np.ndarray:
-    return values.astype("str").to_numpy(dtype=object, na_value=None)
+def label_codes(values: pd.Series) -> tuple[np.ndarray, list[str]]:
+    """A label column (categorical or text) as integer codes (-1: missing) and the names they
+    stand for. Free for a categorical (what classify gives); a hash of each value otherwise."""
+    if isinstance(values.dtype, pd.CategoricalDtype):
+        return values.cat.codes.to_numpy(), [str(name) for name in values.cat.categories]
+    codes, names = pd.factorize(values.astype("str"))
+    return codes, [str(name) for name in names]
+
+
+def canonical_labels(values: pd.Series) -> pd.Series:
+    """A label column as the categorical the store's readers give: categories the names present,
+    sorted (so that equal columns from any source compare equal)."""
+    codes, names = label_codes(values)
+    used = np.bincount(codes + 1, minlength=len(names) + 1)[1:] > 0
+    kept = sorted(name for name, present in zip(names, used, strict=True) if present)
+    index = {name: i for i, name in enumerate(kept)}
+    remap = np.array([index.get(name, -1) for name in names] + [-1], dtype=np.int64)
+    dtype = pd.CategoricalDtype(pd.Index(kept, dtype="str"))
+    return pd.Series(
+        pd.Categorical.from_codes(remap[codes], dtype=dtype), index=values.index, name=values.name
+    )
+
+
+def _shared_codes(today: pd.Series, before: pd.Series) -> tuple[np.ndarray, np.ndarray, list[str]]:
+    """Two label columns as codes of one vocabulary (-1: missing in both)."""
+    a, names = label_codes(today)
+    b, before_names = label_codes(before)
+    index = {name: i for i, name in enumerate(names)}
+    for name in before_names:
+        if name not in index:
+            index[name] = len(names)
+            names.append(name)
+    remap = np.array([index[name] for name in before_names] + [-1], dtype=np.int64)
+    return a.astype(np.int64), remap[b], names
 
 
 def _differs(
@@ -277,9 +320,6 @@ def _differs(
     if column in _BOOL_COLUMNS:
         a = today.fillna(False).to_numpy(dtype=bool)[today_rows]
         return a != before.fillna(False).to_numpy(dtype=bool)[before_rows]
-    # Text: compared as arrow strings (no Python object per row); None equals None.
-    a = pc.take(_arrow_ids(today), pa.array(today_rows))
-    b = pc.take(_arrow_ids(before), pa.array(before_rows))
-    equal = pc.fill_null(pc.equal(a, b), False)
-    both_null = pc.and_(pc.is_null(a), pc.is_null(b))
-    return ~pc.or_(equal, both_null).to_numpy(zero_copy_only=False)
+    # Labels: compared as codes of one vocabulary (no string per row); missing equals missing.
+    a, b, _ = _shared_codes(today, before)
+    return a[today_rows] != b[before_rows]

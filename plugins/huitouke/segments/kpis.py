@@ -26,6 +26,7 @@ import pandas as pd
 
 from huitouke.pii import get_logger
 from huitouke.segments.classify import CHURNED, LIFECYCLES, classify
+from huitouke.segments.history import label_codes
 from huitouke.segments.settings import SegmentSettings
 from huitouke.segments.state import build_state
 
@@ -46,18 +47,24 @@ def _cny(cents: float) -> float:
 
 def _codes(values: pd.Series, names: tuple[str, ...] | list[str]) -> np.ndarray:
     """Index of each value in ``names`` (len(names) for anything else)."""
-    codes, uniques = pd.factorize(values.astype("str"))  # -1 for missing values
+    codes, uniques = label_codes(values)  # -1 for missing values
     index = {name: i for i, name in enumerate(names)}
-    lookup = np.array([index.get(str(u), len(names)) for u in uniques] + [len(names)], dtype=np.int64)
+    lookup = np.array([index.get(u, len(names)) for u in uniques] + [len(names)], dtype=np.int64)
     return lookup[codes]
 
 
-def _tier_row(
-    tier: str, aov: str, mask: np.ndarray, seg: pd.DataFrame, customers: int, gmv: int
-) -> dict[str, Any]:
-    orders = seg["paid_orders"].to_numpy()[mask]
-    total = seg["total_cents"].to_numpy()[mask]
-    n, tier_gmv, tier_orders = int(mask.sum()), int(total.sum()), int(orders.sum())
+def _sums(codes: np.ndarray, groups: int, orders: np.ndarray, total: np.ndarray) -> np.ndarray:
+    """Per code 0..groups-1: customers, GMV (cents), paid orders, repeat customers (one pass each;
+    float weights are exact for integer sums below 2**53)."""
+    columns = [
+        np.bincount(codes, weights=weights, minlength=groups + 1)[:groups]
+        for weights in (None, total, orders, (orders >= 2).astype(np.float64))
+    ]
+    return np.rint(np.stack(columns, axis=1)).astype(np.int64)
+
+
+def _tier_row(tier: str, aov: str, sums: np.ndarray, customers: int, gmv: int) -> dict[str, Any]:
+    n, tier_gmv, tier_orders, repeat = (int(v) for v in sums)
     return {
         "tier": tier,
         "aov_cny": aov,
@@ -66,8 +73,8 @@ def _tier_row(
         "gmv_cents": tier_gmv,
         "gmv_share": _share(tier_gmv, gmv),
         "orders": tier_orders,
-        "repeat_customers": int((orders >= 2).sum()),
-        "repeat_rate": _share((orders >= 2).sum(), n),
+        "repeat_customers": repeat,
+        "repeat_rate": _share(repeat, n),
         "mean_order_value_cny": _cny(_share(tier_gmv, tier_orders)),
     }
 
@@ -102,23 +109,29 @@ def compute_kpis(
         + [f"{a} - {b}" for a, b in zip(bounds, bounds[1:], strict=False)]
         + [f"> {bounds[-1]}"]
     )
+    tier_sums = _sums(value_code, len(value.labels), orders, total)
     table = [
-        _tier_row(label, ranges[i], value_code == i, segments, customers, gmv)
-        for i, label in enumerate(value.labels)
+        _tier_row(label, ranges[i], tier_sums[i], customers, gmv) for i, label in enumerate(value.labels)
     ]
     for threshold, text in zip(value.thresholds_cents, bounds, strict=True):
-        above = total > threshold * orders
-        table.append(_tier_row(f"aov > {text}", f"> {text}", above, segments, customers, gmv))
-    table.append(_tier_row(ALL_CUSTOMERS, "all", np.ones(customers, dtype=bool), segments, customers, gmv))
+        above = (total > threshold * orders).astype(np.int64)
+        table.append(
+            _tier_row(f"aov > {text}", f"> {text}", _sums(above, 2, orders, total)[1], customers, gmv)
+        )
+    everyone = np.array([customers, gmv, paid_orders, repeat], dtype=np.int64)
+    table.append(_tier_row(ALL_CUSTOMERS, "all", everyone, customers, gmv))
 
     source_code, source_names = pd.factorize(segments["acquisition_source"].astype("str"), sort=True)
+    source_sums = _sums(
+        np.where(source_code < 0, len(source_names), source_code), len(source_names), orders, total
+    )
     by_source = [
         {
             "source": str(src),
             "low_value": str(src) in settings.low_value_sources,
             **{
                 k: v
-                for k, v in _tier_row(str(src), "", source_code == i, segments, customers, gmv).items()
+                for k, v in _tier_row(str(src), "", source_sums[i], customers, gmv).items()
                 if k not in ("tier", "aov_cny")
             },
         }

@@ -52,8 +52,8 @@ from sqlalchemy import Connection, bindparam, delete, func, insert, or_, select,
 
 from huitouke.pii import get_logger
 from huitouke.segments.classify import SEGMENT_COLUMNS
-from huitouke.segments.fold import PENDING_COLUMNS, Folded, FoldPlan
-from huitouke.segments.history import SegmentChanges
+from huitouke.segments.fold import PENDING_COLUMNS, FoldedRows, FoldPlan
+from huitouke.segments.history import LABEL_COLUMNS, SegmentChanges, canonical_labels
 from huitouke.segments.state import (
     LINE_INPUT_COLUMNS,
     ORDER_INPUT_COLUMNS,
@@ -296,9 +296,10 @@ def _sqlite_native_table(
     from C), on its own read-only connection; None when the store is not a file or the driver is
     not installed (the caller reads through the DB-API cursor then).
 
-    The driver types a column by its first values, so a column that starts with nulls is read as
-    text with nulls as '' (``coalesce``) and turned back here: times and dates by Arrow's cast,
-    '' as null; integers and booleans have no null in these tables.
+    The driver types a column by its first values, so a column that starts with nulls is read
+    with nulls as a value of its own (``coalesce``) and turned back here: times and dates as text
+    ('' is null, then Arrow's cast), booleans as 0/1 (-1 is null); integers have no null in these
+    tables (0).
     """
     database = conn.engine.url.database
     if not database or database == ":memory:" or database.startswith("file:"):
@@ -311,8 +312,7 @@ def _sqlite_native_table(
     if [c.strip() for c in select_list.removeprefix("SELECT ").split(",")] != list(types):
         raise ValueError(f"the query does not select {list(types)}: {sql}")
     wrapped = ", ".join(
-        f"coalesce({name}, 0) AS {name}" if _is_number(type_) else f"coalesce({name}, '') AS {name}"
-        for name, type_ in types.items()
+        f"coalesce({name}, {_NATIVE_NULL[_native_kind(t)]}) AS {name}" for name, t in types.items()
     )
     path = Path(database).resolve()
     schema = pa.schema(list(types.items()))
@@ -340,7 +340,13 @@ def _typed_batch(batch: pa.RecordBatch, schema: pa.Schema) -> pa.RecordBatch:
     arrays = []
     for field in schema:
         column, type_ = batch.column(field.name), field.type
-        if _is_number(type_):
+        kind = _native_kind(type_)
+        if kind == "bool":
+            number = column.cast(pa.int64())
+            null = pc.equal(number, -1)
+            arrays.append(pc.if_else(null, pa.scalar(None, pa.bool_()), pc.not_equal(number, 0)))
+            continue
+        if kind == "number":
             arrays.append(pa.concat_arrays([column.cast(type_)]))  # concat: a copy
             continue
         text = column.cast(pa.string())
@@ -351,6 +357,16 @@ def _typed_batch(batch: pa.RecordBatch, schema: pa.Schema) -> pa.RecordBatch:
         else:  # times and dates: '' was null
             arrays.append(pc.if_else(pc.equal(text, ""), pa.scalar(None, pa.string()), text).cast(type_))
     return pa.RecordBatch.from_arrays(arrays, schema=schema)
+
+
+_NATIVE_NULL = {"bool": "-1", "number": "0", "text": "''"}
+
+
+def _native_kind(type_: pa.DataType) -> str:
+    """How the native reader reads a column of ``type_``: see :func:`_sqlite_native_table`."""
+    if pa.types.is_boolean(type_):
+        return "bool"
+    return "number" if _is_number(type_) else "text"
 
 
 def _is_number(type_: pa.DataType) -> bool:
@@ -408,10 +424,12 @@ def _unapplied(until: date) -> Any:
     )
 
 
-def read_pending(conn: Connection, max_orders: int | None = None) -> pd.DataFrame | None:
+def read_pending(
+    conn: Connection, max_orders: int | None = None, *, committed: bool = False
+) -> pd.DataFrame | None:
     """Every order not folded into the state yet (:data:`~huitouke.segments.fold.PENDING_COLUMNS`,
     dtypes as :func:`read_orders`, ``folded_as_paid`` as pandas ``boolean``), or None when there
-    are more than ``max_orders`` (a rebuild is cheaper then).
+    are more than ``max_orders`` (a rebuild is cheaper then). ``committed``: as for :func:`_read`.
 
     Read through ``ix_orders_unapplied_customer_id``, the partial index of exactly these orders
     (SQLite is told so: without statistics it would rather scan the business-date index).
@@ -428,6 +446,7 @@ def read_pending(conn: Connection, max_orders: int | None = None) -> pd.DataFram
         params,
         _PENDING_TYPES,
         core,
+        committed=committed,
     )
     if max_orders is not None and table.num_rows > max_orders:
         return None
@@ -436,21 +455,31 @@ def read_pending(conn: Connection, max_orders: int | None = None) -> pd.DataFram
     return frame
 
 
-def read_lines(conn: Connection, order_ids: Sequence[str]) -> pd.DataFrame:
-    """The lines of the given orders, as :func:`read_orders` gives them."""
-    return _line_frame(_lines_of(conn, list(order_ids)))
+def read_lines(conn: Connection, order_ids: Sequence[str], *, committed: bool = False) -> pd.DataFrame:
+    """The lines of the given orders, as :func:`read_orders` gives them. ``committed``: as for
+    :func:`_read`."""
+    return _line_frame(_lines_of(conn, list(order_ids), committed=committed))
 
 
-def read_spend(conn: Connection, customer_ids: Sequence[str] | None = None) -> pd.DataFrame:
+def read_spend(
+    conn: Connection, customer_ids: Sequence[str] | None = None, *, committed: bool = False
+) -> pd.DataFrame:
     """The spend rows (:data:`~huitouke.segments.state.SPEND_COLUMNS`) of the given customers
-    (None: everyone), sorted by customer and group."""
+    (None: everyone), sorted by customer and group. ``committed``: as for :func:`_read`."""
     sql = f"SELECT {', '.join(SPEND_COLUMNS)} FROM customer_spend"
     core = select(*(customer_spend.c[c] for c in SPEND_COLUMNS))
     if customer_ids is None:
-        table = _read(conn, sql, [], _SPEND_TYPES, core)
+        table = _read(conn, sql, [], _SPEND_TYPES, core, committed=committed)
     else:
         table = _by_ids(
-            conn, sql, "customer_id", list(customer_ids), _SPEND_TYPES, core, customer_spend.c.customer_id
+            conn,
+            sql,
+            "customer_id",
+            list(customer_ids),
+            _SPEND_TYPES,
+            core,
+            customer_spend.c.customer_id,
+            committed=committed,
         )
     if table.num_rows == 0:
         return empty_spend()
@@ -468,8 +497,8 @@ def replace_spend(conn: Connection, spend: pd.DataFrame, customer_ids: Sequence[
     _insert(conn, customer_spend.name, _spend_table(spend))
 
 
-def write_folded(conn: Connection, folded: Folded, plan: FoldPlan) -> None:
-    """Write what :func:`~huitouke.segments.fold.fold_orders` changed: the touched customers' state
+def write_folded(conn: Connection, folded: FoldedRows, plan: FoldPlan) -> None:
+    """Write what :func:`~huitouke.segments.fold.fold_rows` changed: the touched customers' state
     rows, and the spend rows to write (those of :attr:`FoldPlan.replaced` customers replaced whole,
     as a refund may empty a group; other customers' rows only grow, and are upserted)."""
     if _kind(conn) == "other":
@@ -528,15 +557,24 @@ def _by_ids(
     types: dict[str, pa.DataType],
     core: Any,
     core_column: Any,
+    *,
+    committed: bool = False,
 ) -> pa.Table:
     """``sql`` restricted to rows whose ``column`` is one of ``ids``, in one statement: an array
-    parameter on PostgreSQL, a temporary table of the ids on SQLite (``IN (SELECT ...)``: the
-    column's index, whatever the planner thinks of the temporary table), chunks elsewhere."""
+    parameter on PostgreSQL; on SQLite the ids as one JSON array (``IN (SELECT value FROM
+    json_each(?))``) through the native reader when ``committed`` (see :func:`_read`), else a
+    temporary table of the ids (``IN (SELECT ...)``: the column's index, whatever the planner
+    thinks of the temporary table); chunks elsewhere."""
     if not ids:
         return pa.schema(list(types.items())).empty_table()
     kind = _kind(conn)
     if kind == "postgresql":
         return _pg_table(conn, f"{sql} WHERE {column} = ANY(%s)", [ids], types)
+    if kind == "sqlite" and committed:
+        where = f"{sql} WHERE {column} IN (SELECT value FROM json_each(?))"
+        table = _sqlite_native_table(conn, where, [json.dumps(ids)], types)
+        if table is not None:
+            return table
     if kind == "sqlite":
         temp = _sqlite_ids(conn, "huitouke_segment_ids", ids)
         try:
@@ -548,7 +586,7 @@ def _by_ids(
     return table.unify_dictionaries() if any(pa.types.is_dictionary(t) for t in types.values()) else table
 
 
-def _lines_of(conn: Connection, order_ids: list[str]) -> pa.Table:
+def _lines_of(conn: Connection, order_ids: list[str], *, committed: bool = False) -> pa.Table:
     """The lines of the given orders (by the lines' primary key)."""
     return _by_ids(
         conn,
@@ -558,6 +596,7 @@ def _lines_of(conn: Connection, order_ids: list[str]) -> pa.Table:
         _LINE_TYPES,
         select(*(order_lines.c[c] for c in LINE_INPUT_COLUMNS)),
         order_lines.c.order_id,
+        committed=committed,
     )
 
 
@@ -599,11 +638,18 @@ def read_order_tables(
         )
     ids = list(customer_ids)
     order_table = _by_ids(
-        conn, order_sql, "customer_id", ids, _ORDER_TYPES, select(*order_cols), orders.c.customer_id
+        conn,
+        order_sql,
+        "customer_id",
+        ids,
+        _ORDER_TYPES,
+        select(*order_cols),
+        orders.c.customer_id,
+        committed=committed,
     )
     # The lines by the orders' ids (primary key): joined to orders by customer, a planner may
     # hash-join every order line instead.
-    return order_table, _lines_of(conn, order_table["order_id"].to_pylist())
+    return order_table, _lines_of(conn, order_table["order_id"].to_pylist(), committed=committed)
 
 
 def _sqlite_ids(conn: Connection, name: str, ids: list[str]) -> str:
@@ -830,7 +876,14 @@ def read_open_history(
         committed=committed,
     )
     table = table.take(pc.sort_indices(table["customer_id"]))
-    return _history_dtypes(_to_pandas(table))
+    return _open_labels(_history_dtypes(_to_pandas(table)))
+
+
+def _open_labels(frame: pd.DataFrame) -> pd.DataFrame:
+    """Open rows hold their labels as categoricals (:func:`~huitouke.segments.history.canonical_labels`)."""
+    for column in LABEL_COLUMNS:
+        frame[column] = canonical_labels(frame[column])
+    return frame
 
 
 def _history_dtypes(frame: pd.DataFrame) -> pd.DataFrame:
@@ -865,11 +918,15 @@ def write_history(conn: Connection, changes: SegmentChanges) -> None:
         finally:
             cursor.close()
     elif closing and kind == "sqlite":
+        # One statement for all of them (the ids as one JSON array): SQLite runs it without
+        # holding Python's lock, while the run goes on computing. Through the customer index:
+        # the planner would rather walk the valid_to index over every open row.
         cursor = _cursor(conn)
         try:
-            cursor.executemany(
-                "UPDATE segment_history SET valid_to = ? WHERE customer_id = ? AND valid_to IS NULL",
-                ((day.isoformat(), c) for c in closing),
+            cursor.execute(
+                "UPDATE segment_history INDEXED BY ix_segment_history_customer_id_valid_from"
+                " SET valid_to = ? WHERE valid_to IS NULL AND customer_id IN (SELECT value FROM json_each(?))",
+                (day.isoformat(), json.dumps(closing)),
             )
         finally:
             cursor.close()
@@ -943,11 +1000,10 @@ def _open_dtypes(frame: pd.DataFrame) -> pd.DataFrame:
     frame = frame.reset_index(drop=True)
     wanted = {"customer_id": "str", "valid_from": "datetime64[ns]", "low_value_acquisition": "bool"}
     wanted |= {column: "int8" for column in ("r_score", "f_score", "m_score")}
-    wanted |= {column: "str" for column in _HISTORY_TEXT}
     for column, dtype in wanted.items():
         if str(frame[column].dtype) != dtype:
             frame[column] = frame[column].astype(dtype)
-    return frame
+    return _open_labels(frame)
 
 
 def segments_on(conn: Connection, day: date, customer_ids: Sequence[str] | None = None) -> pd.DataFrame:

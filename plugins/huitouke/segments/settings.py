@@ -101,8 +101,8 @@ class LifecycleSettings(_Section):
                 )
         return self
 
-    def windows_for(self, group: str) -> tuple[int, int]:
-        """(at_risk_days, churn_days) for a category group, overrides applied."""
+    def windows_for(self, group: str | None) -> tuple[int, int]:
+        """(at_risk_days, churn_days) for a category group (None: no group), overrides applied."""
         override = self.by_category_group.get(group)
         at_risk = override.at_risk_days if override and override.at_risk_days else self.at_risk_days
         churn = override.churn_days if override and override.churn_days else self.churn_days

@@ -50,13 +50,14 @@ from sqlalchemy.engine import URL
 
 from huitouke.pii import get_logger
 from huitouke.segments.classify import SEGMENT_COLUMNS
+from huitouke.segments.history import LABEL_COLUMNS, canonical_labels
 from huitouke.segments.state import STATE_COLUMNS
 
 log = get_logger(__name__)
 
 __all__ = ["Snapshot", "SnapshotKey", "cache_dir_for", "load", "prepare", "publish", "discard"]
 
-FORMAT_VERSION = "1"
+FORMAT_VERSION = "2"  # 2: the open rows' labels as dictionaries (categoricals)
 _PARTS = ("state", "open", "reopen")
 _OPEN_COLUMNS = ("customer_id", "valid_from", *SEGMENT_COLUMNS)
 _DISABLED = {"", "0", "off", "none", "false", "no"}
@@ -105,7 +106,10 @@ class Snapshot:
         if not parts:
             return self.open_rows.iloc[:0]
         merged = pd.concat(parts, ignore_index=True) if len(parts) > 1 else parts[0].reset_index(drop=True)
-        return merged.sort_values("customer_id", kind="stable", ignore_index=True)
+        merged = merged.sort_values("customer_id", kind="stable", ignore_index=True)
+        for column in LABEL_COLUMNS:  # categories as the store's reader gives them
+            merged[column] = canonical_labels(merged[column])
+        return merged
 
 
 def store_id(url: URL) -> str:
@@ -259,11 +263,14 @@ def _open_frame(table: pa.Table) -> pd.DataFrame:
         raise ValueError(f"unexpected history columns {table.column_names}")
     frame = pd.DataFrame(
         {
-            name: _str(table[name]) if name in _OPEN_TEXT else table[name].to_pandas()
+            name: _str(table[name]) if name == "customer_id" else table[name].to_pandas()
             for name in _OPEN_COLUMNS
         },
         copy=False,
     )
+    for name in LABEL_COLUMNS:
+        if not isinstance(frame[name].dtype, pd.CategoricalDtype):
+            raise ValueError(f"unexpected type {frame[name].dtype} of history column {name}")
     for name, dtype in _OPEN_DTYPES.items():
         if str(frame[name].dtype) != dtype:
             raise ValueError(f"unexpected type {frame[name].dtype} of history column {name}")
@@ -280,7 +287,6 @@ _STATE_DTYPES = {
     "total_cents": "int64",
     "aov_cents": "int64",
 }
-_OPEN_TEXT = ("customer_id", "lifecycle", "member_tier", "value_tier", "category_group")
 _OPEN_DTYPES = {
     "valid_from": "datetime64[ns]",
     "r_score": "int8",
