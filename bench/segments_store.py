@@ -527,7 +527,7 @@ def instrument() -> tuple[dict[str, float], dict[str, int]]:
 
         setattr(persist, name, timed)
 
-    for name in ("_sqlite_table", "_pg_table", "_core_table"):
+    for name in ("_sqlite_native_table", "_sqlite_table", "_pg_table", "_core_table"):
         split(name, "SQL + fetch into Arrow")
     split("_to_pandas", "Arrow -> pandas")
 
@@ -1156,7 +1156,9 @@ def main() -> int:
             say(f"{store.kind}:")
             results[store.kind].update(bench_store(store, d0, d1, work, refunds))
     finally:
-        if server is not None:
+        if server is not None and os.environ.get("BENCH_KEEP_SERVER") == "1":  # to look at it after
+            say(f"PostgreSQL left running: {server.url('crm_bench')} (data in {server.root})")
+        elif server is not None:
             server.stop()
         if not keep:
             shutil.rmtree(work, ignore_errors=True)

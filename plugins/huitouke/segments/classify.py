@@ -99,11 +99,12 @@ def quintile_scores(values: np.ndarray | pd.Series) -> np.ndarray:
     if n == 0:
         return np.empty(0, dtype=np.int8)
     if values.dtype.kind in "iu" and int(values.max()) - int(values.min()) <= 4 * n:
-        # Small integer range (days, order counts): count instead of sorting.
+        # Small integer range (days, order counts): count instead of sorting; a score per
+        # distinct value, then one lookup per row.
         shifted = (values - values.min()).astype(np.intp)
-        at_or_below = np.cumsum(np.bincount(shifted))
-        below = at_or_below[shifted] - np.bincount(shifted)[shifted]
-        return (1 + (5 * below.astype(np.int64)) // n).astype(np.int8)
+        counts = np.bincount(shifted)
+        below = np.cumsum(counts) - counts  # values strictly below each possible value
+        return (1 + (5 * below) // n).astype(np.int8)[shifted]
     # floor(5 * below / n) counts the k in 1..4 with below >= m_k = ceil(k * n / 5), and
     # below(v) >= m iff v > the m-th smallest value: four order statistics, no sort.
     m = -((-np.arange(1, 5) * n) // 5)

@@ -265,7 +265,10 @@ def replace_rows(
     # row goes where that row was; only new customers are searched for.
     kept_before = np.cumsum(~drop) - ~drop  # kept rows before each row of the state
     fresh_ids = string_array(fresh["customer_id"])
-    rows, _ = _state_rows(state, fresh_ids)
+    dropped = np.flatnonzero(drop)  # the touched customers' rows: where fresh rows had theirs
+    found = pc.index_in(fresh_ids, value_set=ids.take(pa.array(dropped)))
+    local = pc.fill_null(found, -1).to_numpy(zero_copy_only=False).astype(np.int64)
+    rows = np.where(local >= 0, dropped[np.maximum(local, 0)] if dropped.size else -1, -1)
     at = kept_before[np.maximum(rows, 0)] if len(kept_before) else np.zeros(len(rows), dtype=np.int64)
     new = np.flatnonzero(rows < 0)
     if new.size:
