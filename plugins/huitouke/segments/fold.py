@@ -263,16 +263,16 @@ def replace_rows(
         return state.take(kept).reset_index(drop=True), kept
     # Merge two sorted runs: where each fresh row goes among the kept ones. A customer who had a
     # row goes where that row was; only new customers are searched for.
-    kept_before = np.cumsum(~drop) - ~drop  # kept rows before each row of the state
+    kept_before = np.concatenate([[0], np.cumsum(~drop)])  # kept rows among the first i of the state
     fresh_ids = string_array(fresh["customer_id"])
     dropped = np.flatnonzero(drop)  # the touched customers' rows: where fresh rows had theirs
     found = pc.index_in(fresh_ids, value_set=ids.take(pa.array(dropped)))
     local = pc.fill_null(found, -1).to_numpy(zero_copy_only=False).astype(np.int64)
     rows = np.where(local >= 0, dropped[np.maximum(local, 0)] if dropped.size else -1, -1)
-    at = kept_before[np.maximum(rows, 0)] if len(kept_before) else np.zeros(len(rows), dtype=np.int64)
+    at = kept_before[np.maximum(rows, 0)]
     new = np.flatnonzero(rows < 0)
-    if new.size:
-        at[new] = _searchsorted(ids.take(pa.array(kept)), fresh_ids.take(pa.array(new)))
+    if new.size:  # a new customer goes after the kept rows before its place in the state
+        at[new] = kept_before[_searchsorted(ids, fresh_ids.take(pa.array(new)))]
     # Each final row's source in state + fresh (one gather per column) and its row in state.
     total = kept.size + len(fresh)
     is_fresh = np.zeros(total, dtype=bool)

@@ -919,8 +919,7 @@ def write_history(conn: Connection, changes: SegmentChanges) -> None:
             cursor.close()
     elif closing and kind == "sqlite":
         # One statement for all of them (the ids as one JSON array): SQLite runs it without
-        # holding Python's lock, while the run goes on computing. Through the customer index:
-        # the planner would rather walk the valid_to index over every open row.
+        # holding Python's lock, while the run goes on computing; through the customer index.
         cursor = _cursor(conn)
         try:
             cursor.execute(
