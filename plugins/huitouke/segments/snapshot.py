@@ -3,9 +3,9 @@
 Every daily run needs the whole ``customer_state`` table and every open ``segment_history`` row
 (one per customer): a million rows each at a million customers, 1 to 17 s to read from the store
 depending on the database and the driver. Both are what the previous run computed, so that run
-leaves them in a local cache directory as uncompressed Arrow IPC files (about 190 MB at a million
-customers, a fraction of a second to read), and the next run uses them **only when they provably
-are what the store holds**:
+leaves them in a local cache directory as uncompressed Arrow IPC files (about 135 MB at a million
+customers, the open rows' labels as dictionaries; a fraction of a second to read), and the next run
+uses them **only when they provably are what the store holds**:
 
 - the snapshot is keyed to the ``segment_kpis`` row of the run that wrote it (business date,
   ``computed_at`` to the microsecond, state fingerprint, number of customers) and to the store (a
