@@ -45,6 +45,30 @@ def test_downgrade_then_upgrade_round_trips(store_engine):
     migrate.ensure_current(store_engine)
 
 
+def test_rows_the_daily_run_rewrites_can_stay_on_their_page(store_engine):
+    """Revision 0006: nothing indexes segment_history.valid_to (a close then touches no index), and
+    PostgreSQL leaves room on the pages of the three tables the daily run updates (HOT updates)."""
+    from sqlalchemy import inspect, text
+
+    indexed = {
+        c for index in inspect(store_engine).get_indexes("segment_history") for c in index["column_names"]
+    }
+    assert "valid_to" not in indexed and "customer_id" in indexed
+    if store_engine.dialect.name == "postgresql":
+        with store_engine.connect() as db:
+            options = dict(
+                db.execute(
+                    text(
+                        "SELECT relname, reloptions FROM pg_class WHERE relname IN "
+                        "('segment_history', 'customer_state', 'customer_spend')"
+                    )
+                ).all()
+            )
+        assert options == {
+            name: ["fillfactor=85"] for name in ("segment_history", "customer_state", "customer_spend")
+        }
+
+
 def conn(**kw):
     defaults = {
         "conn_id": "crm_db",
