@@ -1148,8 +1148,7 @@ def main() -> int:
                     f"  D0 state, history and KPIs written with the persist functions in {results[kind]['d0_bulk_s']:.0f} s"
                 )
             # Each store is measured before the next is loaded: a freshly loaded PostgreSQL
-            # vacuums and analyses its tables for minutes (SQLite D1 measured 1.86-2.01 s next to it,
-            # 1.64-1.75 s alone).
+            # vacuums and analyses its tables for minutes, next to the other store's runs.
             say(f"{store.kind}:")
             results[store.kind].update(bench_store(store, d0, d1, work, refunds))
         del orders, lines, raw, as_paid, d0_bulk
