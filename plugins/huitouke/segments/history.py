@@ -32,6 +32,7 @@ import pyarrow.compute as pc
 
 from huitouke.pii import get_logger
 from huitouke.segments.classify import SEGMENT_COLUMNS
+from huitouke.segments.state import string_array
 
 log = get_logger(__name__)
 
@@ -227,7 +228,7 @@ def _check_open_rows(open_rows: pd.DataFrame, business_date: date) -> None:
 def _strictly_increasing(values: pd.Series) -> bool:
     """Sorted without repeats (as the store gives open rows): then unique, at a fraction of the
     cost of a hash of every id."""
-    ids = _arrow_ids(values)
+    ids = string_array(values)
     if len(ids) < 2:
         return True
     return bool(pc.all(pc.less(ids.slice(0, len(ids) - 1), ids.slice(1))).as_py())
@@ -244,22 +245,17 @@ def _days(values: pd.Series) -> np.ndarray:
     return np.append(parsed, np.datetime64("NaT", "D"))[codes]
 
 
-def _arrow_ids(values: pd.Series) -> pa.Array:
-    array = pa.array(values.astype("str")).cast(pa.large_string())
-    return array.combine_chunks() if isinstance(array, pa.ChunkedArray) else array
-
-
 def same_customers(a: pd.Series, b: pd.Series) -> bool:
     """Whether two customer id columns hold the same ids in the same order: then the rows of one
     are the rows of the other, and a row mapping known for one holds for the other."""
     if len(a) != len(b):
         return False
-    return len(a) == 0 or bool(pc.all(pc.equal(_arrow_ids(a), _arrow_ids(b))).as_py())
+    return len(a) == 0 or bool(pc.all(pc.equal(string_array(a), string_array(b))).as_py())
 
 
 def _open_row_of(open_rows: pd.DataFrame, segments: pd.DataFrame, known: np.ndarray | None) -> np.ndarray:
     if known is None:
-        return _positions(_arrow_ids(segments["customer_id"]), _arrow_ids(open_rows["customer_id"]))
+        return _positions(string_array(segments["customer_id"]), string_array(open_rows["customer_id"]))
     known = np.asarray(known, dtype=np.int64)
     if len(known) != len(segments) or (len(known) and int(known.max(initial=-1)) >= len(open_rows)):
         raise ValueError("open_row_of does not fit the segments and the open rows")

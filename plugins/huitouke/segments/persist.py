@@ -366,11 +366,7 @@ def _native_kind(type_: pa.DataType) -> str:
     """How the native reader reads a column of ``type_``: see :func:`_sqlite_native_table`."""
     if pa.types.is_boolean(type_):
         return "bool"
-    return "number" if _is_number(type_) else "text"
-
-
-def _is_number(type_: pa.DataType) -> bool:
-    return pa.types.is_integer(type_) or pa.types.is_boolean(type_) or pa.types.is_floating(type_)
+    return "number" if pa.types.is_integer(type_) or pa.types.is_floating(type_) else "text"
 
 
 def _to_pandas(table: pa.Table) -> pd.DataFrame:
