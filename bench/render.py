@@ -35,7 +35,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "plugins"))
 
-from huitouke.intake.records import CATEGORIES  # noqa: E402
+from huitouke.records import CATEGORIES  # noqa: E402
 from huitouke.render import (  # noqa: E402
     SAMPLE_SHOP,
     RenderedMessage,

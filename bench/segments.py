@@ -44,7 +44,7 @@ import pyarrow.compute as pc
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "plugins"))
 
-from huitouke.intake import records  # noqa: E402
+from huitouke import records  # noqa: E402
 from huitouke.segments import (  # noqa: E402
     SegmentSettings,
     build_state,

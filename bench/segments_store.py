@@ -82,7 +82,7 @@ sys.path.insert(0, str(ROOT / "tests"))
 
 from segments import _ids, _lines, generate  # noqa: E402  (bench/segments.py: the same shop)
 
-from huitouke.intake import records  # noqa: E402
+from huitouke import records  # noqa: E402
 
 SCALE = float(os.environ.get("BENCH_SCALE", "1"))
 CUSTOMERS = max(1_000, int(1_000_000 * SCALE))

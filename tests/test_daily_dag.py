@@ -95,7 +95,7 @@ def test_the_store_holds_exactly_the_good_orders_with_their_current_status(daily
 
 
 def test_revenue_counts_only_paid_orders_and_matches_the_shop(daily_runs, crm, final_shop):
-    from huitouke.intake.records import PAID_STATUSES
+    from huitouke.records import PAID_STATUSES
     from huitouke.store.schema import orders
 
     with crm.connect() as conn:

@@ -17,7 +17,7 @@ from huitouke.demo_shop import (
     generate_shop,
     write_shop,
 )
-from huitouke.intake.records import (
+from huitouke.records import (
     ACQUISITION_SOURCES,
     ALL_COLUMNS,
     CANCELLED,

@@ -10,7 +10,7 @@ from decimal import Decimal
 import pytest
 
 from huitouke.config import project_home
-from huitouke.intake.records import CATEGORIES
+from huitouke.records import CATEGORIES
 from huitouke.render import (
     CONTEXT,
     SAMPLE_SHOP,

@@ -16,7 +16,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from huitouke.intake import records
+from huitouke import records
 from huitouke.segments import (
     PENDING_COLUMNS,
     SegmentSettings,

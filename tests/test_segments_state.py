@@ -9,7 +9,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from huitouke.intake import records
+from huitouke import records
 from huitouke.segments import STATE_COLUMNS, SegmentSettings, build_state, update_state
 
 TZ = ZoneInfo("Asia/Shanghai")

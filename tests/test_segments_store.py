@@ -23,7 +23,7 @@ import pandas as pd
 import pytest
 from sqlalchemy import select
 
-from huitouke.intake import records
+from huitouke import records
 from huitouke.intake.load import load_batch
 from huitouke.intake.validate import validate
 from huitouke.segments import build_state, build_state_and_spend, load_segment_settings, persist, snapshot

@@ -21,7 +21,7 @@ from huitouke.intake.mappings import (
     clean_order_id,
     resolve_mapping,
 )
-from huitouke.intake.records import ALL_COLUMNS
+from huitouke.records import ALL_COLUMNS
 
 FIXTURES = Path(__file__).parent / "fixtures"
 SHANGHAI = ZoneInfo("Asia/Shanghai")

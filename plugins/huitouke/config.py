@@ -148,16 +148,67 @@ def describe_path(path: Path) -> str:
         return str(path)
 
 
-def format_validation_error(where: str, error: ValidationError) -> str:
-    """One line per problem: ``file: dotted.field: message``."""
-    lines = []
+def validation_items(error: ValidationError) -> list[tuple[tuple[Any, ...], str]]:
+    """Each problem of a validation error as (field path, message), in the user's words."""
+    items = []
     for item in error.errors():
-        loc = ".".join(str(part) for part in item["loc"] if not str(part).startswith("function-"))
+        loc = tuple(part for part in item["loc"] if not str(part).startswith("function-"))
         message = item["msg"].removeprefix("Value error, ")
         if item["type"] == "extra_forbidden":
             message = "unknown field (check the spelling)"
-        lines.append(f"{where}: {loc or '(top level)'}: {message}")
-    return "\n".join(lines)
+        items.append((loc, message))
+    return items
+
+
+def format_validation_error(where: str, error: ValidationError) -> str:
+    """One line per problem: ``file: dotted.field: message``."""
+    return "\n".join(
+        f"{where}: {'.'.join(str(p) for p in loc) or '(top level)'}: {message}"
+        for loc, message in validation_items(error)
+    )
+
+
+def compose_yaml(source: str | None) -> yaml.Node | None:
+    """The YAML text's node tree (for line numbers), or None when there is none to have."""
+    if source is None:
+        return None
+    try:
+        return yaml.compose(source)
+    except yaml.YAMLError:
+        return None
+
+
+def yaml_line(root: yaml.Node | None, loc: tuple[Any, ...]) -> int | None:
+    """The 1-based line of the deepest YAML key or item on the path ``loc`` (None when unknown)."""
+    node, line = root, None
+    for part in loc:
+        if isinstance(node, yaml.MappingNode):
+            pair = next(
+                (kv for kv in node.value if isinstance(kv[0], yaml.ScalarNode) and kv[0].value == str(part)),
+                None,
+            )
+            if pair is None:
+                break
+            line, node = pair[0].start_mark.line + 1, pair[1]
+        elif isinstance(node, yaml.SequenceNode) and isinstance(part, int) and 0 <= part < len(node.value):
+            node = node.value[part]
+            line = node.start_mark.line + 1
+        else:
+            break
+    return line
+
+
+def located_error(where: str, source: str | None, items: list[tuple[tuple[Any, ...], str]]) -> ConfigError:
+    """One line per (field path, message): ``file (line N): dotted.field: message``, the line
+    found in the YAML text ``source`` when it can be."""
+    root = compose_yaml(source)
+    out = []
+    for loc, message in items:
+        dotted = ".".join(str(p) for p in loc) or "(top level)"
+        line = yaml_line(root, loc)
+        at = f"{where} (line {line})" if line else where
+        out.append(f"{at}: {dotted}: {message}")
+    return ConfigError("\n".join(out))
 
 
 def parse_settings(data: Any, where: str, source: str | None = None) -> Settings:

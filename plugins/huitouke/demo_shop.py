@@ -30,7 +30,7 @@ import numpy as np
 import pandas as pd
 import sqlalchemy as sa
 
-from huitouke.intake.records import (
+from huitouke.records import (
     CANCELLED,
     CATEGORIES,
     COMPLETED,
@@ -1008,7 +1008,7 @@ ORDER BY o.order_id, i.line_no
 """.strip()
 """The intake's query against the shop database: one row per order line of the orders that changed
 in the half-open interval [:start, :end) ('YYYY-MM-DD HH:MM:SS', shop local time), columns named
-as in :mod:`huitouke.intake.records`."""
+as in :mod:`huitouke.records`."""
 
 
 def write_shop(shop: DemoShop, url: str | sa.Engine) -> dict[str, int]:

@@ -25,8 +25,8 @@ import secrets
 import numpy as np
 import pandas as pd
 
+from huitouke import records
 from huitouke.campaigns.playbook import Playbook
-from huitouke.intake import records
 
 __all__ = [
     "ALPHABET",

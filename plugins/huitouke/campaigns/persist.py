@@ -18,6 +18,7 @@ import numpy as np
 import pandas as pd
 from sqlalchemy import Connection, bindparam, func, or_, select, update
 
+from huitouke import records
 from huitouke.campaigns.coupons import COUPON_COLUMNS, normalise_code
 from huitouke.campaigns.plan import (
     CONTACT_COLUMNS,
@@ -28,7 +29,6 @@ from huitouke.campaigns.plan import (
     DayPlan,
 )
 from huitouke.campaigns.playbook import Playbook
-from huitouke.intake import records
 from huitouke.store.rows import chunks, empty_frame, insert_new, read_frame, upsert
 from huitouke.store.schema import (
     campaign_days,

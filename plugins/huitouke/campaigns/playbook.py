@@ -32,14 +32,13 @@ from pathlib import Path
 from typing import Any, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from huitouke.campaigns.holdout import DEFAULT_SALT
 from huitouke.campaigns.rules import Conditions, EntryRule
-from huitouke.config import ConfigError, format_validation_error, load_validated
+from huitouke.config import ConfigError, load_validated, located_error, validation_items
 from huitouke.pii import get_logger
-from huitouke.segments.settings import SegmentSettings, _line_of, parse_segment_settings, playbook_path
+from huitouke.segments.settings import SegmentSettings, parse_segment_settings, playbook_path
 
 log = get_logger(__name__)
 
@@ -545,27 +544,6 @@ def _cross_checks(playbook: Playbook) -> list[tuple[tuple[Any, ...], str]]:
     return issues
 
 
-def _config_error(
-    where: str, root: yaml.Node | None, items: list[tuple[tuple[Any, ...], str]]
-) -> ConfigError:
-    out = []
-    for loc, message in items:
-        dotted = ".".join(str(p) for p in loc) or "(top level)"
-        line = _line_of(root, loc)
-        at = f"{where} (line {line})" if line else where
-        out.append(f"{at}: {dotted}: {message}")
-    return ConfigError("\n".join(out))
-
-
-def _compose(source: str | None) -> yaml.Node | None:
-    if source is None:
-        return None
-    try:
-        return yaml.compose(source)
-    except yaml.YAMLError:
-        return None
-
-
 def parse_playbook(data: Any, where: str, source: str | None = None) -> Playbook:
     """Validate a loaded playbook (the whole file). ``source`` is the YAML text, for line numbers."""
     segments = parse_segment_settings(data, where, source)
@@ -576,16 +554,10 @@ def parse_playbook(data: Any, where: str, source: str | None = None) -> Playbook
     try:
         playbook = Playbook.model_validate({**rest, "segments": segments}, context={"segments": segments})
     except ValidationError as exc:
-        lines = format_validation_error(where, exc).splitlines()
-        items = []
-        for text, item in zip(lines, exc.errors(), strict=True):
-            loc = tuple(p for p in item["loc"] if not str(p).startswith("function-"))
-            prefix = f"{where}: {'.'.join(str(p) for p in loc) or '(top level)'}: "
-            items.append((loc, text.removeprefix(prefix)))
-        raise _config_error(where, _compose(source), items) from None
+        raise located_error(where, source, validation_items(exc)) from None
     issues = _cross_checks(playbook)
     if issues:
-        raise _config_error(where, _compose(source), issues)
+        raise located_error(where, source, issues)
     return playbook
 
 

@@ -52,7 +52,7 @@ import numpy as np
 import pandas as pd
 from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
 
-from huitouke.intake import records
+from huitouke import records
 from huitouke.segments.classify import LIFECYCLES
 from huitouke.segments.settings import SegmentSettings
 

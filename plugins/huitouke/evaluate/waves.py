@@ -14,7 +14,7 @@ Definitions
 - **Send time** of a wave due on day D: D at the send window's start in the shop's timezone
   (``send_at``, 09:00), as naive UTC; or whatever ``send_time(D)`` returns.
 - **Responder** for a window of ``w`` days: a customer with a paid order (status ``paid``,
-  ``shipped`` or ``completed``: :data:`huitouke.intake.records.PAID_STATUSES`, as everywhere else)
+  ``shipped`` or ``completed``: :data:`huitouke.records.PAID_STATUSES`, as everywhere else)
   and ``send_time < paid_at <= send_time + w days``. Refunded, cancelled and pending orders do not
   count; a status is read as it stands on the evaluation day. Revenue per customer: the amounts of those
   orders (0 for non-responders).
@@ -99,8 +99,8 @@ from huitouke.evaluate.compare import (
     format_comparisons,
     format_table,
 )
-from huitouke.intake.records import PAID_STATUSES
 from huitouke.pii import get_logger
+from huitouke.records import PAID_STATUSES
 
 __all__ = [
     "BREAKDOWN_COLUMNS",

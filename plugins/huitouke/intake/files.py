@@ -23,7 +23,7 @@ from huitouke.intake.mappings import (
     canonical_frame,
     resolve_mapping,
 )
-from huitouke.intake.records import ALL_COLUMNS
+from huitouke.records import ALL_COLUMNS
 
 log = logging.getLogger(__name__)
 

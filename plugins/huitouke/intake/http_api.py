@@ -33,7 +33,7 @@ from huitouke.intake.mappings import (
     map_record,
     resolve_mapping,
 )
-from huitouke.intake.records import LINE_COLUMNS
+from huitouke.records import LINE_COLUMNS
 
 log = logging.getLogger(__name__)
 

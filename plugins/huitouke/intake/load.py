@@ -27,7 +27,7 @@ from typing import Any
 import pandas as pd
 from sqlalchemy import Connection, Engine, bindparam, delete, insert, select, update
 
-from huitouke.intake import records
+from huitouke import records
 from huitouke.intake.validate import ValidatedBatch
 from huitouke.pii import get_logger
 from huitouke.store.schema import customers, intake_runs, order_lines, orders, quarantine

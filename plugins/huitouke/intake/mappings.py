@@ -18,7 +18,7 @@ from typing import Any
 
 import pandas as pd
 
-from huitouke.intake.records import ALL_COLUMNS, REQUIRED_COLUMNS
+from huitouke.records import ALL_COLUMNS, REQUIRED_COLUMNS
 
 log = logging.getLogger(__name__)
 

@@ -8,7 +8,7 @@ from zoneinfo import ZoneInfo
 import pandas as pd
 from sqlalchemy import Engine, text
 
-from huitouke.intake import records
+from huitouke import records
 from huitouke.pii import get_logger
 
 log = get_logger(__name__)

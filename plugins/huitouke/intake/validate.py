@@ -1,6 +1,6 @@
 """Validation of raw order rows: the one place that decides what is a good order.
 
-Every source hands over canonical rows with raw values (:mod:`huitouke.intake.records`). Here they
+Every source hands over canonical rows with raw values (:mod:`huitouke.records`). Here they
 are parsed (amounts to cents, times to UTC, statuses to the canonical vocabulary), checked, and
 split into orders, order lines, customers and quarantine rows. A bad row never stops the run: it
 goes to quarantine with its reason and the raw row. An order is loaded whole or not at all: when
@@ -39,7 +39,7 @@ from zoneinfo import ZoneInfo
 import numpy as np
 import pandas as pd
 
-from huitouke.intake import records
+from huitouke import records
 
 _OFFSET = re.compile(r"(?:Z|[+-]\d{2}:?\d{2})$")
 _CJK_DATE = re.compile(r"(?<=\d)[年月](?=\d)")

@@ -65,7 +65,7 @@ class ShopInfo:
 
 SAMPLE_SHOP = ShopInfo(name="暖暖母婴旗舰店", url="https://nuannuan.example.com")
 
-# Display names of the category groups (intake.records.CATEGORIES plus the fallback groups).
+# Display names of the category groups (records.CATEGORIES plus the fallback groups).
 # A playbook's own group (e.g. ``baby``) is displayed by its name unless added here.
 CATEGORY_DISPLAY_ZH: dict[str, str] = {
     "food": "奶粉辅食",

@@ -52,7 +52,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from huitouke.intake.records import PAID
+from huitouke.records import PAID
 from huitouke.segments.settings import SegmentSettings
 from huitouke.segments.state import (
     ORDER_INPUT_COLUMNS,

@@ -20,11 +20,10 @@ import re
 from pathlib import Path
 from typing import Any
 
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from huitouke.config import ConfigError, format_validation_error, load_validated, project_home
-from huitouke.intake import records
+from huitouke import records
+from huitouke.config import ConfigError, load_validated, located_error, project_home, validation_items
 from huitouke.pii import get_logger
 
 log = get_logger(__name__)
@@ -295,26 +294,6 @@ def playbook_path() -> Path:
     return Path(env).resolve() if env else project_home() / "include" / "playbook.yaml"
 
 
-def _line_of(root: yaml.Node | None, loc: tuple[Any, ...]) -> int | None:
-    """The 1-based line of the deepest YAML key or item on the error's path (None when unknown)."""
-    node, line = root, None
-    for part in loc:
-        if isinstance(node, yaml.MappingNode):
-            pair = next(
-                (kv for kv in node.value if isinstance(kv[0], yaml.ScalarNode) and kv[0].value == str(part)),
-                None,
-            )
-            if pair is None:
-                break
-            line, node = pair[0].start_mark.line + 1, pair[1]
-        elif isinstance(node, yaml.SequenceNode) and isinstance(part, int) and 0 <= part < len(node.value):
-            node = node.value[part]
-            line = node.start_mark.line + 1
-        else:
-            break
-    return line
-
-
 def parse_segment_settings(data: Any, where: str, source: str | None = None) -> SegmentSettings:
     """Validate a loaded playbook (the whole file); only ``segments:`` is looked at.
 
@@ -332,19 +311,7 @@ def parse_segment_settings(data: Any, where: str, source: str | None = None) -> 
     try:
         return _Playbook.model_validate(data).segments
     except ValidationError as exc:
-        lines = format_validation_error(where, exc).splitlines()
-        root = None
-        if source is not None:
-            try:
-                root = yaml.compose(source)
-            except yaml.YAMLError:
-                root = None
-        out = []
-        for text, item in zip(lines, exc.errors(), strict=True):
-            loc = tuple(p for p in item["loc"] if not str(p).startswith("function-"))
-            line = _line_of(root, loc)
-            out.append(text.replace(f"{where}: ", f"{where} (line {line}): ", 1) if line else text)
-        raise ConfigError("\n".join(out)) from None
+        raise located_error(where, source, validation_items(exc)) from None
 
 
 def load_segment_settings(path: Path | None = None) -> SegmentSettings:

@@ -2,7 +2,7 @@
 
 The state is a plain function of a customer's stored orders and their lines, like
 ``lifetimes.utils.summary_data_from_transaction_data``: one row per customer who has at least one
-paid order (status in :data:`huitouke.intake.records.PAID_STATUSES`). Refunded, cancelled and
+paid order (status in :data:`huitouke.records.PAID_STATUSES`). Refunded, cancelled and
 pending orders count for nothing; a customer whose every order was refunded has no row.
 
 State columns (:data:`STATE_COLUMNS`), one row per customer, sorted by ``customer_id``:
@@ -53,7 +53,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from huitouke.intake import records
+from huitouke import records
 from huitouke.pii import get_logger
 from huitouke.segments.settings import SegmentSettings
 
