@@ -891,7 +891,7 @@ def task_plan(db: Path) -> dict[str, Any]:
     _wrap_all(timers, daily, ("plan_day", "issue_coupons"))
     gc.collect()
     start = time.perf_counter()
-    result = daily.plan_campaigns(engine, DAY, playbook, segments=segments, now=NOW)
+    result = daily.run_day(engine, DAY, playbook, segments=segments, now=NOW)
     total = time.perf_counter() - start
     timers.restore()
     return {
@@ -965,7 +965,8 @@ def task_render(db: Path, campaign: str, naive: bool = True) -> dict[str, Any]:
     """One render_campaign (a fresh process, pinned to one core, as a mapped Airflow task)."""
     from sqlalchemy import delete
 
-    from huitouke.campaigns import daily, persist
+    from huitouke.campaigns import persist
+    from huitouke.render import daily
     from huitouke.store.connection import make_engine
     from huitouke.store.schema import outbox
 
@@ -982,7 +983,7 @@ def task_render(db: Path, campaign: str, naive: bool = True) -> dict[str, Any]:
     daily.render_batch = capture
     gc.collect()
     start = time.perf_counter()
-    result = daily.render_campaign(engine, DAY, campaign, playbook, now=NOW)
+    result = daily.run_day(engine, DAY, campaign, playbook, now=NOW)
     total = time.perf_counter() - start
     timers.restore()
     daily.render_batch = capture.original

@@ -6,33 +6,34 @@ One run per business day — a calendar day in the shop's timezone (`shop.timezo
 [00:00, next 00:00) shop time; every task works on that interval only, so re-running or
 backfilling a day is safe.
 
-**Stages**
+**Stages** (each one `huitouke/<stage>/daily.py: run_day`, called through `huitouke.pipeline`)
 
-1. `check_crm_schema` — the CRM store (Connection `crm_db`) must be at the code's schema
+0. `check_crm_schema` — the CRM store (Connection `crm_db`) must be at the code's schema
    revision; if not, run `huitouke db upgrade --conn crm_db`.
-2. `intake_orders` — extracts the day's orders from the configured source (SQL database,
+1. `intake_orders` — extracts the day's orders from the configured source (SQL database,
    folder of CSV/Parquet exports, or a paginated HTTP API), validates them, upserts them by
    order id. Bad rows go to the `quarantine` table with a reason; refunds and cancellations only
    change the stored order's status. The log ends with rows read / inserted / updated /
    quarantined by reason.
-3. `update_segments` — folds the day's new and changed orders into each customer's state
+2. `update_segments` — folds the day's new and changed orders into each customer's state
    (first and last order, paid orders, AOV, main category group, acquisition source), then
    classifies every customer: lifecycle (new, one-time, repeat, loyal, at-risk, churned), RFM
    scores, member tier, value tier, low-value acquisition flag. Segment changes are kept as
    validity ranges in `segment_history`; the log ends with the day's KPI tables (churn rate,
    repeat rate, segment sizes, the value-tier table, lifecycle transitions). Rules:
    the `segments:` section of `include/playbook.yaml`.
-4. `lint_templates` — compiles every template the enabled campaigns use (the checks of
-   `huitouke templates lint`); a broken one is logged here and fails its campaign below.
-5. `plan_campaigns` — marks the coupons the day's orders redeemed, then decides the day once:
+3. `lint_templates` — compiles every template the enabled campaigns use (the checks of
+   `huitouke templates lint`); a broken one is logged here and fails its campaign in stage 4.
+   `plan_campaigns` — marks the coupons the day's orders redeemed, then decides the day once:
    entries (arm drawn at entry: treatment or holdout), waves due, exits, contact caps and
    priorities (suppressions recorded with their reason), coupons. The log shows the table per
    campaign. A day already planned keeps its stored plan.
-6. `render_messages` — one mapped task per campaign (named after it): renders the treated waves
+4. `render_messages` — one mapped task per campaign (named after it): renders the treated waves
    with the campaign's templates into the `outbox` (status `queued`). A broken template fails
    that campaign only, before anything is queued; fix the template and clear the task. Messages
    already queued are never queued twice.
-7. `evaluate_campaigns` — each campaign wave whose evaluation windows (2, 10 and 30 days by
+5. delivery — not built yet: the outbox's messages stay `queued`.
+6. `evaluate_campaigns` — each campaign wave whose evaluation windows (2, 10 and 30 days by
    default, one primary) matured today: the treated arm against the holdout of the same wave
    (intention to treat; the sent-only view beside it once delivery reports), response and
    natural repurchase rates, lift with its 95% interval and p-value, revenue, cost, incremental
@@ -73,7 +74,7 @@ START = SETTINGS.schedule.start_date
 def huitouke_daily():
     @task
     def check_crm_schema() -> str:
-        """Refuse to write into a CRM store whose schema lags behind the code."""
+        """Stage 0: refuse to write into a CRM store whose schema lags behind the code."""
         from huitouke.pipeline import check_crm_schema
 
         return check_crm_schema()
@@ -94,7 +95,7 @@ def huitouke_daily():
 
     @task
     def lint_templates() -> dict:
-        """Before planning: every template of the enabled campaigns compiles, or is reported."""
+        """Stage 3, before planning: every template of the enabled campaigns compiles, or is reported."""
         from huitouke.pipeline import lint_templates
 
         return lint_templates()

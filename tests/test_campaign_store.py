@@ -14,10 +14,12 @@ from sqlalchemy import func, select, update
 from store_rows import add_customer, add_order, segments_of
 
 from huitouke.campaigns import assign_arms, load_playbook
-from huitouke.campaigns.daily import lint_campaigns, plan_campaigns, render_campaign
+from huitouke.campaigns.daily import run_day as plan_campaigns
 from huitouke.campaigns.playbook import parse_playbook
 from huitouke.config import project_home
 from huitouke.render import TemplateError
+from huitouke.render.daily import lint_campaigns
+from huitouke.render.daily import run_day as render_campaign
 from huitouke.render.environment import templates_root
 from huitouke.store.migrate import upgrade
 from huitouke.store.schema import (
@@ -193,7 +195,7 @@ def test_a_template_using_a_coupon_its_campaign_does_not_give_is_broken():
 
 
 def test_matured_windows_are_evaluated_once_treated_against_holdout(store):
-    from huitouke.evaluate.daily import evaluate_day
+    from huitouke.evaluate.daily import run_day as evaluate_day
     from huitouke.store.schema import evaluation_details, evaluations
 
     holdout = load_playbook().campaigns["thank_you"].holdout

@@ -17,8 +17,9 @@ from sqlalchemy import select
 from store_rows import add_customer, add_order, segments_of
 
 from huitouke.campaigns import assign_arms, load_playbook
-from huitouke.campaigns.daily import plan_campaigns, render_campaign
-from huitouke.evaluate.daily import evaluate_day
+from huitouke.campaigns.daily import run_day as plan_campaigns
+from huitouke.evaluate.daily import run_day as evaluate_day
+from huitouke.render.daily import run_day as render_campaign
 from huitouke.store.connection import make_engine
 from huitouke.store.migrate import head_revision, upgrade
 from huitouke.store.schema import evaluations

@@ -147,13 +147,13 @@ def cmd_segments_on(args: argparse.Namespace) -> int:
 def _shop_info():
     """The playbook's shop, as the renderer needs it (signature, footer, currency, url)."""
     from huitouke.campaigns import load_playbook
-    from huitouke.campaigns.daily import shop_info
+    from huitouke.render.daily import shop_info
 
     return shop_info(load_playbook())
 
 
 def _stored_customer(customer_id: str, day: date | None) -> dict:
-    from huitouke.campaigns.daily import stored_customer_context
+    from huitouke.render.daily import stored_customer_context
     from huitouke.store.connection import engine_for
 
     return stored_customer_context(engine_for(load_settings().store.conn_id), customer_id, day)

@@ -1,27 +1,16 @@
-"""Stages 3 and 4 of a business day: lint the templates, plan the day, render and queue messages.
+"""Stage 3 of a business day: plan the day's campaigns once and store the plan.
 
-- :func:`lint_campaigns` compiles every template the enabled campaigns use (the same lint as
-  ``huitouke templates lint``) and says which campaigns are broken and why.
-- :func:`plan_campaigns` redeems the coupons the day's orders carry, then plans the day once
-  (:func:`huitouke.campaigns.plan.plan_day` over the day's segments, contacts, orders, stored
-  entries and contact history) and stores the plan: entries, waves, coupons, one summary row per
-  campaign. A day already planned is not planned again (its stored plan is what was decided, and
-  what may already be sent); a day older than the latest planned day is refused.
-- :func:`render_campaign` renders one campaign's treated waves of the day into the outbox
-  (status ``queued``). A broken template raises :class:`~huitouke.render.TemplateError` before
-  anything of that campaign is queued, and the campaign's day row records the error; other
-  campaigns are separate calls (separate mapped tasks in the DAG). Messages already queued are
-  skipped, so re-running queues nothing new, and a fixed template can be rendered by running the
-  task again.
+:func:`run_day` redeems the coupons the day's orders carry, then plans the day once
+(:func:`huitouke.campaigns.plan.plan_day` over the day's segments, contacts, orders, stored
+entries and contact history) and stores the plan: entries, waves, coupons, one summary row per
+campaign. A day already planned is not planned again (its stored plan is what was decided, and
+what may already be sent); a day older than the latest planned day is refused.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import date, datetime
-from decimal import Decimal
-from pathlib import Path
-from typing import Any
 
 import pandas as pd
 from sqlalchemy import Connection, Engine
@@ -29,110 +18,10 @@ from sqlalchemy import Connection, Engine
 from huitouke.campaigns import persist
 from huitouke.campaigns.coupons import issue_coupons
 from huitouke.campaigns.plan import SUMMARY_COLUMNS, DayPlan, plan_day
-from huitouke.campaigns.playbook import Campaign, Playbook, channel_of
+from huitouke.campaigns.playbook import Playbook
 from huitouke.pii import get_logger
-from huitouke.render.context import (
-    ShopInfo,
-    campaign_context,
-    category_context,
-    coupon_context,
-    customer_context,
-    message_context,
-    order_context,
-    sample_context,
-    template_language,
-    wave_context,
-)
-from huitouke.render.environment import TemplateError
-from huitouke.render.messages import CompiledMessage, compile_message, render_batch
 
 log = get_logger(__name__)
-
-__all__ = ["PlanResult", "RenderResult", "lint_campaigns", "plan_campaigns", "render_campaign", "shop_info"]
-
-
-def shop_info(playbook: Playbook) -> ShopInfo:
-    """The playbook's shop as the renderer needs it (signature, footer, currency, url)."""
-    shop = playbook.shop
-    return ShopInfo(
-        name=shop.name,
-        currency=shop.currency,
-        opt_out_footer=shop.sms_opt_out_footer,
-        sms_signature_brackets=shop.sms_signature_brackets,
-        url=shop.url,
-    )
-
-
-def _templates_of(name: str, campaign: Campaign) -> list[str]:
-    seen: list[str] = []
-    for variant in list(campaign.variants) or [""]:
-        for template in campaign.offer(name, variant).templates:
-            if template not in seen:
-                seen.append(template)
-    return seen
-
-
-def _compile(template: str, campaign: Campaign, shop: ShopInfo, root: Path | None) -> CompiledMessage:
-    channel, _, message = template.partition("/")
-    budget = campaign.sms_max_segments if channel == "sms" else None
-    return compile_message(message, channel, shop, budget, root=root)  # type: ignore[arg-type]
-
-
-def lint_campaigns(playbook: Playbook, root: Path | None = None) -> dict[str, str]:
-    """Enabled campaign -> the first template error that breaks it (only broken campaigns).
-
-    Beyond the template lint, each template is rendered with what its campaign provides: a
-    template that uses ``coupon`` in a campaign (or variant) without a coupon is broken.
-    """
-    shop = shop_info(playbook)
-    broken: dict[str, str] = {}
-    for name, campaign in playbook.campaigns_by_priority():
-        if not campaign.enabled:
-            continue
-        try:
-            _checked_messages(name, campaign, shop, root)
-        except TemplateError as exc:
-            broken[name] = str(exc)
-    return broken
-
-
-def _checked_messages(
-    name: str, campaign: Campaign, shop: ShopInfo, root: Path | None
-) -> dict[str, CompiledMessage]:
-    """Every template of the campaign compiled, and rendered once as the campaign gives it (see
-    :func:`_render_as_campaign`); raises TemplateError for the first broken one."""
-    compiled = {t: _compile(t, campaign, shop, root) for t in _templates_of(name, campaign)}
-    for variant in list(campaign.variants) or [""]:
-        offer = campaign.offer(name, variant)
-        for template in offer.templates:
-            _render_as_campaign(compiled[template], name, campaign, offer.coupon is not None)
-    return compiled
-
-
-def _render_as_campaign(compiled: CompiledMessage, name: str, campaign: Campaign, has_coupon: bool) -> None:
-    """Render every category variant of a message with the sample context as the campaign gives
-    it (no ``coupon`` object when the campaign has no coupon); raise TemplateError if it fails."""
-    for group in compiled.files.variants:
-        context = sample_context(
-            compiled.shop,
-            category_group="other" if group == "default" else group,
-            waves=campaign.waves.max_waves,
-            campaign=compiled.name,
-            language=template_language(compiled.name),
-        )
-        context["campaign"] = campaign_context(name, campaign.display_name)
-        if not has_coupon:
-            context.pop("coupon", None)
-        try:
-            compiled.render(context)
-        except TemplateError as exc:
-            if not has_coupon and "coupon" in str(exc):
-                exc.reason = (
-                    f"{exc.reason} (campaign {name} gives no coupon: add a coupon to the campaign "
-                    "or remove it from the template)"
-                )
-                exc.args = (exc.describe(),)
-            raise
 
 
 # ------------------------------------------------------------------------------------ planning
@@ -140,7 +29,7 @@ def _render_as_campaign(compiled: CompiledMessage, name: str, campaign: Campaign
 
 @dataclass(frozen=True)
 class PlanResult:
-    """What :func:`plan_campaigns` did for a day."""
+    """What :func:`run_day` did for a day."""
 
     business_date: date
     planned: bool  # False: the stored plan was kept (re-run) or the day was refused (older)
@@ -199,7 +88,7 @@ def stored_plan_text(conn: Connection, day: date, campaign: str | None = None) -
     return f"{text}\nQueued in the outbox: {queued}"
 
 
-def plan_campaigns(
+def run_day(
     engine: Engine,
     day: date,
     playbook: Playbook,
@@ -207,7 +96,7 @@ def plan_campaigns(
     now: datetime | None = None,
 ) -> PlanResult:
     """Plan ``day`` once and store the plan (see the module docstring). ``segments`` is the day's
-    classification (read from the store's state when not given)."""
+    classification (read from the store's state when not given: stage 2 must have computed the day)."""
     now = now or datetime.now()
     with engine.begin() as conn:
         redemptions = persist.redeem_coupons(conn, day)
@@ -249,6 +138,11 @@ def _segments_of(conn: Connection, day: date, playbook: Playbook) -> pd.DataFram
 
     state = None
     latest = segment_store.latest_run(conn)
+    if latest is None or latest.business_date < day:
+        raise RuntimeError(
+            f"segments for {day} have not been computed (latest: {latest.business_date if latest else 'none'}): "
+            "run update_segments for that day first"
+        )
     cache = snapshot.cache_dir_for(conn.engine.url)
     if cache is not None and latest is not None:
         key = snapshot.SnapshotKey(
@@ -263,290 +157,3 @@ def _segments_of(conn: Connection, day: date, playbook: Playbook) -> pd.DataFram
     if state is None:
         state = segment_store.read_state(conn)
     return classify(state, day, playbook.segments)
-
-
-# ----------------------------------------------------------------------------------- rendering
-
-
-@dataclass(frozen=True)
-class RenderResult:
-    campaign: str
-    business_date: date
-    treated: int
-    messages_planned: int
-    queued: int  # inserted by this call
-    already_queued: int
-    skipped_no_address: int
-    skipped_opted_out: int
-
-    def as_dict(self) -> dict[str, Any]:
-        out = dict(self.__dict__)
-        out["business_date"] = self.business_date.isoformat()
-        return out
-
-
-def _cny(cents: Any) -> Decimal:
-    return (Decimal(int(cents)) / 100).quantize(Decimal("0.01"))
-
-
-def render_campaign(
-    engine: Engine,
-    day: date,
-    campaign_name: str,
-    playbook: Playbook,
-    now: datetime | None = None,
-    root: Path | None = None,
-) -> RenderResult:
-    """Render and queue the campaign's messages of ``day`` (see the module docstring)."""
-    now = now or datetime.now()
-    campaign = playbook.campaigns.get(campaign_name)
-    if campaign is None:
-        raise ValueError(f"campaign {campaign_name!r} is not in the playbook any more")
-    shop = shop_info(playbook)
-    try:
-        compiled = _checked_messages(campaign_name, campaign, shop, root)
-        return _render_and_queue(engine, day, campaign_name, campaign, compiled, now)
-    except TemplateError as exc:  # nothing of this campaign was queued: record why
-        with engine.begin() as conn:
-            persist.record_rendering(conn, day, campaign_name, persist.FAILED, 0, str(exc), now)
-        raise
-
-
-def _render_and_queue(
-    engine: Engine,
-    day: date,
-    campaign_name: str,
-    campaign: Campaign,
-    compiled: dict[str, CompiledMessage],
-    now: datetime,
-) -> RenderResult:
-    with engine.begin() as conn:
-        waves = persist.read_treated_waves(conn, campaign_name, day)
-        sends = _sends_of(waves, campaign_name, campaign)
-        done = persist.read_queued_keys(conn, campaign_name, day)
-        planned = len(sends)
-        if done and planned:
-            keep = [
-                (c, e, int(w), ch) not in done
-                for c, e, w, ch in zip(
-                    sends["customer_id"], sends["entered_on"], sends["wave"], sends["channel"], strict=True
-                )
-            ]
-            sends = sends[keep].reset_index(drop=True)
-        messages, no_address, opted_out = _render(conn, sends, day, campaign_name, campaign, compiled, now)
-        queued = persist.queue_messages(conn, messages)
-        persist.record_rendering(conn, day, campaign_name, persist.RENDERED, queued, None, now)
-    return RenderResult(
-        campaign=campaign_name,
-        business_date=day,
-        treated=len(waves),
-        messages_planned=planned,
-        queued=queued,
-        already_queued=planned - len(sends),
-        skipped_no_address=no_address,
-        skipped_opted_out=opted_out,
-    )
-
-
-def _sends_of(waves: pd.DataFrame, name: str, campaign: Campaign) -> pd.DataFrame:
-    """One row per treated wave and channel, with the template the variant uses there."""
-    if waves.empty:
-        return waves.assign(channel=pd.Series([], dtype=object), template=pd.Series([], dtype=object))
-    rows = waves.assign(channel=waves["channels"].str.split(",")).explode("channel", ignore_index=True)
-    rows = rows[rows["channel"].astype(str).str.len() > 0].reset_index(drop=True)
-    found: dict[tuple[Any, Any], str | None] = {}  # (variant, channel) -> template
-    templates = []
-    for key in zip(rows["variant"], rows["channel"], strict=True):
-        if key not in found:
-            offer = campaign.offer(name, key[0] or "")
-            found[key] = next((t for t in offer.templates if channel_of(t) == key[1]), None)
-        templates.append(found[key])
-    rows["template"] = templates
-    missing = rows["template"].isna()
-    if missing.any():
-        log.warning(
-            "%s: %d planned message(s) have no template in the playbook any more (channel removed): skipped",
-            name,
-            int(missing.sum()),
-        )
-        rows = rows[~missing].reset_index(drop=True)
-    return rows
-
-
-def _render(
-    conn: Connection,
-    sends: pd.DataFrame,
-    day: date,
-    name: str,
-    campaign: Campaign,
-    compiled: dict[str, CompiledMessage],
-    now: datetime,
-) -> tuple[list[dict[str, Any]], int, int]:
-    """The outbox rows of ``sends``, and how many were skipped for want of an address or an opt-out
-    recorded since planning.
-
-    Everything per customer is read from column lists into dicts first (a ``DataFrame.loc`` lookup
-    per customer and message costs about 60 µs: minutes at a million messages)."""
-    if sends.empty:
-        return [], 0, 0
-    ids = sorted(set(sends["customer_id"]))
-    profiles = _by_customer(persist.read_profiles(conn, ids))
-    segments = _by_customer(persist.read_segments(conn, ids, day))
-    last_orders = persist.read_last_orders(conn, ids, day)
-    issued = persist.read_coupons_of(conn, name, day)
-    yuan: dict[Any, Decimal] = {}  # cents -> CNY, once per distinct amount
-
-    def cny(cents: Any) -> Decimal:
-        value = yuan.get(cents)
-        if value is None:
-            value = yuan[cents] = _cny(cents)
-        return value
-
-    coupon_by_key = {
-        (c, e, int(w)): (code, value, min_spend, expires)
-        for c, e, w, code, value, min_spend, expires in zip(
-            *(_values(issued[k]) for k in ("customer_id", "entered_on", "wave", "code")),
-            *(_values(issued[k]) for k in ("value_cents", "min_spend_cents", "expires_on")),
-            strict=True,
-        )
-    }
-    campaign_ctx = campaign_context(name, campaign.display_name)
-    total_waves = campaign.waves.max_waves
-
-    customer_ctx: dict[str, dict[str, Any]] = {}
-    category_ctx: dict[str, dict[str, Any] | None] = {}  # what message_context would make of it
-    groups: dict[str, dict[str, Any]] = {}
-    for cid in ids:
-        row: dict[str, Any] = {"customer_id": cid}
-        row.update(profiles.get(cid, ()))
-        row.update(segments.get(cid, ()))
-        customer = customer_ctx[cid] = customer_context(row)
-        group = customer.get("category_group")
-        if group and group not in groups:
-            groups[group] = category_context(group)
-        category_ctx[cid] = groups[group] if group else None
-    order_ctx: dict[str, dict[str, Any] | None] = dict.fromkeys(ids)
-    for cid, order_id, business_date, amount, categories in zip(
-        *(_values(last_orders[k]) for k in ("customer_id", "order_id", "business_date", "amount_cents")),
-        last_orders["categories"].tolist(),
-        strict=True,
-    ):
-        order_ctx[cid] = order_context(str(order_id), _as_date(business_date), cny(amount), list(categories))
-
-    out: list[dict[str, Any]] = []
-    no_address = opted_out = 0
-    by_template: dict[str, list[tuple[dict[str, Any], dict[str, Any]]]] = {}
-    waves: dict[int, dict[str, Any]] = {}
-    for cid, entered_on, wave, variant, channel, template in zip(
-        *(_values(sends[k]) for k in ("customer_id", "entered_on", "wave", "variant", "channel", "template")),
-        strict=True,
-    ):
-        profile = profiles.get(cid)
-        address = None
-        if profile is not None:
-            address = profile["email"] if channel == "email" else profile["phone"]
-            out_flag = profile["email_opt_out"] if channel == "email" else profile["sms_opt_out"]
-            if bool(out_flag):
-                opted_out += 1
-                continue
-        if address is None or (isinstance(address, float) and address != address) or not str(address).strip():
-            no_address += 1
-            continue
-        wave = int(wave)
-        coupon_row = coupon_by_key.get((cid, entered_on, wave))
-        coupon = (
-            coupon_context(coupon_row[0], cny(coupon_row[1]), cny(coupon_row[2]), _as_date(coupon_row[3]))
-            if coupon_row
-            else None
-        )
-        if wave not in waves:
-            waves[wave] = wave_context(wave, total_waves)
-        context = message_context(
-            customer=customer_ctx[cid],
-            coupon=coupon,
-            order=order_ctx[cid],
-            category=category_ctx[cid],
-            campaign=campaign_ctx,
-            wave=waves[wave],
-        )
-        outbox_row = {
-            "campaign": name,
-            "customer_id": cid,
-            "entered_on": entered_on,
-            "wave": wave,
-            "variant": variant or "",
-            "channel": channel,
-            "template": template,
-            "business_date": day,
-            "status": persist.QUEUED,
-            "recipient": str(address).strip(),
-            "coupon_code": coupon["code"] if coupon else None,
-            "attempts": 0,
-            "created_at": now,
-        }
-        by_template.setdefault(template, []).append((outbox_row, context))
-    for template, items in by_template.items():
-        rendered = render_batch(compiled[template], [context for _, context in items])
-        for (row, _), message in zip(items, rendered, strict=True):
-            row["subject"] = message.subject
-            row["body"] = message.body
-            row["html"] = message.html
-            row["sms_segments"] = message.sms_segments
-            out.append(row)
-    return out, no_address, opted_out
-
-
-def _values(column: pd.Series) -> list[Any]:
-    """A column as Python values, as ``Series.tolist()`` gives them (missing text: NaN), without
-    iterating an arrow-backed column value by value."""
-    return column.to_numpy(dtype=object).tolist()
-
-
-def _by_customer(frame: pd.DataFrame) -> dict[Any, dict[str, Any]]:
-    """customer_id -> {column: value} of a frame's rows: what ``frame.set_index("customer_id")
-    .loc[cid].to_dict()`` gives, for every customer at once."""
-    columns = [c for c in frame.columns if c != "customer_id"]
-    values = [_values(frame[c]) for c in columns]
-    return {
-        cid: dict(zip(columns, row, strict=True))
-        for cid, *row in zip(_values(frame["customer_id"]), *values, strict=True)
-    }
-
-
-def _as_date(value: Any) -> date:
-    if isinstance(value, datetime):
-        return value.date()
-    if isinstance(value, date):
-        return value
-    return pd.Timestamp(value).date()
-
-
-def stored_customer_context(engine: Engine, customer_id: str, day: date | None = None) -> dict[str, Any]:
-    """``customer``, ``order`` and ``category`` objects of a stored customer on ``day`` (default:
-    the latest day with segments), for ``huitouke templates preview --customer ID``.
-
-    Raises LookupError when the store has no such customer.
-    """
-    from huitouke.segments import persist as segment_store
-
-    with engine.connect() as conn:
-        if day is None:
-            day, _ = segment_store.last_run(conn)
-            day = day or date.today()
-        profiles = persist.read_profiles(conn, [customer_id])
-        if profiles.empty:
-            raise LookupError(f"no customer {customer_id!r} in the CRM store")
-        row = profiles.iloc[0].to_dict()
-        segment = segment_store.segments_on(conn, day, [customer_id])
-        if len(segment):
-            row.update(segment.iloc[0].to_dict())
-        last = persist.read_last_orders(conn, [customer_id], day)
-    context: dict[str, Any] = {"customer": customer_context(row)}
-    if len(last):
-        o = last.iloc[0]
-        context["order"] = order_context(
-            str(o["order_id"]), _as_date(o["business_date"]), _cny(o["amount_cents"]), list(o["categories"])
-        )
-    if context["customer"].get("category_group"):
-        context["category"] = category_context(context["customer"]["category_group"])
-    return context

@@ -1,6 +1,6 @@
 """Stage 6 of a business day: evaluate every campaign wave whose windows matured, and store it.
 
-:func:`evaluate_day` reads what :func:`huitouke.evaluate.waves.evaluate_waves` needs from the
+:func:`run_day` reads what :func:`huitouke.evaluate.waves.evaluate_waves` needs from the
 store — the waves of the look-back period with each customer's segment on the wave's day, the
 cohort's orders, the outbox, the coupons, the keys already recorded — evaluates, and stores the
 new rows under their keys (``evaluations``: once per campaign, wave, due day, window and view;
@@ -40,7 +40,7 @@ from huitouke.store.schema import (
 
 log = get_logger(__name__)
 
-__all__ = ["SEGMENT_DIMENSIONS", "evaluate_day", "lookback_days"]
+__all__ = ["SEGMENT_DIMENSIONS", "lookback_days", "run_day"]
 
 # The segment columns evaluation breaks results down by (the customer's segment on the wave's day).
 SEGMENT_DIMENSIONS = ("lifecycle", "member_tier", "value_tier", "category_group")
@@ -57,7 +57,7 @@ def lookback_days(playbook: Playbook) -> int:
     return longest + 2
 
 
-def evaluate_day(
+def run_day(
     engine: Engine, day: date, playbook: Playbook, timezone: str, now: datetime | None = None
 ) -> WaveEvaluation:
     """Evaluate on business day ``day`` and store the new rows (see the module docstring)."""

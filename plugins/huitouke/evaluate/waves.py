@@ -210,6 +210,26 @@ class WaveEvaluation:
         """The task log's report: results, breakdowns, sequences, curves, categories."""
         return _as_text(self)
 
+    def as_dict(self) -> dict[str, Any]:
+        """The XCom summary: how many results, and each primary intention-to-treat lift."""
+        results = self.results
+        primary = results[results["primary"] & (results["view"] == "itt")] if len(results) else results
+        return {
+            "business_date": self.as_of.isoformat(),
+            "results": len(results),
+            "primary": [
+                {
+                    "campaign": r["campaign"],
+                    "wave": int(r["wave"]),
+                    "due_on": str(r["due_on"]),
+                    "window_days": int(r["window_days"]),
+                    "lift": None if r["lift"] != r["lift"] else round(float(r["lift"]), 5),
+                    "verdict": str(r["verdict"]),
+                }
+                for r in primary.to_dict("records")
+            ],
+        }
+
 
 # ------------------------------------------------------------------------------ normalising
 
