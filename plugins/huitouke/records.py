@@ -1,4 +1,5 @@
-"""The canonical order record every source produces, and the order status vocabulary.
+"""The order model: the canonical record every source produces, the fields of a stored order, line
+and customer, and the order status vocabulary.
 
 Every source (SQL, files, HTTP) turns what it reads into a pandas DataFrame whose columns are
 named as below, one row per order line (or one row per order when the source has no lines).
@@ -25,6 +26,29 @@ CUSTOMER_COLUMNS: tuple[str, ...] = ("customer_name", "phone", "email", "birthda
 LINE_COLUMNS: tuple[str, ...] = ("sku", "product_name", "category", "quantity", "line_amount")
 
 ALL_COLUMNS: tuple[str, ...] = (*ORDER_COLUMNS, *CUSTOMER_COLUMNS, *LINE_COLUMNS)
+
+# A validated order, line and customer, as intake stores them (columns of the store's tables).
+# PAYMENT_FIELDS are what the customer state is a function of: who paid how much, when, how won.
+PAYMENT_FIELDS: tuple[str, ...] = (
+    "order_id",
+    "customer_id",
+    "paid_at",
+    "business_date",
+    "status",
+    "amount_cents",
+    "acquisition_source",
+)
+ORDER_FIELDS: tuple[str, ...] = (*PAYMENT_FIELDS, "coupon_code", "source_updated_at", "content_hash")
+LINE_FIELDS: tuple[str, ...] = (
+    "order_id",
+    "line_no",
+    "sku",
+    "product_name",
+    "category",
+    "quantity",
+    "amount_cents",
+)
+CUSTOMER_FIELDS: tuple[str, ...] = ("customer_id", "name", "phone", "email", "birthday")
 
 # Canonical statuses. Only PAID_STATUSES count as revenue; refunds and cancellations never do.
 PENDING = "pending"

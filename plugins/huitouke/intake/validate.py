@@ -46,20 +46,11 @@ _CJK_DATE = re.compile(r"(?<=\d)[年月](?=\d)")
 _MONEY_NOISE = re.compile(r"[¥￥,，\s]|CNY|RMB|元")
 _EXCEL_WRAPPERS = re.compile(r'^(=?"|\')|"$')
 
-ORDER_FIELDS = (
-    "order_id",
-    "customer_id",
-    "paid_at",
-    "business_date",
-    "status",
-    "amount_cents",
-    "acquisition_source",
-    "coupon_code",
-    "source_updated_at",
-    "content_hash",
+ORDER_FIELDS, LINE_FIELDS, CUSTOMER_FIELDS = (
+    records.ORDER_FIELDS,
+    records.LINE_FIELDS,
+    records.CUSTOMER_FIELDS,
 )
-LINE_FIELDS = ("order_id", "line_no", "sku", "product_name", "category", "quantity", "amount_cents")
-CUSTOMER_FIELDS = ("customer_id", "name", "phone", "email", "birthday")
 QUARANTINE_FIELDS = ("reason", "detail", "order_id", "source_ref", "raw")
 
 

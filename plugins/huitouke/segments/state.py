@@ -73,15 +73,7 @@ STATE_COLUMNS: tuple[str, ...] = (
     "main_category_group",
     "acquisition_source",
 )
-ORDER_INPUT_COLUMNS: tuple[str, ...] = (
-    "order_id",
-    "customer_id",
-    "paid_at",
-    "business_date",
-    "status",
-    "amount_cents",
-    "acquisition_source",
-)
+ORDER_INPUT_COLUMNS: tuple[str, ...] = records.PAYMENT_FIELDS
 LINE_INPUT_COLUMNS: tuple[str, ...] = ("order_id", "category", "amount_cents")
 SPEND_COLUMNS: tuple[str, ...] = ("customer_id", "category_group", "spend_cents", "paid_lines")
 
