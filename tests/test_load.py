@@ -207,7 +207,7 @@ def test_the_sort_of_a_batch_against_the_stored_orders_needs_no_database():
     ]
     assert sorted_orders.unchanged == 1
     assert [(c["order_id"], c["reason"]) for c in sorted_orders.conflicts] == [("T3", "conflicting_order")]
-    assert sorted_orders.customers == {"c1"}
+    assert sorted_orders.customer_ids == {"c1"}
 
 
 def test_a_status_regression_is_a_conflict_and_a_folded_order_keeps_what_the_state_counted():

@@ -34,9 +34,6 @@ from sqlalchemy import Connection, Engine
 from huitouke import records
 from huitouke.intake import persist
 from huitouke.intake.validate import ValidatedBatch
-from huitouke.pii import get_logger
-
-log = get_logger(__name__)
 
 # The counts an intake_runs row records (besides its day, source and reasons).
 _RUN_FIGURES = ("rows_read", "orders_read", "inserted", "updated", "unchanged", "quarantined")
@@ -131,7 +128,7 @@ class SortedOrders:
     moves: list[dict[str, Any]]  # status moves: order_id, status, source_updated_at, folded_as_paid
     unchanged: int
     conflicts: list[dict[str, Any]]  # quarantine rows: conflicting_order, status_regression
-    customers: set[str]  # the customers of the new and the moved orders
+    customer_ids: set[str]  # the customers of the new and the moved orders
 
     @property
     def new_ids(self) -> set[str]:
@@ -143,23 +140,23 @@ def sort_orders(incoming: pd.DataFrame, stored: Mapping[str, Mapping[str, Any]])
     conflicts, against ``stored``: order id -> the stored order (persist.STORED_ORDER_COLUMNS)."""
     new, moves, conflicts = [], [], []
     unchanged = 0
-    customers: set[str] = set()
+    customer_ids: set[str] = set()
     for order in plain_records(incoming):
         old = stored.get(order["order_id"])
         if old is None:
             new.append(order)
-            customers.add(order["customer_id"])
+            customer_ids.add(order["customer_id"])
         elif old["content_hash"] != order["content_hash"]:
             conflicts.append(_conflict(order, "conflicting_order", _differences(order, old)))
         elif old["status"] == order["status"]:
             unchanged += 1
         elif records.STATUS_RANK[order["status"]] > records.STATUS_RANK.get(old["status"], -1):
             moves.append(_status_move(order, old))
-            customers.add(old["customer_id"])
+            customer_ids.add(old["customer_id"])
         else:
             detail = f"stored status is {old['status']!r}; the row says {order['status']!r}"
             conflicts.append(_conflict(order, "status_regression", detail))
-    return SortedOrders(new, moves, unchanged, conflicts, customers)
+    return SortedOrders(new, moves, unchanged, conflicts, customer_ids)
 
 
 def _status_move(order: dict[str, Any], old: Mapping[str, Any]) -> dict[str, Any]:
@@ -274,7 +271,7 @@ def _plan(conn: Connection, batch: ValidatedBatch, source: str) -> _Plan:
     orders = sort_orders(batch.orders, persist.read_orders(conn, list(batch.orders["order_id"])))
     customers = batch.customers
     if len(customers):
-        customers = customers[customers["customer_id"].isin(orders.customers)]
+        customers = customers[customers["customer_id"].isin(orders.customer_ids)]
     new_customers, changed_customers = sort_customers(
         customers, persist.read_customers(conn, list(customers["customer_id"]))
     )
