@@ -9,7 +9,7 @@ from zoneinfo import ZoneInfo
 import pandas as pd
 from sqlalchemy import func, select
 
-from huitouke.intake.load import load_batch
+from huitouke.intake.load import load_batch, plain_records, sort_customers, sort_orders
 from huitouke.intake.validate import validate
 from huitouke.store.schema import customers, intake_runs, order_lines, orders, quarantine
 
@@ -39,6 +39,11 @@ def rows(*specs):
 
 def load(engine, frame, day=DAY):
     return load_batch(engine, validate(frame, TZ, day), "test", day)
+
+
+def as_stored(frame, **columns):
+    """Validated orders as the store would hand them to the sort (persist.read_orders)."""
+    return {o["order_id"]: {**o, **columns} for o in plain_records(frame)}
 
 
 def count(engine, table, *where):
@@ -181,3 +186,49 @@ def test_a_status_move_records_what_the_state_counted_of_the_order(store_engine)
     with store_engine.begin() as conn:
         mark_applied(conn, ["T1", "T2"], datetime(2025, 12, 14))
     assert stored(store_engine, "T1").folded_as_paid is None  # folded: counted as its status says
+
+
+def test_the_sort_of_a_batch_against_the_stored_orders_needs_no_database():
+    stored_orders = as_stored(
+        validate(rows({"order_id": "T2"}, {"order_id": "T3"}, {"order_id": "T4"}), TZ, DAY).orders,
+        state_applied_at=None,
+        folded_as_paid=None,
+    )
+    incoming = rows(
+        {},
+        {"order_id": "T2", "status": "refunded"},
+        {"order_id": "T3", "amount": "5", "line_amount": "5"},
+        {"order_id": "T4"},
+    )
+    sorted_orders = sort_orders(validate(incoming, TZ, DAY).orders, stored_orders)
+    assert [order["order_id"] for order in sorted_orders.new] == ["T1"]
+    assert [(m["order_id"], m["status"], m["folded_as_paid"]) for m in sorted_orders.moves] == [
+        ("T2", "refunded", None)
+    ]
+    assert sorted_orders.unchanged == 1
+    assert [(c["order_id"], c["reason"]) for c in sorted_orders.conflicts] == [("T3", "conflicting_order")]
+    assert sorted_orders.customer_ids == {"c1"}
+
+
+def test_a_status_regression_is_a_conflict_and_a_folded_order_keeps_what_the_state_counted():
+    stored_orders = as_stored(
+        validate(rows({"status": "refunded"}, {"order_id": "T2"}), TZ, DAY).orders,
+        state_applied_at=pd.Timestamp("2025-12-13").to_pydatetime(),
+        folded_as_paid=None,
+    )
+    incoming = validate(rows({"status": "paid"}, {"order_id": "T2", "status": "completed"}), TZ, DAY).orders
+    sorted_orders = sort_orders(incoming, stored_orders)
+    assert [c["reason"] for c in sorted_orders.conflicts] == ["status_regression"]
+    assert [(m["order_id"], m["folded_as_paid"]) for m in sorted_orders.moves] == [("T2", True)]
+
+
+def test_customers_sort_into_new_and_changed_contact_fields_without_erasing():
+    incoming = validate(
+        rows({"email": None, "phone": "13900000009"}, {"order_id": "T2", "customer_id": "c2"}), TZ, DAY
+    ).customers
+    stored_customers = {
+        "c1": {"customer_id": "c1", "name": None, "phone": "13800000001", "email": "a@x.cn", "birthday": None}
+    }
+    new, changed = sort_customers(incoming, stored_customers)
+    assert [c["customer_id"] for c in new] == ["c2"]
+    assert changed == [("c1", {"phone": "13900000009"})]

@@ -21,7 +21,7 @@ from huitouke.intake.mappings import (
     clean_order_id,
     resolve_mapping,
 )
-from huitouke.records import ALL_COLUMNS
+from huitouke.records import ALL_COLUMNS, REQUIRED_COLUMNS
 
 FIXTURES = Path(__file__).parent / "fixtures"
 SHANGHAI = ZoneInfo("Asia/Shanghai")
@@ -44,7 +44,7 @@ def test_canonical_mapping_is_identity_over_all_columns():
 
 def test_taobao_mapping_targets_only_canonical_columns_and_covers_required():
     assert set(MAPPINGS["taobao"].values()) <= set(ALL_COLUMNS)
-    assert {"order_id", "customer_id", "paid_at", "amount", "status"} <= set(MAPPINGS["taobao"].values())
+    assert set(REQUIRED_COLUMNS) <= set(MAPPINGS["taobao"].values())
     assert "订单关闭原因" not in MAPPINGS["taobao"]
     assert "宝贝种类" not in MAPPINGS["taobao"]  # a count of items, not a category
 
@@ -78,7 +78,7 @@ def test_apply_mapping_first_present_header_wins_and_strips_bom_and_spaces():
         columns=["\ufeff订单编号", "买家会员名 ", "订单付款时间", "实付金额", "买家实际支付金额", "订单状态"],
     )
     out = apply_mapping(df, MAPPINGS["taobao"], "test")
-    assert list(out.columns) == ["order_id", "customer_id", "paid_at", "amount", "status"]
+    assert list(out.columns) == list(REQUIRED_COLUMNS)
     assert out.iloc[0]["amount"] == "10"  # 买家实际支付金额 comes first in the mapping
 
 

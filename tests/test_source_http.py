@@ -14,7 +14,7 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-from huitouke.intake.http_api import HttpOrderSource, HttpSourceError
+from huitouke.intake.http_api import HttpOptions, HttpOrderSource, HttpSourceError
 from huitouke.intake.mappings import OUTPUT_COLUMNS
 
 SHANGHAI = ZoneInfo("Asia/Shanghai")
@@ -94,10 +94,10 @@ def order(n: int, **extra: Any) -> dict[str, Any]:
     }
 
 
-def source(api: FakeApi, **kwargs: Any) -> HttpOrderSource:
-    kwargs.setdefault("backoff_factor", 0)
-    kwargs.setdefault("timeout", (2, 2))
-    return HttpOrderSource(api.base_url, **kwargs)
+def source(api: FakeApi, headers: Any = None, auth: Any = None, **options: Any) -> HttpOrderSource:
+    options.setdefault("backoff_factor", 0)
+    options.setdefault("timeout", (2, 2))
+    return HttpOrderSource(api.base_url, HttpOptions(**options), headers=headers, auth=auth)
 
 
 def test_page_pagination_reads_until_a_short_page(api):
@@ -361,8 +361,23 @@ def test_headers_and_auth_are_sent(api):
 
 def test_invalid_config_fails_at_construction():
     with pytest.raises(ValueError, match="intake.http.pagination"):
-        HttpOrderSource("http://127.0.0.1:1", pagination="offset")
+        HttpOrderSource("http://127.0.0.1:1", HttpOptions(pagination="offset"))
     with pytest.raises(ValueError, match="intake.http.time_format"):
-        HttpOrderSource("http://127.0.0.1:1", time_format="unix")
+        HttpOrderSource("http://127.0.0.1:1", HttpOptions(time_format="unix"))
     with pytest.raises(ValueError, match="intake.http.mapping"):
-        HttpOrderSource("http://127.0.0.1:1", mapping={"x": "nope"})
+        HttpOrderSource("http://127.0.0.1:1", HttpOptions(mapping={"x": "nope"}))
+
+
+def test_the_options_default_as_the_settings_do():
+    """HttpOptions carries the intake.http settings under their names, with the same defaults."""
+    from dataclasses import fields
+
+    from huitouke.config import HttpSourceSettings
+    from huitouke.intake.sources import http_options
+
+    settings = HttpSourceSettings()
+    options = http_options(settings)
+    shared = {f.name for f in fields(HttpOptions)} & set(HttpSourceSettings.model_fields)
+    assert shared == set(HttpSourceSettings.model_fields) - {"conn_id", "timeout_seconds"}
+    assert all(getattr(options, name) == getattr(HttpOptions(), name) for name in shared)
+    assert options.timeout == (10.0, settings.timeout_seconds)

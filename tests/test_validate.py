@@ -10,6 +10,7 @@ import pandas as pd
 import pytest
 
 from huitouke.intake.validate import parse_money_cents, parse_times_utc, validate
+from huitouke.records import REQUIRED_COLUMNS
 
 TZ = ZoneInfo("Asia/Shanghai")
 DAY = date(2025, 12, 12)
@@ -145,9 +146,7 @@ def test_money_and_time_parsers():
 
 
 def test_empty_input_gives_empty_frames():
-    batch = validate(
-        pd.DataFrame(columns=["order_id", "customer_id", "paid_at", "amount", "status"]), TZ, DAY
-    )
+    batch = validate(pd.DataFrame(columns=list(REQUIRED_COLUMNS)), TZ, DAY)
     assert batch.rows_read == 0 and batch.orders.empty and batch.quarantine.empty
 
 

@@ -16,7 +16,9 @@ import pandas as pd
 from huitouke.intake.validate import ValidatedBatch, validate
 from huitouke.segments import Analysis, analyze, load_segment_settings
 
-CUSTOMER_COLUMNS = (
+# The columns of ``--customers-out``, one row per customer (not records.CUSTOMER_COLUMNS: those are
+# the contact columns of an order row).
+CUSTOMER_TABLE_COLUMNS: tuple[str, ...] = (
     "customer_id",
     "first_order_date",
     "last_order_date",
@@ -68,8 +70,8 @@ class ExportAnalysis:
                 "total_cny": state["total_cents"] / 100,
                 "aov_cny": state["aov_cents"] / 100,
             }
-        ).join(seg[[c for c in CUSTOMER_COLUMNS if c in seg.columns and c != "paid_orders"]])
-        return out.reset_index()[list(CUSTOMER_COLUMNS)]
+        ).join(seg[[c for c in CUSTOMER_TABLE_COLUMNS if c in seg.columns and c != "paid_orders"]])
+        return out.reset_index()[list(CUSTOMER_TABLE_COLUMNS)]
 
 
 def analyze_export(

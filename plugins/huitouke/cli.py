@@ -15,6 +15,7 @@ from datetime import date
 from pathlib import Path
 
 from huitouke.config import ConfigError, load_settings
+from huitouke.pii import get_logger
 
 
 def _engine(args: argparse.Namespace):
@@ -181,44 +182,43 @@ def cmd_run_days(args: argparse.Namespace) -> int:
     return 1 if failed else 0
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="huitouke", description=__doc__.split("\n\n")[0])
-    parser.add_argument("-v", "--verbose", action="store_true", help="log at INFO level")
-    sub = parser.add_subparsers(dest="command", required=True)
+def _store_options(p: argparse.ArgumentParser) -> None:
+    group = p.add_mutually_exclusive_group()
+    group.add_argument("--conn", help="Airflow Connection id of the CRM store (default: store.conn_id)")
+    group.add_argument("--url", help="a SQLAlchemy URL instead of a Connection")
 
-    def store_options(p: argparse.ArgumentParser) -> None:
-        group = p.add_mutually_exclusive_group()
-        group.add_argument("--conn", help="Airflow Connection id of the CRM store (default: store.conn_id)")
-        group.add_argument("--url", help="a SQLAlchemy URL instead of a Connection")
 
+def _day_range(p: argparse.ArgumentParser, to_help: str | None = None) -> None:
+    p.add_argument("--from", dest="from_date", type=date.fromisoformat, required=True, metavar="YYYY-MM-DD")
+    p.add_argument("--to", dest="to_date", type=date.fromisoformat, metavar="YYYY-MM-DD", help=to_help)
+
+
+def _add_db_commands(sub: argparse._SubParsersAction) -> None:
     db = sub.add_parser("db", help="the CRM store's schema").add_subparsers(dest="db_command", required=True)
     p = db.add_parser("upgrade", help="apply the CRM store's migrations (safe to repeat)")
-    store_options(p)
+    _store_options(p)
     p.set_defaults(func=cmd_db_upgrade)
     p = db.add_parser("current", help="show the store's revision; exit 1 when behind")
-    store_options(p)
+    _store_options(p)
     p.set_defaults(func=cmd_db_current)
 
+
+def _add_intake_commands(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("intake", help="run order intake for business days without Airflow's scheduler")
-    p.add_argument("--from", dest="from_date", type=date.fromisoformat, required=True, metavar="YYYY-MM-DD")
-    p.add_argument(
-        "--to",
-        dest="to_date",
-        type=date.fromisoformat,
-        metavar="YYYY-MM-DD",
-        help="last day, included (default: --from)",
-    )
+    _day_range(p, to_help="last day, included (default: --from)")
     p.add_argument("-q", "--quiet", action="store_true", help="print only the totals")
     p.set_defaults(func=cmd_intake)
 
     p = sub.add_parser("quarantine", help="list quarantined rows and their reasons")
-    store_options(p)
+    _store_options(p)
     p.add_argument("--date", type=date.fromisoformat, help="business day")
     p.add_argument("--reason")
     p.add_argument("--limit", type=int, default=20)
     p.add_argument("--raw", action="store_true", help="print the raw rows too (they contain personal data)")
     p.set_defaults(func=cmd_quarantine)
 
+
+def _add_analyze_command(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("analyze", help="state, segments and KPI tables straight from an order export")
     p.add_argument("orders_file", type=Path, help="a CSV or Parquet order export")
     p.add_argument(
@@ -237,25 +237,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--encoding", help="file encoding (default: UTF-8, then GB18030)")
     p.set_defaults(func=cmd_analyze)
 
+
+def _add_segments_commands(sub: argparse._SubParsersAction) -> None:
     segments = sub.add_parser("segments", help="segment history").add_subparsers(
         dest="seg_command", required=True
     )
     p = segments.add_parser("on", help="the segments on a business date, from the history")
-    store_options(p)
+    _store_options(p)
     p.add_argument("date", type=date.fromisoformat, metavar="YYYY-MM-DD")
     p.add_argument("--customer", action="append", help="show these customers (repeatable)")
     p.set_defaults(func=cmd_segments_on)
 
-    from huitouke.render.cli import add_templates_commands
 
-    add_templates_commands(
-        sub, shop_loader=_shop_info, budgets_loader=_sms_budgets, customer_loader=_stored_customer
-    )
-
-    from huitouke.evaluate.cli import add_parser as add_evaluate_command
-
-    add_evaluate_command(sub)
-
+def _add_run_commands(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("demo", help="generate the demo shop and run the daily DAG for its last days")
     p.add_argument("--customers", type=int, default=40_000)
     p.add_argument("--days", type=int, default=4, help="business days run through Airflow (default 4)")
@@ -263,9 +257,28 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_demo)
 
     p = sub.add_parser("run-days", help="run the daily DAG through Airflow (dag.test) for business days")
-    p.add_argument("--from", dest="from_date", type=date.fromisoformat, required=True, metavar="YYYY-MM-DD")
-    p.add_argument("--to", dest="to_date", type=date.fromisoformat, metavar="YYYY-MM-DD")
+    _day_range(p)
     p.set_defaults(func=cmd_run_days)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The ``huitouke`` command and its subcommands, one group at a time (the template and
+    evaluation commands come from their stages: render.cli, evaluate.cli)."""
+    from huitouke.evaluate.cli import add_parser as add_evaluate_command
+    from huitouke.render.cli import add_templates_commands
+
+    parser = argparse.ArgumentParser(prog="huitouke", description=__doc__.split("\n\n")[0])
+    parser.add_argument("-v", "--verbose", action="store_true", help="log at INFO level")
+    sub = parser.add_subparsers(dest="command", required=True)
+    _add_db_commands(sub)
+    _add_intake_commands(sub)
+    _add_analyze_command(sub)
+    _add_segments_commands(sub)
+    add_templates_commands(
+        sub, shop_loader=_shop_info, budgets_loader=_sms_budgets, customer_loader=_stored_customer
+    )
+    add_evaluate_command(sub)
+    _add_run_commands(sub)
     return parser
 
 
@@ -274,7 +287,7 @@ def main(argv: list[str] | None = None) -> int:
     level = logging.INFO if args.verbose else logging.WARNING
     logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")
     for name in ("huitouke", "alembic"):
-        logging.getLogger(name).setLevel(level)
+        get_logger(name).setLevel(level)
     try:
         return args.func(args)
     except ConfigError as exc:

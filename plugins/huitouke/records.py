@@ -27,6 +27,10 @@ LINE_COLUMNS: tuple[str, ...] = ("sku", "product_name", "category", "quantity", 
 
 ALL_COLUMNS: tuple[str, ...] = (*ORDER_COLUMNS, *CUSTOMER_COLUMNS, *LINE_COLUMNS)
 
+# Where a row came from ("orders.csv:17", "GET /orders page 3 item 5", "sql:shop_db row 4"): every
+# source adds it, validation copies it into the quarantine rows.
+SOURCE_REF_COLUMN = "_source_ref"
+
 # A validated order, line and customer, as intake stores them (columns of the store's tables).
 # PAYMENT_FIELDS are what the customer state is a function of: who paid how much, when, how won.
 PAYMENT_FIELDS: tuple[str, ...] = (
@@ -49,6 +53,11 @@ LINE_FIELDS: tuple[str, ...] = (
     "amount_cents",
 )
 CUSTOMER_FIELDS: tuple[str, ...] = ("customer_id", "name", "phone", "email", "birthday")
+# The contact details of a customer: the latest non-empty value the source gives wins.
+CONTACT_FIELDS: tuple[str, ...] = tuple(f for f in CUSTOMER_FIELDS if f != "customer_id")
+# What an order may never change once stored (its lines neither; all of them make its content_hash):
+# rows that disagree on them are quarantined, in one read or against the store.
+FIXED_ORDER_FIELDS: tuple[str, ...] = ("customer_id", "paid_at", "amount_cents")
 
 # Canonical statuses. Only PAID_STATUSES count as revenue; refunds and cancellations never do.
 PENDING = "pending"

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import csv
 import io
-import logging
 from datetime import date, datetime, time
 from pathlib import Path
 from typing import Any
@@ -23,9 +22,10 @@ from huitouke.intake.mappings import (
     canonical_frame,
     resolve_mapping,
 )
+from huitouke.pii import get_logger
 from huitouke.records import ALL_COLUMNS
 
-log = logging.getLogger(__name__)
+log = get_logger(__name__)
 
 CSV_SUFFIXES = frozenset({".csv", ".txt"})
 PARQUET_SUFFIXES = frozenset({".parquet"})
@@ -53,34 +53,38 @@ def parse_local_time(value: Any, tz: ZoneInfo) -> datetime | None:
     Naive times are taken as shop-local. This is not validation: a row whose time this cannot
     read is kept so that validation quarantines it with a reason.
     """
-    if value is None:
+    parsed = _parse_text_time(value) if isinstance(value, str) else _as_datetime(value)
+    if parsed is None:
         return None
-    if isinstance(value, pd.Timestamp):
-        if pd.isna(value):
-            return None
-        value = value.to_pydatetime()
-    if isinstance(value, datetime):
-        parsed = value
-    elif isinstance(value, date):
-        parsed = datetime.combine(value, time())
-    elif isinstance(value, str):
-        text = value.strip()
-        if not text:
-            return None
-        try:
-            parsed = datetime.fromisoformat(text)
-        except ValueError:
-            for fmt in _TIME_FORMATS:
-                try:
-                    parsed = datetime.strptime(text, fmt)
-                    break
-                except ValueError:
-                    continue
-            else:
-                return None
-    else:
-        return None  # numbers (epoch? Excel serial?) are ambiguous: leave them to validation
     return parsed.replace(tzinfo=tz) if parsed.tzinfo is None else parsed
+
+
+def _as_datetime(value: Any) -> datetime | None:
+    """A time the file holds as a value (Parquet, pandas); None for anything else."""
+    if isinstance(value, pd.Timestamp):
+        return None if pd.isna(value) else value.to_pydatetime()
+    if isinstance(value, datetime):
+        return value
+    if isinstance(value, date):
+        return datetime.combine(value, time())
+    return None  # None, and numbers (epoch? Excel serial?): ambiguous, left to validation
+
+
+def _parse_text_time(value: str) -> datetime | None:
+    """ISO 8601, else the first of the export layouts (_TIME_FORMATS) that reads the text."""
+    text = value.strip()
+    if not text:
+        return None
+    try:
+        return datetime.fromisoformat(text)
+    except ValueError:
+        pass
+    for fmt in _TIME_FORMATS:
+        try:
+            return datetime.strptime(text, fmt)
+        except ValueError:
+            continue
+    return None
 
 
 class FileOrderSource:
@@ -98,12 +102,12 @@ class FileOrderSource:
     def __init__(
         self,
         folder: str | Path,
+        *,
         pattern: str = "*.csv",
         mapping: str | dict[str, str] = "canonical",
         timezone: str = "Asia/Shanghai",
         time_column: str = "updated_at",
         encoding: str | None = None,
-        *,
         where: str = "intake.files",
     ) -> None:
         self.folder = Path(folder)

@@ -12,6 +12,10 @@ Against what is already stored, each order is one of:
 
 Quarantine rows are keyed by a hash of (source, reason, raw row, occurrence), so re-running a day
 stores each bad row once.
+
+:func:`load_batch` reads what the batch names from the store, sorts it with the plain functions
+here (:func:`sort_orders`, :func:`sort_customers`, :func:`quarantine_frame`: no database, nothing
+written), then writes what they decided; the reads and writes are :mod:`huitouke.intake.persist`.
 """
 
 from __future__ import annotations
@@ -19,22 +23,20 @@ from __future__ import annotations
 import hashlib
 import json
 from collections import Counter
-from collections.abc import Iterable, Iterator
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
 from typing import Any
 
 import pandas as pd
-from sqlalchemy import Connection, Engine, bindparam, delete, insert, select, update
+from sqlalchemy import Connection, Engine
 
 from huitouke import records
+from huitouke.intake import persist
 from huitouke.intake.validate import ValidatedBatch
-from huitouke.pii import get_logger
-from huitouke.store.schema import customers, intake_runs, order_lines, orders, quarantine
 
-log = get_logger(__name__)
-
-_CHUNK = 500
+# The counts an intake_runs row records (besides its day, source and reasons).
+_RUN_FIGURES = ("rows_read", "orders_read", "inserted", "updated", "unchanged", "quarantined")
 
 
 @dataclass
@@ -105,40 +107,115 @@ class IntakeSummary:
             )
         return "\n".join(lines)
 
-
-def _chunks(values: list[Any], size: int = _CHUNK) -> Iterator[list[Any]]:
-    for start in range(0, len(values), size):
-        yield values[start : start + size]
-
-
-def _records(frame: pd.DataFrame) -> list[dict[str, Any]]:
-    """DataFrame rows as dicts of plain Python values (NaN/NaT/pd.NA -> None) for the DB-API."""
-    out = []
-    for row in frame.to_dict(orient="records"):
-        clean = {}
-        for key, value in row.items():
-            if (
-                value is None
-                or value is pd.NaT
-                or value is pd.NA
-                or (isinstance(value, float) and value != value)
-            ):
-                clean[key] = None
-            elif isinstance(value, pd.Timestamp):
-                clean[key] = value.to_pydatetime()
-            elif hasattr(value, "item") and not isinstance(value, (str, bytes)):
-                clean[key] = value.item()
-            else:
-                clean[key] = value
-        out.append(clean)
-    return out
+    def run_row(self, finished_at: datetime) -> dict[str, Any]:
+        """The ``intake_runs`` row that records this intake."""
+        figures = self.as_dict()
+        return {
+            "business_date": self.business_date,
+            "last_business_date": self.period_end,
+            "source": self.source,
+            **{name: figures[name] for name in _RUN_FIGURES},
+            "quarantined_by_reason": json.dumps(figures["quarantined_by_reason"]),
+            "finished_at": finished_at,
+        }
 
 
-def _fetch(conn: Connection, columns: Iterable[Any], key: Any, ids: list[str]) -> list[Any]:
-    rows: list[Any] = []
-    for chunk in _chunks(sorted(set(ids))):
-        rows.extend(conn.execute(select(*columns).where(key.in_(chunk))).all())
-    return rows
+@dataclass(frozen=True)
+class SortedOrders:
+    """Where each order of a batch goes against what is stored, decided before anything is written."""
+
+    new: list[dict[str, Any]]  # orders to insert
+    moves: list[dict[str, Any]]  # status moves: order_id, status, source_updated_at, folded_as_paid
+    unchanged: int
+    conflicts: list[dict[str, Any]]  # quarantine rows: conflicting_order, status_regression
+    customer_ids: set[str]  # the customers of the new and the moved orders
+
+    @property
+    def new_ids(self) -> set[str]:
+        return {order["order_id"] for order in self.new}
+
+
+def sort_orders(incoming: pd.DataFrame, stored: Mapping[str, Mapping[str, Any]]) -> SortedOrders:
+    """Sort the batch's orders (``incoming``, validated) into new, status moves, unchanged and
+    conflicts, against ``stored``: order id -> the stored order (persist.STORED_ORDER_COLUMNS)."""
+    new, moves, conflicts = [], [], []
+    unchanged = 0
+    customer_ids: set[str] = set()
+    for order in plain_records(incoming):
+        old = stored.get(order["order_id"])
+        if old is None:
+            new.append(order)
+            customer_ids.add(order["customer_id"])
+        elif old["content_hash"] != order["content_hash"]:
+            conflicts.append(_conflict(order, "conflicting_order", _differences(order, old)))
+        elif old["status"] == order["status"]:
+            unchanged += 1
+        elif records.STATUS_RANK[order["status"]] > records.STATUS_RANK.get(old["status"], -1):
+            moves.append(_status_move(order, old))
+            customer_ids.add(old["customer_id"])
+        else:
+            detail = f"stored status is {old['status']!r}; the row says {order['status']!r}"
+            conflicts.append(_conflict(order, "status_regression", detail))
+    return SortedOrders(new, moves, unchanged, conflicts, customer_ids)
+
+
+def _status_move(order: dict[str, Any], old: Mapping[str, Any]) -> dict[str, Any]:
+    return {
+        "order_id": order["order_id"],
+        "status": order["status"],
+        "source_updated_at": order["source_updated_at"],
+        "folded_as_paid": _folded_as_paid(old),
+    }
+
+
+def _folded_as_paid(old: Mapping[str, Any]) -> bool | None:
+    """What the customer state counts of a stored order whose status is about to move: whether
+    it counts it as paid, or None when the state never folded it (stage 2's fold needs to know)."""
+    if old["state_applied_at"] is not None:  # folded with its stored status
+        return old["status"] in records.PAID_STATUSES
+    return old["folded_as_paid"]  # waiting already: what the state counted before that (if anything)
+
+
+def _differences(order: dict[str, Any], old: Mapping[str, Any]) -> str:
+    diffs = [
+        f"{name}: stored {old[name]!r}, row {order[name]!r}"
+        for name in records.FIXED_ORDER_FIELDS
+        if old[name] != order[name]
+    ]
+    return "order id already stored with different content (" + ("; ".join(diffs) or "lines differ") + ")"
+
+
+def _conflict(order: dict[str, Any], reason: str, detail: str) -> dict[str, Any]:
+    raw = {k: (v.isoformat() if isinstance(v, (datetime, date)) else v) for k, v in order.items()}
+    return {
+        "reason": reason,
+        "detail": detail,
+        "order_id": order["order_id"],
+        "source_ref": f"order {order['order_id']}",
+        "raw": json.dumps(raw, ensure_ascii=False, sort_keys=True, default=str),
+    }
+
+
+def sort_customers(
+    incoming: pd.DataFrame, stored: Mapping[str, Mapping[str, Any]]
+) -> tuple[list[dict[str, Any]], list[tuple[str, dict[str, Any]]]]:
+    """The new customers among ``incoming`` and, for stored ones, the contact fields the source now
+    gives differently: (new customers, [(customer id, {field: new value})]). An empty field never
+    erases a stored one."""
+    new, changed = [], []
+    for customer in plain_records(incoming):
+        old = stored.get(customer["customer_id"])
+        if old is None:
+            new.append(customer)
+            continue
+        values = {
+            f: customer[f]
+            for f in records.CONTACT_FIELDS
+            if customer[f] is not None and customer[f] != old[f]
+        }
+        if values:
+            changed.append((customer["customer_id"], values))
+    return new, changed
 
 
 def quarantine_keys(source: str, frame: pd.DataFrame) -> list[str]:
@@ -150,6 +227,63 @@ def quarantine_keys(source: str, frame: pd.DataFrame) -> list[str]:
         material = f"{source}\n{reason}\n{raw}\n{seen[(reason, raw)]}"
         keys.append(hashlib.sha256(material.encode("utf-8")).hexdigest())
     return keys
+
+
+def quarantine_frame(validated: pd.DataFrame, conflicts: list[dict[str, Any]], source: str) -> pd.DataFrame:
+    """Validation's quarantine rows and the store's conflicts, each with its ``row_key``."""
+    frame = validated
+    if conflicts:
+        frame = pd.concat([frame, pd.DataFrame(conflicts)], ignore_index=True)
+    if frame.empty:
+        return frame
+    return frame.assign(row_key=quarantine_keys(source, frame))
+
+
+def plain_records(frame: pd.DataFrame) -> list[dict[str, Any]]:
+    """DataFrame rows as dicts of plain Python values (NaN/NaT/pd.NA -> None), as the DB-API takes them."""
+    return [{key: _plain(value) for key, value in row.items()} for row in frame.to_dict(orient="records")]
+
+
+def _plain(value: Any) -> Any:
+    if value is None or value is pd.NaT or value is pd.NA or (isinstance(value, float) and value != value):
+        return None
+    if isinstance(value, pd.Timestamp):
+        return value.to_pydatetime()
+    if hasattr(value, "item") and not isinstance(value, (str, bytes)):
+        return value.item()
+    return value
+
+
+@dataclass(frozen=True)
+class _Plan:
+    """Everything one load writes, decided from the batch and the stored rows it names."""
+
+    orders: SortedOrders
+    new_lines: list[dict[str, Any]]
+    new_customers: list[dict[str, Any]]
+    changed_customers: list[tuple[str, dict[str, Any]]]
+    quarantine: pd.DataFrame  # the batch's quarantine rows, with their row_key
+    new_quarantine: list[dict[str, Any]]  # those not stored by an earlier run
+
+
+def _plan(conn: Connection, batch: ValidatedBatch, source: str) -> _Plan:
+    """Read what ``batch`` names from the store and sort it; nothing is written."""
+    orders = sort_orders(batch.orders, persist.read_orders(conn, list(batch.orders["order_id"])))
+    customers = batch.customers
+    if len(customers):
+        customers = customers[customers["customer_id"].isin(orders.customer_ids)]
+    new_customers, changed_customers = sort_customers(
+        customers, persist.read_customers(conn, list(customers["customer_id"]))
+    )
+    quarantine = quarantine_frame(batch.quarantine, orders.conflicts, source)
+    new_quarantine = []
+    if len(quarantine):
+        stored_keys = persist.read_quarantine_keys(conn, list(quarantine["row_key"]))
+        new_quarantine = plain_records(quarantine[~quarantine["row_key"].isin(stored_keys)])
+    new_lines = []
+    if orders.new:
+        new_lines = plain_records(batch.lines[batch.lines["order_id"].isin(orders.new_ids)])
+    return _Plan(orders, new_lines, new_customers, changed_customers, quarantine, new_quarantine)
 
 
 def load_batch(
@@ -164,215 +298,25 @@ def load_batch(
     ``business_date`` (to ``last_business_date`` for a history load) is the period read.
     """
     now = datetime.now(UTC).replace(tzinfo=None)
-    summary = IntakeSummary(
-        business_date=business_date,
-        source=source,
-        last_business_date=last_business_date,
-        rows_read=batch.rows_read,
-    )
-    summary.orders_read = len(batch.orders)
-    extra_quarantine: list[dict[str, Any]] = []
-
     with engine.begin() as conn:
-        stored = {
-            row.order_id: row
-            for row in _fetch(
-                conn,
-                [
-                    orders.c.order_id,
-                    orders.c.customer_id,
-                    orders.c.paid_at,
-                    orders.c.amount_cents,
-                    orders.c.status,
-                    orders.c.content_hash,
-                    orders.c.state_applied_at,
-                    orders.c.folded_as_paid,
-                ],
-                orders.c.order_id,
-                list(batch.orders["order_id"]),
-            )
-        }
-        new_orders, status_updates = [], []
-        for order in _records(batch.orders):
-            old = stored.get(order["order_id"])
-            if old is None:
-                new_orders.append(order)
-            elif old.content_hash != order["content_hash"]:
-                extra_quarantine.append(_conflict(order, old, "conflicting_order", _differences(order, old)))
-            elif old.status == order["status"]:
-                summary.unchanged += 1
-            elif records.STATUS_RANK[order["status"]] > records.STATUS_RANK.get(old.status, -1):
-                status_updates.append(
-                    {
-                        "b_order_id": order["order_id"],
-                        "b_status": order["status"],
-                        "b_updated": order["source_updated_at"],
-                        "b_now": now,
-                        "b_folded_as_paid": _folded_as_paid(old),
-                    }
-                )
-            else:
-                extra_quarantine.append(
-                    _conflict(
-                        order,
-                        old,
-                        "status_regression",
-                        f"stored status is {old.status!r}; the row says {order['status']!r}",
-                    )
-                )
-
-        summary.customers_new, summary.customers_updated = _upsert_customers(
-            conn,
-            batch.customers,
-            {o["customer_id"] for o in new_orders} | _customers_of(status_updates, stored),
-            now,
+        plan = _plan(conn, batch, source)
+        persist.write_customers(conn, plan.new_customers, plan.changed_customers, now)
+        persist.insert_orders(conn, plan.orders.new, plan.new_lines, source, now)
+        persist.move_statuses(conn, plan.orders.moves, now)
+        new_quarantine_rows = persist.insert_quarantine(conn, plan.new_quarantine, source, business_date, now)
+        summary = IntakeSummary(
+            business_date=business_date,
+            source=source,
+            last_business_date=last_business_date,
+            rows_read=batch.rows_read,
+            orders_read=len(batch.orders),
+            inserted=len(plan.orders.new),
+            updated=len(plan.orders.moves),
+            unchanged=plan.orders.unchanged,
+            quarantined_by_reason=dict(Counter(plan.quarantine["reason"])) if len(plan.quarantine) else {},
+            new_quarantine_rows=new_quarantine_rows,
+            customers_new=len(plan.new_customers),
+            customers_updated=len(plan.changed_customers),
         )
-        if new_orders:
-            for order in new_orders:
-                order.update(source=source, loaded_at=now, status_changed_at=now)
-            conn.execute(insert(orders), new_orders)
-            new_ids = {o["order_id"] for o in new_orders}
-            new_lines = _records(batch.lines[batch.lines["order_id"].isin(new_ids)])
-            if new_lines:
-                conn.execute(insert(order_lines), new_lines)
-        if status_updates:
-            conn.execute(
-                update(orders)
-                .where(orders.c.order_id == bindparam("b_order_id"))
-                .values(
-                    status=bindparam("b_status"),
-                    source_updated_at=bindparam("b_updated"),
-                    status_changed_at=bindparam("b_now"),
-                    state_applied_at=None,  # stage 2 must fold the new status into the customer state
-                    folded_as_paid=bindparam("b_folded_as_paid"),  # ... knowing what it counted
-                ),
-                status_updates,
-            )
-        summary.inserted, summary.updated = len(new_orders), len(status_updates)
-
-        q = batch.quarantine
-        if extra_quarantine:
-            q = pd.concat([q, pd.DataFrame(extra_quarantine)], ignore_index=True)
-        summary.quarantined_by_reason = dict(Counter(q["reason"])) if len(q) else {}
-        summary.new_quarantine_rows = _store_quarantine(conn, q, source, business_date, now)
-
-        conn.execute(
-            delete(intake_runs).where(
-                (intake_runs.c.business_date == business_date) & (intake_runs.c.source == source)
-            )
-        )
-        conn.execute(
-            insert(intake_runs).values(
-                business_date=business_date,
-                last_business_date=summary.period_end,
-                source=source,
-                rows_read=summary.rows_read,
-                orders_read=summary.orders_read,
-                inserted=summary.inserted,
-                updated=summary.updated,
-                unchanged=summary.unchanged,
-                quarantined=summary.quarantined,
-                quarantined_by_reason=json.dumps(summary.as_dict()["quarantined_by_reason"]),
-                finished_at=now,
-            )
-        )
+        persist.replace_run(conn, summary.run_row(now))
     return summary
-
-
-def _folded_as_paid(old: Any) -> bool | None:
-    """What the customer state counts of a stored order whose status is about to move: whether
-    it counts it as paid, or None when the state never folded it (stage 2's fold needs to know)."""
-    if old.state_applied_at is not None:  # folded with its stored status
-        return old.status in records.PAID_STATUSES
-    return old.folded_as_paid  # waiting already: what the state counted before that (if anything)
-
-
-def _customers_of(status_updates: list[dict[str, Any]], stored: dict[str, Any]) -> set[str]:
-    return {stored[u["b_order_id"]].customer_id for u in status_updates}
-
-
-def _differences(order: dict[str, Any], old: Any) -> str:
-    diffs = [
-        f"{name}: stored {getattr(old, name)!r}, row {order[name]!r}"
-        for name in ("customer_id", "paid_at", "amount_cents")
-        if getattr(old, name) != order[name]
-    ]
-    return "order id already stored with different content (" + ("; ".join(diffs) or "lines differ") + ")"
-
-
-def _conflict(order: dict[str, Any], old: Any, reason: str, detail: str) -> dict[str, Any]:
-    del old
-    raw = {k: (v.isoformat() if isinstance(v, (datetime, date)) else v) for k, v in order.items()}
-    return {
-        "reason": reason,
-        "detail": detail,
-        "order_id": order["order_id"],
-        "source_ref": f"order {order['order_id']}",
-        "raw": json.dumps(raw, ensure_ascii=False, sort_keys=True, default=str),
-    }
-
-
-def _upsert_customers(
-    conn: Connection, frame: pd.DataFrame, touched: set[str], now: datetime
-) -> tuple[int, int]:
-    """Insert new customers; refresh contact fields that the source now gives differently."""
-    frame = frame[frame["customer_id"].isin(touched)] if len(frame) else frame
-    if frame.empty:
-        return 0, 0
-    incoming = _records(frame)
-    fields = ("name", "phone", "email", "birthday")
-    stored = {
-        row.customer_id: row
-        for row in _fetch(
-            conn,
-            [customers.c.customer_id, *(customers.c[f] for f in fields)],
-            customers.c.customer_id,
-            [c["customer_id"] for c in incoming],
-        )
-    }
-    new, changed = [], []
-    for cust in incoming:
-        old = stored.get(cust["customer_id"])
-        if old is None:
-            new.append(
-                {
-                    **cust,
-                    "sms_opt_out": False,
-                    "email_opt_out": False,
-                    "first_seen_at": now,
-                    "updated_at": now,
-                }
-            )
-            continue
-        values = {f: cust[f] for f in fields if cust[f] is not None and cust[f] != getattr(old, f)}
-        if values:
-            changed.append((cust["customer_id"], values))
-    if new:
-        conn.execute(insert(customers), new)
-    for customer_id, values in changed:
-        conn.execute(
-            update(customers).where(customers.c.customer_id == customer_id).values(**values, updated_at=now)
-        )
-    return len(new), len(changed)
-
-
-def _store_quarantine(
-    conn: Connection, frame: pd.DataFrame, source: str, business_date: date, now: datetime
-) -> int:
-    if frame.empty:
-        return 0
-    frame = frame.copy()
-    frame["row_key"] = quarantine_keys(source, frame)
-    existing = {
-        row.row_key
-        for row in _fetch(conn, [quarantine.c.row_key], quarantine.c.row_key, list(frame["row_key"]))
-    }
-    fresh = frame[~frame["row_key"].isin(existing)]
-    if fresh.empty:
-        return 0
-    rows = _records(fresh)
-    for row in rows:
-        row.update(business_date=business_date, source=source, quarantined_at=now)
-        row["source_ref"] = (row.get("source_ref") or "")[:255]
-    conn.execute(insert(quarantine), rows)
-    return len(rows)

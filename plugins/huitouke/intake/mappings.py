@@ -12,18 +12,16 @@ artefact of spreadsheet exports, not part of the value.
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Iterable, Mapping
 from typing import Any
 
 import pandas as pd
 
-from huitouke.records import ALL_COLUMNS, REQUIRED_COLUMNS
+from huitouke.pii import get_logger
+from huitouke.records import ALL_COLUMNS, REQUIRED_COLUMNS, SOURCE_REF_COLUMN
 
-log = logging.getLogger(__name__)
+log = get_logger(__name__)
 
-# Where a row came from ("orders.csv:17", "GET /orders page 3 item 5"), for quarantine messages.
-SOURCE_REF_COLUMN = "_source_ref"
 OUTPUT_COLUMNS: tuple[str, ...] = (*ALL_COLUMNS, SOURCE_REF_COLUMN)
 
 _CANONICAL = frozenset(ALL_COLUMNS)

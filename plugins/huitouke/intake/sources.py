@@ -3,12 +3,15 @@ Connections into a source object with ``name`` and ``read(start, end)``."""
 
 from __future__ import annotations
 
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import pandas as pd
 
-from huitouke.config import Settings
+from huitouke.config import HttpSourceSettings, Settings
 from huitouke.store.connection import ConnectionConfigError, airflow_connection, engine_for
+
+if TYPE_CHECKING:  # the sources are imported when chosen (requests only for the HTTP one)
+    from huitouke.intake.http_api import HttpOptions
 
 
 class OrderSource(Protocol):
@@ -44,14 +47,18 @@ def build_source(settings: Settings) -> OrderSource:
     http = intake.http
     assert http is not None
     base_url, headers, auth = http_endpoint(http.conn_id)
-    return HttpOrderSource(
-        base_url=base_url,
-        headers=headers,
-        auth=auth,
-        timeout=(min(10.0, http.timeout_seconds), http.timeout_seconds),
-        where="intake.http",
-        # The settings' fields are named as the source's parameters (pagination, fields, mapping...).
+    return HttpOrderSource(base_url, http_options(http), headers=headers, auth=auth, where="intake.http")
+
+
+def http_options(http: HttpSourceSettings) -> HttpOptions:
+    """The HTTP source's options from the ``intake.http`` settings, whose fields are named as the
+    options are (pagination, fields, mapping...); the timeout in seconds is the read timeout, the
+    connect timeout at most 10 s."""
+    from huitouke.intake.http_api import HttpOptions
+
+    return HttpOptions(
         **http.model_dump(exclude={"conn_id", "timeout_seconds"}),
+        timeout=(min(10.0, http.timeout_seconds), http.timeout_seconds),
     )
 
 

@@ -50,6 +50,6 @@ class SqlOrderSource:
         if unknown:
             log.warning("%s: ignoring columns huitouke does not know: %s", self.name, ", ".join(unknown))
             frame = frame.drop(columns=unknown)
-        frame["_source_ref"] = [f"{self.name} row {i + 1}" for i in range(len(frame))]
+        frame[records.SOURCE_REF_COLUMN] = [f"{self.name} row {i + 1}" for i in range(len(frame))]
         log.info("%s: %d rows for %s .. %s", self.name, len(frame), params["start"], params["end"])
         return frame
