@@ -867,7 +867,7 @@ PLAN_READS = (
     "read_contact_history",
     "stored_coupons",
 )
-RENDER_READS = (
+RENDER_READS = (  # huitouke.render.persist
     "read_treated_waves",
     "read_queued_keys",
     "read_profiles",
@@ -875,6 +875,10 @@ RENDER_READS = (
     "read_last_orders",
     "read_coupons_of",
 )
+# huitouke.render.daily's steps between the reads and the outbox insert: the sends, the ones not
+# queued yet, the customers' reads (and their dicts), the contexts, rows and render_batch calls
+RENDER_STEPS = ("_sends_of", "_not_queued", "_read_customers", "_render")
+CUSTOMER_READS = ("read_profiles", "read_segments", "read_last_orders", "read_coupons_of")
 
 
 def task_plan(db: Path) -> dict[str, Any]:
@@ -965,8 +969,7 @@ def task_render(db: Path, campaign: str, naive: bool = True) -> dict[str, Any]:
     """One render_campaign (a fresh process, pinned to one core, as a mapped Airflow task)."""
     from sqlalchemy import delete
 
-    from huitouke.campaigns import persist
-    from huitouke.render import daily
+    from huitouke.render import daily, persist
     from huitouke.store.connection import make_engine
     from huitouke.store.schema import outbox
 
@@ -977,8 +980,8 @@ def task_render(db: Path, campaign: str, naive: bool = True) -> dict[str, Any]:
         conn.execute(delete(outbox).where(outbox.c.campaign == campaign).where(outbox.c.business_date == DAY))
     timers = Timers()
     _wrap_all(timers, persist, RENDER_READS)
-    _wrap_all(timers, persist, ("queue_messages", "record_rendering", "insert_new"))
-    _wrap_all(timers, daily, ("_sends_of", "_render"))
+    _wrap_all(timers, persist, ("queue_messages", "record_queued", "insert_new"))
+    _wrap_all(timers, daily, RENDER_STEPS)
     capture = Capture(daily.render_batch)
     daily.render_batch = capture
     gc.collect()
@@ -1075,13 +1078,10 @@ def _plan_split(result: dict[str, Any]) -> dict[str, float]:
 def _render_split(result: dict[str, Any]) -> dict[str, float]:
     parts = result["parts"]
     batch = sum(r["seconds"] for r in result["rendered"].values())
-    reads_in_render = sum(
-        parts.get(k, 0.0)
-        for k in ("read_profiles", "read_segments", "read_last_orders", "read_coupons_of", "segments_on")
-    )
+    reads_in_steps = sum(parts.get(k, 0.0) for k in CUSTOMER_READS)
     out = {
-        "reads": sum(parts.get(k, 0.0) for k in (*RENDER_READS, "segments_on")),
-        "sends + contexts": parts.get("_sends_of", 0.0) + parts.get("_render", 0.0) - reads_in_render - batch,
+        "reads": sum(parts.get(k, 0.0) for k in RENDER_READS),
+        "sends + contexts": sum(parts.get(k, 0.0) for k in RENDER_STEPS) - reads_in_steps - batch,
         "render_batch": batch,
         "outbox insert": parts.get("queue_messages", 0.0),
     }
