@@ -24,13 +24,13 @@ from huitouke.campaigns.coupons import COUPON_COLUMNS, normalise_code
 from huitouke.campaigns.plan import (
     CONTACT_COLUMNS,
     ENTRY_COLUMNS,
+    STORED_WAVE_COLUMNS,
     SUPPRESSION_REASONS,
     TREATED,
-    WAVE_COLUMNS,
     DayPlan,
 )
 from huitouke.campaigns.playbook import Playbook
-from huitouke.campaigns.tables import unique_key
+from huitouke.campaigns.tables import columns_of, unique_key
 from huitouke.store.rows import chunks, insert_new, read_frame, upsert
 from huitouke.store.schema import (
     campaign_days,
@@ -148,11 +148,18 @@ def write_plan(conn: Connection, plan: DayPlan, issued: pd.DataFrame, now: datet
     """Store a day's plan: entries (upserted), waves and coupons (inserted once), the summary."""
     entry_rows = _records(plan.entries.assign(planned_at=now), (*ENTRY_COLUMNS, "planned_at"))
     upsert(conn, campaign_entries, entry_rows, unique_key(campaign_entries))
-    wave_columns = [c for c in WAVE_COLUMNS if not c.startswith("coupon_")]
     insert_new(
-        conn, campaign_waves, _records(plan.waves.assign(planned_at=now), (*wave_columns, "planned_at"))
+        conn,
+        campaign_waves,
+        _records(plan.waves.assign(planned_at=now), (*STORED_WAVE_COLUMNS, "planned_at")),
     )
     insert_new(conn, coupons, _records(issued.assign(created_at=now), (*COUPON_COLUMNS, "created_at")))
+    upsert(conn, campaign_days, _day_rows(plan, now), unique_key(campaign_days))
+
+
+def _day_rows(plan: DayPlan, now: datetime) -> list[dict[str, Any]]:
+    """The ``campaign_days`` rows of a plan: its summary's headline figures, all of them in
+    ``figures`` (JSON), status planned."""
     rows = []
     for row in plan.summary.to_dict("records"):
         figures = {k: (v.item() if isinstance(v, np.generic) else v) for k, v in row.items()}
@@ -176,12 +183,12 @@ def write_plan(conn: Connection, plan: DayPlan, issued: pd.DataFrame, now: datet
                 "rendered_at": None,
             }
         )
-    upsert(conn, campaign_days, rows, unique_key(campaign_days))
+    return rows
 
 
 def read_day_summary(conn: Connection, day: date) -> pd.DataFrame:
     """The stored plan summary of a day: one row per campaign, highest priority first."""
-    columns = [c.name for c in campaign_days.columns]
+    columns = columns_of(campaign_days)
     query = (
         select(campaign_days)
         .where(campaign_days.c.business_date == day)
