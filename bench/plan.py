@@ -90,6 +90,7 @@ from huitouke.campaigns import assign_arms, load_playbook, plan_day  # noqa: E40
 from huitouke.campaigns import plan as plan_module  # noqa: E402
 from huitouke.campaigns.playbook import Playbook  # noqa: E402
 from huitouke.campaigns.tables import columns_of  # noqa: E402
+from huitouke.render.persist import MESSAGE_KEY, OUTBOX_COLUMNS  # noqa: E402
 from huitouke.store.schema import campaign_entries  # noqa: E402
 
 CUSTOMERS = int(os.environ.get("BENCH_CUSTOMERS", "1000000"))
@@ -1103,11 +1104,8 @@ def table_digest(db: Path, sql: str) -> tuple[int, str]:
     return n, h.hexdigest()[:16]
 
 
-OUTBOX = (
-    "SELECT campaign, customer_id, entered_on, wave, variant, channel, template, business_date, status, recipient, "
-    "subject, body, html, sms_segments, coupon_code, attempts, created_at FROM outbox WHERE campaign = '{c}' "
-    "ORDER BY customer_id, entered_on, wave, channel"
-)
+# The rows rendering writes to the outbox, of one campaign (the same on every run of it).
+OUTBOX = f"SELECT {', '.join(OUTBOX_COLUMNS)} FROM outbox WHERE campaign = '{{c}}' ORDER BY {', '.join(MESSAGE_KEY)}"
 
 
 def _plan_split(result: dict[str, Any]) -> dict[str, float]:
@@ -1148,8 +1146,15 @@ def store_path(work: Path, shop: Shop) -> dict[str, Any]:
     )
     out: dict[str, Any] = {"build": marks}
     db = work / "day.sqlite"
+    out.update(_plan_runs(pristine, db))
+    summary = pd.DataFrame(out["plan"]["summary"])
+    campaigns = [str(c) for c, t in zip(summary["campaign"], summary["treated"], strict=True) if t > 0]
+    out["render"] = {campaign: _render_runs(db, campaign) for campaign in campaigns}
+    return out
 
-    # plan_campaigns: best of STORE_REPEATS, each on a fresh copy of the store
+
+def _plan_runs(pristine: Path, db: Path) -> dict[str, Any]:
+    """The plan task: best of STORE_REPEATS, each on a fresh copy of the store (the last stays)."""
     runs = []
     for _ in range(STORE_REPEATS):
         shutil.copyfile(pristine, db)
@@ -1169,56 +1174,48 @@ def store_path(work: Path, shop: Shop) -> dict[str, Any]:
         + f"; write_plan: _records {parts.get('_records', 0.0):.1f}, upsert (entries, days) "
         + f"{parts.get('upsert', 0.0):.1f}, insert (waves, coupons) {parts.get('insert_new', 0.0):.1f}"
     )
-    out["plan"] = best_plan
-    out["plan_runs"] = [r["total"] for r in runs]
-    summary = pd.DataFrame(best_plan["summary"])
-    campaigns = [str(c) for c, t in zip(summary["campaign"], summary["treated"], strict=True) if t > 0]
+    return {"plan": best_plan, "plan_runs": [r["total"] for r in runs]}
 
-    # render_campaign on the last plan: best of STORE_REPEATS (the first one with the naive loop),
-    # each repeat queuing the campaign's messages again and giving the same outbox rows
-    out["render"] = {}
-    for campaign in campaigns:
-        render_runs, digests = [], set()
-        for i in range(STORE_REPEATS):
-            render_runs.append(in_process("render", str(db), campaign, "1" if i == 0 else "0"))
-            digests.add(table_digest(db, OUTBOX.format(c=campaign)))
-        best = min(render_runs, key=lambda r: r["total"])
-        best["rendered_first_run"] = render_runs[0]["rendered"]
-        queued = best["queued"]
-        print(
-            f"\nrender_campaign {campaign}: {queued:,} messages queued ({best['skipped']:,} skipped); "
-            f"same outbox rows on every run: {len(digests) == 1}"
+
+def _render_runs(db: Path, campaign: str) -> dict[str, Any]:
+    """One campaign's render task on the last plan: best of STORE_REPEATS (the first one with the
+    naive loop), each repeat queuing the campaign's messages again and giving the same outbox rows."""
+    render_runs, digests = [], set()
+    for i in range(STORE_REPEATS):
+        render_runs.append(in_process("render", str(db), campaign, "1" if i == 0 else "0"))
+        digests.add(table_digest(db, OUTBOX.format(c=campaign)))
+    best = min(render_runs, key=lambda r: r["total"])
+    best["rendered_first_run"] = render_runs[0]["rendered"]
+    queued = best["queued"]
+    print(
+        f"\nrender_campaign {campaign}: {queued:,} messages queued ({best['skipped']:,} skipped); "
+        f"same outbox rows on every run: {len(digests) == 1}"
+    )
+    print(
+        f"  {best['total']:.1f} s (runs: {', '.join(format(r['total'], '.1f') for r in render_runs)}) = "
+        + " + ".join(f"{k} {v:.1f}" for k, v in _render_split(best).items())
+        + f"; {queued / best['total']:,.0f} messages/s end to end; peak RSS {best['rss_gb']:.2f} GB"
+    )
+    print("  reads: " + ", ".join(f"{k} {best['parts'][k]:.1f}" for k in RENDER_READS if k in best["parts"]))
+    for key, r in render_runs[0]["rendered"].items():
+        print(_render_batch_line(key, r))
+    sys.stdout.flush()
+    return {"best": best, "runs": [r["total"] for r in render_runs], "same_outbox": len(digests) == 1}
+
+
+def _render_batch_line(key: str, r: dict[str, Any]) -> str:
+    rate = r["messages"] / r["seconds"] if r["seconds"] else float("nan")
+    line = f"  render_batch {key}: {r['messages']:,} in {r['seconds']:.2f} s = {rate:,.0f}/s in the task"
+    if "sample_seconds" in r:
+        pure = r["sample_messages"] / r["sample_seconds"]
+        line += f"; first {r['sample_messages']:,} again, best of 3: {pure:,.0f}/s"
+    if "naive_seconds" in r:
+        naive = r["sample_messages"] / r["naive_seconds"]
+        line += (
+            f"; naive compile-per-message loop on them: {naive:,.0f}/s, ratio {pure / naive:,.0f}x; "
+            f"same text: {r['same_text']}"
         )
-        print(
-            f"  {best['total']:.1f} s (runs: {', '.join(format(r['total'], '.1f') for r in render_runs)}) = "
-            + " + ".join(f"{k} {v:.1f}" for k, v in _render_split(best).items())
-            + f"; {queued / best['total']:,.0f} messages/s end to end; peak RSS {best['rss_gb']:.2f} GB"
-        )
-        print(
-            "  reads: " + ", ".join(f"{k} {best['parts'][k]:.1f}" for k in RENDER_READS if k in best["parts"])
-        )
-        for key, r in render_runs[0]["rendered"].items():
-            rate = r["messages"] / r["seconds"] if r["seconds"] else float("nan")
-            line = (
-                f"  render_batch {key}: {r['messages']:,} in {r['seconds']:.2f} s = {rate:,.0f}/s in the task"
-            )
-            if "sample_seconds" in r:
-                pure = r["sample_messages"] / r["sample_seconds"]
-                line += f"; first {r['sample_messages']:,} again, best of 3: {pure:,.0f}/s"
-            if "naive_seconds" in r:
-                naive = r["sample_messages"] / r["naive_seconds"]
-                line += (
-                    f"; naive compile-per-message loop on them: {naive:,.0f}/s, ratio {pure / naive:,.0f}x; "
-                    f"same text: {r['same_text']}"
-                )
-            print(line)
-        out["render"][campaign] = {
-            "best": best,
-            "runs": [r["total"] for r in render_runs],
-            "same_outbox": len(digests) == 1,
-        }
-        sys.stdout.flush()
-    return out
+    return line
 
 
 def main() -> int:

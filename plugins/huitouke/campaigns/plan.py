@@ -75,6 +75,7 @@ The day, step by step
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import date
 from typing import Any
@@ -846,46 +847,40 @@ def _decide(days: list[_CampaignDay], history: pd.DataFrame | None, day: _Today)
 
 def _due_waves(days: list[_CampaignDay], people: _People) -> _Due | None:
     """Every wave due today, with the channels that reach its customer (a.; None: no wave due)."""
-    parts: dict[str, list[np.ndarray]] = {
-        k: []
-        for k in (
-            "day",
-            "code",
-            "customer_id",
-            "entered_on",
-            "wave",
-            "arm",
-            "variant",
-            "channels",
-            "messages",
-            "reason",
-        )
-    }
-    for i, campaign_day in enumerate(days):
-        a, due = campaign_day.active, campaign_day.active.due
-        if not due.any():
-            continue
-        code, variant = a.code[due], a.variant[due]
-        channels, messages, reason = _reach(code, variant, campaign_day.campaign, people)
-        for key, values in (
-            ("day", np.full(len(code), i, dtype=np.int64)),
-            ("code", code),
-            ("customer_id", a.customer_id[due]),
-            ("entered_on", a.entered_on[due]),
-            ("wave", a.wave[due]),
-            ("arm", a.arm[due]),
-            ("variant", variant),
-            ("channels", channels),
-            ("messages", messages),
-            ("reason", reason),
-        ):
-            parts[key].append(values)
-    if not parts["day"]:
+    cols = _stacked(_due_of(i, d, people) for i, d in enumerate(days) if d.active.due.any())
+    if cols is None:
         return None
-    due = _Due(**{k: np.concatenate(v) for k, v in parts.items()})
+    due = _Due(**cols)
     due.priority = np.array([d.campaign.priority for d in days], dtype=np.int64)[due.day]
     due.counts_toward_cap = np.array([d.campaign.counts_toward_caps for d in days], dtype=bool)[due.day]
     return due
+
+
+def _due_of(i: int, campaign_day: _CampaignDay, people: _People) -> dict[str, np.ndarray]:
+    """The waves of the ``i``-th campaign day due today, as _Due's arrays."""
+    a, due = campaign_day.active, campaign_day.active.due
+    code, variant = a.code[due], a.variant[due]
+    channels, messages, reason = _reach(code, variant, campaign_day.campaign, people)
+    return {
+        "day": np.full(len(code), i, dtype=np.int64),
+        "code": code,
+        "customer_id": a.customer_id[due],
+        "entered_on": a.entered_on[due],
+        "wave": a.wave[due],
+        "arm": a.arm[due],
+        "variant": variant,
+        "channels": channels,
+        "messages": messages,
+        "reason": reason,
+    }
+
+
+def _stacked(parts: Iterable[dict[str, np.ndarray]]) -> dict[str, np.ndarray] | None:
+    """The arrays of the campaign days, stacked by name in the days' order (None: no part)."""
+    parts = list(parts)
+    if not parts:
+        return None
+    return {k: np.concatenate([part[k] for part in parts]) for k in parts[0]}
 
 
 def _member_caps(
@@ -1108,43 +1103,28 @@ def _entry_rows(days: list[_CampaignDay], today: int, people: _People) -> pd.Dat
 
 def _touched_entries(days: list[_CampaignDay], today: int) -> dict[str, np.ndarray] | None:
     """The entries new today, with a wave due or exiting, as arrays (None: no such entry)."""
-    parts: dict[str, list[np.ndarray]] = {
-        k: []
-        for k in (
-            "day",
-            "code",
-            "customer_id",
-            "entered_on",
-            "arm",
-            "variant",
-            "last_wave",
-            "next",
-            "exit",
-            "reason",
-        )
-    }
-    for i, campaign_day in enumerate(days):
-        a = campaign_day.active
-        exiting = a.exit_reason != None  # noqa: E711 - element-wise on an object array
-        touched = a.is_new | a.due | exiting
-        if not touched.any():
-            continue
-        for key, values in (
-            ("day", np.full(int(touched.sum()), i, dtype=np.int64)),
-            ("code", a.code[touched]),
-            ("customer_id", a.customer_id[touched]),
-            ("entered_on", a.entered_on[touched]),
-            ("arm", a.arm[touched]),
-            ("variant", a.variant[touched]),
-            ("last_wave", a.last_wave[touched]),
-            ("next", a.next_wave_on[touched]),
-            ("exit", np.where(exiting, today, _NAT)[touched]),
-            ("reason", a.exit_reason[touched]),
-        ):
-            parts[key].append(values)
-    if not parts["day"]:
+    return _stacked(part for i, d in enumerate(days) if (part := _touched_of(i, d, today)) is not None)
+
+
+def _touched_of(i: int, campaign_day: _CampaignDay, today: int) -> dict[str, np.ndarray] | None:
+    """The entries of the ``i``-th campaign day new today, with a wave due or exiting (None: none)."""
+    a = campaign_day.active
+    exiting = a.exit_reason != None  # noqa: E711 - element-wise on an object array
+    touched = a.is_new | a.due | exiting
+    if not touched.any():
         return None
-    return {k: np.concatenate(v) for k, v in parts.items()}
+    return {
+        "day": np.full(int(touched.sum()), i, dtype=np.int64),
+        "code": a.code[touched],
+        "customer_id": a.customer_id[touched],
+        "entered_on": a.entered_on[touched],
+        "arm": a.arm[touched],
+        "variant": a.variant[touched],
+        "last_wave": a.last_wave[touched],
+        "next": a.next_wave_on[touched],
+        "exit": np.where(exiting, today, _NAT)[touched],
+        "reason": a.exit_reason[touched],
+    }
 
 
 def _no_sends() -> pd.DataFrame:

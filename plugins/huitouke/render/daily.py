@@ -25,29 +25,18 @@ from sqlalchemy import Connection, Engine
 from huitouke.campaigns.daily import stored_plan_text
 from huitouke.campaigns.playbook import Campaign, Playbook, channel_of
 from huitouke.pii import get_logger
+from huitouke.render import context as ctx
 from huitouke.render import persist
-from huitouke.render.context import (
-    ShopInfo,
-    campaign_context,
-    category_context,
-    coupon_context,
-    customer_context,
-    message_context,
-    order_context,
-    sample_context,
-    template_language,
-    wave_context,
-)
 from huitouke.render.environment import TemplateError
 from huitouke.render.messages import CompiledMessage, compile_message, render_batch
 
 log = get_logger(__name__)
 
 
-def shop_info(playbook: Playbook) -> ShopInfo:
+def shop_info(playbook: Playbook) -> ctx.ShopInfo:
     """The playbook's shop as the renderer needs it (signature, footer, currency, url)."""
     shop = playbook.shop
-    return ShopInfo(
+    return ctx.ShopInfo(
         name=shop.name,
         currency=shop.currency,
         opt_out_footer=shop.sms_opt_out_footer,
@@ -65,7 +54,7 @@ def _templates_of(name: str, campaign: Campaign) -> list[str]:
     return seen
 
 
-def _compile(template: str, campaign: Campaign, shop: ShopInfo, root: Path | None) -> CompiledMessage:
+def _compile(template: str, campaign: Campaign, shop: ctx.ShopInfo, root: Path | None) -> CompiledMessage:
     channel, _, message = template.partition("/")
     budget = campaign.sms_max_segments if channel == "sms" else None
     return compile_message(message, channel, shop, budget, root=root)  # type: ignore[arg-type]
@@ -90,7 +79,7 @@ def lint_campaigns(playbook: Playbook, root: Path | None = None) -> dict[str, st
 
 
 def _checked_messages(
-    name: str, campaign: Campaign, shop: ShopInfo, root: Path | None
+    name: str, campaign: Campaign, shop: ctx.ShopInfo, root: Path | None
 ) -> dict[str, CompiledMessage]:
     """Every template of the campaign compiled, and rendered once as the campaign gives it (see
     :func:`_render_as_campaign`); raises TemplateError for the first broken one."""
@@ -106,14 +95,14 @@ def _render_as_campaign(compiled: CompiledMessage, name: str, campaign: Campaign
     """Render every category variant of a message with the sample context as the campaign gives
     it (no ``coupon`` object when the campaign has no coupon); raise TemplateError if it fails."""
     for group in compiled.files.variants:
-        context = sample_context(
+        context = ctx.sample_context(
             compiled.shop,
             category_group="other" if group == "default" else group,
             waves=campaign.waves.max_waves,
             campaign=compiled.name,
-            language=template_language(compiled.name),
+            language=ctx.template_language(compiled.name),
         )
-        context["campaign"] = campaign_context(name, campaign.display_name)
+        context["campaign"] = ctx.campaign_context(name, campaign.display_name)
         if not has_coupon:
             context.pop("coupon", None)
         try:
@@ -331,7 +320,7 @@ class _Contexts:
         self._yuan: dict[Any, Decimal] = {}  # cents -> CNY, once per distinct amount
         self._waves: dict[int, dict[str, Any]] = {}
         self._total_waves = job.campaign.waves.max_waves
-        self._campaign = campaign_context(job.name, job.campaign.display_name)
+        self._campaign = ctx.campaign_context(job.name, job.campaign.display_name)
         self._customer, self._category = _customer_contexts(customers)
         self._order = self._order_contexts(customers)
         self._coupons = _coupon_terms(customers.coupons)
@@ -351,7 +340,7 @@ class _Contexts:
             last["categories"].tolist(),
             strict=True,
         ):
-            orders[cid] = order_context(
+            orders[cid] = ctx.order_context(
                 str(order_id), _as_date(business_date), self.cny(amount), list(categories)
             )
         return orders
@@ -360,14 +349,14 @@ class _Contexts:
         """The context of one message, and the code of the coupon it carries (None: none)."""
         terms = self._coupons.get((cid, entered_on, wave))
         coupon = (
-            coupon_context(terms[0], self.cny(terms[1]), self.cny(terms[2]), _as_date(terms[3]))
+            ctx.coupon_context(terms[0], self.cny(terms[1]), self.cny(terms[2]), _as_date(terms[3]))
             if terms
             else None
         )
         wave_ctx = self._waves.get(wave)
         if wave_ctx is None:
-            wave_ctx = self._waves[wave] = wave_context(wave, self._total_waves)
-        context = message_context(
+            wave_ctx = self._waves[wave] = ctx.wave_context(wave, self._total_waves)
+        context = ctx.message_context(
             customer=self._customer[cid],
             coupon=coupon,
             order=self._order[cid],
@@ -390,10 +379,10 @@ def _customer_contexts(
         row: dict[str, Any] = {"customer_id": cid}
         row.update(customers.profiles.get(cid, ()))
         row.update(customers.segments.get(cid, ()))
-        customer = customer_ctx[cid] = customer_context(row)
+        customer = customer_ctx[cid] = ctx.customer_context(row)
         group = customer.get("category_group")
         if group and group not in groups:
-            groups[group] = category_context(group)
+            groups[group] = ctx.category_context(group)
         category_ctx[cid] = groups[group] if group else None
     return customer_ctx, category_ctx
 
@@ -538,12 +527,12 @@ def stored_customer_context(engine: Engine, customer_id: str, day: date | None =
         if len(segment):
             row.update(segment.iloc[0].to_dict())
         last = persist.read_last_orders(conn, [customer_id], day)
-    context: dict[str, Any] = {"customer": customer_context(row)}
+    context: dict[str, Any] = {"customer": ctx.customer_context(row)}
     if len(last):
         o = last.iloc[0]
-        context["order"] = order_context(
+        context["order"] = ctx.order_context(
             str(o["order_id"]), _as_date(o["business_date"]), _cny(o["amount_cents"]), list(o["categories"])
         )
     if context["customer"].get("category_group"):
-        context["category"] = category_context(context["customer"]["category_group"])
+        context["category"] = ctx.category_context(context["customer"]["category_group"])
     return context
