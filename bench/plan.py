@@ -29,14 +29,18 @@ Parts:
    1); a digest of each plan (every frame, row for row). ``BENCH_PLAN_REFERENCE=path.py`` loads
    another ``plan.py`` (e.g. ``git show HEAD:plugins/huitouke/campaigns/plan.py > /tmp/ref.py``),
    times it once on the same inputs and checks that its plan is identical (``assert_frame_equal``
-   of entries, waves, sends and summary, exact), after the peak RSS of part 1 is taken.
+   of entries, waves, sends and summary, exact), after the peak RSS of part 1 is taken. The
+   reference imports the rest of ``huitouke.campaigns`` from this checkout, so it must call it as
+   this one does (``entry_mask(rule, RuleInputs(...))`` since issue 11); across such a change,
+   compare the digests printed by two runs instead.
 2. The store path on a SQLite file: the schema by ``migrate.upgrade``, then the customers (5%
    more without a paid order), one order per customer on its latest order day (1-2 lines),
    ``customer_state``, one open ``segment_history`` row each, the stored entries and the history
    (as treated ``campaign_waves``) bulk-inserted with ``sqlite3`` (not timed as pipeline work).
-   Then, each in a fresh process as Airflow runs the tasks, with the unlimited playbook:
-   ``plan_campaigns(engine, day, playbook, segments=...)`` on a fresh copy of the store (split:
-   reads, ``plan_day``, ``issue_coupons``, ``write_plan``), and ``render_campaign`` of every
+   Then, each in a fresh process as Airflow runs the tasks, with the unlimited playbook: the
+   ``plan_campaigns`` task (``huitouke.campaigns.daily.run_day(engine, day, playbook,
+   segments=...)``) on a fresh copy of the store (split: reads, ``plan_day``, ``issue_coupons``,
+   ``write_plan``), and the ``render_messages`` task (``huitouke.render.daily.run_day``) of every
    campaign with treated waves, pinned to one core (``BENCH_CPU``, default the first) (split:
    reads, sends + context building, ``render_batch``, outbox insert; a repeat deletes the
    campaign's outbox rows first). Inside the same render process, the first ``BENCH_NAIVE``
@@ -931,7 +935,7 @@ CUSTOMER_READS = ("read_profiles", "read_segments", "read_last_orders", "read_co
 
 
 def task_plan(db: Path) -> dict[str, Any]:
-    """One plan_campaigns of the day on the store (a fresh process, as the Airflow task)."""
+    """The plan_campaigns task of the day on the store (a fresh process, as Airflow runs it)."""
     from huitouke.campaigns import daily, persist
     from huitouke.store.connection import make_engine
 
@@ -1015,7 +1019,8 @@ def naive_render(compiled: Any, contexts: list[dict[str, Any]]) -> list[str]:
 
 
 def task_render(db: Path, campaign: str, naive: bool = True) -> dict[str, Any]:
-    """One render_campaign (a fresh process, pinned to one core, as a mapped Airflow task)."""
+    """One campaign's render_messages task (a fresh process, pinned to one core, as a mapped
+    Airflow task)."""
     from sqlalchemy import delete
 
     from huitouke.render import daily, persist
@@ -1188,7 +1193,7 @@ def _render_runs(db: Path, campaign: str) -> dict[str, Any]:
     best["rendered_first_run"] = render_runs[0]["rendered"]
     queued = best["queued"]
     print(
-        f"\nrender_campaign {campaign}: {queued:,} messages queued ({best['skipped']:,} skipped); "
+        f"\nrender_messages {campaign}: {queued:,} messages queued ({best['skipped']:,} skipped); "
         f"same outbox rows on every run: {len(digests) == 1}"
     )
     print(
@@ -1268,7 +1273,7 @@ def report(memory: dict[str, Any], store: dict[str, Any]) -> None:
     total_messages = sum(r["best"]["queued"] for r in store["render"].values())
     total_seconds = sum(r["best"]["total"] for r in store["render"].values())
     print(
-        f"{'render_campaign, all campaigns (' + format(total_messages, ',') + ' messages)':<70} "
+        f"{'render_messages, all campaigns (' + format(total_messages, ',') + ' messages)':<70} "
         f"{'':>10} {total_seconds:>14.1f} s"
     )
     for r in store["render"].values():

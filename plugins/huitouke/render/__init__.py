@@ -15,6 +15,9 @@ marketers; ``include/templates/README.md`` is their guide. The pipeline's side::
 - :mod:`~huitouke.render.messages`: compile once, render many.
 - :mod:`~huitouke.render.lint`: the lint rules; :mod:`~huitouke.render.preview`: previews;
   :mod:`~huitouke.render.cli`: the ``huitouke templates`` commands.
+- :mod:`~huitouke.render.daily`: the stage's tasks (``check_templates``, ``run_day``: one
+  campaign's treated waves of a day rendered into the outbox); :mod:`~huitouke.render.persist`:
+  its reads and writes at the store's edge.
 
 A broken template raises :class:`TemplateError` from :func:`compile_message`, naming the file,
 the line and the variable, so its campaign fails before anything is queued.
