@@ -76,7 +76,7 @@ The day, step by step
 from __future__ import annotations
 
 from collections.abc import Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from datetime import date
 from typing import Any
 
@@ -787,25 +787,6 @@ def _schedule(active: _Active, campaign: Campaign, today: int, people: _People) 
 
 
 @dataclass
-class _Waves:
-    """The day's waves as arrays (in the order of :data:`WAVE_COLUMNS`' frame) and the frame."""
-
-    frame: pd.DataFrame
-    day: np.ndarray  # index into the list of campaign days
-    code: np.ndarray
-    customer_id: np.ndarray
-    entered_on: np.ndarray  # object dates
-    wave: np.ndarray
-    variant: np.ndarray
-    outcome: np.ndarray
-    reason: np.ndarray
-    channels: np.ndarray
-    value: np.ndarray  # coupon cents, -1 = none
-    min_spend: np.ndarray
-    expires: np.ndarray  # object dates
-
-
-@dataclass
 class _Due:
     """The waves due today while they are decided (steps 4a-4e), as arrays in the order of the
     campaign days; ``reason`` is None until a step suppresses the wave."""
@@ -829,6 +810,23 @@ class _Due:
 
     def still_open(self) -> np.ndarray:
         return self.reason == None  # noqa: E711 - element-wise on an object array
+
+    def take(self, order: np.ndarray) -> _Due:
+        """The waves in ``order``."""
+        return _Due(**{f.name: getattr(self, f.name)[order] for f in fields(self)})
+
+    @classmethod
+    def empty(cls) -> _Due:
+        ints, objects = np.empty(0, dtype=np.int64), np.empty(0, dtype=object)
+        return cls(ints, ints, objects, ints, ints, objects, objects, objects, ints, objects)
+
+
+@dataclass(frozen=True)
+class _Waves:
+    """The day's decided waves: the frame of :data:`WAVE_COLUMNS`, and its rows as arrays."""
+
+    frame: pd.DataFrame
+    rows: _Due  # in the frame's order
 
 
 def _decide(days: list[_CampaignDay], history: pd.DataFrame | None, day: _Today) -> _Waves:
@@ -963,49 +961,29 @@ def _name_rank(days: list[_CampaignDay]) -> np.ndarray:
 def _waves_frame(due: _Due, days: list[_CampaignDay], people: _People, today: int) -> _Waves:
     """The decided waves sorted by priority (highest first), campaign, customer id (stable), as
     the frame of :data:`WAVE_COLUMNS` and as arrays."""
-    order = np.lexsort((people.rank()[due.code], _name_rank(days)[due.day], -due.priority))
-    day_of, code, variant = due.day[order], due.code[order], due.variant[order]
-    outcome, reason, channels = due.outcome[order], due.reason[order], due.channels[order]
-    value, min_spend = due.value[order], due.min_spend[order]
-    entered_on = _dates(due.entered_on[order])
-    wave = due.wave[order].astype(np.int64)
-    expires_on = _dates(due.expires[order])
+    rows = due.take(np.lexsort((people.rank()[due.code], _name_rank(days)[due.day], -due.priority)))
     frame = pd.DataFrame(
         {
-            "campaign": _column(np.array([d.name for d in days], dtype=object)[day_of]),
-            "customer_id": _column(_none(due.customer_id[order])),
-            "entered_on": _column(entered_on),
-            "wave": wave,
-            "due_on": _column(_dates(np.full(len(code), today, dtype=np.int64))),
-            "arm": _column(_none(due.arm[order])),
-            "variant": _column(_none(variant)),
-            "kind": _column(np.array([d.campaign.kind for d in days], dtype=object)[day_of]),
-            "priority": due.priority[order],
-            "outcome": _column(outcome),
-            "reason": _column(reason),
-            "channels": _column(channels),
-            "counts_toward_cap": due.counts_toward_cap[order],
-            "coupon_value_cents": _nullable(value),
-            "coupon_min_spend_cents": _nullable(min_spend),
-            "coupon_expires_on": _column(expires_on),
+            "campaign": _column(np.array([d.name for d in days], dtype=object)[rows.day]),
+            "customer_id": _column(_none(rows.customer_id)),
+            "entered_on": _column(_dates(rows.entered_on)),
+            "wave": rows.wave.astype(np.int64),
+            "due_on": _column(_dates(np.full(len(rows.code), today, dtype=np.int64))),
+            "arm": _column(_none(rows.arm)),
+            "variant": _column(_none(rows.variant)),
+            "kind": _column(np.array([d.campaign.kind for d in days], dtype=object)[rows.day]),
+            "priority": rows.priority,
+            "outcome": _column(rows.outcome),
+            "reason": _column(rows.reason),
+            "channels": _column(rows.channels),
+            "counts_toward_cap": rows.counts_toward_cap,
+            "coupon_value_cents": _nullable(rows.value),
+            "coupon_min_spend_cents": _nullable(rows.min_spend),
+            "coupon_expires_on": _column(_dates(rows.expires)),
         },
         copy=False,
     )
-    return _Waves(
-        frame=frame,
-        day=day_of,
-        code=code,
-        customer_id=frame["customer_id"].to_numpy(),
-        entered_on=entered_on,
-        wave=wave,
-        variant=frame["variant"].to_numpy(),
-        outcome=outcome,
-        reason=reason,
-        channels=channels,
-        value=value,
-        min_spend=min_spend,
-        expires=expires_on,
-    )
+    return _Waves(frame, rows)
 
 
 def _is_missing(value: Any) -> bool:
@@ -1013,11 +991,7 @@ def _is_missing(value: Any) -> bool:
 
 
 def _no_waves() -> _Waves:
-    empty = np.empty(0, dtype=object)
-    none = np.empty(0, dtype=np.int64)
-    return _Waves(
-        _empty_waves(), none, none, empty, empty, none, empty, empty, empty, empty, none, none, empty
-    )
+    return _Waves(_empty_waves(), _Due.empty())
 
 
 def _nullable(cents: np.ndarray) -> pd.arrays.IntegerArray:
@@ -1137,29 +1111,30 @@ def _no_sends() -> pd.DataFrame:
 
 def _sends(waves: _Waves, days: list[_CampaignDay], people: _People, today: int) -> pd.DataFrame:
     """Step 5: one row per treated wave and chosen channel, with its template and address."""
-    treated = np.flatnonzero(waves.outcome == TREATED)
+    due = waves.rows
+    treated = np.flatnonzero(due.outcome == TREATED)
     if len(treated) == 0:
         return _no_sends()
-    row, channel = _channel_rows(waves.channels, treated)
-    day_of, code, variant = waves.day[row], waves.code[row], waves.variant[row]
+    row, channel = _channel_rows(due.channels, treated)
+    day_of, code, variant = due.day[row], due.code[row], _none(due.variant[row])
     crow = _take(people.crow, code, -1)
     phone = _take(people.phone, crow, None)
     email = _take(people.email, crow, None)
     return pd.DataFrame(
         {
             "campaign": _column(np.array([d.name for d in days], dtype=object)[day_of]),
-            "customer_id": _column(waves.customer_id[row]),
-            "entered_on": _column(waves.entered_on[row]),
-            "wave": waves.wave[row].astype(np.int64),
+            "customer_id": _column(_none(due.customer_id[row])),
+            "entered_on": _column(_dates(due.entered_on[row])),
+            "wave": due.wave[row].astype(np.int64),
             "variant": _column(variant),
             "channel": _column(channel),
             "template": _column(_templates(days, day_of, variant, channel)),
             "recipient": _column(_none(np.where(channel == EMAIL, email, phone))),
             "business_date": _column(_dates(np.full(len(row), today, dtype=np.int64))),
             "category_group": _column(_none(_take(people.category_group, code, None))),
-            "coupon_value_cents": _nullable(waves.value[row]),
-            "coupon_min_spend_cents": _nullable(waves.min_spend[row]),
-            "coupon_expires_on": _column(waves.expires[row]),
+            "coupon_value_cents": _nullable(due.value[row]),
+            "coupon_min_spend_cents": _nullable(due.min_spend[row]),
+            "coupon_expires_on": _column(_dates(due.expires[row])),
         },
         copy=False,
     )
@@ -1198,8 +1173,9 @@ def _templates(
 
 def _summary(days: list[_CampaignDay], waves: _Waves, sends: pd.DataFrame) -> pd.DataFrame:
     size = len(days)
-    outcomes = {o: np.bincount(waves.day[waves.outcome == o], minlength=size) for o in (TREATED, HELD_OUT)}
-    reasons = {r: np.bincount(waves.day[waves.reason == r], minlength=size) for r in SUPPRESSION_REASONS}
+    due = waves.rows
+    outcomes = {o: np.bincount(due.day[due.outcome == o], minlength=size) for o in (TREATED, HELD_OUT)}
+    reasons = {r: np.bincount(due.day[due.reason == r], minlength=size) for r in SUPPRESSION_REASONS}
     messages = sends["campaign"].value_counts().to_dict() if len(sends) else {}
     rows = []
     for i, day in enumerate(days):
