@@ -29,14 +29,18 @@ Parts:
    1); a digest of each plan (every frame, row for row). ``BENCH_PLAN_REFERENCE=path.py`` loads
    another ``plan.py`` (e.g. ``git show HEAD:plugins/huitouke/campaigns/plan.py > /tmp/ref.py``),
    times it once on the same inputs and checks that its plan is identical (``assert_frame_equal``
-   of entries, waves, sends and summary, exact), after the peak RSS of part 1 is taken.
+   of entries, waves, sends and summary, exact), after the peak RSS of part 1 is taken. The
+   reference imports the rest of ``huitouke.campaigns`` from this checkout, so it must call it as
+   this one does (``entry_mask(rule, RuleInputs(...))`` since issue 11); across such a change,
+   compare the digests printed by two runs instead.
 2. The store path on a SQLite file: the schema by ``migrate.upgrade``, then the customers (5%
    more without a paid order), one order per customer on its latest order day (1-2 lines),
    ``customer_state``, one open ``segment_history`` row each, the stored entries and the history
    (as treated ``campaign_waves``) bulk-inserted with ``sqlite3`` (not timed as pipeline work).
-   Then, each in a fresh process as Airflow runs the tasks, with the unlimited playbook:
-   ``plan_campaigns(engine, day, playbook, segments=...)`` on a fresh copy of the store (split:
-   reads, ``plan_day``, ``issue_coupons``, ``write_plan``), and ``render_campaign`` of every
+   Then, each in a fresh process as Airflow runs the tasks, with the unlimited playbook: the
+   ``plan_campaigns`` task (``huitouke.campaigns.daily.run_day(engine, day, playbook,
+   segments=...)``) on a fresh copy of the store (split: reads, ``plan_day``, ``issue_coupons``,
+   ``write_plan``), and the ``render_messages`` task (``huitouke.render.daily.run_day``) of every
    campaign with treated waves, pinned to one core (``BENCH_CPU``, default the first) (split:
    reads, sends + context building, ``render_batch``, outbox insert; a repeat deletes the
    campaign's outbox rows first). Inside the same render process, the first ``BENCH_NAIVE``
@@ -89,6 +93,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "plugins"))
 from huitouke.campaigns import assign_arms, load_playbook, plan_day  # noqa: E402
 from huitouke.campaigns import plan as plan_module  # noqa: E402
 from huitouke.campaigns.playbook import Playbook  # noqa: E402
+from huitouke.campaigns.tables import columns_of  # noqa: E402
+from huitouke.render.persist import MESSAGE_KEY, OUTBOX_COLUMNS  # noqa: E402
+from huitouke.store.schema import campaign_entries  # noqa: E402
 
 CUSTOMERS = int(os.environ.get("BENCH_CUSTOMERS", "1000000"))
 HISTORY = int(os.environ.get("BENCH_HISTORY", str(CUSTOMERS)))
@@ -153,10 +160,34 @@ class Shop:
     last_order: pd.DataFrame  # one order per customer: its latest (the store's orders table)
 
 
+@dataclass
+class _Profile:
+    """Each generated customer's kind and order history (one value per customer)."""
+
+    is_: dict[str, np.ndarray]
+    dsf: np.ndarray
+    dsl: np.ndarray
+    paid: np.ndarray
+    aov: np.ndarray
+    low_value: np.ndarray
+    wave_k: np.ndarray
+
+
 def generate(n: int, history_rows: int, seed: int = SEED) -> Shop:
+    """The day's shop (see the module docstring); the draws in the same order for every seed."""
     rng = np.random.default_rng(seed)
-    today = np.datetime64(DAY, "D")
     ids = np.array([f"C{i:08d}" for i in range(n)], dtype=object)
+    profile = _profile(rng, n)
+    segments, group = _segments(rng, ids, profile)
+    contacts = _contacts(rng, ids)
+    last_order, orders = _orders(rng, ids, group, profile)
+    entries = _entries(rng, ids, profile)
+    history = _history(rng, ids, history_rows)
+    return Shop(segments, contacts, orders, entries, history, last_order)
+
+
+def _profile(rng: np.random.Generator, n: int) -> _Profile:
+    """Each customer's kind (:data:`KINDS`), first and last order days, orders and their value."""
     names = list(KINDS)
     kind = rng.choice(len(names), n, p=list(KINDS.values()))
     is_ = {name: kind == i for i, name in enumerate(names)}
@@ -197,7 +228,15 @@ def generate(n: int, history_rows: int, seed: int = SEED) -> Shop:
     m = is_["winback"]
     dsf[m] = dsl[m] = rng.integers(180, 700, n)[m]
     aov[m] = rng.integers(2_000, 29_800, n)[m]
+    return _Profile(is_, dsf, dsl, paid, aov, low_value, wave_k)
 
+
+def _segments(
+    rng: np.random.Generator, ids: np.ndarray, profile: _Profile
+) -> tuple[pd.DataFrame, np.ndarray]:
+    """The day's segments, and each customer's category group."""
+    n = len(ids)
+    dsf, dsl, paid, aov, low_value = profile.dsf, profile.dsl, profile.paid, profile.aov, profile.low_value
     total = aov * paid
     group_code = rng.integers(0, len(GROUPS), n)
     group = np.array(GROUPS, dtype=object)[group_code]
@@ -240,8 +279,12 @@ def generate(n: int, history_rows: int, seed: int = SEED) -> Shop:
             "aov_cents": aov,
         }
     )
+    return segments, group
 
-    # contacts
+
+def _contacts(rng: np.random.Generator, ids: np.ndarray) -> pd.DataFrame:
+    """Addresses, opt-outs, birthdays and names, and 5% more customers without a paid order."""
+    n = len(ids)
     phone = np.array([f"13{x:09d}" for x in rng.integers(0, 10**9, n).tolist()], dtype=object)
     phone[rng.random(n) < 0.03] = None
     has_email = rng.random(n) < 0.25
@@ -293,8 +336,16 @@ def generate(n: int, history_rows: int, seed: int = SEED) -> Shop:
         ],
         ignore_index=True,
     )
+    return contacts
 
-    # every customer's latest order (the day's orders are those of days_since_last_order == 0)
+
+def _orders(
+    rng: np.random.Generator, ids: np.ndarray, group: np.ndarray, profile: _Profile
+) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Every customer's latest order (the day's orders are those of days_since_last_order == 0)."""
+    n = len(ids)
+    today = np.datetime64(DAY, "D")
+    dsl, aov = profile.dsl, profile.aov
     second_cat = np.array(GROUPS, dtype=object)[rng.integers(0, len(GROUPS), n)]
     two = rng.random(n) < 0.3
     last_day = (today - dsl).astype("datetime64[D]")
@@ -324,8 +375,14 @@ def generate(n: int, history_rows: int, seed: int = SEED) -> Shop:
             "status": "paid",
         }
     )
+    return last_order, orders
 
-    # stored entries
+
+def _entries(rng: np.random.Generator, ids: np.ndarray, profile: _Profile) -> pd.DataFrame:
+    """The stored entries: open coupon waves due today, recent thank-yous, open win-backs."""
+    n = len(ids)
+    today = np.datetime64(DAY, "D")
+    is_, dsl, wave_k = profile.is_, profile.dsl, profile.wave_k
     playbook = load_playbook()
     parts = []
 
@@ -382,8 +439,13 @@ def generate(n: int, history_rows: int, seed: int = SEED) -> Shop:
     )
     entries = pd.concat(parts, ignore_index=True)
     entries["entered_on"] = [d for d in entries["entered_on"].to_numpy(dtype="datetime64[D]").astype(object)]
+    return entries
 
-    # contact history: treated waves of the last 30 days, on 40% of the customers
+
+def _history(rng: np.random.Generator, ids: np.ndarray, history_rows: int) -> pd.DataFrame:
+    """Contact history: treated waves of the last 30 days, on 40% of the customers."""
+    n = len(ids)
+    today = np.datetime64(DAY, "D")
     contacted = rng.choice(np.flatnonzero(rng.random(n) < 0.4), history_rows)
     counts = rng.random(history_rows) < 0.85
     marketing = np.array(
@@ -406,7 +468,7 @@ def generate(n: int, history_rows: int, seed: int = SEED) -> Shop:
         }
     )
     history = history.drop_duplicates(["campaign", "customer_id", "contacted_on"]).reset_index(drop=True)
-    return Shop(segments, contacts, orders, entries, history, last_order)
+    return history
 
 
 def unlimited(playbook: Playbook) -> Playbook:
@@ -424,23 +486,31 @@ def unlimited(playbook: Playbook) -> Playbook:
 
 # ------------------------------------------------------------------------------- part 1: plan_day
 
-STEPS = (  # plan.py's internal steps (and the functions it calls), wrapped with timers
-    "_normalise_contacts",
-    "_normalise_entries",
-    "_people",
-    "prepare_orders",
-    "_campaign_day",
-    "entry_mask",
-    "conditions_mask",
-    "assign_arms",
-    "_schedule",
-    "_decide",
-    "_history_counts",
-    "_reach",
-    "_entry_rows",
-    "_sends",
-    "_summary",
-)
+# plan.py's internal steps (and the functions it calls), wrapped with timers, and how deep each
+# is nested in the others (for the print-out)
+STEPS: dict[str, int] = {
+    "_normalise_contacts": 0,
+    "_normalise_entries": 0,
+    "_people": 0,
+    "prepare_orders": 0,
+    "_campaign_day": 0,
+    "entry_mask": 1,
+    "conditions_mask": 1,
+    "assign_arms": 1,
+    "_schedule": 1,
+    "_decide": 0,
+    "_due_waves": 1,
+    "_reach": 2,
+    "_member_caps": 1,
+    "_history_counts": 2,
+    "_priority": 1,
+    "_global_cap": 1,
+    "_coupon_terms": 1,
+    "_waves_frame": 1,
+    "_entry_rows": 0,
+    "_sends": 0,
+    "_summary": 0,
+}
 
 
 class Timers:
@@ -500,81 +570,90 @@ def plan_in_memory(shop: Shop) -> dict[str, Any]:
     shipped = load_playbook()
     results: dict[str, Any] = {}
     for label, playbook in (("shipped", shipped), ("unlimited", unlimited(shipped))):
-        seconds, times, plan = best_of(REPEATS, lambda p=playbook: plan_day(p, DAY, *inputs))
-        s = plan.summary
-        print(
-            f"plan_day, {label} playbook: {min(times):.2f} s (runs: {', '.join(f'{t:.2f}' for t in times)}); "
-            f"{int(s['entered'].sum()):,} entered, {int(s['deferred'].sum()):,} deferred, {len(plan.waves):,} waves due "
-            f"({int(s['treated'].sum()):,} treated, {int(s['held_out'].sum()):,} held out), "
-            f"{len(plan.entries):,} entry rows, {len(plan.sends):,} messages; digest {digest(plan)}"
-        )
-        print("  " + plan.as_text().replace("\n", "\n  "))
-        row: dict[str, Any] = {
-            "seconds": seconds,
-            "runs": times,
-            "entered": int(s["entered"].sum()),
-            "waves": len(plan.waves),
-            "entry_rows": len(plan.entries),
-            "messages": len(plan.sends),
-            "treated": int(s["treated"].sum()),
-            "digest": digest(plan),
-        }
-        results[label] = row
-        del plan
+        results[label] = _best_plan(label, playbook, inputs)
+    results.update(_step_times(unlimited(shipped), inputs))
+    if PROFILE:
+        _profile_once(unlimited(shipped), inputs)
+    results["rss_gb"] = rss_gb()  # before the reference (the shipped planner needs more memory)
+    if REFERENCE:
+        _against_reference(shipped, inputs, results)
+    return results
 
-    # the steps, on the unlimited playbook
+
+def _best_plan(label: str, playbook: Playbook, inputs: tuple[pd.DataFrame, ...]) -> dict[str, Any]:
+    """plan_day, best of REPEATS, its figures and digest."""
+    seconds, times, plan = best_of(REPEATS, lambda p=playbook: plan_day(p, DAY, *inputs))
+    s = plan.summary
+    print(
+        f"plan_day, {label} playbook: {min(times):.2f} s (runs: {', '.join(f'{t:.2f}' for t in times)}); "
+        f"{int(s['entered'].sum()):,} entered, {int(s['deferred'].sum()):,} deferred, {len(plan.waves):,} waves due "
+        f"({int(s['treated'].sum()):,} treated, {int(s['held_out'].sum()):,} held out), "
+        f"{len(plan.entries):,} entry rows, {len(plan.sends):,} messages; digest {digest(plan)}"
+    )
+    print("  " + plan.as_text().replace("\n", "\n  "))
+    return {
+        "seconds": seconds,
+        "runs": times,
+        "entered": int(s["entered"].sum()),
+        "waves": len(plan.waves),
+        "entry_rows": len(plan.entries),
+        "messages": len(plan.sends),
+        "treated": int(s["treated"].sum()),
+        "digest": digest(plan),
+    }
+
+
+def _step_times(playbook: Playbook, inputs: tuple[pd.DataFrame, ...]) -> dict[str, Any]:
+    """One plan_day with plan.py's steps (:data:`STEPS`) wrapped with timers."""
     timers = Timers()
     for name in STEPS:
         timers.wrap(plan_module, name)
     try:
         gc.collect()
         start = time.perf_counter()
-        plan_day(unlimited(shipped), DAY, *inputs)
+        plan_day(playbook, DAY, *inputs)
         total = time.perf_counter() - start
     finally:
         timers.restore()
     print(f"\nplan_day steps (unlimited playbook, one run, {total:.2f} s; nested steps indented):")
-    nested = {"entry_mask", "conditions_mask", "assign_arms", "_schedule", "_history_counts", "_reach"}
-    for name in STEPS:
+    for name, depth in STEPS.items():
         if name in timers.seconds:
-            pad = "    " if name in nested else "  "
-            print(f"{pad}{name:<22} {timers.seconds[name]:6.2f} s  ({timers.calls[name]} calls)")
-    results["steps"] = dict(timers.seconds)
-    results["steps_total"] = total
-    if PROFILE:
-        profiler = cProfile.Profile()
-        profiler.enable()
-        plan_day(unlimited(shipped), DAY, *inputs)
-        profiler.disable()
-        out = io.StringIO()
-        pstats.Stats(profiler, stream=out).sort_stats("tottime").print_stats(12)
-        print("\ncProfile of one plan_day (unlimited), by own time:")
-        print("\n".join(line for line in out.getvalue().splitlines() if line.strip())[:4000])
-    results["rss_gb"] = rss_gb()  # before the reference (the shipped planner needs more memory)
+            pad = "  " * (depth + 1)
+            print(f"{pad}{name:<{26 - len(pad)}} {timers.seconds[name]:6.2f} s  ({timers.calls[name]} calls)")
+    return {"steps": dict(timers.seconds), "steps_total": total}
 
-    # the reference planner on the same inputs: the same plan, frame for frame
-    if REFERENCE:
-        reference = load_reference(REFERENCE)
-        for label, playbook in (("shipped", shipped), ("unlimited", unlimited(shipped))):
-            plan = plan_day(playbook, DAY, *inputs)
-            ref_s, _, ref_plan = best_of(1, lambda p=playbook: reference.plan_day(p, DAY, *inputs))
-            same = ref_plan.notes == plan.notes
-            for name in ("entries", "waves", "sends", "summary"):
-                try:
-                    pd.testing.assert_frame_equal(
-                        getattr(ref_plan, name), getattr(plan, name), check_exact=True
-                    )
-                except AssertionError as exc:
-                    same = False
-                    print(f"  {name} differs from the reference: {str(exc)[:300]}")
-            print(
-                f"reference planner {REFERENCE}, {label} playbook: {ref_s:.2f} s (this one: "
-                f"{results[label]['seconds']:.2f} s); same plan (entries, waves, sends, summary): {same}"
-            )
-            results[label].update(reference_seconds=ref_s, same_as_reference=same)
-            del plan, ref_plan
-            gc.collect()
-    return results
+
+def _profile_once(playbook: Playbook, inputs: tuple[pd.DataFrame, ...]) -> None:
+    profiler = cProfile.Profile()
+    profiler.enable()
+    plan_day(playbook, DAY, *inputs)
+    profiler.disable()
+    out = io.StringIO()
+    pstats.Stats(profiler, stream=out).sort_stats("tottime").print_stats(12)
+    print("\ncProfile of one plan_day (unlimited), by own time:")
+    print("\n".join(line for line in out.getvalue().splitlines() if line.strip())[:4000])
+
+
+def _against_reference(shipped: Playbook, inputs: tuple[pd.DataFrame, ...], results: dict[str, Any]) -> None:
+    """The reference planner on the same inputs: the same plan, frame for frame."""
+    reference = load_reference(REFERENCE)
+    for label, playbook in (("shipped", shipped), ("unlimited", unlimited(shipped))):
+        plan = plan_day(playbook, DAY, *inputs)
+        ref_s, _, ref_plan = best_of(1, lambda p=playbook: reference.plan_day(p, DAY, *inputs))
+        same = ref_plan.notes == plan.notes
+        for name in ("entries", "waves", "sends", "summary"):
+            try:
+                pd.testing.assert_frame_equal(getattr(ref_plan, name), getattr(plan, name), check_exact=True)
+            except AssertionError as exc:
+                same = False
+                print(f"  {name} differs from the reference: {str(exc)[:300]}")
+        print(
+            f"reference planner {REFERENCE}, {label} playbook: {ref_s:.2f} s (this one: "
+            f"{results[label]['seconds']:.2f} s); same plan (entries, waves, sends, summary): {same}"
+        )
+        results[label].update(reference_seconds=ref_s, same_as_reference=same)
+        del plan, ref_plan
+        gc.collect()
 
 
 # ------------------------------------------------------------------------------ part 2: the store
@@ -745,18 +824,7 @@ def store_tables(shop: Shop) -> dict[str, tuple[list[str], list[list[Any]]]]:
             ],
         ),
         "campaign_entries": (
-            [
-                "campaign",
-                "customer_id",
-                "arm",
-                "variant",
-                "entered_on",
-                "last_wave",
-                "next_wave_on",
-                "exited_on",
-                "exit_reason",
-                "planned_at",
-            ],
+            list(columns_of(campaign_entries, without=("entry_id",))),
             [
                 e["campaign"].astype(object).tolist(),
                 e["customer_id"].astype(object).tolist(),
@@ -771,22 +839,7 @@ def store_tables(shop: Shop) -> dict[str, tuple[list[str], list[list[Any]]]]:
             ],
         ),
         "campaign_waves": (
-            [
-                "campaign",
-                "customer_id",
-                "entered_on",
-                "wave",
-                "due_on",
-                "arm",
-                "variant",
-                "kind",
-                "priority",
-                "outcome",
-                "reason",
-                "channels",
-                "counts_toward_cap",
-                "planned_at",
-            ],
+            [*plan_module.STORED_WAVE_COLUMNS, "planned_at"],
             [
                 h["campaign"].astype(object).tolist(),
                 h["customer_id"].astype(object).tolist(),
@@ -867,7 +920,7 @@ PLAN_READS = (
     "read_contact_history",
     "stored_coupons",
 )
-RENDER_READS = (
+RENDER_READS = (  # huitouke.render.persist
     "read_treated_waves",
     "read_queued_keys",
     "read_profiles",
@@ -875,10 +928,14 @@ RENDER_READS = (
     "read_last_orders",
     "read_coupons_of",
 )
+# huitouke.render.daily's steps between the reads and the outbox insert: the sends, the ones not
+# queued yet, the customers' reads (and their dicts), the contexts, rows and render_batch calls
+RENDER_STEPS = ("_sends_of", "_not_queued", "_read_customers", "_render")
+CUSTOMER_READS = ("read_profiles", "read_segments", "read_last_orders", "read_coupons_of")
 
 
 def task_plan(db: Path) -> dict[str, Any]:
-    """One plan_campaigns of the day on the store (a fresh process, as the Airflow task)."""
+    """The plan_campaigns task of the day on the store (a fresh process, as Airflow runs it)."""
     from huitouke.campaigns import daily, persist
     from huitouke.store.connection import make_engine
 
@@ -962,11 +1019,11 @@ def naive_render(compiled: Any, contexts: list[dict[str, Any]]) -> list[str]:
 
 
 def task_render(db: Path, campaign: str, naive: bool = True) -> dict[str, Any]:
-    """One render_campaign (a fresh process, pinned to one core, as a mapped Airflow task)."""
+    """One campaign's render_messages task (a fresh process, pinned to one core, as a mapped
+    Airflow task)."""
     from sqlalchemy import delete
 
-    from huitouke.campaigns import persist
-    from huitouke.render import daily
+    from huitouke.render import daily, persist
     from huitouke.store.connection import make_engine
     from huitouke.store.schema import outbox
 
@@ -977,8 +1034,8 @@ def task_render(db: Path, campaign: str, naive: bool = True) -> dict[str, Any]:
         conn.execute(delete(outbox).where(outbox.c.campaign == campaign).where(outbox.c.business_date == DAY))
     timers = Timers()
     _wrap_all(timers, persist, RENDER_READS)
-    _wrap_all(timers, persist, ("queue_messages", "record_rendering", "insert_new"))
-    _wrap_all(timers, daily, ("_sends_of", "_render"))
+    _wrap_all(timers, persist, ("queue_messages", "record_queued", "insert_new"))
+    _wrap_all(timers, daily, RENDER_STEPS)
     capture = Capture(daily.render_batch)
     daily.render_batch = capture
     gc.collect()
@@ -1052,11 +1109,8 @@ def table_digest(db: Path, sql: str) -> tuple[int, str]:
     return n, h.hexdigest()[:16]
 
 
-OUTBOX = (
-    "SELECT campaign, customer_id, entered_on, wave, variant, channel, template, business_date, status, recipient, "
-    "subject, body, html, sms_segments, coupon_code, attempts, created_at FROM outbox WHERE campaign = '{c}' "
-    "ORDER BY customer_id, entered_on, wave, channel"
-)
+# The rows rendering writes to the outbox, of one campaign (the same on every run of it).
+OUTBOX = f"SELECT {', '.join(OUTBOX_COLUMNS)} FROM outbox WHERE campaign = '{{c}}' ORDER BY {', '.join(MESSAGE_KEY)}"
 
 
 def _plan_split(result: dict[str, Any]) -> dict[str, float]:
@@ -1075,13 +1129,10 @@ def _plan_split(result: dict[str, Any]) -> dict[str, float]:
 def _render_split(result: dict[str, Any]) -> dict[str, float]:
     parts = result["parts"]
     batch = sum(r["seconds"] for r in result["rendered"].values())
-    reads_in_render = sum(
-        parts.get(k, 0.0)
-        for k in ("read_profiles", "read_segments", "read_last_orders", "read_coupons_of", "segments_on")
-    )
+    reads_in_steps = sum(parts.get(k, 0.0) for k in CUSTOMER_READS)
     out = {
-        "reads": sum(parts.get(k, 0.0) for k in (*RENDER_READS, "segments_on")),
-        "sends + contexts": parts.get("_sends_of", 0.0) + parts.get("_render", 0.0) - reads_in_render - batch,
+        "reads": sum(parts.get(k, 0.0) for k in RENDER_READS),
+        "sends + contexts": sum(parts.get(k, 0.0) for k in RENDER_STEPS) - reads_in_steps - batch,
         "render_batch": batch,
         "outbox insert": parts.get("queue_messages", 0.0),
     }
@@ -1100,8 +1151,15 @@ def store_path(work: Path, shop: Shop) -> dict[str, Any]:
     )
     out: dict[str, Any] = {"build": marks}
     db = work / "day.sqlite"
+    out.update(_plan_runs(pristine, db))
+    summary = pd.DataFrame(out["plan"]["summary"])
+    campaigns = [str(c) for c, t in zip(summary["campaign"], summary["treated"], strict=True) if t > 0]
+    out["render"] = {campaign: _render_runs(db, campaign) for campaign in campaigns}
+    return out
 
-    # plan_campaigns: best of STORE_REPEATS, each on a fresh copy of the store
+
+def _plan_runs(pristine: Path, db: Path) -> dict[str, Any]:
+    """The plan task: best of STORE_REPEATS, each on a fresh copy of the store (the last stays)."""
     runs = []
     for _ in range(STORE_REPEATS):
         shutil.copyfile(pristine, db)
@@ -1121,56 +1179,48 @@ def store_path(work: Path, shop: Shop) -> dict[str, Any]:
         + f"; write_plan: _records {parts.get('_records', 0.0):.1f}, upsert (entries, days) "
         + f"{parts.get('upsert', 0.0):.1f}, insert (waves, coupons) {parts.get('insert_new', 0.0):.1f}"
     )
-    out["plan"] = best_plan
-    out["plan_runs"] = [r["total"] for r in runs]
-    summary = pd.DataFrame(best_plan["summary"])
-    campaigns = [str(c) for c, t in zip(summary["campaign"], summary["treated"], strict=True) if t > 0]
+    return {"plan": best_plan, "plan_runs": [r["total"] for r in runs]}
 
-    # render_campaign on the last plan: best of STORE_REPEATS (the first one with the naive loop),
-    # each repeat queuing the campaign's messages again and giving the same outbox rows
-    out["render"] = {}
-    for campaign in campaigns:
-        render_runs, digests = [], set()
-        for i in range(STORE_REPEATS):
-            render_runs.append(in_process("render", str(db), campaign, "1" if i == 0 else "0"))
-            digests.add(table_digest(db, OUTBOX.format(c=campaign)))
-        best = min(render_runs, key=lambda r: r["total"])
-        best["rendered_first_run"] = render_runs[0]["rendered"]
-        queued = best["queued"]
-        print(
-            f"\nrender_campaign {campaign}: {queued:,} messages queued ({best['skipped']:,} skipped); "
-            f"same outbox rows on every run: {len(digests) == 1}"
+
+def _render_runs(db: Path, campaign: str) -> dict[str, Any]:
+    """One campaign's render task on the last plan: best of STORE_REPEATS (the first one with the
+    naive loop), each repeat queuing the campaign's messages again and giving the same outbox rows."""
+    render_runs, digests = [], set()
+    for i in range(STORE_REPEATS):
+        render_runs.append(in_process("render", str(db), campaign, "1" if i == 0 else "0"))
+        digests.add(table_digest(db, OUTBOX.format(c=campaign)))
+    best = min(render_runs, key=lambda r: r["total"])
+    best["rendered_first_run"] = render_runs[0]["rendered"]
+    queued = best["queued"]
+    print(
+        f"\nrender_messages {campaign}: {queued:,} messages queued ({best['skipped']:,} skipped); "
+        f"same outbox rows on every run: {len(digests) == 1}"
+    )
+    print(
+        f"  {best['total']:.1f} s (runs: {', '.join(format(r['total'], '.1f') for r in render_runs)}) = "
+        + " + ".join(f"{k} {v:.1f}" for k, v in _render_split(best).items())
+        + f"; {queued / best['total']:,.0f} messages/s end to end; peak RSS {best['rss_gb']:.2f} GB"
+    )
+    print("  reads: " + ", ".join(f"{k} {best['parts'][k]:.1f}" for k in RENDER_READS if k in best["parts"]))
+    for key, r in render_runs[0]["rendered"].items():
+        print(_render_batch_line(key, r))
+    sys.stdout.flush()
+    return {"best": best, "runs": [r["total"] for r in render_runs], "same_outbox": len(digests) == 1}
+
+
+def _render_batch_line(key: str, r: dict[str, Any]) -> str:
+    rate = r["messages"] / r["seconds"] if r["seconds"] else float("nan")
+    line = f"  render_batch {key}: {r['messages']:,} in {r['seconds']:.2f} s = {rate:,.0f}/s in the task"
+    if "sample_seconds" in r:
+        pure = r["sample_messages"] / r["sample_seconds"]
+        line += f"; first {r['sample_messages']:,} again, best of 3: {pure:,.0f}/s"
+    if "naive_seconds" in r:
+        naive = r["sample_messages"] / r["naive_seconds"]
+        line += (
+            f"; naive compile-per-message loop on them: {naive:,.0f}/s, ratio {pure / naive:,.0f}x; "
+            f"same text: {r['same_text']}"
         )
-        print(
-            f"  {best['total']:.1f} s (runs: {', '.join(format(r['total'], '.1f') for r in render_runs)}) = "
-            + " + ".join(f"{k} {v:.1f}" for k, v in _render_split(best).items())
-            + f"; {queued / best['total']:,.0f} messages/s end to end; peak RSS {best['rss_gb']:.2f} GB"
-        )
-        print(
-            "  reads: " + ", ".join(f"{k} {best['parts'][k]:.1f}" for k in RENDER_READS if k in best["parts"])
-        )
-        for key, r in render_runs[0]["rendered"].items():
-            rate = r["messages"] / r["seconds"] if r["seconds"] else float("nan")
-            line = (
-                f"  render_batch {key}: {r['messages']:,} in {r['seconds']:.2f} s = {rate:,.0f}/s in the task"
-            )
-            if "sample_seconds" in r:
-                pure = r["sample_messages"] / r["sample_seconds"]
-                line += f"; first {r['sample_messages']:,} again, best of 3: {pure:,.0f}/s"
-            if "naive_seconds" in r:
-                naive = r["sample_messages"] / r["naive_seconds"]
-                line += (
-                    f"; naive compile-per-message loop on them: {naive:,.0f}/s, ratio {pure / naive:,.0f}x; "
-                    f"same text: {r['same_text']}"
-                )
-            print(line)
-        out["render"][campaign] = {
-            "best": best,
-            "runs": [r["total"] for r in render_runs],
-            "same_outbox": len(digests) == 1,
-        }
-        sys.stdout.flush()
-    return out
+    return line
 
 
 def main() -> int:
@@ -1223,7 +1273,7 @@ def report(memory: dict[str, Any], store: dict[str, Any]) -> None:
     total_messages = sum(r["best"]["queued"] for r in store["render"].values())
     total_seconds = sum(r["best"]["total"] for r in store["render"].values())
     print(
-        f"{'render_campaign, all campaigns (' + format(total_messages, ',') + ' messages)':<70} "
+        f"{'render_messages, all campaigns (' + format(total_messages, ',') + ' messages)':<70} "
         f"{'':>10} {total_seconds:>14.1f} s"
     )
     for r in store["render"].values():

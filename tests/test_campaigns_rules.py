@@ -12,6 +12,7 @@ from segment_rows import PLAIN_SEGMENT
 from huitouke.campaigns.rules import (
     Conditions,
     EntryRule,
+    RuleInputs,
     birthday_mask,
     conditions_mask,
     entry_mask,
@@ -56,11 +57,13 @@ def mask(rule: dict, seg: pd.DataFrame, day_orders=None, birthdays=None, setting
     return list(
         entry_mask(
             EntryRule.model_validate(rule),
-            seg,
-            day_orders if day_orders is not None else orders(),
-            birthdays,
-            DAY,
-            settings or SegmentSettings(),
+            RuleInputs(
+                seg,
+                day_orders if day_orders is not None else orders(),
+                birthdays,
+                DAY,
+                settings or SegmentSettings(),
+            ),
         )
     )
 

@@ -14,8 +14,9 @@ from pathlib import Path
 import pytest
 
 from huitouke.render import SAMPLE_SHOP, TemplateError, compile_message, render_batch, sample_context
+from huitouke.render.catalogue import find_message
 from huitouke.render.environment import template_environment
-from huitouke.render.messages import CompiledMessage, find_message
+from huitouke.render.messages import CompiledMessage
 
 ESCAPES = {
     "mro": "{{ ''.__class__.__mro__ }}",

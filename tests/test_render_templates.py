@@ -31,7 +31,7 @@ from huitouke.render import (
 from huitouke.render.cli import add_templates_commands
 from huitouke.render.context import context_reference_markdown, salutation
 from huitouke.render.environment import cny, date_en, date_zh
-from huitouke.render.preview import preview_message
+from huitouke.render.preview import PreviewOptions, preview_message
 from huitouke.segments import SEGMENTS_COLUMNS
 
 # The default campaigns and the channels their templates exist in.
@@ -276,16 +276,18 @@ def test_preview_shows_every_variant_with_its_segments():
 
 
 def test_preview_for_a_given_customer_and_wave():
-    text = preview_message("coupon_wave", context={"first_name": "王芳"}, wave=5)
+    text = preview_message("coupon_wave", PreviewOptions(context={"first_name": "王芳"}, wave=5))
     assert "【暖暖母婴旗舰店】王芳您好，这是本季最后一张" in text
-    text = preview_message("care_tips", channel="sms", context={"customer": {"category_group": "3c"}})
+    text = preview_message(
+        "care_tips", PreviewOptions(channel="sms", context={"customer": {"category_group": "3c"}})
+    )
     assert "sms/care_tips/3c.txt.j2" in text
 
 
 def test_preview_says_when_an_sms_is_over_budget(tmp_path):
     (tmp_path / "sms").mkdir()
     (tmp_path / "sms" / "long.txt.j2").write_text("好" * 200, encoding="utf-8")
-    assert "OVER the maximum of 2" in preview_message("long", root=tmp_path)
+    assert "OVER the maximum of 2" in preview_message("long", PreviewOptions(root=tmp_path))
 
 
 def _cli(argv: list[str]) -> int:

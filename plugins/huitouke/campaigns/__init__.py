@@ -8,7 +8,9 @@ Plain functions over pandas DataFrames, with the store and Airflow at the edges:
     sends = with_codes(plan.sends, coupons)           # -> render -> outbox
     print(plan.as_text())                             # per campaign: entered, due, treated, ...
 
-:func:`redeemed_codes` marks the coupons that the day's orders used. See docs/campaigns.md.
+:func:`redeemed_codes` marks the coupons that the day's orders used. The stage's task is
+:func:`huitouke.campaigns.daily.run_day`, its store edge :mod:`huitouke.campaigns.persist`; see
+docs/campaigns.md.
 """
 
 from huitouke.campaigns.coupons import (

@@ -27,6 +27,8 @@ import pandas as pd
 
 from huitouke import records
 from huitouke.campaigns.playbook import Playbook
+from huitouke.campaigns.tables import columns_of, unique_key
+from huitouke.store import schema
 
 __all__ = [
     "ALPHABET",
@@ -44,17 +46,11 @@ __all__ = [
 ALPHABET = "23456789ABCDEFGHJKMNPQRSTUVWXYZ"
 CODE_LENGTH = 10
 _CODES = len(ALPHABET) ** CODE_LENGTH
-KEY: tuple[str, ...] = ("campaign", "customer_id", "entered_on", "wave")
-COUPON_COLUMNS: tuple[str, ...] = (
-    "code",
-    "campaign",
-    "customer_id",
-    "entered_on",
-    "wave",
-    "value_cents",
-    "min_spend_cents",
-    "issued_on",
-    "expires_on",
+# A coupon's key, (campaign, customer, entry, wave), and the columns issuing it sets: the coupons
+# table's, less what redemption and the store's write fill in.
+KEY: tuple[str, ...] = unique_key(schema.coupons)
+COUPON_COLUMNS: tuple[str, ...] = columns_of(
+    schema.coupons, without=("redeemed_order_id", "redeemed_on", "created_at")
 )
 REDEMPTION_COLUMNS: tuple[str, ...] = (
     "code",
@@ -108,10 +104,19 @@ def issue_coupons(
     ``waves`` is :attr:`huitouke.campaigns.plan.DayPlan.waves`; ``existing`` the stored coupons of
     those waves (same columns): their codes are reused, so a re-run issues the same codes.
     """
+    out = _coupon_rows(waves)
+    codes, taken = _stored_codes(out, existing)
+    _new_codes(out["campaign"].to_numpy(dtype=object), codes, taken, playbook)
+    out.insert(0, "code", codes)
+    return out[list(COUPON_COLUMNS)]
+
+
+def _coupon_rows(waves: pd.DataFrame) -> pd.DataFrame:
+    """The coupon of each treated wave with coupon terms, without its code."""
     treated = waves[
         (waves["outcome"] == "treated").to_numpy() & waves["coupon_value_cents"].notna().to_numpy()
     ]
-    out = pd.DataFrame(
+    return pd.DataFrame(
         {
             "campaign": treated["campaign"].to_numpy(dtype=object),
             "customer_id": treated["customer_id"].to_numpy(dtype=object),
@@ -123,31 +128,29 @@ def issue_coupons(
             "expires_on": treated["coupon_expires_on"].to_numpy(dtype=object),
         }
     )
+
+
+def _stored_codes(out: pd.DataFrame, existing: pd.DataFrame | None) -> tuple[np.ndarray, set[str]]:
+    """The stored code of each coupon of ``out`` (None: not stored yet), and every stored code."""
     codes = np.full(len(out), None, dtype=object)
-    taken: set[str] = set()
-    if existing is not None and len(existing):
-        stored = existing.assign(entered_on=pd.to_datetime(existing["entered_on"]).dt.date)
-        lookup = {
-            (c, str(k), e, int(w)): code
-            for c, k, e, w, code in zip(
-                stored["campaign"],
-                stored["customer_id"],
-                stored["entered_on"],
-                stored["wave"],
-                stored["code"],
-                strict=True,
-            )
-        }
-        taken = set(stored["code"])
-        for i, key in enumerate(
-            zip(out["campaign"], out["customer_id"], out["entered_on"], out["wave"], strict=True)
-        ):
-            codes[i] = lookup.get((key[0], key[1], key[2], int(key[3])))
+    if existing is None or not len(existing):
+        return codes, set()
+    stored = existing.assign(entered_on=pd.to_datetime(existing["entered_on"]).dt.date)
+    lookup = {
+        (c, str(k), e, int(w)): code
+        for c, k, e, w, code in zip(*(stored[column] for column in (*KEY, "code")), strict=True)
+    }
+    for i, (c, k, e, w) in enumerate(zip(*(out[column] for column in KEY), strict=True)):
+        codes[i] = lookup.get((c, k, e, int(w)))
+    return codes, set(stored["code"])
+
+
+def _new_codes(campaign_of: np.ndarray, codes: np.ndarray, taken: set[str], playbook: Playbook) -> None:
+    """A fresh code, with its campaign's prefix, for each coupon without one (in place)."""
     prefixes = {
         name: coupon_prefix(name, (c.coupon.prefix if c.coupon else None) or _variant_prefix(c))
         for name, c in playbook.campaigns.items()
     }
-    campaign_of = out["campaign"].to_numpy(dtype=object)
     for i in np.flatnonzero(pd.isna(codes)):
         prefix = prefixes.get(campaign_of[i]) or coupon_prefix(campaign_of[i])
         code = new_code(prefix)
@@ -155,8 +158,6 @@ def issue_coupons(
             code = new_code(prefix)
         taken.add(code)
         codes[i] = code
-    out.insert(0, "code", codes)
-    return out[list(COUPON_COLUMNS)]
 
 
 def _variant_prefix(campaign) -> str | None:

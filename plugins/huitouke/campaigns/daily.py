@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import date, datetime
+from typing import Any
 
 import pandas as pd
 from sqlalchemy import Connection, Engine
@@ -37,13 +38,15 @@ class PlanResult:
     redemptions: dict[str, int]
     note: str = ""
 
+    def _plan(self) -> DayPlan:
+        """The summary as a plan (for its table and its plain values)."""
+        return DayPlan(self.business_date, pd.DataFrame(), pd.DataFrame(), pd.DataFrame(), self.summary)
+
     def as_text(self) -> str:
         if self.summary.empty:
             table = f"No campaign planned for {self.business_date}."
         else:
-            table = DayPlan(
-                self.business_date, pd.DataFrame(), pd.DataFrame(), pd.DataFrame(), self.summary
-            ).as_text()
+            table = self._plan().as_text()
         r = self.redemptions
         lines = [table]
         if self.note:
@@ -54,6 +57,16 @@ class PlanResult:
             f" {r.get('unknown_code', 0):,} unknown codes, {r.get('already_redeemed', 0):,} already redeemed)"
         )
         return "\n".join(lines)
+
+    def as_dict(self) -> dict[str, Any]:
+        """The day, whether it was planned now, each campaign's figures, the redemptions."""
+        return {
+            "business_date": self.business_date.isoformat(),
+            "planned": self.planned,
+            "campaigns": self._plan().as_dict()["campaigns"],
+            "redemptions": {k: int(v) for k, v in self.redemptions.items()},
+            "note": self.note,
+        }
 
     def campaigns(self) -> list[str]:
         """The campaigns of the day's plan, highest priority first (what the render tasks map over)."""
@@ -100,33 +113,47 @@ def run_day(
     now = now or datetime.now()
     with engine.begin() as conn:
         redemptions = persist.redeem_coupons(conn, day)
-        latest = persist.latest_planned_day(conn)
-        if latest is not None and day < latest:
-            note = (
-                f"{day} is before the latest planned day {latest}: its plan is kept as stored "
-                "(later days were planned on it)"
-            )
-            log.warning("%s", note)
-            return PlanResult(day, False, _stored_summary(conn, day), redemptions, note)
-        if latest == day:
-            note = f"{day} was planned before: the stored plan is kept, only missing messages are queued"
-            log.info("%s", note)
-            return PlanResult(day, False, _stored_summary(conn, day), redemptions, note)
-        if segments is None:
-            segments = _segments_of(conn, day, playbook)
-        plan = plan_day(
-            playbook,
-            day,
-            segments,
-            contacts=persist.read_contacts(conn),
-            orders=persist.read_day_orders(conn, day),
-            entries=persist.read_entries(conn, day, playbook),
-            history=persist.read_contact_history(conn, day, playbook.contact_pressure.longest_window_days),
-        )
+        kept = _why_kept(conn, day)
+        if kept is not None:
+            return PlanResult(day, False, _stored_summary(conn, day), redemptions, kept)
+        plan = _plan(conn, day, playbook, segments)
         issued = issue_coupons(plan.waves, playbook, persist.stored_coupons(conn, day))
         persist.write_plan(conn, plan, issued, now)
     summary = plan.summary.assign(messages_queued=0, status=persist.PLANNED)
     return PlanResult(day, True, summary, redemptions, "\n".join(plan.notes))
+
+
+def _why_kept(conn: Connection, day: date) -> str | None:
+    """Why the stored plan of ``day`` stands (planned before, or later days planned on it);
+    None when the day is to be planned."""
+    latest = persist.latest_planned_day(conn)
+    if latest is not None and day < latest:
+        note = (
+            f"{day} is before the latest planned day {latest}: its plan is kept as stored "
+            "(later days were planned on it)"
+        )
+        log.warning("%s", note)
+        return note
+    if latest == day:
+        note = f"{day} was planned before: the stored plan is kept, only missing messages are queued"
+        log.info("%s", note)
+        return note
+    return None
+
+
+def _plan(conn: Connection, day: date, playbook: Playbook, segments: pd.DataFrame | None) -> DayPlan:
+    """The day's plan from the stored inputs (the day's segments recomputed when not given)."""
+    if segments is None:
+        segments = _segments_of(conn, day, playbook)
+    return plan_day(
+        playbook,
+        day,
+        segments,
+        contacts=persist.read_contacts(conn),
+        orders=persist.read_day_orders(conn, day),
+        entries=persist.read_entries(conn, day, playbook),
+        history=persist.read_contact_history(conn, day, playbook.contact_pressure.longest_window_days),
+    )
 
 
 def _segments_of(conn: Connection, day: date, playbook: Playbook) -> pd.DataFrame:

@@ -75,7 +75,8 @@ The day, step by step
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from collections.abc import Iterable
+from dataclasses import dataclass, field, fields
 from datetime import date
 from typing import Any
 
@@ -85,26 +86,13 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from huitouke.campaigns.holdout import HOLDOUT, TREATMENT, assign_arms, uniforms
-from huitouke.campaigns.playbook import CALL, EMAIL, SMS, Campaign, Playbook
-from huitouke.campaigns.rules import conditions_mask, entry_mask, prepare_orders
+from huitouke.campaigns.playbook import CALL, EMAIL, SMS, Campaign, ContactPressure, Playbook
+from huitouke.campaigns.rules import RuleInputs, conditions_mask, entry_mask, prepare_orders
+from huitouke.campaigns.tables import columns_of
 from huitouke.pii import get_logger
+from huitouke.store.schema import campaign_waves
 
 log = get_logger(__name__)
-
-__all__ = [
-    "CONTACT_COLUMNS",
-    "ENTRY_COLUMNS",
-    "EXIT_REASONS",
-    "HISTORY_COLUMNS",
-    "OUTCOMES",
-    "SEND_COLUMNS",
-    "SUMMARY_COLUMNS",
-    "SUPPRESSION_REASONS",
-    "WAVE_COLUMNS",
-    "DayPlan",
-    "empty_entries",
-    "plan_day",
-]
 
 TREATED, HELD_OUT, SUPPRESSED = "treated", "held_out", "suppressed"
 OUTCOMES: tuple[str, ...] = (TREATED, HELD_OUT, SUPPRESSED)
@@ -120,6 +108,14 @@ SUPPRESSION_REASONS: tuple[str, ...] = (
 REPURCHASED, COMPLETED = "repurchased", "completed"
 EXIT_REASONS: tuple[str, ...] = (REPURCHASED, COMPLETED, OPTED_OUT)
 
+# The segment fields the planner reads (of huitouke.segments.classify.SEGMENTS_COLUMNS).
+SEGMENT_INPUTS: tuple[str, ...] = (
+    "customer_id",
+    "member_tier",
+    "category_group",
+    "days_since_first_order",
+    "days_since_last_order",
+)
 ENTRY_COLUMNS: tuple[str, ...] = (
     "campaign",
     "customer_id",
@@ -131,24 +127,11 @@ ENTRY_COLUMNS: tuple[str, ...] = (
     "exited_on",
     "exit_reason",
 )
-WAVE_COLUMNS: tuple[str, ...] = (
-    "campaign",
-    "customer_id",
-    "entered_on",
-    "wave",
-    "due_on",
-    "arm",
-    "variant",
-    "kind",
-    "priority",
-    "outcome",
-    "reason",
-    "channels",
-    "counts_toward_cap",
-    "coupon_value_cents",
-    "coupon_min_spend_cents",
-    "coupon_expires_on",
-)
+# The coupon a treated wave carries: its terms (the code comes with issue_coupons).
+COUPON_TERM_COLUMNS: tuple[str, ...] = ("coupon_value_cents", "coupon_min_spend_cents", "coupon_expires_on")
+# A wave as stored (campaign_waves, less the time of writing), then its coupon terms.
+STORED_WAVE_COLUMNS: tuple[str, ...] = columns_of(campaign_waves, without=("planned_at",))
+WAVE_COLUMNS: tuple[str, ...] = (*STORED_WAVE_COLUMNS, *COUPON_TERM_COLUMNS)
 SEND_COLUMNS: tuple[str, ...] = (
     "campaign",
     "customer_id",
@@ -160,9 +143,7 @@ SEND_COLUMNS: tuple[str, ...] = (
     "recipient",
     "business_date",
     "category_group",
-    "coupon_value_cents",
-    "coupon_min_spend_cents",
-    "coupon_expires_on",
+    *COUPON_TERM_COLUMNS,
 )
 CONTACT_COLUMNS: tuple[str, ...] = (
     "customer_id",
@@ -517,6 +498,17 @@ def _history_counts(
 # ------------------------------------------------------------------------------------------ the day
 
 
+@dataclass(frozen=True)
+class _Today:
+    """The business day every campaign is planned on, and what each campaign's day reads."""
+
+    business_date: date
+    today: int  # the business date as a day number
+    playbook: Playbook
+    people: _People
+    rules: RuleInputs  # the day's segments, orders, birthdays: what the entry rules read
+
+
 @dataclass
 class _Active:
     """A campaign's open entries and the day's entries, as arrays, with the day's schedule and exits."""
@@ -555,49 +547,14 @@ def plan_day(
     history: pd.DataFrame | None = None,
 ) -> DayPlan:
     """Plan one business day for every campaign of the playbook (see the module docstring)."""
-    _require(
-        segments,
-        ("customer_id", "member_tier", "category_group", "days_since_first_order", "days_since_last_order"),
-        "segments",
-    )
-    today = int(np.datetime64(business_date, "D").astype(np.int64))
-    segments = segments.reset_index(drop=True)
-    # One contact row per customer (the last given wins), for every lookup below.
-    contacts = (
-        _normalise_contacts(contacts).drop_duplicates("customer_id", keep="last").reset_index(drop=True)
-    )
+    _require(segments, SEGMENT_INPUTS, "segments")
     stored = _normalise_entries(entries)
-    current = stored[(stored["entered_on"] <= today).to_numpy()]
-    people, stored_codes = _people(segments, contacts, today, current["customer_id"].to_numpy(dtype=object))
-    day_orders = prepare_orders(orders, business_date)
-    birthdays = pd.Series(
-        _take(contacts["birthday"].to_numpy(dtype=object), people.crow[: people.n_segments], None)
-    )
-
-    notes: list[str] = []
-    unknown = sorted(set(stored["campaign"]) - set(playbook.campaigns))
-    if unknown:
-        notes.append(f"entries of campaigns not in the playbook are left as they are: {', '.join(unknown)}")
-    future = int((stored["entered_on"] > today).sum())
-    if future:
-        notes.append(f"{future} entries dated after {business_date} are ignored")
-    current = current.assign(code=stored_codes)
-    by_campaign = {name: rows for name, rows in current.groupby("campaign", sort=False)}
-
-    days: list[_CampaignDay] = []
-    for name, campaign in playbook.campaigns_by_priority():
-        if not campaign.enabled:
-            continue
-        own = by_campaign.get(name, current.iloc[:0])
-        days.append(
-            _campaign_day(
-                name, campaign, own, today, business_date, segments, day_orders, birthdays, people, playbook
-            )
-        )
-
-    waves = _decide(days, people, history, today, business_date, playbook)
-    entries_out = _entry_rows(days, today, people)
-    sends = _sends(waves, days, people, today)
+    day, current = _today(playbook, business_date, segments, contacts, orders, stored)
+    notes = _notes(stored, playbook, business_date, day.today)
+    days = _campaign_days(day, current)
+    waves = _decide(days, history, day)
+    entries_out = _entry_rows(days, day.today, day.people)
+    sends = _sends(waves, days, day.people, day.today)
     summary = _summary(days, waves, sends)
     for note in notes:
         log.warning("%s", note)
@@ -611,77 +568,179 @@ def plan_day(
     )
 
 
-def _campaign_day(
-    name: str,
-    campaign: Campaign,
-    own: pd.DataFrame,
-    today: int,
+def _today(
+    playbook: Playbook,
     business_date: date,
     segments: pd.DataFrame,
-    day_orders: pd.DataFrame,
-    birthdays: pd.Series,
-    people: _People,
-    playbook: Playbook,
-) -> _CampaignDay:
-    entered = own["entered_on"].to_numpy(dtype=np.int64)
-    exited = own["exited_on"].to_numpy(dtype=np.int64)
-    who = own["customer_id"].to_numpy(dtype=object)
-    who_code = own["code"].to_numpy(dtype=np.int64)
-    is_prior = entered < today
-    is_open = is_prior & ((exited == _NAT) | (exited >= today))
-    is_today = ~is_prior
-    if is_today.any():  # recognised: keep the first stored entry of the day per customer
-        first = ~pd.Series(who).duplicated().to_numpy() | is_prior
-        is_today &= first
-
-    deferred = 0
-    ids = np.empty(0, dtype=object)
-    codes = np.empty(0, dtype=np.int64)
-    variant = np.empty(0, dtype=object)
-    if campaign.active_on(business_date):
-        mask = entry_mask(campaign.entry, segments, day_orders, birthdays, business_date, playbook.segments)
-        if mask.any():
-            chosen_variant = np.full(len(segments), "", dtype=object)
-            if campaign.variants:
-                chosen = np.zeros(len(segments), dtype=bool)
-                for vname, spec in campaign.variants.items():
-                    hit = mask & ~chosen & conditions_mask(spec, segments, day_orders, playbook.segments)
-                    chosen_variant[hit] = vname
-                    chosen |= hit
-                mask &= chosen
-            if len(own):  # not again while an entry is open or too recent
-                blocked = is_open | is_today
-                if campaign.reentry_after_days is None:
-                    blocked |= is_prior
-                else:
-                    blocked |= is_prior & (entered > today - campaign.reentry_after_days)
-                rows = who_code[blocked]
-                mask[rows[(rows >= 0) & (rows < people.n_segments)]] = False
-            codes = np.flatnonzero(mask).astype(np.int64)
-            ids = people.ids[codes]
-            variant = chosen_variant[mask]
-        limit = campaign.max_new_entries_per_day
-        if limit is not None:
-            room = max(0, limit - int(is_today.sum()))
-            if len(ids) > room:
-                order = np.argsort(
-                    uniforms(("entry_limit", name, business_date.isoformat()), ids), kind="stable"
-                )
-                take = np.sort(order[:room])
-                deferred = len(ids) - room
-                ids, variant, codes = ids[take], variant[take], codes[take]
-    keep_stored = is_open | is_today
-    arms = own["arm"].to_numpy(dtype=object)[keep_stored]
-    active = _Active(
-        customer_id=np.concatenate([who[keep_stored], ids]),
-        code=np.concatenate([who_code[keep_stored], codes]),
-        entered_on=np.concatenate([entered[keep_stored], np.full(len(ids), today, dtype=np.int64)]),
-        arm=np.concatenate([arms, assign_arms(name, ids, campaign.holdout.share, campaign.holdout.salt)]),
-        variant=np.concatenate([own["variant"].to_numpy(dtype=object)[keep_stored], variant]),
-        is_new=np.concatenate([is_today[keep_stored], np.ones(len(ids), dtype=bool)]),
+    contacts: pd.DataFrame | None,
+    orders: pd.DataFrame | None,
+    stored: pd.DataFrame,
+) -> tuple[_Today, pd.DataFrame]:
+    """The day's customers and rule inputs, and the stored entries up to the day (with their
+    customers' codes)."""
+    today = int(np.datetime64(business_date, "D").astype(np.int64))
+    segments = segments.reset_index(drop=True)
+    # One contact row per customer (the last given wins), for every lookup below.
+    contacts = (
+        _normalise_contacts(contacts).drop_duplicates("customer_id", keep="last").reset_index(drop=True)
     )
-    _schedule(active, campaign, today, people)
-    return _CampaignDay(name=name, campaign=campaign, active=active, deferred=deferred)
+    current = stored[(stored["entered_on"] <= today).to_numpy()]
+    people, stored_codes = _people(segments, contacts, today, current["customer_id"].to_numpy(dtype=object))
+    day_orders = prepare_orders(orders, business_date)
+    birthdays = pd.Series(
+        _take(contacts["birthday"].to_numpy(dtype=object), people.crow[: people.n_segments], None)
+    )
+    rules = RuleInputs(segments, day_orders, birthdays, business_date, playbook.segments)
+    return _Today(business_date, today, playbook, people, rules), current.assign(code=stored_codes)
+
+
+def _notes(stored: pd.DataFrame, playbook: Playbook, business_date: date, today: int) -> list[str]:
+    """What the plan leaves aside: entries of campaigns not in the playbook, entries of later days."""
+    notes: list[str] = []
+    unknown = sorted(set(stored["campaign"]) - set(playbook.campaigns))
+    if unknown:
+        notes.append(f"entries of campaigns not in the playbook are left as they are: {', '.join(unknown)}")
+    future = int((stored["entered_on"] > today).sum())
+    if future:
+        notes.append(f"{future} entries dated after {business_date} are ignored")
+    return notes
+
+
+def _campaign_days(day: _Today, current: pd.DataFrame) -> list[_CampaignDay]:
+    """Each enabled campaign's day, highest priority first (steps 1 to 3)."""
+    by_campaign = {name: rows for name, rows in current.groupby("campaign", sort=False)}
+    return [
+        _campaign_day(name, campaign, by_campaign.get(name, current.iloc[:0]), day)
+        for name, campaign in day.playbook.campaigns_by_priority()
+        if campaign.enabled
+    ]
+
+
+@dataclass(frozen=True)
+class _Stored:
+    """A campaign's stored entries up to the day, as arrays: which are open, which of the day."""
+
+    customer_id: np.ndarray
+    code: np.ndarray
+    entered_on: np.ndarray
+    arm: np.ndarray
+    variant: np.ndarray
+    is_prior: np.ndarray  # entered before the day
+    is_open: np.ndarray  # entered before the day, not exited before it
+    is_today: np.ndarray  # entered on the day (recognised: the first stored entry per customer)
+
+    @classmethod
+    def of(cls, own: pd.DataFrame, today: int) -> _Stored:
+        entered = own["entered_on"].to_numpy(dtype=np.int64)
+        exited = own["exited_on"].to_numpy(dtype=np.int64)
+        who = own["customer_id"].to_numpy(dtype=object)
+        is_prior = entered < today
+        is_open = is_prior & ((exited == _NAT) | (exited >= today))
+        is_today = ~is_prior
+        if is_today.any():  # recognised: keep the first stored entry of the day per customer
+            first = ~pd.Series(who).duplicated().to_numpy() | is_prior
+            is_today &= first
+        return cls(
+            customer_id=who,
+            code=own["code"].to_numpy(dtype=np.int64),
+            entered_on=entered,
+            arm=own["arm"].to_numpy(dtype=object),
+            variant=own["variant"].to_numpy(dtype=object),
+            is_prior=is_prior,
+            is_open=is_open,
+            is_today=is_today,
+        )
+
+    def __len__(self) -> int:
+        return len(self.customer_id)
+
+
+@dataclass(frozen=True)
+class _Newcomers:
+    """The customers who enter a campaign on the day (their codes in _People), in which variant."""
+
+    ids: np.ndarray
+    codes: np.ndarray
+    variant: np.ndarray
+    deferred: int = 0  # met the rule, left out by max_new_entries_per_day
+
+
+def _no_newcomers() -> _Newcomers:
+    return _Newcomers(np.empty(0, dtype=object), np.empty(0, dtype=np.int64), np.empty(0, dtype=object))
+
+
+def _campaign_day(name: str, campaign: Campaign, own: pd.DataFrame, day: _Today) -> _CampaignDay:
+    """One campaign's entries (step 1), schedule and exits (steps 2 and 3) on the day."""
+    stored = _Stored.of(own, day.today)
+    new = _newcomers(name, campaign, stored, day)
+    keep = stored.is_open | stored.is_today
+    arms = assign_arms(name, new.ids, campaign.holdout.share, campaign.holdout.salt)
+    active = _Active(
+        customer_id=np.concatenate([stored.customer_id[keep], new.ids]),
+        code=np.concatenate([stored.code[keep], new.codes]),
+        entered_on=np.concatenate(
+            [stored.entered_on[keep], np.full(len(new.ids), day.today, dtype=np.int64)]
+        ),
+        arm=np.concatenate([stored.arm[keep], arms]),
+        variant=np.concatenate([stored.variant[keep], new.variant]),
+        is_new=np.concatenate([stored.is_today[keep], np.ones(len(new.ids), dtype=bool)]),
+    )
+    _schedule(active, campaign, day.today, day.people)
+    return _CampaignDay(name=name, campaign=campaign, active=active, deferred=new.deferred)
+
+
+def _newcomers(name: str, campaign: Campaign, stored: _Stored, day: _Today) -> _Newcomers:
+    """Who enters the campaign on the day (step 1), within ``max_new_entries_per_day``."""
+    if not campaign.active_on(day.business_date):
+        return _no_newcomers()
+    found = _eligible(campaign, stored, day)
+    limit = campaign.max_new_entries_per_day
+    if limit is None:
+        return found
+    room = max(0, limit - int(stored.is_today.sum()))
+    if len(found.ids) <= room:
+        return found
+    order = np.argsort(
+        uniforms(("entry_limit", name, day.business_date.isoformat()), found.ids), kind="stable"
+    )
+    take = np.sort(order[:room])
+    return _Newcomers(found.ids[take], found.codes[take], found.variant[take], len(found.ids) - room)
+
+
+def _eligible(campaign: Campaign, stored: _Stored, day: _Today) -> _Newcomers:
+    """The customers who meet the entry rule (and a variant's conditions) and may enter again."""
+    mask = entry_mask(campaign.entry, day.rules)
+    if not mask.any():
+        return _no_newcomers()
+    mask, variant = _variant_choice(campaign, mask, day.rules)
+    if len(stored):  # not again while an entry is open or too recent
+        rows = stored.code[_blocked(campaign, stored, day.today)]
+        mask[rows[(rows >= 0) & (rows < day.people.n_segments)]] = False
+    codes = np.flatnonzero(mask).astype(np.int64)
+    return _Newcomers(day.people.ids[codes], codes, variant[mask])
+
+
+def _variant_choice(campaign: Campaign, mask: np.ndarray, rules: RuleInputs) -> tuple[np.ndarray, np.ndarray]:
+    """Each customer's variant: the first whose conditions they meet ("" without variants); with
+    variants, a customer who meets none does not enter."""
+    variant = np.full(len(mask), "", dtype=object)
+    if not campaign.variants:
+        return mask, variant
+    chosen = np.zeros(len(mask), dtype=bool)
+    for name, spec in campaign.variants.items():
+        hit = mask & ~chosen & conditions_mask(spec, rules.segments, rules.day_orders, rules.settings)
+        variant[hit] = name
+        chosen |= hit
+    return mask & chosen, variant
+
+
+def _blocked(campaign: Campaign, stored: _Stored, today: int) -> np.ndarray:
+    """Which stored entries keep their customer out: open, of the day, or too recent
+    (``reentry_after_days``; null: any earlier entry)."""
+    blocked = stored.is_open | stored.is_today
+    if campaign.reentry_after_days is None:
+        return blocked | stored.is_prior
+    return blocked | (stored.is_prior & (stored.entered_on > today - campaign.reentry_after_days))
 
 
 def _schedule(active: _Active, campaign: Campaign, today: int, people: _People) -> None:
@@ -728,174 +787,203 @@ def _schedule(active: _Active, campaign: Campaign, today: int, people: _People) 
 
 
 @dataclass
-class _Waves:
-    """The day's waves as arrays (in the order of :data:`WAVE_COLUMNS`' frame) and the frame."""
+class _Due:
+    """The waves due today while they are decided (steps 4a-4e), as arrays in the order of the
+    campaign days; ``reason`` is None until a step suppresses the wave."""
 
-    frame: pd.DataFrame
     day: np.ndarray  # index into the list of campaign days
     code: np.ndarray
     customer_id: np.ndarray
-    entered_on: np.ndarray  # object dates
+    entered_on: np.ndarray  # day numbers
     wave: np.ndarray
+    arm: np.ndarray
     variant: np.ndarray
-    outcome: np.ndarray
-    reason: np.ndarray
     channels: np.ndarray
-    value: np.ndarray  # coupon cents, -1 = none
-    min_spend: np.ndarray
-    expires: np.ndarray  # object dates
+    messages: np.ndarray  # what the wave sends if treated
+    reason: np.ndarray
+    priority: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
+    counts_toward_cap: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=bool))
+    outcome: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=object))
+    value: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))  # coupon cents, -1 = none
+    min_spend: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
+    expires: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))  # day numbers
+
+    def still_open(self) -> np.ndarray:
+        return self.reason == None  # noqa: E711 - element-wise on an object array
+
+    def take(self, order: np.ndarray) -> _Due:
+        """The waves in ``order``."""
+        return _Due(**{f.name: getattr(self, f.name)[order] for f in fields(self)})
+
+    @classmethod
+    def empty(cls) -> _Due:
+        ints, objects = np.empty(0, dtype=np.int64), np.empty(0, dtype=object)
+        return cls(ints, ints, objects, ints, ints, objects, objects, objects, ints, objects)
 
 
-def _decide(
-    days: list[_CampaignDay],
-    people: _People,
-    history: pd.DataFrame | None,
-    today: int,
-    business_date: date,
-    playbook: Playbook,
-) -> _Waves:
+@dataclass(frozen=True)
+class _Waves:
+    """The day's decided waves: the frame of :data:`WAVE_COLUMNS`, and its rows as arrays."""
+
+    frame: pd.DataFrame
+    rows: _Due  # in the frame's order
+
+
+def _decide(days: list[_CampaignDay], history: pd.DataFrame | None, day: _Today) -> _Waves:
     """One row per wave due today with its outcome (steps 4a-4e of the module docstring)."""
-    parts: dict[str, list[np.ndarray]] = {
-        k: [] for k in ("day", "code", "customer_id", "entered_on", "wave", "arm", "variant", "channels")
-    }
-    messages_parts: list[np.ndarray] = []
-    reason_parts: list[np.ndarray] = []
-    for i, day in enumerate(days):
-        a, due = day.active, day.active.due
-        if not due.any():
-            continue
-        code = a.code[due]
-        variant = a.variant[due]
-        channels, n_messages, reason = _reach(code, variant, day.campaign, people)
-        parts["day"].append(np.full(len(code), i, dtype=np.int64))
-        parts["code"].append(code)
-        parts["customer_id"].append(a.customer_id[due])
-        parts["entered_on"].append(a.entered_on[due])
-        parts["wave"].append(a.wave[due])
-        parts["arm"].append(a.arm[due])
-        parts["variant"].append(variant)
-        parts["channels"].append(channels)
-        messages_parts.append(n_messages)
-        reason_parts.append(reason)
-    if not messages_parts:
+    due = _due_waves(days, day.people)
+    if due is None:
         return _no_waves()
-    cols = {k: np.concatenate(v) for k, v in parts.items()}
-    day_of = cols["day"]
-    code = cols["code"]
-    ids = cols["customer_id"]
-    arm = cols["arm"]
-    n_messages = np.concatenate(messages_parts)
-    reason = np.concatenate(reason_parts)
-    priority = np.array([d.campaign.priority for d in days], dtype=np.int64)[day_of]
-    counts_toward_cap = np.array([d.campaign.counts_toward_caps for d in days], dtype=bool)[day_of]
+    pressure = day.playbook.contact_pressure
+    _member_caps(due, day.people, history, day.today, pressure)
+    _priority(due, day.people)
+    _global_cap(due, pressure.daily_global_cap, day.business_date)
+    due.outcome = _outcomes(due)
+    _coupon_terms(due, days, day.today)
+    return _waves_frame(due, days, day.people, day.today)
 
-    # b. member-tier caps
-    pressure = playbook.contact_pressure
-    tier_code, tier_names = pd.factorize(_take(people.member_tier, code, None), use_na_sentinel=False)
+
+def _due_waves(days: list[_CampaignDay], people: _People) -> _Due | None:
+    """Every wave due today, with the channels that reach its customer (a.; None: no wave due)."""
+    cols = _stacked(_due_of(i, d, people) for i, d in enumerate(days) if d.active.due.any())
+    if cols is None:
+        return None
+    due = _Due(**cols)
+    due.priority = np.array([d.campaign.priority for d in days], dtype=np.int64)[due.day]
+    due.counts_toward_cap = np.array([d.campaign.counts_toward_caps for d in days], dtype=bool)[due.day]
+    return due
+
+
+def _due_of(i: int, campaign_day: _CampaignDay, people: _People) -> dict[str, np.ndarray]:
+    """The waves of the ``i``-th campaign day due today, as _Due's arrays."""
+    a, due = campaign_day.active, campaign_day.active.due
+    code, variant = a.code[due], a.variant[due]
+    channels, messages, reason = _reach(code, variant, campaign_day.campaign, people)
+    return {
+        "day": np.full(len(code), i, dtype=np.int64),
+        "code": code,
+        "customer_id": a.customer_id[due],
+        "entered_on": a.entered_on[due],
+        "wave": a.wave[due],
+        "arm": a.arm[due],
+        "variant": variant,
+        "channels": channels,
+        "messages": messages,
+        "reason": reason,
+    }
+
+
+def _stacked(parts: Iterable[dict[str, np.ndarray]]) -> dict[str, np.ndarray] | None:
+    """The arrays of the campaign days, stacked by name in the days' order (None: no part)."""
+    parts = list(parts)
+    if not parts:
+        return None
+    return {k: np.concatenate([part[k] for part in parts]) for k in parts[0]}
+
+
+def _member_caps(
+    due: _Due, people: _People, history: pd.DataFrame | None, today: int, pressure: ContactPressure
+) -> None:
+    """b. Suppress ``cap_member_tier`` the capped waves of customers with as many capped contacts
+    in their tier's window as the tier allows."""
+    tier_code, tier_names = pd.factorize(_take(people.member_tier, due.code, None), use_na_sentinel=False)
     caps = [pressure.cap_for(None if _is_missing(t) else t) for t in tier_names]
     limit = np.array([c.max_contacts for c in caps], dtype=np.int64)[tier_code]
     window = np.array([c.per_days for c in caps], dtype=np.int64)[tier_code]
     counts = _history_counts(history, today, set(window.tolist()), people)
-    before = np.zeros(len(code), dtype=np.int64)
+    before = np.zeros(len(due.code), dtype=np.int64)
     for d, per_customer in counts.items():
         sel = window == d
-        before[sel] = per_customer[code[sel]]
-    capped = (reason == None) & counts_toward_cap & (before >= limit)  # noqa: E711
-    reason[capped] = CAP_MEMBER_TIER
+        before[sel] = per_customer[due.code[sel]]
+    capped = due.still_open() & due.counts_toward_cap & (before >= limit)
+    due.reason[capped] = CAP_MEMBER_TIER
 
-    # c. one campaign per customer per day: the highest priority wins
-    open_ = reason == None  # noqa: E711
-    offered = np.where(open_, priority, -1)
+
+def _priority(due: _Due, people: _People) -> None:
+    """c. One campaign per customer per day: the highest priority wins, the others are
+    suppressed ``lower_priority``."""
+    open_ = due.still_open()
+    offered = np.where(open_, due.priority, -1)
     best = np.full(len(people.ids), np.iinfo(np.int64).min, dtype=np.int64)
-    np.maximum.at(best, code, offered)
-    reason[open_ & (priority < best[code])] = LOWER_PRIORITY
+    np.maximum.at(best, due.code, offered)
+    due.reason[open_ & (due.priority < best[due.code])] = LOWER_PRIORITY
 
-    # d. daily global cap, blind to the arm
-    cap = pressure.daily_global_cap
-    if cap is not None:
-        winners = np.flatnonzero(reason == None)  # noqa: E711
-        tie = uniforms(("daily_global_cap", business_date.isoformat()), ids[winners])
-        order = winners[np.lexsort((ids[winners].astype(str), tie, -priority[winners]))]
-        as_if = n_messages[order]
-        sent = np.where(arm[order] == TREATMENT, as_if, 0)
-        before_sent = np.cumsum(sent) - sent
-        fits = (
-            np.logical_and.accumulate(before_sent + as_if <= cap) if len(order) else np.zeros(0, dtype=bool)
-        )
-        reason[order[~fits]] = CAP_DAILY_GLOBAL
 
-    # e. outcomes
-    outcome = np.where(reason != None, SUPPRESSED, np.where(arm == HOLDOUT, HELD_OUT, TREATED))  # noqa: E711
-    outcome = outcome.astype(object)
-    treated = outcome == TREATED
+def _global_cap(due: _Due, cap: int | None, business_date: date) -> None:
+    """d. The daily global cap, blind to the arm: the winners in order of priority, then a
+    deterministic random order, while the messages actually sent stay within the cap."""
+    if cap is None:
+        return
+    winners = np.flatnonzero(due.still_open())
+    ids = due.customer_id[winners]
+    tie = uniforms(("daily_global_cap", business_date.isoformat()), ids)
+    order = winners[np.lexsort((ids.astype(str), tie, -due.priority[winners]))]
+    as_if = due.messages[order]
+    sent = np.where(due.arm[order] == TREATMENT, as_if, 0)
+    before_sent = np.cumsum(sent) - sent
+    fits = np.logical_and.accumulate(before_sent + as_if <= cap) if len(order) else np.zeros(0, dtype=bool)
+    due.reason[order[~fits]] = CAP_DAILY_GLOBAL
 
-    value = np.full(len(code), -1, dtype=np.int64)
-    min_spend = np.full(len(code), -1, dtype=np.int64)
-    expires = np.full(len(code), _NAT, dtype=np.int64)
-    variant = cols["variant"]
-    for i, day in enumerate(days):
-        of_campaign = day_of == i
+
+def _outcomes(due: _Due) -> np.ndarray:
+    """e. ``suppressed`` with a reason, else ``treated`` or ``held_out`` by the arm."""
+    outcome = np.where(~due.still_open(), SUPPRESSED, np.where(due.arm == HOLDOUT, HELD_OUT, TREATED))
+    return outcome.astype(object)
+
+
+def _coupon_terms(due: _Due, days: list[_CampaignDay], today: int) -> None:
+    """The coupon terms (value, minimum spend, expiry) of the treated waves whose variant gives one."""
+    size = len(due.code)
+    due.value = np.full(size, -1, dtype=np.int64)
+    due.min_spend = np.full(size, -1, dtype=np.int64)
+    due.expires = np.full(size, _NAT, dtype=np.int64)
+    treated = due.outcome == TREATED
+    for i, campaign_day in enumerate(days):
+        of_campaign = due.day == i
         if not of_campaign.any():
             continue
-        for v in set(variant[of_campaign]):
-            coupon = day.campaign.offer(day.name, v).coupon
+        for v in set(due.variant[of_campaign]):
+            coupon = campaign_day.campaign.offer(campaign_day.name, v).coupon
             if coupon is None:
                 continue
-            sel = of_campaign & (variant == v) & treated
-            value[sel] = coupon.value_cents
-            min_spend[sel] = coupon.min_spend_cents
-            expires[sel] = today + coupon.valid_days
+            sel = of_campaign & (due.variant == v) & treated
+            due.value[sel] = coupon.value_cents
+            due.min_spend[sel] = coupon.min_spend_cents
+            due.expires[sel] = today + coupon.valid_days
 
-    # sorted by priority (highest first), campaign, customer id; stable
-    names = [d.name for d in days]
-    name_rank = np.argsort(np.argsort(np.array(names, dtype=object), kind="stable"), kind="stable")
-    order = np.lexsort((people.rank()[code], name_rank[day_of], -priority))
-    day_of, code, ids, arm, variant = day_of[order], code[order], ids[order], arm[order], variant[order]
-    priority, counts_toward_cap = priority[order], counts_toward_cap[order]
-    outcome, reason, channels = outcome[order], reason[order], cols["channels"][order]
-    value, min_spend = value[order], min_spend[order]
-    entered_on = _dates(cols["entered_on"][order])
-    wave = cols["wave"][order].astype(np.int64)
-    expires_on = _dates(expires[order])
-    campaign = np.array(names, dtype=object)[day_of]
-    kind = np.array([d.campaign.kind for d in days], dtype=object)[day_of]
-    due_on = _dates(np.full(len(code), today, dtype=np.int64))
+
+def _name_rank(days: list[_CampaignDay]) -> np.ndarray:
+    """Each campaign day's rank by campaign name."""
+    names = np.array([d.name for d in days], dtype=object)
+    return np.argsort(np.argsort(names, kind="stable"), kind="stable")
+
+
+def _waves_frame(due: _Due, days: list[_CampaignDay], people: _People, today: int) -> _Waves:
+    """The decided waves sorted by priority (highest first), campaign, customer id (stable), as
+    the frame of :data:`WAVE_COLUMNS` and as arrays."""
+    rows = due.take(np.lexsort((people.rank()[due.code], _name_rank(days)[due.day], -due.priority)))
     frame = pd.DataFrame(
         {
-            "campaign": _column(campaign),
-            "customer_id": _column(_none(ids)),
-            "entered_on": _column(entered_on),
-            "wave": wave,
-            "due_on": _column(due_on),
-            "arm": _column(_none(arm)),
-            "variant": _column(_none(variant)),
-            "kind": _column(kind),
-            "priority": priority,
-            "outcome": _column(outcome),
-            "reason": _column(reason),
-            "channels": _column(channels),
-            "counts_toward_cap": counts_toward_cap,
-            "coupon_value_cents": _nullable(value),
-            "coupon_min_spend_cents": _nullable(min_spend),
-            "coupon_expires_on": _column(expires_on),
+            "campaign": _column(np.array([d.name for d in days], dtype=object)[rows.day]),
+            "customer_id": _column(_none(rows.customer_id)),
+            "entered_on": _column(_dates(rows.entered_on)),
+            "wave": rows.wave.astype(np.int64),
+            "due_on": _column(_dates(np.full(len(rows.code), today, dtype=np.int64))),
+            "arm": _column(_none(rows.arm)),
+            "variant": _column(_none(rows.variant)),
+            "kind": _column(np.array([d.campaign.kind for d in days], dtype=object)[rows.day]),
+            "priority": rows.priority,
+            "outcome": _column(rows.outcome),
+            "reason": _column(rows.reason),
+            "channels": _column(rows.channels),
+            "counts_toward_cap": rows.counts_toward_cap,
+            "coupon_value_cents": _nullable(rows.value),
+            "coupon_min_spend_cents": _nullable(rows.min_spend),
+            "coupon_expires_on": _column(_dates(rows.expires)),
         },
         copy=False,
     )
-    return _Waves(
-        frame=frame,
-        day=day_of,
-        code=code,
-        customer_id=frame["customer_id"].to_numpy(),
-        entered_on=entered_on,
-        wave=wave,
-        variant=frame["variant"].to_numpy(),
-        outcome=outcome,
-        reason=reason,
-        channels=channels,
-        value=value,
-        min_spend=min_spend,
-        expires=expires_on,
-    )
+    return _Waves(frame, rows)
 
 
 def _is_missing(value: Any) -> bool:
@@ -903,11 +991,7 @@ def _is_missing(value: Any) -> bool:
 
 
 def _no_waves() -> _Waves:
-    empty = np.empty(0, dtype=object)
-    none = np.empty(0, dtype=np.int64)
-    return _Waves(
-        _empty_waves(), none, none, empty, empty, none, empty, empty, empty, empty, none, none, empty
-    )
+    return _Waves(_empty_waves(), _Due.empty())
 
 
 def _nullable(cents: np.ndarray) -> pd.arrays.IntegerArray:
@@ -960,56 +1044,24 @@ def _empty_waves() -> pd.DataFrame:
 
 
 def _entry_rows(days: list[_CampaignDay], today: int, people: _People) -> pd.DataFrame:
-    """Rows to upsert: the day's entries and every open entry with a wave due or an exit today."""
-    parts: dict[str, list[np.ndarray]] = {
-        k: []
-        for k in (
-            "day",
-            "code",
-            "customer_id",
-            "entered_on",
-            "arm",
-            "variant",
-            "last_wave",
-            "next",
-            "exit",
-            "reason",
-        )
-    }
-    names = [d.name for d in days]
-    for i, day in enumerate(days):
-        a = day.active
-        exiting = a.exit_reason != None  # noqa: E711 - element-wise on an object array
-        touched = a.is_new | a.due | exiting
-        if not touched.any():
-            continue
-        parts["day"].append(np.full(int(touched.sum()), i, dtype=np.int64))
-        parts["code"].append(a.code[touched])
-        parts["customer_id"].append(a.customer_id[touched])
-        parts["entered_on"].append(a.entered_on[touched])
-        parts["arm"].append(a.arm[touched])
-        parts["variant"].append(a.variant[touched])
-        parts["last_wave"].append(a.last_wave[touched])
-        parts["next"].append(a.next_wave_on[touched])
-        parts["exit"].append(np.where(exiting, today, _NAT)[touched])
-        parts["reason"].append(a.exit_reason[touched])
-    if not parts["day"]:
+    """Rows to upsert: the day's entries and every open entry with a wave due or an exit today,
+    by campaign, customer id and entry day."""
+    cols = _touched_entries(days, today)
+    if cols is None:
         frame = empty_entries()
         frame["last_wave"] = frame["last_wave"].astype(np.int64)
         return frame
-    cols = {k: np.concatenate(v) for k, v in parts.items()}
     entered = cols["entered_on"].astype(np.int64)
-    name_rank = np.argsort(np.argsort(np.array(names, dtype=object), kind="stable"), kind="stable")
     order = np.lexsort(
         (
             np.where(entered == _NAT, np.iinfo(np.int64).max, entered),
             people.rank()[cols["code"]],
-            name_rank[cols["day"]],
+            _name_rank(days)[cols["day"]],
         )
     )
     return pd.DataFrame(
         {
-            "campaign": _column(np.array(names, dtype=object)[cols["day"][order]]),
+            "campaign": _column(np.array([d.name for d in days], dtype=object)[cols["day"][order]]),
             "customer_id": _column(_none(cols["customer_id"][order])),
             "entered_on": _column(_dates(entered[order])),
             "arm": _column(_none(cols["arm"][order])),
@@ -1023,16 +1075,75 @@ def _entry_rows(days: list[_CampaignDay], today: int, people: _People) -> pd.Dat
     )
 
 
+def _touched_entries(days: list[_CampaignDay], today: int) -> dict[str, np.ndarray] | None:
+    """The entries new today, with a wave due or exiting, as arrays (None: no such entry)."""
+    return _stacked(part for i, d in enumerate(days) if (part := _touched_of(i, d, today)) is not None)
+
+
+def _touched_of(i: int, campaign_day: _CampaignDay, today: int) -> dict[str, np.ndarray] | None:
+    """The entries of the ``i``-th campaign day new today, with a wave due or exiting (None: none)."""
+    a = campaign_day.active
+    exiting = a.exit_reason != None  # noqa: E711 - element-wise on an object array
+    touched = a.is_new | a.due | exiting
+    if not touched.any():
+        return None
+    return {
+        "day": np.full(int(touched.sum()), i, dtype=np.int64),
+        "code": a.code[touched],
+        "customer_id": a.customer_id[touched],
+        "entered_on": a.entered_on[touched],
+        "arm": a.arm[touched],
+        "variant": a.variant[touched],
+        "last_wave": a.last_wave[touched],
+        "next": a.next_wave_on[touched],
+        "exit": np.where(exiting, today, _NAT)[touched],
+        "reason": a.exit_reason[touched],
+    }
+
+
+def _no_sends() -> pd.DataFrame:
+    frame = pd.DataFrame({c: pd.Series([], dtype=object) for c in SEND_COLUMNS})
+    frame["wave"] = frame["wave"].astype(np.int64)
+    for c in ("coupon_value_cents", "coupon_min_spend_cents"):
+        frame[c] = pd.Series([], dtype="Int64")
+    return frame
+
+
 def _sends(waves: _Waves, days: list[_CampaignDay], people: _People, today: int) -> pd.DataFrame:
-    treated = np.flatnonzero(waves.outcome == TREATED)
+    """Step 5: one row per treated wave and chosen channel, with its template and address."""
+    due = waves.rows
+    treated = np.flatnonzero(due.outcome == TREATED)
     if len(treated) == 0:
-        frame = pd.DataFrame({c: pd.Series([], dtype=object) for c in SEND_COLUMNS})
-        frame["wave"] = frame["wave"].astype(np.int64)
-        for c in ("coupon_value_cents", "coupon_min_spend_cents"):
-            frame[c] = pd.Series([], dtype="Int64")
-        return frame
-    # one row per chosen channel, in the order of the wave's channels
-    channel_code, channel_sets = pd.factorize(waves.channels[treated])
+        return _no_sends()
+    row, channel = _channel_rows(due.channels, treated)
+    day_of, code, variant = due.day[row], due.code[row], _none(due.variant[row])
+    crow = _take(people.crow, code, -1)
+    phone = _take(people.phone, crow, None)
+    email = _take(people.email, crow, None)
+    return pd.DataFrame(
+        {
+            "campaign": _column(np.array([d.name for d in days], dtype=object)[day_of]),
+            "customer_id": _column(_none(due.customer_id[row])),
+            "entered_on": _column(_dates(due.entered_on[row])),
+            "wave": due.wave[row].astype(np.int64),
+            "variant": _column(variant),
+            "channel": _column(channel),
+            "template": _column(_templates(days, day_of, variant, channel)),
+            "recipient": _column(_none(np.where(channel == EMAIL, email, phone))),
+            "business_date": _column(_dates(np.full(len(row), today, dtype=np.int64))),
+            "category_group": _column(_none(_take(people.category_group, code, None))),
+            "coupon_value_cents": _nullable(due.value[row]),
+            "coupon_min_spend_cents": _nullable(due.min_spend[row]),
+            "coupon_expires_on": _column(_dates(due.expires[row])),
+        },
+        copy=False,
+    )
+
+
+def _channel_rows(channels: np.ndarray, treated: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """One row per chosen channel of the treated waves, in the order of each wave's channels:
+    the wave of each row and its channel."""
+    channel_code, channel_sets = pd.factorize(channels[treated])
     split = [str(s).split(",") for s in channel_sets]
     per_row = np.array([len(s) for s in split], dtype=np.int64)[channel_code]
     row = np.repeat(treated, per_row)
@@ -1041,46 +1152,30 @@ def _sends(waves: _Waves, days: list[_CampaignDay], people: _People, today: int)
     table = np.full((len(split), max(len(s) for s in split)), None, dtype=object)
     for i, s in enumerate(split):
         table[i, : len(s)] = s
-    channel = table[np.repeat(channel_code, per_row), position]
+    return row, table[np.repeat(channel_code, per_row), position]
 
-    day_of, code, variant = waves.day[row], waves.code[row], waves.variant[row]
-    templates = np.full(len(row), None, dtype=object)
+
+def _templates(
+    days: list[_CampaignDay], day_of: np.ndarray, variant: np.ndarray, channel: np.ndarray
+) -> np.ndarray:
+    """The template each message uses: its campaign's offer for its variant, on its channel."""
+    templates = np.full(len(day_of), None, dtype=object)
     for i in np.unique(day_of):
-        day = days[int(i)]
+        campaign_day = days[int(i)]
         of_campaign = day_of == i
         for v in set(variant[of_campaign]):
-            offer = day.campaign.offer(day.name, v)
+            offer = campaign_day.campaign.offer(campaign_day.name, v)
             of_variant = of_campaign & (variant == v)
             for ch in set(channel[of_variant]):
                 templates[of_variant & (channel == ch)] = offer.template_for(ch)
-    crow = _take(people.crow, code, -1)
-    phone = _take(people.phone, crow, None)
-    email = _take(people.email, crow, None)
-    names = np.array([d.name for d in days], dtype=object)
-    return pd.DataFrame(
-        {
-            "campaign": _column(names[day_of]),
-            "customer_id": _column(waves.customer_id[row]),
-            "entered_on": _column(waves.entered_on[row]),
-            "wave": waves.wave[row].astype(np.int64),
-            "variant": _column(variant),
-            "channel": _column(channel),
-            "template": _column(templates),
-            "recipient": _column(_none(np.where(channel == EMAIL, email, phone))),
-            "business_date": _column(_dates(np.full(len(row), today, dtype=np.int64))),
-            "category_group": _column(_none(_take(people.category_group, code, None))),
-            "coupon_value_cents": _nullable(waves.value[row]),
-            "coupon_min_spend_cents": _nullable(waves.min_spend[row]),
-            "coupon_expires_on": _column(waves.expires[row]),
-        },
-        copy=False,
-    )
+    return templates
 
 
 def _summary(days: list[_CampaignDay], waves: _Waves, sends: pd.DataFrame) -> pd.DataFrame:
     size = len(days)
-    outcomes = {o: np.bincount(waves.day[waves.outcome == o], minlength=size) for o in (TREATED, HELD_OUT)}
-    reasons = {r: np.bincount(waves.day[waves.reason == r], minlength=size) for r in SUPPRESSION_REASONS}
+    due = waves.rows
+    outcomes = {o: np.bincount(due.day[due.outcome == o], minlength=size) for o in (TREATED, HELD_OUT)}
+    reasons = {r: np.bincount(due.day[due.reason == r], minlength=size) for r in SUPPRESSION_REASONS}
     messages = sends["campaign"].value_counts().to_dict() if len(sends) else {}
     rows = []
     for i, day in enumerate(days):

@@ -45,6 +45,7 @@ compared in cents.
 from __future__ import annotations
 
 from collections.abc import Iterable
+from dataclasses import dataclass
 from datetime import date, timedelta
 from typing import Any, Literal
 
@@ -63,6 +64,7 @@ __all__ = [
     "EntryRule",
     "OrderFilter",
     "SegmentFilter",
+    "RuleInputs",
     "StateFilter",
     "birthday_mask",
     "conditions_mask",
@@ -444,16 +446,23 @@ def event_mask(
     return pd.to_numeric(days, errors="coerce").to_numpy(dtype=float) == target
 
 
-def entry_mask(
-    rule: EntryRule,
-    segments: pd.DataFrame,
-    day_orders: pd.DataFrame,
-    birthdays: pd.Series | None,
-    business_date: date,
-    settings: SegmentSettings | None = None,
-) -> np.ndarray:
-    """Which rows of ``segments`` meet the rule today: its event and all its conditions."""
-    ok = event_mask(rule, segments, birthdays, business_date)
+@dataclass(frozen=True)
+class RuleInputs:
+    """What the entry rules read on a business day: the day's segments; its paid orders
+    (:func:`prepare_orders`' result, for ``order:`` conditions); the customers' birthdays, aligned
+    with ``segments`` (for the birthday event only); the segment settings (tier and lifecycle
+    names)."""
+
+    segments: pd.DataFrame
+    day_orders: pd.DataFrame
+    birthdays: pd.Series | None
+    business_date: date
+    settings: SegmentSettings | None = None
+
+
+def entry_mask(rule: EntryRule, inputs: RuleInputs) -> np.ndarray:
+    """Which rows of ``inputs.segments`` meet the rule today: its event and all its conditions."""
+    ok = event_mask(rule, inputs.segments, inputs.birthdays, inputs.business_date)
     if ok.any():
-        ok &= conditions_mask(rule, segments, day_orders, settings)
+        ok &= conditions_mask(rule, inputs.segments, inputs.day_orders, inputs.settings)
     return ok

@@ -11,14 +11,19 @@ marketers; ``include/templates/README.md`` is their guide. The pipeline's side::
 - :mod:`~huitouke.render.environment`: the sandboxed Jinja environment, filters, :class:`TemplateError`.
 - :mod:`~huitouke.render.context`: the documented context (schema, builders, sample), :class:`ShopInfo`.
 - :mod:`~huitouke.render.sms`: signature, opt-out footer, GSM-7/UCS-2 segment counting.
-- :mod:`~huitouke.render.messages`: message names, compile once, render many.
+- :mod:`~huitouke.render.catalogue`: message names, which files make a message, every message.
+- :mod:`~huitouke.render.messages`: compile once, render many.
 - :mod:`~huitouke.render.lint`: the lint rules; :mod:`~huitouke.render.preview`: previews;
   :mod:`~huitouke.render.cli`: the ``huitouke templates`` commands.
+- :mod:`~huitouke.render.daily`: the stage's tasks (``check_templates``, ``run_day``: one
+  campaign's treated waves of a day rendered into the outbox); :mod:`~huitouke.render.persist`:
+  its reads and writes at the store's edge.
 
 A broken template raises :class:`TemplateError` from :func:`compile_message`, naming the file,
 the line and the variable, so its campaign fails before anything is queued.
 """
 
+from huitouke.render.catalogue import DEFAULT_MAX_SMS_SEGMENTS, find_message, list_messages
 from huitouke.render.context import (
     CONTEXT,
     SAMPLE_SHOP,
@@ -35,13 +40,10 @@ from huitouke.render.context import (
 from huitouke.render.environment import TemplateError, template_environment, templates_root
 from huitouke.render.lint import LintProblem, lint_templates
 from huitouke.render.messages import (
-    DEFAULT_MAX_SMS_SEGMENTS,
     CompiledMessage,
     RenderedMessage,
     SmsBudgetError,
     compile_message,
-    find_message,
-    list_messages,
     render_batch,
 )
 from huitouke.render.preview import preview_message

@@ -14,10 +14,11 @@ from collections.abc import Callable
 from datetime import date
 from pathlib import Path
 
+from huitouke.render.catalogue import CHANNELS
 from huitouke.render.context import SAMPLE_SHOP, ShopInfo, context_reference_markdown
 from huitouke.render.environment import TemplateError
 from huitouke.render.lint import lint_templates
-from huitouke.render.preview import preview_message
+from huitouke.render.preview import PreviewOptions, preview_message
 
 __all__ = ["add_templates_commands", "templates_context", "templates_lint", "templates_preview"]
 
@@ -83,13 +84,15 @@ def templates_preview(args: argparse.Namespace) -> int:
     try:
         text = preview_message(
             args.name,
-            channel=args.channel,
-            context=context,
-            shop=_shop(args),
-            wave=args.wave,
-            category=args.category,
-            max_segments=budgets.get(args.name.rpartition("/")[2]),
-            root=_root(args),
+            PreviewOptions(
+                channel=args.channel,
+                context=context,
+                shop=_shop(args),
+                wave=args.wave,
+                category=args.category,
+                max_segments=budgets.get(args.name.rpartition("/")[2]),
+                root=_root(args),
+            ),
         )
     except TemplateError as exc:
         print(f"error: {exc}", file=sys.stderr)
@@ -102,6 +105,41 @@ def templates_context(args: argparse.Namespace) -> int:
     """Print the documented context: what a template may use."""
     print(context_reference_markdown(), end="")
     return 0
+
+
+def _add_lint(sub: argparse._SubParsersAction, common: dict) -> None:
+    p = sub.add_parser(
+        "lint", help="check templates: syntax, variables, length budgets, footer; exit 1 on errors"
+    )
+    p.add_argument(
+        "names", nargs="*", metavar="NAME", help="messages (thank_you_new, sms/coupon_wave) or files"
+    )
+    p.add_argument(
+        "--max-segments", type=int, help="SMS budget for the NAMEs given (default: the playbook's or 2)"
+    )
+    p.add_argument("--root", help="templates folder (default include/templates)")
+    p.set_defaults(func=templates_lint, **common)
+
+
+def _add_preview(sub: argparse._SubParsersAction, common: dict) -> None:
+    p = sub.add_parser("preview", help="render a message for the sample customer or a given one")
+    p.add_argument("name", metavar="NAME", help="message name, e.g. thank_you_new or sms/care_tips")
+    p.add_argument("--channel", choices=CHANNELS, help="only this channel")
+    who = p.add_mutually_exclusive_group()
+    who.add_argument("--customer-json", metavar="FILE", help="customer fields, or context objects, as JSON")
+    who.add_argument(
+        "--customer", metavar="ID", help="a customer of the CRM store, as the pipeline sees them"
+    )
+    p.add_argument(
+        "--date",
+        type=date.fromisoformat,
+        metavar="YYYY-MM-DD",
+        help="with --customer: their segment on this business day (default: the latest computed)",
+    )
+    p.add_argument("--wave", type=int, help="wave number (default 1)")
+    p.add_argument("--category", metavar="GROUP", help="category group (default: every variant)")
+    p.add_argument("--root", help="templates folder (default include/templates)")
+    p.set_defaults(func=templates_preview, **common)
 
 
 def add_templates_commands(
@@ -121,38 +159,8 @@ def add_templates_commands(
         "budgets_loader": budgets_loader,
         "customer_loader": customer_loader,
     }
-
-    p = sub.add_parser(
-        "lint", help="check templates: syntax, variables, length budgets, footer; exit 1 on errors"
-    )
-    p.add_argument(
-        "names", nargs="*", metavar="NAME", help="messages (thank_you_new, sms/coupon_wave) or files"
-    )
-    p.add_argument(
-        "--max-segments", type=int, help="SMS budget for the NAMEs given (default: the playbook's or 2)"
-    )
-    p.add_argument("--root", help="templates folder (default include/templates)")
-    p.set_defaults(func=templates_lint, **common)
-
-    p = sub.add_parser("preview", help="render a message for the sample customer or a given one")
-    p.add_argument("name", metavar="NAME", help="message name, e.g. thank_you_new or sms/care_tips")
-    p.add_argument("--channel", choices=("sms", "email", "call"), help="only this channel")
-    who = p.add_mutually_exclusive_group()
-    who.add_argument("--customer-json", metavar="FILE", help="customer fields, or context objects, as JSON")
-    who.add_argument(
-        "--customer", metavar="ID", help="a customer of the CRM store, as the pipeline sees them"
-    )
-    p.add_argument(
-        "--date",
-        type=date.fromisoformat,
-        metavar="YYYY-MM-DD",
-        help="with --customer: their segment on this business day (default: the latest computed)",
-    )
-    p.add_argument("--wave", type=int, help="wave number (default 1)")
-    p.add_argument("--category", metavar="GROUP", help="category group (default: every variant)")
-    p.add_argument("--root", help="templates folder (default include/templates)")
-    p.set_defaults(func=templates_preview, **common)
-
+    _add_lint(sub, common)
+    _add_preview(sub, common)
     p = sub.add_parser("context", help="print the variables and fields a template may use")
     p.set_defaults(func=templates_context, **common)
     return templates

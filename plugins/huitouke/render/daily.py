@@ -22,32 +22,21 @@ from typing import Any
 import pandas as pd
 from sqlalchemy import Connection, Engine
 
-from huitouke.campaigns import persist
 from huitouke.campaigns.daily import stored_plan_text
 from huitouke.campaigns.playbook import Campaign, Playbook, channel_of
 from huitouke.pii import get_logger
-from huitouke.render.context import (
-    ShopInfo,
-    campaign_context,
-    category_context,
-    coupon_context,
-    customer_context,
-    message_context,
-    order_context,
-    sample_context,
-    template_language,
-    wave_context,
-)
+from huitouke.render import context as ctx
+from huitouke.render import persist
 from huitouke.render.environment import TemplateError
 from huitouke.render.messages import CompiledMessage, compile_message, render_batch
 
 log = get_logger(__name__)
 
 
-def shop_info(playbook: Playbook) -> ShopInfo:
+def shop_info(playbook: Playbook) -> ctx.ShopInfo:
     """The playbook's shop as the renderer needs it (signature, footer, currency, url)."""
     shop = playbook.shop
-    return ShopInfo(
+    return ctx.ShopInfo(
         name=shop.name,
         currency=shop.currency,
         opt_out_footer=shop.sms_opt_out_footer,
@@ -65,7 +54,7 @@ def _templates_of(name: str, campaign: Campaign) -> list[str]:
     return seen
 
 
-def _compile(template: str, campaign: Campaign, shop: ShopInfo, root: Path | None) -> CompiledMessage:
+def _compile(template: str, campaign: Campaign, shop: ctx.ShopInfo, root: Path | None) -> CompiledMessage:
     channel, _, message = template.partition("/")
     budget = campaign.sms_max_segments if channel == "sms" else None
     return compile_message(message, channel, shop, budget, root=root)  # type: ignore[arg-type]
@@ -90,7 +79,7 @@ def lint_campaigns(playbook: Playbook, root: Path | None = None) -> dict[str, st
 
 
 def _checked_messages(
-    name: str, campaign: Campaign, shop: ShopInfo, root: Path | None
+    name: str, campaign: Campaign, shop: ctx.ShopInfo, root: Path | None
 ) -> dict[str, CompiledMessage]:
     """Every template of the campaign compiled, and rendered once as the campaign gives it (see
     :func:`_render_as_campaign`); raises TemplateError for the first broken one."""
@@ -106,14 +95,14 @@ def _render_as_campaign(compiled: CompiledMessage, name: str, campaign: Campaign
     """Render every category variant of a message with the sample context as the campaign gives
     it (no ``coupon`` object when the campaign has no coupon); raise TemplateError if it fails."""
     for group in compiled.files.variants:
-        context = sample_context(
+        context = ctx.sample_context(
             compiled.shop,
             category_group="other" if group == "default" else group,
             waves=campaign.waves.max_waves,
             campaign=compiled.name,
-            language=template_language(compiled.name),
+            language=ctx.template_language(compiled.name),
         )
-        context["campaign"] = campaign_context(name, campaign.display_name)
+        context["campaign"] = ctx.campaign_context(name, campaign.display_name)
         if not has_coupon:
             context.pop("coupon", None)
         try:
@@ -200,6 +189,17 @@ def _cny(cents: Any) -> Decimal:
     return (Decimal(int(cents)) / 100).quantize(Decimal("0.01"))
 
 
+@dataclass(frozen=True)
+class _Job:
+    """One campaign's rendering of one business day."""
+
+    name: str
+    campaign: Campaign
+    day: date
+    compiled: dict[str, CompiledMessage]  # by template ("sms/coupon_wave")
+    now: datetime
+
+
 def run_day(
     engine: Engine,
     day: date,
@@ -213,45 +213,34 @@ def run_day(
     campaign = playbook.campaigns.get(campaign_name)
     if campaign is None:
         raise ValueError(f"campaign {campaign_name!r} is not in the playbook any more")
-    shop = shop_info(playbook)
     try:
-        compiled = _checked_messages(campaign_name, campaign, shop, root)
-        result = _render_and_queue(engine, day, campaign_name, campaign, compiled, now)
+        compiled = _checked_messages(campaign_name, campaign, shop_info(playbook), root)
+        result = _render_and_queue(engine, _Job(campaign_name, campaign, day, compiled, now))
     except TemplateError as exc:  # nothing of this campaign was queued: record why
         with engine.begin() as conn:
-            persist.record_rendering(conn, day, campaign_name, persist.FAILED, 0, str(exc), now)
+            persist.record_failure(conn, day, campaign_name, str(exc), now)
         raise
     with engine.connect() as conn:
         return replace(result, plan_text=stored_plan_text(conn, day, campaign_name))
 
 
-def _render_and_queue(
-    engine: Engine,
-    day: date,
-    campaign_name: str,
-    campaign: Campaign,
-    compiled: dict[str, CompiledMessage],
-    now: datetime,
-) -> RenderResult:
+def _render_and_queue(engine: Engine, job: _Job) -> RenderResult:
+    """Read the day's treated waves and what their messages need, render, queue, in one
+    transaction."""
     with engine.begin() as conn:
-        waves = persist.read_treated_waves(conn, campaign_name, day)
-        sends = _sends_of(waves, campaign_name, campaign)
-        done = persist.read_queued_keys(conn, campaign_name, day)
+        waves = persist.read_treated_waves(conn, job.name, job.day)
+        sends = _sends_of(waves, job.name, job.campaign)
         planned = len(sends)
-        if done and planned:
-            keep = [
-                (c, e, int(w), ch) not in done
-                for c, e, w, ch in zip(
-                    sends["customer_id"], sends["entered_on"], sends["wave"], sends["channel"], strict=True
-                )
-            ]
-            sends = sends[keep].reset_index(drop=True)
-        messages, no_address, opted_out = _render(conn, sends, day, campaign_name, campaign, compiled, now)
+        sends = _not_queued(sends, persist.read_queued_keys(conn, job.name, job.day))
+        if sends.empty:
+            messages, no_address, opted_out = [], 0, 0
+        else:
+            messages, no_address, opted_out = _render(sends, _read_customers(conn, sends, job), job)
         queued = persist.queue_messages(conn, messages)
-        persist.record_rendering(conn, day, campaign_name, persist.RENDERED, queued, None, now)
+        persist.record_queued(conn, job.day, job.name, job.now)
     return RenderResult(
-        campaign=campaign_name,
-        business_date=day,
+        campaign=job.name,
+        business_date=job.day,
         treated=len(waves),
         messages_planned=planned,
         queued=queued,
@@ -286,36 +275,121 @@ def _sends_of(waves: pd.DataFrame, name: str, campaign: Campaign) -> pd.DataFram
     return rows
 
 
-def _render(
-    conn: Connection,
-    sends: pd.DataFrame,
-    day: date,
-    name: str,
-    campaign: Campaign,
-    compiled: dict[str, CompiledMessage],
-    now: datetime,
-) -> tuple[list[dict[str, Any]], int, int]:
-    """The outbox rows of ``sends``, and how many were skipped for want of an address or an opt-out
-    recorded since planning.
+def _not_queued(sends: pd.DataFrame, queued: set[tuple[Any, ...]]) -> pd.DataFrame:
+    """The sends whose message (:data:`~huitouke.render.persist.MESSAGE_KEY`) is not in the
+    outbox yet."""
+    if not queued or sends.empty:
+        return sends
+    keys = zip(*(_values(sends[k]) for k in persist.MESSAGE_KEY), strict=True)
+    return sends[[key not in queued for key in keys]].reset_index(drop=True)
 
-    Everything per customer is read from column lists into dicts first (a ``DataFrame.loc`` lookup
-    per customer and message costs about 60 µs: minutes at a million messages)."""
-    if sends.empty:
-        return [], 0, 0
+
+# ------------------------------------------------------------------------ the messages' contexts
+
+
+@dataclass(frozen=True)
+class _Customers:
+    """What the messages of the day's sends need about their customers, read at once.
+
+    Everything per customer is read from column lists into dicts (a ``DataFrame.loc`` lookup per
+    customer and message costs about 60 µs: minutes at a million messages)."""
+
+    ids: list[Any]  # sorted
+    profiles: dict[Any, dict[str, Any]]  # profile and state by customer (read_profiles)
+    segments: dict[Any, dict[str, Any]]  # segment fields of the day by customer
+    last_orders: pd.DataFrame  # read_last_orders
+    coupons: pd.DataFrame  # the campaign's coupons of the day
+
+
+def _read_customers(conn: Connection, sends: pd.DataFrame, job: _Job) -> _Customers:
     ids = sorted(set(sends["customer_id"]))
-    profiles = _by_customer(persist.read_profiles(conn, ids))
-    segments = _by_customer(persist.read_segments(conn, ids, day))
-    last_orders = persist.read_last_orders(conn, ids, day)
-    issued = persist.read_coupons_of(conn, name, day)
-    yuan: dict[Any, Decimal] = {}  # cents -> CNY, once per distinct amount
+    return _Customers(
+        ids=ids,
+        profiles=_by_customer(persist.read_profiles(conn, ids)),
+        segments=_by_customer(persist.read_segments(conn, ids, job.day)),
+        last_orders=persist.read_last_orders(conn, ids, job.day),
+        coupons=persist.read_coupons_of(conn, job.name, job.day),
+    )
 
-    def cny(cents: Any) -> Decimal:
-        value = yuan.get(cents)
+
+class _Contexts:
+    """The context objects of the day's messages, each built once: per customer (customer,
+    category, order), per amount (yuan), per wave; :meth:`of` puts a message's together."""
+
+    def __init__(self, customers: _Customers, job: _Job) -> None:
+        self._yuan: dict[Any, Decimal] = {}  # cents -> CNY, once per distinct amount
+        self._waves: dict[int, dict[str, Any]] = {}
+        self._total_waves = job.campaign.waves.max_waves
+        self._campaign = ctx.campaign_context(job.name, job.campaign.display_name)
+        self._customer, self._category = _customer_contexts(customers)
+        self._order = self._order_contexts(customers)
+        self._coupons = _coupon_terms(customers.coupons)
+
+    def cny(self, cents: Any) -> Decimal:
+        value = self._yuan.get(cents)
         if value is None:
-            value = yuan[cents] = _cny(cents)
+            value = self._yuan[cents] = _cny(cents)
         return value
 
-    coupon_by_key = {
+    def _order_contexts(self, customers: _Customers) -> dict[Any, dict[str, Any] | None]:
+        """Each customer's latest paid order (None: no paid order)."""
+        orders: dict[Any, dict[str, Any] | None] = dict.fromkeys(customers.ids)
+        last = customers.last_orders
+        for cid, order_id, business_date, amount, categories in zip(
+            *(_values(last[k]) for k in ("customer_id", "order_id", "business_date", "amount_cents")),
+            last["categories"].tolist(),
+            strict=True,
+        ):
+            orders[cid] = ctx.order_context(
+                str(order_id), _as_date(business_date), self.cny(amount), list(categories)
+            )
+        return orders
+
+    def of(self, cid: Any, entered_on: Any, wave: int) -> tuple[dict[str, Any], str | None]:
+        """The context of one message, and the code of the coupon it carries (None: none)."""
+        terms = self._coupons.get((cid, entered_on, wave))
+        coupon = (
+            ctx.coupon_context(terms[0], self.cny(terms[1]), self.cny(terms[2]), _as_date(terms[3]))
+            if terms
+            else None
+        )
+        wave_ctx = self._waves.get(wave)
+        if wave_ctx is None:
+            wave_ctx = self._waves[wave] = ctx.wave_context(wave, self._total_waves)
+        context = ctx.message_context(
+            customer=self._customer[cid],
+            coupon=coupon,
+            order=self._order[cid],
+            category=self._category[cid],
+            campaign=self._campaign,
+            wave=wave_ctx,
+        )
+        return context, coupon["code"] if coupon else None
+
+
+def _customer_contexts(
+    customers: _Customers,
+) -> tuple[dict[Any, dict[str, Any]], dict[Any, dict[str, Any] | None]]:
+    """Each customer's ``customer`` object (profile, state and segment of the day) and
+    ``category`` object (what message_context would make of it; one per group)."""
+    customer_ctx: dict[Any, dict[str, Any]] = {}
+    category_ctx: dict[Any, dict[str, Any] | None] = {}
+    groups: dict[str, dict[str, Any]] = {}
+    for cid in customers.ids:
+        row: dict[str, Any] = {"customer_id": cid}
+        row.update(customers.profiles.get(cid, ()))
+        row.update(customers.segments.get(cid, ()))
+        customer = customer_ctx[cid] = ctx.customer_context(row)
+        group = customer.get("category_group")
+        if group and group not in groups:
+            groups[group] = ctx.category_context(group)
+        category_ctx[cid] = groups[group] if group else None
+    return customer_ctx, category_ctx
+
+
+def _coupon_terms(issued: pd.DataFrame) -> dict[tuple[Any, Any, int], tuple[Any, Any, Any, Any]]:
+    """(customer, entry, wave) -> (code, value, minimum spend, expiry) of the issued coupons."""
+    return {
         (c, e, int(w)): (code, value, min_spend, expires)
         for c, e, w, code, value, min_spend, expires in zip(
             *(_values(issued[k]) for k in ("customer_id", "entered_on", "wave", "code")),
@@ -323,81 +397,80 @@ def _render(
             strict=True,
         )
     }
-    campaign_ctx = campaign_context(name, campaign.display_name)
-    total_waves = campaign.waves.max_waves
 
-    customer_ctx: dict[str, dict[str, Any]] = {}
-    category_ctx: dict[str, dict[str, Any] | None] = {}  # what message_context would make of it
-    groups: dict[str, dict[str, Any]] = {}
-    for cid in ids:
-        row: dict[str, Any] = {"customer_id": cid}
-        row.update(profiles.get(cid, ()))
-        row.update(segments.get(cid, ()))
-        customer = customer_ctx[cid] = customer_context(row)
-        group = customer.get("category_group")
-        if group and group not in groups:
-            groups[group] = category_context(group)
-        category_ctx[cid] = groups[group] if group else None
-    order_ctx: dict[str, dict[str, Any] | None] = dict.fromkeys(ids)
-    for cid, order_id, business_date, amount, categories in zip(
-        *(_values(last_orders[k]) for k in ("customer_id", "order_id", "business_date", "amount_cents")),
-        last_orders["categories"].tolist(),
-        strict=True,
-    ):
-        order_ctx[cid] = order_context(str(order_id), _as_date(business_date), cny(amount), list(categories))
 
-    out: list[dict[str, Any]] = []
-    no_address = opted_out = 0
+# ------------------------------------------------------------------------------ the outbox rows
+
+
+_SEND_FIELDS = ("customer_id", "entered_on", "wave", "variant", "channel", "template")
+
+
+def _render(sends: pd.DataFrame, customers: _Customers, job: _Job) -> tuple[list[dict[str, Any]], int, int]:
+    """The outbox rows of ``sends``, and how many were skipped for want of an address or an opt-out
+    recorded since planning."""
+    contexts = _Contexts(customers, job)
+    by_template, no_address, opted_out = _outbox_rows(sends, customers.profiles, contexts, job)
+    return _rendered(by_template, job.compiled), no_address, opted_out
+
+
+def _opted_out(profile: dict[str, Any], channel: str) -> bool:
+    return bool(profile["email_opt_out"] if channel == "email" else profile["sms_opt_out"])
+
+
+def _address(profile: dict[str, Any] | None, channel: str) -> str | None:
+    """The customer's address for the channel (stripped); None when there is none."""
+    if profile is None:
+        return None
+    address = profile["email"] if channel == "email" else profile["phone"]
+    if address is None or (isinstance(address, float) and address != address):
+        return None
+    return str(address).strip() or None
+
+
+def _outbox_rows(
+    sends: pd.DataFrame, profiles: dict[Any, dict[str, Any]], contexts: _Contexts, job: _Job
+) -> tuple[dict[str, list[tuple[dict[str, Any], dict[str, Any]]]], int, int]:
+    """Per template, the outbox row (without its rendered parts) and the context of each message
+    to queue; and the counts skipped for want of an address, or for an opt-out since planning."""
     by_template: dict[str, list[tuple[dict[str, Any], dict[str, Any]]]] = {}
-    waves: dict[int, dict[str, Any]] = {}
+    no_address = opted_out = 0
     for cid, entered_on, wave, variant, channel, template in zip(
-        *(_values(sends[k]) for k in ("customer_id", "entered_on", "wave", "variant", "channel", "template")),
-        strict=True,
+        *(_values(sends[k]) for k in _SEND_FIELDS), strict=True
     ):
         profile = profiles.get(cid)
-        address = None
-        if profile is not None:
-            address = profile["email"] if channel == "email" else profile["phone"]
-            out_flag = profile["email_opt_out"] if channel == "email" else profile["sms_opt_out"]
-            if bool(out_flag):
-                opted_out += 1
-                continue
-        if address is None or (isinstance(address, float) and address != address) or not str(address).strip():
+        if profile is not None and _opted_out(profile, channel):
+            opted_out += 1
+            continue
+        address = _address(profile, channel)
+        if address is None:
             no_address += 1
             continue
         wave = int(wave)
-        coupon_row = coupon_by_key.get((cid, entered_on, wave))
-        coupon = (
-            coupon_context(coupon_row[0], cny(coupon_row[1]), cny(coupon_row[2]), _as_date(coupon_row[3]))
-            if coupon_row
-            else None
-        )
-        if wave not in waves:
-            waves[wave] = wave_context(wave, total_waves)
-        context = message_context(
-            customer=customer_ctx[cid],
-            coupon=coupon,
-            order=order_ctx[cid],
-            category=category_ctx[cid],
-            campaign=campaign_ctx,
-            wave=waves[wave],
-        )
-        outbox_row = {
-            "campaign": name,
+        context, coupon_code = contexts.of(cid, entered_on, wave)
+        row = {
+            "campaign": job.name,
             "customer_id": cid,
             "entered_on": entered_on,
             "wave": wave,
             "variant": variant or "",
             "channel": channel,
             "template": template,
-            "business_date": day,
+            "business_date": job.day,
             "status": persist.QUEUED,
-            "recipient": str(address).strip(),
-            "coupon_code": coupon["code"] if coupon else None,
+            "recipient": address,
+            "coupon_code": coupon_code,
             "attempts": 0,
-            "created_at": now,
+            "created_at": job.now,
         }
-        by_template.setdefault(template, []).append((outbox_row, context))
+        by_template.setdefault(template, []).append((row, context))
+    return by_template, no_address, opted_out
+
+
+def _rendered(
+    by_template: dict[str, list[tuple[dict[str, Any], dict[str, Any]]]], compiled: dict[str, CompiledMessage]
+) -> list[dict[str, Any]]:
+    """The outbox rows with their rendered parts: one batch per template."""
+    out: list[dict[str, Any]] = []
     for template, items in by_template.items():
         rendered = render_batch(compiled[template], [context for _, context in items])
         for (row, _), message in zip(items, rendered, strict=True):
@@ -406,7 +479,7 @@ def _render(
             row["html"] = message.html
             row["sms_segments"] = message.sms_segments
             out.append(row)
-    return out, no_address, opted_out
+    return out
 
 
 def _values(column: pd.Series) -> list[Any]:
@@ -454,12 +527,12 @@ def stored_customer_context(engine: Engine, customer_id: str, day: date | None =
         if len(segment):
             row.update(segment.iloc[0].to_dict())
         last = persist.read_last_orders(conn, [customer_id], day)
-    context: dict[str, Any] = {"customer": customer_context(row)}
+    context: dict[str, Any] = {"customer": ctx.customer_context(row)}
     if len(last):
         o = last.iloc[0]
-        context["order"] = order_context(
+        context["order"] = ctx.order_context(
             str(o["order_id"]), _as_date(o["business_date"]), _cny(o["amount_cents"]), list(o["categories"])
         )
     if context["customer"].get("category_group"):
-        context["category"] = category_context(context["customer"]["category_group"])
+        context["category"] = ctx.category_context(context["customer"]["category_group"])
     return context

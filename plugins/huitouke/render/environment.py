@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import datetime as dt
 import re
+from dataclasses import dataclass
 from decimal import Decimal, InvalidOperation
 from functools import lru_cache
 from pathlib import Path
@@ -352,6 +353,71 @@ _UNSAFE_ATTR = re.compile(r"access to attribute '([^']+)' of '([^']+)' object is
 _NO_FILTER = re.compile(r"No (filter|test) named '([^']+)'")
 
 
+def _syntax_error(exc: TemplateSyntaxError, env: MessageEnvironment, file: str | None) -> TemplateError:
+    """A syntax error, an unknown filter or test (with the filters a template may use)."""
+    where = exc.filename or file or "<template>"
+    variable = None
+    match = _NO_FILTER.search(exc.message or "")
+    if match:
+        variable = match.group(2)
+    message = (exc.message or str(exc)).rstrip(".").replace("No filter named", "no filter named")
+    if match and match.group(1) == "filter":
+        message += f" (available: {', '.join(sorted(env.filters))})"
+    return TemplateError(message, file=display_path(where), line=exc.lineno, variable=variable)
+
+
+@dataclass(frozen=True)
+class _RaisedAt:
+    """Where in a template a render raised: the file as people see it, the line, its source."""
+
+    env: MessageEnvironment
+    shown: str
+    line: int | None
+    source: str | None
+
+    @classmethod
+    def of(cls, exc: BaseException, env: MessageEnvironment, file: str | None) -> _RaisedAt:
+        filename, line = _template_frame(exc, env.root)
+        source = None
+        if filename:
+            try:
+                source = Path(filename).read_text(encoding="utf-8")
+            except OSError:
+                source = None
+        return cls(env, display_path(filename) if filename else (file or "<template>"), line, source)
+
+    def error(self, message: str, variable: str | None = None) -> TemplateError:
+        return TemplateError(message, file=self.shown, line=self.line, variable=variable)
+
+    def variable(self, attr: str) -> str:
+        return _variable_on_line(self.env, self.source, self.line, attr)
+
+
+def _not_found(exc: TemplateNotFound, at: _RaisedAt) -> TemplateError:
+    root = display_path(at.env.root)
+    message = (
+        f"template {exc.name!r} not found in {root} (include and extend only templates inside that folder)"
+    )
+    return at.error(message, str(exc.name))
+
+
+def _refused(exc: SecurityError, at: _RaisedAt) -> TemplateError:
+    match = _UNSAFE_ATTR.search(str(exc))
+    message = f"refused by the sandbox: {str(exc).rstrip('.')}. Templates may use the documented context only"
+    return at.error(message, at.variable(match.group(1)) if match else None)
+
+
+def _undefined(exc: UndefinedError, at: _RaisedAt) -> TemplateError:
+    text = str(exc)
+    match = _UNDEFINED_NAME.search(text)
+    if match:
+        return at.error(f"undefined variable {match.group(1)!r}", match.group(1))
+    match = _MISSING_ATTR.search(text)
+    if match:
+        return at.error(f"undefined field {match.group(1)!r} ({text})", at.variable(match.group(1)))
+    return at.error(text)
+
+
 def error_from_exception(
     exc: BaseException, env: MessageEnvironment, file: str | None = None
 ) -> TemplateError:
@@ -359,54 +425,12 @@ def error_from_exception(
     if isinstance(exc, TemplateError):
         return exc
     if isinstance(exc, TemplateSyntaxError) and not isinstance(exc, TemplateNotFound):
-        where = exc.filename or file or "<template>"
-        variable = None
-        match = _NO_FILTER.search(exc.message or "")
-        if match:
-            variable = match.group(2)
-        message = (exc.message or str(exc)).rstrip(".").replace("No filter named", "no filter named")
-        if match and match.group(1) == "filter":
-            message += f" (available: {', '.join(sorted(env.filters))})"
-        return TemplateError(message, file=display_path(where), line=exc.lineno, variable=variable)
-
-    filename, line = _template_frame(exc, env.root)
-    shown = display_path(filename) if filename else (file or "<template>")
-    source = None
-    if filename:
-        try:
-            source = Path(filename).read_text(encoding="utf-8")
-        except OSError:
-            source = None
-
+        return _syntax_error(exc, env, file)
+    at = _RaisedAt.of(exc, env, file)
     if isinstance(exc, TemplateNotFound):
-        root = display_path(env.root)
-        return TemplateError(
-            f"template {exc.name!r} not found in {root} (include and extend only templates inside that folder)",
-            file=shown,
-            line=line,
-            variable=str(exc.name),
-        )
+        return _not_found(exc, at)
     if isinstance(exc, SecurityError):
-        match = _UNSAFE_ATTR.search(str(exc))
-        variable = _variable_on_line(env, source, line, match.group(1)) if match else None
-        return TemplateError(
-            f"refused by the sandbox: {str(exc).rstrip('.')}. Templates may use the documented context only",
-            file=shown,
-            line=line,
-            variable=variable,
-        )
+        return _refused(exc, at)
     if isinstance(exc, UndefinedError):
-        text = str(exc)
-        match = _UNDEFINED_NAME.search(text)
-        if match:
-            return TemplateError(
-                f"undefined variable {match.group(1)!r}", file=shown, line=line, variable=match.group(1)
-            )
-        match = _MISSING_ATTR.search(text)
-        if match:
-            variable = _variable_on_line(env, source, line, match.group(1))
-            return TemplateError(
-                f"undefined field {match.group(1)!r} ({text})", file=shown, line=line, variable=variable
-            )
-        return TemplateError(text, file=shown, line=line)
-    return TemplateError(f"{type(exc).__name__}: {exc}", file=shown, line=line)
+        return _undefined(exc, at)
+    return at.error(f"{type(exc).__name__}: {exc}")

@@ -52,6 +52,15 @@ from jinja2 import meta, nodes
 from jinja2.exceptions import TemplateNotFound, TemplateSyntaxError
 from markupsafe import Markup
 
+from huitouke.render.catalogue import (
+    DEFAULT_MAX_SMS_SEGMENTS,
+    DEFAULT_VARIANT,
+    PARTS,
+    MessageFiles,
+    list_messages,
+    list_partials,
+    messages_named,
+)
 from huitouke.render.context import CONTEXT, SAMPLE_SHOP, ShopInfo, sample_context, template_language
 from huitouke.render.environment import (
     MessageEnvironment,
@@ -60,14 +69,6 @@ from huitouke.render.environment import (
     error_from_exception,
     node_path,
     template_environment,
-)
-from huitouke.render.messages import (
-    DEFAULT_MAX_SMS_SEGMENTS,
-    DEFAULT_VARIANT,
-    PARTS,
-    MessageFiles,
-    find_message,
-    list_messages,
 )
 from huitouke.render.sms import UCS2_MULTI, UCS2_SINGLE, count_sms, finalize_sms
 
@@ -80,6 +81,7 @@ _OPT_OUT = re.compile(
     r"回\s*T\s*D?\s*退订|退订\s*回\s*T|拒收请回\s*[A-Z]|回复?\s*退订|reply\s+stop|text\s+stop", re.I
 )
 _EMAIL_OPT_OUT = re.compile(r"退订|unsubscribe", re.I)
+_BRACKETS = re.compile("[【】]")
 _WAVES = 5
 _JINJA_SPECIAL = {"loop", "super", "self", "caller", "varargs", "kwargs"}
 
@@ -122,8 +124,26 @@ def _suggest(word: str, choices: Iterable[str]) -> str:
 
 
 # ---------------------------------------------------------------------------------------------
-# One file: syntax, variables, fields, attributes, includes
+# One file: syntax, variables, fields, attributes, includes, optional fields, SMS signature/footer
 # ---------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class _Parsed:
+    """One parsed template file, what every rule of :func:`lint_file` looks at."""
+
+    rel: str  # the name under the templates folder
+    file: str  # as people see it
+    tree: nodes.Template
+    env: MessageEnvironment
+    shop: ShopInfo | None
+    assigned: frozenset[str]  # names the template sets itself ({% set %}, loop variables, macros)
+
+    def problem(self, line: int | None, field: str | None, message: str, rule: str) -> LintProblem:
+        return LintProblem(self.file, line, field, message, rule=rule)
+
+    def warning(self, line: int | None, field: str | None, message: str, rule: str) -> LintProblem:
+        return LintProblem(self.file, line, field, message, "warning", rule)
 
 
 def _walk(node: nodes.Node, parent: nodes.Node | None = None):
@@ -132,18 +152,109 @@ def _walk(node: nodes.Node, parent: nodes.Node | None = None):
         yield from _walk(child, node)
 
 
-def _name_chain_root(node: nodes.Node) -> nodes.Node:
-    while isinstance(node, nodes.Getattr | nodes.Getitem):
-        node = node.node
-    return node
-
-
 def _key(node: nodes.Getattr | nodes.Getitem) -> str | None:
     if isinstance(node, nodes.Getattr):
         return node.attr
     if isinstance(node.arg, nodes.Const) and isinstance(node.arg.value, str):
         return node.arg.value
     return None
+
+
+def _unknown_variables(t: _Parsed) -> list[LintProblem]:
+    """Rule ``unknown-variable``: a variable outside the documented context."""
+    known_names = set(CONTEXT) | set(t.env.globals) | _JINJA_SPECIAL
+    undeclared = meta.find_undeclared_variables(t.tree)
+    loads = [n for n in t.tree.find_all(nodes.Name) if n.ctx == "load"]
+    problems = []
+    for name in sorted(undeclared | {n.name for n in loads if n.name not in t.assigned}):
+        if name in known_names or name in t.assigned:  # a {% set %} inside an {% if %} may be undefined
+            continue
+        line = min((n.lineno for n in loads if n.name == name), default=None)
+        message = f"unknown variable {name!r} (known: {', '.join(CONTEXT)}){_suggest(name, CONTEXT)}"
+        problems.append(t.problem(line, name, message, "unknown-variable"))
+    return problems
+
+
+def _unsafe_attribute(t: _Parsed, node: nodes.Getattr | nodes.Getitem, key: str) -> LintProblem | None:
+    """Rule ``unsafe-attribute``: a name starting with ``_`` (reported once per expression)."""
+    inner = node.node
+    if any(
+        (_key(n) or "").startswith("_")
+        for n in [inner, *inner.find_all((nodes.Getattr, nodes.Getitem))]
+        if isinstance(n, nodes.Getattr | nodes.Getitem)
+    ):
+        return None
+    message = (
+        f"attribute {key!r} is not allowed (names starting with '_' are Python internals; "
+        "the sandbox refuses them)"
+    )
+    return t.problem(node.lineno, node_path(node) or key, message, "unsafe-attribute")
+
+
+def _unknown_field(
+    t: _Parsed, node: nodes.Getattr | nodes.Getitem, key: str, parent: nodes.Node | None
+) -> LintProblem | None:
+    """Rule ``unknown-field``: a field the schema lacks, or a field of a plain value."""
+    root = node.node
+    if not (isinstance(root, nodes.Name) and root.name in CONTEXT and root.name not in t.assigned):
+        return None
+    obj = CONTEXT[root.name]
+    fld = obj.field(key)
+    if fld is None:
+        message = (
+            f"unknown field {key!r} of {root.name} (known: {', '.join(obj.field_names)})"
+            f"{_suggest(key, obj.field_names)}"
+        )
+        return t.problem(node.lineno, f"{root.name}.{key}", message, "unknown-field")
+    if isinstance(parent, nodes.Getattr | nodes.Getitem) and parent.node is node:
+        sub = _key(parent) or "[...]"
+        if not sub.startswith("_"):
+            message = (
+                f"{root.name}.{key} is a {fld.type} and has no field {sub!r}: use a filter, "
+                f"e.g. {{{{ {root.name}.{key} | upper }}}}"
+            )
+            return t.problem(parent.lineno, f"{root.name}.{key}.{sub}", message, "unknown-field")
+    return None
+
+
+def _attributes(t: _Parsed) -> list[LintProblem]:
+    """Rules ``unsafe-attribute`` and ``unknown-field``, in the order of the template."""
+    problems = []
+    for node, parent in _walk(t.tree):
+        if not isinstance(node, nodes.Getattr | nodes.Getitem):
+            continue
+        key = _key(node)
+        if key is None:
+            continue
+        if key.startswith("_"):
+            found = _unsafe_attribute(t, node, key)
+        else:
+            found = _unknown_field(t, node, key, parent)
+        if found is not None:
+            problems.append(found)
+    return problems
+
+
+def _includes(t: _Parsed) -> list[LintProblem]:
+    """Rules ``include`` (a loaded template outside the folder) and ``dynamic-include``."""
+    problems = []
+    for node in t.tree.find_all((nodes.Include, nodes.Extends, nodes.Import, nodes.FromImport)):
+        target = node.template
+        if not (isinstance(target, nodes.Const) and isinstance(target.value, str)):
+            message = "the template name is computed: it cannot be checked before sending"
+            problems.append(t.warning(node.lineno, None, message, "dynamic-include"))
+            continue
+        if isinstance(node, nodes.Include) and node.ignore_missing:
+            continue
+        try:
+            t.env.loader.get_source(t.env, target.value)
+        except TemplateNotFound:
+            message = (
+                f"template {target.value!r} not found in {display_path(t.env.root)} "
+                "(include and extend only templates inside that folder)"
+            )
+            problems.append(t.problem(node.lineno, target.value, message, "include"))
+    return problems
 
 
 def _optional_paths() -> set[str]:
@@ -194,6 +305,22 @@ def _check_expr(node: nodes.Node, guards: frozenset[str], optional: set[str], ou
         _check_expr(child, guards, optional, out)
 
 
+def _optional_fields(t: _Parsed) -> list[LintProblem]:
+    """Rule ``optional-field``: a field that may be empty, printed unguarded."""
+    found: list[tuple[int, str]] = []
+    _check_optional(t.tree, frozenset(), _optional_paths(), found)
+    return [
+        t.warning(
+            line,
+            path,
+            f"{path} may be empty for some customers: print it inside {{% if {path} %}} "
+            f"or with a default ({{{{ {path} | default('…', true) }}}})",
+            "optional-field",
+        )
+        for line, path in sorted(set(found))
+    ]
+
+
 def _template_data_hits(tree: nodes.Template, pattern: re.Pattern) -> list[tuple[int, str]]:
     hits = []
     for data in tree.find_all(nodes.TemplateData):
@@ -202,198 +329,107 @@ def _template_data_hits(tree: nodes.Template, pattern: re.Pattern) -> list[tuple
     return hits
 
 
-def lint_file(rel: str, env: MessageEnvironment, shop: ShopInfo | None = None) -> list[LintProblem]:
-    """The checks of one template file (``rel`` is its name under the templates folder)."""
+def _hardcoded_footer(t: _Parsed) -> list[LintProblem]:
+    """Rule ``hardcoded-footer`` (SMS): an opt-out footer written in the template."""
+    footers = _OPT_OUT
+    if t.shop and t.shop.opt_out_footer.strip():
+        footers = re.compile(f"{re.escape(t.shop.opt_out_footer.strip())}|{_OPT_OUT.pattern}", re.I)
+    return [
+        t.problem(
+            line,
+            None,
+            f"opt-out footer {text!r} written in the template: the shop's footer "
+            f"({(t.shop or SAMPLE_SHOP).opt_out_footer}) is added to every SMS automatically; remove it",
+            "hardcoded-footer",
+        )
+        for line, text in _template_data_hits(t.tree, footers)
+    ]
+
+
+def _signature_lines(t: _Parsed) -> tuple[int | None, list[int]]:
+    """Where an SMS template writes a signature: the line of an opening 【…】 (or None), and the
+    lines of the shop's own 【name】."""
+    first_output = next((n for n in t.tree.body if isinstance(n, nodes.Output)), None)
+    opening = first_output.nodes[0] if first_output and first_output.nodes else None
+    signature_at = None
+    if isinstance(opening, nodes.TemplateData) and opening.data.lstrip().startswith("【"):
+        signature_at = opening.lineno + opening.data[: opening.data.index("【")].count("\n")
+    own = f"【{(t.shop or SAMPLE_SHOP).name.strip()}】"
+    own_hits = [line for line, _ in _template_data_hits(t.tree, re.compile(re.escape(own)))]
+    return signature_at, own_hits
+
+
+def _hardcoded_signature(t: _Parsed) -> list[LintProblem]:
+    """Rule ``hardcoded-signature`` (SMS): an opening 【…】 or the shop's 【name】 in the template."""
+    signature_at, own_hits = _signature_lines(t)
+    message = (
+        "a signature 【…】 written in the template: the signature is added from the shop's name "
+        "automatically; remove it"
+    )
+    lines = sorted({*([signature_at] if signature_at else []), *own_hits})
+    return [t.problem(line, None, message, "hardcoded-signature") for line in lines]
+
+
+def _signature_brackets(t: _Parsed) -> list[LintProblem]:
+    """Rule ``signature-brackets`` (SMS, warning, once): 【】 elsewhere than in a signature."""
+    signature_at, own_hits = _signature_lines(t)
+    for line, text in _template_data_hits(t.tree, _BRACKETS):
+        if line == signature_at or line in own_hits:
+            continue
+        message = (
+            f"{text} inside an SMS: operators and gateways reserve 【】 for the signature and may "
+            "reject the message; use 「」 or [] instead"
+        )
+        return [t.warning(line, None, message, "signature-brackets")]
+    return []
+
+
+_FILE_RULES = (_unknown_variables, _attributes, _includes, _optional_fields)
+_SMS_FILE_RULES = (_hardcoded_footer, _hardcoded_signature, _signature_brackets)
+
+
+def _parse(rel: str, env: MessageEnvironment, shop: ShopInfo | None) -> _Parsed | LintProblem:
+    """The parsed file, or the problem that it cannot be read or parsed (rule ``syntax``)."""
     path = env.root / rel
     file = display_path(path)
     try:
         source = path.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as exc:
-        return [LintProblem(file, None, None, f"cannot read the template: {exc}", rule="syntax")]
+        return LintProblem(file, None, None, f"cannot read the template: {exc}", rule="syntax")
     try:
         tree = env.parse(source, rel, str(path))
         env.compile(tree, rel, str(path))  # unknown filters and tests are found here
     except TemplateSyntaxError as exc:
-        return [LintProblem.from_error(error_from_exception(exc, env, file), "syntax")]
+        return LintProblem.from_error(error_from_exception(exc, env, file), "syntax")
+    assigned = frozenset(n.name for n in tree.find_all(nodes.Name) if n.ctx in ("store", "param"))
+    return _Parsed(rel, file, tree, env, shop, assigned)
 
-    problems: list[LintProblem] = []
-    assigned = {n.name for n in tree.find_all(nodes.Name) if n.ctx in ("store", "param")}
-    known_names = set(CONTEXT) | set(env.globals) | _JINJA_SPECIAL
 
-    # Variables outside the documented context.
-    undeclared = meta.find_undeclared_variables(tree)
-    loads = [n for n in tree.find_all(nodes.Name) if n.ctx == "load"]
-    for name in sorted(undeclared | {n.name for n in loads if n.name not in assigned}):
-        if name in known_names or name in assigned:  # a {% set %} inside an {% if %} may be undefined
-            continue
-        line = min((n.lineno for n in loads if n.name == name), default=None)
-        problems.append(
-            LintProblem(
-                file,
-                line,
-                name,
-                f"unknown variable {name!r} (known: {', '.join(CONTEXT)}){_suggest(name, CONTEXT)}",
-                rule="unknown-variable",
-            )
-        )
-
-    # Fields of the context objects, and attributes the sandbox refuses.
-    for node, parent in _walk(tree):
-        if not isinstance(node, nodes.Getattr | nodes.Getitem):
-            continue
-        key = _key(node)
-        if key is None:
-            continue
-        if key.startswith("_"):
-            inner = node.node
-            if not any(
-                (_key(n) or "").startswith("_")
-                for n in [inner, *inner.find_all((nodes.Getattr, nodes.Getitem))]
-                if isinstance(n, nodes.Getattr | nodes.Getitem)
-            ):
-                problems.append(
-                    LintProblem(
-                        file,
-                        node.lineno,
-                        node_path(node) or key,
-                        f"attribute {key!r} is not allowed (names starting with '_' are Python internals; "
-                        "the sandbox refuses them)",
-                        rule="unsafe-attribute",
-                    )
-                )
-            continue
-        root = node.node
-        if not (isinstance(root, nodes.Name) and root.name in CONTEXT and root.name not in assigned):
-            continue
-        obj = CONTEXT[root.name]
-        fld = obj.field(key)
-        if fld is None:
-            problems.append(
-                LintProblem(
-                    file,
-                    node.lineno,
-                    f"{root.name}.{key}",
-                    f"unknown field {key!r} of {root.name} (known: {', '.join(obj.field_names)})"
-                    f"{_suggest(key, obj.field_names)}",
-                    rule="unknown-field",
-                )
-            )
-        elif isinstance(parent, nodes.Getattr | nodes.Getitem) and parent.node is node:
-            sub = _key(parent) or "[...]"
-            if not sub.startswith("_"):
-                problems.append(
-                    LintProblem(
-                        file,
-                        parent.lineno,
-                        f"{root.name}.{key}.{sub}",
-                        f"{root.name}.{key} is a {fld.type} and has no field {sub!r}: use a filter, "
-                        f"e.g. {{{{ {root.name}.{key} | upper }}}}",
-                        rule="unknown-field",
-                    )
-                )
-
-    # Templates loaded by this one.
-    for node in tree.find_all((nodes.Include, nodes.Extends, nodes.Import, nodes.FromImport)):
-        target = node.template
-        if isinstance(target, nodes.Const) and isinstance(target.value, str):
-            if isinstance(node, nodes.Include) and node.ignore_missing:
-                continue
-            try:
-                env.loader.get_source(env, target.value)
-            except TemplateNotFound:
-                problems.append(
-                    LintProblem(
-                        file,
-                        node.lineno,
-                        target.value,
-                        f"template {target.value!r} not found in {display_path(env.root)} "
-                        "(include and extend only templates inside that folder)",
-                        rule="include",
-                    )
-                )
-        else:
-            problems.append(
-                LintProblem(
-                    file,
-                    node.lineno,
-                    None,
-                    "the template name is computed: it cannot be checked before sending",
-                    "warning",
-                    "dynamic-include",
-                )
-            )
-
-    # Fields that may be empty, printed unguarded.
-    found: list[tuple[int, str]] = []
-    _check_optional(tree, frozenset(), _optional_paths(), found)
-    for line, path_ in sorted(set(found)):
-        problems.append(
-            LintProblem(
-                file,
-                line,
-                path_,
-                f"{path_} may be empty for some customers: print it inside {{% if {path_} %}} "
-                f"or with a default ({{{{ {path_} | default('…', true) }}}})",
-                "warning",
-                "optional-field",
-            )
-        )
-
-    # SMS: the signature and the footer are added automatically.
-    if rel.startswith("sms/"):
-        footers = _OPT_OUT
-        if shop and shop.opt_out_footer.strip():
-            footers = re.compile(f"{re.escape(shop.opt_out_footer.strip())}|{_OPT_OUT.pattern}", re.I)
-        for line, text in _template_data_hits(tree, footers):
-            problems.append(
-                LintProblem(
-                    file,
-                    line,
-                    None,
-                    f"opt-out footer {text!r} written in the template: the shop's footer "
-                    f"({(shop or SAMPLE_SHOP).opt_out_footer}) is added to every SMS automatically; remove it",
-                    rule="hardcoded-footer",
-                )
-            )
-        first_output = next((n for n in tree.body if isinstance(n, nodes.Output)), None)
-        opening = first_output.nodes[0] if first_output and first_output.nodes else None
-        signature_at = None
-        if isinstance(opening, nodes.TemplateData) and opening.data.lstrip().startswith("【"):
-            signature_at = opening.lineno + opening.data[: opening.data.index("【")].count("\n")
-        own = f"【{(shop or SAMPLE_SHOP).name.strip()}】"
-        own_hits = [line for line, _ in _template_data_hits(tree, re.compile(re.escape(own)))]
-        for line in sorted({*([signature_at] if signature_at else []), *own_hits}):
-            problems.append(
-                LintProblem(
-                    file,
-                    line,
-                    None,
-                    "a signature 【…】 written in the template: the signature is added from the shop's name "
-                    "automatically; remove it",
-                    rule="hardcoded-signature",
-                )
-            )
-        for line, text in _template_data_hits(tree, re.compile("[【】]")):
-            if line == signature_at or line in own_hits:
-                continue
-            problems.append(
-                LintProblem(
-                    file,
-                    line,
-                    None,
-                    f"{text} inside an SMS: operators and gateways reserve 【】 for the signature and may "
-                    "reject the message; use 「」 or [] instead",
-                    "warning",
-                    "signature-brackets",
-                )
-            )
-            break
-    return problems
+def lint_file(rel: str, env: MessageEnvironment, shop: ShopInfo | None = None) -> list[LintProblem]:
+    """The checks of one template file (``rel`` is its name under the templates folder)."""
+    parsed = _parse(rel, env, shop)
+    if isinstance(parsed, LintProblem):
+        return [parsed]
+    rules = _FILE_RULES + (_SMS_FILE_RULES if rel.startswith("sms/") else ())
+    return [problem for rule in rules for problem in rule(parsed)]
 
 
 # ---------------------------------------------------------------------------------------------
 # One message: renders with the sample context
 # ---------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class _Message:
+    """One message being linted, with what its sample renders need."""
+
+    files: MessageFiles
+    env: MessageEnvironment
+    shop: ShopInfo
+    budget: int  # SMS segments
+
+    def path(self, rel: str) -> str:
+        return display_path(self.env.root / rel)
 
 
 def _sample_group(group: str) -> str:
@@ -408,6 +444,112 @@ def _render_sample(env: MessageEnvironment, rel: str, context: dict) -> tuple[st
         return None, LintProblem.from_error(error, "render")
 
 
+def _files_problems(m: _Message, cache: dict[str, list[LintProblem]]) -> tuple[list[LintProblem], bool]:
+    """The problems of the message's files (cached per file), and whether one is an error."""
+    problems: list[LintProblem] = []
+    for rel in m.files.files():
+        if not (m.env.root / rel).is_file():
+            continue
+        if rel not in cache:
+            cache[rel] = lint_file(rel, m.env, m.shop)
+        problems.extend(cache[rel])
+    return problems, any(p.is_error for p in problems)
+
+
+def _email_parts_missing(m: _Message) -> list[LintProblem]:
+    """Rule ``email-part-missing``: an e-mail without its HTML or its text part."""
+    if m.files.channel != "email":
+        return []
+    problems = []
+    for parts in m.files.variants.values():
+        for part, rel in parts.items():
+            if (m.env.root / rel).is_file():
+                continue
+            other = next(r for p, r in parts.items() if p != part)
+            message = f"an e-mail needs both parts: {rel} is missing"
+            problems.append(LintProblem(m.path(other), None, None, message, rule="email-part-missing"))
+    return problems
+
+
+def _sms_budget(m: _Message, rendered: dict[str, str], wave: int, file: str) -> LintProblem | None:
+    """Rule ``sms-budget``: the sample SMS, signature and footer included, over the budget."""
+    shop, budget = m.shop, m.budget
+    final = finalize_sms(
+        rendered["body"], shop.name, shop.opt_out_footer, brackets=shop.sms_signature_brackets
+    )
+    count = count_sms(final)
+    if count.segments <= budget:
+        return None
+    limit = (UCS2_SINGLE if budget == 1 else UCS2_MULTI * budget) if count.encoding == "ucs2" else None
+    cut = f"; cut about {count.units - limit} characters" if limit else ""
+    message = (
+        f"{count.segments} segments with the sample context (wave {wave}): {count.units} "
+        f"{count.encoding} characters with signature and footer, the maximum is {budget} "
+        f"segment(s){cut}"
+    )
+    return LintProblem(file, None, "sms_segments", message, rule="sms-budget")
+
+
+def _email_subject(m: _Message, parts: dict[str, str], context: dict, file: str) -> list[LintProblem]:
+    """Rule ``email-subject``: the HTML part gives no ``{% block subject %}`` (or an empty one)."""
+    template = m.env.get_template(parts["html"])
+    block = template.blocks.get("subject")
+    subject = ""
+    if block is not None:
+        subject = " ".join(Markup("".join(block(template.new_context(context)))).unescape().split())
+    if subject:
+        return []
+    message = "the e-mail has no subject: add {% block subject %}…{% endblock %} to the HTML part"
+    return [LintProblem(file, None, "subject", message, rule="email-subject")]
+
+
+def _email_opt_out(m: _Message, parts: dict[str, str], rendered: dict[str, str]) -> list[LintProblem]:
+    """Rule ``email-opt-out``: an e-mail part without an opt-out line."""
+    return [
+        LintProblem(
+            m.path(parts[part]),
+            None,
+            None,
+            "no opt-out line (退订 / unsubscribe) in this part: extend "
+            f"email/_base{PARTS['email'][part]} which has it",
+            rule="email-opt-out",
+        )
+        for part, text in rendered.items()
+        if not _EMAIL_OPT_OUT.search(text)
+    ]
+
+
+def _sample_problems(m: _Message, group: str, parts: dict[str, str]) -> tuple[list[LintProblem], bool]:
+    """Rule ``render`` and the rules on the sample renders of one variant, waves 1 to 5; True
+    when a render failed (nothing further is checked then)."""
+    problems: list[LintProblem] = []
+    for wave in range(1, _WAVES + 1):
+        context = sample_context(
+            m.shop,
+            category_group=_sample_group(group),
+            wave=wave,
+            waves=_WAVES,
+            campaign=m.files.name,
+            language=template_language(m.files.name),
+        )
+        rendered: dict[str, str] = {}
+        for part, rel in parts.items():
+            text, problem = _render_sample(m.env, rel, context)
+            if problem:
+                return [*problems, problem], True
+            rendered[part] = text or ""
+        file = m.path(next(iter(parts.values())))
+        if m.files.channel == "sms":
+            over = _sms_budget(m, rendered, wave, file)
+            if over is not None:
+                problems.append(over)
+                break
+        elif m.files.channel == "email" and wave == 1:
+            problems.extend(_email_subject(m, parts, context, file))
+            problems.extend(_email_opt_out(m, parts, rendered))
+    return problems, False
+
+
 def lint_message(
     files: MessageFiles,
     *,
@@ -418,110 +560,17 @@ def lint_message(
 ) -> list[LintProblem]:
     """Every problem of one message: its files' problems, then the sample renders (SMS budget,
     e-mail subject and opt-out line). ``file_problems`` caches per-file results across messages."""
-    env = template_environment(root)
-    shop = shop or SAMPLE_SHOP
-    cache = file_problems if file_problems is not None else {}
-    problems: list[LintProblem] = []
-    broken = False
-    for rel in files.files():
-        if not (env.root / rel).is_file():
-            continue
-        if rel not in cache:
-            cache[rel] = lint_file(rel, env, shop)
-        problems.extend(cache[rel])
-        broken = broken or any(p.is_error for p in cache[rel])
-
-    if files.channel == "email":
-        for parts in files.variants.values():
-            present = {part: (env.root / rel).is_file() for part, rel in parts.items()}
-            for part, ok in present.items():
-                if not ok:
-                    other = next(rel for p, rel in parts.items() if p != part)
-                    problems.append(
-                        LintProblem(
-                            display_path(env.root / other),
-                            None,
-                            None,
-                            f"an e-mail needs both parts: {parts[part]} is missing",
-                            rule="email-part-missing",
-                        )
-                    )
-                    broken = True
-    if broken:
-        return problems
-
     budget = max_segments if max_segments is not None else DEFAULT_MAX_SMS_SEGMENTS
+    m = _Message(files, template_environment(root), shop or SAMPLE_SHOP, budget)
+    problems, broken = _files_problems(m, file_problems if file_problems is not None else {})
+    missing = _email_parts_missing(m)
+    if broken or missing:
+        return [*problems, *missing]
     for group, parts in files.variants.items():
-        for wave in range(1, _WAVES + 1):
-            context = sample_context(
-                shop,
-                category_group=_sample_group(group),
-                wave=wave,
-                waves=_WAVES,
-                campaign=files.name,
-                language=template_language(files.name),
-            )
-            rendered: dict[str, str] = {}
-            for part, rel in parts.items():
-                text, problem = _render_sample(env, rel, context)
-                if problem:
-                    return [*problems, problem]
-                rendered[part] = text or ""
-            file = display_path(env.root / next(iter(parts.values())))
-            if files.channel == "sms":
-                final = finalize_sms(
-                    rendered["body"], shop.name, shop.opt_out_footer, brackets=shop.sms_signature_brackets
-                )
-                count = count_sms(final)
-                if count.segments > budget:
-                    limit = (
-                        (UCS2_SINGLE if budget == 1 else UCS2_MULTI * budget)
-                        if count.encoding == "ucs2"
-                        else None
-                    )
-                    cut = f"; cut about {count.units - limit} characters" if limit else ""
-                    problems.append(
-                        LintProblem(
-                            file,
-                            None,
-                            "sms_segments",
-                            f"{count.segments} segments with the sample context (wave {wave}): {count.units} "
-                            f"{count.encoding} characters with signature and footer, the maximum is {budget} "
-                            f"segment(s){cut}",
-                            rule="sms-budget",
-                        )
-                    )
-                    break
-            elif files.channel == "email" and wave == 1:
-                template = env.get_template(parts["html"])
-                block = template.blocks.get("subject")
-                subject = ""
-                if block is not None:
-                    subject = " ".join(
-                        Markup("".join(block(template.new_context(context)))).unescape().split()
-                    )
-                if not subject:
-                    problems.append(
-                        LintProblem(
-                            file,
-                            None,
-                            "subject",
-                            "the e-mail has no subject: add {% block subject %}…{% endblock %} to the HTML part",
-                            rule="email-subject",
-                        )
-                    )
-                for part, text in rendered.items():
-                    if not _EMAIL_OPT_OUT.search(text):
-                        problems.append(
-                            LintProblem(
-                                display_path(env.root / parts[part]),
-                                None,
-                                None,
-                                "no opt-out line (退订 / unsubscribe) in this part: extend "
-                                f"email/_base{PARTS['email'][part]} which has it",
-                                rule="email-opt-out",
-                            )
-                        )
+        found, failed = _sample_problems(m, group, parts)
+        problems.extend(found)
+        if failed:
+            break
     return problems
 
 
@@ -530,38 +579,38 @@ def lint_message(
 # ---------------------------------------------------------------------------------------------
 
 
-def _messages_for(name: str, root: Path | None) -> list[MessageFiles] | None:
-    env = template_environment(root)
-    name = name.strip().removeprefix(display_path(env.root) + "/")
-    if name.endswith(".j2"):
-        for message in list_messages(root):
-            if name in message.files():
-                return [message]
-        return None
-    channel, _, rest = name.partition("/")
-    if channel in PARTS and rest:
-        try:
-            return [find_message(rest, channel, root)]
-        except TemplateError:
-            return None
-    found = []
-    for channel in PARTS:
-        try:
-            found.append(find_message(name, channel, root))
-        except TemplateError:
-            continue
-    return found or None
+def _unknown_message(env: MessageEnvironment, name: str) -> LintProblem:
+    """Rule ``unknown-message``: a name given to the lint that matches no template."""
+    message = f"no template named {name!r} (see `huitouke templates lint` for all)"
+    return LintProblem(display_path(env.root), None, name, message, rule="unknown-message")
 
 
-def _partials(env: MessageEnvironment) -> list[str]:
-    """The partials (``_*``) of the message folders: layouts and included pieces."""
-    found = []
-    for channel in PARTS:
-        for path in (env.root / channel).rglob("*.j2"):
-            rel = path.relative_to(env.root)
-            if any(part.startswith("_") for part in rel.parts):
-                found.append(rel.as_posix())
-    return sorted(found)
+def _footer_missing(shop: ShopInfo | None, messages: list[MessageFiles]) -> list[LintProblem]:
+    """Rule ``footer-missing``: the shop has no opt-out footer and there are SMS to lint."""
+    if shop is None or shop.opt_out_footer.strip() or not any(m.channel == "sms" for m in messages):
+        return []
+    message = "the shop's SMS opt-out footer is empty: marketing SMS must tell how to opt out (回T退订)"
+    return [
+        LintProblem("include/playbook.yaml", None, "shop.sms_opt_out_footer", message, rule="footer-missing")
+    ]
+
+
+def _selected(
+    names: Iterable[str] | None, env: MessageEnvironment, root: Path | None
+) -> tuple[list[MessageFiles], list[str], list[LintProblem]]:
+    """The messages and partials to lint (all of them without ``names``), and the names that
+    match nothing."""
+    if names is None:
+        return list_messages(root), list_partials(root), []
+    messages: list[MessageFiles] = []
+    unknown = []
+    for name in names:
+        found = messages_named(name, root)
+        if found is None:
+            unknown.append(_unknown_message(env, name))
+        else:
+            messages.extend(m for m in found if m not in messages)
+    return messages, [], unknown
 
 
 def lint_templates(
@@ -573,40 +622,12 @@ def lint_templates(
 ) -> list[LintProblem]:
     """Lint every template (or the messages ``names``: ``thank_you_new``, ``sms/coupon_wave``,
     ``sms/coupon_wave.txt.j2``). ``max_sms_segments`` gives a campaign's budget by message name
-    (default :data:`~huitouke.render.messages.DEFAULT_MAX_SMS_SEGMENTS`)."""
+    (default :data:`~huitouke.render.catalogue.DEFAULT_MAX_SMS_SEGMENTS`)."""
     env = template_environment(root)
     budgets = max_sms_segments or {}
-    problems: list[LintProblem] = []
-    if names is None:
-        messages = list_messages(root)
-        partials = _partials(env)
-    else:
-        messages, partials = [], []
-        for name in names:
-            found = _messages_for(name, root)
-            if found is None:
-                problems.append(
-                    LintProblem(
-                        display_path(env.root),
-                        None,
-                        name,
-                        f"no template named {name!r} (see `huitouke templates lint` for all)",
-                        rule="unknown-message",
-                    )
-                )
-            else:
-                messages.extend(m for m in found if m not in messages)
+    messages, partials, problems = _selected(names, env, root)
+    problems.extend(_footer_missing(shop, messages))
     cache: dict[str, list[LintProblem]] = {}
-    if shop is not None and not shop.opt_out_footer.strip() and any(m.channel == "sms" for m in messages):
-        problems.append(
-            LintProblem(
-                "include/playbook.yaml",
-                None,
-                "shop.sms_opt_out_footer",
-                "the shop's SMS opt-out footer is empty: marketing SMS must tell how to opt out (回T退订)",
-                rule="footer-missing",
-            )
-        )
     for message in messages:
         budget = budgets.get(message.name, budgets.get(f"{message.channel}/{message.name}"))
         problems.extend(lint_message(message, shop=shop, max_segments=budget, root=root, file_problems=cache))

@@ -1,18 +1,8 @@
-"""Messages: which files make a message, compiling them once, rendering them many times.
+"""Messages compiled once, rendered many times.
 
-**Names.** A message is named after its file without the channel folder and the extension:
-
-========================  ==========================================================================
-``sms`` NAME              ``sms/NAME.txt.j2``
-``email`` NAME            ``email/NAME.html.j2`` (HTML part, with a ``{% block subject %}``) and
-                          ``email/NAME.txt.j2`` (text part)
-``call`` NAME             ``call/NAME.txt.j2``: a phone script for the agent, never sent
-========================  ==========================================================================
-
-A folder holding a ``default`` template, e.g. ``sms/care_tips/default.txt.j2``, is a message with
-**variants by category group**: ``sms/care_tips/food.txt.j2`` for customers whose
-``category.group`` is ``food``, ``default`` for every other group (also the playbook's own groups).
-Other folders are just folders (``sms/en/thank_you_returning`` is the English example).
+Which files make a message is the catalogue's business (:mod:`huitouke.render.catalogue`):
+:func:`compile_message` finds the message there, lints it (:mod:`huitouke.render.lint`) and
+compiles it for a campaign.
 
 **Speed.** :func:`compile_message` lints the files (a broken template fails here, before anything
 is queued), loads them once, and checks the sample context against the SMS budget.
@@ -28,13 +18,20 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
-from jinja2 import Template
+from jinja2 import Template, meta, nodes
 from jinja2.utils import concat
 from markupsafe import Markup
 
 from huitouke.pii import get_logger
+from huitouke.render.catalogue import (
+    DEFAULT_MAX_SMS_SEGMENTS,
+    DEFAULT_VARIANT,
+    Channel,
+    MessageFiles,
+    find_message,
+)
 from huitouke.render.context import ShopInfo, shop_context
 from huitouke.render.environment import (
     MessageEnvironment,
@@ -43,52 +40,16 @@ from huitouke.render.environment import (
     error_from_exception,
     template_environment,
 )
+from huitouke.render.lint import lint_message
 from huitouke.render.sms import finalize_sms, sms_units
 
 log = get_logger(__name__)
 
-__all__ = [
-    "CHANNELS",
-    "DEFAULT_MAX_SMS_SEGMENTS",
-    "CompiledMessage",
-    "MessageFiles",
-    "RenderedMessage",
-    "SmsBudgetError",
-    "compile_message",
-    "find_message",
-    "list_messages",
-    "render_batch",
-]
-
-Channel = Literal["sms", "email", "call"]
-CHANNELS: tuple[str, ...] = ("sms", "email", "call")
-# The parts of a message in each channel, and their file extension.
-PARTS: dict[str, dict[str, str]] = {
-    "sms": {"body": ".txt.j2"},
-    "email": {"html": ".html.j2", "text": ".txt.j2"},
-    "call": {"body": ".txt.j2"},
-}
-DEFAULT_VARIANT = "default"
-# The budget when the campaign sets none: two UCS-2 segments are 134 characters, enough for a
-# signature, two sentences and the opt-out footer.
-DEFAULT_MAX_SMS_SEGMENTS = 2
+__all__ = ["CompiledMessage", "RenderedMessage", "SmsBudgetError", "compile_message", "render_batch"]
 
 
 class SmsBudgetError(TemplateError):
     """A rendered SMS has more segments than its campaign allows."""
-
-
-@dataclass(frozen=True)
-class MessageFiles:
-    """The template files of one message: ``variants[group][part]`` is a name under the root."""
-
-    name: str
-    channel: str
-    variants: dict[str, dict[str, str]]
-    by_category_group: bool = False  # a folder of variants (see the module's documentation)
-
-    def files(self) -> list[str]:
-        return [name for parts in self.variants.values() for name in parts.values()]
 
 
 @dataclass(slots=True)
@@ -107,73 +68,6 @@ class RenderedMessage:
     units: int | None = None
 
 
-def find_message(name: str, channel: str, root: Path | None = None) -> MessageFiles:
-    """The files of message ``name`` in ``channel``; :class:`TemplateError` when there are none."""
-    if channel not in PARTS:
-        raise TemplateError(f"unknown channel {channel!r} (known: {', '.join(CHANNELS)})", file=name)
-    env = template_environment(root)
-    if not name or name.startswith("/") or "\\" in name or any(p in ("", ".", "..") for p in name.split("/")):
-        raise TemplateError(
-            "a message name is a path inside the channel's folder, e.g. care_tips or en/thank_you_returning",
-            file=display_path(env.root / channel),
-            variable=name,
-        )
-    parts = PARTS[channel]
-    single = {part: f"{channel}/{name}{ext}" for part, ext in parts.items()}
-    if all((env.root / rel).is_file() for rel in single.values()):
-        return MessageFiles(name, channel, {DEFAULT_VARIANT: single})
-    folder = env.root / channel / name
-    default = {part: f"{channel}/{name}/{DEFAULT_VARIANT}{ext}" for part, ext in parts.items()}
-    if folder.is_dir() and all((env.root / rel).is_file() for rel in default.values()):
-        variants: dict[str, dict[str, str]] = {}
-        first_ext = next(iter(parts.values()))
-        for path in sorted(folder.glob(f"*{first_ext}")):
-            group = path.name[: -len(first_ext)]
-            if group.startswith("_"):  # a partial of the variants
-                continue
-            variants[group] = {part: f"{channel}/{name}/{group}{ext}" for part, ext in parts.items()}
-        return MessageFiles(name, channel, variants, by_category_group=True)
-    missing = [rel for rel in single.values() if not (env.root / rel).is_file()]
-    hint = ""
-    if folder.is_dir():
-        hint = f" (the folder {channel}/{name}/ needs a {DEFAULT_VARIANT} template to be a message with variants)"
-    raise TemplateError(
-        f"no {channel} template {name!r}: missing {', '.join(missing)}{hint}",
-        file=display_path(env.root / channel),
-        variable=name,
-    )
-
-
-def list_messages(root: Path | None = None) -> list[MessageFiles]:
-    """Every message under the root, by channel then name. Files and folders whose name starts
-    with ``_`` are partials (layouts, includes), not messages."""
-    env = template_environment(root)
-    found: list[MessageFiles] = []
-    for channel, parts in PARTS.items():
-        base = env.root / channel
-        if not base.is_dir():
-            continue
-        first_ext = next(iter(parts.values()))
-        names: set[str] = set()
-        for ext in dict.fromkeys(parts.values()):
-            for path in base.rglob(f"*{ext}"):
-                rel = path.relative_to(base)
-                if any(p.startswith("_") for p in rel.parts):
-                    continue
-                if path.parent != base and (path.parent / f"{DEFAULT_VARIANT}{first_ext}").is_file():
-                    names.add(path.parent.relative_to(base).as_posix())
-                else:
-                    names.add(rel.as_posix()[: -len(ext)])
-        for name in sorted(names):
-            try:
-                found.append(find_message(name, channel, root))
-            except TemplateError:
-                # e.g. an e-mail with only one of its parts: reported by the lint.
-                parts_of = {part: f"{channel}/{name}{ext}" for part, ext in parts.items()}
-                found.append(MessageFiles(name, channel, {DEFAULT_VARIANT: parts_of}))
-    return found
-
-
 @dataclass
 class _Variant:
     file: str  # the main file, as people see it
@@ -186,8 +80,6 @@ class _Variant:
 
 def _self_contained(env: MessageEnvironment, template: Template) -> bool:
     """True when the template reads no global (``range`` ...) and loads no other template."""
-    from jinja2 import meta, nodes
-
     try:
         source = Path(template.filename).read_text(encoding="utf-8") if template.filename else ""
         tree = env.parse(source)
@@ -391,8 +283,6 @@ def compile_message(
     folder, a hard-coded signature or footer, the sample over ``max_segments`` (SMS;
     default :data:`DEFAULT_MAX_SMS_SEGMENTS`). The error's ``problems`` lists every problem.
     """
-    from huitouke.render.lint import lint_message
-
     files = find_message(name, channel, root)
     if channel == "sms" and max_segments is None:
         max_segments = DEFAULT_MAX_SMS_SEGMENTS

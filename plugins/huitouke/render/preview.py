@@ -8,9 +8,17 @@ over the sample's). It renders even when the SMS is over budget, and says so.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from huitouke.render.catalogue import (
+    CHANNELS,
+    DEFAULT_MAX_SMS_SEGMENTS,
+    DEFAULT_VARIANT,
+    MessageFiles,
+    find_message,
+)
 from huitouke.render.context import (
     CONTEXT,
     SAMPLE_SHOP,
@@ -19,17 +27,10 @@ from huitouke.render.context import (
     sample_context,
     template_language,
 )
-from huitouke.render.environment import TemplateError, template_environment
-from huitouke.render.messages import (
-    CHANNELS,
-    DEFAULT_MAX_SMS_SEGMENTS,
-    DEFAULT_VARIANT,
-    CompiledMessage,
-    RenderedMessage,
-    find_message,
-)
+from huitouke.render.environment import MessageEnvironment, TemplateError, template_environment
+from huitouke.render.messages import CompiledMessage, RenderedMessage
 
-__all__ = ["preview_context", "preview_message", "format_rendered"]
+__all__ = ["PreviewOptions", "format_rendered", "preview_context", "preview_message"]
 
 
 def preview_context(
@@ -85,48 +86,70 @@ def format_rendered(message: RenderedMessage, max_segments: int | None = None) -
     return message.body.rstrip("\n")
 
 
-def preview_message(
-    name: str,
-    *,
-    channel: str | None = None,
-    context: dict[str, Any] | None = None,
-    shop: ShopInfo | None = None,
-    wave: int | None = None,
-    category: str | None = None,
-    max_segments: int | None = None,
-    root: Path | None = None,
-) -> str:
-    """Every channel of message ``name`` (or only ``channel``) rendered as text for a person.
+@dataclass(frozen=True)
+class PreviewOptions:
+    """What :func:`preview_message` renders a message for (every field optional).
+
+    ``channel``: only this channel (default every channel the message has); ``context``: see the
+    module's documentation (default the sample context); ``wave``, ``category``: the sample's wave
+    and category group (default wave 1, every variant of a message with variants); ``shop``
+    (default the sample shop); ``max_segments``: the SMS budget shown (default 2); ``root``: the
+    templates folder.
+    """
+
+    channel: str | None = None
+    context: dict[str, Any] | None = None
+    shop: ShopInfo | None = None
+    wave: int | None = None
+    category: str | None = None
+    max_segments: int | None = None
+    root: Path | None = None
+
+
+def _sections(
+    name: str, channel: str, files: MessageFiles, options: PreviewOptions, env: MessageEnvironment
+) -> list[str]:
+    """One channel of a message rendered for each sample variant (or once for a given context)."""
+    shop = options.shop or SAMPLE_SHOP
+    budget = (options.max_segments or DEFAULT_MAX_SMS_SEGMENTS) if channel == "sms" else None
+    compiled = CompiledMessage(name, channel, shop, None, files, env)
+    if options.context is not None or options.category or not files.by_category_group:
+        groups: list[str | None] = [None]
+    else:
+        groups = list(files.variants)
+    sections = []
+    for group in groups:
+        sample_group = options.category if group is None else ("other" if group == DEFAULT_VARIANT else group)
+        ctx = preview_context(
+            options.context, shop=shop, category_group=sample_group, wave=options.wave, campaign=name
+        )
+        message = compiled.render(ctx)
+        title = f"== {channel}/{name}" + (f" [{ctx['category']['group']}]" if files.by_category_group else "")
+        sections.append(f"{title} ({message.template}) ==\n{format_rendered(message, budget)}")
+    return sections
+
+
+def preview_message(name: str, options: PreviewOptions | None = None) -> str:
+    """Every channel of message ``name`` (or only ``options.channel``) rendered as text for a person.
 
     Raises :class:`TemplateError` when the template is broken or no such message exists.
     ``name`` may carry its channel: ``sms/thank_you_new``.
     """
-    shop = shop or SAMPLE_SHOP
+    options = options or PreviewOptions()
+    channel = options.channel
     head, _, rest = name.partition("/")
     if channel is None and head in CHANNELS and rest:
         channel, name = head, rest
-    channels = [channel] if channel else list(CHANNELS)
-    env = template_environment(root)
+    env = template_environment(options.root)
     sections: list[str] = []
-    for ch in channels:
+    for ch in [channel] if channel else list(CHANNELS):
         try:
-            files = find_message(name, ch, root)
+            files = find_message(name, ch, options.root)
         except TemplateError:
             if channel:
                 raise
             continue
-        budget = (max_segments or DEFAULT_MAX_SMS_SEGMENTS) if ch == "sms" else None
-        compiled = CompiledMessage(name, ch, shop, None, files, env)
-        if context is not None or category or not files.by_category_group:
-            groups = [None]
-        else:
-            groups = list(files.variants)
-        for group in groups:
-            sample_group = category if group is None else ("other" if group == DEFAULT_VARIANT else group)
-            ctx = preview_context(context, shop=shop, category_group=sample_group, wave=wave, campaign=name)
-            message = compiled.render(ctx)
-            title = f"== {ch}/{name}" + (f" [{ctx['category']['group']}]" if files.by_category_group else "")
-            sections.append(f"{title} ({message.template}) ==\n{format_rendered(message, budget)}")
+        sections.extend(_sections(name, ch, files, options, env))
     if not sections:
         raise TemplateError(
             f"no template named {name!r} in any channel ({', '.join(CHANNELS)})",
