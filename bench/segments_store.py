@@ -483,6 +483,7 @@ def instrument() -> tuple[dict[str, float], dict[str, int]]:
 
     import huitouke.segments as seg
     from huitouke.segments import persist, snapshot
+    from huitouke.store import rows as store_rows
 
     marks: dict[str, float] = defaultdict(float)
     rows: dict[str, int] = defaultdict(int)
@@ -510,10 +511,10 @@ def instrument() -> tuple[dict[str, float], dict[str, int]]:
     for name, label in PURE_PARTS:
         wrap(seg, name, label)
 
-    def split(name: str, label: str) -> None:
-        # persist's readers, timed inside the part that calls them: SQL + fetch into Arrow, and
-        # Arrow -> pandas.
-        original = getattr(persist, name)
+    def split(owner: Any, name: str, label: str) -> None:
+        # The store's Arrow readers (store/rows.py) and persist's conversion to pandas, timed inside
+        # the part that calls them: SQL + fetch into Arrow, and Arrow -> pandas.
+        original = getattr(owner, name)
 
         @functools.wraps(original)
         def timed(*args: Any, **kwargs: Any) -> Any:
@@ -525,11 +526,11 @@ def instrument() -> tuple[dict[str, float], dict[str, int]]:
                 rows[where] += result.num_rows
             return result
 
-        setattr(persist, name, timed)
+        setattr(owner, name, timed)
 
     for name in ("_sqlite_native_table", "_sqlite_table", "_pg_table", "_core_table"):
-        split(name, "SQL + fetch into Arrow")
-    split("_to_pandas", "Arrow -> pandas")
+        split(store_rows, name, "SQL + fetch into Arrow")
+    split(persist, "_to_pandas", "Arrow -> pandas")
 
     from sqlalchemy.engine import Connection
 
