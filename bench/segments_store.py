@@ -25,8 +25,8 @@ store named by the ``crm_db`` Connection, on a SQLite file and on PostgreSQL 15.
    orders' ``content_hash`` is set beforehand to what validation computes, as a real intake would
    have stored it.
 4. **D1**, the daily step: ``update_segments`` for the next day, the persist, snapshot and pure
-   functions wrapped with timers (the readers split into SQL + fetch into Arrow, and Arrow to
-   pandas). First one run without the snapshot (``HUITOUKE_CACHE_DIR=off``: a worker that did not
+   functions wrapped with timers (the readers split into SQL + fetch into Arrow, in
+   ``huitouke.store.rows``, and Arrow to pandas). First one run without the snapshot (``HUITOUKE_CACHE_DIR=off``: a worker that did not
    run the previous day reads the state and the open history from the tables), then
    ``BENCH_REPEATS`` runs with the snapshot D0 left. Every run starts from the same store: before
    each, D1's run is undone (its history, KPIs, the state and spend rows of its customers, the
