@@ -25,8 +25,8 @@ store named by the ``crm_db`` Connection, on a SQLite file and on PostgreSQL 15.
    orders' ``content_hash`` is set beforehand to what validation computes, as a real intake would
    have stored it.
 4. **D1**, the daily step: ``update_segments`` for the next day, the persist, snapshot and pure
-   functions wrapped with timers (the readers split into SQL + fetch into Arrow, and Arrow to
-   pandas). First one run without the snapshot (``HUITOUKE_CACHE_DIR=off``: a worker that did not
+   functions wrapped with timers (the readers split into SQL + fetch into Arrow, in
+   ``huitouke.store.rows``, and Arrow to pandas). First one run without the snapshot (``HUITOUKE_CACHE_DIR=off``: a worker that did not
    run the previous day reads the state and the open history from the tables), then
    ``BENCH_REPEATS`` runs with the snapshot D0 left. Every run starts from the same store: before
    each, D1's run is undone (its history, KPIs, the state and spend rows of its customers, the
@@ -483,6 +483,7 @@ def instrument() -> tuple[dict[str, float], dict[str, int]]:
 
     import huitouke.segments as seg
     from huitouke.segments import persist, snapshot
+    from huitouke.store import rows as store_rows
 
     marks: dict[str, float] = defaultdict(float)
     rows: dict[str, int] = defaultdict(int)
@@ -510,10 +511,10 @@ def instrument() -> tuple[dict[str, float], dict[str, int]]:
     for name, label in PURE_PARTS:
         wrap(seg, name, label)
 
-    def split(name: str, label: str) -> None:
-        # persist's readers, timed inside the part that calls them: SQL + fetch into Arrow, and
-        # Arrow -> pandas.
-        original = getattr(persist, name)
+    def split(owner: Any, name: str, label: str) -> None:
+        # The store's Arrow readers (store/rows.py) and persist's conversion to pandas, timed inside
+        # the part that calls them: SQL + fetch into Arrow, and Arrow -> pandas.
+        original = getattr(owner, name)
 
         @functools.wraps(original)
         def timed(*args: Any, **kwargs: Any) -> Any:
@@ -525,11 +526,11 @@ def instrument() -> tuple[dict[str, float], dict[str, int]]:
                 rows[where] += result.num_rows
             return result
 
-        setattr(persist, name, timed)
+        setattr(owner, name, timed)
 
     for name in ("_sqlite_native_table", "_sqlite_table", "_pg_table", "_core_table"):
-        split(name, "SQL + fetch into Arrow")
-    split("_to_pandas", "Arrow -> pandas")
+        split(store_rows, name, "SQL + fetch into Arrow")
+    split(persist, "_to_pandas", "Arrow -> pandas")
 
     from sqlalchemy.engine import Connection
 

@@ -27,6 +27,7 @@ from huitouke import records
 from huitouke.intake.load import load_batch
 from huitouke.intake.validate import validate
 from huitouke.segments import build_state, build_state_and_spend, load_segment_settings, persist, snapshot
+from huitouke.store import rows as store_rows
 from huitouke.store.connection import make_engine
 from huitouke.store.migrate import upgrade
 from huitouke.store.schema import (
@@ -550,15 +551,15 @@ def test_reads_of_committed_rows_equal_the_cursor_reads(store_engine, store_url,
                 )
             )
     native_reads = []
-    original = persist._sqlite_native_table
+    original = store_rows._sqlite_native_table
 
     def spy(*args, **kwargs):
         table = original(*args, **kwargs)
         native_reads.append(table is not None)
         return table
 
-    monkeypatch.setattr(persist, "_sqlite_native_table", spy)
-    monkeypatch.setattr(persist, "_FETCH", 500)  # several batches, the first ones without a time
+    monkeypatch.setattr(store_rows, "_sqlite_native_table", spy)
+    monkeypatch.setattr(store_rows, "_FETCH", 500)  # several batches, the first ones without a time
     rules = load_segment_settings()
     with store_engine.begin() as conn:
         native = persist.read_orders(conn, committed=True)

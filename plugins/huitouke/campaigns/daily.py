@@ -163,24 +163,12 @@ def _segments_of(conn: Connection, day: date, playbook: Playbook) -> pd.DataFram
     from huitouke.segments import classify, snapshot
     from huitouke.segments import persist as segment_store
 
-    state = None
     latest = segment_store.latest_run(conn)
     if latest is None or latest.business_date < day:
         raise RuntimeError(
             f"segments for {day} have not been computed (latest: {latest.business_date if latest else 'none'}): "
             "run update_segments for that day first"
         )
-    cache = snapshot.cache_dir_for(conn.engine.url)
-    if cache is not None and latest is not None:
-        key = snapshot.SnapshotKey(
-            snapshot.store_id(conn.engine.url),
-            latest.business_date,
-            latest.computed_at,
-            latest.fingerprint,
-            latest.customers,
-        )
-        saved = snapshot.load(cache, key)
-        state = saved.state if saved is not None else None
-    if state is None:
-        state = segment_store.read_state(conn)
+    saved = snapshot.load_for_run(conn.engine.url, latest)
+    state = saved.state if saved is not None else segment_store.read_state(conn)
     return classify(state, day, playbook.segments)

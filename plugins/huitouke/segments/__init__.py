@@ -14,6 +14,11 @@ the edges::
 ``analyze(orders, lines, settings)`` does state, segments and KPIs in one call.
 The rules come from the ``segments:`` section of ``include/playbook.yaml``
 (:func:`load_segment_settings`).
+
+The daily run through the store: :func:`huitouke.segments.daily.run_day`; ``persist`` is the
+stage's edge of the store (what is read and written; how, on each database, is
+:mod:`huitouke.store.rows`), ``snapshot`` the local copy of the state for the next run,
+``allocator`` Arrow's memory pool during a run.
 """
 
 from huitouke.segments.classify import (

@@ -10,6 +10,14 @@ rebuild the state from every order; otherwise the unfolded orders are folded in
 refund or cancellation recomputed from their orders). The whole state and the open history come
 from the previous run's local snapshot when it provably matches the store
 (:mod:`huitouke.segments.snapshot`), else from the tables.
+
+The run in phases: the lock and the latest run; the reads (:func:`_pending_orders`,
+:func:`_open_rows`, then the path's own), all before the transaction writes anything; the new
+state (:func:`_rebuilt_state` or :func:`_folded_state`, each with its own reads, gone when it
+returns); the classification, history diff and KPIs (:func:`_record_day`). Every write is handed
+to :class:`_DayWrites` as soon as it is known and runs on a background thread while the run
+computes; Arrow allocates through :class:`~huitouke.segments.allocator.RunAllocator`; the snapshot
+for the next run is published after the commit (:func:`huitouke.segments.snapshot.after_commit`).
 """
 
 from __future__ import annotations
@@ -18,15 +26,16 @@ from dataclasses import dataclass
 from datetime import UTC, date, datetime
 from typing import Any
 
+import numpy as np
 import pandas as pd
-import pyarrow as pa
-from sqlalchemy import Engine
+from sqlalchemy import Connection, Engine
 
 from huitouke.pii import get_logger
 from huitouke.segments import persist, snapshot
+from huitouke.segments.allocator import RunAllocator
 from huitouke.segments.classify import classify
-from huitouke.segments.fold import fold_rows, fold_state, plan_fold
-from huitouke.segments.history import diff_segments, same_customers
+from huitouke.segments.fold import FoldedRows, FoldPlan, fold_rows, fold_state, plan_fold
+from huitouke.segments.history import SegmentChanges, diff_segments, same_customers
 from huitouke.segments.kpis import compute_kpis, format_kpis
 from huitouke.segments.settings import SegmentSettings
 from huitouke.segments.state import build_state_and_spend
@@ -73,15 +82,8 @@ class SegmentsDay:
 
 def run_day(engine: Engine, day: date, rules: SegmentSettings) -> SegmentsDay:
     """Fold, classify and record ``day`` (see the module docstring)."""
-    default_pool = pa.default_memory_pool()
-    pa.set_memory_pool(pa.system_memory_pool())
-
-    fingerprint = rules.state_fingerprint()
-    now = datetime.now(UTC).replace(tzinfo=None)
-    cache = snapshot.cache_dir_for(engine.url)
-    store = snapshot.store_id(engine.url)
-    prepared = None
-    try:
+    run = _Run(day, rules, rules.state_fingerprint(), datetime.now(UTC).replace(tzinfo=None))
+    with RunAllocator() as allocator, snapshot.after_commit(engine.url) as next_snapshot:
         with engine.begin() as conn:
             locked = persist.lock_store(conn)
             latest = persist.latest_run(conn)
@@ -92,105 +94,183 @@ def run_day(engine: Engine, day: date, rules: SegmentSettings) -> SegmentsDay:
                     latest.business_date,
                 )
                 return SegmentsDay(day, recomputed=False, kpis=persist.stored_kpis(conn, day))
-            saved = None
-            if cache is not None and latest is not None:
-                key = snapshot.SnapshotKey(
-                    store, latest.business_date, latest.computed_at, latest.fingerprint, latest.customers
-                )
-                saved = snapshot.load(cache, key)
+            saved = snapshot.load_for_run(engine.url, latest)
             rerun = latest is not None and latest.business_date == day
-            pending = None
-            previous_ids = open_row_of = None  # the fold's row mapping, for the history diff
-            if latest is None:
-                log.info("First segments run: building the customer state from all orders")
-            elif latest.fingerprint != fingerprint:
-                log.warning(
-                    "The customer state's definition changed (the playbook's category groups, or "
-                    "this version's store format): rebuilding it from all orders"
-                )
-            else:
-                pending = persist.read_pending(conn, persist.REBUILD_ABOVE, committed=True)
-                if pending is None:
-                    log.info(
-                        "More than %s orders to fold in: rebuilding the customer state from all orders",
-                        f"{persist.REBUILD_ABOVE:,}",
-                    )
             # Everything is read before the transaction writes anything: SQLite then serves it
-            # from a second, read-only connection (persist._read, committed=True).
+            # from a second, read-only connection (committed=True, see store.rows.read_arrow).
+            pending = _pending_orders(conn, run, latest)
             if pending is None:
-                pa.set_memory_pool(default_pool)
-                orders, lines = persist.read_orders(conn, committed=True)
-            else:
-                before = saved.state if saved is not None else persist.read_state(conn, committed=True)
-                plan = plan_fold(before, pending, day)
-                history, history_lines = persist.read_orders(conn, plan.recomputed, committed=True)
-                spend = persist.read_spend(conn, plan.added, committed=True)
-                added_lines = persist.read_lines(conn, plan.changed_orders, committed=True)
-            if saved is None:  # as after the rewind of a re-run day, which only comes next
-                open_rows = persist.read_open_history(conn, committed=True, rewinding=day if rerun else None)
-            else:
-                open_rows = saved.rewound(day) if rerun else saved.open_rows
-            writes = BackgroundWrites()  # the run's writes overlap its computing (see store.background)
-            with writes:
-                if rerun:
-                    writes.submit(persist.rewind_history, conn, day)
-                # The orders read are stamped first (nothing reads them again), while the run computes.
-                if locked:
-                    writes.submit(persist.mark_folded, conn, day, now)
-                else:  # no lock on this database: stamp exactly the orders read
-                    read = orders if pending is None else pending
-                    due = read["business_date"].isna() | (read["business_date"] <= pd.Timestamp(day))
-                    writes.submit(persist.mark_applied, conn, read.loc[due, "order_id"].tolist(), now)
-                    del read, due
-                if pending is None:  # the rebuild path: every order
-                    state, spend = build_state_and_spend(orders, lines, settings=rules, until=day)
-                    del lines, orders
-                    writes.submit(persist.replace_state, conn, state, None)
-                    writes.submit(persist.replace_spend, conn, spend, None)
-                    del spend
-                    recomputed = len(state)
-                    how = "the state rebuilt from all orders"
-                else:  # the daily fold: the pending orders, and what they touch
-                    folded = fold_rows(
-                        before, spend, plan, added_lines, history, history_lines, settings=rules, until=day
-                    )
-                    writes.submit(persist.write_folded, conn, folded, plan)
-                    del spend, added_lines, history, history_lines
-                    state, open_row_of = fold_state(before, folded, plan)
-                    previous_ids = before["customer_id"]
-                    del before
-                    recomputed = len(plan.touched)
-                    how = (
-                        f"{len(plan.added):,} customers updated by their changed orders "
-                        f"({len(plan.additions):,} paid orders added, {len(plan.removals):,} subtracted: refunded or cancelled), "
-                        f"{len(plan.recomputed):,} recomputed from all their orders "
-                        "(the first or last order refunded, a late order)"
-                    )
+                allocator.for_rebuild()
+            open_rows = _open_rows(conn, run, saved, rerun)
+            with _DayWrites(conn, run, rerun=rerun, locked=locked) as writes:
+                if pending is None:
+                    new = _rebuilt_state(conn, run, writes)
+                else:
+                    new = _folded_state(conn, run, pending, saved, writes)
+                return _record_day(run, new, open_rows, writes, next_snapshot)
 
-                segments = classify(state, day, rules)
-                if open_row_of is not None and not same_customers(open_rows["customer_id"], previous_ids):
-                    open_row_of = None  # the open rows are not the previous state's customers in order
-                del previous_ids
-                changes = diff_segments(open_rows, segments, day, open_row_of)
-                writes.submit(persist.write_history, conn, changes)
-                kpis = compute_kpis(segments, day, rules, changes.transitions)
-                writes.submit(persist.write_day, conn, day, kpis, changes, fingerprint, now)
-                if cache is not None:
-                    opened, closed = persist.open_rows_after(open_rows, segments, changes, open_row_of)
-                    key = snapshot.SnapshotKey(store, day, now, fingerprint, int(kpis["customers"]))
-                    prepared = snapshot.prepare(cache, key, state, opened, closed)
-    except BaseException:
-        snapshot.discard(prepared)
-        raise
-    finally:
-        pa.set_memory_pool(default_pool)
-    snapshot.publish(prepared)  # only now: the snapshot is the committed run's
+
+@dataclass(frozen=True)
+class _Run:
+    """The day being computed, by which rules, and when."""
+
+    day: date
+    rules: SegmentSettings
+    fingerprint: str
+    now: datetime
+
+
+@dataclass(frozen=True)
+class _NewState:
+    """The day's customer state, and how it came about."""
+
+    state: pd.DataFrame
+    how: str
+    recomputed: int  # customers whose row was computed again
+    open_row_of: np.ndarray | None = None  # the fold's row mapping, for the history diff
+    previous_ids: pd.Series | None = None  # the customers of the state before, in its order
+
+
+def _pending_orders(conn: Connection, run: _Run, latest: persist.LatestRun | None) -> pd.DataFrame | None:
+    """The orders to fold in; None (and why, in the log) when the state is rebuilt from all orders
+    instead: the first run, a changed state definition, a backlog over ``persist.REBUILD_ABOVE``."""
+    if latest is None:
+        log.info("First segments run: building the customer state from all orders")
+        return None
+    if latest.fingerprint != run.fingerprint:
+        log.warning(
+            "The customer state's definition changed (the playbook's category groups, or "
+            "this version's store format): rebuilding it from all orders"
+        )
+        return None
+    pending = persist.read_pending(conn, persist.REBUILD_ABOVE, committed=True)
+    if pending is None:
+        log.info(
+            "More than %s orders to fold in: rebuilding the customer state from all orders",
+            f"{persist.REBUILD_ABOVE:,}",
+        )
+    return pending
+
+
+def _open_rows(conn: Connection, run: _Run, saved: snapshot.Snapshot | None, rerun: bool) -> pd.DataFrame:
+    """The open history rows the day's segments are compared with: as a re-run's rewind will leave
+    them (it only comes once everything is read), from the snapshot when there is one."""
+    if saved is None:
+        return persist.read_open_history(conn, committed=True, rewinding=run.day if rerun else None)
+    return saved.rewound(run.day) if rerun else saved.open_rows
+
+
+def _rebuilt_state(conn: Connection, run: _Run, writes: _DayWrites) -> _NewState:
+    """The state built from every order (the orders and lines read go when it returns)."""
+    orders, lines = persist.read_orders(conn, committed=True)
+    writes.start(orders)
+    state, spend = build_state_and_spend(orders, lines, settings=run.rules, until=run.day)
+    writes.replace_all(state, spend)
+    return _NewState(state, "the state rebuilt from all orders", len(state))
+
+
+def _folded_state(
+    conn: Connection, run: _Run, pending: pd.DataFrame, saved: snapshot.Snapshot | None, writes: _DayWrites
+) -> _NewState:
+    """The pending orders folded into the state: new paid orders added, refunds and cancellations
+    subtracted, the few customers whose first or last order changed recomputed (the rows read
+    for them go when it returns)."""
+    before = saved.state if saved is not None else persist.read_state(conn, committed=True)
+    plan = plan_fold(before, pending, run.day)
+    history, history_lines = persist.read_orders(conn, plan.recomputed, committed=True)
+    spend = persist.read_spend(conn, plan.added, committed=True)
+    added_lines = persist.read_lines(conn, plan.changed_orders, committed=True)
+    writes.start(pending)
+    folded = fold_rows(
+        before, spend, plan, added_lines, history, history_lines, settings=run.rules, until=run.day
+    )
+    writes.folded(folded, plan)
+    state, open_row_of = fold_state(before, folded, plan)
+    return _NewState(state, _how_folded(plan), len(plan.touched), open_row_of, before["customer_id"])
+
+
+def _how_folded(plan: FoldPlan) -> str:
+    return (
+        f"{len(plan.added):,} customers updated by their changed orders "
+        f"({len(plan.additions):,} paid orders added, {len(plan.removals):,} subtracted: refunded or cancelled), "
+        f"{len(plan.recomputed):,} recomputed from all their orders "
+        "(the first or last order refunded, a late order)"
+    )
+
+
+def _record_day(
+    run: _Run,
+    new: _NewState,
+    open_rows: pd.DataFrame,
+    writes: _DayWrites,
+    next_snapshot: snapshot.NextSnapshot,
+) -> SegmentsDay:
+    """Classify the new state, diff it against the open history, count the KPIs; hand over their
+    writes and the snapshot the next run starts from."""
+    segments = classify(new.state, run.day, run.rules)
+    open_row_of = new.open_row_of
+    if open_row_of is not None and not same_customers(open_rows["customer_id"], new.previous_ids):
+        open_row_of = None  # the open rows are not the previous state's customers in order
+    changes = diff_segments(open_rows, segments, run.day, open_row_of)
+    writes.history(changes)
+    kpis = compute_kpis(segments, run.day, run.rules, changes.transitions)
+    writes.day(kpis, changes)
+    if next_snapshot.wanted:
+        opened, closed = persist.open_rows_after(open_rows, segments, changes, open_row_of)
+        this_run = persist.LatestRun(run.day, run.fingerprint, run.now, int(kpis["customers"]))
+        next_snapshot.write(this_run, new.state, opened, closed)
     return SegmentsDay(
-        day,
+        run.day,
         recomputed=True,
         kpis=kpis,
-        how=how,
-        customers_recomputed=recomputed,
+        how=new.how,
+        customers_recomputed=new.recomputed,
         history_rows_closed=len(changes.close),
         history_rows_opened=len(changes.open),
     )
+
+
+class _DayWrites:
+    """The day's writes, in the order they are handed over, on a background thread while the run
+    computes (:class:`~huitouke.store.background.BackgroundWrites`); leaving the ``with`` block
+    waits for them. The first is :meth:`start`, once everything is read."""
+
+    def __init__(self, conn: Connection, run: _Run, *, rerun: bool, locked: bool) -> None:
+        self._conn, self._run, self._rerun, self._locked = conn, run, rerun, locked
+        self._writes = BackgroundWrites()
+
+    def __enter__(self) -> _DayWrites:
+        self._writes.__enter__()
+        return self
+
+    def __exit__(self, exc_type: Any, exc: Any, tb: Any) -> None:
+        self._writes.__exit__(exc_type, exc, tb)
+
+    def start(self, read: pd.DataFrame) -> None:
+        """Everything is read: a re-run day's history rewound, then the orders ``read`` stamped
+        folded (nothing reads them again)."""
+        conn, day, now = self._conn, self._run.day, self._run.now
+        if self._rerun:
+            self._writes.submit(persist.rewind_history, conn, day)
+        if self._locked:
+            self._writes.submit(persist.mark_folded, conn, day, now)
+        else:  # no lock on this database: stamp exactly the orders read
+            due = read["business_date"].isna() | (read["business_date"] <= pd.Timestamp(day))
+            self._writes.submit(persist.mark_applied, conn, read.loc[due, "order_id"].tolist(), now)
+
+    def replace_all(self, state: pd.DataFrame, spend: pd.DataFrame) -> None:
+        """The rebuilt state and spend rows, replacing every stored row."""
+        self._writes.submit(persist.replace_state, self._conn, state, None)
+        self._writes.submit(persist.replace_spend, self._conn, spend, None)
+
+    def folded(self, folded: FoldedRows, plan: FoldPlan) -> None:
+        """The fold's changed state and spend rows, before they are merged into the whole state."""
+        self._writes.submit(persist.write_folded, self._conn, folded, plan)
+
+    def history(self, changes: SegmentChanges) -> None:
+        self._writes.submit(persist.write_history, self._conn, changes)
+
+    def day(self, kpis: dict[str, Any], changes: SegmentChanges) -> None:
+        """The day's KPIs and transitions, and the run's identity (fingerprint, time)."""
+        run = self._run
+        self._writes.submit(persist.write_day, self._conn, run.day, kpis, changes, run.fingerprint, run.now)

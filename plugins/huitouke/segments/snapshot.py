@@ -11,7 +11,7 @@ uses them **only when they provably are what the store holds**:
   ``computed_at`` to the microsecond, state fingerprint, number of customers) and to the store (a
   hash of its URL without the password). That row is written in the same transaction as the state
   and the history, and every writer of those two tables (``huitouke.segments.persist``, called by
-  ``update_segments``) writes a new one; so while the store's latest ``segment_kpis`` row is the
+  :func:`huitouke.segments.daily.run_day`) writes a new one; so while the store's latest ``segment_kpis`` row is the
   snapshot's, the tables hold exactly the snapshot's rows;
 - the files are written to temporary names while the run's transaction is still open and renamed
   into place only after it committed. A run that fails changes neither the store nor the snapshot;
@@ -23,6 +23,9 @@ uses them **only when they provably are what the store holds**:
 
 Whoever edits ``customer_state`` or ``segment_history`` outside huitouke must delete the cache's
 ``segments-*`` files (or run with ``HUITOUKE_CACHE_DIR=off`` once).
+
+A run reads the snapshot with :func:`load_for_run` and leaves the next one through
+:func:`after_commit` (``with after_commit(url) as next_snapshot:`` around its transaction).
 
 A re-run of the latest day rewinds the history first; the snapshot keeps the rows that run closed
 (``reopen``) so the rewind is applied to it in memory exactly as the SQL rewind does.
@@ -41,6 +44,7 @@ from dataclasses import dataclass
 from datetime import date, datetime
 from hashlib import sha256
 from pathlib import Path
+from typing import Any, Protocol
 
 import numpy as np
 import pandas as pd
@@ -55,12 +59,32 @@ from huitouke.segments.state import STATE_COLUMNS
 
 log = get_logger(__name__)
 
-__all__ = ["Snapshot", "SnapshotKey", "cache_dir_for", "load", "prepare", "publish", "discard"]
+__all__ = [
+    "NextSnapshot",
+    "Snapshot",
+    "SnapshotKey",
+    "after_commit",
+    "cache_dir_for",
+    "discard",
+    "load",
+    "load_for_run",
+    "prepare",
+    "publish",
+]
 
 FORMAT_VERSION = "2"  # 2: the open rows' labels as dictionaries (categoricals)
 _PARTS = ("state", "open", "reopen")
 _OPEN_COLUMNS = ("customer_id", "valid_from", *SEGMENT_COLUMNS)
 _DISABLED = {"", "0", "off", "none", "false", "no"}
+
+
+class StoredRun(Protocol):
+    """A run as its ``segment_kpis`` row identifies it (:class:`huitouke.segments.persist.LatestRun`)."""
+
+    business_date: date
+    computed_at: datetime
+    fingerprint: str
+    customers: int
 
 
 @dataclass(frozen=True)
@@ -72,6 +96,11 @@ class SnapshotKey:
     computed_at: datetime
     fingerprint: str
     customers: int
+
+    @classmethod
+    def of_run(cls, url: URL, run: StoredRun) -> SnapshotKey:
+        """The key of the snapshot ``run`` leaves in (or left in) the store at ``url``."""
+        return cls(store_id(url), run.business_date, run.computed_at, run.fingerprint, run.customers)
 
     def as_metadata(self) -> dict[bytes, bytes]:
         return {
@@ -177,6 +206,56 @@ def load(folder: Path, key: SnapshotKey) -> Snapshot | None:
         return None
     log.info("Customer state and open history from the snapshot of %s", key.business_date)
     return snapshot
+
+
+def load_for_run(url: URL, run: StoredRun | None) -> Snapshot | None:
+    """The snapshot the store's latest run ``run`` left, when there is one that provably is the
+    store's; None (the caller reads the tables) when there is no run yet, the cache is disabled or
+    no snapshot matches."""
+    folder = cache_dir_for(url)
+    if folder is None or run is None:
+        return None
+    return load(folder, SnapshotKey.of_run(url, run))
+
+
+class NextSnapshot:
+    """The snapshot a run leaves for the next one: written inside the run's transaction
+    (:meth:`write`), published when the ``with`` block around the transaction ends without an
+    error, i.e. after the commit, discarded when it raises. Made by :func:`after_commit`."""
+
+    def __init__(self, url: URL) -> None:
+        self._url = url
+        self._folder = cache_dir_for(url)
+        self._written: dict[Path, Path] | None = None
+
+    @property
+    def wanted(self) -> bool:
+        """False when the cache is disabled: nothing to compute for it."""
+        return self._folder is not None
+
+    def write(
+        self, run: StoredRun, state: pd.DataFrame, open_rows: pd.DataFrame, reopen: pd.DataFrame
+    ) -> None:
+        """Write the files of ``run``'s snapshot under temporary names (see :func:`prepare`)."""
+        if self._folder is not None:
+            self._written = prepare(
+                self._folder, SnapshotKey.of_run(self._url, run), state, open_rows, reopen
+            )
+
+    def __enter__(self) -> NextSnapshot:
+        return self
+
+    def __exit__(self, exc_type: Any, exc: Any, tb: Any) -> None:
+        if exc_type is None:
+            publish(self._written)  # only now: the snapshot is the committed run's
+        else:
+            discard(self._written)
+
+
+def after_commit(url: URL) -> NextSnapshot:
+    """``with after_commit(url) as next_snapshot:`` around a run's transaction: see
+    :class:`NextSnapshot`."""
+    return NextSnapshot(url)
 
 
 def prepare(

@@ -1,18 +1,73 @@
-"""Small helpers every stage's store edge shares: rows in, DataFrames out, inserts that a re-run
-can repeat safely. Always bound parameters; SQLite and PostgreSQL."""
+"""The store's rows in and out, for every stage: DataFrames and Arrow tables, inserts a re-run can
+repeat safely, the bulk reads and writes, the writers' lock. Always bound parameters; SQLite and
+PostgreSQL. This is the only module that asks which database it is talking to: the stages' store
+modules say what they read and write.
+
+**Bulk paths.** At a million customers the segments run moves a few hundred thousand rows in and
+a hundred thousand out, and a rebuild reads every order and line, so the Arrow reads and writes
+(:func:`read_arrow`, :func:`read_arrow_by_ids`, :func:`insert_arrow`, :func:`upsert_arrow`, and the
+statements over a set of ids) bypass SQLAlchemy's row objects (about 5 µs a row) on the two
+stores huitouke supports:
+
+- SQLite: the DB-API cursor's plain tuples, turned into Arrow arrays column by column (dates
+  and times, stored as ISO text, are parsed by Arrow in one vectorised cast); a transaction that
+  has written nothing yet reads through ADBC's native reader on a second, read-only connection;
+  writes by ``executemany`` with values in exactly SQLAlchemy's storage format; a set of ids as one
+  JSON array (``IN (SELECT value FROM json_each(?))``);
+- PostgreSQL (psycopg2): ``COPY (SELECT ...) TO STDOUT`` read by pyarrow's CSV reader, ``COPY ...
+  FROM STDIN`` for inserts, ``= ANY(%s)`` with an array parameter instead of chunked ``IN`` lists or
+  one statement per row. Every value is a bound parameter (psycopg2 binds on the client,
+  ``mogrify`` is the same binding made visible for ``COPY``, which takes no parameters itself).
+
+Other drivers go through SQLAlchemy (correct, slower).
+"""
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+import io
+import json
+import tempfile
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import closing, contextmanager
+from dataclasses import dataclass
+from datetime import date, datetime
+from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 import pandas as pd
-from sqlalchemy import Connection, Table
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.csv as pacsv
+from sqlalchemy import Connection, Table, delete, insert, text
 
-__all__ = ["IN_LIST_SIZE", "chunks", "empty_frame", "insert_new", "read_frame", "upsert"]
+from huitouke.pii import get_logger
+
+__all__ = [
+    "IN_LIST_SIZE",
+    "ArrowSelect",
+    "chunks",
+    "delete_by_ids",
+    "empty_frame",
+    "insert_arrow",
+    "insert_new",
+    "lock_writers",
+    "prefer_index_reads",
+    "read_arrow",
+    "read_arrow_by_ids",
+    "read_frame",
+    "update_by_ids",
+    "update_where",
+    "upsert",
+    "upsert_arrow",
+]
+
+log = get_logger(__name__)
 
 IN_LIST_SIZE = 900  # bound parameters per IN (...) list: under SQLite's and every driver's limit
 _BATCH = 5000  # rows per executemany
+_FETCH = 250_000  # rows per fetchmany from a DB-API cursor, per native batch, per COPY batch
+_SPOOL = 64 * 1024**2  # COPY output kept in memory up to this size, then in a temporary file
 
 
 def chunks(values: Sequence[Any], size: int = IN_LIST_SIZE) -> Iterator[Sequence[Any]]:
@@ -35,7 +90,7 @@ def read_frame(conn: Connection, query: Any, columns: Sequence[str]) -> pd.DataF
     return pd.DataFrame({name: list(column) for name, column in zip(columns, values, strict=True)})
 
 
-def _insert(conn: Connection):
+def _dialect_insert(conn: Connection):
     dialect = conn.dialect.name
     if dialect == "postgresql":
         from sqlalchemy.dialects.postgresql import insert
@@ -51,7 +106,7 @@ def insert_new(conn: Connection, table: Table, rows: list[dict[str, Any]]) -> in
     the number inserted."""
     if not rows:
         return 0
-    statement = _insert(conn)(table).on_conflict_do_nothing()
+    statement = _dialect_insert(conn)(table).on_conflict_do_nothing()
     if conn.dialect.name == "sqlite":
         done = _sqlite_executemany(conn, statement, table, rows)
         if done is not None:
@@ -66,7 +121,7 @@ def upsert(conn: Connection, table: Table, rows: list[dict[str, Any]], key: Sequ
     """Insert rows, or update the stored row with the same ``key`` (its other given columns)."""
     if not rows:
         return
-    statement = _insert(conn)(table)
+    statement = _dialect_insert(conn)(table)
     changed = {c: statement.excluded[c] for c in rows[0] if c not in key}
     statement = statement.on_conflict_do_update(index_elements=list(key), set_=changed)
     if conn.dialect.name == "sqlite" and _sqlite_executemany(conn, statement, table, rows) is not None:
@@ -108,3 +163,530 @@ def _processed(values: list[Any], processor: Any) -> list[Any]:
         return [done[v] if v in done else done.setdefault(v, processor(v)) for v in values]
     except TypeError:  # unhashable values
         return [None if v is None else processor(v) for v in values]
+
+
+# ------------------------------------------------------------------------- which database, how
+
+
+def _kind(conn: Connection) -> str:
+    """``sqlite``, ``postgresql`` (the bulk paths) or ``other`` (through SQLAlchemy)."""
+    name = conn.dialect.name
+    if name == "sqlite":
+        return "sqlite"
+    if name == "postgresql" and conn.dialect.driver == "psycopg2":
+        return "postgresql"
+    return "other"
+
+
+@contextmanager
+def _cursor(conn: Connection) -> Iterator[Any]:
+    """A DB-API cursor on the connection's own DB-API connection: the same transaction."""
+    with closing(conn.connection.dbapi_connection.cursor()) as cursor:
+        yield cursor
+
+
+def _named(sql: str, params: Sequence[Any]) -> tuple[Any, dict[str, Any]]:
+    """SQL with ``%s`` placeholders as a SQLAlchemy ``text`` with named parameters (any driver)."""
+    pieces = sql.split("%s")
+    if len(pieces) != len(params) + 1:
+        raise ValueError(f"{len(params)} parameters for {len(pieces) - 1} placeholders: {sql}")
+    named = pieces[0] + "".join(f":p{i}{piece}" for i, piece in enumerate(pieces[1:]))
+    return text(named), {f"p{i}": value for i, value in enumerate(params)}
+
+
+def _sqlite_param(value: Any) -> Any:
+    """A parameter as SQLAlchemy stores the value in SQLite (dates and times are ISO text)."""
+    if isinstance(value, datetime):
+        return value.isoformat(sep=" ", timespec="microseconds")
+    if isinstance(value, date):
+        return value.isoformat()
+    return value
+
+
+def lock_writers(conn: Connection, table: Table) -> bool:
+    """Make this transaction the only writer of ``table`` until it ends (readers go on).
+
+    Call first, before anything else runs in the transaction. True when the store was locked
+    (SQLite: ``BEGIN IMMEDIATE``, the whole file; PostgreSQL: ``LOCK TABLE ... IN SHARE ROW
+    EXCLUSIVE MODE``); with another driver nothing is locked and False is returned.
+    """
+    kind = _kind(conn)
+    if kind == "sqlite":
+        conn.exec_driver_sql("BEGIN IMMEDIATE")  # the write lock now, not at the first write
+        return True
+    if kind == "postgresql":
+        conn.execute(text(f"LOCK TABLE {table.name} IN SHARE ROW EXCLUSIVE MODE"))
+        return True
+    return False
+
+
+def prefer_index_reads(conn: Connection) -> None:
+    """On PostgreSQL, for this transaction only: no JIT compilation (it costs more than short
+    queries gain), exact bitmaps for a few hundred thousand rows by id, and index reads priced as
+    the cached, random-access reads they are (the defaults plan a parallel scan of every order
+    line for a few hundred thousand of them). Nothing elsewhere."""
+    if _kind(conn) == "postgresql":
+        for setting in ("jit = off", "work_mem = '64MB'", "random_page_cost = 1.1"):
+            conn.execute(text(f"SET LOCAL {setting}"))
+
+
+# ----------------------------------------------------------------------------- reading as Arrow
+
+
+@dataclass(frozen=True)
+class ArrowSelect:
+    """What to read as Arrow: the columns ``types`` names, of the store's table ``table``, in the
+    Arrow types given (dictionary types are encoded), the rows meeting ``where`` (plain SQL with
+    ``%s`` placeholders for ``params``), at most ``limit`` of them. ``index``: read through this
+    index where the database lets one say so (SQLite's ``INDEXED BY``: without statistics it may
+    pick another)."""
+
+    table: str
+    types: Mapping[str, pa.DataType]
+    where: str = ""
+    params: tuple[Any, ...] = ()
+    index: str | None = None
+    limit: int | None = None
+
+    def tail(self, *, hint: bool, ids: str = "", id_params: Sequence[Any] = ()) -> tuple[str, list[Any]]:
+        """`` FROM ... [WHERE ...] [LIMIT %s]`` and its parameters; ``ids``: one more condition."""
+        sql = f" FROM {self.table}"
+        if hint and self.index:
+            sql += f" INDEXED BY {self.index}"
+        conditions = [c for c in (self.where, ids) if c]
+        if len(conditions) == 2:
+            conditions = [f"({c})" for c in conditions]
+        if conditions:
+            sql += f" WHERE {' AND '.join(conditions)}"
+        params = [*self.params, *id_params]
+        if self.limit is not None:
+            sql += " LIMIT %s"
+            params.append(self.limit)
+        return sql, params
+
+    def empty(self) -> pa.Table:
+        return pa.schema(list(self.types.items())).empty_table()
+
+
+def read_arrow(conn: Connection, select: ArrowSelect, *, committed: bool = False) -> pa.Table:
+    """``select``'s rows through the fastest path of the connection's database.
+
+    ``committed``: the transaction has written nothing yet, so a SQLite file may be read by a
+    second, read-only connection with a native Arrow reader (:func:`_sqlite_native_table`): 5 to
+    10 times faster than Python's driver on whole tables. (Once a SQLite transaction has written
+    enough to spill its cache, it holds the file exclusively and no other connection can read.)
+    """
+    return _read(conn, select, committed=committed)
+
+
+def read_arrow_by_ids(
+    conn: Connection, select: ArrowSelect, column: str, ids: Sequence[Any], *, committed: bool = False
+) -> pa.Table:
+    """``select``'s rows whose ``column`` is one of ``ids``, in one statement: an array parameter
+    on PostgreSQL; on SQLite the ids as one JSON array (``IN (SELECT value FROM json_each(?))``)
+    through the native reader when ``committed`` (see :func:`read_arrow`), else a temporary table
+    of the ids (``IN (SELECT ...)``: the column's index, whatever the planner thinks of the
+    temporary table); chunks elsewhere."""
+    ids = list(ids)
+    if not ids:
+        return select.empty()
+    kind = _kind(conn)
+    if kind == "postgresql":
+        return _read(conn, select, ids=f"{column} = ANY(%s)", id_params=[ids])
+    if kind == "sqlite" and committed:
+        in_json = f"{column} IN (SELECT value FROM json_each(%s))"
+        table = _sqlite_native_table(conn, select.types, *_sqlite_tail(select, in_json, [json.dumps(ids)]))
+        if table is not None:
+            return table
+    if kind == "sqlite":
+        with _sqlite_id_table(conn, "huitouke_segment_ids", ids) as temp:
+            return _read(conn, select, ids=f"{column} IN (SELECT id FROM {temp})")
+    parts = [
+        _core_table(conn, select, f"{column} IN ({', '.join(['%s'] * len(chunk))})", chunk)
+        for chunk in chunks(ids)
+    ]
+    return _unified(pa.concat_tables(parts), select.types)
+
+
+def _read(
+    conn: Connection,
+    select: ArrowSelect,
+    *,
+    committed: bool = False,
+    ids: str = "",
+    id_params: Sequence[Any] = (),
+) -> pa.Table:
+    kind = _kind(conn)
+    columns = f"SELECT {', '.join(select.types)}"
+    if kind == "sqlite":
+        tail, params = _sqlite_tail(select, ids, id_params)
+        if committed:
+            table = _sqlite_native_table(conn, select.types, tail, params)
+            if table is not None:
+                return table
+        return _sqlite_table(conn, columns + tail, params, select.types)
+    if kind == "postgresql":
+        tail, params = select.tail(hint=False, ids=ids, id_params=id_params)
+        return _pg_table(conn, columns + tail, params, select.types)
+    return _core_table(conn, select, ids, id_params)
+
+
+def _sqlite_tail(select: ArrowSelect, ids: str = "", id_params: Sequence[Any] = ()) -> tuple[str, list[Any]]:
+    """:meth:`ArrowSelect.tail` for SQLite: ``?`` placeholders, values in SQLAlchemy's storage format."""
+    tail, params = select.tail(hint=True, ids=ids, id_params=id_params)
+    return tail.replace("%s", "?"), [_sqlite_param(p) for p in params]
+
+
+def _unified(table: pa.Table, types: Mapping[str, pa.DataType]) -> pa.Table:
+    """One dictionary per dictionary column across the table's chunks."""
+    return table.unify_dictionaries() if any(pa.types.is_dictionary(t) for t in types.values()) else table
+
+
+def _arrow(values: Sequence[Any], type_: pa.DataType) -> pa.Array:
+    """One fetched column (plain Python values) as an Arrow array of ``type_``.
+
+    ISO text (SQLite's dates and times) is parsed by Arrow's cast; dictionary types are encoded."""
+    if pa.types.is_dictionary(type_):
+        return _arrow(values, type_.value_type).dictionary_encode()
+    array = pa.array(values, from_pandas=True)
+    return array if array.type == type_ else array.cast(type_)
+
+
+def _rows_table(rows: Iterator[Sequence[tuple[Any, ...]]], types: Mapping[str, pa.DataType]) -> pa.Table:
+    """Batches of fetched rows as one Arrow table with ``types``."""
+    schema = pa.schema(list(types.items()))
+    batches = []
+    for batch in rows:
+        if batch:
+            batches.append(_rows_batch(batch, schema))
+    if not batches:
+        return schema.empty_table()
+    return _unified(pa.Table.from_batches(batches, schema=schema), types)
+
+
+def _rows_batch(rows: Sequence[tuple[Any, ...]], schema: pa.Schema) -> pa.RecordBatch:
+    """Rows as one record batch, column by column (the rows' tuples go as each column is made)."""
+    columns = list(zip(*rows, strict=True))
+    arrays = [_arrow(column, field.type) for column, field in zip(columns, schema, strict=True)]
+    return pa.RecordBatch.from_arrays(arrays, schema=schema)
+
+
+def _fetch_batches(cursor: Any) -> Iterator[list[tuple[Any, ...]]]:
+    while True:
+        rows = cursor.fetchmany(_FETCH)
+        if not rows:
+            return
+        yield rows
+
+
+def _sqlite_table(
+    conn: Connection, sql: str, params: Sequence[Any], types: Mapping[str, pa.DataType]
+) -> pa.Table:
+    with _cursor(conn) as cursor:
+        cursor.execute(sql, tuple(params))
+        return _rows_table(_fetch_batches(cursor), types)
+
+
+def _pg_table(
+    conn: Connection, sql: str, params: Sequence[Any], types: Mapping[str, pa.DataType]
+) -> pa.Table:
+    """``COPY (sql) TO STDOUT`` as CSV, parsed by pyarrow. ``sql`` has ``%s`` placeholders whose
+    values psycopg2 binds (quotes and escapes) exactly as for any other statement."""
+    from psycopg2.extensions import encodings
+
+    with _cursor(conn) as cursor, tempfile.SpooledTemporaryFile(max_size=_SPOOL) as buffer:
+        codec = encodings.get(cursor.connection.encoding, "utf_8")
+        query = cursor.mogrify(sql, tuple(params)).decode(codec)
+        # UTF-8 whatever the client encoding; quoted values may hold newlines.
+        cursor.copy_expert(f"COPY ({query}) TO STDOUT WITH (FORMAT csv, ENCODING 'UTF8')", buffer)
+        if buffer.tell() == 0:  # no row: pyarrow refuses an empty file
+            return pa.schema(list(types.items())).empty_table()
+        buffer.seek(0)
+        table = _csv_table(buffer, types)
+    for i, (name, type_) in enumerate(types.items()):
+        if pa.types.is_dictionary(type_):
+            table = table.set_column(i, name, pc.dictionary_encode(table[name]))
+    return _unified(table, types)
+
+
+def _csv_table(buffer: Any, types: Mapping[str, pa.DataType]) -> pa.Table:
+    """PostgreSQL's CSV of ``types``' columns (no header), dictionary columns as plain values."""
+    plain = {name: (t.value_type if pa.types.is_dictionary(t) else t) for name, t in types.items()}
+    return pacsv.read_csv(
+        buffer,
+        read_options=pacsv.ReadOptions(column_names=list(types), block_size=16 * 1024**2),
+        parse_options=pacsv.ParseOptions(newlines_in_values=True),
+        convert_options=pacsv.ConvertOptions(
+            column_types=plain,
+            null_values=[""],  # PostgreSQL's CSV null: unquoted and empty, nothing else
+            strings_can_be_null=True,
+            quoted_strings_can_be_null=False,
+            true_values=["t"],
+            false_values=["f"],
+        ),
+    )
+
+
+def _core_table(conn: Connection, select: ArrowSelect, ids: str, id_params: Sequence[Any]) -> pa.Table:
+    """Through SQLAlchemy (other drivers)."""
+    tail, params = select.tail(hint=False, ids=ids, id_params=id_params)
+    statement, named = _named(f"SELECT {', '.join(select.types)}{tail}", params)
+    result = conn.execute(statement, named)
+
+    def batches() -> Iterator[list[tuple[Any, ...]]]:
+        while True:
+            rows = result.fetchmany(_FETCH)
+            if not rows:
+                return
+            yield [tuple(row) for row in rows]
+
+    return _rows_table(batches(), select.types)
+
+
+def _sqlite_native_table(
+    conn: Connection, types: Mapping[str, pa.DataType], tail: str, params: Sequence[Any]
+) -> pa.Table | None:
+    """``SELECT <types' columns><tail>`` of a SQLite file through ADBC's SQLite driver (Arrow
+    batches straight from C), on its own read-only connection; None when the store is not a file
+    or the driver is not installed (the caller reads through the DB-API cursor then).
+
+    The driver types a column by its first values, so a column that starts with nulls is read
+    with nulls as a value of its own (``coalesce``) and turned back here: times and dates as text
+    ('' is null, then Arrow's cast), booleans as 0/1 (-1 is null); integers have no null in these
+    tables (0).
+    """
+    database = conn.engine.url.database
+    if not database or database == ":memory:" or database.startswith("file:"):
+        return None
+    try:
+        import adbc_driver_sqlite.dbapi as adbc
+    except ImportError:  # pragma: no cover - a dependency; the slower path still works
+        return None
+    wrapped = ", ".join(
+        f"coalesce({name}, {_NATIVE_NULL[_native_kind(t)]}) AS {name}" for name, t in types.items()
+    )
+    schema = pa.schema(list(types.items()))
+    batches = []
+    try:
+        with adbc.connect(f"file:{quote(str(Path(database).resolve()))}?mode=ro") as native:
+            with native.cursor() as cursor:
+                cursor.adbc_statement.set_options(**{"adbc.sqlite.query.batch_rows": str(_FETCH)})
+                cursor.execute(f"SELECT {wrapped}{tail}", tuple(params) or None)
+                # Batch by batch: the text of dates and times never exists for the whole table.
+                for batch in cursor.fetch_record_batch():
+                    batches.append(_typed_batch(batch, schema))
+    except adbc.Error as exc:  # e.g. the transaction wrote enough to hold the file exclusively
+        log.warning("SQLite's native reader could not read (%s): reading through the transaction", exc)
+        return None
+    if not batches:
+        return schema.empty_table()
+    return _unified(pa.Table.from_batches(batches, schema=schema), types)
+
+
+def _typed_batch(batch: pa.RecordBatch, schema: pa.Schema) -> pa.RecordBatch:
+    """A batch of the native reader in the store's types ('' was a null time or date), in memory
+    of its own: one column kept as the driver gave it would keep the driver's whole batch alive
+    (the text of every time and date with it; measured 1.3 GB more for 10 million orders)."""
+    return pa.RecordBatch.from_arrays(
+        [_typed_column(batch.column(field.name), field.type) for field in schema], schema=schema
+    )
+
+
+def _typed_column(column: pa.Array, type_: pa.DataType) -> pa.Array:
+    kind = _native_kind(type_)
+    if kind == "bool":
+        number = column.cast(pa.int64())
+        null = pc.equal(number, -1)
+        return pc.if_else(null, pa.scalar(None, pa.bool_()), pc.not_equal(number, 0))
+    if kind == "number":
+        return pa.concat_arrays([column.cast(type_)])  # concat: a copy
+    text_ = column.cast(pa.string())
+    if pa.types.is_dictionary(type_):
+        return pc.dictionary_encode(text_)
+    if pa.types.is_string(type_):
+        return pa.concat_arrays([text_])
+    # times and dates: '' was null
+    return pc.if_else(pc.equal(text_, ""), pa.scalar(None, pa.string()), text_).cast(type_)
+
+
+_NATIVE_NULL = {"bool": "-1", "number": "0", "text": "''"}
+
+
+def _native_kind(type_: pa.DataType) -> str:
+    """How the native reader reads a column of ``type_``: see :func:`_sqlite_native_table`."""
+    if pa.types.is_boolean(type_):
+        return "bool"
+    return "number" if pa.types.is_integer(type_) or pa.types.is_floating(type_) else "text"
+
+
+@contextmanager
+def _sqlite_id_table(conn: Connection, name: str, ids: list[Any]) -> Iterator[str]:
+    """A temporary table ``name`` (a constant) holding exactly ``ids`` while the block runs; its
+    qualified name. Emptied afterwards."""
+    _fill_sqlite_ids(conn, name, ids)
+    try:
+        yield f"temp.{name}"
+    finally:
+        _fill_sqlite_ids(conn, name, [])
+
+
+def _fill_sqlite_ids(conn: Connection, name: str, ids: list[Any]) -> None:
+    with _cursor(conn) as cursor:
+        cursor.execute(f"CREATE TEMP TABLE IF NOT EXISTS {name} (id TEXT PRIMARY KEY)")
+        cursor.execute(f"DELETE FROM temp.{name}")
+        if ids:
+            cursor.executemany(
+                f"INSERT OR IGNORE INTO temp.{name} (id) VALUES (?)", ((i,) for i in sorted(ids))
+            )
+
+
+# --------------------------------------------------------------------------- writing from Arrow
+
+
+def insert_arrow(conn: Connection, table: Table, rows: pa.Table) -> None:
+    """Insert Arrow rows into ``table`` (columns named as in ``rows``)."""
+    if rows.num_rows == 0:
+        return
+    columns = ", ".join(rows.column_names)
+    kind = _kind(conn)
+    if kind == "postgresql":
+        with _cursor(conn) as cursor:
+            _pg_copy_in(cursor, table.name, columns, rows)
+    elif kind == "sqlite":
+        marks = ", ".join("?" * rows.num_columns)
+        _sqlite_insert(conn, f"INSERT INTO {table.name} ({columns}) VALUES ({marks})", rows)
+    else:
+        for batch in rows.to_batches(_BATCH):
+            conn.execute(insert(table), batch.to_pylist())
+
+
+def upsert_arrow(conn: Connection, table: Table, rows: pa.Table, key: Sequence[str]) -> None:
+    """Insert Arrow rows into ``table``, updating the rows whose ``key`` is stored (``INSERT ...
+    ON CONFLICT (key) DO UPDATE``)."""
+    if rows.num_rows == 0:
+        return
+    columns = ", ".join(rows.column_names)
+    updates = ", ".join(f"{c} = excluded.{c}" for c in rows.column_names if c not in key)
+    conflict = f"ON CONFLICT ({', '.join(key)}) DO UPDATE SET {updates}"
+    kind = _kind(conn)
+    if kind == "sqlite":
+        marks = ", ".join("?" * rows.num_columns)
+        _sqlite_insert(conn, f"INSERT INTO {table.name} ({columns}) VALUES ({marks}) {conflict}", rows)
+    elif kind == "postgresql":
+        # COPY into a temporary copy of the table, then one INSERT ... SELECT.
+        staging = f"huitouke_upsert_{table.name}"
+        with _cursor(conn) as cursor:
+            cursor.execute(
+                f"CREATE TEMP TABLE IF NOT EXISTS {staging} (LIKE {table.name}) ON COMMIT DELETE ROWS"
+            )
+            cursor.execute(f"TRUNCATE {staging}")
+            _pg_copy_in(cursor, staging, columns, rows)
+            cursor.execute(f"INSERT INTO {table.name} ({columns}) SELECT {columns} FROM {staging} {conflict}")
+    else:
+        upsert(conn, table, rows.to_pylist(), key)
+
+
+def _sqlite_insert(conn: Connection, sql: str, rows: pa.Table) -> None:
+    with _cursor(conn) as cursor:
+        for batch in rows.to_batches(_FETCH):
+            cursor.executemany(sql, zip(*(_sqlite_values(c) for c in batch.columns), strict=True))
+
+
+def _pg_copy_in(cursor: Any, name: str, columns: str, rows: pa.Table) -> None:
+    """``COPY name (columns) FROM STDIN``, one batch of rows at a time: the CSV of a few million
+    rows never sits in memory whole."""
+    for batch in rows.to_batches(_FETCH):
+        buffer = io.BytesIO()
+        pacsv.write_csv(batch, buffer, pacsv.WriteOptions(include_header=False))
+        buffer.seek(0)
+        cursor.copy_expert(f"COPY {name} ({columns}) FROM STDIN WITH (FORMAT csv, ENCODING 'UTF8')", buffer)
+
+
+def _sqlite_values(column: pa.Array) -> list[Any]:
+    """A column as SQLAlchemy stores it in SQLite: DateTime 'YYYY-MM-DD HH:MM:SS.ffffff', Date
+    'YYYY-MM-DD', Boolean 0/1."""
+    if pa.types.is_timestamp(column.type):
+        column = pc.strftime(column.cast(pa.timestamp("us")), format="%Y-%m-%d %H:%M:%S")
+    elif pa.types.is_date(column.type):
+        column = column.cast(pa.string())
+    elif pa.types.is_boolean(column.type):
+        column = column.cast(pa.int8())
+    return column.to_pylist()
+
+
+# ----------------------------------------------------------------------- statements over rows
+
+
+def delete_by_ids(conn: Connection, table: Table, column: str, ids: Sequence[Any]) -> None:
+    """Delete the rows of ``table`` whose ``column`` is one of ``ids``."""
+    if not ids:
+        return
+    kind = _kind(conn)
+    if kind == "postgresql":
+        with _cursor(conn) as cursor:
+            cursor.execute(f"DELETE FROM {table.name} WHERE {column} = ANY(%s)", (list(ids),))
+    elif kind == "sqlite":
+        with _cursor(conn) as cursor:
+            cursor.executemany(f"DELETE FROM {table.name} WHERE {column} = ?", ((i,) for i in ids))
+    else:
+        for chunk in chunks(list(ids)):
+            conn.execute(delete(table).where(table.c[column].in_(chunk)))
+
+
+def update_by_ids(
+    conn: Connection,
+    table: Table,
+    values: Mapping[str, Any],
+    column: str,
+    ids: Sequence[Any],
+    *,
+    where: str = "",
+    index: str | None = None,
+) -> None:
+    """``UPDATE table SET values WHERE [where AND] column IN ids`` in one statement (elsewhere
+    than SQLite and PostgreSQL: one per id). ``where``: SQL without parameters. ``index``: as for
+    :class:`ArrowSelect` (SQLite runs the statement without holding Python's lock, so the caller
+    may go on computing meanwhile)."""
+    ids = list(ids)
+    if not ids:
+        return
+    sets = ", ".join(f"{name} = %s" for name in values)
+    condition = f"{where} AND " if where else ""
+    kind = _kind(conn)
+    if kind == "postgresql":
+        with _cursor(conn) as cursor:
+            sql = f"UPDATE {table.name} SET {sets} WHERE {condition}{column} = ANY(%s)"
+            cursor.execute(sql, (*values.values(), ids))
+    elif kind == "sqlite":
+        hint = f" INDEXED BY {index}" if index else ""
+        in_json = f"{column} IN (SELECT value FROM json_each(%s))"
+        sql = f"UPDATE {table.name}{hint} SET {sets} WHERE {condition}{in_json}"
+        with _cursor(conn) as cursor:
+            cursor.execute(sql.replace("%s", "?"), (*map(_sqlite_param, values.values()), json.dumps(ids)))
+    else:
+        sql = f"UPDATE {table.name} SET {sets} WHERE {condition}{column} = %s"
+        statement, fixed = _named(sql, [*values.values(), None])
+        for chunk in chunks(ids, _BATCH):
+            conn.execute(statement, [{**fixed, f"p{len(values)}": i} for i in chunk])
+
+
+def update_where(
+    conn: Connection,
+    table: Table,
+    values: Mapping[str, Any],
+    where: str,
+    params: Sequence[Any] = (),
+    *,
+    index: str | None = None,
+) -> int:
+    """``UPDATE table SET values WHERE where`` (plain SQL with ``%s`` placeholders for
+    ``params``); the number of rows updated. ``index``: as for :class:`ArrowSelect`."""
+    sets = ", ".join(f"{name} = %s" for name in values)
+    if _kind(conn) == "sqlite":
+        hint = f" INDEXED BY {index}" if index else ""
+        sql = f"UPDATE {table.name}{hint} SET {sets} WHERE {where}".replace("%s", "?")
+        with _cursor(conn) as cursor:
+            cursor.execute(sql, tuple(_sqlite_param(p) for p in (*values.values(), *params)))
+            return int(cursor.rowcount)
+    statement, named = _named(f"UPDATE {table.name} SET {sets} WHERE {where}", [*values.values(), *params])
+    return int(conn.execute(statement, named).rowcount or 0)
