@@ -50,6 +50,7 @@ from huitouke.segments.settings import (
     TierRule,
     ValueTierSettings,
 )
+from huitouke.store.schema import segment_history
 
 log = get_logger(__name__)
 
@@ -71,16 +72,12 @@ CHURNED = "churned"
 # Display order: the customer's journey.
 LIFECYCLES: tuple[str, ...] = (NEW, ONE_TIME, REPEAT, LOYAL, AT_RISK, CHURNED)
 
-# What a segment is (what the history records and compares).
-SEGMENT_COLUMNS: tuple[str, ...] = (
-    "lifecycle",
-    "r_score",
-    "f_score",
-    "m_score",
-    "member_tier",
-    "value_tier",
-    "low_value_acquisition",
-    "category_group",
+# What a segment is (what the history records and compares): the columns of the segment_history
+# table (huitouke.store.schema) other than its key, the customer and the validity range.
+SEGMENT_COLUMNS: tuple[str, ...] = tuple(
+    name
+    for name in segment_history.columns.keys()
+    if name not in ("segment_id", "customer_id", "valid_from", "valid_to")
 )
 # classify()'s result: the segment plus the figures the KPIs need. The labels (lifecycle, member
 # and value tier, category group) are categoricals of their names (-1 / NaN: no category group).

@@ -33,6 +33,7 @@ import pyarrow.compute as pc
 from huitouke.pii import get_logger
 from huitouke.segments.classify import SEGMENT_COLUMNS
 from huitouke.segments.state import string_array
+from huitouke.store.schema import segment_history
 
 log = get_logger(__name__)
 
@@ -54,7 +55,9 @@ __all__ = [
 NO_LIFECYCLE = "none"
 # The segment columns that hold names (categoricals in classify's result and in the open rows).
 LABEL_COLUMNS: tuple[str, ...] = ("lifecycle", "member_tier", "value_tier", "category_group")
-HISTORY_COLUMNS: tuple[str, ...] = ("customer_id", "valid_from", "valid_to", *SEGMENT_COLUMNS)
+# The segment_history table's columns less its generated key: the customer, the validity range,
+# the segment (SEGMENT_COLUMNS).
+HISTORY_COLUMNS: tuple[str, ...] = tuple(c.name for c in segment_history.columns if not c.primary_key)
 _INT_COLUMNS = ("r_score", "f_score", "m_score")
 _BOOL_COLUMNS = ("low_value_acquisition",)
 
