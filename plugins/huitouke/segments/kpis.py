@@ -222,41 +222,59 @@ def format_kpis(kpis: dict[str, Any]) -> str:
     parts = [
         f"Customer segments on {kpis['business_date']} (客户分层)",
         "",
-        _table(
-            ["figure", "value", "customers"],
-            [
-                ["customers (1+ paid order)", f"{kpis['customers']:,}", ""],
-                ["paid orders", f"{kpis['paid_orders']:,}", ""],
-                ["GMV (CNY)", _money(kpis["gmv_cents"] / 100), ""],
-                ["mean order value (CNY)", _money(kpis["mean_order_value_cny"]), ""],
-                ["churn rate", _pct(kpis["churn_rate"]), f"{kpis['churned_customers']:,}"],
-                ["repeat rate", _pct(kpis["repeat_rate"]), f"{kpis['repeat_customers']:,}"],
-            ],
-        ),
+        _headline_table(kpis),
         "",
         "churn rate (流失率): share of customers without a paid order for churn_days",
         "repeat rate (复购率): share of customers with 2 or more paid orders",
         "",
         "Value tiers by average order value (客单价分层, seed 001)",
-        _table(
-            ["tier", "AOV (CNY)", "customers", "share", "GMV share", "repeat rate", "mean order (CNY)"],
-            [
-                [
-                    r["tier"],
-                    r["aov_cny"],
-                    f"{r['customers']:,}",
-                    _pct(r["customer_share"]),
-                    _pct(r["gmv_share"]),
-                    _pct(r["repeat_rate"]),
-                    _money(r["mean_order_value_cny"]),
-                ]
-                for r in kpis["value_tiers"]
-            ],
-            left=2,
-        ),
+        _value_tier_text(kpis["value_tiers"]),
         "",
         "Lifecycle x member tier, customers (生命周期 x 会员等级)",
+        _segment_size_text(kpis),
+        "",
+        "Acquisition source of the first order (首单来源)",
+        _source_text(kpis["acquisition_sources"]),
     ]
+    if "transitions" in kpis:
+        parts += ["", "Lifecycle transitions today (今日状态变化)", _transition_text(kpis["transitions"])]
+    return "\n".join(parts) + "\n"
+
+
+def _headline_table(kpis: dict[str, Any]) -> str:
+    return _table(
+        ["figure", "value", "customers"],
+        [
+            ["customers (1+ paid order)", f"{kpis['customers']:,}", ""],
+            ["paid orders", f"{kpis['paid_orders']:,}", ""],
+            ["GMV (CNY)", _money(kpis["gmv_cents"] / 100), ""],
+            ["mean order value (CNY)", _money(kpis["mean_order_value_cny"]), ""],
+            ["churn rate", _pct(kpis["churn_rate"]), f"{kpis['churned_customers']:,}"],
+            ["repeat rate", _pct(kpis["repeat_rate"]), f"{kpis['repeat_customers']:,}"],
+        ],
+    )
+
+
+def _value_tier_text(value_tiers: list[dict[str, Any]]) -> str:
+    return _table(
+        ["tier", "AOV (CNY)", "customers", "share", "GMV share", "repeat rate", "mean order (CNY)"],
+        [
+            [
+                r["tier"],
+                r["aov_cny"],
+                f"{r['customers']:,}",
+                _pct(r["customer_share"]),
+                _pct(r["gmv_share"]),
+                _pct(r["repeat_rate"]),
+                _money(r["mean_order_value_cny"]),
+            ]
+            for r in value_tiers
+        ],
+        left=2,
+    )
+
+
+def _segment_size_text(kpis: dict[str, Any]) -> str:
     tiers = list(kpis["member_tiers"])
     cells = {(s["lifecycle"], s["member_tier"]): s["customers"] for s in kpis["segments"]}
     rows = [
@@ -264,39 +282,35 @@ def format_kpis(kpis: dict[str, Any]) -> str:
         for life in kpis["lifecycle"]
     ]
     rows.append(["total", *(f"{kpis['member_tiers'][t]:,}" for t in tiers), f"{kpis['customers']:,}"])
-    parts.append(_table(["lifecycle", *tiers, "total"], rows))
-    parts += [
-        "",
-        "Acquisition source of the first order (首单来源)",
-        _table(
-            ["source", "low value", "customers", "share", "repeat rate", "mean order (CNY)"],
+    return _table(["lifecycle", *tiers, "total"], rows)
+
+
+def _source_text(sources: list[dict[str, Any]]) -> str:
+    return _table(
+        ["source", "low value", "customers", "share", "repeat rate", "mean order (CNY)"],
+        [
             [
-                [
-                    s["source"],
-                    "yes" if s["low_value"] else "no",
-                    f"{s['customers']:,}",
-                    _pct(s["customer_share"]),
-                    _pct(s["repeat_rate"]),
-                    _money(s["mean_order_value_cny"]),
-                ]
-                for s in kpis["acquisition_sources"]
-            ],
-            left=2,
-        ),
-    ]
-    if "transitions" in kpis:
-        parts += ["", "Lifecycle transitions today (今日状态变化)"]
-        if kpis["transitions"]:
-            parts.append(
-                _table(
-                    ["from", "to", "customers"],
-                    [[t["from"], t["to"], f"{t['customers']:,}"] for t in kpis["transitions"]],
-                    left=2,
-                )
-            )
-        else:
-            parts.append("(none)")
-    return "\n".join(parts) + "\n"
+                s["source"],
+                "yes" if s["low_value"] else "no",
+                f"{s['customers']:,}",
+                _pct(s["customer_share"]),
+                _pct(s["repeat_rate"]),
+                _money(s["mean_order_value_cny"]),
+            ]
+            for s in sources
+        ],
+        left=2,
+    )
+
+
+def _transition_text(transitions: list[dict[str, Any]]) -> str:
+    if not transitions:
+        return "(none)"
+    return _table(
+        ["from", "to", "customers"],
+        [[t["from"], t["to"], f"{t['customers']:,}"] for t in transitions],
+        left=2,
+    )
 
 
 # --------------------------------------------------------------------------------------------------
