@@ -36,13 +36,21 @@ points (淘金币).
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from datetime import date
 
 import numpy as np
 import pandas as pd
 
 from huitouke.pii import get_logger
-from huitouke.segments.settings import SegmentSettings
+from huitouke.segments.settings import (
+    LifecycleSettings,
+    MemberTierSettings,
+    SegmentSettings,
+    TierRule,
+    ValueTierSettings,
+)
+from huitouke.store.schema import segment_history
 
 log = get_logger(__name__)
 
@@ -64,16 +72,12 @@ CHURNED = "churned"
 # Display order: the customer's journey.
 LIFECYCLES: tuple[str, ...] = (NEW, ONE_TIME, REPEAT, LOYAL, AT_RISK, CHURNED)
 
-# What a segment is (what the history records and compares).
-SEGMENT_COLUMNS: tuple[str, ...] = (
-    "lifecycle",
-    "r_score",
-    "f_score",
-    "m_score",
-    "member_tier",
-    "value_tier",
-    "low_value_acquisition",
-    "category_group",
+# What a segment is (what the history records and compares): the columns of the segment_history
+# table (huitouke.store.schema) other than its key, the customer and the validity range.
+SEGMENT_COLUMNS: tuple[str, ...] = tuple(
+    name
+    for name in segment_history.columns.keys()
+    if name not in ("segment_id", "customer_id", "valid_from", "valid_to")
 )
 # classify()'s result: the segment plus the figures the KPIs need. The labels (lifecycle, member
 # and value tier, category group) are categoricals of their names (-1 / NaN: no category group).
@@ -121,88 +125,135 @@ def classify(
     """The segment of every customer of ``state`` on ``business_date`` (columns :data:`SEGMENTS_COLUMNS`,
     same row order as ``state``)."""
     settings = settings or SegmentSettings()
-    today = np.datetime64(business_date, "D").astype(np.int64)
-    first_day = state["first_business_date"].to_numpy(dtype="datetime64[D]").astype(np.int64)
-    last_day = state["last_business_date"].to_numpy(dtype="datetime64[D]").astype(np.int64)
-    if last_day.size and last_day.max() > today:
-        late = int((last_day > today).sum())
-        raise ValueError(
-            f"the state has {late} customers with orders after {business_date}: "
-            "build it with build_state(..., until=business_date) to classify a past date"
-        )
-    since_first = today - first_day
-    since_last = today - last_day
-    orders = state["paid_orders"].to_numpy(dtype=np.int64)
-    total = state["total_cents"].to_numpy(dtype=np.int64)
-    group = state["main_category_group"]
+    figures = _Figures.of(state, business_date)
+    groups = _Groups.of(state["main_category_group"])
+    r = quintile_scores(figures.last_day)
+    f = quintile_scores(figures.orders)
+    m = quintile_scores(figures.total)
+    tiers = settings.member_tiers
+    value = settings.value_tiers
+    source = state["acquisition_source"].astype("str").reset_index(drop=True)
+    return pd.DataFrame(
+        {
+            "customer_id": state["customer_id"].astype("str").reset_index(drop=True),
+            "lifecycle": _labels(LIFECYCLES, _lifecycle_codes(figures, groups, settings.lifecycle)),
+            "r_score": r,
+            "f_score": f,
+            "m_score": m,
+            "member_tier": _labels(tiers.tiers, _member_tier_codes(tiers, (r, f, m), figures)),
+            "value_tier": _labels(value.labels, _value_tier_codes(value, figures)),
+            "low_value_acquisition": source.isin(settings.low_value_sources).to_numpy(dtype=bool),
+            "category_group": _labels(groups.names, groups.codes),
+            "acquisition_source": source,
+            "days_since_first_order": figures.since_first,
+            "days_since_last_order": figures.since_last,
+            "paid_orders": figures.orders,
+            "total_cents": figures.total,
+            "aov_cents": state["aov_cents"].to_numpy(dtype=np.int64),
+        },
+        copy=False,  # a block per column: no copy of a million rows into 2-D blocks
+    )
 
-    life = settings.lifecycle
-    group_codes, group_names = pd.factorize(group.astype("str"), sort=True)  # -1: no group
+
+@dataclass(frozen=True)
+class _Figures:
+    """What classify reads of the state, as int64 arrays: days as day numbers, money in cents."""
+
+    last_day: np.ndarray  # the last paid order's business date
+    since_first: np.ndarray  # days since the first paid order's business date
+    since_last: np.ndarray  # days since the last one's
+    orders: np.ndarray  # paid orders
+    total: np.ndarray  # paid total, cents
+
+    @classmethod
+    def of(cls, state: pd.DataFrame, business_date: date) -> _Figures:
+        """The figures of ``state`` on ``business_date``; a state with later orders is refused."""
+        today = np.datetime64(business_date, "D").astype(np.int64)
+        first_day = state["first_business_date"].to_numpy(dtype="datetime64[D]").astype(np.int64)
+        last_day = state["last_business_date"].to_numpy(dtype="datetime64[D]").astype(np.int64)
+        if last_day.size and last_day.max() > today:
+            late = int((last_day > today).sum())
+            raise ValueError(
+                f"the state has {late} customers with orders after {business_date}: "
+                "build it with build_state(..., until=business_date) to classify a past date"
+            )
+        return cls(
+            last_day=last_day,
+            since_first=today - first_day,
+            since_last=today - last_day,
+            orders=state["paid_orders"].to_numpy(dtype=np.int64),
+            total=state["total_cents"].to_numpy(dtype=np.int64),
+        )
+
+
+@dataclass(frozen=True)
+class _Groups:
+    """The customers' main category groups as codes (-1: no group) of their sorted names."""
+
+    codes: np.ndarray
+    names: list[str]
+
+    @classmethod
+    def of(cls, group: pd.Series) -> _Groups:
+        codes, names = pd.factorize(group.astype("str"), sort=True)
+        return cls(codes, [str(g) for g in names])
+
+
+def _lifecycle_codes(figures: _Figures, groups: _Groups, life: LifecycleSettings) -> np.ndarray:
+    """Each customer's index in :data:`LIFECYCLES`: the first lifecycle that applies."""
     # One row per group, then the default windows, which code -1 (no group) picks.
     windows = np.array(
-        [life.windows_for(g) for g in group_names] + [life.windows_for(None)], dtype=np.int64
+        [life.windows_for(g) for g in groups.names] + [life.windows_for(None)], dtype=np.int64
     ).reshape(-1, 2)
-    at_risk_days = windows[group_codes, 0]
-    churn_days = windows[group_codes, 1]
-    lifecycle_code = np.select(
+    at_risk_days = windows[groups.codes, 0]
+    churn_days = windows[groups.codes, 1]
+    return np.select(
         [
-            since_last >= churn_days,
-            since_last >= at_risk_days,
-            since_first < life.new_days,
-            orders >= life.loyal_min_orders,
-            orders >= 2,
+            figures.since_last >= churn_days,
+            figures.since_last >= at_risk_days,
+            figures.since_first < life.new_days,
+            figures.orders >= life.loyal_min_orders,
+            figures.orders >= 2,
         ],
         [LIFECYCLES.index(c) for c in (CHURNED, AT_RISK, NEW, LOYAL, REPEAT)],
         LIFECYCLES.index(ONE_TIME),
     )
 
-    r = quintile_scores(last_day)
-    f = quintile_scores(orders)
-    m = quintile_scores(total)
 
-    tiers = settings.member_tiers
-    conditions = []
-    for rule in tiers.rules:
-        ok = np.ones(len(state), dtype=bool)
-        if rule.min_r is not None:
-            ok &= r >= rule.min_r
-        if rule.min_f is not None:
-            ok &= f >= rule.min_f
-        if rule.min_m is not None:
-            ok &= m >= rule.min_m
-        if rule.min_paid_orders is not None:
-            ok &= orders >= rule.min_paid_orders
-        if rule.min_total_cny is not None:
-            ok &= total >= round(rule.min_total_cny * 100)
-        conditions.append(ok)
-    tier_code = np.select(conditions, list(range(len(tiers.rules))), len(tiers.rules))
+def _member_tier_codes(
+    tiers: MemberTierSettings, scores: tuple[np.ndarray, np.ndarray, np.ndarray], figures: _Figures
+) -> np.ndarray:
+    """Each customer's index in ``tiers.tiers``: the first rule whose conditions all hold, else
+    the last (``otherwise``)."""
+    conditions = [_meets(rule, scores, figures) for rule in tiers.rules]
+    return np.select(conditions, list(range(len(tiers.rules))), len(tiers.rules))
 
-    value = settings.value_tiers
-    value_code = np.zeros(len(state), dtype=np.int64)
+
+def _meets(
+    rule: TierRule, scores: tuple[np.ndarray, np.ndarray, np.ndarray], figures: _Figures
+) -> np.ndarray:
+    """Whether each customer meets every condition the rule gives."""
+    r, f, m = scores
+    ok = np.ones(len(figures.orders), dtype=bool)
+    if rule.min_r is not None:
+        ok &= r >= rule.min_r
+    if rule.min_f is not None:
+        ok &= f >= rule.min_f
+    if rule.min_m is not None:
+        ok &= m >= rule.min_m
+    if rule.min_paid_orders is not None:
+        ok &= figures.orders >= rule.min_paid_orders
+    if rule.min_total_cny is not None:
+        ok &= figures.total >= round(rule.min_total_cny * 100)
+    return ok
+
+
+def _value_tier_codes(value: ValueTierSettings, figures: _Figures) -> np.ndarray:
+    """Each customer's index in ``value.labels``: the number of thresholds their AOV is above."""
+    codes = np.zeros(len(figures.orders), dtype=np.int64)
     for threshold in value.thresholds_cents:
-        value_code += total > threshold * orders  # AOV > threshold, exactly, in cents
-
-    source = state["acquisition_source"].astype("str").reset_index(drop=True)
-    return pd.DataFrame(
-        {
-            "customer_id": state["customer_id"].astype("str").reset_index(drop=True),
-            "lifecycle": _labels(LIFECYCLES, lifecycle_code),
-            "r_score": r,
-            "f_score": f,
-            "m_score": m,
-            "member_tier": _labels(tiers.tiers, tier_code),
-            "value_tier": _labels(value.labels, value_code),
-            "low_value_acquisition": source.isin(settings.low_value_sources).to_numpy(dtype=bool),
-            "category_group": _labels([str(g) for g in group_names], group_codes),
-            "acquisition_source": source,
-            "days_since_first_order": since_first,
-            "days_since_last_order": since_last,
-            "paid_orders": orders,
-            "total_cents": total,
-            "aov_cents": state["aov_cents"].to_numpy(dtype=np.int64),
-        },
-        copy=False,  # a block per column: no copy of a million rows into 2-D blocks
-    )
+        codes += figures.total > threshold * figures.orders  # AOV > threshold, exactly, in cents
+    return codes
 
 
 def _labels(names: tuple[str, ...] | list[str], codes: np.ndarray) -> pd.Series:

@@ -57,11 +57,12 @@ from huitouke.segments.settings import SegmentSettings
 from huitouke.segments.state import (
     ORDER_INPUT_COLUMNS,
     SPEND_COLUMNS,
+    SPEND_KEY,
     STATE_COLUMNS,
-    _frame,
     _ns,
     _paid_mask,
     _Spend,
+    _StateArrays,
     build_state_and_spend,
     empty_spend,
     string_array,
@@ -81,6 +82,7 @@ __all__ = [
 
 PENDING_COLUMNS: tuple[str, ...] = (*ORDER_INPUT_COLUMNS, "folded_as_paid")
 _NAT = np.iinfo(np.int64).min
+_SPEND_SUMS: tuple[str, ...] = tuple(c for c in SPEND_COLUMNS if c not in SPEND_KEY)  # spend, lines
 
 
 @dataclass(frozen=True)
@@ -245,9 +247,7 @@ def fold_state(state: pd.DataFrame, rows: FoldedRows, plan: FoldPlan) -> tuple[p
 def _sorted_spend(parts: list[pd.DataFrame]) -> pd.DataFrame:
     if len(parts) == 1:
         return parts[0].reset_index(drop=True)
-    return pd.concat(parts, ignore_index=True).sort_values(
-        ["customer_id", "category_group"], ignore_index=True
-    )
+    return pd.concat(parts, ignore_index=True).sort_values(list(SPEND_KEY), ignore_index=True)
 
 
 def replace_rows(
@@ -310,63 +310,110 @@ def _add(
     """The added customers' rows: their state row (if any) plus their newly paid orders minus the
     removed ones; their spend rows, and which of those are to be written."""
     ids = pa.array(plan.added, pa.string())  # sorted
-    n = len(ids)
     plus, plus_spend = build_state_and_spend(plan.additions, changed_lines, settings=settings, until=until)
     # What the state counted of the removed orders: the same orders, as paid.
     counted = plan.removals.assign(status=pd.Series(PAID, index=plan.removals.index, dtype="str"))
     minus, minus_spend = build_state_and_spend(counted, changed_lines, settings=settings, until=until)
-    rows, _ = _state_rows(state, ids)
-    had = np.flatnonzero(rows >= 0)
-    at_plus = _positions_in(ids, string_array(plus["customer_id"]))
-    at_minus = _positions_in(ids, string_array(minus["customer_id"]))
+    change = _Change.of(state, ids, plus, minus)
+    summed, write = _summed_spend(spend, ids, plus_spend, minus_spend, plan.replaced)
+    fresh = _StateArrays(
+        pd.Series(pd.arrays.ArrowStringArray(ids), dtype="str"),
+        change.extended("first_paid_at", np.minimum),
+        change.extended("last_paid_at", np.maximum),
+        change.extended("first_business_date", np.minimum),
+        change.extended("last_business_date", np.maximum),
+        change.summed("paid_orders"),
+        change.summed("total_cents"),
+        _main_groups(summed, ids),
+        pd.arrays.ArrowStringArray(change.first_sources()),
+    ).frame()
+    return fresh, summed, write
 
-    def combined(name: str, fill: int, reduce: np.ufunc | None) -> np.ndarray:
-        """The old value where there was a row, combined with the additions' (removals never change
-        the first/last dates: plan_fold made sure)."""
-        values = np.full(n, fill, dtype=np.int64)
-        values[had] = _int64(state[name].iloc[rows[had]])
-        if reduce is None:  # a sum: + additions - removals
-            np.add.at(values, at_plus, _int64(plus[name]))
-            np.subtract.at(values, at_minus, _int64(minus[name]))
-        else:
-            values[at_plus] = reduce(values[at_plus], _int64(plus[name]))
+
+@dataclass(frozen=True)
+class _Change:
+    """The added customers' state rows (where they had one) and what changes them: the state rows
+    of their additions and of their removals, each placed among the customers (sorted ids)."""
+
+    state: pd.DataFrame
+    rows: np.ndarray  # per customer, their row in the state (-1: none)
+    had: np.ndarray  # the customers with a row
+    plus: pd.DataFrame  # the additions' state rows
+    at_plus: np.ndarray  # per row of plus, its customer
+    minus: pd.DataFrame  # the removals' state rows (as the state had counted them)
+    at_minus: np.ndarray  # per row of minus, its customer
+
+    @classmethod
+    def of(cls, state: pd.DataFrame, ids: pa.Array, plus: pd.DataFrame, minus: pd.DataFrame) -> _Change:
+        rows, _ = _state_rows(state, ids)
+        at_plus = _positions_in(ids, string_array(plus["customer_id"]))
+        at_minus = _positions_in(ids, string_array(minus["customer_id"]))
+        return cls(state, rows, np.flatnonzero(rows >= 0), plus, at_plus, minus, at_minus)
+
+    def _old(self, name: str, fill: int) -> np.ndarray:
+        """The state's values of a column (int64) where the customer had a row, else ``fill``."""
+        values = np.full(len(self.rows), fill, dtype=np.int64)
+        values[self.had] = _int64(self.state[name].iloc[self.rows[self.had]])
         return values
 
-    big = np.iinfo(np.int64).max
-    first_at = combined("first_paid_at", big, np.minimum)
-    last_at = combined("last_paid_at", _NAT, np.maximum)
-    first_day = combined("first_business_date", big, np.minimum)
-    last_day = combined("last_business_date", _NAT, np.maximum)
-    count = combined("paid_orders", 0, None)
-    total = combined("total_cents", 0, None)
-    # The first order is an old one where there was a row (plan_fold sent earlier additions to the
-    # exact path), else the first of the additions.
-    position = np.zeros(n, dtype=np.int64)
-    position[had] = np.arange(had.size)
-    position[np.setdiff1d(at_plus, had)] = had.size + np.flatnonzero(~np.isin(at_plus, had))
-    sources = pa.chunked_array(
-        [
-            string_array(state["acquisition_source"]).take(pa.array(rows[had])),
-            string_array(plus["acquisition_source"]),
-        ]
-    )
-    source = sources.take(pa.array(position)).combine_chunks()
+    def summed(self, name: str) -> np.ndarray:
+        """A count or a total: the old value + the additions' - the removals'."""
+        values = self._old(name, 0)
+        np.add.at(values, self.at_plus, _int64(self.plus[name]))
+        np.subtract.at(values, self.at_minus, _int64(self.minus[name]))
+        return values
 
-    # Spend: the stored rows of these customers, plus the additions', minus the removals'.
-    keys = ["customer_id", "category_group"]
+    def extended(self, name: str, pick: np.ufunc) -> np.ndarray:
+        """A first (``np.minimum``) or last (``np.maximum``) date: the old value extended by the
+        additions' (removals never change them: plan_fold made sure)."""
+        fill = np.iinfo(np.int64).max if pick is np.minimum else _NAT
+        values = self._old(name, fill)
+        values[self.at_plus] = pick(values[self.at_plus], _int64(self.plus[name]))
+        return values
+
+    def first_sources(self) -> pa.Array:
+        """The first order's acquisition source: an old one where there was a row (plan_fold sent
+        earlier additions to the exact path), else the first of the additions."""
+        position = np.zeros(len(self.rows), dtype=np.int64)
+        position[self.had] = np.arange(self.had.size)
+        new = np.setdiff1d(self.at_plus, self.had)
+        position[new] = self.had.size + np.flatnonzero(~np.isin(self.at_plus, self.had))
+        sources = pa.chunked_array(
+            [
+                string_array(self.state["acquisition_source"]).take(pa.array(self.rows[self.had])),
+                string_array(self.plus["acquisition_source"]),
+            ]
+        )
+        return sources.take(pa.array(position)).combine_chunks()
+
+
+def _summed_spend(
+    spend: pd.DataFrame,
+    ids: pa.Array,
+    plus_spend: pd.DataFrame,
+    minus_spend: pd.DataFrame,
+    replaced: list[str],
+) -> tuple[pd.DataFrame, np.ndarray]:
+    """The customers' spend rows: the stored ones, plus the additions', minus the removals' (a
+    group with no paid line left goes); and which are to be written: those the additions made or
+    changed, and every row of a ``replaced`` customer."""
+    keys = list(SPEND_KEY)
     of = pc.is_in(string_array(spend["customer_id"]), value_set=ids).to_numpy(zero_copy_only=False)
-    negative = minus_spend.assign(
-        spend_cents=-minus_spend["spend_cents"], paid_lines=-minus_spend["paid_lines"]
-    )
+    negative = minus_spend.assign(**{name: -minus_spend[name] for name in _SPEND_SUMS})
     both = pd.concat([spend.loc[of, list(SPEND_COLUMNS)], plus_spend, negative], ignore_index=True)
-    summed = both.groupby(keys, sort=True, observed=True)[["spend_cents", "paid_lines"]].sum().reset_index()
+    summed = both.groupby(keys, sort=True, observed=True)[list(_SPEND_SUMS)].sum().reset_index()
     summed = summed[summed["paid_lines"].to_numpy() > 0].reset_index(drop=True)  # nothing left bought there
     for name in keys:
         summed[name] = summed[name].astype("str")
-    for name in ("spend_cents", "paid_lines"):
+    for name in _SPEND_SUMS:
         summed[name] = summed[name].astype(np.int64)
     write = pd.MultiIndex.from_frame(summed[keys]).isin(pd.MultiIndex.from_frame(plus_spend[keys]))
-    write |= summed["customer_id"].isin(plan.replaced).to_numpy()
+    write |= summed["customer_id"].isin(replaced).to_numpy()
+    return summed, np.asarray(write, dtype=bool)
+
+
+def _main_groups(summed: pd.DataFrame, ids: pa.Array) -> pd.api.extensions.ExtensionArray:
+    """Per customer (sorted ``ids``), the group of their largest spend row (ties: alphabetical)."""
     group_codes, groups = pd.factorize(summed["category_group"], sort=True)  # sorted: ties alphabetical
     pairs = _Spend(
         _searchsorted(ids, string_array(summed["customer_id"])),
@@ -375,22 +422,7 @@ def _add(
         summed["spend_cents"].to_numpy(),
         summed["paid_lines"].to_numpy(),
     )
-    main = pd.array(list(groups), dtype="str").take(pairs.main_groups(n))
-
-    aov = (2 * total + count) // (2 * count)  # half up, as build_state
-    fresh = _frame(
-        pd.Series(pd.arrays.ArrowStringArray(ids), dtype="str"),
-        first_at,
-        last_at,
-        first_day,
-        last_day,
-        count,
-        total,
-        aov,
-        main,
-        pd.arrays.ArrowStringArray(source),
-    )
-    return fresh, summed, np.asarray(write, dtype=bool)
+    return pd.array(list(groups), dtype="str").take(pairs.main_groups(len(ids)))
 
 
 def _int64(values: pd.Series) -> np.ndarray:

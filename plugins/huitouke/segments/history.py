@@ -33,6 +33,7 @@ import pyarrow.compute as pc
 from huitouke.pii import get_logger
 from huitouke.segments.classify import SEGMENT_COLUMNS
 from huitouke.segments.state import string_array
+from huitouke.store.schema import segment_history
 
 log = get_logger(__name__)
 
@@ -54,7 +55,9 @@ __all__ = [
 NO_LIFECYCLE = "none"
 # The segment columns that hold names (categoricals in classify's result and in the open rows).
 LABEL_COLUMNS: tuple[str, ...] = ("lifecycle", "member_tier", "value_tier", "category_group")
-HISTORY_COLUMNS: tuple[str, ...] = ("customer_id", "valid_from", "valid_to", *SEGMENT_COLUMNS)
+# The segment_history table's columns less its generated key: the customer, the validity range,
+# the segment (SEGMENT_COLUMNS).
+HISTORY_COLUMNS: tuple[str, ...] = tuple(c.name for c in segment_history.columns if not c.primary_key)
 _INT_COLUMNS = ("r_score", "f_score", "m_score")
 _BOOL_COLUMNS = ("low_value_acquisition",)
 
@@ -97,31 +100,100 @@ def diff_segments(
     """
     _check_open_rows(open_rows, business_date)
     position = _open_row_of(open_rows, segments, open_row_of)  # -1: no open row
+    life = _Lifecycles.of(segments["lifecycle"], open_rows["lifecycle"])
+    changed = _changed(open_rows, segments, position, life)
     matched = position >= 0
-
-    changed = ~matched
-    today_rows, open_positions = np.flatnonzero(matched), position[matched]
-    life_today, life_before, life_names = _shared_codes(segments["lifecycle"], open_rows["lifecycle"])
-    changed[today_rows] |= life_today[today_rows] != life_before[open_positions]
-    for column in SEGMENT_COLUMNS:
-        if column != "lifecycle":
-            changed[today_rows] |= _differs(
-                segments[column], today_rows, open_rows[column], open_positions, column
-            )
     # Open rows of customers who are no longer in today's segments.
     still_there = np.zeros(len(open_rows), dtype=bool)
     still_there[position[matched]] = True
 
     closing = np.concatenate([position[matched & changed], np.flatnonzero(~still_there)])
     closing.sort()
+    opening = np.flatnonzero(changed)
+    changes = SegmentChanges(
+        business_date=business_date,
+        close=_rows_to_close(open_rows, closing, business_date),
+        open=_rows_to_open(segments, opening, business_date),
+        transitions=life.transitions(opening, position, ~still_there),
+        unchanged=int(matched.sum() - (matched & changed).sum()),
+    )
+    log.debug(
+        "segment history on %s: %d rows closed, %d opened, %d unchanged",
+        business_date,
+        len(changes.close),
+        len(changes.open),
+        changes.unchanged,
+    )
+    return changes
+
+
+@dataclass(frozen=True)
+class _Lifecycles:
+    """Today's and the open rows' lifecycles as codes of one vocabulary (-1: missing)."""
+
+    today: np.ndarray  # per row of the segments
+    before: np.ndarray  # per open row
+    names: list[str]  # the vocabulary, with NO_LIFECYCLE last unless the labels name it
+
+    @classmethod
+    def of(cls, today: pd.Series, before: pd.Series) -> _Lifecycles:
+        codes_today, codes_before, names = _shared_codes(today, before)
+        if NO_LIFECYCLE not in names:
+            names.append(NO_LIFECYCLE)
+        return cls(codes_today, codes_before, names)
+
+    def transitions(self, opening: np.ndarray, position: np.ndarray, gone: np.ndarray) -> pd.DataFrame:
+        """Customers per (from, to) lifecycle among those who moved: the rows of the segments that
+        open (``opening``; ``position``: each row's open row, -1: none) and the open rows of the
+        customers who left (``gone``)."""
+        none = self.names.index(NO_LIFECYCLE)
+        before_life = np.append(self.before, none)
+        from_life = np.concatenate([before_life[position[opening]], self.before[gone]])
+        to_life = np.concatenate([self.today[opening], np.full(int(gone.sum()), none)])
+        moved = from_life != to_life
+        names = np.array([*self.names, None], dtype=object)  # code -1 (no lifecycle): None
+        transitions = (
+            pd.DataFrame({"from_lifecycle": names[from_life[moved]], "to_lifecycle": names[to_life[moved]]})
+            .astype("str")
+            .value_counts()
+            .rename("customers")
+            .reset_index()
+            .sort_values(["from_lifecycle", "to_lifecycle"], ignore_index=True)
+        )
+        transitions["customers"] = transitions["customers"].astype(np.int64)
+        return transitions
+
+
+def _changed(
+    open_rows: pd.DataFrame, segments: pd.DataFrame, position: np.ndarray, life: _Lifecycles
+) -> np.ndarray:
+    """Per row of the segments, whether the customer's row opens: no open row, or a segment
+    column that differs from it."""
+    matched = position >= 0
+    changed = ~matched
+    today_rows, open_positions = np.flatnonzero(matched), position[matched]
+    changed[today_rows] |= life.today[today_rows] != life.before[open_positions]
+    for column in SEGMENT_COLUMNS:
+        if column != "lifecycle":
+            changed[today_rows] |= _differs(
+                segments[column], today_rows, open_rows[column], open_positions, column
+            )
+    return changed
+
+
+def _rows_to_close(open_rows: pd.DataFrame, closing: np.ndarray, business_date: date) -> pd.DataFrame:
+    """The ``closing`` open rows, closed on ``business_date`` (by ``segment_id`` when they have one)."""
     close = pd.DataFrame({"customer_id": open_rows["customer_id"].iloc[closing].astype("str").to_numpy()})
     if "segment_id" in open_rows.columns:
         close["segment_id"] = open_rows["segment_id"].iloc[closing].to_numpy()
     close["valid_to"] = np.full(len(close), business_date, dtype=object)
+    return close
 
-    opening = np.flatnonzero(changed)
+
+def _rows_to_open(segments: pd.DataFrame, opening: np.ndarray, business_date: date) -> pd.DataFrame:
+    """The ``opening`` rows of the segments as open history rows from ``business_date``."""
     opened = segments.iloc[opening]
-    open_frame = pd.DataFrame(
+    return pd.DataFrame(
         {
             "customer_id": opened["customer_id"].astype("str").reset_index(drop=True),
             "valid_from": np.full(len(opened), business_date, dtype=object),
@@ -129,41 +201,6 @@ def diff_segments(
             **{c: opened[c].reset_index(drop=True) for c in SEGMENT_COLUMNS},
         }
     )
-
-    # Lifecycles before and after, for the customers whose row changes (position -1: none before),
-    # as codes of one vocabulary; names only for those who moved.
-    if NO_LIFECYCLE not in life_names:
-        life_names.append(NO_LIFECYCLE)
-    none = life_names.index(NO_LIFECYCLE)
-    before_life = np.append(life_before, none)
-    from_life = np.concatenate([before_life[position[opening]], life_before[~still_there]])
-    to_life = np.concatenate([life_today[opening], np.full(int((~still_there).sum()), none)])
-    moved = from_life != to_life
-    names = np.array([*life_names, None], dtype=object)  # code -1 (no lifecycle): None
-    transitions = (
-        pd.DataFrame({"from_lifecycle": names[from_life[moved]], "to_lifecycle": names[to_life[moved]]})
-        .astype("str")
-        .value_counts()
-        .rename("customers")
-        .reset_index()
-        .sort_values(["from_lifecycle", "to_lifecycle"], ignore_index=True)
-    )
-    transitions["customers"] = transitions["customers"].astype(np.int64)
-    changes = SegmentChanges(
-        business_date=business_date,
-        close=close,
-        open=open_frame,
-        transitions=transitions,
-        unchanged=int(matched.sum() - (matched & changed).sum()),
-    )
-    log.debug(
-        "segment history on %s: %d rows closed, %d opened, %d unchanged",
-        business_date,
-        len(close),
-        len(open_frame),
-        changes.unchanged,
-    )
-    return changes
 
 
 def apply_changes(history: pd.DataFrame, changes: SegmentChanges) -> pd.DataFrame:

@@ -25,6 +25,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from huitouke import records
 from huitouke.config import ConfigError, load_validated, located_error, project_home, validation_items
 from huitouke.pii import get_logger
+from huitouke.store.schema import segment_history
 
 log = get_logger(__name__)
 
@@ -41,6 +42,8 @@ __all__ = [
 ]
 
 _NAME = re.compile(r"^[a-z0-9_]+$")
+# The longest tier name the segment history can store (its member_tier and value_tier columns).
+_NAME_LENGTH = min(segment_history.c.member_tier.type.length, segment_history.c.value_tier.type.length)
 # Top-level sections of the playbook, this stage's and the later stages'.
 PLAYBOOK_SECTIONS: tuple[str, ...] = ("segments", "shop", "contact_pressure", "campaigns")
 
@@ -48,8 +51,8 @@ PLAYBOOK_SECTIONS: tuple[str, ...] = ("segments", "shop", "contact_pressure", "c
 def _check_name(value: str, what: str) -> str:
     if not _NAME.match(value):
         raise ValueError(f"{what} {value!r} must be lower-case letters, digits and underscores, e.g. 'vip'")
-    if len(value) > 16:  # segment_history stores tiers in 16 characters
-        raise ValueError(f"{what} {value!r} is longer than 16 characters")
+    if len(value) > _NAME_LENGTH:
+        raise ValueError(f"{what} {value!r} is longer than {_NAME_LENGTH} characters")
     return value
 
 
@@ -127,7 +130,7 @@ class TierRule(_Section):
     def _has_a_condition(self) -> TierRule:
         if all(v is None for v in self.conditions().values()):
             raise ValueError(
-                "a rule needs at least one of min_r, min_f, min_m, min_paid_orders, min_total_cny "
+                f"a rule needs at least one of {', '.join(self.conditions())} "
                 "(customers matching no rule get the `otherwise` tier)"
             )
         return self

@@ -56,26 +56,18 @@ import pyarrow.compute as pc
 from huitouke import records
 from huitouke.pii import get_logger
 from huitouke.segments.settings import SegmentSettings
+from huitouke.store.schema import customer_spend, customer_state
 
 log = get_logger(__name__)
 
 __all__ = ["STATE_COLUMNS", "build_state", "empty_state", "update_state"]
 
-STATE_COLUMNS: tuple[str, ...] = (
-    "customer_id",
-    "first_paid_at",
-    "last_paid_at",
-    "first_business_date",
-    "last_business_date",
-    "paid_orders",
-    "total_cents",
-    "aov_cents",
-    "main_category_group",
-    "acquisition_source",
-)
+# The state and spend rows are the rows of their tables (huitouke.store.schema).
+STATE_COLUMNS: tuple[str, ...] = tuple(customer_state.columns.keys())
+SPEND_COLUMNS: tuple[str, ...] = tuple(customer_spend.columns.keys())
+SPEND_KEY: tuple[str, ...] = tuple(customer_spend.primary_key.columns.keys())  # customer, group
 ORDER_INPUT_COLUMNS: tuple[str, ...] = records.PAYMENT_FIELDS
 LINE_INPUT_COLUMNS: tuple[str, ...] = ("order_id", "category", "amount_cents")
-SPEND_COLUMNS: tuple[str, ...] = ("customer_id", "category_group", "spend_cents", "paid_lines")
 
 # Dense (customers x groups) spend matrix up to this many cells, else a sort-based path.
 _DENSE_CELLS = 64_000_000
@@ -84,24 +76,18 @@ _NAT = np.iinfo(np.int64).min
 
 def empty_spend() -> pd.DataFrame:
     """Spend rows of no customer, with the columns and dtypes of :func:`build_state_and_spend`'s."""
-    return pd.DataFrame(
-        {
-            "customer_id": pd.Series([], dtype="str"),
-            "category_group": pd.Series([], dtype="str"),
-            "spend_cents": np.empty(0, dtype=np.int64),
-            "paid_lines": np.empty(0, dtype=np.int64),
-        }
-    )
+    none = np.empty(0, dtype=np.int64)
+    return _Spend(none, none, np.empty(0, dtype=object), none, none).frame(pd.array([], dtype="str"))
 
 
 def empty_state() -> pd.DataFrame:
     """A state with no customer, with the columns and dtypes of :func:`build_state`'s result."""
-    return _frame(
+    return _StateArrays(
         pd.Series([], dtype="str"),
-        *(np.empty(0, dtype=np.int64) for _ in range(7)),
+        *(np.empty(0, dtype=np.int64) for _ in range(6)),
         np.empty(0, dtype=object),
         np.empty(0, dtype=object),
-    )
+    ).frame()
 
 
 def build_state(
@@ -165,48 +151,19 @@ def _build(
     if rows.size == 0:
         return empty_state(), (empty_spend() if with_spend else None)
     paid_at, business = paid_at[rows], business[rows]
-    amount = _int_values(orders["amount_cents"])[rows]
     codes, customer_ids = _sorted_codes(all_codes[rows], all_ids)
     del all_codes
-    n = len(customer_ids)
-
-    count = np.bincount(codes, minlength=n)
-    total = np.bincount(codes, weights=amount, minlength=n)
-    if total.max(initial=0) >= 2**53:  # float sums are exact below 2**53 cents; beyond, sum in int64
-        total = pd.Series(amount).groupby(codes).sum().to_numpy()
-    total = total.astype(np.int64)
-    first_at = np.full(n, np.iinfo(np.int64).max)
-    np.minimum.at(first_at, codes, paid_at)
-    last_at = np.full(n, _NAT)
-    np.maximum.at(last_at, codes, paid_at)
-    first_day = np.full(n, np.iinfo(np.int64).max)
-    np.minimum.at(first_day, codes, business)
-    last_day = np.full(n, _NAT)
-    np.maximum.at(last_day, codes, business)
-    aov = (2 * total + count) // (2 * count)  # half up
-
-    first_row = _first_order_rows(codes, paid_at, first_at, orders["order_id"], rows)
-    source = orders["acquisition_source"].iloc[rows[first_row]]
-    if source.isna().any():
-        source = source.astype("str").fillna(records.ORGANIC)
-    source = _str_values(source)
-    group, spend = _group_spend(orders, lines, rows, codes, n, amount, total, count, settings, with_spend)
-
-    state = _frame(
-        customer_ids,
-        first_at,
-        last_at,
-        first_day,
-        last_day,
-        count.astype(np.int64),
-        total,
-        aov,
-        group,
-        source,
-    )
+    paid = _Paid.of(rows, codes, _int_values(orders["amount_cents"])[rows], len(customer_ids))
+    first_at, last_at = _first_and_last(codes, paid_at, paid.customers)
+    first_day, last_day = _first_and_last(codes, business, paid.customers)
+    source = _first_sources(orders, paid, paid_at, first_at)
+    group, spend = _group_spend(orders, lines, paid, settings, with_spend)
+    state = _StateArrays(
+        customer_ids, first_at, last_at, first_day, last_day, paid.count, paid.total, group, source
+    ).frame()
     log.debug(
         "built state of %d customers from %d paid orders in %.3fs",
-        n,
+        paid.customers,
         rows.size,
         time.perf_counter() - started,
     )
@@ -249,33 +206,82 @@ def update_state(
 # --------------------------------------------------------------------------------------------------
 
 
-def _frame(
-    customer_id: pd.Series | pd.api.extensions.ExtensionArray,
-    first_at: np.ndarray,
-    last_at: np.ndarray,
-    first_day: np.ndarray,
-    last_day: np.ndarray,
-    count: np.ndarray,
-    total: np.ndarray,
-    aov: np.ndarray,
-    group: pd.api.extensions.ExtensionArray | np.ndarray,
-    source: pd.api.extensions.ExtensionArray | np.ndarray,
-) -> pd.DataFrame:
-    return pd.DataFrame(
-        {
-            "customer_id": pd.Series(customer_id, dtype="str"),
-            "first_paid_at": first_at.astype("datetime64[ns]"),
-            "last_paid_at": last_at.astype("datetime64[ns]"),
-            "first_business_date": first_day.astype("datetime64[ns]"),
-            "last_business_date": last_day.astype("datetime64[ns]"),
-            "paid_orders": count,
-            "total_cents": total,
-            "aov_cents": aov.astype(np.int64),
-            "main_category_group": pd.Series(group, dtype="str"),
-            "acquisition_source": pd.Series(source, dtype="str"),
-        },
-        copy=False,  # a block per column: no copy of a million rows into 2-D blocks
-    )
+@dataclass(frozen=True)
+class _StateArrays:
+    """A state's columns as arrays before they are a frame (:data:`STATE_COLUMNS`): times and
+    business dates as int64 nanoseconds; the average order value follows from the total."""
+
+    customer_id: pd.Series | pd.api.extensions.ExtensionArray
+    first_paid_at: np.ndarray
+    last_paid_at: np.ndarray
+    first_business_date: np.ndarray
+    last_business_date: np.ndarray
+    paid_orders: np.ndarray
+    total_cents: np.ndarray
+    main_category_group: pd.api.extensions.ExtensionArray | np.ndarray
+    acquisition_source: pd.api.extensions.ExtensionArray | np.ndarray
+
+    def frame(self) -> pd.DataFrame:
+        aov = (2 * self.total_cents + self.paid_orders) // (2 * self.paid_orders)  # half up
+        return pd.DataFrame(
+            {
+                "customer_id": pd.Series(self.customer_id, dtype="str"),
+                "first_paid_at": self.first_paid_at.astype("datetime64[ns]"),
+                "last_paid_at": self.last_paid_at.astype("datetime64[ns]"),
+                "first_business_date": self.first_business_date.astype("datetime64[ns]"),
+                "last_business_date": self.last_business_date.astype("datetime64[ns]"),
+                "paid_orders": self.paid_orders,
+                "total_cents": self.total_cents,
+                "aov_cents": aov.astype(np.int64),
+                "main_category_group": pd.Series(self.main_category_group, dtype="str"),
+                "acquisition_source": pd.Series(self.acquisition_source, dtype="str"),
+            },
+            copy=False,  # a block per column: no copy of a million rows into 2-D blocks
+        )
+
+
+@dataclass(frozen=True)
+class _Paid:
+    """The paid orders a state is built from: their rows in the orders, each one's customer code
+    (0..n-1) and amount; per customer, the number of paid orders and their total."""
+
+    rows: np.ndarray
+    codes: np.ndarray
+    amount: np.ndarray  # int64 cents
+    count: np.ndarray  # int64, per customer
+    total: np.ndarray  # int64 cents, per customer
+
+    @classmethod
+    def of(cls, rows: np.ndarray, codes: np.ndarray, amount: np.ndarray, n: int) -> _Paid:
+        count = np.bincount(codes, minlength=n).astype(np.int64, copy=False)
+        total = np.bincount(codes, weights=amount, minlength=n)
+        if total.max(initial=0) >= 2**53:  # float sums are exact below 2**53 cents; beyond, sum in int64
+            total = pd.Series(amount).groupby(codes).sum().to_numpy()
+        return cls(rows, codes, amount, count, total.astype(np.int64))
+
+    @property
+    def customers(self) -> int:
+        return self.count.size
+
+
+def _first_and_last(codes: np.ndarray, values: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray]:
+    """Per customer code, the smallest and the largest of the values (int64)."""
+    first = np.full(n, np.iinfo(np.int64).max)
+    np.minimum.at(first, codes, values)
+    last = np.full(n, _NAT)
+    np.maximum.at(last, codes, values)
+    return first, last
+
+
+def _first_sources(
+    orders: pd.DataFrame, paid: _Paid, paid_at: np.ndarray, first_at: np.ndarray
+) -> pd.api.extensions.ExtensionArray:
+    """Per customer, the acquisition source of the first paid order (a missing one: organic)."""
+    first_row = _first_order_rows(paid.codes, paid_at, first_at, orders["order_id"], paid.rows)
+    source = orders["acquisition_source"].iloc[paid.rows[first_row]]
+    if source.isna().any():
+        source = source.astype("str").fillna(records.ORGANIC)
+    return _str_values(source)
 
 
 def _ns(values: pd.Series) -> np.ndarray:
@@ -377,55 +383,24 @@ def _categories(values: pd.Series) -> tuple[np.ndarray, np.ndarray]:
 
 
 def _group_spend(
-    orders: pd.DataFrame,
-    lines: pd.DataFrame | None,
-    rows: np.ndarray,
-    codes: np.ndarray,
-    n: int,
-    amount: np.ndarray,
-    total: np.ndarray,
-    count: np.ndarray,
-    settings: SegmentSettings,
-    with_spend: bool,
+    orders: pd.DataFrame, lines: pd.DataFrame | None, paid: _Paid, settings: SegmentSettings, with_spend: bool
 ) -> tuple[pd.api.extensions.ExtensionArray, _Spend | None]:
     """Per customer, the category group with the largest paid spend (ties: alphabetical), and
     (``with_spend``) the spend of every (customer, group) pair the customer bought from."""
+    n = paid.customers
     unknown = settings.unknown_category_group
     if lines is None or lines.empty:  # every paid order counts its whole amount as unknown
         group = pd.array([unknown], dtype="str").take(np.zeros(n, dtype=np.intp))
         spend = _Spend(
-            np.arange(n), np.zeros(n, dtype=np.int64), np.array([unknown], dtype=object), total, count
+            np.arange(n),
+            np.zeros(n, dtype=np.int64),
+            np.array([unknown], dtype=object),
+            paid.total,
+            paid.count,
         )
         return group, (spend if with_spend else None)
-    missing = [c for c in LINE_INPUT_COLUMNS if c not in lines.columns]
-    if missing:
-        raise ValueError(f"order lines lack columns: {', '.join(missing)}")
-    # Each line's paid order (index into `rows`), or -1 for lines of other orders.
-    found = pc.index_in(_arrow_strings(lines["order_id"]), value_set=_arrow_strings(orders["order_id"]))
-    order_row = pc.fill_null(found, -1).to_numpy(zero_copy_only=False)
-    paid_index = np.full(len(orders) + 1, -1, dtype=np.int64)
-    paid_index[rows] = np.arange(rows.size)
-    line_order = paid_index[order_row]
-    del found, order_row, paid_index
-    line_rows = np.flatnonzero(line_order >= 0)
-    line_order = line_order[line_rows]
-
-    cat_codes, categories = _categories(lines["category"])
-    mapping = settings.category_group_map()
-    cat_groups = np.array([mapping.get(c, c) for c in categories] + [unknown], dtype=object)
-    groups, group_of_cat = np.unique(cat_groups, return_inverse=True)  # sorted: ties go alphabetical
+    key, cents, groups = _spend_keys(orders, lines, paid, settings)
     g = len(groups)
-    # key = customer * g + group, for every paid line; then orders without lines, which count their
-    # whole amount as the unknown category.
-    key = codes[line_order]
-    key *= g
-    key += group_of_cat[cat_codes[line_rows]]
-    cents = _int_values(lines["amount_cents"])[line_rows]
-    bare = np.flatnonzero(np.bincount(line_order, minlength=rows.size) == 0)
-    del line_order, line_rows, cat_codes
-    if bare.size:
-        key = np.concatenate([key, codes[bare] * g + int(np.searchsorted(groups, unknown))])
-        cents = np.concatenate([cents, amount[bare]])
     spend = None
     if n * g <= _DENSE_CELLS:
         totals = np.bincount(key, weights=cents, minlength=n * g)
@@ -450,6 +425,43 @@ def _group_spend(
         if not with_spend:
             spend = None
     return pd.array(groups.tolist(), dtype="str").take(best), spend
+
+
+def _spend_keys(
+    orders: pd.DataFrame, lines: pd.DataFrame, paid: _Paid, settings: SegmentSettings
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """For every paid line, then every paid order without lines (its whole amount in the unknown
+    category): the key ``customer * len(groups) + group`` and the cents; and the groups, sorted
+    (ties go alphabetical)."""
+    missing = [c for c in LINE_INPUT_COLUMNS if c not in lines.columns]
+    if missing:
+        raise ValueError(f"order lines lack columns: {', '.join(missing)}")
+    # Each line's paid order (index into `paid.rows`), or -1 for lines of other orders.
+    found = pc.index_in(_arrow_strings(lines["order_id"]), value_set=_arrow_strings(orders["order_id"]))
+    order_row = pc.fill_null(found, -1).to_numpy(zero_copy_only=False)
+    paid_index = np.full(len(orders) + 1, -1, dtype=np.int64)
+    paid_index[paid.rows] = np.arange(paid.rows.size)
+    line_order = paid_index[order_row]
+    del found, order_row, paid_index
+    line_rows = np.flatnonzero(line_order >= 0)
+    line_order = line_order[line_rows]
+
+    unknown = settings.unknown_category_group
+    cat_codes, categories = _categories(lines["category"])
+    mapping = settings.category_group_map()
+    cat_groups = np.array([mapping.get(c, c) for c in categories] + [unknown], dtype=object)
+    groups, group_of_cat = np.unique(cat_groups, return_inverse=True)
+    g = len(groups)
+    key = paid.codes[line_order]
+    key *= g
+    key += group_of_cat[cat_codes[line_rows]]
+    cents = _int_values(lines["amount_cents"])[line_rows]
+    bare = np.flatnonzero(np.bincount(line_order, minlength=paid.rows.size) == 0)
+    del line_order, line_rows, cat_codes
+    if bare.size:
+        key = np.concatenate([key, paid.codes[bare] * g + int(np.searchsorted(groups, unknown))])
+        cents = np.concatenate([cents, paid.amount[bare]])
+    return key, cents, groups
 
 
 @dataclass(frozen=True)
