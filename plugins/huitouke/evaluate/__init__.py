@@ -16,6 +16,8 @@ Plain functions over numbers and DataFrames (no database, no Airflow)::
   log's tables.
 - :mod:`huitouke.evaluate.daily`: the stage's ``run_day``; :mod:`huitouke.evaluate.persist`:
   its reads and writes of the store.
+- :mod:`huitouke.evaluate.pool`: stored evaluations pooled over a campaign's waves (the UI's
+  results and campaign pages, the demo's closing table).
 - :mod:`huitouke.evaluate.experiment` and :mod:`huitouke.evaluate.cli`: ``huitouke evaluate FILE.csv``.
 
 The names below are imported on first use (PEP 562), so that ``huitouke --help`` and the other
