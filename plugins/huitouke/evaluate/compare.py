@@ -49,7 +49,7 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from datetime import date, datetime
 from typing import Any
 
@@ -417,13 +417,18 @@ def _pct(value: Any, signed: bool = False) -> str:
     return f"{100 * float(value):+.2f}%" if signed else f"{100 * float(value):.2f}%"
 
 
-def _pp_ci(value: Any, low: Any, high: Any) -> str:
+def _with_interval(show: Callable[[Any], str], value: Any, low: Any, high: Any) -> str:
+    """``value [low, high]`` each as ``show`` writes it; the value alone without both bounds."""
     if not _finite(value):
         return "-"
-    text = f"{100 * float(value):+.2f}"
+    text = show(value)
     if _finite(low) and _finite(high):
-        text += f" [{100 * float(low):+.2f}, {100 * float(high):+.2f}]"
+        text += f" [{show(low)}, {show(high)}]"
     return text
+
+
+def _pp_ci(value: Any, low: Any, high: Any) -> str:
+    return _with_interval(lambda v: f"{100 * float(v):+.2f}", value, low, high)
 
 
 def _cny(cents: Any, signed: bool = False) -> str:
@@ -433,12 +438,7 @@ def _cny(cents: Any, signed: bool = False) -> str:
 
 
 def _cny_ci(value: Any, low: Any, high: Any) -> str:
-    if not _finite(value):
-        return "-"
-    text = _cny(value, signed=True)
-    if _finite(low) and _finite(high):
-        text += f" [{_cny(low, signed=True)}, {_cny(high, signed=True)}]"
-    return text
+    return _with_interval(lambda v: _cny(v, signed=True), value, low, high)
 
 
 def _p(value: Any) -> str:

@@ -652,7 +652,7 @@ def _sequence_cost(
     cohort: pd.DataFrame, rows: pd.DataFrame, k: int, hits: pd.DataFrame, coupons: pd.DataFrame | None
 ) -> np.ndarray:
     """Messages of waves 1..k of each entry, plus their coupons redeemed by an order in the span."""
-    entry = ["campaign", "customer_id", "entered_on"]
+    entry = _ENTRY[:3]  # an entry: its waves are 1..k
     waves_k = cohort[(cohort["campaign"].isin(rows["campaign"].unique())) & (cohort["wave"] <= k)]
     msg = waves_k.groupby(entry)["_msg_cost"].sum().rename("_c").reset_index()
     cost = rows[[*entry, "_row"]].merge(msg, on=entry, how="left")["_c"].fillna(0.0).to_numpy()

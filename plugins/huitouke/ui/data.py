@@ -120,6 +120,10 @@ def _iso_date(value: Any) -> date | None:
 # ------------------------------------------------------------------------------ campaign plans
 
 
+# A campaign's stored day row as the plans page reads it (the day is asked for; no timestamps).
+_DAY_COLUMNS = columns_of(campaign_days, without=("business_date", "planned_at", "rendered_at"))
+
+
 def plan_days(engine: Engine) -> list[date]:
     """Business days with a stored campaign plan, latest first."""
     with engine.connect() as conn:
@@ -136,21 +140,7 @@ def day_plan(engine: Engine, day: date) -> list[dict[str, Any]]:
 
     c = campaign_days.c
     query = (
-        select(
-            c.campaign,
-            c.priority,
-            c.entered,
-            c.due,
-            c.treated,
-            c.held_out,
-            c.suppressed,
-            c.exited,
-            c.messages_planned,
-            c.messages_queued,
-            c.status,
-            c.error,
-            c.figures,
-        )
+        select(*(c[name] for name in _DAY_COLUMNS))
         .where(c.business_date == day)
         .order_by(c.priority.desc(), c.campaign)
     )
