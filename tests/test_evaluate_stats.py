@@ -150,7 +150,7 @@ def test_invalid_counts_and_options_are_refused():
 
 
 def test_verdict_rule():
-    kw = {"min_per_arm": 100, "max_mde": 0.05}
+    kw = {"rules": stats.ComparisonRules(min_per_arm=100, max_mde=0.05)}
     assert stats.verdict(1000, 1000, 0.01, 0.05, 0.001, 0.03, **kw)[()] == "lift"
     assert stats.verdict(1000, 1000, -0.05, -0.01, 0.001, 0.03, **kw)[()] == "drop"
     assert stats.verdict(1000, 1000, -0.01, 0.05, 0.2, 0.03, **kw)[()] == "no_difference"
@@ -189,7 +189,9 @@ def test_aa_interval_covers_zero_in_93_to_97_percent(n1, n0, p, seed):
     assert 0.93 <= coverage <= 0.97, coverage
     # A/A: the verdict claims an effect only when the interval excludes 0, i.e. rarely.
     mde = stats.minimum_detectable_effect(n1, n0, r.control_rate)
-    verdicts = stats.verdict(n1, n0, r.lift_low, r.lift_high, r.p_value, mde, min_per_arm=1, max_mde=1)
+    verdicts = stats.verdict(
+        n1, n0, r.lift_low, r.lift_high, r.p_value, mde, stats.ComparisonRules(min_per_arm=1, max_mde=1)
+    )
     claimed = np.isin(verdicts, ["lift", "drop"])
     covers_zero = (r.lift_low <= 0) & (r.lift_high >= 0)
     assert not (claimed & covers_zero).any()

@@ -14,6 +14,8 @@ from huitouke.evaluate.waves import (
     CUMULATIVE_COLUMNS,
     CURVE_COLUMNS,
     RESULT_COLUMNS,
+    MessageCosts,
+    WaveOptions,
     evaluate_waves,
     planned_send_time,
 )
@@ -219,8 +221,7 @@ def test_costs_sent_only_view_and_roi(waves, orders):
         date(2025, 12, 11),
         messages=messages,
         coupons=coupons,
-        sms_segment_cost_cents=4.5,
-        email_cost_cents=0.2,
+        options=WaveOptions(costs=MessageCosts(sms_segment_cents=4.5, email_cents=0.2)),
     )
     res = ev.results
     assert set(res["view"]) == {"itt", "sent"}
@@ -241,7 +242,7 @@ def test_costs_sent_only_view_and_roi(waves, orders):
 
 
 def test_breakdowns_per_segment_channel_and_variant(waves, orders):
-    ev = evaluate_waves(waves, orders, date(2025, 12, 11), segment_columns=["lifecycle"])
+    ev = evaluate_waves(waves, orders, date(2025, 12, 11), options=WaveOptions(segment_columns=["lifecycle"]))
     br = ev.breakdowns
     assert list(br.columns) == BREAKDOWN_COLUMNS
     ten = br[br["window_days"] == 10].set_index(["dimension", "value"])
@@ -336,9 +337,11 @@ def test_windows_per_campaign_and_a_custom_send_time(waves, orders):
         waves,
         orders,
         date(2025, 12, 31),
-        windows={"thank_you": [2, 30]},
-        primary={"thank_you": 30},
-        send_time=lambda day: datetime.combine(day, time(12, 0)),
+        options=WaveOptions(
+            windows={"thank_you": [2, 30]},
+            primary={"thank_you": 30},
+            send_time=lambda day: datetime.combine(day, time(12, 0)),
+        ),
     )
     res = ev.results
     assert list(res["window_days"]) == [2, 30] and list(res["primary"]) == [False, True]
@@ -347,7 +350,7 @@ def test_windows_per_campaign_and_a_custom_send_time(waves, orders):
     two = _row(res, 2)
     assert two["responders"] == 2 and two["revenue_cents"] == 20_000 + 30_000
     with pytest.raises(ValueError, match="primary window 10 is not one of"):
-        evaluate_waves(waves, orders, date(2025, 12, 31), windows=[2, 30], primary=10)
+        evaluate_waves(waves, orders, date(2025, 12, 31), options=WaveOptions(windows=[2, 30], primary=10))
 
 
 def test_no_waves_gives_empty_frames_with_their_columns(orders):
@@ -363,12 +366,15 @@ def test_missing_columns_are_named(waves, orders):
         evaluate_waves(waves, orders.drop(columns="status"), date(2025, 12, 11))
     with pytest.raises(ValueError, match="waves lacks the column.*lifecycle"):
         evaluate_waves(
-            waves.drop(columns="lifecycle"), orders, date(2025, 12, 11), segment_columns=["lifecycle"]
+            waves.drop(columns="lifecycle"),
+            orders,
+            date(2025, 12, 11),
+            options=WaveOptions(segment_columns=["lifecycle"]),
         )
 
 
 def test_the_task_log_table_has_no_customer(waves, orders):
-    ev = evaluate_waves(waves, orders, date(2025, 12, 31), segment_columns=["lifecycle"])
+    ev = evaluate_waves(waves, orders, date(2025, 12, 31), options=WaveOptions(segment_columns=["lifecycle"]))
     text = ev.as_text()
     assert "thank_you" in text and "too few customers to tell" in text
     assert (

@@ -15,10 +15,12 @@ import sys
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from datetime import date, timedelta
 from pathlib import Path
+from typing import Any
 
-from sqlalchemy import func, select
+from sqlalchemy import Engine, func, select
 
 from huitouke.config import load_settings, project_home
 
@@ -50,13 +52,25 @@ def output_to(path: Path) -> Iterator[None]:
             os.close(saved[1])
 
 
+@dataclass(frozen=True)
+class _DemoRun:
+    """What every step of the demo works with: the settings, the shop's and the CRM store's
+    engines, the seed, the Airflow log file, and where the story is told."""
+
+    settings: Any
+    shop_engine: Engine
+    crm: Engine
+    seed: int
+    log_file: Path
+    say: Callable[[str], None]
+
+
 def run_demo(
     customers: int = 20_000, days: int = 4, seed: int = 7, say: Callable[[str], None] = print
 ) -> int:
     """Run the demo; returns a process exit code."""
-    from huitouke.dagrun import days_between, load_daily_dag, run_business_days
-    from huitouke.demo_shop import ShopSpec, add_responses, generate_shop, shop_as_of, write_shop
-    from huitouke.pipeline import day_bounds, intake_orders, update_segments
+    from huitouke.dagrun import days_between
+    from huitouke.demo_shop import ShopSpec, generate_shop
     from huitouke.store.connection import engine_for
     from huitouke.store.migrate import upgrade
 
@@ -69,68 +83,35 @@ def run_demo(
     started = time.perf_counter()
     spec = ShopSpec(customers=customers, start=DEMO_START, end=DEMO_END, seed=seed)
     shop = generate_shop(spec)
-    shop_engine = engine_for(settings.intake.sql.conn_id)
+    run = _DemoRun(
+        settings,
+        engine_for(settings.intake.sql.conn_id),
+        engine_for(settings.store.conn_id),
+        seed,
+        project_home() / "data" / "logs" / "demo-airflow.log",
+        say,
+    )
     say(
         f"1. Demo shop generated (seed {seed}): {len(shop.customers):,} customers, {len(shop.orders):,} orders, "
         f"{len(shop.items):,} order lines, {spec.start} .. {spec.end}, "
-        f"in the shop database {shop_engine.url.render_as_string(hide_password=True)}"
+        f"in the shop database {run.shop_engine.url.render_as_string(hide_password=True)}"
     )
-
-    crm = engine_for(settings.store.conn_id)
-    refusal = _start_fresh(crm)
+    refusal = _start_fresh(run.crm)
     if refusal:
         say(refusal)
         return 2
-    say(f"2. CRM store {crm.url.render_as_string(hide_password=True)}: fresh, at revision {upgrade(crm)}")
+    say(
+        f"2. CRM store {run.crm.url.render_as_string(hide_password=True)}: fresh, at revision {upgrade(run.crm)}"
+    )
 
     dag_days = days_between(DEMO_END - timedelta(days=days - 1), DEMO_END)
     campaign_days = days_between(dag_days[0] - timedelta(days=CAMPAIGN_DAYS), dag_days[0] - timedelta(days=1))
-    history_end = campaign_days[0] - timedelta(days=1)
-    write_shop(shop_as_of(shop, history_end), shop_engine)
-    start, _ = day_bounds(spec.start, settings)
-    _, end = day_bounds(history_end, settings)
-    history = intake_orders(start, end, settings)
-    history_segments = update_segments(day_bounds(history_end, settings)[0], settings)
-    say(
-        f"3. History {spec.start} .. {history_end} loaded in one intake: {history['inserted']:,} orders new, "
-        f"{history['updated']:,} updated, {history['unchanged']:,} unchanged, "
-        f"{history['quarantined']:,} rows quarantined; segments computed for {history_end}: "
-        f"{history_segments['customers']:,} customers"
-    )
-
-    log_file = project_home() / "data" / "logs" / "demo-airflow.log"
-    log_file.unlink(missing_ok=True)
-    logging.getLogger("huitouke").setLevel(logging.INFO)  # the task logs' tables, into the log file
-    queued = responses = 0
-    with output_to(log_file):
-        for day in campaign_days:
-            shop, added = _run_day_as_calls(shop, day, settings, shop_engine, crm, seed)
-            queued += added[0]
-            responses += added[1]
-    say(
-        f"4. {campaign_days[0]} .. {campaign_days[-1]}: every stage of the daily run as plain calls, day by "
-        f"day ({len(campaign_days)} days): {queued:,} messages queued; the simulated customers answered "
-        f"{responses:,} of them with an order (demo_shop.RESPONSE_UPLIFT, the holdout never)"
-    )
-    say(
-        f"5. The daily DAG through Airflow (dag.test) for {dag_days[0]} .. {dag_days[-1]}; task logs in "
-        f"{log_file.relative_to(project_home())}"
-    )
-    with output_to(log_file):
-        dag = load_daily_dag()
-        states: dict[date, str] = {}
-        for day in dag_days:
-            write_shop(shop_as_of(shop, day), shop_engine)  # the shop's database at the end of that day
-            states.update(run_business_days([day], dag=dag))
-            if states[day] != "success":
-                break
-            shop, _ = add_responses(shop, _queued_on(crm, day), day, seed)
-    failed = {d: s for d, s in states.items() if s != "success"}
-    if failed:
-        say(f"   The DAG run failed for {', '.join(map(str, failed))}: see {log_file}")
+    _load_history(run, shop, spec.start, campaign_days[0] - timedelta(days=1))
+    shop = _run_campaign_days(run, shop, campaign_days)
+    if not _run_dag_days(run, shop, dag_days):
         return 1
 
-    _report(crm, dag_days, say)
+    _report(run.crm, dag_days, say)
     say("")
     say(f"Done in {time.perf_counter() - started:.0f} s.")
     say("Review the quarantined rows:   .venv/bin/huitouke quarantine   (add --raw for the raw rows)")
@@ -138,14 +119,76 @@ def run_demo(
     return 0
 
 
-def _run_day_as_calls(shop, day: date, settings, shop_engine, crm, seed: int):
+def _load_history(run: _DemoRun, shop: Any, start: date, history_end: date) -> None:
+    """Step 3: the shop's history up to ``history_end`` in one intake, and its segments."""
+    from huitouke.demo_shop import shop_as_of, write_shop
+    from huitouke.pipeline import day_bounds, intake_orders, update_segments
+
+    write_shop(shop_as_of(shop, history_end), run.shop_engine)
+    first, _ = day_bounds(start, run.settings)
+    last_start, end = day_bounds(history_end, run.settings)
+    history = intake_orders(first, end, run.settings)
+    history_segments = update_segments(last_start, run.settings)
+    run.say(
+        f"3. History {start} .. {history_end} loaded in one intake: {history['inserted']:,} orders new, "
+        f"{history['updated']:,} updated, {history['unchanged']:,} unchanged, "
+        f"{history['quarantined']:,} rows quarantined; segments computed for {history_end}: "
+        f"{history_segments['customers']:,} customers"
+    )
+
+
+def _run_campaign_days(run: _DemoRun, shop: Any, campaign_days: list[date]) -> Any:
+    """Step 4: the days before the DAG's as plain calls, so that evaluation windows have matured
+    by the time the DAG runs; returns the shop with the customers' answers added."""
+    run.log_file.unlink(missing_ok=True)
+    logging.getLogger("huitouke").setLevel(logging.INFO)  # the task logs' tables, into the log file
+    queued = responses = 0
+    with output_to(run.log_file):
+        for day in campaign_days:
+            shop, added = _run_day_as_calls(run, shop, day)
+            queued += added[0]
+            responses += added[1]
+    run.say(
+        f"4. {campaign_days[0]} .. {campaign_days[-1]}: every stage of the daily run as plain calls, day by "
+        f"day ({len(campaign_days)} days): {queued:,} messages queued; the simulated customers answered "
+        f"{responses:,} of them with an order (demo_shop.RESPONSE_UPLIFT, the holdout never)"
+    )
+    return shop
+
+
+def _run_dag_days(run: _DemoRun, shop: Any, dag_days: list[date]) -> bool:
+    """Step 5: the daily DAG through Airflow (``dag.test``) day by day; False when a run failed."""
+    from huitouke.dagrun import load_daily_dag, run_business_days
+    from huitouke.demo_shop import add_responses, shop_as_of, write_shop
+
+    run.say(
+        f"5. The daily DAG through Airflow (dag.test) for {dag_days[0]} .. {dag_days[-1]}; task logs in "
+        f"{run.log_file.relative_to(project_home())}"
+    )
+    with output_to(run.log_file):
+        dag = load_daily_dag()
+        states: dict[date, str] = {}
+        for day in dag_days:
+            write_shop(shop_as_of(shop, day), run.shop_engine)  # the shop's database at the end of that day
+            states.update(run_business_days([day], dag=dag))
+            if states[day] != "success":
+                break
+            shop, _ = add_responses(shop, _queued_on(run.crm, day), day, run.seed)
+    failed = {d: s for d, s in states.items() if s != "success"}
+    if failed:
+        run.say(f"   The DAG run failed for {', '.join(map(str, failed))}: see {run.log_file}")
+    return not failed
+
+
+def _run_day_as_calls(run: _DemoRun, shop: Any, day: date) -> tuple[Any, tuple[int, int]]:
     """One business day through the same stage functions the DAG's tasks call; then the
     customers' answers to the day's messages are added to the shop. Returns (shop, (queued,
     responses))."""
     from huitouke import pipeline
     from huitouke.demo_shop import add_responses, shop_as_of, write_shop
 
-    write_shop(shop_as_of(shop, day), shop_engine)
+    settings = run.settings
+    write_shop(shop_as_of(shop, day), run.shop_engine)
     start, end = pipeline.day_bounds(day, settings)
     pipeline.intake_orders(start, end, settings)
     pipeline.update_segments(start, settings)
@@ -153,8 +196,8 @@ def _run_day_as_calls(shop, day: date, settings, shop_engine, crm, seed: int):
     for campaign in pipeline.plan_campaigns(start, settings):
         pipeline.render_messages(start, campaign, settings)
     pipeline.evaluate_campaigns(start, settings)
-    messages = _queued_on(crm, day)
-    shop, responses = add_responses(shop, messages, day, seed)
+    messages = _queued_on(run.crm, day)
+    shop, responses = add_responses(shop, messages, day, run.seed)
     return shop, (len(messages), responses)
 
 
@@ -306,55 +349,50 @@ def _report_campaigns(crm, dag_days: list[date], say: Callable[[str], None]) -> 
 
 
 def _report_evaluation(crm, say: Callable[[str], None]) -> None:
-    """Every campaign's primary-window results so far, pooled over its waves' send days, next to
-    the uplift the demo's customers were given (demo_shop.RESPONSE_UPLIFT): what evaluation must
-    find."""
-    import pandas as pd
-
+    """Every campaign's primary-window results so far, pooled over its waves' send days
+    (:func:`huitouke.evaluate.pool.pooled_by_campaign`, as on the UI's results page), next to the
+    uplift the demo's customers were given (demo_shop.RESPONSE_UPLIFT): what evaluation must find."""
     from huitouke.demo_shop import RESPONSE_UPLIFT
-    from huitouke.evaluate import stats
+    from huitouke.evaluate.pool import pooled_by_campaign
     from huitouke.store.schema import evaluations
 
     with crm.connect() as conn:
-        rows = pd.DataFrame(
-            conn.execute(
+        rows = [
+            dict(r)
+            for r in conn.execute(
                 select(evaluations).where(evaluations.c.primary_window).where(evaluations.c.view == "itt")
-            )
-            .mappings()
-            .all()
-        )
+            ).mappings()
+        ]
     say("")
-    if rows.empty:
+    if not rows:
         say("   No campaign wave has a matured evaluation window yet.")
         return
+    due = [r["due_on"] for r in rows]
     say(
-        f"   Evaluation so far: {len(rows):,} campaign waves (sent {rows['due_on'].min()} .. "
-        f"{rows['due_on'].max()}) at their primary window, intention to treat, pooled per campaign"
+        f"   Evaluation so far: {len(rows):,} campaign waves (sent {min(due)} .. {max(due)}) "
+        "at their primary window, intention to treat, pooled per campaign"
     )
-    pooled = rows.groupby("campaign", sort=False).agg(
-        waves=("wave", "size"),
-        window=("window_days", "first"),
-        n1=("customers", "sum"),
-        x1=("responders", "sum"),
-        n0=("control_customers", "sum"),
-        x0=("control_responders", "sum"),
-    )
-    pooled = pooled.sort_values("n1", ascending=False)
-    c = stats.compare_proportions(pooled["x1"], pooled["n1"], pooled["x0"], pooled["n0"])
-    mde = stats.minimum_detectable_effect(pooled["n1"], pooled["n0"], c.control_rate)
-    verdicts = stats.verdict(pooled["n1"], pooled["n0"], c.lift_low, c.lift_high, c.p_value, mde)
     say(
         "   campaign             waves  window  treated  holdout  response  natural   lift (95% interval)"
         "        verdict        truth"
     )
-    for i, (name, r) in enumerate(pooled.iterrows()):
-        interval = f"{c.lift[i] * 100:+.1f} pp [{c.lift_low[i] * 100:+.1f}, {c.lift_high[i] * 100:+.1f}]"
+    for p in pooled_by_campaign(rows):
+        interval = f"{_pp(p['lift'])} pp [{_pp(p['lift_low'])}, {_pp(p['lift_high'])}]"
         say(
-            f"   {name:<20} {r['waves']:>5}  {r['window']:>4} d  {r['n1']:>7,}  {r['n0']:>7,}  "
-            f"{c.rate[i]:>8.1%}  {c.control_rate[i]:>7.1%}   {interval:<25}  {verdicts[i]:<13}  "
-            f"+{RESPONSE_UPLIFT.get(name, 0.0) * 100:.0f} pp"
+            f"   {p['campaign']:<20} {p['waves']:>5}  {p['window_days']:>4} d  {p['customers']:>7,}  "
+            f"{p['control_customers']:>7,}  {_percent(p['response_rate']):>8}  {_percent(p['control_rate']):>7}   "
+            f"{interval:<25}  {p['verdict']:<13}  +{RESPONSE_UPLIFT.get(p['campaign'], 0.0) * 100:.0f} pp"
         )
     say(
         "   (truth: the uplift the demo's customers were given; customers counted once per wave. "
         "Per-wave tables with revenue, cost and ROI: the evaluate_campaigns task log)"
     )
+
+
+def _pp(value: float | None) -> str:
+    """A lift in percentage points, signed, one decimal."""
+    return "-" if value is None else f"{value * 100:+.1f}"
+
+
+def _percent(value: float | None) -> str:
+    return "-" if value is None else f"{value:.1%}"

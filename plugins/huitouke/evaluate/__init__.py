@@ -2,16 +2,22 @@
 
 Plain functions over numbers and DataFrames (no database, no Airflow)::
 
-    from huitouke.evaluate import evaluate_waves, compare_arms, evaluate_experiment
+    from huitouke.evaluate import WaveOptions, evaluate_waves, compare_arms, evaluate_experiment
 
-    ev = evaluate_waves(waves, orders, as_of, windows={...}, primary={...}, messages=outbox, ...)
+    ev = evaluate_waves(waves, orders, as_of, messages=outbox, options=WaveOptions(windows={...}, ...))
     store(ev.results)                 # keyed by campaign, wave, due_on, window_days, view
     log.info("\\n%s", ev.as_text())    # the task log's tables
 
 - :mod:`huitouke.evaluate.stats`: two proportions (Newcombe/Wald intervals, z or Fisher
   p-values, relative lift), Welch revenue comparison, minimum detectable effect, the verdict.
 - :mod:`huitouke.evaluate.compare`: one row per customer -> one comparison row per arm, tables, JSON.
-- :mod:`huitouke.evaluate.waves`: the daily per-wave, per-window evaluation.
+- :mod:`huitouke.evaluate.waves`: the daily per-wave, per-window evaluation (:class:`WaveOptions`);
+  :mod:`huitouke.evaluate.result`: its frames' columns, :class:`WaveEvaluation` and the task
+  log's tables.
+- :mod:`huitouke.evaluate.daily`: the stage's ``run_day``; :mod:`huitouke.evaluate.persist`:
+  its reads and writes of the store.
+- :mod:`huitouke.evaluate.pool`: stored evaluations pooled over a campaign's waves (the UI's
+  results and campaign pages, the demo's closing table).
 - :mod:`huitouke.evaluate.experiment` and :mod:`huitouke.evaluate.cli`: ``huitouke evaluate FILE.csv``.
 
 The names below are imported on first use (PEP 562), so that ``huitouke --help`` and the other
@@ -37,17 +43,20 @@ _EXPORTS = {
     "ExperimentFileError": "experiment",
     "evaluate_experiment": "experiment",
     "read_experiment_csv": "experiment",
+    "ComparisonRules": "stats",
     "VERDICTS": "stats",
     "VERDICT_TEXT": "stats",
     "compare_proportions": "stats",
     "welch_difference": "stats",
-    "BREAKDOWN_COLUMNS": "waves",
-    "CATEGORY_COLUMNS": "waves",
-    "CUMULATIVE_COLUMNS": "waves",
-    "CURVE_COLUMNS": "waves",
-    "RESULT_COLUMNS": "waves",
-    "RESULT_KEY": "waves",
-    "WaveEvaluation": "waves",
+    "BREAKDOWN_COLUMNS": "result",
+    "CATEGORY_COLUMNS": "result",
+    "CUMULATIVE_COLUMNS": "result",
+    "CURVE_COLUMNS": "result",
+    "RESULT_COLUMNS": "result",
+    "RESULT_KEY": "result",
+    "WaveEvaluation": "result",
+    "MessageCosts": "waves",
+    "WaveOptions": "waves",
     "evaluate_waves": "waves",
     "planned_send_time": "waves",
 }

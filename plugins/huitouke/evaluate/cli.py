@@ -88,6 +88,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
 def cmd_evaluate(args: argparse.Namespace) -> int:
     """Print the tables (or JSON); a bad file exits 2 with the file, line and column."""
     from huitouke.evaluate.experiment import ExperimentFileError, evaluate_experiment, read_experiment_csv
+    from huitouke.evaluate.stats import ComparisonRules
 
     try:
         frame = read_experiment_csv(
@@ -101,11 +102,13 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         experiment = evaluate_experiment(
             frame,
             args.control,
-            confidence=args.confidence,
+            rules=ComparisonRules(
+                confidence=args.confidence,
+                min_per_arm=args.min_per_arm,
+                max_mde=args.max_mde,
+                interval=args.interval,
+            ),
             source=str(args.file),
-            min_per_arm=args.min_per_arm,
-            max_mde=args.max_mde,
-            interval=args.interval,
         )
     except ExperimentFileError as exc:
         print(f"error: {exc}", file=sys.stderr)

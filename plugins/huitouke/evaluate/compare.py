@@ -49,7 +49,7 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from datetime import date, datetime
 from typing import Any
 
@@ -57,6 +57,7 @@ import numpy as np
 import pandas as pd
 
 from huitouke.evaluate import stats
+from huitouke.evaluate.stats import DEFAULT_RULES, ComparisonRules
 
 __all__ = [
     "COMPARISON_COLUMNS",
@@ -188,17 +189,13 @@ def compare_summaries(
     *,
     by: Sequence[str] = (),
     arms: Sequence[str] | None = None,
-    confidence: float = 0.95,
-    alpha: float = 0.05,
-    interval: str = "newcombe",
-    small_count: int = stats.SMALL_COUNT,
-    min_per_arm: int = stats.MIN_PER_ARM,
-    max_mde: float = stats.MAX_MDE,
+    rules: ComparisonRules = DEFAULT_RULES,
 ) -> pd.DataFrame:
     """Compare each arm with ``control`` within each ``by`` group: ``by`` + :data:`COMPARISON_COLUMNS`.
 
     ``arms`` fixes the compared arms (a row each, even when empty); by default every arm present
     other than the control. A group without control customers gets verdict ``empty_arm``.
+    ``rules``: the interval's confidence and method and the verdict's thresholds.
     """
     by = list(by)
     if arms is None:
@@ -215,17 +212,7 @@ def compare_summaries(
         merged[col] = merged[col].fillna(0).astype("int64")
     for col in ("cost_cents", "control_cost_cents"):
         merged[col] = merged[col].fillna(0.0).astype(float)
-    return _figures(
-        merged,
-        control,
-        by,
-        confidence=confidence,
-        alpha=alpha,
-        interval=interval,
-        small_count=small_count,
-        min_per_arm=min_per_arm,
-        max_mde=max_mde,
-    )
+    return _figures(merged, control, by, rules)
 
 
 def _cross_single(treated: pd.DataFrame, ctrl: pd.DataFrame) -> pd.DataFrame:
@@ -234,74 +221,60 @@ def _cross_single(treated: pd.DataFrame, ctrl: pd.DataFrame) -> pd.DataFrame:
     return treated.merge(ctrl.iloc[[0]], how="cross")
 
 
-def _figures(
-    m: pd.DataFrame,
-    control: str,
-    by: list[str],
-    *,
-    confidence: float,
-    alpha: float,
-    interval: str,
-    small_count: int,
-    min_per_arm: int,
-    max_mde: float,
-) -> pd.DataFrame:
+def _figures(m: pd.DataFrame, control: str, by: list[str], rules: ComparisonRules) -> pd.DataFrame:
+    """The comparison rows of the merged arm/control summaries: response, then money, then the
+    MDE and the verdict (the column order of :data:`COMPARISON_COLUMNS`)."""
     n1 = m["customers"].to_numpy(float)
     n0 = m["control_customers"].to_numpy(float)
     x1 = m["responders"].to_numpy(float)
     x0 = m["control_responders"].to_numpy(float)
-    props = stats.compare_proportions(x1, n1, x0, n0, confidence, small_count, interval)
-    welch = stats.welch_difference(
-        n1,
-        m["revenue_mean_cents"].to_numpy(float),
-        m["revenue_var_cents"].to_numpy(float),
-        n0,
-        m["control_revenue_mean_cents"].to_numpy(float),
-        m["control_revenue_var_cents"].to_numpy(float),
-        confidence,
-    )
-    mde = stats.minimum_detectable_effect(n1, n0, props.control_rate, alpha=alpha)
-    code = stats.verdict(
-        n1,
-        n0,
-        props.lift_low,
-        props.lift_high,
-        props.p_value,
-        mde,
-        alpha=alpha,
-        min_per_arm=min_per_arm,
-        max_mde=max_mde,
-    )
-    cost = m["cost_cents"].to_numpy(float)
-    control_cost = m["control_cost_cents"].to_numpy(float)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        control_cost_per = np.where(n0 > 0, control_cost / np.where(n0 > 0, n0, 1), 0.0)
-    incremental_cost = cost - control_cost_per * n1
-    incr_total = welch.difference * n1
-    incr_low, incr_high = welch.low * n1, welch.high * n1
-    has_cost = incremental_cost > 0
-    safe_cost = np.where(has_cost, incremental_cost, 1.0)
-    naive_cost = np.where(cost > 0, cost, 1.0)
+    props = stats.compare_proportions(x1, n1, x0, n0, rules.confidence, rules.small_count, rules.interval)
+    mde = stats.minimum_detectable_effect(n1, n0, props.control_rate, alpha=rules.alpha)
+    code = stats.verdict(n1, n0, props.lift_low, props.lift_high, props.p_value, mde, rules)
     out = pd.DataFrame({c: m[c] for c in by})
     out["arm"] = m["arm"].to_numpy()
     out["control"] = control
-    out["customers"] = m["customers"].to_numpy()
-    out["control_customers"] = m["control_customers"].to_numpy()
-    out["responders"] = m["responders"].to_numpy()
-    out["control_responders"] = m["control_responders"].to_numpy()
+    for col in ("customers", "control_customers", "responders", "control_responders"):
+        out[col] = m[col].to_numpy()
+    _add_response(out, props, (n1 > 0) & (n0 > 0), rules.interval)
+    _add_revenue(out, m, rules.confidence)
+    _add_cost(out, m)
+    out["mde"] = mde
+    out["verdict"] = code
+    out["verdict_text"] = [stats.VERDICT_TEXT[c] for c in code]
+    return out.reset_index(drop=True)
+
+
+def _add_response(
+    out: pd.DataFrame, props: stats.ProportionComparison, both: np.ndarray, interval: str
+) -> None:
+    """The response rates, the lift with its interval and p-value, the test and interval used."""
     out["response_rate"] = props.rate
     out["control_rate"] = props.control_rate
     out["lift"] = props.lift
     out["lift_low"] = props.lift_low
     out["lift_high"] = props.lift_high
     out["p_value"] = props.p_value
-    both = (n1 > 0) & (n0 > 0)
     out["test"] = np.where(both, np.where(props.small, "fisher", "z"), None)
     chosen = np.where(props.small, "newcombe", "wald") if interval == "auto" else interval
     out["interval"] = np.where(both, chosen, None)
     out["relative_lift"] = props.relative_lift
     out["relative_lift_low"] = props.relative_lift_low
     out["relative_lift_high"] = props.relative_lift_high
+
+
+def _add_revenue(out: pd.DataFrame, m: pd.DataFrame, confidence: float) -> None:
+    """Revenue per arm and per customer, and the incremental revenue (Welch) per customer and in total."""
+    n1 = m["customers"].to_numpy(float)
+    welch = stats.welch_difference(
+        n1,
+        m["revenue_mean_cents"].to_numpy(float),
+        m["revenue_var_cents"].to_numpy(float),
+        m["control_customers"].to_numpy(float),
+        m["control_revenue_mean_cents"].to_numpy(float),
+        m["control_revenue_var_cents"].to_numpy(float),
+        confidence,
+    )
     out["revenue_cents"] = m["revenue_cents"].to_numpy()
     out["control_revenue_cents"] = m["control_revenue_cents"].to_numpy()
     out["revenue_per_customer_cents"] = m["revenue_mean_cents"].to_numpy(float)
@@ -310,23 +283,34 @@ def _figures(
     out["incremental_revenue_per_customer_low_cents"] = welch.low
     out["incremental_revenue_per_customer_high_cents"] = welch.high
     out["revenue_p_value"] = welch.p_value
-    out["incremental_revenue_cents"] = incr_total
-    out["incremental_revenue_low_cents"] = incr_low
-    out["incremental_revenue_high_cents"] = incr_high
+    out["incremental_revenue_cents"] = welch.difference * n1
+    out["incremental_revenue_low_cents"] = welch.low * n1
+    out["incremental_revenue_high_cents"] = welch.high * n1
     out["responder_revenue_cents"] = m["responder_revenue_cents"].to_numpy()
+
+
+def _add_cost(out: pd.DataFrame, m: pd.DataFrame) -> None:
+    """Costs, the incremental cost (the control's cost per customer scaled to the arm), the net,
+    and the two ROIs (incremental: with its interval; naive: responders' revenue / cost)."""
+    n1 = m["customers"].to_numpy(float)
+    n0 = m["control_customers"].to_numpy(float)
+    cost = m["cost_cents"].to_numpy(float)
+    control_cost = m["control_cost_cents"].to_numpy(float)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        control_cost_per = np.where(n0 > 0, control_cost / np.where(n0 > 0, n0, 1), 0.0)
+    incremental_cost = cost - control_cost_per * n1
+    has_cost = incremental_cost > 0
+    safe_cost = np.where(has_cost, incremental_cost, 1.0)
+    naive_cost = np.where(cost > 0, cost, 1.0)
     out["cost_cents"] = cost
     out["control_cost_cents"] = control_cost
     out["incremental_cost_cents"] = incremental_cost
-    out["net_incremental_cents"] = incr_total - incremental_cost
-    out["incremental_roi"] = np.where(has_cost, incr_total / safe_cost, np.nan)
-    out["incremental_roi_low"] = np.where(has_cost, incr_low / safe_cost, np.nan)
-    out["incremental_roi_high"] = np.where(has_cost, incr_high / safe_cost, np.nan)
+    out["net_incremental_cents"] = out["incremental_revenue_cents"].to_numpy() - incremental_cost
+    for suffix in ("", "_low", "_high"):
+        incremental = out[f"incremental_revenue{suffix}_cents"].to_numpy()
+        out[f"incremental_roi{suffix}"] = np.where(has_cost, incremental / safe_cost, np.nan)
     responder_revenue = m["responder_revenue_cents"].to_numpy(float)
     out["naive_roi"] = np.where(cost > 0, responder_revenue / naive_cost, np.nan)
-    out["mde"] = mde
-    out["verdict"] = code
-    out["verdict_text"] = [stats.VERDICT_TEXT[c] for c in code]
-    return out.reset_index(drop=True)
 
 
 def compare_arms(
@@ -334,18 +318,18 @@ def compare_arms(
     control: str,
     *,
     by: Sequence[str] = (),
-    arm: str = "arm",
-    responded: str = "responded",
     revenue: str | None = "revenue_cents",
     cost: str | None = None,
     arms: Sequence[str] | None = None,
-    **options: Any,
+    rules: ComparisonRules = DEFAULT_RULES,
 ) -> pd.DataFrame:
-    """Every non-control arm against ``control``, per ``by`` group; options of :func:`compare_summaries`."""
+    """Every non-control arm against ``control``, per ``by`` group, from one row per customer
+    (columns ``arm`` and ``responded``, and the ``revenue`` and ``cost`` given); ``rules`` of
+    :func:`compare_summaries`."""
     if arms is None:
-        arms = sorted(a for a in pd.unique(frame[arm].dropna()) if a != control)
-    summary = summarize_arms(frame, by, arm=arm, responded=responded, revenue=revenue, cost=cost)
-    return compare_summaries(summary, control, by=by, arms=arms, **options)
+        arms = sorted(a for a in pd.unique(frame["arm"].dropna()) if a != control)
+    summary = summarize_arms(frame, by, revenue=revenue, cost=cost)
+    return compare_summaries(summary, control, by=by, arms=arms, rules=rules)
 
 
 def adjust_for_multiplicity(frame: pd.DataFrame, by: Sequence[str] = (), alpha: float = 0.05) -> pd.DataFrame:
@@ -433,13 +417,18 @@ def _pct(value: Any, signed: bool = False) -> str:
     return f"{100 * float(value):+.2f}%" if signed else f"{100 * float(value):.2f}%"
 
 
-def _pp_ci(value: Any, low: Any, high: Any) -> str:
+def _with_interval(show: Callable[[Any], str], value: Any, low: Any, high: Any) -> str:
+    """``value [low, high]`` each as ``show`` writes it; the value alone without both bounds."""
     if not _finite(value):
         return "-"
-    text = f"{100 * float(value):+.2f}"
+    text = show(value)
     if _finite(low) and _finite(high):
-        text += f" [{100 * float(low):+.2f}, {100 * float(high):+.2f}]"
+        text += f" [{show(low)}, {show(high)}]"
     return text
+
+
+def _pp_ci(value: Any, low: Any, high: Any) -> str:
+    return _with_interval(lambda v: f"{100 * float(v):+.2f}", value, low, high)
 
 
 def _cny(cents: Any, signed: bool = False) -> str:
@@ -449,12 +438,7 @@ def _cny(cents: Any, signed: bool = False) -> str:
 
 
 def _cny_ci(value: Any, low: Any, high: Any) -> str:
-    if not _finite(value):
-        return "-"
-    text = _cny(value, signed=True)
-    if _finite(low) and _finite(high):
-        text += f" [{_cny(low, signed=True)}, {_cny(high, signed=True)}]"
-    return text
+    return _with_interval(lambda v: _cny(v, signed=True), value, low, high)
 
 
 def _p(value: Any) -> str:
@@ -495,12 +479,27 @@ def format_comparisons(
     CNY, ROI as CNY per CNY spent. Counts and sums only: no customer appears.
     """
     key_headers = [h for _, h in keys] + ([arm_label] if show_arm else [])
-    key_right = [False] * len(key_headers)
     records = frame.to_dict("records")
     key_cells = [
         [_cell(k, rec.get(k)) for k, _ in keys] + ([str(rec["arm"])] if show_arm else []) for rec in records
     ]
-    response_headers = [
+    adjusted = "p_value_adjusted" in frame.columns
+    labels = (control_label, rate_label, control_rate_label)
+    response = _response_table(key_headers, key_cells, records, labels, adjusted)
+    money = _money_table(key_headers, key_cells, records, control_label)
+    return f"{response}\n\nRevenue and cost (CNY)\n{money}"
+
+
+def _response_table(
+    key_headers: list[str],
+    key_cells: list[list[str]],
+    records: list[dict[str, Any]],
+    labels: tuple[str, str, str],
+    adjusted: bool,
+) -> str:
+    """Customers, responders, rates, the lift with its interval, p (and p adj.), MDE, verdict."""
+    control_label, rate_label, control_rate_label = labels
+    headers = [
         "customers",
         control_label,
         "responders",
@@ -508,14 +507,12 @@ def format_comparisons(
         control_rate_label,
         "lift pp [95% CI]",
         "p",
+        *(["p adj."] if adjusted else []),
         "rel. lift",
         "MDE pp",
         "verdict",
     ]
-    adjusted = "p_value_adjusted" in frame.columns
-    if adjusted:
-        response_headers.insert(7, "p adj.")
-    response_rows = [
+    rows = [
         keys_
         + [
             f"{int(rec['customers']):,}",
@@ -525,17 +522,22 @@ def format_comparisons(
             _pct(rec["control_rate"]),
             _pp_ci(rec["lift"], rec["lift_low"], rec["lift_high"]),
             _p(rec["p_value"]),
+            *([_p(rec["p_value_adjusted"])] if adjusted else []),
             _pct(rec["relative_lift"], signed=True),
             f"{100 * float(rec['mde']):.2f}" if _finite(rec["mde"]) else "-",
             str(rec["verdict_text"]),
         ]
         for keys_, rec in zip(key_cells, records, strict=True)
     ]
-    if adjusted:
-        at = len(key_headers) + 7
-        for row, rec in zip(response_rows, records, strict=True):
-            row.insert(at, _p(rec["p_value_adjusted"]))
-    money_headers = [
+    right = [False] * len(key_headers) + [True] * (len(headers) - 1) + [False]
+    return format_table(key_headers + headers, rows, right)
+
+
+def _money_table(
+    key_headers: list[str], key_cells: list[list[str]], records: list[dict[str, Any]], control_label: str
+) -> str:
+    """Revenue per customer, incremental revenue with its interval, responders' revenue, cost, ROIs."""
+    headers = [
         "rev/cust",
         f"{control_label} rev/cust",
         "incremental revenue [95% CI]",
@@ -544,7 +546,7 @@ def format_comparisons(
         "ROI incr.",
         "ROI naive",
     ]
-    money_rows = [
+    rows = [
         keys_
         + [
             _cny(rec["revenue_per_customer_cents"]),
@@ -561,10 +563,4 @@ def format_comparisons(
         ]
         for keys_, rec in zip(key_cells, records, strict=True)
     ]
-    response = format_table(
-        key_headers + response_headers,
-        response_rows,
-        key_right + [True] * (len(response_headers) - 1) + [False],
-    )
-    money = format_table(key_headers + money_headers, money_rows, key_right + [True] * 7)
-    return f"{response}\n\nRevenue and cost (CNY)\n{money}"
+    return format_table(key_headers + headers, rows, [False] * len(key_headers) + [True] * 7)

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import csv
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from decimal import ROUND_HALF_UP, Decimal, InvalidOperation
 from pathlib import Path
 from typing import Any
@@ -31,6 +31,7 @@ from huitouke.evaluate.compare import (
     format_comparisons,
     format_table,
 )
+from huitouke.evaluate.stats import DEFAULT_RULES, ComparisonRules
 
 __all__ = [
     "ARM_COLUMNS",
@@ -108,102 +109,125 @@ def read_experiment_csv(
         handle = path.open(newline="", encoding=encoding)
     except FileNotFoundError:
         raise ExperimentFileError(f"{path}: no such file") from None
+    named = {"arm": arm_column, "responded": responded_column, "revenue": revenue_column, "cost": cost_column}
     with handle:
         reader = csv.reader(handle)
-        try:
-            header = next(reader)
-        except StopIteration:
-            raise ExperimentFileError(f"{path}: the file is empty (expected a header line)") from None
-        except (UnicodeDecodeError, csv.Error) as exc:
-            raise ExperimentFileError(f"{path}, line 1: cannot read the header: {exc}") from None
-        header = [h.strip() for h in header]
-        if revenue_column is None and "revenue" in header:
-            revenue_column = "revenue"
-        wanted = {"arm": arm_column, "responded": responded_column}
-        if revenue_column:
-            wanted["revenue"] = revenue_column
-        if cost_column:
-            wanted["cost"] = cost_column
-        missing = [name for name in wanted.values() if name not in header]
-        if missing:
-            raise ExperimentFileError(
-                f"{path}: no column {', '.join(repr(m) for m in missing)} in the header "
-                f"(columns: {', '.join(header)})"
-            )
-        at = {key: header.index(name) for key, name in wanted.items()}
-        arms: list[str] = []
-        responded: list[bool] = []
-        revenue: list[int] = []
-        cost: list[float] = []
-        errors: list[str] = []
-        bad_rows = 0
-
-        def fail(line: int, column: str, problem: str, value: str | None = None) -> None:
-            got = f" (got {value!r})" if value is not None else ""
-            errors.append(f"{path}, line {line}, column {column!r}: {problem}{got}")
-
-        try:
-            for cells in reader:
-                line = reader.line_num
-                if not any(c.strip() for c in cells):
-                    continue  # a blank line
-                before = len(errors)
-                if len(cells) != len(header):
-                    errors.append(
-                        f"{path}, line {line}: the row has {len(cells)} fields, the header {len(header)}"
-                        + (" (a comma inside an unquoted value?)" if len(cells) > len(header) else "")
-                    )
-                else:
-                    arm = cells[at["arm"]].strip()
-                    if not arm:
-                        fail(line, arm_column, "the arm is empty")
-                    raw = cells[at["responded"]]
-                    try:
-                        did = parse_responded(raw)
-                    except ValueError as exc:
-                        fail(line, responded_column, str(exc), raw)
-                        did = False
-                    cents = 0
-                    if "revenue" in at:
-                        raw = cells[at["revenue"]]
-                        try:
-                            amount = parse_cny(raw)
-                            cents = int((amount * 100).quantize(Decimal(1), rounding=ROUND_HALF_UP))
-                        except ValueError as exc:
-                            fail(line, revenue_column, str(exc), raw)
-                    spent = 0.0
-                    if "cost" in at:
-                        raw = cells[at["cost"]]
-                        try:
-                            spent = float(parse_cny(raw) * 100)
-                        except ValueError as exc:
-                            fail(line, cost_column, str(exc), raw)
-                if len(errors) > before:
-                    bad_rows += 1
-                    continue
-                arms.append(arm)
-                responded.append(did)
-                revenue.append(cents)
-                cost.append(spent)
-        except (UnicodeDecodeError, csv.Error) as exc:
-            raise ExperimentFileError(
-                f"{path}, line {reader.line_num + 1}: cannot read the line: {exc}"
-            ) from None
-    if errors:
-        more = f"\n... {bad_rows - _MAX_ERRORS} more bad row(s)" if bad_rows > _MAX_ERRORS else ""
+        columns = _read_header(path, reader, named)
+        rows = _read_rows(path, reader, columns)
+    if rows.errors:
+        more = f"\n... {rows.bad_rows - _MAX_ERRORS} more bad row(s)" if rows.bad_rows > _MAX_ERRORS else ""
         raise ExperimentFileError(
-            f"{bad_rows} bad row(s) in {path}:\n" + "\n".join(errors[:_MAX_ERRORS]) + more
+            f"{rows.bad_rows} bad row(s) in {path}:\n" + "\n".join(rows.errors[:_MAX_ERRORS]) + more
         )
-    if not arms:
+    if not rows.arms:
         raise ExperimentFileError(f"{path}: no customer rows after the header")
     return pd.DataFrame(
         {
-            "arm": pd.Series(arms, dtype=object),
-            "responded": np.array(responded, dtype=bool),
-            "revenue_cents": np.array(revenue, dtype="int64") if "revenue" in at else np.nan,
-            "cost_cents": np.array(cost, dtype=float) if "cost" in at else np.nan,
+            "arm": pd.Series(rows.arms, dtype=object),
+            "responded": np.array(rows.responded, dtype=bool),
+            "revenue_cents": np.array(rows.revenue, dtype="int64") if "revenue" in columns.at else np.nan,
+            "cost_cents": np.array(rows.cost, dtype=float) if "cost" in columns.at else np.nan,
         }
     )
+
+
+@dataclass(frozen=True)
+class _Columns:
+    """Where the wanted columns are: ``at`` (arm, responded, revenue, cost -> position) and
+    ``names`` (the same keys -> the file's column names), for a header of ``width`` columns."""
+
+    at: dict[str, int]
+    names: dict[str, str]
+    width: int
+
+
+@dataclass
+class _Rows:
+    """The customer rows read so far, and the errors of the bad ones."""
+
+    arms: list[str] = field(default_factory=list)
+    responded: list[bool] = field(default_factory=list)
+    revenue: list[int] = field(default_factory=list)
+    cost: list[float] = field(default_factory=list)
+    errors: list[str] = field(default_factory=list)
+    bad_rows: int = 0
+
+
+def _read_header(path: Path, reader: Any, named: dict[str, str | None]) -> _Columns:
+    """The header line, checked for the wanted columns (``revenue`` taken when present and not named)."""
+    try:
+        header = next(reader)
+    except StopIteration:
+        raise ExperimentFileError(f"{path}: the file is empty (expected a header line)") from None
+    except (UnicodeDecodeError, csv.Error) as exc:
+        raise ExperimentFileError(f"{path}, line 1: cannot read the header: {exc}") from None
+    header = [h.strip() for h in header]
+    if named["revenue"] is None and "revenue" in header:
+        named = {**named, "revenue": "revenue"}
+    wanted = {key: name for key, name in named.items() if name}
+    missing = [name for name in wanted.values() if name not in header]
+    if missing:
+        raise ExperimentFileError(
+            f"{path}: no column {', '.join(repr(m) for m in missing)} in the header "
+            f"(columns: {', '.join(header)})"
+        )
+    return _Columns({key: header.index(name) for key, name in wanted.items()}, wanted, len(header))
+
+
+def _read_rows(path: Path, reader: Any, columns: _Columns) -> _Rows:
+    """Every non-blank line after the header, parsed; a bad row's problems are collected, not kept."""
+    rows = _Rows()
+    try:
+        for cells in reader:
+            if not any(c.strip() for c in cells):
+                continue  # a blank line
+            where = f"{path}, line {reader.line_num}"
+            if len(cells) != columns.width:
+                problems = [
+                    f"{where}: the row has {len(cells)} fields, the header {columns.width}"
+                    + (" (a comma inside an unquoted value?)" if len(cells) > columns.width else "")
+                ]
+            else:
+                problems = _parse_row(where, cells, columns, rows)
+            if problems:
+                rows.errors.extend(problems)
+                rows.bad_rows += 1
+    except (UnicodeDecodeError, csv.Error) as exc:
+        raise ExperimentFileError(
+            f"{path}, line {reader.line_num + 1}: cannot read the line: {exc}"
+        ) from None
+    return rows
+
+
+def _parse_row(where: str, cells: list[str], columns: _Columns, rows: _Rows) -> list[str]:
+    """Parse one customer's cells and append them to ``rows``; or return the row's problems."""
+    problems: list[str] = []
+
+    def parsed(key: str, parse: Any, default: Any) -> Any:
+        raw = cells[columns.at[key]]
+        try:
+            return parse(raw)
+        except ValueError as exc:
+            problems.append(f"{where}, column {columns.names[key]!r}: {exc} (got {raw!r})")
+            return default
+
+    arm = cells[columns.at["arm"]].strip()
+    if not arm:
+        problems.append(f"{where}, column {columns.names['arm']!r}: the arm is empty")
+    did = parsed("responded", parse_responded, False)
+    cents = parsed("revenue", _cents_of, 0) if "revenue" in columns.at else 0
+    spent = parsed("cost", lambda raw: float(parse_cny(raw) * 100), 0.0) if "cost" in columns.at else 0.0
+    if not problems:
+        rows.arms.append(arm)
+        rows.responded.append(did)
+        rows.revenue.append(cents)
+        rows.cost.append(spent)
+    return problems
+
+
+def _cents_of(text: str) -> int:
+    """An amount in CNY as whole fen, rounded half up."""
+    return int((parse_cny(text) * 100).quantize(Decimal(1), rounding=ROUND_HALF_UP))
 
 
 @dataclass
@@ -273,14 +297,13 @@ def evaluate_experiment(
     frame: pd.DataFrame,
     control: str,
     *,
-    confidence: float = 0.95,
+    rules: ComparisonRules = DEFAULT_RULES,
     source: str | None = None,
-    **options: Any,
 ) -> Experiment:
     """Compare every arm of ``frame`` (from :func:`read_experiment_csv`) with ``control``.
 
-    ``options``: ``alpha``, ``interval``, ``min_per_arm``, ``max_mde`` of
-    :func:`huitouke.evaluate.compare.compare_summaries`.
+    ``rules``: the confidence, interval, ``alpha``, ``min_per_arm`` and ``max_mde`` of the
+    comparisons (:class:`huitouke.evaluate.stats.ComparisonRules`).
     """
     present = sorted(pd.unique(frame["arm"]))
     if control not in present:
@@ -295,17 +318,16 @@ def evaluate_experiment(
         control,
         revenue="revenue_cents" if has_revenue else None,
         cost="cost_cents" if has_cost else None,
-        confidence=confidence,
-        **options,
+        rules=rules,
     )
-    comparisons = adjust_for_multiplicity(comparisons, (), options.get("alpha", 0.05))
+    comparisons = adjust_for_multiplicity(comparisons, (), rules.alpha)
     return Experiment(
         control=control,
         arms=_arm_table(
-            frame, [control, *(a for a in present if a != control)], confidence, has_revenue, has_cost
+            frame, [control, *(a for a in present if a != control)], rules.confidence, has_revenue, has_cost
         ),
         comparisons=comparisons,
-        confidence=confidence,
+        confidence=rules.confidence,
         source=source,
     )
 

@@ -83,6 +83,8 @@ __all__ = [
     "SMALL_COUNT",
     "VERDICT_TEXT",
     "VERDICTS",
+    "DEFAULT_RULES",
+    "ComparisonRules",
     "ProportionComparison",
     "WelchComparison",
     "compare_proportions",
@@ -109,6 +111,22 @@ MAX_MDE = 0.05
 
 INTERVALS = ("newcombe", "auto", "wald")
 """Interval methods of the lift: Newcombe always, Wald unless a cell is small, Wald always."""
+
+
+@dataclass(frozen=True)
+class ComparisonRules:
+    """How two arms are compared and judged: the interval's confidence and method, the
+    small-count threshold, and the verdict's ``alpha``, ``min_per_arm`` and ``max_mde``."""
+
+    confidence: float = 0.95
+    alpha: float = 0.05
+    interval: str = "newcombe"
+    small_count: int = SMALL_COUNT
+    min_per_arm: int = MIN_PER_ARM
+    max_mde: float = MAX_MDE
+
+
+DEFAULT_RULES = ComparisonRules()
 
 VERDICTS = ("empty_arm", "too_few", "lift", "drop", "no_difference")
 VERDICT_TEXT = {
@@ -357,18 +375,16 @@ def verdict(
     lift_high,
     p_value,
     mde,
-    *,
-    alpha: float = 0.05,
-    min_per_arm: int = MIN_PER_ARM,
-    max_mde: float = MAX_MDE,
+    rules: ComparisonRules = DEFAULT_RULES,
 ) -> np.ndarray:
-    """One of :data:`VERDICTS` per comparison (see the module docstring for the rule)."""
+    """One of :data:`VERDICTS` per comparison (see the module docstring for the rule), judged by
+    ``rules``' ``alpha``, ``min_per_arm`` and ``max_mde``."""
     n1, n0, low, high, p, mde = _arrays(n1, n0, lift_low, lift_high, p_value, mde)
-    significant = np.nan_to_num(p, nan=1.0) < alpha
+    significant = np.nan_to_num(p, nan=1.0) < rules.alpha
     out = np.full(n1.shape, "no_difference", dtype=object)
     out[significant & (low > 0)] = "lift"
     out[significant & (high < 0)] = "drop"
-    underpowered = (np.minimum(n1, n0) < min_per_arm) | ~(mde <= max_mde)
+    underpowered = (np.minimum(n1, n0) < rules.min_per_arm) | ~(mde <= rules.max_mde)
     out[underpowered] = "too_few"
     out[(n1 <= 0) | (n0 <= 0)] = "empty_arm"
     return out

@@ -28,8 +28,8 @@ Definitions
   the treated ones, so that the comparison is not biased by suppression (the whole holdout would
   include customers who could never have been reached). Only delivery failures separate the two
   arms then; the ``itt`` row stays the honest headline.
-- **Cost** of a treated customer: SMS segments × ``sms_segment_cost_cents``, e-mails ×
-  ``email_cost_cents``, calls × ``call_cost_cents`` for messages ``sent`` or ``delivered``, plus
+- **Cost** of a treated customer: SMS segments, e-mails and calls × their unit costs
+  (:class:`MessageCosts`, ``options.costs``) for messages ``sent`` or ``delivered``, plus
   the value of the wave's coupon when it was redeemed by a paid order inside the window.
   (The orders' amounts are what the customer paid, so the coupon's value is counted as a cost on
   top of the discounted revenue: the conservative side.)
@@ -44,22 +44,22 @@ Definitions
   matured days), where day k means "within k × 24 h of the send time", the same as a k-day
   window (so day 0 is 0 by construction and day 10 equals the 10-day window's rate).
 - **Categories**: what the treated responders' orders (in the primary window) held, against the
-  holdout's natural repurchasers: orders per category, top ``top_categories`` per arm.
+  holdout's natural repurchasers: orders per category, top ``options.top_categories`` per arm.
 
 Inputs
 ======
 
 ``waves``     ``campaign_waves`` rows: ``campaign, customer_id, entered_on, wave, due_on, arm
               ('treatment' | 'holdout'), variant, outcome, channels`` (``kind, priority, reason``
-              are carried but not read) plus the ``segment_columns`` the caller joined.
+              are carried but not read) plus the ``options.segment_columns`` the caller joined.
 ``orders``    ``order_id, customer_id, paid_at`` (naive UTC), ``status``, ``amount_cents``, and
               optionally ``categories`` (a list or "a,b") for the category table.
 ``messages``  optional outbox rows: ``campaign, customer_id, entered_on, wave, channel, status,
               sms_segments``.
 ``coupons``   optional: ``campaign, customer_id, entered_on, wave, value_cents, redeemed_order_id``.
 
-Outputs (:class:`WaveEvaluation`)
-=================================
+Outputs (:class:`huitouke.evaluate.result.WaveEvaluation`)
+==========================================================
 
 ``results``     :data:`RESULT_COLUMNS`: key ``campaign, wave, due_on, window_days, view``, then
                 ``entered_on, send_time, primary, as_of, contacted, suppressed, sent`` (treated-arm
@@ -77,14 +77,16 @@ Outputs (:class:`WaveEvaluation`)
 ``categories``  :data:`CATEGORY_COLUMNS`: ``campaign, wave, due_on, window_days, arm, rank,
                 category, orders, customers, share`` (share of the arm's responding orders).
 
-``WaveEvaluation.as_text()`` is the task log's table. See docs/evaluation.md.
+``WaveEvaluation.as_text()`` is the task log's table (:mod:`huitouke.evaluate.result`). How the
+waves are evaluated (windows, send time, unit costs, breakdowns, comparison rules) is one
+:class:`WaveOptions`. See docs/evaluation.md.
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from datetime import UTC, date, datetime, time, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -92,13 +94,19 @@ from zoneinfo import ZoneInfo
 import numpy as np
 import pandas as pd
 
-from huitouke.evaluate.compare import (
-    COMPARISON_COLUMNS,
-    adjust_for_multiplicity,
-    compare_arms,
-    format_comparisons,
-    format_table,
+from huitouke.evaluate.compare import COMPARISON_COLUMNS, adjust_for_multiplicity, compare_arms
+from huitouke.evaluate.result import (
+    BREAKDOWN_COLUMNS,
+    CATEGORY_COLUMNS,
+    COHORT_KEY,
+    CUMULATIVE_COLUMNS,
+    CURVE_COLUMNS,
+    RESULT_COLUMNS,
+    RESULT_KEY,
+    WINDOW_KEY,
+    WaveEvaluation,
 )
+from huitouke.evaluate.stats import DEFAULT_RULES, ComparisonRules
 from huitouke.pii import get_logger
 from huitouke.records import PAID_STATUSES
 
@@ -109,11 +117,14 @@ __all__ = [
     "CUMULATIVE_COLUMNS",
     "CURVE_COLUMNS",
     "DEFAULT_PRIMARY",
+    "DEFAULT_OPTIONS",
     "DEFAULT_WINDOWS",
+    "MessageCosts",
     "RESULT_COLUMNS",
     "RESULT_KEY",
     "TREATMENT",
     "WaveEvaluation",
+    "WaveOptions",
     "evaluate_waves",
     "planned_send_time",
 ]
@@ -126,109 +137,13 @@ DEFAULT_PRIMARY = 10
 SENT_STATUSES = ("sent", "delivered")
 QUEUED = "queued"
 
-RESULT_KEY = ["campaign", "wave", "due_on", "window_days", "view"]
-RESULT_COLUMNS = [
-    *RESULT_KEY,
-    "entered_on",
-    "send_time",
-    "primary",
-    "as_of",
-    "contacted",
-    "suppressed",
-    "sent",
-    *COMPARISON_COLUMNS,
-]
-BREAKDOWN_COLUMNS = [
-    *RESULT_KEY,
-    "dimension",
-    "value",
-    *COMPARISON_COLUMNS,
-    "comparisons",
-    "p_value_adjusted",
-]
-CUMULATIVE_COLUMNS = [
-    "campaign",
-    "through_wave",
-    "window_days",
-    "view",
-    "as_of",
-    "entry_days",
-    "first_entered_on",
-    "last_entered_on",
-    *COMPARISON_COLUMNS,
-]
-CURVE_COLUMNS = [
-    "campaign",
-    "wave",
-    "due_on",
-    "day",
-    "customers",
-    "responders",
-    "response_rate",
-    "control_customers",
-    "control_responders",
-    "control_rate",
-    "lift",
-]
-CATEGORY_COLUMNS = [
-    "campaign",
-    "wave",
-    "due_on",
-    "window_days",
-    "arm",
-    "rank",
-    "category",
-    "orders",
-    "customers",
-    "share",
-]
-
-_COHORT = ["campaign", "wave", "due_on"]
 _ENTRY = ["campaign", "customer_id", "entered_on", "wave"]
-_CURVE_TEXT_DAYS = (1, 2, 3, 5, 7, 10, 14, 21, 30)
 
 
 def planned_send_time(day: date, timezone: str = "Asia/Shanghai", at: time = time(9, 0)) -> datetime:
     """A wave due on ``day`` goes out at ``at`` shop time: that moment as naive UTC."""
     local = datetime.combine(day, at, tzinfo=ZoneInfo(timezone))
     return local.astimezone(UTC).replace(tzinfo=None)
-
-
-@dataclass
-class WaveEvaluation:
-    """The day's evaluation: flat frames with stable columns (see the module docstring)."""
-
-    as_of: date
-    results: pd.DataFrame
-    breakdowns: pd.DataFrame
-    cumulative: pd.DataFrame
-    curves: pd.DataFrame
-    categories: pd.DataFrame
-    options: dict[str, Any] = field(default_factory=dict)
-
-    def as_text(self) -> str:
-        """The task log's report: results, breakdowns, sequences, curves, categories."""
-        return _as_text(self)
-
-    def as_dict(self) -> dict[str, Any]:
-        """The XCom summary: how many results, and each primary intention-to-treat lift."""
-        results = self.results
-        primary = results[results["primary"] & (results["view"] == "itt")] if len(results) else results
-        return {
-            "business_date": self.as_of.isoformat(),
-            "results": len(results),
-            "primary": [
-                {
-                    "campaign": r["campaign"],
-                    "wave": int(r["wave"]),
-                    "due_on": str(r["due_on"]),
-                    "window_days": int(r["window_days"]),
-                    "lift": None if r["lift"] != r["lift"] else round(float(r["lift"]), 5),
-                    "verdict": str(r["verdict"]),
-                }
-                for r in primary.to_dict("records")
-            ],
-        }
 
 
 # ------------------------------------------------------------------------------ normalising
@@ -399,47 +314,110 @@ def _coupon_hits(cohort: pd.DataFrame, coupons: pd.DataFrame | None, hits: pd.Da
 # ------------------------------------------------------------------------------ evaluation
 
 
+@dataclass(frozen=True)
+class MessageCosts:
+    """What one message ``sent`` or ``delivered`` costs, in fen (float cents: an SMS segment costs
+    4.5): per SMS segment, per e-mail, per call."""
+
+    sms_segment_cents: float = 0.0
+    email_cents: float = 0.0
+    call_cents: float = 0.0
+
+    def by_channel(self) -> dict[str, float]:
+        return {
+            "sms": float(self.sms_segment_cents),
+            "email": float(self.email_cents),
+            "call": float(self.call_cents),
+        }
+
+
+@dataclass(frozen=True)
+class WaveOptions:
+    """How :func:`evaluate_waves` evaluates.
+
+    ``windows``/``primary``: one list for every campaign, or a mapping campaign -> list / primary
+    (e.g. from each playbook campaign's ``evaluation``); missing campaigns get (2, 10, 30) and 10.
+    ``send_time(due_on)`` gives a wave's send time (default: ``due_on`` at ``send_at``, shop time
+    in ``timezone``). ``segment_columns``: the breakdowns' segment columns of ``waves``.
+    ``curve_days``: the repurchase curve's length; ``top_categories``: the category table's.
+    ``rules``: how the arms are compared (:class:`huitouke.evaluate.stats.ComparisonRules`).
+    """
+
+    windows: Sequence[int] | Mapping[str, Sequence[int]] = DEFAULT_WINDOWS
+    primary: int | Mapping[str, int] | None = None
+    send_time: Callable[[date], datetime] | None = None
+    timezone: str = "Asia/Shanghai"
+    send_at: time = time(9, 0)
+    costs: MessageCosts = field(default_factory=MessageCosts)
+    segment_columns: Sequence[str] = ()
+    curve_days: int = 30
+    top_categories: int = 5
+    rules: ComparisonRules = DEFAULT_RULES
+
+    def sender(self) -> Callable[[date], datetime]:
+        """The send time of a wave due on a day."""
+        return self.send_time or (lambda day: planned_send_time(day, self.timezone, self.send_at))
+
+
+DEFAULT_OPTIONS = WaveOptions()
+
+
 def evaluate_waves(
     waves: pd.DataFrame,
     orders: pd.DataFrame,
     as_of: date,
     *,
-    windows: Sequence[int] | Mapping[str, Sequence[int]] = DEFAULT_WINDOWS,
-    primary: int | Mapping[str, int] | None = None,
-    send_time: Callable[[date], datetime] | None = None,
-    timezone: str = "Asia/Shanghai",
-    send_at: time = time(9, 0),
     messages: pd.DataFrame | None = None,
     coupons: pd.DataFrame | None = None,
-    sms_segment_cost_cents: float = 0.0,
-    email_cost_cents: float = 0.0,
-    call_cost_cents: float = 0.0,
-    segment_columns: Sequence[str] = (),
     recorded: pd.DataFrame | None = None,
-    curve_days: int = 30,
-    top_categories: int = 5,
-    **options: Any,
+    options: WaveOptions = DEFAULT_OPTIONS,
 ) -> WaveEvaluation:
-    """Evaluate every matured, unrecorded window of every wave in ``waves`` on business day ``as_of``.
-
-    ``windows``/``primary``: one list for every campaign, or a mapping campaign -> list / primary
-    (e.g. from each playbook campaign's ``evaluation``); missing campaigns get (2, 10, 30) and 10.
-    ``options`` go to :func:`huitouke.evaluate.compare.compare_summaries` (``confidence``,
-    ``alpha``, ``interval``, ``min_per_arm``, ``max_mde``).
-    """
-    _require(
-        waves,
-        ["campaign", "customer_id", "entered_on", "wave", "due_on", "arm", "outcome", *segment_columns],
-        "waves",
-    )
+    """Evaluate every matured, unrecorded window of every wave in ``waves`` on business day ``as_of``
+    (inputs and outputs: the module docstring; how: ``options``)."""
+    _require(waves, [*_ENTRY, "due_on", "arm", "outcome", *options.segment_columns], "waves")
     _require(orders, ["order_id", "customer_id", "paid_at", "status", "amount_cents"], "orders")
-    sender = send_time or (lambda day: planned_send_time(day, timezone, send_at))
-    unit = {
-        "sms": float(sms_segment_cost_cents),
-        "email": float(email_cost_cents),
-        "call": float(call_cost_cents),
-    }
+    sender = options.sender()
+    cohort = _cohort(waves, options.segment_columns, sender)
+    age = _age(cohort, as_of, options.timezone)
+    settings = _windows_of(sorted(cohort["campaign"].unique()), options.windows, options.primary)
+    paid = _paid(orders)
+    long = _matured(cohort, age, settings, recorded)
 
+    evaluated = cohort[cohort["_row"].isin(long["_row"].unique())]
+    horizon = max([options.curve_days, *(w for ws, _ in settings.values() for w in ws)])
+    hits = _hits(evaluated, paid, "send_time", pd.Series(pd.Timedelta(days=horizon), index=evaluated.index))
+    msg_cost, sent_flag = _message_costs(cohort, messages, options.costs.by_channel())
+    cohort["_msg_cost"], cohort["_sent"] = msg_cost.to_numpy(), sent_flag.to_numpy()
+    long = _outcomes(long, cohort, hits, _coupon_hits(cohort, coupons, hits))
+
+    rules = options.rules
+    results = _compare(_views(long, messages is not None), RESULT_KEY, rules)
+    results = _with_cohort_facts(results, cohort, long, as_of, messages is not None)
+    evaluation = WaveEvaluation(
+        as_of=as_of,
+        results=results[RESULT_COLUMNS].sort_values(RESULT_KEY, kind="stable").reset_index(drop=True),
+        breakdowns=_breakdowns(long, [*options.segment_columns, "channels", "variant"], rules),
+        cumulative=_cumulative(cohort, paid, coupons, as_of, settings, sender, rules),
+        curves=_curves(evaluated, hits, age, options.curve_days),
+        categories=_categories_table(long, hits, options.top_categories),
+        options={"windows": {c: ws for c, (ws, _) in settings.items()}, **asdict(rules)},
+    )
+    log.info(
+        "evaluation as of %s: %d wave cohorts, %d result rows, %d breakdown rows, %d cumulative rows",
+        as_of,
+        evaluation.results[COHORT_KEY].drop_duplicates().shape[0],
+        len(evaluation.results),
+        len(evaluation.breakdowns),
+        len(evaluation.cumulative),
+    )
+    return evaluation
+
+
+def _cohort(
+    waves: pd.DataFrame, segment_columns: Sequence[str], sender: Callable[[date], datetime]
+) -> pd.DataFrame:
+    """The cohort rows: one per entry's wave (the last given), both arms, labels filled in, with
+    the wave's ``send_time`` and a row number ``_row``."""
     cohort = waves.copy()
     for col, default in (("variant", ""), ("channels", "")):
         if col not in cohort:
@@ -457,12 +435,18 @@ def evaluate_waves(
         cohort[col] = _label(cohort[col], "(unknown)")
     sends = {d: pd.Timestamp(sender(d)) for d in pd.unique(cohort["due_on"])}
     cohort["send_time"] = cohort["due_on"].map(sends).astype("datetime64[ns]")
-    # Whole days from the send time to the end of the evaluation day (shop-local midnight): a
-    # window of w days has matured when its end is inside the orders taken in by then.
-    end_of_day = pd.Timestamp(planned_send_time(as_of + timedelta(days=1), timezone, time(0, 0)))
-    age = ((end_of_day - cohort["send_time"]) // pd.Timedelta(days=1)).to_numpy(dtype=np.int64)
-    settings = _windows_of(sorted(cohort["campaign"].unique()), windows, primary)
+    return cohort
 
+
+def _age(cohort: pd.DataFrame, as_of: date, timezone: str) -> np.ndarray:
+    """Whole days from each row's send time to the end of the evaluation day (shop-local
+    midnight): a window of w days has matured when its end is inside the orders taken in by then."""
+    end_of_day = pd.Timestamp(planned_send_time(as_of + timedelta(days=1), timezone, time(0, 0)))
+    return ((end_of_day - cohort["send_time"]) // pd.Timedelta(days=1)).to_numpy(dtype=np.int64)
+
+
+def _paid(orders: pd.DataFrame) -> pd.DataFrame:
+    """The paid orders (:data:`huitouke.records.PAID_STATUSES`), once each, in naive UTC."""
     paid = orders[orders["status"].astype(str).str.lower().isin(PAID_STATUSES)].copy()
     paid = paid.drop_duplicates("order_id", keep="last")
     paid["customer_id"] = paid["customer_id"].astype(str)
@@ -470,9 +454,16 @@ def evaluate_waves(
     paid["amount_cents"] = paid["amount_cents"].astype("int64")
     if "categories" not in paid:
         paid["categories"] = None
-    paid = paid[["order_id", "customer_id", "paid_at", "amount_cents", "categories"]]
+    return paid[["order_id", "customer_id", "paid_at", "amount_cents", "categories"]]
 
-    # Long frame: one row per (cohort row, matured window).
+
+def _matured(
+    cohort: pd.DataFrame,
+    age: np.ndarray,
+    settings: Mapping[str, tuple[list[int], int]],
+    recorded: pd.DataFrame | None,
+) -> pd.DataFrame:
+    """The long frame: one row per (cohort row, matured window) not recorded yet, with ``primary``."""
     parts = []
     for w in sorted({w for ws, _ in settings.values() for w in ws}):
         has_w = cohort["campaign"].map({c: w in ws for c, (ws, _) in settings.items()}).to_numpy(bool)
@@ -480,23 +471,21 @@ def evaluate_waves(
         parts.append(part)
     long = pd.concat(parts, ignore_index=True) if parts else cohort.iloc[:0].assign(window_days=0)
     if recorded is not None and len(recorded) and len(long):
-        done = recorded[["campaign", "wave", "due_on", "window_days"]].copy()
+        done = recorded[WINDOW_KEY].copy()
         done["due_on"] = _dates(done["due_on"])
         done["wave"] = done["wave"].astype("int64")
         done["window_days"] = done["window_days"].astype("int64")
         done = done.drop_duplicates().assign(_done=True)
-        long = long.merge(done, on=["campaign", "wave", "due_on", "window_days"], how="left")
+        long = long.merge(done, on=WINDOW_KEY, how="left")
         long = long[long["_done"].isna()].drop(columns="_done").reset_index(drop=True)
     long["primary"] = long["window_days"] == long["campaign"].map({c: p for c, (_, p) in settings.items()})
+    return long
 
-    evaluated = cohort[cohort["_row"].isin(long["_row"].unique())]
-    horizon = max([curve_days, *(w for ws, _ in settings.values() for w in ws)])
-    hits = _hits(evaluated, paid, "send_time", pd.Series(pd.Timedelta(days=horizon), index=evaluated.index))
-    msg_cost, sent_flag = _message_costs(cohort, messages, unit)
-    cohort["_msg_cost"], cohort["_sent"] = msg_cost.to_numpy(), sent_flag.to_numpy()
-    coupon_hits = _coupon_hits(cohort, coupons, hits)
 
-    # Responded, revenue and cost per long row, window by window.
+def _outcomes(
+    long: pd.DataFrame, cohort: pd.DataFrame, hits: pd.DataFrame, coupon_hits: pd.DataFrame
+) -> pd.DataFrame:
+    """Responded, revenue and cost per long row, window by window; the rows' view is ``itt``."""
     long["responded"] = False
     long["revenue_cents"] = 0
     long["cost_cents"] = 0.0
@@ -514,47 +503,25 @@ def evaluate_waves(
     long["responded"] = long["responded"].astype(bool)
     long["revenue_cents"] = long["revenue_cents"].astype("int64")
     long["view"] = "itt"
+    return long
 
+
+def _views(long: pd.DataFrame, has_messages: bool) -> pd.DataFrame:
+    """The ``itt`` rows, and with messages the ``sent`` view of the cohorts with a sent message:
+    treated customers sent one, against the holdout customers held out (module docstring)."""
     frames = [long]
-    if messages is not None and len(long):
-        cohorts_sent = long.loc[(long["arm"] == TREATMENT) & long["_sent"].eq(True), _COHORT]
+    if has_messages and len(long):
+        cohorts_sent = long.loc[(long["arm"] == TREATMENT) & long["_sent"].eq(True), COHORT_KEY]
         cohorts_sent = cohorts_sent.drop_duplicates().assign(_has_sent=True)
-        sent_view = long.merge(cohorts_sent, on=_COHORT, how="inner")
+        sent_view = long.merge(cohorts_sent, on=COHORT_KEY, how="inner")
         keep = ((sent_view["arm"] == TREATMENT) & sent_view["_sent"].eq(True)) | (
             (sent_view["arm"] == CONTROL) & (sent_view["outcome"] == "held_out")
         )
         frames.append(sent_view[keep].drop(columns="_has_sent").assign(view="sent"))
-    analysed = pd.concat(frames, ignore_index=True)
-
-    compare_options = dict(options)
-    results = _compare(analysed, RESULT_KEY, compare_options)
-    results = _with_cohort_facts(results, cohort, long, as_of, messages is not None)
-    results = results[RESULT_COLUMNS].sort_values(RESULT_KEY, kind="stable").reset_index(drop=True)
-
-    breakdowns = _breakdowns(long, [*segment_columns, "channels", "variant"], compare_options)
-    cumulative = _cumulative(cohort, paid, coupons, as_of, settings, sender, compare_options)
-    curves = _curves(evaluated, hits, age, curve_days)
-    categories = _categories_table(long, hits, top_categories)
-    log.info(
-        "evaluation as of %s: %d wave cohorts, %d result rows, %d breakdown rows, %d cumulative rows",
-        as_of,
-        results[_COHORT].drop_duplicates().shape[0],
-        len(results),
-        len(breakdowns),
-        len(cumulative),
-    )
-    return WaveEvaluation(
-        as_of=as_of,
-        results=results,
-        breakdowns=breakdowns,
-        cumulative=cumulative,
-        curves=curves,
-        categories=categories,
-        options={"windows": {c: ws for c, (ws, _) in settings.items()}, **compare_options},
-    )
+    return pd.concat(frames, ignore_index=True)
 
 
-def _compare(frame: pd.DataFrame, by: list[str], options: Mapping[str, Any]) -> pd.DataFrame:
+def _compare(frame: pd.DataFrame, by: list[str], rules: ComparisonRules) -> pd.DataFrame:
     if frame.empty:
         return pd.DataFrame(columns=[*by, *COMPARISON_COLUMNS])
     return compare_arms(
@@ -564,7 +531,7 @@ def _compare(frame: pd.DataFrame, by: list[str], options: Mapping[str, Any]) -> 
         arms=[TREATMENT],
         revenue="revenue_cents",
         cost="cost_cents",
-        **options,
+        rules=rules,
     )
 
 
@@ -572,8 +539,8 @@ def _with_cohort_facts(
     results: pd.DataFrame, cohort: pd.DataFrame, long: pd.DataFrame, as_of: date, has_messages: bool
 ) -> pd.DataFrame:
     treated_arm = cohort[cohort["arm"] == TREATMENT]
-    facts = cohort.groupby(_COHORT).agg(entered_on=("entered_on", "min"), send_time=("send_time", "first"))
-    counts = treated_arm.groupby(_COHORT).agg(
+    facts = cohort.groupby(COHORT_KEY).agg(entered_on=("entered_on", "min"), send_time=("send_time", "first"))
+    counts = treated_arm.groupby(COHORT_KEY).agg(
         contacted=("outcome", lambda s: int((s == "treated").sum())),
         suppressed=("outcome", lambda s: int((s == "suppressed").sum())),
         sent=("_sent", lambda s: int(s.eq(True).sum())),
@@ -584,22 +551,22 @@ def _with_cohort_facts(
     if not has_messages:
         facts["sent"] = np.nan
     primaries = long[["campaign", "window_days", "primary"]].drop_duplicates()
-    out = results.merge(facts, on=_COHORT, how="left")
+    out = results.merge(facts, on=COHORT_KEY, how="left")
     out = out.merge(primaries, on=["campaign", "window_days"], how="left")
     out["primary"] = out["primary"].fillna(False).astype(bool)
     out["as_of"] = as_of
     return out
 
 
-def _breakdowns(long: pd.DataFrame, dimensions: Sequence[str], options: Mapping[str, Any]) -> pd.DataFrame:
+def _breakdowns(long: pd.DataFrame, dimensions: Sequence[str], rules: ComparisonRules) -> pd.DataFrame:
     parts = []
     for dim in dimensions:
         frame = long.assign(dimension=dim, value=long[dim].astype(str))
-        parts.append(_compare(frame, [*RESULT_KEY, "dimension", "value"], options))
+        parts.append(_compare(frame, [*RESULT_KEY, "dimension", "value"], rules))
     if not parts or all(p.empty for p in parts):
         return pd.DataFrame(columns=BREAKDOWN_COLUMNS)
     out = pd.concat([p for p in parts if not p.empty], ignore_index=True)
-    out = adjust_for_multiplicity(out, [*RESULT_KEY, "dimension"], options.get("alpha", 0.05))
+    out = adjust_for_multiplicity(out, [*RESULT_KEY, "dimension"], rules.alpha)
     order = {d: i for i, d in enumerate(dimensions)}
     out["_dim"] = out["dimension"].map(order)
     out = out.sort_values([*RESULT_KEY[:-1], "_dim", "value"], kind="stable").drop(columns="_dim")
@@ -634,7 +601,7 @@ def _cumulative(
     as_of: date,
     settings: Mapping[str, tuple[list[int], int]],
     sender: Callable[[date], datetime],
-    options: Mapping[str, Any],
+    rules: ComparisonRules,
 ) -> pd.DataFrame:
     intervals = _wave_interval(cohort)
     last_wave = cohort.groupby("campaign")["wave"].max()
@@ -670,7 +637,7 @@ def _cumulative(
                 window_days=primary_days,
                 view="itt",
             )
-            result = _compare(frame, ["campaign", "through_wave", "window_days", "view"], options)
+            result = _compare(frame, ["campaign", "through_wave", "window_days", "view"], rules)
             result["as_of"] = as_of
             result["entry_days"] = rows["entered_on"].nunique()
             result["first_entered_on"] = rows["entered_on"].min()
@@ -685,7 +652,7 @@ def _sequence_cost(
     cohort: pd.DataFrame, rows: pd.DataFrame, k: int, hits: pd.DataFrame, coupons: pd.DataFrame | None
 ) -> np.ndarray:
     """Messages of waves 1..k of each entry, plus their coupons redeemed by an order in the span."""
-    entry = ["campaign", "customer_id", "entered_on"]
+    entry = _ENTRY[:3]  # an entry: its waves are 1..k
     waves_k = cohort[(cohort["campaign"].isin(rows["campaign"].unique())) & (cohort["wave"] <= k)]
     msg = waves_k.groupby(entry)["_msg_cost"].sum().rename("_c").reset_index()
     cost = rows[[*entry, "_row"]].merge(msg, on=entry, how="left")["_c"].fillna(0.0).to_numpy()
@@ -706,11 +673,11 @@ def _curves(evaluated: pd.DataFrame, hits: pd.DataFrame, age: np.ndarray, curve_
     if evaluated.empty:
         return pd.DataFrame(columns=CURVE_COLUMNS)
     first = hits[hits["delta_days"] <= curve_days].groupby("_row")["delta_days"].min()
-    rows = evaluated[[*_COHORT, "_row", "arm"]].copy()
+    rows = evaluated[[*COHORT_KEY, "_row", "arm"]].copy()
     rows["_first_day"] = np.ceil(first.reindex(pd.Index(rows["_row"])).to_numpy())
     rows["_max_day"] = np.minimum(age[rows["_row"].to_numpy()], curve_days)
     days = np.arange(curve_days + 1)
-    keys = [*_COHORT, "arm"]
+    keys = [*COHORT_KEY, "arm"]
     responded = rows["_first_day"].to_numpy()[:, None] <= days[None, :]  # NaN compares False
     table = pd.DataFrame(responded, columns=days, index=rows.index)
     table[keys] = rows[keys]
@@ -722,11 +689,11 @@ def _curves(evaluated: pd.DataFrame, hits: pd.DataFrame, age: np.ndarray, curve_
     treat = long[long["arm"] == TREATMENT].drop(columns="arm")
     ctrl = long[long["arm"] == CONTROL].drop(columns="arm")
     ctrl = ctrl.rename(columns={"responders": "control_responders", "customers": "control_customers"})
-    out = treat.merge(ctrl, on=[*_COHORT, "day"], how="outer")
+    out = treat.merge(ctrl, on=[*COHORT_KEY, "day"], how="outer")
     for col in ("customers", "responders", "control_customers", "control_responders"):
         out[col] = out[col].fillna(0).astype("int64")
-    max_day = rows.groupby(_COHORT)["_max_day"].max().rename("_max").reset_index()
-    out = out.merge(max_day, on=_COHORT)
+    max_day = rows.groupby(COHORT_KEY)["_max_day"].max().rename("_max").reset_index()
+    out = out.merge(max_day, on=COHORT_KEY)
     out = out[out["day"] <= out["_max"]].drop(columns="_max")
     with np.errstate(invalid="ignore", divide="ignore"):
         out["response_rate"] = np.where(out["customers"] > 0, out["responders"] / out["customers"], np.nan)
@@ -735,18 +702,18 @@ def _curves(evaluated: pd.DataFrame, hits: pd.DataFrame, age: np.ndarray, curve_
         )
     out["lift"] = out["response_rate"] - out["control_rate"]
     out["day"] = out["day"].astype("int64")
-    return out[CURVE_COLUMNS].sort_values([*_COHORT, "day"], kind="stable").reset_index(drop=True)
+    return out[CURVE_COLUMNS].sort_values([*COHORT_KEY, "day"], kind="stable").reset_index(drop=True)
 
 
 def _categories_table(long: pd.DataFrame, hits: pd.DataFrame, top: int) -> pd.DataFrame:
-    rows = long[long["primary"] & (long["view"] == "itt")][[*_COHORT, "window_days", "_row", "arm"]]
+    rows = long[long["primary"] & (long["view"] == "itt")][[*COHORT_KEY, "window_days", "_row", "arm"]]
     if rows.empty or hits.empty or top <= 0:
         return pd.DataFrame(columns=CATEGORY_COLUMNS)
     orders = hits.merge(rows, on="_row")
     orders = orders[orders["delta_days"] <= orders["window_days"]]
     if orders.empty:
         return pd.DataFrame(columns=CATEGORY_COLUMNS)
-    keys = [*_COHORT, "window_days", "arm"]
+    keys = [*COHORT_KEY, "window_days", "arm"]
     totals = orders.groupby(keys)["order_id"].nunique().rename("_total")
     orders = orders.assign(category=orders["categories"].map(_categories))
     orders["category"] = orders["category"].map(lambda cats: cats or ["(unknown)"])
@@ -762,142 +729,3 @@ def _categories_table(long: pd.DataFrame, hits: pd.DataFrame, top: int) -> pd.Da
     table["rank"] = table.groupby(keys).cumcount() + 1
     table = table[table["rank"] <= top]
     return table[CATEGORY_COLUMNS].reset_index(drop=True)
-
-
-# --------------------------------------------------------------------------------- the report
-
-
-def _as_text(ev: WaveEvaluation) -> str:
-    res = ev.results
-    if res.empty:
-        return f"Evaluation as of {ev.as_of}: no campaign wave has a window that matured today."
-    cohorts = res[_COHORT].drop_duplicates().shape[0]
-    lines = [
-        f"Evaluation as of {ev.as_of}: {cohorts} campaign wave(s), {len(res)} row(s) "
-        "(treatment against holdout; itt = everyone assigned, sent = delivered vs would-be-sent holdout; "
-        "* = primary window)",
-        "",
-    ]
-    shown = res.assign(
-        window=[f"{w}d{'*' if p else ''}" for w, p in zip(res["window_days"], res["primary"], strict=True)]
-    )
-    keys = [
-        ("campaign", "campaign"),
-        ("wave", "wave"),
-        ("due_on", "due"),
-        ("window", "window"),
-        ("view", "view"),
-    ]
-    lines.append(
-        format_comparisons(
-            shown,
-            keys,
-            control_label="holdout",
-            rate_label="response",
-            control_rate_label="natural",
-            show_arm=False,
-        )
-    )
-    primary = ev.breakdowns.merge(
-        res.loc[res["primary"], ["campaign", "wave", "due_on", "window_days"]].drop_duplicates(),
-        on=["campaign", "wave", "due_on", "window_days"],
-    )
-    if len(primary):
-        lines += ["", "By segment, channel and variant (primary window, itt)"]
-        lines.append(
-            format_comparisons(
-                primary,
-                [
-                    ("campaign", "campaign"),
-                    ("wave", "wave"),
-                    ("due_on", "due"),
-                    ("dimension", "by"),
-                    ("value", "value"),
-                ],
-                control_label="holdout",
-                rate_label="response",
-                control_rate_label="natural",
-                show_arm=False,
-            )
-        )
-    if len(ev.cumulative):
-        lines += [
-            "",
-            "Cumulative over the waves of each sequence (from wave 1's send to wave k + primary window, itt)",
-        ]
-        lines.append(
-            format_comparisons(
-                ev.cumulative,
-                [
-                    ("campaign", "campaign"),
-                    ("through_wave", "through wave"),
-                    ("window_days", "window"),
-                    ("entry_days", "entry days"),
-                ],
-                control_label="holdout",
-                rate_label="response",
-                control_rate_label="natural",
-                show_arm=False,
-            )
-        )
-    if len(ev.curves):
-        lines += ["", "Repurchase curves: cumulative response by day since sending (itt)"]
-        lines.append(_curves_text(ev.curves))
-    if len(ev.categories):
-        lines += [
-            "",
-            "What responders bought (primary window): treatment responders vs holdout natural repurchasers",
-        ]
-        lines.append(
-            format_table(
-                [
-                    "campaign",
-                    "wave",
-                    "due",
-                    "window",
-                    "arm",
-                    "rank",
-                    "category",
-                    "orders",
-                    "customers",
-                    "share",
-                ],
-                [
-                    [
-                        str(r.campaign),
-                        str(r.wave),
-                        str(r.due_on),
-                        f"{r.window_days}d",
-                        str(r.arm),
-                        str(r.rank),
-                        str(r.category),
-                        f"{r.orders:,}",
-                        f"{r.customers:,}",
-                        f"{100 * r.share:.1f}%",
-                    ]
-                    for r in ev.categories.itertuples()
-                ],
-                [False] * 5 + [True, False, True, True, True],
-            )
-        )
-    return "\n".join(lines)
-
-
-def _curves_text(curves: pd.DataFrame) -> str:
-    days = [d for d in _CURVE_TEXT_DAYS if d <= curves["day"].max()]
-    headers = ["campaign", "wave", "due", "arm", *(f"d{d}" for d in days)]
-    rows = []
-    for (campaign, wave, due_on), part in curves.groupby(_COHORT, sort=True):
-        by_day = part.set_index("day")
-        for label, col in (("treatment", "response_rate"), ("holdout", "control_rate"), ("lift pp", "lift")):
-            cells = []
-            for d in days:
-                value = by_day[col].get(d, np.nan)
-                if pd.isna(value):
-                    cells.append("")
-                elif col == "lift":
-                    cells.append(f"{100 * value:+.2f}")
-                else:
-                    cells.append(f"{100 * value:.2f}%")
-            rows.append([str(campaign), str(wave), str(due_on), label, *cells])
-    return format_table(headers, rows, [False] * 4 + [True] * len(days))

@@ -6,13 +6,13 @@ so a store that lags behind the code fails loudly instead of half-working.
 
 from __future__ import annotations
 
+from functools import cache
 from pathlib import Path
 
 from alembic import command
 from alembic.config import Config
-from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
-from sqlalchemy import Engine
+from sqlalchemy import Engine, inspect, text
 
 from huitouke.pii import get_logger
 
@@ -24,7 +24,14 @@ MIGRATIONS_DIR = Path(__file__).with_name("migrations")
 
 
 class StoreNotCurrentError(RuntimeError):
-    """The store's schema is not at the revision this code expects."""
+    """The store's schema is not at the revision this code expects: ``current`` (None for an
+    empty database), ``head``, and the ``command`` that fixes it."""
+
+    def __init__(self, message: str, *, current: str | None, head: str, command: str) -> None:
+        super().__init__(message)
+        self.current = current
+        self.head = head
+        self.command = command
 
 
 def alembic_config() -> Config:
@@ -33,17 +40,22 @@ def alembic_config() -> Config:
     return cfg
 
 
+@cache
 def head_revision() -> str:
-    """The newest migration this code ships."""
+    """The newest migration this code ships (read once: the migrations ship with the code)."""
     head = ScriptDirectory.from_config(alembic_config()).get_current_head()
     assert head is not None
     return head
 
 
 def current_revision(engine: Engine) -> str | None:
-    """The revision the store is at (None for an empty database)."""
+    """The revision the store is at (None for an empty database), read from the version table
+    itself: what Alembic's context reads, without its log lines on every check (the UI checks on
+    every page)."""
     with engine.connect() as conn:
-        return MigrationContext.configure(conn, opts={"version_table": VERSION_TABLE}).get_current_revision()
+        if not inspect(conn).has_table(VERSION_TABLE):
+            return None
+        return conn.execute(text(f"SELECT version_num FROM {VERSION_TABLE}")).scalar()
 
 
 def upgrade(engine: Engine, revision: str = "head") -> str:
@@ -65,8 +77,12 @@ def ensure_current(engine: Engine, conn_id: str = "crm_db") -> str:
     current = current_revision(engine)
     if current != head:
         where = engine.url.render_as_string(hide_password=True)
+        fix = f"huitouke db upgrade --conn {conn_id}"
         raise StoreNotCurrentError(
             f"The CRM store ({conn_id}: {where}) is at revision {current or 'none (empty)'}, this code "
-            f"needs {head}: run `huitouke db upgrade --conn {conn_id}`"
+            f"needs {head}: run `{fix}`",
+            current=current,
+            head=head,
+            command=fix,
         )
     return current

@@ -26,6 +26,7 @@ from sqlalchemy import Engine
 from sqlalchemy.exc import SQLAlchemyError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from huitouke.evaluate.pool import pooled_by_campaign
 from huitouke.pii import get_logger, mask_text
 from huitouke.ui import charts, data
 from huitouke.ui.templates import environment
@@ -219,7 +220,7 @@ def results_page(
         windows=windows,
         window=window,
         view=view,
-        pooled=data.pooled_by_campaign(primary_itt),
+        pooled=pooled_by_campaign(primary_itt),
         rows=rows[: data.MAX_ROWS],
         truncated=len(rows) > data.MAX_ROWS,
     )

@@ -5,24 +5,24 @@ The pages read ``campaign_days`` (the planner's per-campaign summary of a busine
 (curves, breakdowns, categories) and ``evaluation_sequences``. None of these holds a name, a phone
 number or an e-mail address; no query here touches ``customers``, ``outbox`` or the entry tables.
 
-Pooled figures (a campaign over all its waves) sum the customers and responders of each arm over
-the waves and compare them with :mod:`huitouke.evaluate.stats`, exactly as the demo's report does.
+Pooled figures (a campaign over all its waves) are :mod:`huitouke.evaluate.pool`'s, the same
+function the demo's report uses.
 """
 
 from __future__ import annotations
 
 import json
-import math
 import threading
 from collections import Counter, defaultdict
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from datetime import date
-from functools import cache
 from typing import Any
 
 from sqlalchemy import Engine, func, select
 
 from huitouke.campaigns.plan import EXIT_REASONS, SUPPRESSION_REASONS
+from huitouke.campaigns.tables import columns_of
+from huitouke.evaluate.pool import finite, pool, pool_breakdowns
 from huitouke.store.schema import campaign_days, evaluation_details, evaluation_sequences, evaluations
 
 ITT, SENT = "itt", "sent"
@@ -69,50 +69,22 @@ def store_engine() -> Engine:
         return _engines[key]
 
 
-@cache
-def _head_revision() -> str:
-    from huitouke.store.migrate import head_revision
-
-    return head_revision()
-
-
-def _current_revision(engine: Engine) -> str | None:
-    """The store's revision, read from the version table (what ``huitouke db current`` says,
-    without Alembic's log lines on every page)."""
-    from sqlalchemy import inspect, text
-
-    from huitouke.store.migrate import VERSION_TABLE
-
-    with engine.connect() as conn:
-        if not inspect(conn).has_table(VERSION_TABLE):
-            return None
-        return conn.execute(text(f"SELECT version_num FROM {VERSION_TABLE}")).scalar()
-
-
 def check_schema(engine: Engine, conn_id: str) -> None:
-    """Raise :class:`StoreProblem` with the upgrade command unless the store is at the code's revision."""
-    head = _head_revision()
-    current = _current_revision(engine)
-    if current != head:
+    """Raise :class:`StoreProblem` with the upgrade command unless the store is at the code's
+    revision: :func:`huitouke.store.migrate.ensure_current`, worded for the page."""
+    from huitouke.store.migrate import StoreNotCurrentError, ensure_current
+
+    try:
+        ensure_current(engine, conn_id)
+    except StoreNotCurrentError as exc:
         raise StoreProblem(
-            f"The CRM store ({conn_id}) is at schema revision {current or 'none (empty database)'}; "
-            f"this code reads revision {head}.",
-            f"huitouke db upgrade --conn {conn_id}",
-        )
+            f"The CRM store ({conn_id}) is at schema revision {exc.current or 'none (empty database)'}; "
+            f"this code reads revision {exc.head}.",
+            exc.command,
+        ) from None
 
 
 # --------------------------------------------------------------------------------- small helpers
-
-
-def _number(value: Any) -> float | None:
-    """A finite float, or None (missing, NaN, infinite)."""
-    if value is None:
-        return None
-    try:
-        number = float(value)
-    except (TypeError, ValueError):
-        return None
-    return number if math.isfinite(number) else None
 
 
 def _figures(text: str | None) -> dict[str, Any]:
@@ -148,6 +120,10 @@ def _iso_date(value: Any) -> date | None:
 # ------------------------------------------------------------------------------ campaign plans
 
 
+# A campaign's stored day row as the plans page reads it (the day is asked for; no timestamps).
+_DAY_COLUMNS = columns_of(campaign_days, without=("business_date", "planned_at", "rendered_at"))
+
+
 def plan_days(engine: Engine) -> list[date]:
     """Business days with a stored campaign plan, latest first."""
     with engine.connect() as conn:
@@ -164,21 +140,7 @@ def day_plan(engine: Engine, day: date) -> list[dict[str, Any]]:
 
     c = campaign_days.c
     query = (
-        select(
-            c.campaign,
-            c.priority,
-            c.entered,
-            c.due,
-            c.treated,
-            c.held_out,
-            c.suppressed,
-            c.exited,
-            c.messages_planned,
-            c.messages_queued,
-            c.status,
-            c.error,
-            c.figures,
-        )
+        select(*(c[name] for name in _DAY_COLUMNS))
         .where(c.business_date == day)
         .order_by(c.priority.desc(), c.campaign)
     )
@@ -230,30 +192,8 @@ def plan_totals(rows: Sequence[dict[str, Any]]) -> dict[str, Any]:
 
 # ------------------------------------------------------------------------------------ evaluations
 
-_EVALUATION_COLUMNS = (
-    "campaign",
-    "wave",
-    "due_on",
-    "window_days",
-    "view",
-    "evaluated_on",
-    "primary_window",
-    "customers",
-    "control_customers",
-    "responders",
-    "control_responders",
-    "response_rate",
-    "control_rate",
-    "lift",
-    "lift_low",
-    "lift_high",
-    "p_value",
-    "incremental_revenue_cents",
-    "cost_cents",
-    "incremental_roi",
-    "naive_roi",
-    "verdict",
-)
+# The stored evaluation's columns the pages read (its comparison row's JSON holds the rest).
+_EVALUATION_COLUMNS = columns_of(evaluations, without=("send_time", "figures", "computed_at"))
 
 
 def _evaluation(row: Any) -> dict[str, Any]:
@@ -334,82 +274,6 @@ def count_evaluations(engine: Engine) -> int:
         return int(conn.execute(select(func.count()).select_from(evaluations)).scalar_one())
 
 
-def _sum(rows: Iterable[dict[str, Any]], key: str, fallback: str | None = None) -> float:
-    total = 0.0
-    for r in rows:
-        value = _number(r.get(key))
-        if value is None and fallback:
-            value = _number(r.get(fallback))
-        total += value or 0.0
-    return total
-
-
-def pool(groups: Sequence[tuple[Any, Sequence[dict[str, Any]]]]) -> list[dict[str, Any]]:
-    """One pooled comparison per group of evaluation rows (e.g. a campaign's waves at its primary
-    window): customers and responders of each arm summed over the rows, lift with its 95%
-    interval, p-value, MDE and verdict from :mod:`huitouke.evaluate.stats`; incremental revenue,
-    cost and responders' revenue summed, the ROIs computed from the sums."""
-    if not groups:
-        return []
-    import numpy as np
-
-    from huitouke.evaluate import stats
-
-    def column(key: str) -> np.ndarray:
-        return np.array([_sum(rows, key) for _, rows in groups], dtype=float)
-
-    n1, x1 = column("customers"), column("responders")
-    n0, x0 = column("control_customers"), column("control_responders")
-    c = stats.compare_proportions(x1, n1, x0, n0)
-    mde = stats.minimum_detectable_effect(n1, n0, c.control_rate)
-    verdicts = stats.verdict(n1, n0, c.lift_low, c.lift_high, c.p_value, mde)
-    out = []
-    for i, (key, rows) in enumerate(groups):
-        due = [r["due_on"] for r in rows if r.get("due_on")]
-        incremental_revenue = _sum(rows, "incremental_revenue_cents")
-        cost = _sum(rows, "cost_cents")
-        incremental_cost = _sum(rows, "incremental_cost_cents", fallback="cost_cents")
-        responder_revenue = _sum(rows, "responder_revenue_cents")
-        out.append(
-            {
-                "key": key,
-                "waves": len(rows),
-                "first_due_on": min(due) if due else None,
-                "last_due_on": max(due) if due else None,
-                "customers": int(n1[i]),
-                "control_customers": int(n0[i]),
-                "responders": int(x1[i]),
-                "control_responders": int(x0[i]),
-                "response_rate": _number(c.rate[i]),
-                "control_rate": _number(c.control_rate[i]),
-                "lift": _number(c.lift[i]),
-                "lift_low": _number(c.lift_low[i]),
-                "lift_high": _number(c.lift_high[i]),
-                "p_value": _number(c.p_value[i]),
-                "mde": _number(mde[i]),
-                "verdict": str(verdicts[i]),
-                "verdict_text": stats.VERDICT_TEXT[str(verdicts[i])],
-                "incremental_revenue_cents": incremental_revenue,
-                "cost_cents": cost,
-                "incremental_roi": incremental_revenue / incremental_cost if incremental_cost > 0 else None,
-                "naive_roi": responder_revenue / cost if cost > 0 else None,
-            }
-        )
-    return out
-
-
-def pooled_by_campaign(rows: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Per campaign and window, pooled over waves (pass the primary-window ITT rows); the largest
-    campaigns first."""
-    groups: dict[tuple[str, int], list[dict[str, Any]]] = defaultdict(list)
-    for r in rows:
-        groups[(r["campaign"], int(r["window_days"]))].append(r)
-    pooled = pool(sorted(groups.items()))
-    for p in pooled:
-        p["campaign"], p["window_days"] = p["key"]
-    return sorted(pooled, key=lambda p: (-p["customers"], p["campaign"], p["window_days"]))
-
-
 # ------------------------------------------------------------------------------- campaign detail
 
 
@@ -446,13 +310,13 @@ def _pooled_curve(curves: Sequence[dict[str, Any]]) -> tuple[list[dict[str, Any]
         for p in c["records"]:
             day = per_day[int(p["day"])]
             for key in ("customers", "responders", "control_customers", "control_responders"):
-                day[key] += _number(p.get(key)) or 0.0
+                day[key] += finite(p.get(key)) or 0.0
     return [_curve_point(day, sums) for day, sums in sorted(per_day.items())], used
 
 
 def _curve_point(day: int, p: dict[str, Any]) -> dict[str, Any]:
-    n1, x1 = _number(p.get("customers")) or 0, _number(p.get("responders")) or 0
-    n0, x0 = _number(p.get("control_customers")) or 0, _number(p.get("control_responders")) or 0
+    n1, x1 = finite(p.get("customers")) or 0, finite(p.get("responders")) or 0
+    n0, x0 = finite(p.get("control_customers")) or 0, finite(p.get("control_responders")) or 0
     rate = x1 / n1 if n1 else None
     control = x0 / n0 if n0 else None
     return {
@@ -467,50 +331,11 @@ def _curve_point(day: int, p: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def _pooled_breakdowns(records: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Breakdown rows summed per (dimension, value) over waves, compared again; a lift or drop is
-    claimed only when the Bonferroni-adjusted p-value (over the dimension's values) is below 0.05,
-    the rule of :func:`huitouke.evaluate.compare.adjust_for_multiplicity`."""
-    import numpy as np
-
-    groups: dict[tuple[str, str], list[dict[str, Any]]] = defaultdict(list)
-    for r in records:
-        groups[(str(r.get("dimension")), str(r.get("value")))].append(r)
-    pooled = pool(sorted(groups.items()))
-    if not pooled:
-        return []
-    from huitouke.evaluate import stats
-
-    per_dimension: dict[str, int] = defaultdict(int)
-    for p in pooled:
-        if p["p_value"] is not None:
-            per_dimension[p["key"][0]] += 1
-    for p in pooled:
-        p["dimension"], p["value"] = p["key"]
-        p["comparisons"] = per_dimension[p["dimension"]]
-        p["p_value_adjusted"] = (
-            min(1.0, p["p_value"] * max(1, p["comparisons"])) if p["p_value"] is not None else None
-        )
-    adjusted = np.array([np.nan if p["p_value_adjusted"] is None else p["p_value_adjusted"] for p in pooled])
-    nan = np.nan
-    verdicts = stats.verdict(
-        [p["customers"] for p in pooled],
-        [p["control_customers"] for p in pooled],
-        [nan if p["lift_low"] is None else p["lift_low"] for p in pooled],
-        [nan if p["lift_high"] is None else p["lift_high"] for p in pooled],
-        adjusted,
-        [nan if p["mde"] is None else p["mde"] for p in pooled],
-    )
-    for p, v in zip(pooled, verdicts, strict=True):
-        p["verdict"], p["verdict_text"] = str(v), stats.VERDICT_TEXT[str(v)]
-    return pooled
-
-
 def _by_dimension(rows: Sequence[dict[str, Any]]) -> list[tuple[str, list[dict[str, Any]]]]:
     grouped: dict[str, list[dict[str, Any]]] = defaultdict(list)
     for r in rows:
         grouped[str(r.get("dimension"))].append(r)
-    return [(k, sorted(v, key=lambda r: -(_number(r.get("customers")) or 0))) for k, v in grouped.items()]
+    return [(k, sorted(v, key=lambda r: -(finite(r.get("customers")) or 0))) for k, v in grouped.items()]
 
 
 def _categories(details: Sequence[dict[str, Any]]) -> dict[str, list[dict[str, Any]]]:
@@ -522,9 +347,9 @@ def _categories(details: Sequence[dict[str, Any]]) -> dict[str, list[dict[str, A
     for d in details:
         wave_totals: dict[str, float] = {}
         for r in d["records"]:
-            arm, count, share = str(r.get("arm")), _number(r.get("orders")) or 0, _number(r.get("share"))
+            arm, count, share = str(r.get("arm")), finite(r.get("orders")) or 0, finite(r.get("share"))
             orders[(arm, str(r.get("category")))] += count
-            customers[(arm, str(r.get("category")))] += _number(r.get("customers")) or 0
+            customers[(arm, str(r.get("category")))] += finite(r.get("customers")) or 0
             if share and arm not in wave_totals:
                 wave_totals[arm] = count / share
         for arm, total in wave_totals.items():
@@ -588,7 +413,7 @@ def campaign_detail(
         wave_rows = []
         curve, curve_waves = _pooled_curve(curves)
         window_shown = primary_window
-        breakdowns = _pooled_breakdowns(
+        breakdowns = pool_breakdowns(
             [
                 r
                 for d in breakdown_details
