@@ -20,7 +20,6 @@ All times are naive strings in the shop's local time (``ShopSpec.timezone``, no 
 from __future__ import annotations
 
 import datetime
-import logging
 import time
 import zoneinfo
 from collections.abc import Callable
@@ -30,6 +29,7 @@ import numpy as np
 import pandas as pd
 import sqlalchemy as sa
 
+from huitouke.pii import get_logger
 from huitouke.records import (
     CANCELLED,
     CATEGORIES,
@@ -43,7 +43,7 @@ from huitouke.records import (
     SHIPPED,
 )
 
-log = logging.getLogger(__name__)
+log = get_logger(__name__)
 
 __all__ = [
     "BAD_ROW_KINDS",
