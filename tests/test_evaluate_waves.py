@@ -24,32 +24,24 @@ DUE = date(2025, 12, 1)
 SEND = datetime(2025, 12, 1, 1, 0)  # 09:00 in Shanghai is 01:00 UTC
 
 
-def _wave(
-    customer,
-    arm,
-    outcome,
-    *,
-    campaign="thank_you",
-    wave=1,
-    due=DUE,
-    entered=DUE,
-    lifecycle="new",
-    channels="sms",
-):
+def _wave(customer, arm, outcome, **fields):
+    """One planned wave row; ``fields`` overrides campaign, wave, due, entered, lifecycle, channels."""
+    defaults = {"campaign": "thank_you", "wave": 1, "due": DUE, "entered": DUE}
+    wave = defaults | {"lifecycle": "new", "channels": "sms"} | fields
     return {
-        "campaign": campaign,
+        "campaign": wave["campaign"],
         "customer_id": customer,
-        "entered_on": entered,
-        "wave": wave,
-        "due_on": due,
+        "entered_on": wave["entered"],
+        "wave": wave["wave"],
+        "due_on": wave["due"],
         "arm": arm,
         "variant": "new" if customer != "t4" else "returning",
         "kind": "marketing",
         "priority": 80,
         "outcome": outcome,
         "reason": "no_contact" if outcome == "suppressed" else None,
-        "channels": channels if outcome != "suppressed" else "",
-        "lifecycle": lifecycle,
+        "channels": wave["channels"] if outcome != "suppressed" else "",
+        "lifecycle": wave["lifecycle"],
     }
 
 
