@@ -10,11 +10,18 @@ backfilling a day is safe.
 
 0. `check_crm_schema` — the CRM store (Connection `crm_db`) must be at the code's schema
    revision; if not, run `huitouke db upgrade --conn crm_db`.
+   `open_business_day` — the calendar: the day runs only when the day before it completed (or it
+   is the store's first day; a completed day may run again). While the day before is still
+   running it waits (rescheduled, holding no worker slot). A day after a gap fails at once and
+   names the missing days and the command that runs them: `huitouke backfill --from D --to D`.
 1. `intake_orders` — extracts the day's orders from the configured source (SQL database,
    folder of CSV/Parquet exports, or a paginated HTTP API), validates them, upserts them by
    order id. Bad rows go to the `quarantine` table with a reason; refunds and cancellations only
    change the stored order's status. The log ends with rows read / inserted / updated /
-   quarantined by reason.
+   quarantined by reason. A day whose data does not look complete (no order, far fewer than the
+   trailing median, the day's export missing, the source's latest update too early) stops here
+   before anything is written; a shop that really had no orders runs it with the param
+   `accept_incomplete_day`.
 2. `update_segments` — folds the day's new and changed orders into each customer's state
    (first and last order, paid orders, AOV, main category group, acquisition source), then
    classifies every customer: lifecycle (new, one-time, repeat, loyal, at-risk, churned), RFM
@@ -39,21 +46,34 @@ backfilling a day is safe.
    natural repurchase rates, lift with its 95% interval and p-value, revenue, cost, incremental
    and naive ROI, minimum detectable effect and a plain verdict; breakdowns, curves and what
    responders bought. Stored once per wave, window and view; the log shows the table.
+   `close_business_day` — the day is completed: the next one may run.
 
-Runs are processed one at a time in date order (later stages keep incremental customer state).
+**Which day a run covers.** A run covers its data interval: one business day, [00:00, next
+00:00) shop time. The scheduler starts the run for day D just after D ends. A manual run
+("Trigger DAG") covers the last *complete* day before its logical date — triggering "at
+2025-12-13 08:00" runs business day 2025-12-12 (Airflow's rule for interval timetables). To run
+one given day, or a range of days, use `huitouke backfill --from D --to D` (one run at a time,
+in date order; backfills never send).
+
+**Order.** Runs are processed one at a time in date order; the calendar refuses a day whose
+predecessor never completed. Every task that writes the store takes a slot of the pool
+`huitouke_store` (`store.pool`): one slot for the embedded SQLite store, so its writers never
+collide; more for PostgreSQL. Create it once: `airflow pools set huitouke_store 1 "huitouke store
+writers"`.
 Configuration: `include/huitouke.yaml`; docs: `README.md` and `docs/`.
 """
 
 from datetime import timedelta
 
 import pendulum
-from airflow.sdk import CronDataIntervalTimetable, dag, get_current_context, task
+from airflow.sdk import CronDataIntervalTimetable, Param, PokeReturnValue, dag, get_current_context, task
 
 from huitouke.config import load_settings
 
 SETTINGS = load_settings()
 SHOP_TZ = pendulum.timezone(SETTINGS.shop.timezone)
 START = SETTINGS.schedule.start_date
+POOL = SETTINGS.store.pool
 
 
 @dag(
@@ -69,6 +89,13 @@ START = SETTINGS.schedule.start_date
         "retry_exponential_backoff": True,
     },
     tags=["huitouke", "crm", "daily"],
+    params={
+        "accept_incomplete_day": Param(
+            False,
+            type="boolean",
+            description="Load the day even if its data does not look complete (a shop with no orders that day).",
+        ),
+    },
     doc_md=__doc__,
 )
 def huitouke_daily():
@@ -79,14 +106,23 @@ def huitouke_daily():
 
         return check_crm_schema()
 
-    @task
-    def intake_orders(data_interval_start=None, data_interval_end=None) -> dict:
+    @task.sensor(pool=POOL, mode="reschedule", poke_interval=60, timeout=6 * 3600)
+    def open_business_day(data_interval_start=None, dag_run=None) -> PokeReturnValue:
+        """Stage 0, the calendar: the day before must have completed; waits while it runs."""
+        from huitouke.pipeline import open_business_day
+
+        opened = open_business_day(data_interval_start, dag_run.run_id, dag_run.run_type)
+        return PokeReturnValue(is_done=opened is not None, xcom_value=opened)
+
+    @task(pool=POOL)
+    def intake_orders(data_interval_start=None, data_interval_end=None, params=None) -> dict:
         """Stage 1: the business day's orders, validated and upserted; bad rows quarantined."""
         from huitouke.pipeline import intake_orders
 
-        return intake_orders(data_interval_start, data_interval_end)
+        accept = bool((params or {}).get("accept_incomplete_day"))
+        return intake_orders(data_interval_start, data_interval_end, accept_incomplete=accept)
 
-    @task
+    @task(pool=POOL)
     def update_segments(data_interval_start=None) -> dict:
         """Stage 2: customer state, segments, segment history and the day's KPIs."""
         from huitouke.pipeline import update_segments
@@ -100,14 +136,14 @@ def huitouke_daily():
 
         return lint_templates()
 
-    @task
+    @task(pool=POOL)
     def plan_campaigns(data_interval_start=None) -> list:
         """Stage 3: the day's campaign plan (entries, waves, suppressions, coupons), stored once."""
         from huitouke.pipeline import plan_campaigns
 
         return plan_campaigns(data_interval_start)
 
-    @task(map_index_template="{{ campaign_name }}", retries=1)
+    @task(pool=POOL, map_index_template="{{ campaign_name }}", retries=1)
     def render_messages(campaign: str, data_interval_start=None) -> dict:
         """Stage 4, one campaign: its treated waves rendered into the outbox as queued messages."""
         from huitouke.pipeline import render_messages
@@ -115,17 +151,31 @@ def huitouke_daily():
         get_current_context()["campaign_name"] = campaign
         return render_messages(data_interval_start, campaign)
 
-    @task
+    @task(pool=POOL)
     def evaluate_campaigns(data_interval_start=None) -> dict:
         """Stage 6: matured campaign waves, treated against holdout, per window; stored once."""
         from huitouke.pipeline import evaluate_campaigns
 
         return evaluate_campaigns(data_interval_start)
 
+    @task(pool=POOL)
+    def close_business_day(data_interval_start=None) -> dict:
+        """The calendar: the day's stateful stages are done, the next day may run."""
+        from huitouke.pipeline import close_business_day
+
+        return close_business_day(data_interval_start)
+
     campaigns = plan_campaigns()
-    check_crm_schema() >> intake_orders() >> update_segments() >> lint_templates() >> campaigns
+    (
+        check_crm_schema()
+        >> open_business_day()
+        >> intake_orders()
+        >> update_segments()
+        >> lint_templates()
+        >> campaigns
+    )
     render_messages.expand(campaign=campaigns)
-    campaigns >> evaluate_campaigns()
+    campaigns >> evaluate_campaigns() >> close_business_day()
 
 
 huitouke_daily_dag = huitouke_daily()

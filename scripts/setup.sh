@@ -35,5 +35,11 @@ if [ ! -f "$airflow_stamp" ] || [ "$stamp" -nt "$airflow_stamp" ]; then
   airflow db migrate > "$AIRFLOW_HOME/db-migrate.log" 2>&1 || { cat "$AIRFLOW_HOME/db-migrate.log" >&2; exit 1; }
   touch "$airflow_stamp"
 fi
+if [ ! -f "$AIRFLOW_HOME/.huitouke-pool" ]; then
+  # One slot: the embedded SQLite store has one writer at a time (store.pool, docs/design.md).
+  airflow pools set huitouke_store 1 "huitouke CRM store writers (SQLite: one)" > "$AIRFLOW_HOME/pools.log" 2>&1 \
+    || { cat "$AIRFLOW_HOME/pools.log" >&2; exit 1; }
+  touch "$AIRFLOW_HOME/.huitouke-pool"
+fi
 
 huitouke db upgrade

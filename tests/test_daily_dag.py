@@ -77,7 +77,10 @@ def test_each_day_records_new_orders_status_updates_and_quarantine(daily_runs, c
     from huitouke.store.schema import intake_runs
 
     with crm.connect() as conn:
-        runs = {r.business_date: r for r in conn.execute(select(intake_runs)).all()}
+        runs = {
+            r.business_date: r
+            for r in conn.execute(select(intake_runs).order_by(intake_runs.c.attempt)).all()
+        }
     for day in DAYS:
         run = runs[day]
         assert run.inserted > 0, day  # orders paid that day
@@ -162,8 +165,11 @@ def test_running_a_day_again_changes_nothing(daily_runs, crm):
     assert run_business_days([DAYS[1]]) == {DAYS[1]: "success"}
     assert snapshot() == before
     with crm.connect() as conn:
-        again = conn.execute(select(intake_runs).where(intake_runs.c.business_date == DAYS[1])).one()
+        first, again = conn.execute(
+            select(intake_runs).where(intake_runs.c.business_date == DAYS[1]).order_by(intake_runs.c.attempt)
+        ).all()
     assert again.inserted == 0 and again.updated == 0 and again.unchanged == again.orders_read > 0
+    assert first.attempt == 1 and first.inserted > 0  # the first attempt's audit is kept
 
 
 def _segment_snapshot(crm):
@@ -351,3 +357,21 @@ def test_the_planner_reads_the_same_segments_from_the_snapshot_as_from_the_store
         monkeypatch.setenv("HUITOUKE_CACHE_DIR", "off")
         from_tables = _segments_of(conn, day, playbook)
     pd.testing.assert_frame_equal(from_snapshot, from_tables)
+
+
+def test_a_day_after_a_gap_fails_at_the_calendar_and_writes_nothing(daily_runs, crm):
+    """The calendar: a day whose predecessor never ran does not start (issue: "a skipped day is
+    lost for good"); the failure names the missing day, and nothing of the day is stored."""
+    from huitouke.dagrun import run_business_days
+    from huitouke.store.schema import business_days, intake_runs
+
+    gap_day = DAYS[-1] + timedelta(days=2)
+    before = _segment_snapshot(crm)
+    assert run_business_days([gap_day]) == {gap_day: "failed"}
+    assert _segment_snapshot(crm) == before
+    with crm.connect() as conn:
+        calendar = dict(conn.execute(select(business_days.c.business_date, business_days.c.status)).all())
+        audited = conn.scalar(
+            select(func.count()).select_from(intake_runs).where(intake_runs.c.business_date == gap_day)
+        )
+    assert calendar == {day: "completed" for day in DAYS} and audited == 0

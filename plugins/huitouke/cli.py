@@ -182,6 +182,25 @@ def cmd_run_days(args: argparse.Namespace) -> int:
     return 1 if failed else 0
 
 
+def cmd_backfill(args: argparse.Namespace) -> int:
+    import shlex
+    import subprocess
+
+    from huitouke.calendar.backfill import backfill_args
+
+    command = backfill_args(
+        args.from_date,
+        args.to_date or args.from_date,
+        load_settings().shop.timezone,
+        accept_incomplete=args.accept_incomplete_day,
+        dry_run=args.dry_run,
+    )
+    print(shlex.join(command))
+    if args.print_only:
+        return 0
+    return subprocess.run(command, check=False).returncode
+
+
 def _store_options(p: argparse.ArgumentParser) -> None:
     group = p.add_mutually_exclusive_group()
     group.add_argument("--conn", help="Airflow Connection id of the CRM store (default: store.conn_id)")
@@ -259,6 +278,25 @@ def _add_run_commands(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("run-days", help="run the daily DAG through Airflow (dag.test) for business days")
     _day_range(p)
     p.set_defaults(func=cmd_run_days)
+
+    p = sub.add_parser(
+        "backfill",
+        help="run business days through Airflow's scheduler, in order, one at a time (never sends)",
+        description="Creates an Airflow backfill of huitouke_daily for the business days --from .. --to "
+        "(shop time, both included): one run at a time, days that ran before run again. The DAG must be "
+        "unpaused for the runs to start. Prints the airflow command it runs.",
+    )
+    _day_range(p, to_help="last business day (default: --from)")
+    p.add_argument(
+        "--accept-incomplete-day",
+        action="store_true",
+        help="load days whose data does not look complete (a shop with no orders on them)",
+    )
+    p.add_argument(
+        "--dry-run", action="store_true", help="ask Airflow which runs it would create, create none"
+    )
+    p.add_argument("--print-only", action="store_true", help="print the airflow command, run nothing")
+    p.set_defaults(func=cmd_backfill)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -62,6 +62,9 @@ class ShopSettings(_Section):
 
 class StoreSettings(_Section):
     conn_id: str = "crm_db"
+    # The Airflow pool every task that writes the store takes a slot of: one slot serializes the
+    # writers of an embedded SQLite store; PostgreSQL may have more.
+    pool: str = "huitouke_store"
 
 
 class ScheduleSettings(_Section):
@@ -72,6 +75,9 @@ class ScheduleSettings(_Section):
 class SqlSourceSettings(_Section):
     conn_id: str = "shop_db"
     query: str
+    # One value: the source's latest order update (shop time). The day counts as complete once it
+    # is at least freshness.max_quiet_hours before the day's end.
+    watermark_query: str | None = None
 
     @field_validator("query")
     @classmethod
@@ -116,8 +122,21 @@ class HttpSourceSettings(_Section):
     max_retries: int = Field(5, ge=0)
 
 
+class FreshnessSettings(_Section):
+    """When a business day's source data counts as complete (docs/intake.md, "Freshness")."""
+
+    # The day's orders must be at least this share of the median of the trailing days' orders...
+    min_share_of_median: float = Field(0.2, ge=0, le=1)
+    trailing_days: int = Field(28, gt=0)
+    # ... once the store has this many earlier days to take a median of.
+    min_history_days: int = Field(7, gt=0)
+    # SQL with a watermark_query: the latest update may be at most this long before the day's end.
+    max_quiet_hours: float = Field(6, ge=0)
+
+
 class IntakeSettings(_Section):
     source: Literal["sql", "files", "http"] = "sql"
+    freshness: FreshnessSettings = FreshnessSettings()
     sql: SqlSourceSettings | None = None
     files: FileSourceSettings | None = None
     http: HttpSourceSettings | None = None

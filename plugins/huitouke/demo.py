@@ -259,11 +259,12 @@ def _report(crm, dag_days: list[date], say: Callable[[str], None]) -> None:
     )
 
     with crm.connect() as conn:
-        runs = conn.execute(
+        attempts = conn.execute(
             select(intake_runs)
             .where(intake_runs.c.business_date.in_(dag_days))
-            .order_by(intake_runs.c.business_date)
+            .order_by(intake_runs.c.business_date, intake_runs.c.attempt)
         ).all()
+        runs = list({run.business_date: run for run in attempts}.values())  # each day's latest attempt
         totals = {
             "customers": conn.scalar(select(func.count()).select_from(customers)),
             "orders": conn.scalar(select(func.count()).select_from(orders)),

@@ -54,14 +54,56 @@ def check_crm_schema(settings: Settings | None = None) -> str:
     return revision
 
 
-def intake_orders(start: datetime, end: datetime, settings: Settings | None = None) -> dict[str, Any]:
-    """Stage 1 for the data interval [start, end): :func:`huitouke.intake.daily.run_day`."""
+def open_business_day(
+    start: datetime, run_id: str | None = None, run_type: Any = None, settings: Settings | None = None
+) -> dict[str, Any] | None:
+    """Before the stateful stages: :func:`huitouke.calendar.daily.open_day`. Returns the day's
+    summary, or None while the day before is still running (the task waits and asks again). A day
+    after a gap fails at once, without retries, naming the missing days and the command to run them."""
+    from huitouke.calendar.daily import DayRefused, DayWaits, RunIdentity, open_day
+
+    settings = settings or load_settings()
+    day = business_date_of(start, settings)
+    run = RunIdentity(run_id, None if run_type is None else str(getattr(run_type, "value", run_type)))
+    try:
+        return _logged(open_day(_engine(settings), day, run))
+    except DayWaits as exc:
+        log.info("%s", exc)
+        return None
+    except DayRefused as exc:
+        from airflow.sdk.exceptions import AirflowFailException
+
+        raise AirflowFailException(str(exc)) from exc
+
+
+def close_business_day(start: datetime, settings: Settings | None = None) -> dict[str, Any]:
+    """After the stateful stages: :func:`huitouke.calendar.daily.close_day` (the next day may run)."""
+    from huitouke.calendar.daily import close_day
+
+    settings = settings or load_settings()
+    return _logged(close_day(_engine(settings), business_date_of(start, settings)))
+
+
+def freshness_rules(settings: Settings):
+    """The configured floor on a complete day (``intake.freshness``)."""
+    from huitouke.intake.freshness import FreshnessRules
+
+    return FreshnessRules(**settings.intake.freshness.model_dump())
+
+
+def intake_orders(
+    start: datetime, end: datetime, settings: Settings | None = None, accept_incomplete: bool = False
+) -> dict[str, Any]:
+    """Stage 1 for the data interval [start, end): :func:`huitouke.intake.daily.run_day`, which
+    stops a day that does not look complete before writing anything (unless ``accept_incomplete``)."""
     from huitouke.intake.daily import run_day
     from huitouke.intake.sources import build_source
 
     settings = settings or load_settings()
     interval = DayInterval.of_interval(start, end, settings.tz)
-    return _logged(run_day(_engine(settings), interval, build_source(settings)))
+    source = build_source(settings)
+    result = run_day(_engine(settings), interval, source, freshness_rules(settings), accept_incomplete)
+    return _logged(result)
 
 
 def update_segments(start: datetime, settings: Settings | None = None) -> dict[str, Any]:

@@ -68,6 +68,7 @@ def run_day(
     now = now or datetime.now()
     since = day - timedelta(days=lookback_days(playbook))
     with engine.begin() as conn:
+        already_stored = persist.count_evaluated_on(conn, day)
         evaluation = evaluate_waves(
             persist.read_waves(conn, since, day, SEGMENT_DIMENSIONS),
             persist.read_orders(conn, since, day, timezone),
@@ -78,4 +79,5 @@ def run_day(
             options=wave_options(playbook, timezone),
         )
         persist.write_evaluation(conn, evaluation, day, now)
+    evaluation.already_stored = already_stored
     return evaluation

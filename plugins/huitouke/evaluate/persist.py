@@ -18,7 +18,20 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-from sqlalchemy import Boolean, Connection, DateTime, Float, Integer, String, Table, and_, delete, or_, select
+from sqlalchemy import (
+    Boolean,
+    Connection,
+    DateTime,
+    Float,
+    Integer,
+    String,
+    Table,
+    and_,
+    delete,
+    func,
+    or_,
+    select,
+)
 
 from huitouke.campaigns.plan import STORED_WAVE_COLUMNS
 from huitouke.campaigns.tables import unique_key
@@ -122,6 +135,13 @@ def read_recorded(conn: Connection, since: date) -> pd.DataFrame:
     """The windows already evaluated (:data:`~huitouke.evaluate.result.WINDOW_KEY`): not again."""
     query = select(*(evaluations.c[c] for c in WINDOW_KEY)).where(evaluations.c.due_on >= since).distinct()
     return read_frame(conn, query, WINDOW_KEY)
+
+
+def count_evaluated_on(conn: Connection, day: date) -> int:
+    """How many result rows runs of ``day`` stored."""
+    return int(
+        conn.scalar(select(func.count()).select_from(evaluations).where(evaluations.c.evaluated_on == day))
+    )
 
 
 # --------------------------------------------------------------------------------------- writes

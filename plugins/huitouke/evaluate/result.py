@@ -97,10 +97,16 @@ class WaveEvaluation:
     curves: pd.DataFrame
     categories: pd.DataFrame
     options: dict[str, Any] = field(default_factory=dict)
+    already_stored: int = 0  # result rows of this day stored by an earlier run of it (kept as they are)
 
     def as_text(self) -> str:
         """The task log's report: results, breakdowns, sequences, curves, categories."""
         res = self.results
+        if res.empty and self.already_stored:
+            return (
+                f"Evaluation as of {self.as_of}: the {self.already_stored} result row(s) of the windows that "
+                "matured today were stored by an earlier run of this day; kept as they are."
+            )
         if res.empty:
             return f"Evaluation as of {self.as_of}: no campaign wave has a window that matured today."
         cohorts = res[COHORT_KEY].drop_duplicates().shape[0]
@@ -134,6 +140,7 @@ class WaveEvaluation:
         return {
             "business_date": self.as_of.isoformat(),
             "results": len(results),
+            "already_stored": self.already_stored,
             "primary": [
                 {
                     "campaign": r["campaign"],

@@ -127,6 +127,13 @@ class FileOrderSource:
     def has_date_placeholder(self) -> bool:
         return "{ds}" in self.pattern or "{ds_nodash}" in self.pattern
 
+    def completeness(self, start: datetime, end: datetime, max_quiet_hours: float) -> str | None:
+        """Why [start, end) may not be complete yet, or None: with ``{ds}`` in the pattern, the day's
+        export must be there."""
+        if self.has_date_placeholder and not self._matching_files(start):
+            return f"the day's export {self._pattern_for(start)} is not in the folder {self.folder.name} yet"
+        return None
+
     def read(self, start: datetime, end: datetime) -> pd.DataFrame:
         """All order rows for [start, end), in file-name then line order."""
         if start.tzinfo is None or end.tzinfo is None:

@@ -367,6 +367,10 @@ class HttpOrderSource:
             rows.append({**order, **line_values, SOURCE_REF_COLUMN: f"{ref} line {j}"})
         return rows
 
+    def completeness(self, start: datetime, end: datetime, max_quiet_hours: float) -> str | None:
+        """None: an API gives no sign of a complete day; the floor on the day's orders decides."""
+        return None
+
     def read(self, start: datetime, end: datetime) -> pd.DataFrame:
         """All order rows the API returns for [start, end), in API order."""
         if start.tzinfo is None or end.tzinfo is None:

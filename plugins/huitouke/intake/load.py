@@ -318,5 +318,5 @@ def load_batch(
             customers_new=len(plan.new_customers),
             customers_updated=len(plan.changed_customers),
         )
-        persist.replace_run(conn, summary.run_row(now))
+        persist.record_run(conn, summary.run_row(now))
     return summary

@@ -6,10 +6,10 @@ run's row). Plain Python values in and out; what to write is decided in
 from __future__ import annotations
 
 from collections.abc import Iterable
-from datetime import date, datetime
+from datetime import date, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Column, Connection, Row, bindparam, delete, insert, select, update
+from sqlalchemy import Column, Connection, Row, bindparam, func, insert, select, update
 
 from huitouke import records
 from huitouke.store.rows import chunks
@@ -147,11 +147,26 @@ def insert_quarantine(
     return len(rows)
 
 
-def replace_run(conn: Connection, row: dict[str, Any]) -> None:
-    """Record an intake in ``intake_runs``, replacing an earlier run's row for the same day and source."""
-    conn.execute(
-        delete(intake_runs).where(
-            (intake_runs.c.business_date == row["business_date"]) & (intake_runs.c.source == row["source"])
-        )
-    )
-    conn.execute(insert(intake_runs).values(**row))
+def record_run(conn: Connection, row: dict[str, Any]) -> int:
+    """Record an intake in ``intake_runs`` as the next attempt for its day and source (the rows of
+    earlier attempts stay: the audit of a re-run or a backfill). Returns the attempt's number."""
+    key = (intake_runs.c.business_date == row["business_date"]) & (intake_runs.c.source == row["source"])
+    attempt = (conn.scalar(select(func.max(intake_runs.c.attempt)).where(key)) or 0) + 1
+    conn.execute(insert(intake_runs).values(**row, attempt=attempt))
+    return attempt
+
+
+def daily_orders_before(conn: Connection, source: str, day: date, days: int) -> list[int]:
+    """Orders read by the daily intakes of ``source`` on the ``days`` business days before ``day``
+    (the latest attempt of each), oldest first: what a complete day is measured against."""
+    runs = intake_runs.c
+    rows = conn.execute(
+        select(runs.business_date, runs.attempt, runs.orders_read)
+        .where(runs.source == source)
+        .where(runs.business_date < day)
+        .where(runs.business_date >= day - timedelta(days=days))
+        .where(runs.last_business_date == runs.business_date)
+        .order_by(runs.business_date, runs.attempt)
+    ).all()
+    latest = {row.business_date: int(row.orders_read) for row in rows}  # the last attempt wins
+    return [latest[d] for d in sorted(latest)]

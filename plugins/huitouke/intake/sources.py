@@ -19,6 +19,10 @@ class OrderSource(Protocol):
 
     def read(self, start: Any, end: Any) -> pd.DataFrame: ...
 
+    def completeness(self, start: Any, end: Any, max_quiet_hours: float) -> str | None:
+        """Why the interval may not be complete in the source yet, or None (intake/freshness.py)."""
+        ...
+
 
 def build_source(settings: Settings) -> OrderSource:
     """The source ``intake.source`` names, configured from its section."""
@@ -29,7 +33,13 @@ def build_source(settings: Settings) -> OrderSource:
 
         sql = intake.sql
         assert sql is not None
-        return SqlOrderSource(engine_for(sql.conn_id), sql.query, tz, name=f"sql:{sql.conn_id}")
+        return SqlOrderSource(
+            engine_for(sql.conn_id),
+            sql.query,
+            tz,
+            name=f"sql:{sql.conn_id}",
+            watermark_query=sql.watermark_query,
+        )
     if intake.source == "files":
         from huitouke.intake.files import FileOrderSource
 

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import datetime, timedelta
 from zoneinfo import ZoneInfo
 
 import pandas as pd
 from sqlalchemy import Engine, text
 
 from huitouke import records
+from huitouke.intake.files import parse_local_time
 from huitouke.pii import get_logger
 
 log = get_logger(__name__)
@@ -25,11 +26,31 @@ class SqlOrderSource:
     are dropped with a warning so a typo is visible.
     """
 
-    def __init__(self, engine: Engine, query: str, timezone: str, name: str) -> None:
+    def __init__(
+        self, engine: Engine, query: str, timezone: str, name: str, watermark_query: str | None = None
+    ) -> None:
         self.engine = engine
         self.query = text(query)
+        self.watermark_query = text(watermark_query) if watermark_query else None
         self.tz = ZoneInfo(timezone)
         self.name = name
+
+    def completeness(self, start: datetime, end: datetime, max_quiet_hours: float) -> str | None:
+        """Why [start, end) may not be complete yet, or None: with a ``watermark_query``, the source's
+        latest order update must be at most ``max_quiet_hours`` before ``end``."""
+        if self.watermark_query is None:
+            return None
+        with self.engine.connect() as conn:
+            latest = parse_local_time(conn.execute(self.watermark_query).scalar(), self.tz)
+        if latest is None:
+            return f"the {self.name} watermark query returned no time"
+        needed = end - timedelta(hours=max_quiet_hours)
+        if latest < needed:
+            return (
+                f"the source's latest order update is {latest.astimezone(self.tz):%Y-%m-%d %H:%M}, before "
+                f"{needed.astimezone(self.tz):%Y-%m-%d %H:%M} shop time"
+            )
+        return None
 
     def read(self, start: datetime, end: datetime) -> pd.DataFrame:
         params = {

@@ -30,6 +30,7 @@ import numpy as np
 import pandas as pd
 from sqlalchemy import Connection, Engine
 
+from huitouke.calendar.daily import DayRefused
 from huitouke.pii import get_logger
 from huitouke.segments import persist, snapshot
 from huitouke.segments.allocator import RunAllocator
@@ -88,12 +89,7 @@ def run_day(engine: Engine, day: date, rules: SegmentSettings) -> SegmentsDay:
             locked = persist.lock_store(conn)
             latest = persist.latest_run(conn)
             if latest is not None and day < latest.business_date:
-                log.warning(
-                    "Segments for %s were computed before %s, which builds on them: kept as they are",
-                    day,
-                    latest.business_date,
-                )
-                return SegmentsDay(day, recomputed=False, kpis=persist.stored_kpis(conn, day))
+                return _kept(conn, day, latest.business_date)
             saved = snapshot.load_for_run(engine.url, latest)
             rerun = latest is not None and latest.business_date == day
             # Everything is read before the transaction writes anything: SQLite then serves it
@@ -108,6 +104,21 @@ def run_day(engine: Engine, day: date, rules: SegmentSettings) -> SegmentsDay:
                 else:
                     new = _folded_state(conn, run, pending, saved, writes)
                 return _record_day(run, new, open_rows, writes, next_snapshot)
+
+
+def _kept(conn: Connection, day: date, latest: date) -> SegmentsDay:
+    """A day before the latest computed one: its stored segments stay as they are (later days were
+    computed on top of them); a day never computed is refused, never "kept"."""
+    kpis = persist.stored_kpis(conn, day)
+    if kpis is None:
+        raise DayRefused(
+            f"segments for {day} were never computed, and {latest} was computed without them: "
+            "the customer state does not go back"
+        )
+    log.warning(
+        "Segments for %s were computed before %s, which builds on them: kept as computed", day, latest
+    )
+    return SegmentsDay(day, recomputed=False, kpis=kpis)
 
 
 @dataclass(frozen=True)

@@ -117,12 +117,14 @@ quarantine = Table(
 )
 
 # What one intake did: the figures the task log and the UI show. A daily run covers one business
-# day (last_business_date = business_date); a history load covers a period.
+# day (last_business_date = business_date); a history load covers a period. One row per attempt
+# (1, 2, ...): a re-run or a backfill adds its row beside the ones before it.
 intake_runs = Table(
     "intake_runs",
     metadata,
     Column("business_date", Date, primary_key=True),
     Column("source", String(64), primary_key=True),
+    Column("attempt", Integer, primary_key=True, autoincrement=False),
     Column("last_business_date", Date, nullable=False),
     Column("rows_read", Integer, nullable=False),
     Column("orders_read", Integer, nullable=False),
@@ -132,6 +134,21 @@ intake_runs = Table(
     Column("quarantined", Integer, nullable=False),
     Column("quarantined_by_reason", Text, nullable=False),
     Column("finished_at", DateTime, nullable=False),
+)
+
+# The daily run's calendar (huitouke.calendar): one row per business day the stateful stages opened.
+# status "open" from the day's first task until its last stateful stage, then "completed"; a day
+# opens only when the day before it completed (or when it is the store's first day).
+business_days = Table(
+    "business_days",
+    metadata,
+    Column("business_date", Date, primary_key=True),
+    Column("status", String(16), nullable=False),
+    Column("attempts", Integer, nullable=False),
+    Column("run_id", String(250)),  # the Airflow run of the latest attempt
+    Column("run_type", String(32)),  # scheduled, manual, backfill, ...
+    Column("opened_at", DateTime, nullable=False),
+    Column("completed_at", DateTime),
 )
 
 # Per-customer state derived from paid orders, kept current by stage 2 (huitouke.segments.state):
