@@ -195,7 +195,7 @@ def airflow_env(
             "AIRFLOW__API__WORKERS": "1",
             "AIRFLOW__API__BASE_URL": base_url,
             "AIRFLOW__API__SECRET_KEY": secrets.token_urlsafe(16),
-            "AIRFLOW__API_AUTH__JWT_SECRET": secrets.token_urlsafe(32),
+            "AIRFLOW__API_AUTH__JWT_SECRET": secrets.token_urlsafe(64),  # HS512 wants 64 bytes
             "AIRFLOW__SCHEDULER__USE_JOB_SCHEDULE": str(scheduled_runs),
             "AIRFLOW__SCHEDULER__SCHEDULER_IDLE_SLEEP_TIME": "0.5",
             "AIRFLOW__SCHEDULER__SCHEDULER_HEARTBEAT_SEC": "2",
@@ -204,6 +204,9 @@ def airflow_env(
             "AIRFLOW__DAG_PROCESSOR__PARSING_PROCESSES": "1",
             "AIRFLOW__LOGGING__LOGGING_LEVEL": "INFO",  # the tasks' INFO lines are what tests read
             "AIRFLOW__LOGGING__COLORED_CONSOLE_LOG": "False",
+            # The scheduler serves task logs on a port of its own (8793 by default): a free one, so
+            # that two sessions on one machine do not collide.
+            "AIRFLOW__LOGGING__WORKER_LOG_SERVER_PORT": str(free_port()),
         }
     )
     env.update(extra)
