@@ -1,0 +1,138 @@
+"""The daily DAG under Airflow's real scheduler (api-server, dag-processor and scheduler as
+processes, tests/airflow_server.py), driven through the REST API: a triggered day, the same day
+run again, a backfill of two days. They share one Airflow start-up with every other test module
+that uses the ``airflow_server`` fixture."""
+
+from __future__ import annotations
+
+import hashlib
+from datetime import date, datetime, timedelta
+
+import pytest
+from sqlalchemy import select
+
+pytestmark = pytest.mark.scheduler
+pytest_plugins = ["airflow_server"]
+
+HISTORY_START = date(2025, 11, 1)
+DAY = date(2025, 12, 11)  # triggered, then run again
+BACKFILL = (date(2025, 12, 12), date(2025, 12, 13))  # backfilled after DAY
+TASKS = {"check_crm_schema", "intake_orders", "update_segments", "lint_templates", "plan_campaigns"}
+AUDIT_TABLES = {"intake_runs"}  # one row per intake: what a run did, not the data it leaves
+# When a day's segments were last computed and its messages last rendered: a re-run stamps them anew.
+RESTAMPED = {"computed_at", "rendered_at"}
+
+
+@pytest.fixture(scope="module")
+def crm(airflow_server):
+    """A small generated demo shop in the harness's shop database, as it stood at the end of the
+    last day these tests run; the CRM store migrated and loaded with the history before ``DAY``
+    (one intake, then that evening's segments, as ``make demo`` does). The DAG is unpaused for
+    the module: runs of a paused DAG stay queued."""
+    from huitouke.config import load_settings
+    from huitouke.demo_shop import ShopSpec, generate_shop, shop_as_of, write_shop
+    from huitouke.pipeline import day_bounds, intake_orders, update_segments
+    from huitouke.store.connection import make_engine
+    from huitouke.store.migrate import upgrade
+
+    data = airflow_server.data
+    shop = generate_shop(
+        ShopSpec(customers=2_000, start=HISTORY_START, end=BACKFILL[-1], seed=12, bad_row_share=0.01)
+    )
+    write_shop(shop_as_of(shop, BACKFILL[-1]), make_engine(data.shop_url))
+    engine = make_engine(data.crm_url)
+    upgrade(engine)
+    with data.as_current():
+        settings = load_settings()
+        start, _ = day_bounds(HISTORY_START, settings)
+        evening, end = day_bounds(DAY - timedelta(days=1), settings)
+        intake_orders(start, end, settings)
+        update_segments(evening, settings)
+    airflow_server.api.unpause()
+    yield engine
+    airflow_server.api.pause()
+    engine.dispose()
+
+
+@pytest.fixture(scope="module")
+def day_run(airflow_server, crm) -> dict:
+    """Business day ``DAY`` triggered through the REST API, waited for."""
+    api = airflow_server.api
+    run = api.trigger_day(DAY)
+    return api.wait_for_run(run["dag_run_id"])
+
+
+def _at(value: str) -> datetime:
+    return datetime.fromisoformat(value)
+
+
+def _rows_for(crm, table, day: date) -> int:
+    with crm.connect() as conn:
+        return len(conn.execute(select(table).where(table.c.business_date == day)).all())
+
+
+def store_fingerprint(crm) -> dict[str, tuple[int, str]]:
+    """Rows and a checksum of every table of the CRM store, every column but the re-run stamps,
+    the audit of intakes aside."""
+    from huitouke.store.schema import metadata
+
+    fingerprint = {}
+    with crm.connect() as conn:
+        for table in metadata.sorted_tables:
+            if table.name in AUDIT_TABLES:
+                continue
+            columns = [c for c in table.columns if c.name not in RESTAMPED]
+            rows = sorted(repr(tuple(row)) for row in conn.execute(select(*columns)))
+            fingerprint[table.name] = (len(rows), hashlib.sha256("\n".join(rows).encode()).hexdigest()[:16])
+    return fingerprint
+
+
+def test_a_triggered_business_day_runs_every_task_and_stores_that_day(airflow_server, day_run, crm):
+    from huitouke.store.schema import campaign_days, intake_runs, segment_kpis
+
+    api = airflow_server.api
+    assert day_run["state"] == "success"
+    assert day_run["run_type"] == "manual"
+    assert api.business_day(day_run) == DAY
+    assert _at(day_run["logical_date"]) == _at(day_run["data_interval_start"]) == api.day_start(DAY)
+    assert _at(day_run["data_interval_end"]) == api.day_start(DAY + timedelta(days=1))
+    states = api.task_states(day_run["dag_run_id"])
+    assert TASKS | {"evaluate_campaigns"} <= set(states)
+    assert any(name.startswith("render_messages[") for name in states)  # one per planned campaign
+    assert set(states.values()) == {"success"}, states
+    assert _rows_for(crm, intake_runs, DAY) == 1
+    assert _rows_for(crm, segment_kpis, DAY) == 1
+    assert _rows_for(crm, campaign_days, DAY) > 0
+    assert f"Order intake for {DAY}" in api.task_log(day_run["dag_run_id"], "intake_orders")
+    assert f"Segments for {DAY}" in api.task_log(day_run["dag_run_id"], "update_segments")
+
+
+def test_running_the_day_again_leaves_the_store_as_it_was(airflow_server, day_run, crm):
+    api = airflow_server.api
+    run_id = day_run["dag_run_id"]
+    before = store_fingerprint(crm)
+    assert api.clear_run(run_id)["state"] == "queued"
+    again = api.wait_for_run(run_id)
+    assert again["state"] == "success"
+    assert _at(again["start_date"]) > _at(day_run["end_date"])  # really run again, the same run
+    tries = {ti["task_id"]: ti["try_number"] for ti in api.task_instances(run_id)}
+    assert set(tries.values()) == {2}, tries
+    assert set(api.task_states(run_id).values()) == {"success"}
+    assert store_fingerprint(crm) == before
+
+
+def test_a_backfill_runs_exactly_the_days_asked_one_at_a_time_in_date_order(airflow_server, day_run, crm):
+    from huitouke.store.schema import intake_runs, segment_kpis
+
+    api = airflow_server.api
+    first, last = BACKFILL
+    assert api.backfill_days(first, last) == [first, last]  # a dry run: those days and no others
+    runs = api.wait_for_backfill(api.backfill(first, last, max_active_runs=1))
+    assert [api.business_day(run) for run in runs] == [first, last]
+    for run, day in zip(runs, BACKFILL, strict=True):
+        assert run["state"] == "success" and run["run_type"] == "backfill"
+        assert _at(run["logical_date"]) == _at(run["data_interval_start"]) == api.day_start(day)
+        assert _at(run["data_interval_end"]) == api.day_start(day + timedelta(days=1))
+        assert set(api.task_states(run["dag_run_id"]).values()) == {"success"}
+        assert _rows_for(crm, intake_runs, day) == 1 and _rows_for(crm, segment_kpis, day) == 1
+    assert _at(runs[0]["end_date"]) <= _at(runs[1]["start_date"])  # one after the other
