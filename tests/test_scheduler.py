@@ -17,8 +17,17 @@ pytest_plugins = ["airflow_server"]
 HISTORY_START = date(2025, 11, 1)
 DAY = date(2025, 12, 11)  # triggered, then run again
 BACKFILL = (date(2025, 12, 12), date(2025, 12, 13))  # backfilled after DAY
-TASKS = {"check_crm_schema", "intake_orders", "update_segments", "lint_templates", "plan_campaigns"}
-AUDIT_TABLES = {"intake_runs"}  # one row per intake: what a run did, not the data it leaves
+TASKS = {
+    "check_crm_schema",
+    "open_business_day",
+    "intake_orders",
+    "update_segments",
+    "lint_templates",
+    "plan_campaigns",
+    "close_business_day",
+}
+# What runs did, not the data they leave: one row per intake attempt, the calendar's attempts.
+AUDIT_TABLES = {"intake_runs", "business_days"}
 # When a day's segments were last computed and its messages last rendered: a re-run stamps them anew.
 RESTAMPED = {"computed_at", "rendered_at"}
 
@@ -119,6 +128,12 @@ def test_running_the_day_again_leaves_the_store_as_it_was(airflow_server, day_ru
     assert set(tries.values()) == {2}, tries
     assert set(api.task_states(run_id).values()) == {"success"}
     assert store_fingerprint(crm) == before
+    from huitouke.store.schema import business_days, intake_runs
+
+    assert _rows_for(crm, intake_runs, DAY) == 2  # the first attempt's audit is kept beside the second
+    with crm.connect() as conn:
+        calendar = conn.execute(select(business_days).where(business_days.c.business_date == DAY)).one()
+    assert (calendar.status, calendar.attempts, calendar.run_type) == ("completed", 2, "manual")
 
 
 def test_a_backfill_runs_exactly_the_days_asked_one_at_a_time_in_date_order(airflow_server, day_run, crm):
@@ -136,3 +151,41 @@ def test_a_backfill_runs_exactly_the_days_asked_one_at_a_time_in_date_order(airf
         assert set(api.task_states(run["dag_run_id"]).values()) == {"success"}
         assert _rows_for(crm, intake_runs, day) == 1 and _rows_for(crm, segment_kpis, day) == 1
     assert _at(runs[0]["end_date"]) <= _at(runs[1]["start_date"])  # one after the other
+
+
+def _nothing_stored_for(crm, day: date) -> bool:
+    from huitouke.store.schema import campaign_days, intake_runs, segment_kpis
+
+    return all(_rows_for(crm, table, day) == 0 for table in (intake_runs, segment_kpis, campaign_days))
+
+
+def test_a_day_after_a_gap_fails_at_once_naming_the_missing_days(airflow_server, day_run, crm):
+    """After the backfill the last completed day is BACKFILL[-1]; a day three days later does not
+    start: its first stateful task fails without retries, naming the two missing days and the
+    command that runs them; nothing of the day is stored."""
+    api = airflow_server.api
+    gap_day = BACKFILL[-1] + timedelta(days=3)
+    run = api.wait_for_run(api.trigger_day(gap_day)["dag_run_id"])
+    assert run["state"] == "failed"
+    states = api.task_states(run["dag_run_id"])
+    assert states["open_business_day"] == "failed" and states["intake_orders"] == "upstream_failed"
+    log = api.task_log(run["dag_run_id"], "open_business_day")
+    assert "2025-12-14 .. 2025-12-15 (2 days) did not run" in log
+    assert "huitouke backfill --from 2025-12-14 --to 2025-12-15" in log
+    assert _nothing_stored_for(crm, gap_day)
+
+
+def test_a_stale_day_stops_before_anything_is_written(airflow_server, day_run, crm):
+    """The shop's data ends with BACKFILL[-1]: the next day may run by the calendar, but its
+    source is not past the day (and has no order): intake stops it, nothing is written, no
+    message planned."""
+    api = airflow_server.api
+    stale_day = BACKFILL[-1] + timedelta(days=1)
+    run = api.wait_for_run(api.trigger_day(stale_day)["dag_run_id"])
+    assert run["state"] == "failed"
+    states = api.task_states(run["dag_run_id"])
+    assert states["open_business_day"] == "success" and states["intake_orders"] == "failed"
+    assert states["plan_campaigns"] == "upstream_failed"
+    log = api.task_log(run["dag_run_id"], "intake_orders")
+    assert "business day 2025-12-14 looks incomplete" in log and "accept_incomplete_day" in log
+    assert _nothing_stored_for(crm, stale_day)

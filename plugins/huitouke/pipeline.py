@@ -73,6 +73,7 @@ def open_business_day(
     except DayRefused as exc:
         from airflow.sdk.exceptions import AirflowFailException
 
+        log.error("%s", exc)  # the log's own line, whatever Airflow shows of the exception
         raise AirflowFailException(str(exc)) from exc
 
 
@@ -97,12 +98,17 @@ def intake_orders(
     """Stage 1 for the data interval [start, end): :func:`huitouke.intake.daily.run_day`, which
     stops a day that does not look complete before writing anything (unless ``accept_incomplete``)."""
     from huitouke.intake.daily import run_day
+    from huitouke.intake.freshness import StaleDay
     from huitouke.intake.sources import build_source
 
     settings = settings or load_settings()
     interval = DayInterval.of_interval(start, end, settings.tz)
     source = build_source(settings)
-    result = run_day(_engine(settings), interval, source, freshness_rules(settings), accept_incomplete)
+    try:
+        result = run_day(_engine(settings), interval, source, freshness_rules(settings), accept_incomplete)
+    except StaleDay as exc:
+        log.error("%s", exc)
+        raise
     return _logged(result)
 
 
