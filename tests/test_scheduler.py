@@ -9,7 +9,7 @@ import hashlib
 from datetime import date, datetime, timedelta
 
 import pytest
-from sqlalchemy import select
+from sqlalchemy import func, select
 
 pytestmark = pytest.mark.scheduler
 pytest_plugins = ["airflow_server"]
@@ -189,3 +189,36 @@ def test_a_stale_day_stops_before_anything_is_written(airflow_server, day_run, c
     log = api.task_log(run["dag_run_id"], "intake_orders")
     assert "business day 2025-12-14 looks incomplete" in log and "accept_incomplete_day" in log
     assert _nothing_stored_for(crm, stale_day)
+
+
+def test_unpausing_a_year_after_the_data_plans_nothing(airflow_server, day_run, crm):
+    """The unpause trap: with scheduled runs on (catchup off) the scheduler runs the latest
+    complete business day, long after the shop's data ends. The calendar stops that run at its
+    first stateful task, naming the missing days; no segment moves, no message is planned."""
+    from airflow_server import wait_until
+
+    from huitouke.store.schema import outbox
+
+    api = airflow_server.api
+    with crm.connect() as conn:
+        queued = conn.scalar(select(func.count()).select_from(outbox))
+    airflow_server.restart_scheduler(scheduled_runs=True)
+    try:
+        scheduled = wait_until(
+            "the scheduler's run for the latest day",
+            lambda: api.runs(run_type="scheduled"),
+            120,
+            airflow_server.report,
+        )[-1]
+        run = api.wait_for_run(scheduled["dag_run_id"])
+    finally:
+        api.pause()
+        airflow_server.restart_scheduler(scheduled_runs=False)
+    latest = api.business_day(run)
+    assert latest > BACKFILL[-1] + timedelta(days=300)  # yesterday, a year after the data
+    assert run["state"] == "failed"
+    assert api.task_states(run["dag_run_id"])["open_business_day"] == "failed"
+    assert "huitouke backfill --from 2025-12-14" in api.task_log(run["dag_run_id"], "open_business_day")
+    assert _nothing_stored_for(crm, latest)
+    with crm.connect() as conn:
+        assert conn.scalar(select(func.count()).select_from(outbox)) == queued
