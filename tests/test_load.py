@@ -76,7 +76,7 @@ def test_rerunning_a_day_changes_nothing(store_engine):
     assert count(store_engine, quarantine) == 1
     assert count(store_engine, orders) == 1
     assert stored(store_engine, "T1") == before
-    assert count(store_engine, intake_runs) == 1
+    assert count(store_engine, intake_runs) == 2  # one audit row per attempt
 
 
 def test_a_refund_updates_the_status_and_adds_no_revenue(store_engine):

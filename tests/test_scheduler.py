@@ -222,3 +222,40 @@ def test_unpausing_a_year_after_the_data_plans_nothing(airflow_server, day_run, 
     assert _nothing_stored_for(crm, latest)
     with crm.connect() as conn:
         assert conn.scalar(select(func.count()).select_from(outbox)) == queued
+
+
+def test_huitouke_backfill_asks_airflow_for_exactly_the_shop_days(airflow_server, crm):
+    """The data engineer's command, against the running Airflow: a dry run of business days
+    2025-12-12 .. 12-13 selects exactly their two runs (logical dates at 00:00 shop time), none on
+    either side."""
+    import subprocess
+    import sys
+
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "huitouke.cli",
+            "backfill",
+            "--from",
+            "2025-12-12",
+            "--to",
+            "2025-12-13",
+            "--dry-run",
+        ],
+        env=airflow_server.env,
+        capture_output=True,
+        text=True,
+        timeout=180,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    out = done.stdout
+    assert "--from-date 2025-12-12T00:00:00+08:00" in out and "--max-active-runs 1" in out
+    runs = [
+        line.split("|")[1].strip()
+        for line in out.split("Runs to be attempted")[-1].splitlines()
+        if line.startswith("| 20")
+    ]
+    # business days 12-12 and 12-13 start at 2025-12-12 00:00 +08:00 and 2025-12-12 16:00 UTC
+    assert runs == ["2025-12-12 00:00:00+08:00", "2025-12-12 16:00:00+00:00"], out

@@ -69,13 +69,23 @@ def test_daily_dag_is_one_run_per_shop_day_in_order(dagbag):
     upstream = {t.task_id: t.upstream_task_ids for t in dag.tasks}
     assert upstream == {
         "check_crm_schema": set(),
-        "intake_orders": {"check_crm_schema"},
+        "open_business_day": {"check_crm_schema"},
+        "intake_orders": {"open_business_day"},
         "update_segments": {"intake_orders"},
         "lint_templates": {"update_segments"},
         "plan_campaigns": {"lint_templates"},
         "render_messages": {"plan_campaigns"},
         "evaluate_campaigns": {"plan_campaigns"},
+        "close_business_day": {"evaluate_campaigns"},
     }
+
+
+def test_every_task_that_writes_the_store_takes_a_slot_of_its_pool(dagbag):
+    """SQLite has one writer at a time: the store's writers share the pool huitouke_store."""
+    pools = {t.task_id: t.pool for t in dagbag.dags["huitouke_daily"].tasks}
+    readers = {"check_crm_schema", "lint_templates"}
+    assert {pools[t] for t in pools if t not in readers} == {"huitouke_store"}
+    assert {pools[t] for t in readers} == {"default_pool"}
 
 
 def test_messages_are_rendered_by_one_mapped_task_per_campaign_named_after_it(dagbag):
