@@ -402,3 +402,18 @@ def test_a_larger_wave_with_a_true_effect_is_found():
     row = _row(evaluate_waves(waves, orders, date(2025, 12, 11)).results, 10)
     assert row["verdict"] == "lift"
     assert row["lift_low"] <= 0.06 <= row["lift_high"]
+
+
+def test_a_rerun_says_todays_windows_were_stored_by_the_first_run():
+    """The issue's misleading words: a re-run evaluates nothing new, and says why."""
+    from huitouke.evaluate.result import WaveEvaluation
+
+    empty = pd.DataFrame()
+    rerun = WaveEvaluation(DUE, empty, empty, empty, empty, empty, already_stored=3)
+    assert (
+        "the 3 result row(s) of the windows that matured today were stored by an earlier run"
+        in rerun.as_text()
+    )
+    assert rerun.as_dict()["already_stored"] == 3
+    quiet = WaveEvaluation(DUE, empty, empty, empty, empty, empty)
+    assert "no campaign wave has a window that matured today" in quiet.as_text()

@@ -89,7 +89,11 @@ def decide(view: CalendarView) -> Decision:
         )
     if view.previous_status == OPEN:
         return Decision(
-            WAIT, "wait", f"{previous}, the day before, has not completed yet: {day} waits for it"
+            WAIT,
+            "wait",
+            f"{previous}, the day before, has not completed yet: {day} waits for it (if its run failed, "
+            "for example on incomplete data, clear its failed tasks once fixed, or run it with "
+            "accept_incomplete_day)",
         )
     return _gap(view, previous)
 
