@@ -6,6 +6,7 @@ that uses the ``airflow_server`` fixture."""
 from __future__ import annotations
 
 import hashlib
+import itertools
 from datetime import date, datetime, timedelta
 
 import pytest
@@ -114,6 +115,20 @@ def test_a_triggered_business_day_runs_every_task_and_stores_that_day(airflow_se
     assert _rows_for(crm, campaign_days, DAY) > 0
     assert f"Order intake for {DAY}" in api.task_log(day_run["dag_run_id"], "intake_orders")
     assert f"Segments for {DAY}" in api.task_log(day_run["dag_run_id"], "update_segments")
+
+
+def test_the_store_writers_of_a_day_run_one_at_a_time(airflow_server, day_run):
+    """The pool of one slot serializes the store's writers, mapped renders included: under the real
+    scheduler no two of them were ever running at once."""
+    from airflow_server import STORE_POOL
+
+    writers = [
+        ti for ti in airflow_server.api.task_instances(day_run["dag_run_id"]) if ti["pool"] == STORE_POOL
+    ]
+    assert len([ti for ti in writers if ti["task_id"] == "render_messages"]) > 1  # parallel candidates
+    spans = sorted((_at(ti["start_date"]), _at(ti["end_date"])) for ti in writers)
+    overlaps = [(a, b) for a, b in itertools.pairwise(spans) if b[0] < a[1]]
+    assert not overlaps, overlaps
 
 
 def test_running_the_day_again_leaves_the_store_as_it_was(airflow_server, day_run, crm):
