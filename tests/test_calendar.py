@@ -14,7 +14,7 @@ from sqlalchemy import insert, select
 
 from huitouke.calendar import persist
 from huitouke.calendar.backfill import backfill_args
-from huitouke.calendar.daily import DayRefused, DayWaits, RunIdentity, close_day, open_day
+from huitouke.calendar.daily import DayRefused, DayWaits, RunIdentity, close_day, open_day, stop_day
 from huitouke.calendar.rules import COMPLETED, OPEN, REFUSE, RUN, WAIT, CalendarView, decide
 from huitouke.store.schema import business_days
 
@@ -88,6 +88,20 @@ def test_a_rerun_counts_its_attempt_and_keeps_the_day_completed(store_engine):
     with store_engine.connect() as conn:
         row = conn.execute(select(business_days).where(business_days.c.business_date == D)).one()
     assert (row.status, row.attempts, row.run_type) == (COMPLETED, 2, "backfill")
+
+
+def test_a_day_stopped_on_stale_data_stays_open_and_the_next_day_waits_saying_why(store_engine):
+    open_day(store_engine, D)
+    stop_day(store_engine, D, "business day 2025-12-16 looks incomplete: no export file")
+    with pytest.raises(DayWaits) as waited:
+        open_day(store_engine, D + timedelta(days=1))
+    message = str(waited.value)
+    assert "2025-12-16, the day before, stopped: business day 2025-12-16 looks incomplete" in message
+    assert "accept_incomplete_day" in message
+    again = open_day(store_engine, D, RunIdentity("manual__3", "manual"))  # cleared once fixed
+    assert (again.kind, again.attempt) == ("first", 2)
+    with store_engine.connect() as conn:
+        assert persist.read_view(conn, D + timedelta(days=1)).previous_stop_reason is None
 
 
 def test_a_day_never_opened_cannot_be_completed(store_engine):

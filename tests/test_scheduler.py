@@ -204,6 +204,11 @@ def test_a_stale_day_stops_before_anything_is_written(airflow_server, day_run, c
     log = api.task_log(run["dag_run_id"], "intake_orders")
     assert "business day 2025-12-14 looks incomplete" in log and "accept_incomplete_day" in log
     assert _nothing_stored_for(crm, stale_day)
+    from huitouke.store.schema import business_days
+
+    with crm.connect() as conn:
+        day = conn.execute(select(business_days).where(business_days.c.business_date == stale_day)).one()
+    assert day.status == "open" and "looks incomplete" in day.stop_reason  # the next day's wait says it
 
 
 def test_unpausing_a_year_after_the_data_plans_nothing(airflow_server, day_run, crm):

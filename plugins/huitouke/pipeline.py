@@ -96,7 +96,8 @@ def intake_orders(
     start: datetime, end: datetime, settings: Settings | None = None, accept_incomplete: bool = False
 ) -> dict[str, Any]:
     """Stage 1 for the data interval [start, end): :func:`huitouke.intake.daily.run_day`, which
-    stops a day that does not look complete before writing anything (unless ``accept_incomplete``)."""
+        stops a day that does not look complete before writing anything (unless ``accept_incomplete``); the
+    calendar keeps the day open with the reason, which the next day's wait repeats."""
     from huitouke.intake.daily import run_day
     from huitouke.intake.freshness import StaleDay
     from huitouke.intake.sources import build_source
@@ -104,10 +105,14 @@ def intake_orders(
     settings = settings or load_settings()
     interval = DayInterval.of_interval(start, end, settings.tz)
     source = build_source(settings)
+    engine = _engine(settings)
     try:
-        result = run_day(_engine(settings), interval, source, freshness_rules(settings), accept_incomplete)
+        result = run_day(engine, interval, source, freshness_rules(settings), accept_incomplete)
     except StaleDay as exc:
+        from huitouke.calendar.daily import stop_day
+
         log.error("%s", exc)
+        stop_day(engine, interval.day, str(exc))
         raise
     return _logged(result)
 

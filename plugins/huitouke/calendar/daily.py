@@ -20,7 +20,7 @@ from huitouke.calendar import persist
 from huitouke.calendar.rules import RUN, WAIT, decide
 from huitouke.pii import get_logger
 
-__all__ = ["CalendarDay", "DayRefused", "DayWaits", "RunIdentity", "close_day", "open_day"]
+__all__ = ["CalendarDay", "DayRefused", "DayWaits", "RunIdentity", "close_day", "open_day", "stop_day"]
 
 log = get_logger(__name__)
 
@@ -81,6 +81,14 @@ def open_day(engine: Engine, day: date, run: RunIdentity | None = None) -> Calen
             raise DayRefused(decision.reason)
         attempt = persist.mark_opened(conn, view, run.run_id, run.run_type, _now())
     return CalendarDay(day, "opened", decision.kind, attempt, decision.reason)
+
+
+def stop_day(engine: Engine, day: date, reason: str) -> None:
+    """The day's attempt stopped before completing (a stale source): it stays open with the reason,
+    which the next day's wait repeats."""
+    with engine.begin() as conn:
+        persist.lock_calendar(conn)
+        persist.mark_stopped(conn, day, reason)
 
 
 def close_day(engine: Engine, day: date) -> CalendarDay:

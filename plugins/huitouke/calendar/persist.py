@@ -10,7 +10,7 @@ from huitouke.calendar.rules import COMPLETED, OPEN, CalendarView
 from huitouke.store.rows import lock_writers
 from huitouke.store.schema import business_days
 
-__all__ = ["lock_calendar", "mark_completed", "mark_opened", "read_view"]
+__all__ = ["lock_calendar", "mark_completed", "mark_opened", "mark_stopped", "read_view"]
 
 _days = business_days.c
 
@@ -20,20 +20,24 @@ def lock_calendar(conn: Connection) -> None:
     lock_writers(conn, business_days)
 
 
-def _status(conn: Connection, day: date) -> str | None:
-    return conn.scalar(select(_days.status).where(_days.business_date == day))
+def _status(conn: Connection, day: date) -> tuple[str | None, str | None]:
+    """The day's status and stop reason (None, None: never opened)."""
+    row = conn.execute(select(_days.status, _days.stop_reason).where(_days.business_date == day)).first()
+    return (row.status, row.stop_reason) if row else (None, None)
 
 
 def read_view(conn: Connection, day: date) -> CalendarView:
     """The stored calendar around ``day``."""
     first_day = conn.scalar(select(func.min(_days.business_date)))
     last_completed = conn.scalar(select(func.max(_days.business_date)).where(_days.status == COMPLETED))
+    previous_status, previous_stop_reason = _status(conn, day - timedelta(days=1))
     return CalendarView(
         day=day,
-        status=_status(conn, day),
-        previous_status=_status(conn, day - timedelta(days=1)),
+        status=_status(conn, day)[0],
+        previous_status=previous_status,
         first_day=first_day,
         last_completed=last_completed,
+        previous_stop_reason=previous_stop_reason,
     )
 
 
@@ -57,9 +61,16 @@ def mark_opened(
     conn.execute(
         update(business_days)
         .where(_days.business_date == view.day)
-        .values(attempts=_days.attempts + 1, run_id=run_id, run_type=run_type, opened_at=now)
+        .values(
+            attempts=_days.attempts + 1, run_id=run_id, run_type=run_type, opened_at=now, stop_reason=None
+        )
     )
     return int(conn.scalar(select(_days.attempts).where(_days.business_date == view.day)))
+
+
+def mark_stopped(conn: Connection, day: date, reason: str) -> None:
+    """The day's attempt stopped before completing: it stays open, with the reason."""
+    conn.execute(update(business_days).where(_days.business_date == day).values(stop_reason=reason))
 
 
 def mark_completed(conn: Connection, day: date, now: datetime) -> bool:

@@ -33,6 +33,7 @@ class CalendarView:
     previous_status: str | None  # of the day before
     first_day: date | None  # the first business day the store opened
     last_completed: date | None  # the latest completed business day
+    previous_stop_reason: str | None = None  # why the day before's latest attempt stopped
 
 
 @dataclass(frozen=True)
@@ -88,14 +89,26 @@ def decide(view: CalendarView) -> Decision:
             RUN, "resume" if view.status == OPEN else "next", f"{previous}, the day before, completed"
         )
     if view.previous_status == OPEN:
+        return _wait(view, previous)
+    return _gap(view, previous)
+
+
+def _wait(view: CalendarView, previous: date) -> Decision:
+    """The day before is open: still running, or stopped (then say why, and how to go on)."""
+    if view.previous_stop_reason:
         return Decision(
             WAIT,
             "wait",
-            f"{previous}, the day before, has not completed yet: {day} waits for it (if its run failed, "
-            "for example on incomplete data, clear its failed tasks once fixed, or run it with "
+            f"{previous}, the day before, stopped: {view.previous_stop_reason}. {view.day} waits for it: "
+            f"clear {previous}'s failed tasks once its data is complete (or run it with "
             "accept_incomplete_day)",
         )
-    return _gap(view, previous)
+    return Decision(
+        WAIT,
+        "wait",
+        f"{previous}, the day before, has not completed yet: {view.day} waits for it (if its run "
+        "failed, clear its failed tasks once fixed, or run it with accept_incomplete_day)",
+    )
 
 
 def _gap(view: CalendarView, previous: date) -> Decision:

@@ -149,6 +149,9 @@ business_days = Table(
     Column("run_type", String(32)),  # scheduled, manual, backfill, ...
     Column("opened_at", DateTime, nullable=False),
     Column("completed_at", DateTime),
+    # Why the latest attempt stopped before completing (a stale day's freshness message); cleared
+    # when an attempt opens. The next day's wait repeats it.
+    Column("stop_reason", Text),
 )
 
 # Per-customer state derived from paid orders, kept current by stage 2 (huitouke.segments.state):
