@@ -3,7 +3,7 @@
 A token names one outbox message and nothing else: the outbox row says which customer and channel
 it was, so the token needs no personal data, readable or encrypted. It is signed (HMAC-SHA256,
 truncated to 96 bits) so that nobody can unsubscribe someone else by guessing ids, and short
-(about 24 characters, URL-safe base64 without padding) so links stay readable.
+(20 to 28 characters, URL-safe base64 without padding) so links stay readable.
 
 Layout before base64: one version byte (1), the message id as a minimal big-endian unsigned
 integer (1 to 8 bytes), then the first 12 bytes of HMAC-SHA256(secret, context + version + id).
