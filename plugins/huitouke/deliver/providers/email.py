@@ -259,6 +259,8 @@ class SmtpEmailProvider:
         open gives every message its fate; one lost midway ends the batch: the message in flight
         is UNKNOWN if its content was sent (RETRY otherwise), the rest RETRY; a PAUSE (account or
         sender refused) pauses the rest."""
+        if not messages:
+            return []
         try:
             client = self._open()
         except (smtplib.SMTPException, OSError) as exc:
