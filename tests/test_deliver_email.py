@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import json
 import socket
+import ssl
 from collections.abc import Iterator
 from email import message_from_bytes, policy
 
@@ -316,3 +317,83 @@ def test_from_connection_without_from_email_says_what_to_add(monkeypatch):
     monkeypatch.setenv("AIRFLOW_CONN_HUITOUKE_SMTP", json.dumps({"conn_type": "smtp", "host": "smtp.x"}))
     with pytest.raises(Exception, match="extra.from_email"):
         SmtpEmailProvider.from_connection()
+
+
+def _self_signed(tmp_path) -> tuple[str, str]:
+    """A certificate for 127.0.0.1 and its key, as PEM files (cryptography comes with Airflow)."""
+    import datetime as dt
+    import ipaddress
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "test relay")])
+    now = dt.datetime.now(dt.UTC)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - dt.timedelta(days=1))
+        .not_valid_after(now + dt.timedelta(days=1))
+        .add_extension(
+            x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]), False
+        )
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .sign(key, hashes.SHA256())
+    )
+    cert_file, key_file = tmp_path / "relay.pem", tmp_path / "relay.key"
+    cert_file.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    key_file.write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+        )
+    )
+    return str(cert_file), str(key_file)
+
+
+def test_starttls_and_login_then_send_and_an_untrusted_certificate_pauses(tmp_path):
+    cert_file, key_file = _self_signed(tmp_path)
+    tls = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    tls.load_cert_chain(cert_file, key_file)
+    handler, port = Relay(), _free_port()
+    logins = []
+
+    def authenticator(server, session, envelope, mechanism, auth_data):
+        logins.append((auth_data.login, auth_data.password))
+        return AuthResult(success=True)
+
+    controller = Controller(
+        handler,
+        hostname="127.0.0.1",
+        port=port,
+        tls_context=tls,
+        require_starttls=True,
+        authenticator=authenticator,
+        auth_required=True,
+    )
+    controller.start()
+    try:
+        settings = SmtpSettings(
+            host="127.0.0.1",
+            port=port,
+            from_email="shop@shop.example",
+            login="shop",
+            password="secret",
+            starttls=True,
+            ca_file=cert_file,
+        )
+        [sent] = SmtpEmailProvider(settings).send([_message(1, "a@example.com")])
+        untrusted = SmtpSettings(host="127.0.0.1", port=port, from_email="shop@shop.example", starttls=True)
+        [paused] = SmtpEmailProvider(untrusted).send([_message(2, "b@example.com")])
+    finally:
+        controller.stop()
+
+    assert sent.fate is Fate.ACCEPTED
+    assert logins == [(b"shop", b"secret")]
+    assert [rcpt for _, rcpt, _ in handler.accepted] == [["a@example.com"]]
+    assert (paused.fate, paused.reason) == (Fate.PAUSE, "smtp TLS failed: SSLCertVerificationError")

@@ -118,7 +118,8 @@ class SmtpSettings:
     """How to reach the SMTP server and what every message carries. ``from_email`` may have a
     display name (``小店 <shop@example.com>``); ``ssl`` is SMTP over TLS from the start (465),
     ``starttls`` upgrades a plain session (587). ``message_id_domain`` defaults to the From
-    domain; ``unsubscribe_mailto`` adds a mailto to List-Unsubscribe."""
+    domain; ``unsubscribe_mailto`` adds a mailto to List-Unsubscribe; ``ca_file`` is a PEM bundle
+    trusted instead of the system's CAs."""
 
     host: str
     from_email: str
@@ -134,6 +135,11 @@ class SmtpSettings:
     reply_to: str | None = None
     unsubscribe_mailto: str | None = None
     message_id_domain: str | None = None
+    ca_file: str | None = None
+
+    def tls_context(self) -> ssl.SSLContext:
+        """Certificates verified against the system's CAs, or ``ca_file``'s (an internal relay)."""
+        return ssl.create_default_context(cafile=self.ca_file)
 
     @property
     def envelope_sender(self) -> str:
@@ -153,7 +159,7 @@ def _flag(value: Any) -> bool:
 def settings_from_connection(conn: Any) -> SmtpSettings:
     """Settings from an Airflow Connection: host, port, login, password; extras ``from_email``
     (required), ``starttls``, ``ssl``, ``timeout_s``, ``batch_size``, ``max_concurrency``,
-    ``rate_per_s``, ``reply_to``, ``unsubscribe_mailto``, ``message_id_domain``."""
+    ``rate_per_s``, ``reply_to``, ``unsubscribe_mailto``, ``message_id_domain``, ``ca_file``."""
     extra = dict(conn.extra_dejson or {})
     conn_id = getattr(conn, "conn_id", DEFAULT_CONN_ID)
     from_email = extra.get("from_email")
@@ -181,6 +187,7 @@ def settings_from_connection(conn: Any) -> SmtpSettings:
         reply_to=extra.get("reply_to") or None,
         unsubscribe_mailto=extra.get("unsubscribe_mailto") or None,
         message_id_domain=extra.get("message_id_domain") or None,
+        ca_file=extra.get("ca_file") or None,
     )
 
 
@@ -200,6 +207,8 @@ def session_failure(exc: BaseException) -> tuple[Fate, str]:
     if isinstance(exc, smtplib.SMTPResponseException):  # greeting, EHLO, STARTTLS, AUTH refused
         text = exc.smtp_error.decode("utf-8", "replace") if isinstance(exc.smtp_error, bytes) else ""
         return classify(Stage.SESSION, exc.smtp_code, text), f"smtp {exc.smtp_code} {scrub_reason(text)}"
+    if isinstance(exc, FileNotFoundError | IsADirectoryError | PermissionError):
+        return Fate.PAUSE, f"smtp TLS: cannot read the Connection's ca_file ({exc.__class__.__name__})"
     if isinstance(exc, ssl.SSLError | ssl.CertificateError):
         return Fate.PAUSE, f"smtp TLS failed: {exc.__class__.__name__}"
     if isinstance(exc, smtplib.SMTPException) and not isinstance(exc, smtplib.SMTPServerDisconnected):
@@ -285,14 +294,14 @@ class SmtpEmailProvider:
         s = self.settings
         if s.ssl:
             client: smtplib.SMTP = smtplib.SMTP_SSL(
-                s.host, s.port, timeout=s.timeout_s, context=ssl.create_default_context()
+                s.host, s.port, timeout=s.timeout_s, context=s.tls_context()
             )
         else:
             client = smtplib.SMTP(s.host, s.port, timeout=s.timeout_s)
         try:
             client.ehlo()
             if s.starttls:
-                client.starttls(context=ssl.create_default_context())
+                client.starttls(context=s.tls_context())
                 client.ehlo()
             if s.login:
                 client.login(s.login, s.password or "")
