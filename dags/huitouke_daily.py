@@ -39,7 +39,15 @@ backfilling a day is safe.
    with the campaign's templates into the `outbox` (status `queued`). A broken template fails
    that campaign only, before anything is queued; fix the template and clear the task. Messages
    already queued are never queued twice.
-5. delivery — not built yet: the outbox's messages stay `queued`.
+5. `wait_for_send_window` — outside the playbook's `send_window` (shop time) it defers on the
+   triggerer until the window opens (no worker slot held). `deliver_messages` — claims the queued
+   messages in batches and sends them through the providers of `delivery:` (an SMS webhook,
+   Aliyun or Twilio; e-mail over SMTP), each Connection-configured; checks opt-outs, holdouts,
+   caps and addresses again at send time; retries what certainly did not leave and never resends
+   a message whose fate is unknown; reads receipts and replies (`T`, `退订`, `STOP`: opt-outs at
+   once); writes the day's call list. Backfills and runs of a day older than yesterday never send
+   (their rows end `stale`); nothing of a day the calendar or intake stopped is sent. The log
+   shows sent / failed / suppressed / unknown per campaign and channel (docs/delivery.md).
 6. `evaluate_campaigns` — each campaign wave whose evaluation windows (2, 10 and 30 days by
    default, one primary) matured today: the treated arm against the holdout of the same wave
    (intention to treat; the sent-only view beside it once delivery reports), response and
@@ -69,6 +77,7 @@ import pendulum
 from airflow.sdk import CronDataIntervalTimetable, Param, PokeReturnValue, dag, get_current_context, task
 
 from huitouke.config import load_settings
+from huitouke.deliver.window import SendWindowSensor
 
 SETTINGS = load_settings()
 SHOP_TZ = pendulum.timezone(SETTINGS.shop.timezone)
@@ -151,6 +160,22 @@ def huitouke_daily():
         get_current_context()["campaign_name"] = campaign
         return render_messages(data_interval_start, campaign)
 
+    wait_for_send_window = SendWindowSensor(
+        task_id="wait_for_send_window",
+        trigger_rule="all_done",  # a broken campaign's render does not hold back the others'
+        timeout=36 * 3600,
+        doc_md="Stage 5: outside the playbook's send window, wait deferred on the triggerer until it opens.",
+    )
+
+    @task(pool=POOL, retries=3)
+    def deliver_messages(data_interval_start=None, dag_run=None, ti=None) -> dict:
+        """Stage 5: the queued messages out through the providers, inside the send window; the day's
+        call list; receipts, replies and opt-outs back. Backfills and late runs never send."""
+        from huitouke.pipeline import deliver_messages
+
+        owner = f"{dag_run.run_id}/{ti.task_id}/{ti.try_number}"
+        return deliver_messages(data_interval_start, dag_run.run_type, owner)
+
     @task(pool=POOL)
     def evaluate_campaigns(data_interval_start=None) -> dict:
         """Stage 6: matured campaign waves, treated against holdout, per window; stored once."""
@@ -174,7 +199,7 @@ def huitouke_daily():
         >> lint_templates()
         >> campaigns
     )
-    render_messages.expand(campaign=campaigns)
+    render_messages.expand(campaign=campaigns) >> wait_for_send_window >> deliver_messages()
     campaigns >> evaluate_campaigns() >> close_business_day()
 
 

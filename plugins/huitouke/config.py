@@ -148,11 +148,37 @@ class IntakeSettings(_Section):
         return self
 
 
+class ChannelProviderSettings(_Section):
+    """Which provider sends a channel, and the Airflow Connection it reads (none: the channel's
+    messages stay queued until they expire, and the log says so)."""
+
+    provider: Literal["webhook", "aliyun", "twilio", "smtp", "none"] = "none"
+    conn_id: str | None = None
+
+
+class DeliverySettings(_Section):
+    """The ``delivery:`` section: providers per channel, the call lists' folder, the unsubscribe
+    link, and the rules of retries, leases and age (huitouke.deliver.policy.DeliveryRules)."""
+
+    sms: ChannelProviderSettings = ChannelProviderSettings()
+    email: ChannelProviderSettings = ChannelProviderSettings()
+    call_list_folder: str = "data/call_lists"
+    unsubscribe_conn_id: str = "huitouke_unsubscribe"  # password: the token secret
+    unsubscribe_url: str | None = None  # e.g. https://shop.example/unsubscribe
+    lease_seconds: float = Field(120, gt=0)
+    max_attempts: int = Field(5, ge=1)
+    backoff_seconds: float = Field(30, ge=0)
+    max_backoff_seconds: float = Field(1800, ge=0)
+    max_age_days: int = Field(2, ge=0)
+    settle_seconds: float = Field(5, ge=0)
+
+
 class Settings(_Section):
     shop: ShopSettings = ShopSettings()
     store: StoreSettings = StoreSettings()
     schedule: ScheduleSettings = ScheduleSettings()
     intake: IntakeSettings
+    delivery: DeliverySettings = DeliverySettings()
 
     @property
     def tz(self) -> ZoneInfo:

@@ -177,3 +177,47 @@ def evaluate_campaigns(start: datetime, settings: Settings | None = None) -> dic
     settings = settings or load_settings()
     day = business_date_of(start, settings)
     return _logged(run_day(_engine(settings), day, load_playbook(), settings.shop.timezone))
+
+
+def deliver_messages(
+    start: datetime, run_type: str | None, owner: str, settings: Settings | None = None
+) -> dict[str, Any]:
+    """Stage 5: :func:`huitouke.deliver.daily.run_day`. Nothing of a day whose stateful stages did
+    not run (the calendar or the freshness guard stopped it) is ever sent. A provider that paused
+    sending (out of balance, credentials refused) fails the task after the day's table is logged,
+    so it is retried and seen."""
+    from huitouke.calendar.persist import day_computed
+    from huitouke.campaigns.playbook import load_playbook
+    from huitouke.deliver import wiring
+    from huitouke.deliver.daily import DeliveryJob, run_day
+
+    settings = settings or load_settings()
+    day = business_date_of(start, settings)
+    engine = _engine(settings)
+    with engine.connect() as conn:
+        computed = day_computed(conn, day)
+    if not computed:
+        from airflow.sdk.exceptions import AirflowSkipException
+
+        raise AirflowSkipException(f"business day {day} did not run its stateful stages: nothing is sent")
+    playbook, delivery = load_playbook(), settings.delivery
+    pressure = playbook.contact_pressure
+    job = DeliveryJob(
+        day=day,
+        run_type=run_type,
+        owner=owner,
+        providers=wiring.providers_from(delivery),
+        message_of=wiring.message_factory(
+            wiring.unsubscribe_secret(delivery), delivery.unsubscribe_url, playbook.shop.name
+        ),
+        rules=wiring.delivery_rules(delivery),
+        window=(playbook.shop.send_window.start, playbook.shop.send_window.end),
+        tz=settings.tz,
+        cap_of=lambda tier: (pressure.cap_for(tier).max_contacts, pressure.cap_for(tier).per_days),
+        call_list_folder=wiring.call_list_folder(settings),
+    )
+    result = run_day(engine, job)
+    summary = _logged(result)
+    if result.tally.paused:
+        raise RuntimeError(f"sending paused: {result.tally.paused}; the rest stays queued")
+    return summary

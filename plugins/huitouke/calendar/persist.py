@@ -8,9 +8,9 @@ from sqlalchemy import Connection, func, insert, select, update
 
 from huitouke.calendar.rules import COMPLETED, OPEN, CalendarView
 from huitouke.store.rows import lock_writers
-from huitouke.store.schema import business_days
+from huitouke.store.schema import business_days, segment_kpis
 
-__all__ = ["lock_calendar", "mark_completed", "mark_opened", "mark_stopped", "read_view"]
+__all__ = ["day_computed", "lock_calendar", "mark_completed", "mark_opened", "mark_stopped", "read_view"]
 
 _days = business_days.c
 
@@ -79,3 +79,12 @@ def mark_completed(conn: Connection, day: date, now: datetime) -> bool:
         update(business_days).where(_days.business_date == day).values(status=COMPLETED, completed_at=now)
     )
     return done.rowcount == 1
+
+
+def day_computed(conn: Connection, day: date) -> bool:
+    """Whether the day's stateful stages ran: the calendar opened it, nothing stopped it, and its
+    segments were computed. What delivery asks before it sends anything of the day."""
+    status, stop_reason = _status(conn, day)
+    if status is None or stop_reason:
+        return False
+    return conn.scalar(select(func.count()).where(segment_kpis.c.business_date == day)) > 0

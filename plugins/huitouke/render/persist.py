@@ -38,7 +38,24 @@ QUEUED = "queued"  # an outbox row's status when rendering stores it
 # The outbox columns rendering writes (delivery fills the others); the outbox's unique key; and
 # the key of a campaign's message of a day within it.
 OUTBOX_COLUMNS: tuple[str, ...] = columns_of(
-    outbox, without=("message_id", "last_error", "provider_message_id", "sent_at")
+    outbox,
+    without=(
+        "message_id",
+        "last_error",
+        "provider_message_id",
+        "sent_at",
+        "provider",
+        "out_id",
+        "claimed_by",
+        "claimed_at",
+        "lease_until",
+        "next_attempt_at",
+        "billed_segments",
+        "receipt",
+        "receipt_code",
+        "receipt_at",
+        "feedback",
+    ),
 )
 OUTBOX_KEY: tuple[str, ...] = unique_key(outbox)
 MESSAGE_KEY: tuple[str, ...] = tuple(c for c in OUTBOX_KEY if c != "campaign")

@@ -354,8 +354,51 @@ outbox = Table(
     Column("provider_message_id", String(128)),
     Column("created_at", DateTime, nullable=False),
     Column("sent_at", DateTime),
+    # Delivery (huitouke.deliver): which provider took the message; the lease of the sender that
+    # claimed it (a row `sending` past its lease is resolved by a status query, never resent
+    # blindly); when a retryable failure may be tried again; what the provider billed; the
+    # delivery receipt; a call's feedback.
+    Column("provider", String(32)),
+    Column("out_id", String(40)),  # huitouke's id for the message at its provider (deliver.persist.out_id_of)
+    Column("claimed_by", String(128)),
+    Column("claimed_at", DateTime),  # the latest claim: status queries search the provider from it
+    Column("lease_until", DateTime),
+    Column("next_attempt_at", DateTime),
+    Column("billed_segments", Integer),
+    Column("receipt", String(16)),  # delivered | undelivered
+    Column("receipt_code", String(64)),
+    Column("receipt_at", DateTime),
+    Column("feedback", Text),
     UniqueConstraint("campaign", "customer_id", "entered_on", "wave", "channel"),
     Index("ix_outbox_business_date_status", "business_date", "status"),
+    Index("ix_outbox_status_channel", "status", "channel"),
+    Index("ix_outbox_out_id", "out_id"),
+    Index("ix_outbox_recipient", "recipient"),  # a reply's sender back to its customers
+)
+
+# A customer's "stop" on a channel (sms, email, call, or all), from wherever it came: a reply
+# (T, 退订, STOP...), an e-mail unsubscribe link, a provider's refusal (Twilio 21610), a call, an
+# imported list. Kept apart from `customers`' flags, which intake rewrites from the shop's data:
+# an opt-out recorded here is never undone by a later intake. Checked at planning and at send time.
+opt_outs = Table(
+    "opt_outs",
+    metadata,
+    Column("customer_id", String(64), primary_key=True),
+    Column("channel", String(8), primary_key=True),
+    Column("source", String(16), nullable=False),  # reply, link, provider, call, import
+    Column("received_at", DateTime, nullable=False),
+    Column("message_id", Integer),  # the outbox message it answered, when known
+    Column("recorded_at", DateTime, nullable=False),
+)
+
+# Where each provider's receipt and reply feeds were read up to (their cursors).
+delivery_cursors = Table(
+    "delivery_cursors",
+    metadata,
+    Column("provider", String(32), primary_key=True),
+    Column("feed", String(16), primary_key=True),  # receipts, replies
+    Column("cursor", Text),
+    Column("updated_at", DateTime, nullable=False),
 )
 
 # One campaign wave's response against its holdout for one window and view, recorded on the

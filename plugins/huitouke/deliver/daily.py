@@ -1,0 +1,184 @@
+"""Stage 5 of a business day: deliver what rendering queued.
+
+:func:`run_day`, in this order:
+
+1. rows still queued from business days older than ``delivery.max_age_days`` end ``expired``;
+2. a run that may not send (a backfill, or a business day older than yesterday:
+   :func:`huitouke.deliver.policy.run_verdict`) ends its day's queued rows ``stale`` and stops;
+3. outside the playbook's send window nothing is sent (the DAG's ``wait_for_send_window`` defers
+   on the triggerer until the window opens, so a run normally arrives inside it);
+4. each provider's replies and receipts are read first, so a ``T`` received overnight is an
+   opt-out before the first batch; then each channel with a provider is drained by a
+   :class:`~huitouke.deliver.sender.Sender` until nothing is left, the window closes, or the
+   provider pauses; then the feeds are read again;
+5. the day's calls are written to the call list.
+
+It returns a :class:`DeliveryResult`: the task log's table per campaign and channel.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, date, datetime, time, tzinfo
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+from sqlalchemy import Engine, and_
+
+from huitouke.deliver import calls, feeds, persist
+from huitouke.deliver.policy import (
+    DeliveryRules,
+    next_window_open,
+    oldest_sendable,
+    run_verdict,
+    window_close,
+)
+from huitouke.deliver.providers.base import Provider
+from huitouke.deliver.sender import MessageFactory, Sender, SendOptions, Tally, utcnow
+from huitouke.deliver.states import EXPIRED, STALE
+from huitouke.pii import get_logger
+from huitouke.store.rows import lock_writers
+from huitouke.store.schema import outbox
+
+__all__ = ["DeliveryJob", "DeliveryResult", "run_day"]
+
+log = get_logger(__name__)
+CHANNELS = ("sms", "email", "call")
+
+
+@dataclass(frozen=True)
+class DeliveryJob:
+    """Everything one day's delivery needs besides the store."""
+
+    day: date
+    run_type: str | None
+    owner: str  # the lease owner: the task instance (run id, task, try)
+    providers: dict[str, Provider]  # channel -> provider (sms, email)
+    message_of: MessageFactory
+    rules: DeliveryRules
+    window: tuple[time, time]
+    tz: tzinfo
+    cap_of: persist.CapOf
+    call_list_folder: Path | None = None
+    clock: Callable[[], datetime] = utcnow
+
+
+@dataclass
+class DeliveryResult:
+    """What delivery did for the day: per campaign and channel, messages by outcome and reason."""
+
+    day: date
+    tally: Tally = field(default_factory=Tally)
+    feeds: dict[str, feeds.FeedCounts] = field(default_factory=dict)
+    call_list: str | None = None
+    calls_listed: int = 0
+    note: str | None = None  # why nothing was sent, when nothing could be
+    log_level: int = 20
+
+    def as_text(self) -> str:
+        lines = [f"Delivery for {self.day}" + (f": {self.note}" if self.note else "")]
+        table = self.tally.frame()
+        if not table.empty:
+            lines.append(table.to_string(index=False))
+        for name, got in self.feeds.items():
+            lines.append(
+                f"{name}: {got.receipts} receipts ({got.delivered} delivered, {got.undelivered} undelivered), "
+                f"{got.replies} replies, {got.opt_outs} new opt-outs"
+            )
+        if self.tally.opt_outs:
+            lines.append(f"opt-outs recorded from providers' refusals: {self.tally.opt_outs}")
+        if self.calls_listed:
+            lines.append(f"call list: {self.calls_listed} calls in {self.call_list}")
+        if self.tally.paused:
+            lines.append(f"SENDING PAUSED: {self.tally.paused} (the rest stays queued)")
+        return "\n".join(lines)
+
+    def as_dict(self) -> dict[str, Any]:
+        by_outcome: dict[str, int] = {}
+        for (_, _, outcome, _), n in self.tally.counts.items():
+            by_outcome[outcome] = by_outcome.get(outcome, 0) + n
+        return {
+            "business_date": self.day.isoformat(),
+            "outcomes": by_outcome,
+            "opt_outs": self.tally.opt_outs + sum(f.opt_outs for f in self.feeds.values()),
+            "calls_listed": self.calls_listed,
+            "paused": self.tally.paused,
+            "note": self.note,
+        }
+
+
+def _close_old_and_stale(engine: Engine, job: DeliveryJob, today: date, result: DeliveryResult) -> bool:
+    """Steps 1 and 2; True when the run may go on to send."""
+    o = outbox.c
+    oldest = oldest_sendable(job.day, job.rules)
+    verdict = run_verdict(job.run_type, job.day, today)
+    with engine.begin() as conn:
+        lock_writers(conn, outbox)
+        expired = persist.close_queued(
+            conn,
+            CHANNELS,
+            o.business_date < oldest,
+            EXPIRED,
+            f"still queued after {job.rules.max_age_days} days",
+        )
+        stale = (
+            persist.close_queued(
+                conn, CHANNELS, and_(o.business_date == job.day), STALE, verdict.reason or ""
+            )
+            if not verdict.sends
+            else pd.DataFrame(columns=["campaign", "channel"])
+        )
+    for outcome, rows, reason in ((EXPIRED, expired, "too old"), (STALE, stale, verdict.reason)):
+        for (campaign, channel), n in rows.groupby(["campaign", "channel"]).size().items():
+            result.tally.add(campaign, channel, outcome, reason, int(n))
+    if not verdict.sends:
+        result.note = f"nothing sent: {verdict.reason}"
+    return verdict.sends
+
+
+def run_day(engine: Engine, job: DeliveryJob) -> DeliveryResult:
+    """Deliver the day (see the module docstring)."""
+    result = DeliveryResult(job.day)
+    now = job.clock()
+    aware_now = now.replace(tzinfo=UTC)
+    today = aware_now.astimezone(job.tz).date()
+    if not _close_old_and_stale(engine, job, today, result):
+        return result
+    start, end = job.window
+    opens = next_window_open(aware_now, start, end, job.tz)
+    if opens is not None:
+        result.note = (
+            f"outside the send window ({start:%H:%M}-{end:%H:%M} shop time): nothing sent, rows stay queued"
+        )
+        return result
+    closes_at = window_close(aware_now, end, job.tz).replace(tzinfo=None)
+    selection_days = (oldest_sendable(job.day, job.rules), job.day)
+    _pull_all(engine, job, result)
+    for channel, provider in job.providers.items():
+        selection = persist.Selection((channel,), *selection_days)
+        options = SendOptions(job.owner, closes_at, job.rules, job.cap_of, job.tz, job.clock)
+        Sender(engine, provider, selection, options, job.message_of, result.tally).drain()
+    _pull_all(engine, job, result)
+    _list_calls(engine, job, selection_days, result)
+    return result
+
+
+def _pull_all(engine: Engine, job: DeliveryJob, result: DeliveryResult) -> None:
+    for provider in job.providers.values():
+        try:
+            got = feeds.pull_feeds(engine, provider, job.clock())
+        except Exception as exc:  # noqa: BLE001 - a feed that fails is read again next time
+            log.warning("reading %s's receipts and replies failed: %s", provider.name, type(exc).__name__)
+            continue
+        seen = result.feeds.setdefault(provider.name, feeds.FeedCounts())
+        for name in ("receipts", "delivered", "undelivered", "replies", "opt_outs"):
+            setattr(seen, name, getattr(seen, name) + getattr(got, name))
+
+
+def _list_calls(engine: Engine, job: DeliveryJob, days: tuple[date, date], result: DeliveryResult) -> None:
+    if job.call_list_folder is None:
+        return
+    path, listed = calls.list_calls(engine, persist.Selection(("call",), *days), job.call_list_folder)
+    result.call_list, result.calls_listed = (str(path) if path else None), listed

@@ -1,0 +1,365 @@
+"""Stage 5 at the store's edge: the outbox rows' moves, each one conditional on where the row is.
+
+Every move of a row out of ``queued`` is made here, in a transaction that first takes the outbox's
+writers lock (:func:`huitouke.store.rows.lock_writers`): two senders never claim the same row, and
+a row leaves ``sending`` only by its claimer's record (``claimed_by``) or, once its lease has
+expired, by the recovery that asks the provider (:mod:`huitouke.deliver.sender`). That is where
+"at most one message per (campaign, customer, entry, wave, channel)" is enforced; the outbox's
+unique key makes there be only one row to send.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+from datetime import date, datetime, timedelta, tzinfo
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from sqlalchemy import Connection, and_, bindparam, func, or_, select, update
+
+from huitouke.deliver import checks
+from huitouke.deliver.states import QUEUED, SENDING, SENT
+from huitouke.store.rows import chunks, empty_frame, insert_new, lock_writers, read_frame
+from huitouke.store.schema import (
+    campaign_waves,
+    customers,
+    delivery_cursors,
+    opt_outs,
+    outbox,
+    segment_history,
+)
+
+__all__ = [
+    "CLAIM_COLUMNS",
+    "Claim",
+    "Selection",
+    "claim",
+    "close_queued",
+    "expired_leases",
+    "move",
+    "out_id_of",
+    "read_cursor",
+    "record_opt_outs",
+    "write_cursor",
+]
+
+o = outbox.c
+CLAIM_COLUMNS = (
+    "message_id",
+    "campaign",
+    "customer_id",
+    "entered_on",
+    "wave",
+    "channel",
+    "template",
+    "business_date",
+    "recipient",
+    "subject",
+    "body",
+    "html",
+    "sms_segments",
+    "coupon_code",
+    "attempts",
+    "provider_message_id",
+    "out_id",
+    "sent_at",
+    "claimed_at",
+    "lease_until",
+    "last_error",
+)
+TREATED_OUTCOME, TREATED_ARM = "treated", "treatment"
+CapOf = Callable[[str | None], tuple[int, int]]  # member tier -> (max_contacts, per_days)
+
+
+@dataclass(frozen=True)
+class Selection:
+    """Which queued rows a sender drains: its channels, of business days ``oldest`` .. ``day``."""
+
+    channels: tuple[str, ...]
+    oldest: date
+    day: date
+
+
+@dataclass(frozen=True)
+class Claim:
+    """Rows now ``sending`` under this claim, and the rows suppressed at send time with why."""
+
+    rows: pd.DataFrame  # CLAIM_COLUMNS, recipient the current address
+    suppressed: pd.DataFrame  # message_id, campaign, channel, reason
+
+
+def _queued(selection: Selection, now: datetime, limit: int):
+    return (
+        select(*(o[c] for c in CLAIM_COLUMNS))
+        .where(o.status == QUEUED)
+        .where(o.channel.in_(selection.channels))
+        .where(o.business_date.between(selection.oldest, selection.day))
+        .where(or_(o.next_attempt_at.is_(None), o.next_attempt_at <= now))
+        .order_by(o.message_id)
+        .limit(limit)
+    )
+
+
+def _customer_facts(conn: Connection, ids: Sequence[str], day: date) -> pd.DataFrame:
+    """Current phone, e-mail, the customers' flags, and member tier valid on ``day``."""
+    c, h = customers.c, segment_history.c
+    tier = (
+        select(h.customer_id, h.member_tier)
+        .where(h.valid_from <= day)
+        .where(or_(h.valid_to.is_(None), h.valid_to > day))
+        .subquery()
+    )
+    columns = ("customer_id", "current_phone", "current_email", "sms_opt_out", "email_opt_out", "member_tier")
+    parts = [
+        read_frame(
+            conn,
+            select(c.customer_id, c.phone, c.email, c.sms_opt_out, c.email_opt_out, tier.c.member_tier)
+            .outerjoin(tier, tier.c.customer_id == c.customer_id)
+            .where(c.customer_id.in_(chunk)),
+            columns,
+        )
+        for chunk in chunks(list(ids))
+    ]
+    return pd.concat(parts, ignore_index=True) if parts else empty_frame(columns)
+
+
+def _opted_out(conn: Connection, ids: Sequence[str]) -> set[tuple[str, str]]:
+    """(customer_id, channel) of every recorded opt-out, ``all`` included."""
+    found: set[tuple[str, str]] = set()
+    for chunk in chunks(list(ids)):
+        found.update(
+            (r.customer_id, r.channel)
+            for r in conn.execute(
+                select(opt_outs.c.customer_id, opt_outs.c.channel).where(opt_outs.c.customer_id.in_(chunk))
+            )
+        )
+    return found
+
+
+def _waves(conn: Connection, rows: pd.DataFrame) -> pd.DataFrame:
+    """The campaign wave of each row: arm, outcome, whether it counts toward the caps."""
+    w = campaign_waves.c
+    columns = (*checks.WAVE_KEY, "arm", "outcome", "counts_toward_cap")
+    parts = []
+    for chunk in chunks(rows["customer_id"].unique().tolist()):
+        query = select(*(w[c] for c in columns)).where(w.customer_id.in_(chunk))
+        query = query.where(w.campaign.in_(rows["campaign"].unique().tolist()))
+        parts.append(read_frame(conn, query, columns))
+    return pd.concat(parts, ignore_index=True) if parts else empty_frame(columns)
+
+
+def _sent_contacts(conn: Connection, ids: Sequence[str], since: datetime, tz: tzinfo) -> pd.DataFrame:
+    """Capped waves with a message sent to these customers since ``since``: when it went out."""
+    w = campaign_waves.c
+    columns = (*checks.WAVE_KEY, "sent_at")
+    join = and_(*(o[k] == w[k] for k in checks.WAVE_KEY))
+    parts = [
+        read_frame(
+            conn,
+            select(*(o[k] for k in checks.WAVE_KEY), o.sent_at)
+            .join(campaign_waves, join)
+            .where(o.customer_id.in_(chunk))
+            .where(o.status == SENT)
+            .where(o.sent_at >= since)
+            .where(w.counts_toward_cap.is_(True)),
+            columns,
+        )
+        for chunk in chunks(list(ids))
+    ]
+    sent = pd.concat(parts, ignore_index=True) if parts else empty_frame(columns)
+    stamps = pd.to_datetime(sent["sent_at"]).dt.tz_localize("UTC").dt.tz_convert(tz)
+    return sent.assign(sent_on=stamps.dt.date)
+
+
+def _candidates_with_facts(conn: Connection, rows: pd.DataFrame, day: date, cap_of: CapOf) -> pd.DataFrame:
+    ids = rows["customer_id"].unique().tolist()
+    people = _customer_facts(conn, ids, day)
+    frame = rows.merge(people, on="customer_id", how="left")
+    frame = frame.merge(_waves(conn, rows), on=checks.WAVE_KEY, how="left")
+    stops = _opted_out(conn, ids)
+    frame["opted_out"] = [
+        (cid, ch) in stops or (cid, "all") in stops
+        for cid, ch in zip(frame["customer_id"], frame["channel"], strict=True)
+    ]
+    is_email = frame["channel"] == "email"
+    frame["flag_opted_out"] = np.where(is_email, frame["email_opt_out"], frame["sms_opt_out"])
+    frame.loc[frame["channel"] == "call", "flag_opted_out"] = False  # calls: opt_outs only
+    frame["treated"] = (frame["outcome"] == TREATED_OUTCOME) & (frame["arm"] == TREATED_ARM)
+    caps = frame["member_tier"].map(lambda t: cap_of(t if isinstance(t, str) else None))
+    frame["cap_max_contacts"] = [c[0] for c in caps]
+    frame["cap_per_days"] = [c[1] for c in caps]
+    return frame
+
+
+def claim(
+    conn: Connection,
+    selection: Selection,
+    limit: int,
+    owner: str,
+    lease: timedelta,
+    now: datetime,
+    cap_of: CapOf,
+    tz: tzinfo,
+) -> Claim:
+    """Take up to ``limit`` claimable queued rows: checked again (:mod:`.checks`), the suppressed
+    ones end ``suppressed`` with the reason, the others ``sending`` under ``owner`` until
+    ``now + lease``, one more attempt counted. Call in a fresh transaction."""
+    lock_writers(conn, outbox)
+    rows = read_frame(conn, _queued(selection, now, limit), CLAIM_COLUMNS)
+    if rows.empty:
+        return Claim(rows, pd.DataFrame(columns=["message_id", "campaign", "channel", "reason"]))
+    frame = _candidates_with_facts(conn, rows, selection.day, cap_of)
+    longest = int(frame["cap_per_days"].max())
+    sent = _sent_contacts(conn, frame["customer_id"].unique().tolist(), now - timedelta(days=longest), tz)
+    today = pd.Timestamp(now, tz="UTC").tz_convert(tz).date()
+    verdicts = checks.send_time_verdicts(frame, checks.recent_contact_counts(frame, sent, today))
+    rows = rows.assign(
+        recipient=verdicts["recipient"].to_numpy(),
+        out_id=[out_id_of(r) for r in rows.to_dict("records")],
+        _reason=verdicts["reason"].to_numpy(),
+    )
+    out = rows[rows["_reason"].notna()]
+    go = rows[rows["_reason"].isna()].drop(columns="_reason")
+    _suppress(conn, out)
+    _take(conn, go, owner, now, now + lease)
+    suppressed = out[["message_id", "campaign", "channel", "_reason"]].rename(columns={"_reason": "reason"})
+    return Claim(go.assign(attempts=go["attempts"] + 1, claimed_at=now), suppressed)
+
+
+def _suppress(conn: Connection, rows: pd.DataFrame) -> None:
+    if rows.empty:
+        return
+    conn.execute(
+        update(outbox)
+        .where(o.message_id == bindparam("mid"))
+        .where(o.status == QUEUED)
+        .values(status="suppressed", last_error=bindparam("why"), next_attempt_at=None),
+        [
+            {"mid": int(m), "why": f"suppressed at send time: {r}"}
+            for m, r in zip(rows["message_id"], rows["_reason"], strict=True)
+        ],
+    )
+
+
+def out_id_of(row: Any) -> str:
+    """huitouke's id for a message at its provider: a digest of the outbox key, so the same
+    (campaign, customer, entry, wave, channel) has the same id in every attempt and every store."""
+    key = "|".join(str(row[k]) for k in ("campaign", "customer_id", "entered_on", "wave", "channel"))
+    return "htk-" + hashlib.sha256(key.encode()).hexdigest()[:24]
+
+
+def _take(conn: Connection, rows: pd.DataFrame, owner: str, now: datetime, lease_until: datetime) -> None:
+    if rows.empty:
+        return
+    conn.execute(
+        update(outbox)
+        .where(o.message_id == bindparam("mid"))
+        .where(o.status == QUEUED)
+        .values(
+            status=SENDING,
+            claimed_by=owner,
+            claimed_at=now,
+            lease_until=lease_until,
+            attempts=o.attempts + 1,
+            recipient=bindparam("to"),
+            out_id=bindparam("oid"),
+        ),
+        [
+            {"mid": int(m), "to": to, "oid": oid}
+            for m, to, oid in zip(rows["message_id"], rows["recipient"], rows["out_id"], strict=True)
+        ],
+    )
+
+
+def move(conn: Connection, owner: str | None, changes: Iterable[dict[str, Any]]) -> int:
+    """Apply each change (``message_id`` and the columns to set) to a row still ``sending`` under
+    ``owner``; or, with ``owner`` None (a lease that expired), to a row still under the lease it
+    had when read (``expect_lease``): a recovery never moves a row another sender claimed since.
+    Returns the rows moved."""
+    moved = 0
+    for change in changes:
+        values = {k: v for k, v in change.items() if k not in ("message_id", "expect_lease")}
+        query = update(outbox).where(o.message_id == change["message_id"]).where(o.status == SENDING)
+        if owner is not None:
+            query = query.where(o.claimed_by == owner)
+        if "expect_lease" in change:
+            query = query.where(o.lease_until == change["expect_lease"])
+        moved += conn.execute(query.values(**values)).rowcount
+    return moved
+
+
+def expired_leases(conn: Connection, channels: Sequence[str], now: datetime) -> pd.DataFrame:
+    """Rows ``sending`` whose lease has run out: their sender died, or their fate is unknown."""
+    query = (
+        select(*(o[c] for c in CLAIM_COLUMNS))
+        .where(o.status == SENDING)
+        .where(o.channel.in_(list(channels)))
+        .where(o.lease_until <= now)
+        .order_by(o.message_id)
+    )
+    return read_frame(conn, query, CLAIM_COLUMNS)
+
+
+def close_queued(
+    conn: Connection, channels: Sequence[str], where: Any, status: str, reason: str
+) -> pd.DataFrame:
+    """End the queued rows of ``channels`` matching ``where`` with ``status`` and ``reason``;
+    returns them (message_id, campaign, channel)."""
+    base = and_(o.status == QUEUED, o.channel.in_(list(channels)), where)
+    closed = read_frame(
+        conn, select(o.message_id, o.campaign, o.channel).where(base), ("message_id", "campaign", "channel")
+    )
+    if not closed.empty:
+        conn.execute(
+            update(outbox).where(base).values(status=status, last_error=reason, next_attempt_at=None)
+        )
+    return closed
+
+
+def record_opt_outs(conn: Connection, rows: list[dict[str, Any]], now: datetime) -> int:
+    """Record opt-outs (``customer_id, channel, source, received_at, message_id``); the first of a
+    (customer, channel) stands. The customers' flag for the channel is set too, so planning and
+    rendering, which read it, leave the customer out from now on. Returns the new opt-outs."""
+    if not rows:
+        return 0
+    added = insert_new(conn, opt_outs, [{**r, "recorded_at": now} for r in rows])
+    for flag, channel in (("sms_opt_out", "sms"), ("email_opt_out", "email")):
+        ids = sorted({r["customer_id"] for r in rows if r["channel"] in (channel, "all")})
+        for chunk in chunks(ids):
+            conn.execute(update(customers).where(customers.c.customer_id.in_(chunk)).values({flag: True}))
+    return added
+
+
+def read_cursor(conn: Connection, provider: str, feed: str) -> str | None:
+    d = delivery_cursors.c
+    return conn.scalar(select(d.cursor).where(d.provider == provider).where(d.feed == feed))
+
+
+def write_cursor(conn: Connection, provider: str, feed: str, cursor: str | None, now: datetime) -> None:
+    d = delivery_cursors.c
+    done = conn.execute(
+        update(delivery_cursors)
+        .where(d.provider == provider)
+        .where(d.feed == feed)
+        .values(cursor=cursor, updated_at=now)
+    )
+    if done.rowcount == 0:
+        insert_new(
+            conn,
+            delivery_cursors,
+            [{"provider": provider, "feed": feed, "cursor": cursor, "updated_at": now}],
+        )
+
+
+def count_by(conn: Connection, since: date, day: date) -> pd.DataFrame:
+    """The outbox rows of business days ``since`` .. ``day`` by campaign, channel, status, reason."""
+    columns = ("campaign", "channel", "status", "last_error", "rows")
+    query = (
+        select(o.campaign, o.channel, o.status, o.last_error, func.count())
+        .where(o.business_date.between(since, day))
+        .group_by(o.campaign, o.channel, o.status, o.last_error)
+    )
+    return read_frame(conn, query, columns)

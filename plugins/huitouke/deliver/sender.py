@@ -1,0 +1,360 @@
+"""One sender per provider: it claims queued rows in batches, sends them through the provider with
+bounded concurrency and rate, and records each call's outcomes as soon as the call returns.
+
+What each answer does to a row is decided once, in :meth:`Sender._changes`, from the provider's
+:class:`~huitouke.deliver.providers.base.Fate`. A message whose fate is unknown (a timeout after
+the request left, a dropped connection, a sender killed mid-call) stays ``sending`` until its lease
+runs out; then :meth:`Sender.recover` asks the provider. Only a provider that confirms it never
+took the message lets it go again; otherwise it ends ``unknown``. Aliyun's documentation asks
+exactly this of its callers (its SMS API is not idempotent); here it holds for every provider.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections import Counter
+from collections.abc import Callable, Sequence
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta, tzinfo
+from typing import Any
+
+import pandas as pd
+from sqlalchemy import Engine, and_
+
+from huitouke.deliver import persist
+from huitouke.deliver.policy import DeliveryRules, backoff
+from huitouke.deliver.providers.base import Fate, OutgoingMessage, Provider, SendOutcome, StatusAnswer
+from huitouke.deliver.states import FAILED, QUEUED, SENT, UNKNOWN
+from huitouke.pii import get_logger
+from huitouke.store.schema import outbox
+
+__all__ = ["RateLimiter", "SendOptions", "Sender", "Tally"]
+
+log = get_logger(__name__)
+
+MessageFactory = Callable[[dict[str, Any]], OutgoingMessage]
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC).replace(tzinfo=None)
+
+
+class RateLimiter:
+    """At most ``rate_per_s`` calls a second across threads (None: no limit). A few lines rather
+    than a dependency: the sender needs nothing more than evenly spaced call starts."""
+
+    def __init__(self, rate_per_s: float | None):
+        self._gap = 1.0 / rate_per_s if rate_per_s else 0.0
+        self._next = time.monotonic()
+        self._lock = threading.Lock()
+
+    def acquire(self) -> None:
+        if not self._gap:
+            return
+        with self._lock:
+            now = time.monotonic()
+            start = max(now, self._next)
+            self._next = start + self._gap
+        if start > now:
+            time.sleep(start - now)
+
+
+@dataclass
+class Tally:
+    """What happened to each message, by (campaign, channel, outcome, reason): the task log's table."""
+
+    counts: Counter = field(default_factory=Counter)
+    opt_outs: int = 0
+    paused: str | None = None  # why the provider stopped the run (out of balance, credentials)
+    refused: dict[str, str] = field(default_factory=dict)  # campaign -> the provider's refusal
+
+    def add(self, campaign: str, channel: str, outcome: str, reason: str | None = None, n: int = 1) -> None:
+        self.counts[(campaign, channel, outcome, reason or "")] += n
+
+    def frame(self) -> pd.DataFrame:
+        rows = [(*key, n) for key, n in sorted(self.counts.items())]
+        return pd.DataFrame(rows, columns=["campaign", "channel", "outcome", "reason", "messages"])
+
+
+@dataclass(frozen=True)
+class SendOptions:
+    """Who is sending (the lease owner: the task instance), until when claims may be made, and the
+    rules of retries, leases and caps."""
+
+    owner: str
+    closes_at: datetime  # naive UTC: no claim at or after it (the send window's end)
+    rules: DeliveryRules
+    cap_of: persist.CapOf
+    tz: tzinfo
+    clock: Callable[[], datetime] = utcnow
+
+
+class Sender:
+    """Drains a :class:`persist.Selection` through one provider (module docstring)."""
+
+    def __init__(
+        self,
+        engine: Engine,
+        provider: Provider,
+        selection: persist.Selection,
+        options: SendOptions,
+        message_of: MessageFactory,
+        tally: Tally | None = None,
+    ):
+        self.engine, self.provider, self.selection, self.options = engine, provider, selection, options
+        self.message_of = message_of
+        self.tally = tally or Tally()
+        self._limiter = RateLimiter(provider.rate_per_s)
+
+    # ------------------------------------------------------------------------------ the drain
+
+    def drain(self) -> Tally:
+        """Recover expired leases, then claim and send until nothing is claimable, the window
+        closes or the provider pauses; finally settle this sender's unknowns."""
+        self.recover()
+        while self.tally.paused is None and self.options.clock() < self.options.closes_at:
+            claimed = self._claim()
+            if claimed.rows.empty:
+                if not self._wait_for_more():
+                    break
+                continue
+            self._send_all(claimed.rows)
+        self._settle()
+        return self.tally
+
+    def _claim(self) -> persist.Claim:
+        size = self.provider.batch_size * max(self.provider.max_concurrency, 1)
+        with self.engine.begin() as conn:
+            claimed = persist.claim(
+                conn,
+                self.selection,
+                size,
+                self.options.owner,
+                timedelta(seconds=self.options.rules.lease_seconds),
+                self.options.clock(),
+                self.options.cap_of,
+                self.options.tz,
+            )
+        for row in claimed.suppressed.itertuples(index=False):
+            self.tally.add(row.campaign, row.channel, "suppressed", row.reason)
+        return claimed
+
+    def _wait_for_more(self) -> bool:
+        """Sleep until the earliest retry or lease falls due, if that is before the window closes;
+        False when there is nothing left to wait for."""
+        due = self._next_due()
+        if due is None or due >= self.options.closes_at:
+            return False
+        time.sleep(max((due - self.options.clock()).total_seconds(), 0.0) + 0.01)
+        self.recover()
+        return True
+
+    def _next_due(self) -> datetime | None:
+        from sqlalchemy import func, select
+
+        o = outbox.c
+        mine = and_(
+            o.channel.in_(self.selection.channels),
+            o.business_date.between(self.selection.oldest, self.selection.day),
+        )
+        with self.engine.connect() as conn:
+            retry = conn.scalar(select(func.min(o.next_attempt_at)).where(mine).where(o.status == QUEUED))
+            lease = conn.scalar(select(func.min(o.lease_until)).where(mine).where(o.status == "sending"))
+        dues = [d for d in (retry, lease) if d is not None]
+        return min(dues) if dues else None
+
+    def _settle(self) -> None:
+        """This sender's messages of unknown fate: wait out their settle time, then ask."""
+        deadline = self.options.clock() + timedelta(seconds=self.options.rules.settle_seconds + 1)
+        while self.options.clock() < deadline:
+            due = self._next_lease()
+            if due is None:
+                return
+            time.sleep(max(min((due - self.options.clock()).total_seconds(), 1.0), 0.0) + 0.01)
+            self.recover()
+
+    def _next_lease(self) -> datetime | None:
+        from sqlalchemy import func, select
+
+        o = outbox.c
+        with self.engine.connect() as conn:
+            return conn.scalar(
+                select(func.min(o.lease_until))
+                .where(o.status == "sending")
+                .where(o.claimed_by == self.options.owner)
+            )
+
+    # ------------------------------------------------------------------------------ sending
+
+    def _send_all(self, rows: pd.DataFrame) -> None:
+        records = rows.to_dict("records")
+        size = self.provider.batch_size
+        batches = [records[i : i + size] for i in range(0, len(records), size)]
+        workers = max(self.provider.max_concurrency, 1)
+        with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="huitouke-send") as pool:
+            pending: dict[Future, list[dict[str, Any]]] = {}
+            for batch in batches:
+                pending[pool.submit(self._call, batch)] = batch
+            while pending:
+                done, _ = wait(pending, return_when=FIRST_COMPLETED)
+                for future in done:
+                    self._record(pending.pop(future), future.result())
+
+    def _call(self, batch: list[dict[str, Any]]) -> list[SendOutcome]:
+        """One provider call. A provider that raises (a bug, not an answer) leaves every message's
+        fate unknown: it may have left."""
+        self._limiter.acquire()
+        messages = [self.message_of(row) for row in batch]
+        try:
+            return self.provider.send(messages)
+        except Exception as exc:  # noqa: BLE001 - whatever it was, the messages may have left
+            log.error("provider %s raised %s during a send call", self.provider.name, type(exc).__name__)
+            reason = f"provider error: {type(exc).__name__}"
+            return [SendOutcome(m.message_id, Fate.UNKNOWN, reason=reason) for m in messages]
+
+    def _record(self, batch: list[dict[str, Any]], outcomes: Sequence[SendOutcome]) -> None:
+        """The call's outcomes into the outbox, in one transaction."""
+        by_id = {o.message_id: o for o in outcomes}
+        now = self.options.clock()
+        changes, opt_outs, refused = [], [], []
+        for row in batch:
+            outcome = by_id.get(row["message_id"]) or SendOutcome(
+                row["message_id"], Fate.UNKNOWN, reason="no answer for this message in the provider's reply"
+            )
+            changes.append(self._changes(row, outcome, now))
+            if outcome.opt_out:
+                opt_outs.append(self._opt_out(row, now))
+            if outcome.fate is Fate.CAMPAIGN_FAILED:
+                refused.append((row["campaign"], row["channel"], outcome.reason or "refused"))
+        with self.engine.begin() as conn:
+            persist.move(conn, self.options.owner, changes)
+            self.tally.opt_outs += persist.record_opt_outs(conn, opt_outs, now)
+            for campaign, channel, reason in refused:
+                self._refuse_campaign(conn, campaign, channel, reason)
+
+    def _changes(self, row: dict[str, Any], outcome: SendOutcome, now: datetime) -> dict[str, Any]:
+        """What one outcome does to its row: the one place the fates are applied."""
+        fate, reason = outcome.fate, outcome.reason
+        done = {"message_id": row["message_id"], "claimed_by": None, "lease_until": None}
+        self.tally.add(
+            row["campaign"], row["channel"], _tallied(fate), reason if fate is not Fate.ACCEPTED else None
+        )
+        if fate is Fate.ACCEPTED:
+            return done | self._sent(row, outcome.provider_message_id, now, outcome.billed_segments)
+        if fate is Fate.RETRY:
+            return done | self._retry(row, reason, now, outcome.retry_after_s)
+        if fate is Fate.PAUSE:
+            self.tally.paused = self.tally.paused or reason or "the provider paused sending"
+            return done | {"status": QUEUED, "attempts": row["attempts"] - 1, "last_error": reason}
+        if fate in (Fate.FAILED, Fate.CAMPAIGN_FAILED):
+            return done | {"status": FAILED, "last_error": reason, "provider": self.provider.name}
+        # UNKNOWN: keep the row claimed until the settle time has passed, then ask (recover).
+        settle = timedelta(seconds=self.options.rules.settle_seconds)
+        return {"message_id": row["message_id"], "lease_until": now + settle, "last_error": reason}
+
+    def _sent(
+        self, row: dict[str, Any], provider_id: str | None, now: datetime, billed: int | None
+    ) -> dict[str, Any]:
+        return {
+            "status": SENT,
+            "sent_at": now,
+            "provider": self.provider.name,
+            "provider_message_id": provider_id,
+            "billed_segments": billed if billed is not None else row.get("sms_segments"),
+            "last_error": None,
+            "next_attempt_at": None,
+        }
+
+    def _retry(
+        self, row: dict[str, Any], reason: str | None, now: datetime, after: float | None
+    ) -> dict[str, Any]:
+        rules = self.options.rules
+        if row["attempts"] >= rules.max_attempts:
+            return {"status": FAILED, "last_error": f"gave up after {row['attempts']} attempts: {reason}"}
+        return {
+            "status": QUEUED,
+            "last_error": reason,
+            "next_attempt_at": now + backoff(row["attempts"], rules, after),
+        }
+
+    def _opt_out(self, row: dict[str, Any], now: datetime) -> dict[str, Any]:
+        return {
+            "customer_id": row["customer_id"],
+            "channel": row["channel"],
+            "source": "provider",
+            "received_at": now,
+            "message_id": row["message_id"],
+        }
+
+    def _refuse_campaign(self, conn: Any, campaign: str, channel: str, reason: str) -> None:
+        """The provider refuses the campaign's template or signature: its other queued messages on
+        the channel end failed with that reason, and one error says so."""
+        closed = persist.close_queued(
+            conn,
+            [channel],
+            and_(
+                outbox.c.campaign == campaign,
+                outbox.c.business_date.between(self.selection.oldest, self.selection.day),
+            ),
+            FAILED,
+            f"campaign refused by {self.provider.name}: {reason}",
+        )
+        if campaign not in self.tally.refused:
+            log.error("%s refused campaign %s on %s: %s", self.provider.name, campaign, channel, reason)
+            self.tally.refused[campaign] = reason
+        if not closed.empty:
+            self.tally.add(campaign, channel, "failed", f"campaign refused: {reason}", len(closed))
+
+    # ------------------------------------------------------------------------------ recovery
+
+    def recover(self) -> int:
+        """Rows ``sending`` past their lease (this sender's unknowns, or a dead sender's claims):
+        the provider's status query decides; nothing is sent again unless it says it never took it."""
+        now = self.options.clock()
+        with self.engine.connect() as conn:
+            stuck = persist.expired_leases(conn, self.selection.channels, now)
+        if stuck.empty:
+            return 0
+        changes = [self._resolved(row, now) for row in stuck.to_dict("records")]
+        with self.engine.begin() as conn:
+            return persist.move(conn, None, changes)
+
+    def _resolved(self, row: dict[str, Any], now: datetime) -> dict[str, Any]:
+        answer = self._status(row)
+        done = {
+            "message_id": row["message_id"],
+            "claimed_by": None,
+            "lease_until": None,
+            "expect_lease": row["lease_until"],
+        }
+        if answer is StatusAnswer.ACCEPTED:
+            self.tally.add(row["campaign"], row["channel"], "sent")
+            return done | self._sent(row, row.get("provider_message_id"), now, None)
+        if answer is StatusAnswer.NOT_ACCEPTED:
+            self.tally.add(
+                row["campaign"], row["channel"], "retried", "the provider confirmed it never took it"
+            )
+            return done | self._retry(row, "not accepted (confirmed by the provider's status)", now, 0.0)
+        reason = f"fate unknown ({row.get('last_error') or 'the sender stopped mid-call'}); the provider cannot confirm"
+        self.tally.add(row["campaign"], row["channel"], UNKNOWN, reason)
+        return done | {"status": UNKNOWN, "last_error": reason, "provider": self.provider.name}
+
+    def _status(self, row: dict[str, Any]) -> StatusAnswer:
+        try:
+            return self.provider.status(self.message_of(row), row.get("provider_message_id"))
+        except Exception as exc:  # noqa: BLE001 - a failed status query answers nothing
+            log.warning("status query at %s failed: %s", self.provider.name, type(exc).__name__)
+            return StatusAnswer.UNKNOWN
+
+
+def _tallied(fate: Fate) -> str:
+    return {
+        Fate.ACCEPTED: "sent",
+        Fate.RETRY: "retried",
+        Fate.PAUSE: "paused",
+        Fate.FAILED: "failed",
+        Fate.CAMPAIGN_FAILED: "failed",
+        Fate.UNKNOWN: "unsettled",
+    }[fate]

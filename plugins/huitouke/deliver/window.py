@@ -1,0 +1,49 @@
+"""The send window as an Airflow sensor that waits on the triggerer: outside the playbook's
+``send_window`` (shop time) the task defers until the window opens, holding no worker slot.
+
+A run that will not send (a backfill, or a business day older than yesterday) does not wait: its
+delivery task only marks the day's rows ``stale``. Kept free of heavy imports: the DAG file
+imports this class at parse time.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+from airflow.sdk import BaseSensorOperator
+
+__all__ = ["SendWindowSensor"]
+
+
+class SendWindowSensor(BaseSensorOperator):
+    """Succeeds inside the send window; otherwise defers to a DateTimeTrigger at its next opening."""
+
+    ui_color = "#fdf2d0"
+
+    def execute(self, context: Any) -> None:
+        from huitouke.campaigns.playbook import load_playbook
+        from huitouke.config import load_settings
+        from huitouke.deliver.policy import next_window_open, run_verdict
+
+        settings = load_settings()
+        now = datetime.now(UTC)
+        run = context["dag_run"]
+        day = context["data_interval_start"].astimezone(settings.tz).date()
+        verdict = run_verdict(run.run_type, day, now.astimezone(settings.tz).date())
+        if not verdict.sends:
+            self.log.info("no wait: %s", verdict.reason)
+            return
+        window = load_playbook().shop.send_window
+        opens = next_window_open(now, window.start, window.end, settings.tz)
+        if opens is None:
+            self.log.info("inside the send window (%s-%s shop time)", window.start, window.end)
+            return
+        from airflow.providers.standard.triggers.temporal import DateTimeTrigger
+
+        self.log.info("outside the send window: deferred until %s", opens.isoformat())
+        self.defer(trigger=DateTimeTrigger(moment=opens), method_name="execute_complete")
+
+    def execute_complete(self, context: Any, event: Any = None) -> None:
+        """The window opened."""
+        return None

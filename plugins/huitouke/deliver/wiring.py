@@ -1,0 +1,91 @@
+"""From configuration to a day's :class:`~huitouke.deliver.daily.DeliveryJob`: the providers the
+``delivery:`` section names (each built from its Airflow Connection), the message each outbox row
+becomes (its out id, its unsubscribe link), the playbook's send window and contact caps."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from huitouke.config import DeliverySettings, Settings, project_home
+from huitouke.deliver.policy import DeliveryRules
+from huitouke.deliver.providers.base import OutgoingMessage, Provider
+
+__all__ = ["build_provider", "delivery_rules", "message_factory", "providers_from"]
+
+_PROVIDERS: dict[str, tuple[str, str]] = {  # kind -> (module, class); imported only when configured
+    "webhook": ("huitouke.deliver.providers.webhook", "WebhookProvider"),
+    "aliyun": ("huitouke.deliver.providers.aliyun", "AliyunSmsProvider"),
+    "twilio": ("huitouke.deliver.providers.twilio", "TwilioSmsProvider"),
+    "smtp": ("huitouke.deliver.providers.email", "SmtpEmailProvider"),
+}
+
+
+def build_provider(kind: str, conn_id: str | None) -> Provider:
+    """The provider of ``kind`` from its Connection (its own default Connection id when None)."""
+    import importlib
+
+    module, name = _PROVIDERS[kind]
+    cls = getattr(importlib.import_module(module), name)
+    return cls.from_connection(conn_id) if conn_id else cls.from_connection()
+
+
+def providers_from(settings: DeliverySettings) -> dict[str, Provider]:
+    """channel -> provider, for the channels with one configured."""
+    chosen = {"sms": settings.sms, "email": settings.email}
+    return {ch: build_provider(c.provider, c.conn_id) for ch, c in chosen.items() if c.provider != "none"}
+
+
+def delivery_rules(settings: DeliverySettings) -> DeliveryRules:
+    fields = DeliveryRules.__dataclass_fields__
+    return DeliveryRules(**{k: v for k, v in settings.model_dump().items() if k in fields})
+
+
+def call_list_folder(settings: Settings) -> Path:
+    folder = Path(settings.delivery.call_list_folder)
+    return folder if folder.is_absolute() else project_home() / folder
+
+
+def unsubscribe_secret(settings: DeliverySettings) -> bytes | None:
+    """The unsubscribe tokens' secret: the password of ``delivery.unsubscribe_conn_id`` (None when
+    no unsubscribe URL is configured)."""
+    if not settings.unsubscribe_url:
+        return None
+    from huitouke.store.connection import airflow_connection
+
+    secret = airflow_connection(settings.unsubscribe_conn_id).password or ""
+    if len(secret.encode()) < 16:
+        raise ValueError(
+            f"Connection {settings.unsubscribe_conn_id!r}: its password, the unsubscribe tokens' secret, "
+            "must be at least 16 bytes"
+        )
+    return secret.encode()
+
+
+def message_factory(
+    secret: bytes | None, unsubscribe_base: str | None, sign_name: str | None = None
+) -> Callable[[dict[str, Any]], OutgoingMessage]:
+    """How an outbox row (as claimed) becomes what a provider sends."""
+    from huitouke.deliver.unsubscribe import make_token, unsubscribe_url
+
+    def message_of(row: dict[str, Any]) -> OutgoingMessage:
+        link = None
+        if row["channel"] == "email" and secret and unsubscribe_base:
+            link = unsubscribe_url(unsubscribe_base, make_token(secret, int(row["message_id"])))
+        return OutgoingMessage(
+            message_id=int(row["message_id"]),
+            out_id=row["out_id"],
+            channel=row["channel"],
+            recipient=row["recipient"],
+            body=row["body"] or "",
+            template=row["template"],
+            campaign=row["campaign"],
+            subject=row.get("subject"),
+            html=row.get("html"),
+            sms_segments=int(row.get("sms_segments") or 1),
+            sign_name=sign_name,
+            unsubscribe_url=link,
+        )
+
+    return message_of
