@@ -187,13 +187,16 @@ class GatewayState:
         self._repliers: set[str] = set()
         self._invalid_numbers: dict[str, bool] = {}
         self._accepted_total = 0
+        self._duplicates = 0  # out_ids accepted more than once
         self.rejected: Counter[str] = Counter()
         self.faults_injected: Counter[str] = Counter()
         self.calls: Counter[str] = Counter()
 
-    def reset(self) -> None:
-        """Forget every record and counter; re-seed the dice from ``faults.seed``."""
+    def reset(self, faults: GatewayFaults | None = None) -> None:
+        """Forget every record and counter (and take new ``faults`` if given); re-seed the dice."""
         with self._lock:
+            if faults is not None:
+                self.faults = faults
             self._reset_records()
 
     def set_faults(self, **changes: Any) -> GatewayFaults:
@@ -280,6 +283,7 @@ class GatewayState:
         self.messages.append(message)
         if out_id is not None:
             self._by_out_id.setdefault(out_id, []).append(message)
+            self._duplicates += times == 2
         self._by_provider_id[message.provider_id] = message
         self.receipts.append(
             SimReceipt(message.provider_id, out_id, api, to, delivered, code, message.receipt_at)
@@ -352,7 +356,7 @@ class GatewayState:
             return {
                 "accepted": len(self.messages),
                 "distinct_out_ids": len(self._by_out_id),
-                "duplicates": sum(1 for records in self._by_out_id.values() if len(records) > 1),
+                "duplicates": self._duplicates,
                 "rejected": dict(self.rejected),
                 "faults": dict(self.faults_injected),
                 "calls": dict(self.calls),
