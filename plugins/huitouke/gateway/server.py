@@ -93,8 +93,16 @@ def _sim_routes(state: GatewayState) -> list[BaseRoute]:
         state.add_reply(str(body["from"]), str(body["text"]), body.get("api"))
         return JSONResponse({"added": True})
 
+    async def reject(request: Request) -> JSONResponse:
+        body = await request.json()
+        if not body.get("to"):
+            return JSONResponse({"error": "need 'to' and 'code' (null: stop rejecting)"}, status_code=400)
+        state.reject_number(str(body["to"]), body.get("code"))
+        return JSONResponse({"rejecting": body.get("code")})
+
     return [
         Route("/_sim/accepted", accepted, methods=["GET"]),
+        Route("/_sim/reject", reject, methods=["POST"]),
         Route("/_sim/stats", stats, methods=["GET"]),
         Route("/_sim/reset", reset, methods=["POST"]),
         Route("/_sim/faults", faults, methods=["GET", "POST"]),

@@ -186,6 +186,7 @@ class GatewayState:
         self.replies: list[SimReply] = []
         self._repliers: set[str] = set()
         self._invalid_numbers: dict[str, bool] = {}
+        self.forced_rejections: dict[str, str] = {}
         self._accepted_total = 0
         self._duplicates = 0  # out_ids accepted more than once
         self.rejected: Counter[str] = Counter()
@@ -240,10 +241,15 @@ class GatewayState:
         return CallFault.NONE
 
     def decide_rejection(self, to: str) -> str | None:
-        """``"invalid_number"`` for a share ``rate_invalid_number`` of recipients (counted per
-        message), else None. Drawn once per number, like an operator's: a number found invalid
-        stays invalid on every later attempt."""
+        """The rejection code for a message to ``to`` (counted), else None: a code a test set for
+        this number (:meth:`reject_number`), or ``"invalid_number"`` for a share
+        ``rate_invalid_number`` of recipients, drawn once per number like an operator's: a
+        number found invalid stays invalid on every later attempt."""
         with self._lock:
+            forced = self.forced_rejections.get(to)
+            if forced is not None:
+                self.rejected[forced] += 1
+                return forced
             invalid = self._invalid_numbers.get(to)
             if invalid is None:
                 invalid = self._invalid_numbers[to] = self.random.random() < self.faults.rate_invalid_number
@@ -251,6 +257,16 @@ class GatewayState:
                 self.rejected["invalid_number"] += 1
                 return "invalid_number"
             return None
+
+    def reject_number(self, to: str, code: str | None) -> None:
+        """Reject every message to ``to`` with ``code`` from now on (None: stop). API modules
+        translate the generic codes (invalid_number, unsubscribed, template_refused,
+        rate_limited) into their own."""
+        with self._lock:
+            if code is None:
+                self.forced_rejections.pop(to, None)
+            else:
+                self.forced_rejections[to] = code
 
     def note_rejected(self, code: str) -> None:
         """Count a rejection an API module decided itself (e.g. a template it refuses)."""
