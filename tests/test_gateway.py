@@ -248,3 +248,11 @@ def test_the_command_logs_its_url_and_faults():
 def test_the_command_refuses_a_remote_address(capsys):
     assert gateway_main(["--host", "0.0.0.0"]) == 2
     assert "--allow-remote" in capsys.readouterr().err
+
+
+def test_connections_get_tcp_nodelay(server):
+    # asyncio sets TCP_NODELAY on accepted connections only when the listening socket says TCP;
+    # without it every call after a connection's first waits ~40 ms for a delayed ACK.
+    import socket
+
+    assert server._socket.proto == socket.IPPROTO_TCP

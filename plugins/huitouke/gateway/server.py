@@ -138,6 +138,24 @@ def _config(app: GatewayApp, host: str, port: int) -> uvicorn.Config:
     )  # fmt: skip
 
 
+def _listening_socket(host: str, port: int) -> socket.socket:
+    """A listening TCP socket made with ``proto=IPPROTO_TCP``: asyncio sets TCP_NODELAY on accepted
+    connections only when their proto says TCP, and ``socket.create_server`` leaves it 0. Without
+    it, a response's headers and body (two writes) meet the client's delayed ACK: about 40 ms lost
+    on every call after a connection's first."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        sock.bind((host, port))
+        sock.listen(4096)
+    except OSError:
+        sock.close()
+        raise
+    return sock
+
+
 class GatewayServer:
     """The simulator on a background thread, for tests and benchmarks::
 
@@ -157,7 +175,7 @@ class GatewayServer:
     ) -> None:
         self.state = GatewayState(faults, token=token)
         self.app = build_app(self.state, apis)
-        self._socket = socket.create_server((host, port), backlog=4096)
+        self._socket = _listening_socket(host, port)
         self.host, self.port = self._socket.getsockname()[:2]
         self.url = f"http://{self.host}:{self.port}"
         self._server = uvicorn.Server(_config(self.app, self.host, self.port))
