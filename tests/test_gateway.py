@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import re
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -253,6 +254,4 @@ def test_the_command_refuses_a_remote_address(capsys):
 def test_connections_get_tcp_nodelay(server):
     # asyncio sets TCP_NODELAY on accepted connections only when the listening socket says TCP;
     # without it every call after a connection's first waits ~40 ms for a delayed ACK.
-    import socket
-
     assert server._socket.proto == socket.IPPROTO_TCP
