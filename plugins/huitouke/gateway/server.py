@@ -1,0 +1,180 @@
+"""The gateway simulator's HTTP server: its APIs side by side, the ``/_sim/`` introspection
+endpoints tests use, and a uvicorn server in a background thread (:class:`GatewayServer`) or in
+the foreground (:func:`serve`, the ``huitouke gateway`` command).
+
+Each API lives in its own module exposing ``routes(state) -> list[BaseRoute]`` (full paths: the
+webhook mounts itself under ``/webhook``; the Aliyun- and Twilio-shaped APIs use the paths their
+SDKs call). :data:`API_MODULES` names them; a module not written yet is skipped.
+
+For tests and the demo only: never a production endpoint.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import importlib
+import socket
+import threading
+from collections.abc import Iterable
+from typing import Any
+
+import uvicorn
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse
+from starlette.routing import BaseRoute, Route
+
+from huitouke.gateway.calls import RAW_SEND_KEY
+from huitouke.gateway.state import GatewayFaults, GatewayState
+from huitouke.pii import get_logger
+
+__all__ = ["API_MODULES", "DEFAULT_TOKEN", "GatewayApp", "GatewayServer", "build_app", "serve"]
+
+log = get_logger(__name__)
+
+DEFAULT_TOKEN = "test-token"
+API_MODULES = {
+    "webhook": "huitouke.gateway.webhook",
+    "aliyun": "huitouke.gateway.aliyun",
+    "twilio": "huitouke.gateway.twilio",
+}
+
+
+class GatewayApp(Starlette):
+    """A Starlette app that keeps the ASGI server's own ``send`` in the scope, so an endpoint can
+    drop its connection without a response (:func:`huitouke.gateway.calls.drop_connection`)."""
+
+    def __init__(self, state: GatewayState, routes: list[BaseRoute]) -> None:
+        super().__init__(routes=routes)
+        self.gateway_state = state
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        scope[RAW_SEND_KEY] = send
+        await super().__call__(scope, receive, send)
+
+
+def _api_routes(state: GatewayState, apis: Iterable[str]) -> list[BaseRoute]:
+    routes: list[BaseRoute] = []
+    for api in apis:
+        module_name = API_MODULES[api]
+        try:
+            module = importlib.import_module(module_name)
+        except ModuleNotFoundError as exc:
+            if exc.name != module_name:
+                raise
+            log.debug("gateway API %s not available (no module %s)", api, module_name)
+            continue
+        routes.extend(module.routes(state))
+    return routes
+
+
+def _sim_routes(state: GatewayState) -> list[BaseRoute]:
+    async def accepted(request: Request) -> JSONResponse:
+        return JSONResponse({"messages": state.accepted()})
+
+    async def stats(request: Request) -> JSONResponse:
+        return JSONResponse(state.stats())
+
+    async def reset(request: Request) -> JSONResponse:
+        state.reset()
+        return JSONResponse({"reset": True})
+
+    async def faults(request: Request) -> JSONResponse:
+        try:
+            changed = state.set_faults(**(await request.json()))
+        except (TypeError, ValueError) as exc:
+            return JSONResponse({"error": str(exc)}, status_code=400)
+        return JSONResponse(vars(changed))
+
+    async def reply(request: Request) -> JSONResponse:
+        body = await request.json()
+        if not body.get("from") or "text" not in body:
+            return JSONResponse({"error": "need 'from' and 'text'"}, status_code=400)
+        state.add_reply(str(body["from"]), str(body["text"]), body.get("api"))
+        return JSONResponse({"added": True})
+
+    return [
+        Route("/_sim/accepted", accepted, methods=["GET"]),
+        Route("/_sim/stats", stats, methods=["GET"]),
+        Route("/_sim/reset", reset, methods=["POST"]),
+        Route("/_sim/faults", faults, methods=["GET", "POST"]),
+        Route("/_sim/reply", reply, methods=["POST"]),
+    ]
+
+
+def build_app(state: GatewayState, apis: Iterable[str] = ("webhook", "aliyun", "twilio")) -> GatewayApp:
+    """The simulator's app: the APIs asked for (those whose module exists) and ``/_sim/``."""
+    return GatewayApp(state, _api_routes(state, apis) + _sim_routes(state))
+
+
+def _config(app: GatewayApp, host: str, port: int) -> uvicorn.Config:
+    # asyncio loop (latency is an asyncio.sleep), no access log: the per-request path stays lean.
+    return uvicorn.Config(
+        app, host=host, port=port, loop="asyncio", lifespan="off", access_log=False,
+        log_level="warning", backlog=4096, timeout_keep_alive=30,
+    )  # fmt: skip
+
+
+class GatewayServer:
+    """The simulator on a background thread, for tests and benchmarks::
+
+    with GatewayServer(GatewayFaults(rate_5xx=0.2, seed=1)) as gw:
+        requests.post(gw.url + "/webhook/messages", ...)
+        gw.state.stats()
+    """
+
+    def __init__(
+        self,
+        faults: GatewayFaults | None = None,
+        *,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        token: str = DEFAULT_TOKEN,
+        apis: Iterable[str] = ("webhook", "aliyun", "twilio"),
+    ) -> None:
+        self.state = GatewayState(faults, token=token)
+        self.app = build_app(self.state, apis)
+        self._socket = socket.create_server((host, port), backlog=4096)
+        self.host, self.port = self._socket.getsockname()[:2]
+        self.url = f"http://{self.host}:{self.port}"
+        self._server = uvicorn.Server(_config(self.app, self.host, self.port))
+        self._thread: threading.Thread | None = None
+
+    def start(self) -> GatewayServer:
+        self._thread = threading.Thread(
+            target=lambda: asyncio.run(self._server.serve(sockets=[self._socket])),
+            name="gateway-simulator",
+            daemon=True,
+        )
+        self._thread.start()
+        while not self._server.started:
+            if not self._thread.is_alive():
+                raise RuntimeError("the gateway simulator did not start")
+            self._thread.join(0.01)
+        return self
+
+    def stop(self) -> None:
+        """Stop now: hanging calls (timeout faults) are not waited for."""
+        self._server.should_exit = True
+        self._server.force_exit = True
+        if self._thread is not None:
+            self._thread.join(10)
+        self._socket.close()
+
+    def __enter__(self) -> GatewayServer:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+def serve(
+    host: str = "127.0.0.1", port: int = 8765, faults: GatewayFaults | None = None, token: str = DEFAULT_TOKEN
+) -> None:
+    """Serve the simulator in the foreground until interrupted (``huitouke gateway``)."""
+    state = GatewayState(faults, token=token)
+    app = build_app(state)
+    log.warning(
+        "gateway simulator on http://%s:%s (webhook base /webhook); %s", host, port, state.faults.describe()
+    )
+    uvicorn.Server(_config(app, host, port)).run()
