@@ -24,7 +24,6 @@ import hashlib
 import hmac
 import itertools
 import json
-import threading
 import time
 import uuid
 from datetime import datetime
@@ -118,13 +117,11 @@ def _refusal(fault: CallFault, retry_after_s: float) -> Response:
 
 
 class AliyunAPI:
-    """``POST /`` (the RPC actions) and the report relay, over one :class:`GatewayState`; keeps
-    its own index of accepted numbers for ``QuerySendDetails``."""
+    """``POST /`` (the RPC actions) and the report relay, over one :class:`GatewayState`
+    (``QuerySendDetails`` reads the state's records)."""
 
     def __init__(self, state: GatewayState) -> None:
         self.state = state
-        self._lock = threading.Lock()
-        self._by_number: dict[str, list[str]] = {}  # E.164 -> provider ids, oldest first
 
     async def rpc(self, request: Request) -> Response:
         body = await request.body()
@@ -180,24 +177,20 @@ class AliyunAPI:
         # Aliyun has no per-message id of ours: a message is (OutId, template, number, parameters).
         key = f"{out_id}|{template}|{to}|{param_json}"
         text = f"【{sign}】{param_json}"  # the simulator knows no template texts
-        record = self.state.accept(
+        self.state.accept(
             API, key, to, text, biz_id=biz_id, aliyun_out_id=out_id, template_code=template, sign_name=sign
         )
-        if not record.duplicate_answer:
-            with self._lock:
-                self._by_number.setdefault(to, []).append(record.provider_id)
 
     def _query_send_details(self, params: dict[str, str]) -> Response:
         to, day = _e164(params.get("PhoneNumber", "")), params.get("SendDate", "")
         biz_id = params.get("BizId")
         page, size = int(params.get("CurrentPage") or 1), min(int(params.get("PageSize") or 10), 50)
-        with self._lock:
-            ids = list(self._by_number.get(to, ()))
-        records = [r for r in (self.state.lookup(provider_id=i) for i in ids) if r is not None]
         records = [
             r
-            for r in records
-            if datetime.fromtimestamp(r.accepted_at, SHANGHAI).strftime("%Y%m%d") == day
+            for r in list(self.state.messages)  # a snapshot: the list only grows, until a reset
+            if r.api == API
+            and r.to == to
+            and datetime.fromtimestamp(r.accepted_at, SHANGHAI).strftime("%Y%m%d") == day
             and (not biz_id or r.extra.get("biz_id") == biz_id)
         ]
         shown = records[(page - 1) * size : page * size]

@@ -20,7 +20,7 @@ active: what an account out of funds gets).
 from __future__ import annotations
 
 import base64
-import threading
+from collections.abc import Callable
 from datetime import UTC, datetime
 from email.utils import format_datetime
 from typing import Any
@@ -96,13 +96,11 @@ def _refusal(fault: CallFault, retry_after_s: float) -> Response:
 
 
 class TwilioAPI:
-    """The Messages resource over one :class:`GatewayState`; keeps the order of its outbound
-    messages (provider ids) for listing."""
+    """The Messages resource over one :class:`GatewayState` (listing reads the state's records).
+    Every call meets the state's call faults, reads included."""
 
     def __init__(self, state: GatewayState) -> None:
         self.state = state
-        self._lock = threading.Lock()
-        self._outbound: list[str] = []
 
     def _authorized(self, request: Request) -> bool:
         auth = request.headers.get("authorization", "")
@@ -155,22 +153,35 @@ class TwilioAPI:
             messaging_service_sid=service,
             account_sid=account_sid,
         )
-        if not record.duplicate_answer:
-            with self._lock:
-                self._outbound.append(record.provider_id)
         return JSONResponse(_outbound(record, account_sid), status_code=201)
 
     async def fetch(self, request: Request) -> Response:
         if not self._authorized(request):
             return _error(20003)
+        return await self._with_faults(request, lambda: self._fetch(request))
+
+    def _fetch(self, request: Request) -> Response:
         record = self.state.lookup(provider_id=request.path_params["sid"].removesuffix(".json"))
         if record is None or record.api != API:
             return _error(20404)
         return JSONResponse(_outbound(record, request.path_params["account_sid"]))
 
+    async def _with_faults(self, request: Request, answer: Callable[[], Response]) -> Response:
+        state = self.state
+        return await call_with_faults(
+            request,
+            state,
+            API,
+            accept=answer,
+            refuse=lambda fault: _refusal(fault, state.faults.retry_after_s),
+        )
+
     async def list(self, request: Request) -> Response:
         if not self._authorized(request):
             return _error(20003)
+        return await self._with_faults(request, lambda: self._page(request))
+
+    def _page(self, request: Request) -> Response:
         account_sid, params = request.path_params["account_sid"], request.query_params
         size = min(int(params.get("PageSize") or 50), 1000)
         items = [i for i in self._all(account_sid) if _wanted(i, params.get("To"), params.get("From"))]
@@ -196,11 +207,11 @@ class TwilioAPI:
 
     def _all(self, account_sid: str) -> list[dict[str, Any]]:
         """Every message, newest first (by creation, then by arrival)."""
-        with self._lock:
-            ids = list(self._outbound)
-        records = [self.state.lookup(provider_id=i) for i in ids]
+        records = list(self.state.messages)  # a snapshot: the list only grows, until a reset
         items = [
-            _outbound(r, account_sid) | {"_ts": r.accepted_at, "_seq": n} for n, r in enumerate(records) if r
+            _outbound(r, account_sid) | {"_ts": r.accepted_at, "_seq": n}
+            for n, r in enumerate(records)
+            if r.api == API
         ]
         replies, _ = self.state.replies_since(0, API, limit=10**9)
         for n, reply in enumerate(replies):
