@@ -257,8 +257,9 @@ def test_receipts_and_replies_come_from_the_report_relay_with_cursors(gw):
     assert sms.replies(reply_cursor) == ([], reply_cursor)
 
 
-def test_without_a_report_relay_nothing_is_pulled(gw):
+def test_without_a_report_relay_or_when_it_fails_nothing_is_pulled_and_the_cursor_kept(gw):
     assert provider(gw, report_url=None).receipts("5") == ([], "5")
+    assert provider(gw, report_token="wrong").replies("5") == ([], "5")
 
 
 def test_reasons_never_name_the_recipient(gw):
@@ -297,8 +298,8 @@ def test_from_connection_reads_the_airflow_connection(monkeypatch):
         "extra": {
             "sign_name": "小店",
             "protocol": "http",
-            "timeout_s": 2,
-            "max_concurrency": 8,
+            "timeout_s": "2",
+            "max_concurrency": "8",
             "unknown": 1,
         },
     }

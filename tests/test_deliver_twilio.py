@@ -200,6 +200,12 @@ def test_receipts_page_through_final_statuses_once(gw):
     assert [r.provider_message_id for r in receipts] == [later[0].provider_message_id]
 
 
+def test_a_failed_listing_keeps_the_cursor(gw):
+    use_faults(gw, rate_5xx=1.0)
+    cursor = "2026-01-01T00:00:00+00:00|"
+    assert provider(gw).receipts(cursor) == ([], cursor)
+
+
 def test_receipts_wait_for_the_settle_time(gw):
     sms = provider(gw, receipt_settle_s=3600)
     sms.send([message(1)])
@@ -235,7 +241,7 @@ def test_from_connection_reads_the_airflow_connection(monkeypatch):
         "password": "token",
         "host": "http://127.0.0.1",
         "port": 8765,
-        "extra": {"from_number": FROM, "max_concurrency": 32, "timeout_s": 4},
+        "extra": {"from_number": FROM, "max_concurrency": "32", "timeout_s": "4", "rate_per_s": ""},
     }
     monkeypatch.setenv("AIRFLOW_CONN_HUITOUKE_SMS_TWILIO", json.dumps(conn))
     sms = TwilioSmsProvider.from_connection()
@@ -246,4 +252,9 @@ def test_from_connection_reads_the_airflow_connection(monkeypatch):
         "http://127.0.0.1:8765",
         FROM,
     )
-    assert (sms.max_concurrency, sms.batch_size, sms.http.timeout) == (32, 1, (5.0, 4))
+    assert (sms.max_concurrency, sms.batch_size, sms.http.timeout, sms.rate_per_s) == (
+        32,
+        1,
+        (5.0, 4.0),
+        None,
+    )

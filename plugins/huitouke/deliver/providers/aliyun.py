@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from itertools import groupby
 from typing import Any
@@ -39,6 +39,7 @@ from huitouke.deliver.providers.base import (
     SendOutcome,
     StatusAnswer,
 )
+from huitouke.deliver.providers.settings import settings_with_extras
 from huitouke.deliver.providers.transport import transport_fate
 from huitouke.pii import get_logger, mask_text
 
@@ -372,14 +373,18 @@ class AliyunSmsProvider:
         headers = (
             {"Authorization": f"Bearer {self.settings.report_token}"} if self.settings.report_token else {}
         )
-        response = self._http.get(
-            f"{self.settings.report_url.rstrip('/')}/{feed}",
-            params={"cursor": cursor} if cursor else None,
-            headers=headers,
-            timeout=(self.settings.connect_timeout_s, self.settings.timeout_s),
-        )
-        response.raise_for_status()
-        payload = response.json()
+        try:
+            response = self._http.get(
+                f"{self.settings.report_url.rstrip('/')}/{feed}",
+                params={"cursor": cursor} if cursor else None,
+                headers=headers,
+                timeout=(self.settings.connect_timeout_s, self.settings.timeout_s),
+            )
+            response.raise_for_status()
+            payload = response.json()
+        except (requests.RequestException, ValueError) as exc:  # the next pull tries again
+            log.warning("Aliyun %s pull failed (%s); cursor kept", feed, type(exc).__name__)
+            return [], cursor
         return list(payload.get("messages") or []), payload.get("cursor") or cursor
 
 
@@ -392,12 +397,7 @@ def settings_from_connection(conn: Any) -> AliyunSettings:
     settings = AliyunSettings(
         access_key_id=conn.login or "", access_key_secret=conn.password or "", endpoint=host
     )
-    known = {
-        f
-        for f in AliyunSettings.__dataclass_fields__
-        if f not in {"access_key_id", "access_key_secret", "endpoint"}
-    }
-    return replace(settings, **{k: v for k, v in extra.items() if k in known})
+    return settings_with_extras(settings, extra, {"access_key_id", "access_key_secret", "endpoint"})
 
 
 # -- answers to outcomes -------------------------------------------------------------------------

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -39,6 +39,7 @@ from huitouke.deliver.providers.base import (
     SendOutcome,
     StatusAnswer,
 )
+from huitouke.deliver.providers.settings import settings_with_extras
 from huitouke.deliver.providers.transport import transport_fate
 from huitouke.pii import get_logger
 
@@ -64,6 +65,8 @@ TWILIO_CODES: dict[int, tuple[Fate, str]] = {
     21212: (Fate.CAMPAIGN_FAILED, "invalid 'From' number"),
     21660: (Fate.CAMPAIGN_FAILED, "'From' number not in this account"),
     21602: (Fate.CAMPAIGN_FAILED, "message body is required"),
+    21603: (Fate.CAMPAIGN_FAILED, "no 'From' number or messaging service"),
+    21604: (Fate.FAILED, "no 'To' number"),
     21703: (Fate.CAMPAIGN_FAILED, "messaging service has no sender"),
     21705: (Fate.CAMPAIGN_FAILED, "invalid messaging service"),
     20003: (Fate.PAUSE, "authentication failed"),
@@ -286,9 +289,14 @@ class TwilioSmsProvider:
     def _window(self, cursor: str | None, upper: datetime, *, outbound: bool) -> tuple[list[Any], str | None]:
         since, seen = _parse_cursor(cursor, datetime.now(UTC) - timedelta(seconds=self.settings.lookback_s))
         to = None if outbound else self.settings.from_number
+        try:
+            listed = list(self._listing(since, to=to))
+        except Exception as exc:  # the next pull tries again from the same cursor
+            log.warning("Twilio listing failed (%s); cursor kept", _error_text(exc))
+            return [], cursor
         found = [
             r
-            for r in self._listing(since, to=to)
+            for r in listed
             if r.date_created is not None
             and r.date_created <= upper
             and r.sid not in seen
@@ -310,9 +318,7 @@ def settings_from_connection(conn: Any) -> TwilioSettings:
     if conn.port:
         base_url = f"{base_url}:{conn.port}"
     settings = TwilioSettings(account_sid=conn.login or "", auth_token=conn.password or "", base_url=base_url)
-    fixed = {"account_sid", "auth_token", "base_url"}
-    known = {f for f in TwilioSettings.__dataclass_fields__ if f not in fixed}
-    return replace(settings, **{k: v for k, v in extra.items() if k in known})
+    return settings_with_extras(settings, extra, {"account_sid", "auth_token", "base_url"})
 
 
 def _parse_cursor(cursor: str | None, default: datetime) -> tuple[datetime, set[str]]:
