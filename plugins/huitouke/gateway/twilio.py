@@ -24,7 +24,7 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 from email.utils import format_datetime
 from typing import Any
-from urllib.parse import urlencode
+from urllib.parse import parse_qsl, urlencode
 
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
@@ -115,8 +115,8 @@ class TwilioAPI:
     async def create(self, request: Request) -> Response:
         if not self._authorized(request):
             return _error(20003)
-        form = await request.form()
-        fields = {k: str(v) for k, v in form.items()}
+        # The SDK posts application/x-www-form-urlencoded; parse_qsl is much cheaper than form().
+        fields = dict(parse_qsl((await request.body()).decode("utf-8"), keep_blank_values=True))
         invalid = self._invalid(fields)
         if invalid is not None:
             return _error(invalid)
