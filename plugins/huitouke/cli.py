@@ -303,6 +303,7 @@ def build_parser() -> argparse.ArgumentParser:
     """The ``huitouke`` command and its subcommands, one group at a time (the template and
     evaluation commands come from their stages: render.cli, evaluate.cli)."""
     from huitouke.evaluate.cli import add_parser as add_evaluate_command
+    from huitouke.gateway.cli import add_parser as add_gateway_command
     from huitouke.render.cli import add_templates_commands
 
     parser = argparse.ArgumentParser(prog="huitouke", description=__doc__.split("\n\n")[0])
@@ -316,6 +317,7 @@ def build_parser() -> argparse.ArgumentParser:
         sub, shop_loader=_shop_info, budgets_loader=_sms_budgets, customer_loader=_stored_customer
     )
     add_evaluate_command(sub)
+    add_gateway_command(sub)
     _add_run_commands(sub)
     return parser
 

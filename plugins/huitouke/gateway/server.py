@@ -93,8 +93,16 @@ def _sim_routes(state: GatewayState) -> list[BaseRoute]:
         state.add_reply(str(body["from"]), str(body["text"]), body.get("api"))
         return JSONResponse({"added": True})
 
+    async def reject(request: Request) -> JSONResponse:
+        body = await request.json()
+        if not body.get("to"):
+            return JSONResponse({"error": "need 'to' and 'code' (null: stop rejecting)"}, status_code=400)
+        state.reject_number(str(body["to"]), body.get("code"))
+        return JSONResponse({"rejecting": body.get("code")})
+
     return [
         Route("/_sim/accepted", accepted, methods=["GET"]),
+        Route("/_sim/reject", reject, methods=["POST"]),
         Route("/_sim/stats", stats, methods=["GET"]),
         Route("/_sim/reset", reset, methods=["POST"]),
         Route("/_sim/faults", faults, methods=["GET", "POST"]),
@@ -141,17 +149,18 @@ class GatewayServer:
         self._thread: threading.Thread | None = None
 
     def start(self) -> GatewayServer:
-        self._thread = threading.Thread(
-            target=lambda: asyncio.run(self._server.serve(sockets=[self._socket])),
-            name="gateway-simulator",
-            daemon=True,
-        )
+        """Serve on a background thread; returns once the server accepts connections."""
+        self._thread = threading.Thread(target=self.run, name="gateway-simulator", daemon=True)
         self._thread.start()
         while not self._server.started:
             if not self._thread.is_alive():
                 raise RuntimeError("the gateway simulator did not start")
             self._thread.join(0.01)
         return self
+
+    def run(self) -> None:
+        """Serve in this thread until stopped (in the main thread: until SIGINT/SIGTERM)."""
+        asyncio.run(self._server.serve(sockets=[self._socket]))
 
     def stop(self) -> None:
         """Stop now: hanging calls (timeout faults) are not waited for."""
@@ -171,10 +180,14 @@ class GatewayServer:
 def serve(
     host: str = "127.0.0.1", port: int = 8765, faults: GatewayFaults | None = None, token: str = DEFAULT_TOKEN
 ) -> None:
-    """Serve the simulator in the foreground until interrupted (``huitouke gateway``)."""
-    state = GatewayState(faults, token=token)
-    app = build_app(state)
-    log.warning(
-        "gateway simulator on http://%s:%s (webhook base /webhook); %s", host, port, state.faults.describe()
-    )
-    uvicorn.Server(_config(app, host, port)).run()
+    """Serve the simulator in the foreground until interrupted (``huitouke gateway``); logs one
+    line at INFO with its URL and faults once it listens."""
+    server = GatewayServer(faults, host=host, port=port, token=token)
+    log.info(
+        "gateway simulator listening on %s (webhook base URL %s/webhook); %s",
+        server.url, server.url, server.state.faults.describe(),
+    )  # fmt: skip
+    try:
+        server.run()
+    finally:
+        server.stop()

@@ -186,14 +186,18 @@ class GatewayState:
         self.replies: list[SimReply] = []
         self._repliers: set[str] = set()
         self._invalid_numbers: dict[str, bool] = {}
+        self.forced_rejections: dict[str, str] = {}
         self._accepted_total = 0
+        self._duplicates = 0  # out_ids accepted more than once
         self.rejected: Counter[str] = Counter()
         self.faults_injected: Counter[str] = Counter()
         self.calls: Counter[str] = Counter()
 
-    def reset(self) -> None:
-        """Forget every record and counter; re-seed the dice from ``faults.seed``."""
+    def reset(self, faults: GatewayFaults | None = None) -> None:
+        """Forget every record and counter (and take new ``faults`` if given); re-seed the dice."""
         with self._lock:
+            if faults is not None:
+                self.faults = faults
             self._reset_records()
 
     def set_faults(self, **changes: Any) -> GatewayFaults:
@@ -237,10 +241,15 @@ class GatewayState:
         return CallFault.NONE
 
     def decide_rejection(self, to: str) -> str | None:
-        """``"invalid_number"`` for a share ``rate_invalid_number`` of recipients (counted per
-        message), else None. Drawn once per number, like an operator's: a number found invalid
-        stays invalid on every later attempt."""
+        """The rejection code for a message to ``to`` (counted), else None: a code a test set for
+        this number (:meth:`reject_number`), or ``"invalid_number"`` for a share
+        ``rate_invalid_number`` of recipients, drawn once per number like an operator's: a
+        number found invalid stays invalid on every later attempt."""
         with self._lock:
+            forced = self.forced_rejections.get(to)
+            if forced is not None:
+                self.rejected[forced] += 1
+                return forced
             invalid = self._invalid_numbers.get(to)
             if invalid is None:
                 invalid = self._invalid_numbers[to] = self.random.random() < self.faults.rate_invalid_number
@@ -248,6 +257,16 @@ class GatewayState:
                 self.rejected["invalid_number"] += 1
                 return "invalid_number"
             return None
+
+    def reject_number(self, to: str, code: str | None) -> None:
+        """Reject every message to ``to`` with ``code`` from now on (None: stop). API modules
+        translate the generic codes (invalid_number, unsubscribed, template_refused,
+        rate_limited) into their own."""
+        with self._lock:
+            if code is None:
+                self.forced_rejections.pop(to, None)
+            else:
+                self.forced_rejections[to] = code
 
     def note_rejected(self, code: str) -> None:
         """Count a rejection an API module decided itself (e.g. a template it refuses)."""
@@ -280,6 +299,7 @@ class GatewayState:
         self.messages.append(message)
         if out_id is not None:
             self._by_out_id.setdefault(out_id, []).append(message)
+            self._duplicates += times == 2
         self._by_provider_id[message.provider_id] = message
         self.receipts.append(
             SimReceipt(message.provider_id, out_id, api, to, delivered, code, message.receipt_at)
@@ -352,7 +372,7 @@ class GatewayState:
             return {
                 "accepted": len(self.messages),
                 "distinct_out_ids": len(self._by_out_id),
-                "duplicates": sum(1 for records in self._by_out_id.values() if len(records) > 1),
+                "duplicates": self._duplicates,
                 "rejected": dict(self.rejected),
                 "faults": dict(self.faults_injected),
                 "calls": dict(self.calls),

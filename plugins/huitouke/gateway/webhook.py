@@ -17,6 +17,12 @@ __all__ = ["API", "WebhookAPI", "routes"]
 
 API = "webhook"
 MAX_BATCH = 1000
+REJECTION_TEXTS = {
+    "invalid_number": "invalid number",
+    "unsubscribed": "recipient unsubscribed",
+    "template_refused": "template not approved",
+    "rate_limited": "too many messages to this number",
+}
 
 
 def _unauthorized() -> JSONResponse:
@@ -39,7 +45,9 @@ def _accept_all(state: GatewayState, items: list[dict[str, Any]]) -> JSONRespons
         out_id, to = item.get("id"), str(item.get("to", ""))
         code = state.decide_rejection(to)
         if code is not None:
-            results.append({"id": out_id, "status": "rejected", "code": code, "message": "invalid number"})
+            results.append(
+                {"id": out_id, "status": "rejected", "code": code, "message": REJECTION_TEXTS.get(code, code)}
+            )
             continue
         extra = {k: item[k] for k in ("campaign", "template") if k in item}
         record = state.accept(API, out_id, to, str(item.get("text", "")), **extra)
@@ -91,7 +99,7 @@ class WebhookAPI:
         out_id = request.path_params["out_id"]
         record = self.state.lookup(out_id=out_id)
         if record is None or record.api != API:
-            return JSONResponse({"id": out_id, "status": "unknown"}, 404)
+            return JSONResponse({"id": out_id, "status": "not_found"}, 404)
         status = record.status()
         code = None if status == "accepted" else record.code
         return JSONResponse({"id": out_id, "provider_id": record.provider_id, "status": status, "code": code})
