@@ -174,6 +174,13 @@ def test_a_batch_refused_for_an_invalid_number_is_halved_until_the_number_is_alo
     assert gw.state.stats()["duplicates"] == 0
 
 
+def test_a_number_over_its_frequency_limit_is_retried_alone(gw):
+    gw.state.reject_number(message(2).recipient, "rate_limited")
+    outcomes = provider(gw, batch_size=4).send([message(i) for i in range(6)])
+    assert fates(outcomes) == {i: Fate.RETRY if i == 2 else Fate.ACCEPTED for i in range(6)}
+    assert "isv.BUSINESS_LIMIT_CONTROL" in outcomes[[o.message_id for o in outcomes].index(2)].reason
+
+
 def test_what_is_refused_before_any_call(gw):
     outcomes = provider(gw, sign_name=None).send(
         [

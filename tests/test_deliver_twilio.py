@@ -103,6 +103,12 @@ def test_twilio_error_codes_by_its_magic_numbers(gw, to, fate, code, opt_out):
     assert gw.state.accepted() == []
 
 
+def test_a_number_the_simulator_is_told_to_reject_as_unsubscribed_is_an_opt_out(gw):
+    gw.state.reject_number(message(1).recipient, "unsubscribed")
+    outcome = provider(gw).send([message(1)])[0]
+    assert (outcome.fate, outcome.opt_out) == (Fate.FAILED, True)
+
+
 def test_a_from_number_that_cannot_send_fails_the_campaign(gw):
     outcome = provider(gw, from_number="+15005550007").send([message(1)])[0]
     assert outcome.fate is Fate.CAMPAIGN_FAILED

@@ -45,6 +45,14 @@ MAX_BATCH = 100
 SHANGHAI = ZoneInfo("Asia/Shanghai")
 ALGORITHM = "ACS3-HMAC-SHA256"
 _biz_ids = itertools.count(1)
+# The state's generic rejection codes as Aliyun answers them. Aliyun has no send-time
+# "unsubscribed": such a number is refused as illegal (its opt-out arrives as an SmsUp reply).
+REJECTIONS = {
+    "invalid_number": ("isv.MOBILE_NUMBER_ILLEGAL", "非法手机号"),
+    "unsubscribed": ("isv.MOBILE_NUMBER_ILLEGAL", "非法手机号"),
+    "rate_limited": ("isv.BUSINESS_LIMIT_CONTROL", "触发号码天级流控"),
+    "template_refused": ("isv.SMS_TEMPLATE_ILLEGAL", "模板不合法"),
+}
 
 
 def _answer(code: str, message: str, status: int = 200, **fields: Any) -> JSONResponse:
@@ -162,10 +170,11 @@ class AliyunAPI:
             self.state.note_rejected("signature_refused")
             return _answer("isv.SMS_SIGNATURE_ILLEGAL", "签名不合法")
         recipients = [_e164(str(n)) for n in numbers]
-        invalid = [n for n in numbers if not str(n).lstrip("+").isdigit()]
-        dice = [self.state.decide_rejection(to) for to in recipients]
-        if invalid or any(dice):
-            return _answer("isv.MOBILE_NUMBER_ILLEGAL", "非法手机号")
+        rejections = [self.state.decide_rejection(to) for to in recipients]
+        rejections += ["invalid_number" for n in numbers if not str(n).lstrip("+").isdigit()]
+        refused = next((code for code in rejections if code), None)
+        if refused is not None:  # one number refused: the whole call is
+            return _answer(*REJECTIONS.get(refused, REJECTIONS["invalid_number"]))
         biz_id = f"{int(time.time() * 1000)}{next(_biz_ids):08d}^0"
         for to, sign, value in zip(recipients, signs, values, strict=True):
             self._accept_one(params, biz_id, to, str(sign), value)

@@ -67,6 +67,13 @@ ERRORS = {
     20500: (500, "Internal Server Error"),
     20504: (504, "Gateway Timeout"),
 }
+# The state's generic rejection codes as Twilio answers them.
+REJECTIONS = {
+    "invalid_number": 21211,
+    "unsubscribed": 21610,
+    "rate_limited": 20429,
+    "template_refused": 21408,
+}
 UNDELIVERED = {"UNDELIV": 30003, "MK:0001": 30005, "EXPIRED": 30008}
 
 
@@ -139,8 +146,9 @@ class TwilioAPI:
 
     def _accept(self, account_sid: str, fields: dict[str, str]) -> Response:
         to, body = fields["To"], fields["Body"]
-        if self.state.decide_rejection(to):
-            return _error(21211)
+        refused = self.state.decide_rejection(to)
+        if refused is not None:
+            return _error(REJECTIONS.get(refused, 21211))
         sender = fields.get("From") or DEFAULT_NUMBER
         service = fields.get("MessagingServiceSid")
         # Twilio has no client reference: a message is (From, To, Body).

@@ -97,6 +97,9 @@ ALIYUN_CODE_PREFIXES: tuple[tuple[str, Fate], ...] = (
     ("Forbidden", Fate.PAUSE),  # Forbidden.RAM, Forbidden.AccessKeyDisabled
     ("InvalidTimeStamp", Fate.PAUSE),  # this machine's clock is wrong
 )
+# Codes about one number of a batch (Aliyun refuses the whole call): the batch is halved until the
+# number is alone, so the others still go out.
+PER_NUMBER_CODES = {"isv.MOBILE_NUMBER_ILLEGAL", "isv.BUSINESS_LIMIT_CONTROL", "isv.DAY_LIMIT_CONTROL"}
 # An answer we do not know stops sending loudly rather than failing a hundred customers' messages.
 UNKNOWN_CODE_FATE = Fate.PAUSE
 
@@ -263,8 +266,8 @@ class AliyunSmsProvider:
 
     def _send_call(self, chunk: list[OutgoingMessage]) -> list[SendOutcome]:
         answer = self._call_send_batch(chunk)
-        if answer.code == "isv.MOBILE_NUMBER_ILLEGAL" and len(chunk) > 1:
-            # The refused call accepted nothing: halve it until the bad number is alone.
+        if answer.code in PER_NUMBER_CODES and len(chunk) > 1:
+            # The refused call accepted nothing: halve it until the number it names is alone.
             middle = len(chunk) // 2
             return self._send_call(chunk[:middle]) + self._send_call(chunk[middle:])
         return [_outcome(m, answer) for m in chunk]
@@ -414,8 +417,11 @@ def _outcome(message: OutgoingMessage, answer: _CallAnswer) -> SendOutcome:
 
 
 def _stopping_answer(outcomes: list[SendOutcome]) -> _CallAnswer | None:
+    """What stops the rest of a batch: a pause, or a retry of a whole call (throttled, 5xx) - not
+    one number's retry left alone by halving."""
+    whole_call_retry = all(o.fate is Fate.RETRY for o in outcomes)
     for outcome in outcomes:
-        if outcome.fate in (Fate.PAUSE, Fate.RETRY):
+        if outcome.fate is Fate.PAUSE or (outcome.fate is Fate.RETRY and whole_call_retry):
             return _CallAnswer(
                 outcome.fate,
                 reason=f"not sent: {outcome.reason}",
