@@ -13,7 +13,7 @@ import pytest
 import requests
 
 from huitouke.gateway.cli import main as gateway_main
-from huitouke.gateway.server import GatewayServer
+from huitouke.gateway.server import GatewayProcess, GatewayServer
 from huitouke.gateway.state import CallFault, GatewayFaults, GatewayState
 
 AUTH = {"Authorization": "Bearer test-token"}
@@ -66,7 +66,9 @@ def test_dedupe_ids_answers_a_repeat_with_the_first_record(gw):
     first = _send(gw, _message(1)).json()["results"][0]
     again = _send(gw, _message(1)).json()["results"][0]
     assert again == first
-    assert gw.state.stats()["accepted"] == 1 and gw.state.times_accepted("htk-1") == 1
+    stats = gw.state.stats()
+    assert (stats["accepted"], stats["duplicates"], stats["deduplicated"]) == (1, 0, 1)
+    assert gw.state.times_accepted("htk-1") == 1
 
 
 def test_refused_calls_accept_nothing_and_the_dice_are_seeded(gw):
@@ -204,16 +206,40 @@ def test_call_faults_are_drawn_in_proportion():
     assert state.stats()["calls"] == {"webhook": 5000}
 
 
-def test_the_command_serves_a_real_gateway():
-    env = {**os.environ, "PYTHONPATH": str(PLUGINS)}
-    command = [sys.executable, "-m", "huitouke.gateway.cli", "--port", "0", "--rate-invalid-number", "1"]
-    process = subprocess.Popen(command, stderr=subprocess.PIPE, text=True, env=env)
+def test_the_command_serves_a_real_gateway_in_its_own_process():
+    with GatewayProcess(GatewayFaults(rate_invalid_number=1.0), token="tok-123") as gw:
+        assert re.fullmatch(r"http://127\.0\.0\.1:\d+", gw.url)
+        assert "listening on" in gw.log_lines[0]
+        message = _message(1)
+        headers = {"Authorization": "Bearer tok-123"}
+        answer = requests.post(f"{gw.url}/webhook/messages", json={"messages": [message]}, headers=headers)
+        assert answer.json()["results"][0]["code"] == "invalid_number"
+        gw.set_faults(rate_invalid_number=0.0)
+        requests.post(f"{gw.url}/webhook/messages", json={"messages": [_message(2)]}, headers=headers)
+        assert gw.stats()["rejected"] == {"invalid_number": 1}
+        assert [m["out_id"] for m in gw.accepted()] == ["htk-2"]
+        gw.reset()
+        assert gw.stats()["accepted"] == 0
+
+
+def test_the_command_logs_its_url_and_faults():
+    command = [
+        sys.executable,
+        "-m",
+        "huitouke.gateway.cli",
+        "--port",
+        "0",
+        "--rate-5xx",
+        "0.5",
+        "--seed",
+        "4",
+    ]
+    process = subprocess.Popen(
+        command, stderr=subprocess.PIPE, text=True, env={**os.environ, "PYTHONPATH": str(PLUGINS)}
+    )
     try:
         line = process.stderr.readline()
-        url = re.search(r"listening on (http://127\.0\.0\.1:\d+)", line).group(1)
-        assert "rate_invalid_number=1.0" in line
-        answer = requests.post(f"{url}/webhook/messages", json={"messages": [_message(1)]}, headers=AUTH)
-        assert answer.json()["results"][0]["code"] == "invalid_number"
+        assert re.search(r"listening on http://127\.0\.0\.1:\d+ .*rate_5xx=0\.5, seed=4", line)
     finally:
         process.terminate()
         process.wait(10)

@@ -189,6 +189,7 @@ class GatewayState:
         self.forced_rejections: dict[str, str] = {}
         self._accepted_total = 0
         self._duplicates = 0  # out_ids accepted more than once
+        self._deduplicated = 0  # repeats answered with their first record (dedupe_ids)
         self.rejected: Counter[str] = Counter()
         self.faults_injected: Counter[str] = Counter()
         self.calls: Counter[str] = Counter()
@@ -281,6 +282,7 @@ class GatewayState:
         with self._lock:
             earlier = self._by_out_id.get(out_id) if out_id is not None else None
             if earlier and self.faults.dedupe_ids:
+                self._deduplicated += 1
                 return dataclasses.replace(earlier[0], duplicate_answer=True)
             return self._record(api, out_id, to, text, extra, len(earlier or ()) + 1)
 
@@ -367,12 +369,14 @@ class GatewayState:
             ]
 
     def stats(self) -> dict[str, Any]:
-        """Counts: acceptances, distinct out_ids, duplicates, rejections by code, faults by kind."""
+        """Counts: acceptances, distinct out_ids, duplicates (out_ids accepted more than once),
+        deduplicated repeats (``dedupe_ids``), rejections by code, faults by kind, calls by API."""
         with self._lock:
             return {
                 "accepted": len(self.messages),
                 "distinct_out_ids": len(self._by_out_id),
                 "duplicates": self._duplicates,
+                "deduplicated": self._deduplicated,
                 "rejected": dict(self.rejected),
                 "faults": dict(self.faults_injected),
                 "calls": dict(self.calls),
