@@ -50,6 +50,10 @@ class OutgoingMessage:
     sign_name: str | None = None
     # E-mail: the one-click unsubscribe link's token (RFC 8058).
     unsubscribe_url: str | None = None
+    # When the sender claimed the row for the attempt whose fate is in question (timezone-aware):
+    # status queries that search by recipient and time (Aliyun, Twilio) start there, and answer
+    # UNKNOWN without it.
+    claimed_at: datetime | None = None
 
 
 @dataclass(frozen=True)
@@ -74,6 +78,9 @@ class Receipt:
     delivered: bool
     code: str | None
     at: datetime | None
+    # The number the receipt is for, where the provider's id names a whole call rather than one
+    # message (Aliyun's BizId covers every number of a SendBatchSms call): match on both.
+    recipient: str | None = None
 
 
 @dataclass(frozen=True)
