@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import Connection, Engine, bindparam, or_, select, update
+from sqlalchemy import Connection, Engine, select, update
 
 from huitouke.deliver import persist
 from huitouke.deliver.providers.base import Provider, Receipt, Reply
@@ -71,24 +71,18 @@ def record_receipts(
 ) -> FeedCounts:
     """Each receipt onto its sent row (by the provider's id, else by huitouke's out id)."""
     counts = FeedCounts()
-    query = (
-        update(outbox)
-        .where(o.status == SENT)
-        .where(o.provider == provider)
-        .where(
-            or_(
-                (o.provider_message_id == bindparam("pid")) & bindparam("pid").isnot(None),
-                (o.out_id == bindparam("oid")) & bindparam("oid").isnot(None),
-            )
-        )
-        .values(receipt=bindparam("state"), receipt_code=bindparam("code"), receipt_at=bindparam("at"))
-    )
     for r in receipts:
+        query = update(outbox).where(o.status == SENT).where(o.provider == provider)
+        if r.provider_message_id:  # Aliyun's BizId names a whole call: its recipient picks the row
+            query = query.where(o.provider_message_id == r.provider_message_id)
+            query = query.where(o.recipient == r.recipient) if r.recipient else query
+        elif r.out_id:
+            query = query.where(o.out_id == r.out_id)
+        else:
+            continue
         state = "delivered" if r.delivered else "undelivered"
         at = naive_utc(r.at) if r.at else now
-        conn.execute(
-            query, {"pid": r.provider_message_id, "oid": r.out_id, "state": state, "code": r.code, "at": at}
-        )
+        conn.execute(query.values(receipt=state, receipt_code=r.code, receipt_at=at))
         counts.receipts += 1
         counts.delivered += r.delivered
         counts.undelivered += not r.delivered

@@ -5,8 +5,11 @@ becomes (its out id, its unsubscribe link), the playbook's send window and conta
 from __future__ import annotations
 
 from collections.abc import Callable
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
+
+import pandas as pd
 
 from huitouke.config import DeliverySettings, Settings, project_home
 from huitouke.deliver.policy import DeliveryRules
@@ -63,6 +66,13 @@ def unsubscribe_secret(settings: DeliverySettings) -> bytes | None:
     return secret.encode()
 
 
+def _aware_utc(moment: Any) -> datetime | None:
+    """A stored time (naive UTC, possibly a pandas Timestamp) as an aware datetime."""
+    if moment is None or pd.isna(moment):
+        return None
+    return pd.Timestamp(moment).to_pydatetime().replace(tzinfo=UTC)
+
+
 def message_factory(
     secret: bytes | None, unsubscribe_base: str | None, sign_name: str | None = None
 ) -> Callable[[dict[str, Any]], OutgoingMessage]:
@@ -86,6 +96,7 @@ def message_factory(
             sms_segments=int(row.get("sms_segments") or 1),
             sign_name=sign_name,
             unsubscribe_url=link,
+            claimed_at=_aware_utc(row.get("claimed_at")),
         )
 
     return message_of
