@@ -202,3 +202,9 @@ def test_outcomes_read_from_the_outbox_are_stored_under_every_view(store_engine)
     with store_engine.connect() as conn:
         stored = set(conn.scalars(select(evaluations.c.view)))
     assert stored == set(VIEWS)
+
+
+def test_the_pages_offer_every_stored_view():
+    from huitouke.ui import data
+
+    assert data.VIEWS == VIEWS
