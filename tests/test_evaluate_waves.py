@@ -125,7 +125,8 @@ def test_windows_boundaries_refunds_and_suppressed_rows(waves, orders):
     assert two["response_rate"] == pytest.approx(0.4) and two["control_rate"] == pytest.approx(0.25)
     assert two["lift"] == pytest.approx(0.15)
     assert two["verdict"] == "too_few" and two["verdict_text"] == "too few customers to tell"
-    assert (two["contacted"], two["suppressed"]) == (4, 1) and np.isnan(two["sent"])
+    assert (two["contacted"], two["suppressed"]) == (4, 1)
+    assert np.isnan(two["sent"]) and np.isnan(two["received"])
     assert two["send_time"] == pd.Timestamp(SEND) and two["entered_on"] == DUE
     assert not two["primary"]
 
@@ -216,21 +217,26 @@ def test_costs_sent_only_view_and_roi(waves, orders):
         options=WaveOptions(costs=MessageCosts(sms_segment_cents=4.5, email_cents=0.2)),
     )
     res = ev.results
-    assert set(res["view"]) == {"itt", "sent"}
+    assert set(res["view"]) == {"itt", "sent", "received"}
     two, ten = _row(res, 2), _row(res, 10)
-    # Sent or delivered: t1, t2, t3, 2 segments each at 4.5 fen = 27 fen; t4's queued e-mail is
-    # costed as planned (0.2 fen), its failed SMS costs nothing; only sent ones count as "sent".
-    assert two["cost_cents"] == pytest.approx(27.2) and two["sent"] == 3
+    # Sent (t2) or delivered (t1, t3: sent with a delivered receipt): 2 segments each at 4.5 fen
+    # = 27 fen; t4's failed SMS and its still queued e-mail were not billed and cost nothing.
+    assert two["cost_cents"] == pytest.approx(27.0)
+    assert (two["sent"], two["received"]) == (3, 2)
     # The coupon redeemed by o4 (2 days + 1 s after the send) counts from the 10-day window on.
-    assert ten["cost_cents"] == pytest.approx(1_027.2)
-    assert ten["naive_roi"] == pytest.approx(75_000 / 1_027.2)
+    assert ten["cost_cents"] == pytest.approx(1_027.0)
+    assert ten["naive_roi"] == pytest.approx(75_000 / 1_027.0)
     incremental = (75_000 / 5 - 8_000 / 4) * 5
     assert ten["incremental_revenue_cents"] == pytest.approx(incremental)
-    assert ten["incremental_roi"] == pytest.approx(incremental / 1_027.2)
+    assert ten["incremental_roi"] == pytest.approx(incremental / 1_027.0)
     # Sent-only: t1, t2, t3 against the holdout customers who would have been sent (h1..h3).
     sent = _row(res, 10, "sent")
     assert (sent["customers"], sent["responders"]) == (3, 3)
     assert (sent["control_customers"], sent["control_responders"]) == (3, 1)
+    # Delivered: t1 and t3, against the same holdout.
+    received = _row(res, 10, "received")
+    assert (received["customers"], received["responders"]) == (2, 2)
+    assert (received["control_customers"], received["control_responders"]) == (3, 1)
 
 
 def test_breakdowns_per_segment_channel_and_variant(waves, orders):

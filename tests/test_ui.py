@@ -216,6 +216,8 @@ def test_results_page_shows_each_wave_and_the_pooled_campaign(shop, client):
     two_days = row_with(every, "thank_you", "2 d ")
     assert f" {n1} {n0} 0 / 0 0.00% 0.00% +0.00 " in two_days
     assert "care_tips" not in text_of(every).split("Per wave")[1]
+    delivered = client.get("/results", params={"view": "received"}).text  # the delivered view
+    assert '<option value="received" selected>' in delivered
     assert_no_personal_data(page)
     assert_no_personal_data(every)
 

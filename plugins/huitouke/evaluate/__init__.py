@@ -54,6 +54,7 @@ _EXPORTS = {
     "CURVE_COLUMNS": "result",
     "RESULT_COLUMNS": "result",
     "RESULT_KEY": "result",
+    "VIEWS": "result",
     "WaveEvaluation": "result",
     "MessageCosts": "waves",
     "WaveOptions": "waves",

@@ -59,8 +59,9 @@ __all__ = [
     "write_evaluation",
 ]
 
-# What evaluation reads of the outbox and the coupons: their key, then what it cost.
-MESSAGE_COLUMNS = (*unique_key(outbox), "status", "sms_segments")
+# What evaluation reads of the outbox and the coupons: their key, then what became of the message
+# (status, its delivery receipt) and what it cost (segments rendered, segments the provider billed).
+MESSAGE_COLUMNS = (*unique_key(outbox), "status", "receipt", "sms_segments", "billed_segments")
 COUPON_COLUMNS = (*unique_key(coupons), "value_cents", "redeemed_order_id")
 
 
@@ -120,7 +121,8 @@ def read_orders(conn: Connection, since: date, day: date, timezone: str) -> pd.D
 
 
 def read_messages(conn: Connection, since: date) -> pd.DataFrame:
-    """The outbox rows of the look-back period: whom, on which channel, in what status."""
+    """The outbox rows of the look-back period: whom, on which channel, in what status, with
+    which receipt, at how many segments."""
     query = select(*(outbox.c[c] for c in MESSAGE_COLUMNS)).where(outbox.c.business_date >= since)
     return read_frame(conn, query, MESSAGE_COLUMNS)
 

@@ -20,15 +20,25 @@ __all__ = [
     "COHORT_KEY",
     "CUMULATIVE_COLUMNS",
     "CURVE_COLUMNS",
+    "ITT",
     "RESULT_COLUMNS",
+    "RECEIVED",
     "RESULT_KEY",
+    "SENT",
+    "VIEWS",
     "WINDOW_KEY",
     "WaveEvaluation",
 ]
 
+ITT, SENT, RECEIVED = "itt", "sent", "received"
+VIEWS = (ITT, SENT, RECEIVED)
+"""The views of a wave's window: everyone assigned (intention to treat); treated customers sent a
+message; treated customers whose message was delivered (``received``: the stored key column
+``evaluations.view`` holds 8 characters). The last two against the holdout held out (module
+:mod:`huitouke.evaluate.waves`)."""
 RESULT_KEY = ["campaign", "wave", "due_on", "window_days", "view"]
 WINDOW_KEY = RESULT_KEY[:4]
-"""A wave's window: what is evaluated once (both views, its breakdowns and categories with it)."""
+"""A wave's window: what is evaluated once (every view, its breakdowns and categories with it)."""
 COHORT_KEY = RESULT_KEY[:3]
 """A wave's cohort: every customer of one campaign wave due on one day, both arms."""
 RESULT_COLUMNS = [
@@ -40,6 +50,7 @@ RESULT_COLUMNS = [
     "contacted",
     "suppressed",
     "sent",
+    "received",
     *COMPARISON_COLUMNS,
 ]
 BREAKDOWN_COLUMNS = [
@@ -112,8 +123,8 @@ class WaveEvaluation:
         cohorts = res[COHORT_KEY].drop_duplicates().shape[0]
         lines = [
             f"Evaluation as of {self.as_of}: {cohorts} campaign wave(s), {len(res)} row(s) "
-            "(treatment against holdout; itt = everyone assigned, sent = delivered vs would-be-sent holdout; "
-            "* = primary window)",
+            "(treatment against holdout; itt = everyone assigned, sent = treated customers sent a message, "
+            "received = those whose message was delivered, both vs the would-be-sent holdout; * = primary window)",
             "",
             _results_text(res),
         ]
@@ -136,7 +147,7 @@ class WaveEvaluation:
     def as_dict(self) -> dict[str, Any]:
         """The XCom summary: how many results, and each primary intention-to-treat lift."""
         results = self.results
-        primary = results[results["primary"] & (results["view"] == "itt")] if len(results) else results
+        primary = results[results["primary"] & (results["view"] == ITT)] if len(results) else results
         return {
             "business_date": self.as_of.isoformat(),
             "results": len(results),

@@ -21,18 +21,37 @@ Definitions
 - **Matured**: window ``w`` of a wave due on D is evaluated on business day ``as_of`` when
   ``as_of >= D + w``; the window then ended at D + w, 09:00, before the end of ``as_of``, so every
   order in it has been taken in. A (campaign, wave, due_on, window_days) found in ``recorded``
-  (the keys already stored) is skipped, both views and its breakdowns with it.
-- **Sent-only** view ``sent`` (only when ``messages`` has a ``sent`` or ``delivered`` message in
-  the cohort): treated customers with at least one such message, against the holdout customers
-  whose outcome is ``held_out`` — those who passed reachability, caps and priority exactly like
-  the treated ones, so that the comparison is not biased by suppression (the whole holdout would
-  include customers who could never have been reached). Only delivery failures separate the two
-  arms then; the ``itt`` row stays the honest headline.
-- **Cost** of a treated customer: SMS segments, e-mails and calls × their unit costs
-  (:class:`MessageCosts`, ``options.costs``) for messages ``sent`` or ``delivered``, plus
-  the value of the wave's coupon when it was redeemed by a paid order inside the window.
-  (The orders' amounts are what the customer paid, so the coupon's value is counted as a cost on
-  top of the discounted revenue: the conservative side.)
+  (the keys already stored) is skipped, every view and its breakdowns with it.
+- **What became of a message** (the outbox's ``status`` and ``receipt``, docs/delivery.md):
+  *sent* when its status is ``sent`` (a call: the customer was reached); *received* when it was
+  sent and its ``receipt`` is ``delivered`` (the operator confirmed it reached the phone), or it
+  is a call that was reached (the conversation is its own receipt). E-mail gets no receipts
+  (SMTP reports none), so an e-mail is at most sent, never received. A status ``delivered`` is
+  read as sent with a ``delivered`` receipt (the shorthand of hand-made frames). Every other
+  status (``queued``, ``sending``, ``listed``, ``failed``, ``unknown``, ``suppressed``,
+  ``stale``, ``expired``) is neither.
+- **Sent-only** view ``sent`` (only for a cohort with a sent message): treated customers with at
+  least one sent message, against the holdout customers whose outcome is ``held_out`` — those
+  who passed reachability, caps and priority exactly like the treated ones, so that the
+  comparison is not biased by suppression (the whole holdout would include customers who could
+  never have been reached). Only delivery failures separate the two arms then; the ``itt`` row
+  stays the honest headline.
+- **Delivered** view ``received`` (only for a cohort with a received message): treated customers
+  with at least one received message, against the same ``held_out`` holdout as the sent view.
+  It is named ``received`` because the stored key column ``evaluations.view`` holds 8 characters
+  and ``delivered`` has 9. It is descriptive, even more than the sent view: operators confirm
+  delivery unevenly (a phone switched off, a carrier that reports late or not at all), so the
+  customers it keeps are not a random part of the treated arm.
+- **Cost** of a treated customer: what was billed — SMS segments, e-mails and calls × their unit
+  costs (:class:`MessageCosts`, ``options.costs``) for its *sent* messages, an SMS at the
+  provider's ``billed_segments`` when it reported them, else at the rendered ``sms_segments``
+  (else 1) — plus the value of the wave's coupon when it was redeemed by a paid order inside the
+  window. A message of ``unknown`` fate is costed too, at its rendered segments: it may have left
+  and been billed, and counting it keeps the ROI on the conservative side; it does not make its
+  customer sent, though, since nothing says it arrived. ``queued``, ``sending``, ``listed``,
+  ``failed``, ``suppressed``, ``stale`` and ``expired`` messages cost nothing: nothing was billed
+  for them. (The orders' amounts are what the customer paid, so the coupon's value is counted as
+  a cost on top of the discounted revenue: the conservative side.)
 - **Cumulative** over the waves of a multi-wave sequence (``coupon_waves``, ``win_back``): per
   campaign and ``through_wave`` k, every customer with a wave 1 (both arms, ITT) whose entry's
   wave k has matured for the primary window, pooled over entry days; response = a paid order
@@ -54,16 +73,19 @@ Inputs
               are carried but not read) plus the ``options.segment_columns`` the caller joined.
 ``orders``    ``order_id, customer_id, paid_at`` (naive UTC), ``status``, ``amount_cents``, and
               optionally ``categories`` (a list or "a,b") for the category table.
-``messages``  optional outbox rows: ``campaign, customer_id, entered_on, wave, channel, status,
-              sms_segments``.
+``messages``  optional outbox rows: ``campaign, customer_id, entered_on, wave, channel, status``
+              and, when known, ``sms_segments`` (rendered), ``billed_segments`` (reported by the
+              provider) and ``receipt`` (``delivered`` | ``undelivered``): what
+              :data:`huitouke.evaluate.persist.MESSAGE_COLUMNS` reads of the outbox.
 ``coupons``   optional: ``campaign, customer_id, entered_on, wave, value_cents, redeemed_order_id``.
 
 Outputs (:class:`huitouke.evaluate.result.WaveEvaluation`)
 ==========================================================
 
 ``results``     :data:`RESULT_COLUMNS`: key ``campaign, wave, due_on, window_days, view``, then
-                ``entered_on, send_time, primary, as_of, contacted, suppressed, sent`` (treated-arm
-                customers treated, suppressed, with a sent message — NaN without ``messages``),
+                ``entered_on, send_time, primary, as_of, contacted, suppressed, sent, received``
+                (treated-arm customers treated, suppressed, with a sent message, with a received
+                one — the last two NaN without ``messages``),
                 then :data:`huitouke.evaluate.compare.COMPARISON_COLUMNS` (arm ``treatment``
                 against control ``holdout``). Store under the key.
 ``breakdowns``  :data:`BREAKDOWN_COLUMNS`: the ITT comparison per ``dimension`` (each segment
@@ -101,8 +123,11 @@ from huitouke.evaluate.result import (
     COHORT_KEY,
     CUMULATIVE_COLUMNS,
     CURVE_COLUMNS,
+    ITT,
+    RECEIVED,
     RESULT_COLUMNS,
     RESULT_KEY,
+    SENT,
     WINDOW_KEY,
     WaveEvaluation,
 )
@@ -134,8 +159,9 @@ log = get_logger(__name__)
 TREATMENT, CONTROL = "treatment", "holdout"
 DEFAULT_WINDOWS = (2, 10, 30)
 DEFAULT_PRIMARY = 10
-SENT_STATUSES = ("sent", "delivered")
-QUEUED = "queued"
+SENT_STATUSES = ("sent", "delivered")  # "delivered": a hand-made frame's sent + delivered receipt
+BILLED_STATUSES = (*SENT_STATUSES, "unknown")  # may have left, so may have been billed: costed
+DELIVERED = "delivered"  # the receipt that makes a sent message received
 
 _ENTRY = ["campaign", "customer_id", "entered_on", "wave"]
 
@@ -251,43 +277,72 @@ def _per_row(hits: pd.DataFrame, within_days: float | pd.Series, index: pd.Index
 # ----------------------------------------------------------------------------------- costs
 
 
-def _message_costs(
+def _message_outcomes(
     cohort: pd.DataFrame,
     messages: pd.DataFrame | None,
     unit: Mapping[str, float],
-) -> tuple[pd.Series, pd.Series]:
-    """Per cohort row: the cost of its messages (float cents) and whether one was sent.
-
-    Messages still ``queued`` are costed too (what they will cost once delivered; until a
-    delivery stage reports, that is all the pipeline knows), but only ``sent``/``delivered`` ones
-    make a customer "sent" for the sent-only view."""
+) -> tuple[pd.Series, pd.Series, pd.Series]:
+    """Per cohort row: what its messages cost (float cents), whether one was sent and whether one
+    was received (module docstring: only what was billed costs; NaN flags without ``messages``)."""
     zero = pd.Series(0.0, index=cohort.index)
     if messages is None:
-        return zero, pd.Series(np.nan, index=cohort.index)
+        unknown = pd.Series(np.nan, index=cohort.index)
+        return zero, unknown, unknown
     _require(messages, [*_ENTRY, "channel", "status"], "messages")
+    msgs = _message_facts(messages, unit)
+    if msgs.empty:
+        no = pd.Series(False, index=cohort.index)
+        return zero, no, no
+    per = (
+        msgs.groupby(_ENTRY)
+        .agg(_cost=("_cost", "sum"), _n_sent=("_sent", "sum"), _n_received=("_received", "sum"))
+        .reset_index()
+    )
+    joined = cohort[_ENTRY].reset_index().merge(per, on=_ENTRY, how="left").set_index("index")
+    joined = joined.reindex(cohort.index)
+    return (
+        joined["_cost"].fillna(0.0).astype(float),
+        joined["_n_sent"].fillna(0).gt(0),
+        joined["_n_received"].fillna(0).gt(0),
+    )
+
+
+def _message_facts(messages: pd.DataFrame, unit: Mapping[str, float]) -> pd.DataFrame:
+    """The messages that were billed (or may have been), keyed by entry, each with ``_cost``,
+    ``_sent`` and ``_received``; ``billed_segments``, ``sms_segments`` and ``receipt`` are read
+    when the frame has them."""
     msgs = messages.copy()
+    status = msgs["status"].astype(str).str.lower()
+    msgs = msgs[status.isin(BILLED_STATUSES)]
+    status = status[msgs.index]
     msgs["entered_on"] = _dates(msgs["entered_on"])
     msgs["wave"] = msgs["wave"].astype("int64")
-    status = msgs["status"].astype(str).str.lower()
-    msgs["_sent"] = status.isin(SENT_STATUSES)
-    msgs = msgs[status.isin((*SENT_STATUSES, QUEUED))]
-    if msgs.empty:
-        return zero, pd.Series(False, index=cohort.index)
-    segments = (
-        pd.to_numeric(msgs["sms_segments"], errors="coerce").fillna(1)
-        if "sms_segments" in msgs
-        else pd.Series(1.0, index=msgs.index)
-    )
     channel = msgs["channel"].astype(str).str.lower()
+    receipt = _text(msgs, "receipt")
+    msgs["_sent"] = status.isin(SENT_STATUSES)
+    msgs["_received"] = msgs["_sent"] & ((receipt == DELIVERED) | (status == DELIVERED) | (channel == "call"))
+    segments = _number(msgs, "billed_segments").fillna(_number(msgs, "sms_segments")).fillna(1.0)
     msgs["_cost"] = np.select(
         [channel == "sms", channel == "email", channel == "call"],
         [segments * unit["sms"], unit["email"], unit["call"]],
         0.0,
     )
-    per = msgs.groupby(_ENTRY).agg(_cost=("_cost", "sum"), _n=("_sent", "sum")).reset_index()
-    joined = cohort[_ENTRY].reset_index().merge(per, on=_ENTRY, how="left").set_index("index")
-    joined = joined.reindex(cohort.index)
-    return joined["_cost"].fillna(0.0).astype(float), joined["_n"].fillna(0).gt(0)
+    return msgs
+
+
+def _text(frame: pd.DataFrame, column: str) -> pd.Series:
+    """A column as lower-case text ("" where missing or absent)."""
+    if column not in frame:
+        return pd.Series("", index=frame.index)
+    values = frame[column]
+    return values.astype(object).where(values.notna(), "").astype(str).str.strip().str.lower()
+
+
+def _number(frame: pd.DataFrame, column: str) -> pd.Series:
+    """A column as floats (NaN where missing, not a number or absent)."""
+    if column not in frame:
+        return pd.Series(np.nan, index=frame.index)
+    return pd.to_numeric(frame[column], errors="coerce").astype(float)
 
 
 def _coupon_hits(cohort: pd.DataFrame, coupons: pd.DataFrame | None, hits: pd.DataFrame) -> pd.DataFrame:
@@ -316,8 +371,8 @@ def _coupon_hits(cohort: pd.DataFrame, coupons: pd.DataFrame | None, hits: pd.Da
 
 @dataclass(frozen=True)
 class MessageCosts:
-    """What one message ``sent`` or ``delivered`` costs, in fen (float cents: an SMS segment costs
-    4.5): per SMS segment, per e-mail, per call."""
+    """What one billed message costs, in fen (float cents: an SMS segment costs 4.5): per SMS
+    segment (billed segments, module docstring), per e-mail, per call."""
 
     sms_segment_cents: float = 0.0
     email_cents: float = 0.0
@@ -386,8 +441,9 @@ def evaluate_waves(
     evaluated = cohort[cohort["_row"].isin(long["_row"].unique())]
     horizon = max([options.curve_days, *(w for ws, _ in settings.values() for w in ws)])
     hits = _hits(evaluated, paid, "send_time", pd.Series(pd.Timedelta(days=horizon), index=evaluated.index))
-    msg_cost, sent_flag = _message_costs(cohort, messages, options.costs.by_channel())
+    msg_cost, sent_flag, received_flag = _message_outcomes(cohort, messages, options.costs.by_channel())
     cohort["_msg_cost"], cohort["_sent"] = msg_cost.to_numpy(), sent_flag.to_numpy()
+    cohort["_received"] = received_flag.to_numpy()
     long = _outcomes(long, cohort, hits, _coupon_hits(cohort, coupons, hits))
 
     rules = options.rules
@@ -489,7 +545,7 @@ def _outcomes(
     long["responded"] = False
     long["revenue_cents"] = 0
     long["cost_cents"] = 0.0
-    long = long.merge(cohort[["_row", "_msg_cost", "_sent"]], on="_row", how="left")
+    long = long.merge(cohort[["_row", "_msg_cost", "_sent", "_received"]], on="_row", how="left")
     for w in long["window_days"].unique():
         at = long.index[long["window_days"] == w]
         rows = pd.Index(long.loc[at, "_row"])
@@ -502,23 +558,29 @@ def _outcomes(
         )
     long["responded"] = long["responded"].astype(bool)
     long["revenue_cents"] = long["revenue_cents"].astype("int64")
-    long["view"] = "itt"
+    long["view"] = ITT
     return long
 
 
 def _views(long: pd.DataFrame, has_messages: bool) -> pd.DataFrame:
-    """The ``itt`` rows, and with messages the ``sent`` view of the cohorts with a sent message:
-    treated customers sent one, against the holdout customers held out (module docstring)."""
+    """The ``itt`` rows and, with messages, the ``sent`` and ``received`` views: in each cohort
+    with a treated customer sent (received) a message, those customers against the holdout
+    customers held out (module docstring)."""
     frames = [long]
     if has_messages and len(long):
-        cohorts_sent = long.loc[(long["arm"] == TREATMENT) & long["_sent"].eq(True), COHORT_KEY]
-        cohorts_sent = cohorts_sent.drop_duplicates().assign(_has_sent=True)
-        sent_view = long.merge(cohorts_sent, on=COHORT_KEY, how="inner")
-        keep = ((sent_view["arm"] == TREATMENT) & sent_view["_sent"].eq(True)) | (
-            (sent_view["arm"] == CONTROL) & (sent_view["outcome"] == "held_out")
-        )
-        frames.append(sent_view[keep].drop(columns="_has_sent").assign(view="sent"))
+        frames += [_view_of(long, "_sent", SENT), _view_of(long, "_received", RECEIVED)]
     return pd.concat(frames, ignore_index=True)
+
+
+def _view_of(long: pd.DataFrame, flag: str, view: str) -> pd.DataFrame:
+    """The treated rows whose ``flag`` is true and the held-out holdout rows, of the cohorts with
+    at least one such treated row, as ``view``."""
+    treated = (long["arm"] == TREATMENT) & long[flag].eq(True)
+    cohorts = long.loc[treated, COHORT_KEY].drop_duplicates()
+    in_cohort = long[COHORT_KEY].merge(cohorts.assign(_in=True), on=COHORT_KEY, how="left")["_in"]
+    held_out = (long["arm"] == CONTROL) & (long["outcome"] == "held_out")
+    keep = in_cohort.eq(True).to_numpy() & (treated | held_out).to_numpy()
+    return long[keep].assign(view=view)
 
 
 def _compare(frame: pd.DataFrame, by: list[str], rules: ComparisonRules) -> pd.DataFrame:
@@ -544,12 +606,13 @@ def _with_cohort_facts(
         contacted=("outcome", lambda s: int((s == "treated").sum())),
         suppressed=("outcome", lambda s: int((s == "suppressed").sum())),
         sent=("_sent", lambda s: int(s.eq(True).sum())),
+        received=("_received", lambda s: int(s.eq(True).sum())),
     )
     facts = facts.join(counts, how="left").reset_index()
-    for col in ("contacted", "suppressed", "sent"):
+    for col in ("contacted", "suppressed", "sent", "received"):
         facts[col] = facts[col].fillna(0).astype("int64")
     if not has_messages:
-        facts["sent"] = np.nan
+        facts["sent"] = facts["received"] = np.nan
     primaries = long[["campaign", "window_days", "primary"]].drop_duplicates()
     out = results.merge(facts, on=COHORT_KEY, how="left")
     out = out.merge(primaries, on=["campaign", "window_days"], how="left")
@@ -635,7 +698,7 @@ def _cumulative(
                 cost_cents=_sequence_cost(cohort, rows, k, hits, coupons),
                 through_wave=k,
                 window_days=primary_days,
-                view="itt",
+                view=ITT,
             )
             result = _compare(frame, ["campaign", "through_wave", "window_days", "view"], rules)
             result["as_of"] = as_of
@@ -706,7 +769,7 @@ def _curves(evaluated: pd.DataFrame, hits: pd.DataFrame, age: np.ndarray, curve_
 
 
 def _categories_table(long: pd.DataFrame, hits: pd.DataFrame, top: int) -> pd.DataFrame:
-    rows = long[long["primary"] & (long["view"] == "itt")][[*COHORT_KEY, "window_days", "_row", "arm"]]
+    rows = long[long["primary"] & (long["view"] == ITT)][[*COHORT_KEY, "window_days", "_row", "arm"]]
     if rows.empty or hits.empty or top <= 0:
         return pd.DataFrame(columns=CATEGORY_COLUMNS)
     orders = hits.merge(rows, on="_row")

@@ -2,7 +2,7 @@
 
 - ``/`` — the campaign plans of a business day (``?day=YYYY-MM-DD``, the latest by default);
 - ``/results`` — evaluation results: every campaign pooled over its waves at its primary window,
-  then one row per wave (``?campaign=…&window=primary|all|N&view=itt|sent|all``);
+  then one row per wave (``?campaign=…&window=primary|all|N&view=itt|sent|received|all``);
 - ``/campaign?name=…`` — one campaign: its windows pooled, the lift of each wave over time, the
   repurchase curve, breakdowns, categories, the multi-wave sequence (``&wave=N&due=YYYY-MM-DD``
   for a single wave).
@@ -185,7 +185,7 @@ def results_page(
 ) -> HTMLResponse:
     engine = _store("results")
     window = window if window in ("primary", "all") or (window or "").isdigit() else "primary"
-    view = view if view in (data.ITT, data.SENT, "all") else data.ITT
+    view = view if view in (*data.VIEWS, "all") else data.ITT
     try:
         campaigns = data.evaluated_campaigns(engine)
         if not campaigns:

@@ -25,7 +25,10 @@ from huitouke.campaigns.tables import columns_of
 from huitouke.evaluate.pool import finite, pool, pool_breakdowns
 from huitouke.store.schema import campaign_days, evaluation_details, evaluation_sequences, evaluations
 
-ITT, SENT = "itt", "sent"
+# The stored views (huitouke.evaluate.result.VIEWS, spelled out here so the pages need no pandas):
+# everyone assigned, treated customers sent a message, those whose message was delivered.
+ITT, SENT, RECEIVED = "itt", "sent", "received"
+VIEWS = (ITT, SENT, RECEIVED)
 MAX_ROWS = 1000  # per-wave rows shown on the results page at most (the pooled table covers all)
 
 
@@ -247,7 +250,7 @@ def evaluation_rows(
     limit: int | None = None,
 ) -> list[dict[str, Any]]:
     """Stored evaluations, latest wave first. ``window``: ``"primary"``, a number of days or None
-    (every window); ``view``: ``itt``, ``sent`` or None (both)."""
+    (every window); ``view``: ``itt``, ``sent``, ``received`` (delivered) or None (every view)."""
     e = evaluations.c
     query = select(*(e[c] for c in _EVALUATION_COLUMNS), e.figures)
     if campaign:

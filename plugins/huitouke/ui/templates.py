@@ -316,7 +316,8 @@ in the smaller arm or a minimum detectable effect above 5 points — the test co
     <select name="view">
       <option value="itt" {{ 'selected' if view == 'itt' else '' }}>ITT 意向处理</option>
       <option value="sent" {{ 'selected' if view == 'sent' else '' }}>sent only 仅已发送</option>
-      <option value="all" {{ 'selected' if view == 'all' else '' }}>both 全部</option>
+      <option value="received" {{ 'selected' if view == 'received' else '' }}>delivered only 仅已送达</option>
+      <option value="all" {{ 'selected' if view == 'all' else '' }}>all 全部</option>
     </select></label>
   <button type="submit">show 查看</button>
 </form>
