@@ -301,7 +301,8 @@ def _add_run_commands(sub: argparse._SubParsersAction) -> None:
 
 def build_parser() -> argparse.ArgumentParser:
     """The ``huitouke`` command and its subcommands, one group at a time (the template and
-    evaluation commands come from their stages: render.cli, evaluate.cli)."""
+    evaluation and delivery commands come from their stages: render.cli, evaluate.cli, deliver.cli)."""
+    from huitouke.deliver.cli import add_parser as add_delivery_commands
     from huitouke.evaluate.cli import add_parser as add_evaluate_command
     from huitouke.gateway.cli import add_parser as add_gateway_command
     from huitouke.render.cli import add_templates_commands
@@ -317,6 +318,7 @@ def build_parser() -> argparse.ArgumentParser:
         sub, shop_loader=_shop_info, budgets_loader=_sms_budgets, customer_loader=_stored_customer
     )
     add_evaluate_command(sub)
+    add_delivery_commands(sub, _store_options, _engine)
     add_gateway_command(sub)
     _add_run_commands(sub)
     return parser

@@ -11,7 +11,8 @@ Pages require an authenticated Airflow user, checked as Airflow's own API does i
 (``airflow.api_fastapi.core_api.security``): the JWT of the UI's ``_token`` cookie or of an
 ``Authorization: Bearer`` header. A browser without one is sent to Airflow's login page.
 Airflow does not authenticate plugin apps by itself (a mounted app inherits none of the core API's
-dependencies), hence the dependency on every page.
+dependencies), hence the dependency on every page. One route is open on purpose: the e-mail's
+one-click unsubscribe link, ``/unsubscribe`` (:mod:`huitouke.ui.unsubscribe`), which customers use.
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ from huitouke.evaluate.pool import pooled_by_campaign
 from huitouke.pii import get_logger, mask_text
 from huitouke.ui import charts, data
 from huitouke.ui.templates import environment
+from huitouke.ui.unsubscribe import unsubscribe_router
 
 log = get_logger(__name__)
 
@@ -319,6 +321,7 @@ def create_app(*, authenticate: bool = True) -> FastAPI:
         return _guarded(campaign_page, name, wave, due)
 
     app.include_router(pages)
+    app.include_router(unsubscribe_router())  # customers click it: no Airflow login (ui/unsubscribe.py)
 
     @app.get("/icon.svg", include_in_schema=False)
     def icon() -> Response:  # the nav icon: no data, no login needed
