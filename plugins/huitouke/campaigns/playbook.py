@@ -18,6 +18,10 @@ The shape (the shipped ``include/playbook.yaml`` documents every field for marke
                       reentry_after_days, max_new_entries_per_day, starts_on, ends_on, templates
                       (sms/<name>, email/<name>, call/<name>), channel_policy, sms_max_segments,
                       coupon, variants, waves, holdout, evaluation, template_vars
+    approved_sms_templates:
+      sms/<name>:     code (the provider's approved template code, Aliyun 模板CODE), params
+                      ({name: a Jinja template filling the approved text's ${name}}), text (optional:
+                      the approved text, so that its ${...} and params are checked to match)
 
 Money is written in CNY with at most two decimals (``*_cny``) and used in cents; unit costs may
 have more decimals (an SMS segment costs a few fen).
@@ -32,11 +36,26 @@ from pathlib import Path
 from typing import Any, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    PrivateAttr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from huitouke.campaigns.holdout import DEFAULT_SALT
 from huitouke.campaigns.rules import Conditions, EntryRule
-from huitouke.config import ConfigError, load_validated, located_error, validation_items
+from huitouke.config import (
+    ConfigError,
+    compose_yaml,
+    load_validated,
+    located_error,
+    validation_items,
+    yaml_line,
+)
 from huitouke.pii import get_logger
 from huitouke.segments.settings import SegmentSettings, parse_segment_settings, playbook_path
 
@@ -44,6 +63,7 @@ log = get_logger(__name__)
 
 __all__ = [
     "CHANNELS",
+    "ApprovedSmsTemplate",
     "Campaign",
     "ContactPressure",
     "CouponSpec",
@@ -70,6 +90,11 @@ REPURCHASE = "repurchase"
 _CAMPAIGN_NAME = re.compile(r"^[a-z][a-z0-9_]{0,39}$")
 _TEMPLATE = re.compile(r"^(sms|email|call)/[a-z0-9_]{1,60}$")
 _PREFIX = re.compile(r"^[A-Z0-9]{1,6}$")
+_SMS_TEMPLATE = re.compile(r"^sms/[a-z0-9_]{1,60}$")
+_TEMPLATE_CODE = re.compile(r"^SMS_[A-Z0-9_]{1,60}$")
+_PARAM_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,63}$")
+_PLACEHOLDER = re.compile(r"\$\{([^}]*)\}")
+APPROVED_SECTION = "approved_sms_templates"
 
 
 class _Strict(BaseModel):
@@ -469,13 +494,130 @@ class Campaign(_Strict):
         return self.kind == MARKETING
 
 
+# ------------------------------------------------------------------------ approved SMS templates
+
+
+class ApprovedSmsTemplate(_Strict):
+    """What an SMS provider that delivers only pre-approved templates (Aliyun: Chinese operators
+    require it) approved for one playbook SMS template: its ``code`` (Aliyun 模板CODE) and the
+    ``params`` that fill the approved text's ``${name}``, each a Jinja template rendered in the
+    same sandbox and context as the message. ``text``, optional, is the approved text as the
+    console shows it: given, its ``${...}`` and ``params`` must name the same parameters.
+
+    Where the mapping is in the playbook (``file``, ``line_of``) is kept for the lint and the
+    render errors, which name the playbook's line."""
+
+    code: str = Field(max_length=64)
+    params: dict[str, str] = Field(default_factory=dict)
+    text: str | None = Field(None, min_length=1, max_length=500)
+    _file: str = PrivateAttr("include/playbook.yaml")
+    _lines: dict[str, int] = PrivateAttr(default_factory=dict)  # "" (the mapping) and each param
+
+    @field_validator("code")
+    @classmethod
+    def _code(cls, value: str) -> str:
+        value = value.strip()
+        if not _TEMPLATE_CODE.match(value):
+            raise ValueError(
+                f"template code {value!r}: copy it from the provider's console, e.g. SMS_123456789 "
+                "(SMS_ then capital letters, digits or _)"
+            )
+        return value
+
+    @field_validator("params", mode="before")
+    @classmethod
+    def _texts(cls, value: Any) -> Any:
+        if isinstance(value, dict):
+            for name, source in value.items():
+                if not isinstance(source, str):
+                    raise ValueError(
+                        f'parameter {name!r}: write it as text in quotes, e.g. "{{{{ coupon.value_cny | cny }}}}"'
+                    )
+        return value
+
+    @field_validator("params")
+    @classmethod
+    def _params(cls, value: dict[str, str]) -> dict[str, str]:
+        for name, source in value.items():
+            if not _PARAM_NAME.match(str(name)):
+                raise ValueError(
+                    f"parameter {name!r}: the name inside ${{...}} of the approved text, "
+                    "letters, digits and underscores"
+                )
+            if not source.strip():
+                raise ValueError(
+                    f'parameter {name!r} is empty: write what fills it, e.g. "{{{{ customer.first_name }}}}"'
+                )
+            if len(source) > 500:
+                raise ValueError(f"parameter {name!r}: at most 500 characters")
+        return value
+
+    @model_validator(mode="after")
+    def _params_match_text(self) -> ApprovedSmsTemplate:
+        if self.text is None:
+            return self
+        placeholders = list(dict.fromkeys(_PLACEHOLDER.findall(self.text)))
+        missing = [p for p in placeholders if p not in self.params]
+        extra = [p for p in self.params if p not in placeholders]
+        if missing or extra:
+            parts = ([f"no params for ${{{', '.join(missing)}}}"] if missing else []) + (
+                [f"params {', '.join(extra)} not in the text"] if extra else []
+            )
+            raise ValueError(
+                f"params and the approved text's ${{...}} differ: {'; '.join(parts)} "
+                "(the provider refuses a message whose parameters do not match)"
+            )
+        return self
+
+    @property
+    def file(self) -> str:
+        return self._file
+
+    def line_of(self, param: str = "") -> int | None:
+        """The playbook line of a parameter ("" : of the mapping), when known."""
+        return self._lines.get(param) or self._lines.get("")
+
+    def locate(self, file: str, lines: dict[str, int]) -> None:
+        """Record where the mapping is written (done once, by :func:`parse_playbook`)."""
+        self._file, self._lines = file, dict(lines)
+
+
+def _check_approved(value: Any) -> Any:
+    if value is None:
+        return {}
+    if isinstance(value, list):
+        raise ValueError("write approved_sms_templates as a mapping, `sms/<name>:` then code and params")
+    return value
+
+
 class Playbook(_Strict):
-    """The whole playbook: segments rules, shop, contact pressure, campaigns."""
+    """The whole playbook: segments rules, shop, contact pressure, campaigns, and the SMS
+    templates' approved counterparts at the provider."""
 
     segments: SegmentSettings = SegmentSettings()
     shop: ShopProfile
     contact_pressure: ContactPressure = ContactPressure()
     campaigns: dict[str, Campaign] = Field(default_factory=dict)
+    approved_sms_templates: dict[str, ApprovedSmsTemplate] = Field(default_factory=dict)
+
+    @field_validator("approved_sms_templates", mode="before")
+    @classmethod
+    def _approved_shape(cls, value: Any) -> Any:
+        return _check_approved(value)
+
+    def approved_template(self, template: str) -> ApprovedSmsTemplate | None:
+        """The provider-approved counterpart of an SMS template (``sms/coupon_wave``), if mapped."""
+        return self.approved_sms_templates.get(template)
+
+    def sms_templates_in_use(self) -> list[str]:
+        """The SMS templates the enabled campaigns send (``sms/<name>``), in priority order."""
+        used: list[str] = []
+        for name, campaign in self.campaigns_by_priority():
+            for variant in (list(campaign.variants) or [""]) if campaign.enabled else ():
+                for template in campaign.offer(name, variant).templates:
+                    if channel_of(template) == SMS and template not in used:
+                        used.append(template)
+        return used
 
     @field_validator("campaigns", mode="before")
     @classmethod
@@ -541,6 +683,15 @@ def _cross_checks(playbook: Playbook) -> list[tuple[tuple[Any, ...], str]]:
                 )
             )
         seen.setdefault(campaign.priority, name)
+    for template in playbook.approved_sms_templates:
+        if not _SMS_TEMPLATE.match(str(template)):
+            issues.append(
+                (
+                    (APPROVED_SECTION, template),
+                    "write the SMS template as the campaigns do, sms/<name> (only SMS needs a "
+                    "provider-approved template)",
+                )
+            )
     return issues
 
 
@@ -558,7 +709,17 @@ def parse_playbook(data: Any, where: str, source: str | None = None) -> Playbook
     issues = _cross_checks(playbook)
     if issues:
         raise located_error(where, source, issues)
+    _locate_approved(playbook, where, source)
     return playbook
+
+
+def _locate_approved(playbook: Playbook, where: str, source: str | None) -> None:
+    """Give each approved template its file and lines, for the errors that name them later."""
+    root = compose_yaml(source) if playbook.approved_sms_templates else None
+    for template, approved in playbook.approved_sms_templates.items():
+        at = (APPROVED_SECTION, template)
+        lines = {"": yaml_line(root, at)} | {p: yaml_line(root, (*at, "params", p)) for p in approved.params}
+        approved.locate(where, {k: v for k, v in lines.items() if v})
 
 
 def load_playbook(path: Path | None = None) -> Playbook:
