@@ -63,6 +63,7 @@ log = get_logger(__name__)
 
 __all__ = [
     "CHANNELS",
+    "ApprovedSms",
     "ApprovedSmsTemplate",
     "Campaign",
     "ContactPressure",
@@ -497,89 +498,159 @@ class Campaign(_Strict):
 # ------------------------------------------------------------------------ approved SMS templates
 
 
-class ApprovedSmsTemplate(_Strict):
-    """What an SMS provider that delivers only pre-approved templates (Aliyun: Chinese operators
-    require it) approved for one playbook SMS template: its ``code`` (Aliyun 模板CODE) and the
-    ``params`` that fill the approved text's ``${name}``, each a Jinja template rendered in the
-    same sandbox and context as the message. ``text``, optional, is the approved text as the
-    console shows it: given, its ``${...}`` and ``params`` must name the same parameters.
+def _template_code(value: str | None) -> str | None:
+    if value is None:
+        return None
+    value = value.strip()
+    if not _TEMPLATE_CODE.match(value):
+        raise ValueError(
+            f"template code {value!r}: copy it from the provider's console, e.g. SMS_123456789 "
+            "(SMS_ then capital letters, digits or _)"
+        )
+    return value
 
-    Where the mapping is in the playbook (``file``, ``line_of``) is kept for the lint and the
-    render errors, which name the playbook's line."""
 
-    code: str = Field(max_length=64)
+def _param_texts(value: Any) -> Any:
+    if isinstance(value, dict):
+        for name, source in value.items():
+            if not isinstance(source, str):
+                raise ValueError(
+                    f'parameter {name!r}: write it as text in quotes, e.g. "{{{{ coupon.value_cny | cny }}}}"'
+                )
+    return value
+
+
+def _param_names(value: dict[str, str]) -> dict[str, str]:
+    for name, source in value.items():
+        if not _PARAM_NAME.match(str(name)):
+            raise ValueError(
+                f"parameter {name!r}: the name inside ${{...}} of the approved text, letters, digits "
+                "and underscores"
+            )
+        if not source.strip():
+            raise ValueError(
+                f'parameter {name!r} is empty: write what fills it, e.g. "{{{{ customer.first_name }}}}"'
+            )
+        if len(source) > 500:
+            raise ValueError(f"parameter {name!r}: at most 500 characters")
+    return value
+
+
+def _params_match_text(text: str | None, params: dict[str, str]) -> None:
+    """The approved text's ``${...}`` and the params name the same parameters."""
+    if text is None:
+        return
+    placeholders = list(dict.fromkeys(_PLACEHOLDER.findall(text)))
+    missing = [p for p in placeholders if p not in params]
+    extra = [p for p in params if p not in placeholders]
+    if missing or extra:
+        parts = ([f"no params for {', '.join(missing)}"] if missing else []) + (
+            [f"params {', '.join(extra)} not in the text"] if extra else []
+        )
+        raise ValueError(
+            f"params and the approved text's ${{...}} differ: {'; '.join(parts)} "
+            "(the provider refuses a message whose parameters do not match)"
+        )
+
+
+class _ApprovedFields(_Strict):
+    """The fields an approved template and a mapping share, and their checks."""
+
+    code: str | None = Field(None, max_length=64)
     params: dict[str, str] = Field(default_factory=dict)
     text: str | None = Field(None, min_length=1, max_length=500)
-    _file: str = PrivateAttr("include/playbook.yaml")
-    _lines: dict[str, int] = PrivateAttr(default_factory=dict)  # "" (the mapping) and each param
 
     @field_validator("code")
     @classmethod
-    def _code(cls, value: str) -> str:
-        value = value.strip()
-        if not _TEMPLATE_CODE.match(value):
-            raise ValueError(
-                f"template code {value!r}: copy it from the provider's console, e.g. SMS_123456789 "
-                "(SMS_ then capital letters, digits or _)"
-            )
-        return value
+    def _code(cls, value: str | None) -> str | None:
+        return _template_code(value)
 
     @field_validator("params", mode="before")
     @classmethod
     def _texts(cls, value: Any) -> Any:
-        if isinstance(value, dict):
-            for name, source in value.items():
-                if not isinstance(source, str):
-                    raise ValueError(
-                        f'parameter {name!r}: write it as text in quotes, e.g. "{{{{ coupon.value_cny | cny }}}}"'
-                    )
-        return value
+        return _param_texts(value)
 
     @field_validator("params")
     @classmethod
-    def _params(cls, value: dict[str, str]) -> dict[str, str]:
-        for name, source in value.items():
-            if not _PARAM_NAME.match(str(name)):
-                raise ValueError(
-                    f"parameter {name!r}: the name inside ${{...}} of the approved text, "
-                    "letters, digits and underscores"
-                )
-            if not source.strip():
-                raise ValueError(
-                    f'parameter {name!r} is empty: write what fills it, e.g. "{{{{ customer.first_name }}}}"'
-                )
-            if len(source) > 500:
-                raise ValueError(f"parameter {name!r}: at most 500 characters")
-        return value
+    def _names(cls, value: dict[str, str]) -> dict[str, str]:
+        return _param_names(value)
+
+
+class ApprovedSms(_ApprovedFields):
+    """One template as the SMS provider approved it: its ``code`` (Aliyun 模板CODE) and the
+    ``params`` that fill the approved text's ``${name}``, each a Jinja template rendered in the
+    same sandbox and context as the message. ``text``, optional, is the approved text as the
+    console shows it: given, its ``${...}`` and ``params`` must name the same parameters."""
+
+    code: str = Field(max_length=64)  # type: ignore[assignment]  # required here
 
     @model_validator(mode="after")
-    def _params_match_text(self) -> ApprovedSmsTemplate:
-        if self.text is None:
-            return self
-        placeholders = list(dict.fromkeys(_PLACEHOLDER.findall(self.text)))
-        missing = [p for p in placeholders if p not in self.params]
-        extra = [p for p in self.params if p not in placeholders]
-        if missing or extra:
-            parts = ([f"no params for ${{{', '.join(missing)}}}"] if missing else []) + (
-                [f"params {', '.join(extra)} not in the text"] if extra else []
-            )
-            raise ValueError(
-                f"params and the approved text's ${{...}} differ: {'; '.join(parts)} "
-                "(the provider refuses a message whose parameters do not match)"
-            )
+    def _match(self) -> ApprovedSms:
+        _params_match_text(self.text, self.params)
         return self
+
+
+class ApprovedSmsTemplate(_ApprovedFields):
+    """What an SMS provider that delivers only pre-approved templates (Aliyun: Chinese operators
+    require it) approved for one playbook SMS template: one approved template (``code``,
+    ``params``, ``text`` as in :class:`ApprovedSms`) for all its messages, and/or one per
+    category-group variant of the message (``variants: {food: {code, params}, ...}``; a group
+    without its own uses the top-level ``code``, else the ``default`` variant's).
+
+    Where the mapping is in the playbook (``file``, ``line_of``) is kept for the lint and the
+    render errors, which name the playbook's line."""
+
+    variants: dict[str, ApprovedSms] = Field(default_factory=dict)
+    _file: str = PrivateAttr("include/playbook.yaml")
+    _lines: dict[str, int] = PrivateAttr(default_factory=dict)  # dotted path in the mapping -> line
+
+    @model_validator(mode="after")
+    def _coherent(self) -> ApprovedSmsTemplate:
+        if self.code is None and not self.variants:
+            raise ValueError("say the approved template's code (and its params), or variants")
+        if self.code is None and (self.params or self.text):
+            raise ValueError("params and text belong to a code: say the code too, or move them into variants")
+        _params_match_text(self.text, self.params)
+        return self
+
+    def approved_for(self, variant: str | None) -> ApprovedSms:
+        """The approved template of a variant (None: the top-level one)."""
+        if variant is None:
+            return ApprovedSms.model_construct(code=self.code, params=self.params, text=self.text)
+        return self.variants[variant]
+
+    def choose(self, group: str | None) -> str | None:
+        """Which approved template a message of category group ``group`` uses: its variant, else
+        the top-level one (None), else the ``default`` variant. LookupError when none fits."""
+        if group is not None and group in self.variants:
+            return group
+        if self.code is not None:
+            return None
+        if "default" in self.variants:
+            return "default"
+        raise LookupError(group)
 
     @property
     def file(self) -> str:
         return self._file
 
-    def line_of(self, param: str = "") -> int | None:
-        """The playbook line of a parameter ("" : of the mapping), when known."""
-        return self._lines.get(param) or self._lines.get("")
+    def line_of(self, param: str | None = None, variant: str | None = None) -> int | None:
+        """The playbook line of a parameter, else of its variant, else of the mapping."""
+        base = f"variants.{variant}" if variant is not None else ""
+        keys = ([f"{base}.params.{param}".lstrip(".")] if param is not None else []) + [base]
+        return next((self._lines[k] for k in keys if k in self._lines), self._lines.get(""))
 
     def locate(self, file: str, lines: dict[str, int]) -> None:
         """Record where the mapping is written (done once, by :func:`parse_playbook`)."""
         self._file, self._lines = file, dict(lines)
+
+    def located_paths(self) -> list[tuple[str, ...]]:
+        """The paths inside the mapping whose lines errors name (for :meth:`locate`)."""
+        paths: list[tuple[str, ...]] = [(), *(("params", p) for p in self.params)]
+        for group, approved in self.variants.items():
+            paths.append(("variants", group))
+            paths.extend(("variants", group, "params", p) for p in approved.params)
+        return paths
 
 
 def _check_approved(value: Any) -> Any:
@@ -718,7 +789,7 @@ def _locate_approved(playbook: Playbook, where: str, source: str | None) -> None
     root = compose_yaml(source) if playbook.approved_sms_templates else None
     for template, approved in playbook.approved_sms_templates.items():
         at = (APPROVED_SECTION, template)
-        lines = {"": yaml_line(root, at)} | {p: yaml_line(root, (*at, "params", p)) for p in approved.params}
+        lines = {".".join(path): yaml_line(root, (*at, *path)) for path in approved.located_paths()}
         approved.locate(where, {k: v for k, v in lines.items() if v})
 
 

@@ -37,6 +37,7 @@ if TYPE_CHECKING:
 __all__ = [
     "APPROVED_ONLY_PROVIDERS",
     "Approvals",
+    "approved_variants",
     "CompiledParams",
     "approved_field",
     "compile_params",
@@ -84,9 +85,11 @@ def _playbook_file() -> str:
     return describe_path(playbook_path())
 
 
-def approved_field(template: str, param: str | None = None) -> str:
-    """The playbook field of a mapping (or of one of its parameters), as errors name it."""
-    return f"{SECTION}.{template}" + (f".params.{param}" if param is not None else "")
+def approved_field(template: str, param: str | None = None, variant: str | None = None) -> str:
+    """The playbook field of a mapping, of one of its variants, or of one of their parameters,
+    as errors name it: ``approved_sms_templates.sms/care_tips.variants.food.params.tip``."""
+    out = f"{SECTION}.{template}" + (f".variants.{variant}" if variant is not None else "")
+    return out + (f".params.{param}" if param is not None else "")
 
 
 def params_json(params: Mapping[str, str]) -> str:
@@ -108,13 +111,16 @@ def missing_approval_error(
 
 
 def param_error(
-    approved: ApprovedSmsTemplate, template: str, param: str, inner: TemplateError
+    approved: ApprovedSmsTemplate, template: str, param: str, inner: TemplateError, variant: str | None = None
 ) -> TemplateError:
     """A parameter's error, at the parameter's line in the playbook; the reason keeps the
     variable the sandbox or the lint named (``customer.nmae: undefined field ...``)."""
     reason = f"{inner.variable}: {inner.reason}" if inner.variable else inner.reason
     return TemplateError(
-        reason, file=approved.file, line=approved.line_of(param), variable=approved_field(template, param)
+        reason,
+        file=approved.file,
+        line=approved.line_of(param, variant),
+        variable=approved_field(template, param, variant),
     )
 
 
@@ -154,41 +160,70 @@ class _Param:
 @dataclass
 class CompiledParams:
     """One SMS template's approved counterpart, compiled: :meth:`render_many` gives each message's
-    parameters (texts, white space stripped at both ends)."""
+    approved template code and parameters (texts, white space stripped at both ends)."""
 
     template: str  # sms/coupon_wave
-    code: str
     approved: ApprovedSmsTemplate
     env: MessageEnvironment
     shop: ShopInfo | None
-    params: list[_Param]
+    # variant of the mapping (None: its top-level template) -> (code, compiled parameters)
+    choices: dict[str | None, tuple[str, list[_Param]]]
 
-    def _error(self, param: _Param, context: dict[str, Any], exc: Exception) -> TemplateError:
+    def variant_for(self, context: dict[str, Any]) -> str | None:
+        """The mapping's variant a message uses (by its category group; see ``choose``): None for the
+        top-level approved template."""
+        if not self.approved.variants:
+            return None
+        category = context.get("category")
+        group = category.get("group") if isinstance(category, dict) else None
+        try:
+            return self.approved.choose(group)
+        except LookupError:
+            raise TemplateError(
+                f"no approved template for category group {group!r}: add variants.{group}, a default "
+                "variant, or a top-level code for the other groups",
+                file=self.approved.file,
+                line=self.approved.line_of(),
+                variable=approved_field(self.template),
+            ) from None
+
+    def _error(
+        self, param: _Param, variant: str | None, context: dict[str, Any], exc: Exception
+    ) -> TemplateError:
         try:  # again through Template.render, for the sandbox's own account of it
             param.template.render(context)
         except Exception as again:  # noqa: BLE001 - every failure becomes a TemplateError
             exc = again
         inner = error_from_exception(exc, self.env, self.approved.file)
-        return param_error(self.approved, self.template, param.name, inner)
+        return param_error(self.approved, self.template, param.name, inner, variant)
 
-    def render(self, context: dict[str, Any]) -> dict[str, str]:
-        """The parameters of one message (``context`` as for the body; ``shop`` added when absent)."""
+    def render(self, context: dict[str, Any]) -> tuple[str, dict[str, str]]:
+        """The code and parameters of one message (``context`` as for the body; ``shop`` added
+        when absent)."""
         return self.render_many([context])[0]
 
-    def render_many(self, contexts: Iterable[dict[str, Any]]) -> list[dict[str, str]]:
+    def render_many(self, contexts: Iterable[dict[str, Any]]) -> list[tuple[str, dict[str, str]]]:
         shop = shop_context(self.shop) if self.shop is not None else None
-        out: list[dict[str, str]] = []
+        out: list[tuple[str, dict[str, str]]] = []
         for context in contexts:
             if shop is not None and "shop" not in context:
                 context = {**context, "shop": shop}
+            variant = self.variant_for(context)
+            code, params = self.choices[variant]
             values: dict[str, str] = {}
-            for param in self.params:
+            for param in params:
                 try:
                     values[param.name] = param(context).strip()
                 except Exception as exc:  # noqa: BLE001 - the sandbox, undefined fields, filters
-                    raise self._error(param, context, exc) from None
-            out.append(values)
+                    raise self._error(param, variant, context, exc) from None
+            out.append((code, values))
         return out
+
+
+def approved_variants(approved: ApprovedSmsTemplate) -> list[str | None]:
+    """The mapping's approved templates: None for its top-level one (when it has a code), then
+    its variants."""
+    return ([None] if approved.code is not None else []) + list(approved.variants)
 
 
 def compile_params(
@@ -202,14 +237,17 @@ def compile_params(
     Raises :class:`TemplateError` (playbook file, line, field) for a syntax error or an unknown
     filter."""
     env = template_environment(root)
-    params: list[_Param] = []
-    for name, source in approved.params.items():
-        try:
-            tree = env.parse(source)
-            compiled = env.from_string(source)
-        except Exception as exc:  # noqa: BLE001 - syntax errors, unknown filters
-            raise param_error(
-                approved, template, name, error_from_exception(exc, env, approved.file)
-            ) from None
-        params.append(_Param(name, compiled, _self_contained(env, tree)))
-    return CompiledParams(template, approved.code, approved, env, shop, params)
+    choices: dict[str | None, tuple[str, list[_Param]]] = {}
+    for variant in approved_variants(approved):
+        one = approved.approved_for(variant)
+        params: list[_Param] = []
+        for name, source in one.params.items():
+            try:
+                tree = env.parse(source)
+                compiled = env.from_string(source)
+            except Exception as exc:  # noqa: BLE001 - syntax errors, unknown filters
+                inner = error_from_exception(exc, env, approved.file)
+                raise param_error(approved, template, name, inner, variant) from None
+            params.append(_Param(name, compiled, _self_contained(env, tree)))
+        choices[variant] = (one.code, params)
+    return CompiledParams(template, approved, env, shop, choices)

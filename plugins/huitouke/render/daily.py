@@ -544,15 +544,14 @@ def _rendered(
         contexts = [context for _, context in items]
         rendered = render_batch(compiled[template], contexts)
         params = approved.get(template)
-        values = [params_json(p) for p in params.render_many(contexts)] if params else [None] * len(items)
-        code = params.code if params else None
-        for (row, _), message, value in zip(items, rendered, values, strict=True):
+        codes = params.render_many(contexts) if params else [(None, None)] * len(items)
+        for (row, _), message, (code, values) in zip(items, rendered, codes, strict=True):
             row["subject"] = message.subject
             row["body"] = message.body
             row["html"] = message.html
             row["sms_segments"] = message.sms_segments
             row["template_code"] = code
-            row["template_params"] = value
+            row["template_params"] = None if values is None else params_json(values)
             out.append(row)
     return out
 

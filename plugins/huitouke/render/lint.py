@@ -68,6 +68,7 @@ from huitouke.render.approved import (
     Approvals,
     CompiledParams,
     approved_field,
+    approved_variants,
     compile_params,
     missing_approval_error,
     param_error,
@@ -684,12 +685,18 @@ def lint_templates(
 # ---------------------------------------------------------------------------------------------
 
 
-def _at_param(problem: LintProblem, approved: ApprovedSmsTemplate, template: str, param: str) -> LintProblem:
-    """A problem found in a parameter's source, moved to the parameter's line in the playbook."""
-    message = f"{problem.field}: {problem.message}" if problem.field else problem.message
+def _at_param(
+    problem: LintProblem, approved: ApprovedSmsTemplate, where: tuple[str, str, str | None]
+) -> LintProblem:
+    """A problem found in a parameter's source, moved to the parameter's line in the playbook
+    (``where``: template, parameter, variant of the mapping)."""
+    template, param, variant = where
+    inner = problem.field
+    message = f"{inner}: {problem.message}" if inner and inner not in problem.message else problem.message
     rule = problem.rule if problem.rule == "optional-field" else "approved-params"
-    field = approved_field(template, param)
-    return LintProblem(approved.file, approved.line_of(param), field, message, problem.severity, rule)
+    field = approved_field(template, param, variant)
+    line = approved.line_of(param, variant)
+    return LintProblem(approved.file, line, field, message, problem.severity, rule)
 
 
 def _param_source_problems(
@@ -698,51 +705,60 @@ def _param_source_problems(
     """The file rules (syntax, unknown variable or field, ``_`` attributes, optional fields) on
     each parameter's source."""
     problems: list[LintProblem] = []
-    for param, source in approved.params.items():
-        try:
-            tree = env.parse(source)
-            env.compile(tree)
-        except TemplateSyntaxError as exc:
-            inner = error_from_exception(exc, env, approved.file)
-            problems.append(
-                LintProblem.from_error(param_error(approved, template, param, inner), "approved-params")
-            )
-            continue
-        assigned = frozenset(n.name for n in tree.find_all(nodes.Name) if n.ctx in ("store", "param"))
-        parsed = _Parsed("", approved.file, tree, env, shop, assigned)
-        for rule in (_unknown_variables, _attributes, _optional_fields):
-            problems.extend(_at_param(p, approved, template, param) for p in rule(parsed))
+    for variant in approved_variants(approved):
+        for param, source in approved.approved_for(variant).params.items():
+            try:
+                tree = env.parse(source)
+                env.compile(tree)
+            except TemplateSyntaxError as exc:
+                inner = error_from_exception(exc, env, approved.file)
+                error = param_error(approved, template, param, inner, variant)
+                problems.append(LintProblem.from_error(error, "approved-params"))
+                continue
+            assigned = frozenset(n.name for n in tree.find_all(nodes.Name) if n.ctx in ("store", "param"))
+            parsed = _Parsed("", approved.file, tree, env, shop, assigned)
+            for rule in (_unknown_variables, _attributes, _optional_fields):
+                problems.extend(_at_param(p, approved, (template, param, variant)) for p in rule(parsed))
     return problems
 
 
 def _param_sample_problems(compiled: CompiledParams, contexts: Iterable[dict]) -> list[LintProblem]:
     """Rules ``approved-params`` (a render fails) and ``approved-empty`` on sample contexts."""
     problems: list[LintProblem] = []
-    empty: set[str] = set()
+    empty: set[tuple[str, str]] = set()
+    approved = compiled.approved
     for context in contexts:
         try:
-            values = compiled.render(context)
+            code, values = compiled.render(context)
         except TemplateError as exc:
             return [*problems, LintProblem.from_error(exc, "approved-params")]
+        variant = compiled.variant_for(context)
         for param, value in values.items():
-            if value or param in empty:
+            if value or (code, param) in empty:
                 continue
-            empty.add(param)
+            empty.add((code, param))
             message = "renders empty with the sample context: the provider refuses an empty parameter"
-            approved = compiled.approved
-            field = approved_field(compiled.template, param)
-            problems.append(
-                LintProblem(
-                    approved.file, approved.line_of(param), field, message, "warning", "approved-empty"
-                )
-            )
+            field = approved_field(compiled.template, param, variant)
+            line = approved.line_of(param, variant)
+            problems.append(LintProblem(approved.file, line, field, message, "warning", "approved-empty"))
     return problems
 
 
-def _sample_contexts(template: str, shop: ShopInfo | None) -> list[dict]:
+def _sample_contexts(template: str, shop: ShopInfo | None, root: Path | None) -> list[dict]:
+    """The sample contexts of an SMS message: each of its category-group variants, waves 1 to 5."""
     name = template.partition("/")[2]
+    found = messages_named(template, root)
+    groups = list(found[0].variants) if found else [DEFAULT_VARIANT]
     return [
-        sample_context(shop, wave=wave, waves=_WAVES, campaign=name, language=template_language(name))
+        sample_context(
+            shop,
+            category_group=_sample_group(group),
+            wave=wave,
+            waves=_WAVES,
+            campaign=name,
+            language=template_language(name),
+        )
+        for group in groups
         for wave in range(1, _WAVES + 1)
     ]
 
@@ -757,13 +773,13 @@ def approved_problems(
 ) -> tuple[list[LintProblem], CompiledParams | None]:
     """Every problem of one approved template's parameters, and the parameters compiled (None
     when a parameter has an error in its source). ``contexts``: the sample contexts to render
-    (default: the sample customer, waves 1 to 5)."""
+    (default: the sample customer in each of the message's variants, waves 1 to 5)."""
     env = template_environment(root)
     problems = _param_source_problems(template, approved, env, shop)
     if any(p.is_error for p in problems):
         return problems, None
     compiled = compile_params(template, approved, shop or SAMPLE_SHOP, root=root)
-    samples = _sample_contexts(template, shop) if contexts is None else contexts
+    samples = _sample_contexts(template, shop, root) if contexts is None else contexts
     return [*problems, *_param_sample_problems(compiled, samples)], compiled
 
 
