@@ -33,11 +33,13 @@ import datetime as dt
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import (
+    AfterValidator,
     BaseModel,
+    BeforeValidator,
     ConfigDict,
     Field,
     PrivateAttr,
@@ -510,29 +512,31 @@ def _template_code(value: str | None) -> str | None:
     return value
 
 
-def _param_texts(value: Any) -> Any:
-    if isinstance(value, dict):
-        for name, source in value.items():
-            if not isinstance(source, str):
-                raise ValueError(
-                    f'parameter {name!r}: write it as text in quotes, e.g. "{{{{ coupon.value_cny | cny }}}}"'
-                )
+def _param_text(value: Any) -> Any:
+    if not isinstance(value, str):
+        raise ValueError('write the parameter as text in quotes, e.g. "{{ coupon.value_cny | cny }}"')
     return value
 
 
+def _param_source(value: str) -> str:
+    if not value.strip():
+        raise ValueError('the parameter is empty: write what fills it, e.g. "{{ customer.first_name }}"')
+    if len(value) > 500:
+        raise ValueError("at most 500 characters")
+    return value
+
+
+# A parameter's value: a Jinja template (``"{{ coupon.value_cny | cny }}"``), checked where it is.
+ParamSource = Annotated[str, BeforeValidator(_param_text), AfterValidator(_param_source)]
+
+
 def _param_names(value: dict[str, str]) -> dict[str, str]:
-    for name, source in value.items():
+    for name in value:
         if not _PARAM_NAME.match(str(name)):
             raise ValueError(
                 f"parameter {name!r}: the name inside ${{...}} of the approved text, letters, digits "
                 "and underscores"
             )
-        if not source.strip():
-            raise ValueError(
-                f'parameter {name!r} is empty: write what fills it, e.g. "{{{{ customer.first_name }}}}"'
-            )
-        if len(source) > 500:
-            raise ValueError(f"parameter {name!r}: at most 500 characters")
     return value
 
 
@@ -557,18 +561,13 @@ class _ApprovedFields(_Strict):
     """The fields an approved template and a mapping share, and their checks."""
 
     code: str | None = Field(None, max_length=64)
-    params: dict[str, str] = Field(default_factory=dict)
+    params: dict[str, ParamSource] = Field(default_factory=dict)
     text: str | None = Field(None, min_length=1, max_length=500)
 
     @field_validator("code")
     @classmethod
     def _code(cls, value: str | None) -> str | None:
         return _template_code(value)
-
-    @field_validator("params", mode="before")
-    @classmethod
-    def _texts(cls, value: Any) -> Any:
-        return _param_texts(value)
 
     @field_validator("params")
     @classmethod
