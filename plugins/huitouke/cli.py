@@ -160,6 +160,17 @@ def _stored_customer(customer_id: str, day: date | None) -> dict:
     return stored_customer_context(engine_for(load_settings().store.conn_id), customer_id, day)
 
 
+def _approved_sms():
+    """The playbook's approved SMS templates with the configured SMS provider, and the SMS
+    templates the enabled campaigns send (for `huitouke templates lint`)."""
+    from huitouke.campaigns import load_playbook
+    from huitouke.render.approved import Approvals
+
+    playbook = load_playbook()
+    provider = load_settings().delivery.sms.provider
+    return Approvals.of(playbook, provider), playbook.sms_templates_in_use()
+
+
 def _sms_budgets() -> dict[str, int]:
     from huitouke.campaigns import load_playbook
 
@@ -315,7 +326,11 @@ def build_parser() -> argparse.ArgumentParser:
     _add_analyze_command(sub)
     _add_segments_commands(sub)
     add_templates_commands(
-        sub, shop_loader=_shop_info, budgets_loader=_sms_budgets, customer_loader=_stored_customer
+        sub,
+        shop_loader=_shop_info,
+        budgets_loader=_sms_budgets,
+        customer_loader=_stored_customer,
+        approvals_loader=_approved_sms,
     )
     add_evaluate_command(sub)
     add_delivery_commands(sub, _store_options, _engine)

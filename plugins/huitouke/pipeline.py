@@ -133,7 +133,8 @@ def lint_templates(settings: Settings | None = None) -> dict[str, str]:
     from huitouke.campaigns.playbook import load_playbook
     from huitouke.render.daily import check_templates
 
-    return _logged(check_templates(load_playbook()))
+    settings = settings or load_settings()
+    return _logged(check_templates(load_playbook(), sms_provider=settings.delivery.sms.provider))
 
 
 def plan_campaigns(start: datetime, settings: Settings | None = None) -> list[str]:
@@ -161,7 +162,9 @@ def render_messages(start: datetime, campaign: str, settings: Settings | None = 
     settings = settings or load_settings()
     day = business_date_of(start, settings)
     try:
-        result = run_day(_engine(settings), day, campaign, load_playbook())
+        result = run_day(
+            _engine(settings), day, campaign, load_playbook(), sms_provider=settings.delivery.sms.provider
+        )
     except TemplateError as exc:
         from airflow.sdk.exceptions import AirflowFailException
 

@@ -18,6 +18,10 @@ The shape (the shipped ``include/playbook.yaml`` documents every field for marke
                       reentry_after_days, max_new_entries_per_day, starts_on, ends_on, templates
                       (sms/<name>, email/<name>, call/<name>), channel_policy, sms_max_segments,
                       coupon, variants, waves, holdout, evaluation, template_vars
+    approved_sms_templates:
+      sms/<name>:     code (the provider's approved template code, Aliyun 模板CODE), params
+                      ({name: a Jinja template filling the approved text's ${name}}), text (optional:
+                      the approved text, so that its ${...} and params are checked to match)
 
 Money is written in CNY with at most two decimals (``*_cny``) and used in cents; unit costs may
 have more decimals (an SMS segment costs a few fen).
@@ -29,14 +33,31 @@ import datetime as dt
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    PrivateAttr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from huitouke.campaigns.holdout import DEFAULT_SALT
 from huitouke.campaigns.rules import Conditions, EntryRule
-from huitouke.config import ConfigError, load_validated, located_error, validation_items
+from huitouke.config import (
+    ConfigError,
+    compose_yaml,
+    load_validated,
+    located_error,
+    validation_items,
+    yaml_line,
+)
 from huitouke.pii import get_logger
 from huitouke.segments.settings import SegmentSettings, parse_segment_settings, playbook_path
 
@@ -44,6 +65,8 @@ log = get_logger(__name__)
 
 __all__ = [
     "CHANNELS",
+    "ApprovedSms",
+    "ApprovedSmsTemplate",
     "Campaign",
     "ContactPressure",
     "CouponSpec",
@@ -70,6 +93,11 @@ REPURCHASE = "repurchase"
 _CAMPAIGN_NAME = re.compile(r"^[a-z][a-z0-9_]{0,39}$")
 _TEMPLATE = re.compile(r"^(sms|email|call)/[a-z0-9_]{1,60}$")
 _PREFIX = re.compile(r"^[A-Z0-9]{1,6}$")
+_SMS_TEMPLATE = re.compile(r"^sms/[a-z0-9_]{1,60}$")
+_TEMPLATE_CODE = re.compile(r"^SMS_[A-Z0-9_]{1,60}$")
+_PARAM_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,63}$")
+_PLACEHOLDER = re.compile(r"\$\{([^}]*)\}")
+APPROVED_SECTION = "approved_sms_templates"
 
 
 class _Strict(BaseModel):
@@ -469,13 +497,197 @@ class Campaign(_Strict):
         return self.kind == MARKETING
 
 
+# ------------------------------------------------------------------------ approved SMS templates
+
+
+def _template_code(value: str | None) -> str | None:
+    if value is None:
+        return None
+    value = value.strip()
+    if not _TEMPLATE_CODE.match(value):
+        raise ValueError(
+            f"template code {value!r}: copy it from the provider's console, e.g. SMS_123456789 "
+            "(SMS_ then capital letters, digits or _)"
+        )
+    return value
+
+
+def _param_text(value: Any) -> Any:
+    if not isinstance(value, str):
+        raise ValueError('write the parameter as text in quotes, e.g. "{{ coupon.value_cny | cny }}"')
+    return value
+
+
+def _param_source(value: str) -> str:
+    if not value.strip():
+        raise ValueError('the parameter is empty: write what fills it, e.g. "{{ customer.first_name }}"')
+    if len(value) > 500:
+        raise ValueError("at most 500 characters")
+    return value
+
+
+# A parameter's value: a Jinja template (``"{{ coupon.value_cny | cny }}"``), checked where it is.
+ParamSource = Annotated[str, BeforeValidator(_param_text), AfterValidator(_param_source)]
+
+
+def _param_names(value: dict[str, str]) -> dict[str, str]:
+    for name in value:
+        if not _PARAM_NAME.match(str(name)):
+            raise ValueError(
+                f"parameter {name!r}: the name inside ${{...}} of the approved text, letters, digits "
+                "and underscores"
+            )
+    return value
+
+
+def _params_match_text(text: str | None, params: dict[str, str]) -> None:
+    """The approved text's ``${...}`` and the params name the same parameters."""
+    if text is None:
+        return
+    placeholders = list(dict.fromkeys(_PLACEHOLDER.findall(text)))
+    missing = [p for p in placeholders if p not in params]
+    extra = [p for p in params if p not in placeholders]
+    if missing or extra:
+        parts = ([f"no params for {', '.join(missing)}"] if missing else []) + (
+            [f"params {', '.join(extra)} not in the text"] if extra else []
+        )
+        raise ValueError(
+            f"params and the approved text's ${{...}} differ: {'; '.join(parts)} "
+            "(the provider refuses a message whose parameters do not match)"
+        )
+
+
+class _ApprovedFields(_Strict):
+    """The fields an approved template and a mapping share, and their checks."""
+
+    code: str | None = Field(None, max_length=64)
+    params: dict[str, ParamSource] = Field(default_factory=dict)
+    text: str | None = Field(None, min_length=1, max_length=500)
+
+    @field_validator("code")
+    @classmethod
+    def _code(cls, value: str | None) -> str | None:
+        return _template_code(value)
+
+    @field_validator("params")
+    @classmethod
+    def _names(cls, value: dict[str, str]) -> dict[str, str]:
+        return _param_names(value)
+
+
+class ApprovedSms(_ApprovedFields):
+    """One template as the SMS provider approved it: its ``code`` (Aliyun 模板CODE) and the
+    ``params`` that fill the approved text's ``${name}``, each a Jinja template rendered in the
+    same sandbox and context as the message. ``text``, optional, is the approved text as the
+    console shows it: given, its ``${...}`` and ``params`` must name the same parameters."""
+
+    code: str = Field(max_length=64)  # type: ignore[assignment]  # required here
+
+    @model_validator(mode="after")
+    def _match(self) -> ApprovedSms:
+        _params_match_text(self.text, self.params)
+        return self
+
+
+class ApprovedSmsTemplate(_ApprovedFields):
+    """What an SMS provider that delivers only pre-approved templates (Aliyun: Chinese operators
+    require it) approved for one playbook SMS template: one approved template (``code``,
+    ``params``, ``text`` as in :class:`ApprovedSms`) for all its messages, and/or one per
+    category-group variant of the message (``variants: {food: {code, params}, ...}``; a group
+    without its own uses the top-level ``code``, else the ``default`` variant's).
+
+    Where the mapping is in the playbook (``file``, ``line_of``) is kept for the lint and the
+    render errors, which name the playbook's line."""
+
+    variants: dict[str, ApprovedSms] = Field(default_factory=dict)
+    _file: str = PrivateAttr("include/playbook.yaml")
+    _lines: dict[str, int] = PrivateAttr(default_factory=dict)  # dotted path in the mapping -> line
+
+    @model_validator(mode="after")
+    def _coherent(self) -> ApprovedSmsTemplate:
+        if self.code is None and not self.variants:
+            raise ValueError("say the approved template's code (and its params), or variants")
+        if self.code is None and (self.params or self.text):
+            raise ValueError("params and text belong to a code: say the code too, or move them into variants")
+        _params_match_text(self.text, self.params)
+        return self
+
+    def approved_for(self, variant: str | None) -> ApprovedSms:
+        """The approved template of a variant (None: the top-level one)."""
+        if variant is None:
+            return ApprovedSms.model_construct(code=self.code, params=self.params, text=self.text)
+        return self.variants[variant]
+
+    def choose(self, group: str | None) -> str | None:
+        """Which approved template a message of category group ``group`` uses: its variant, else
+        the top-level one (None), else the ``default`` variant. LookupError when none fits."""
+        if group is not None and group in self.variants:
+            return group
+        if self.code is not None:
+            return None
+        if "default" in self.variants:
+            return "default"
+        raise LookupError(group)
+
+    @property
+    def file(self) -> str:
+        return self._file
+
+    def line_of(self, param: str | None = None, variant: str | None = None) -> int | None:
+        """The playbook line of a parameter, else of its variant, else of the mapping."""
+        base = f"variants.{variant}" if variant is not None else ""
+        keys = ([f"{base}.params.{param}".lstrip(".")] if param is not None else []) + [base]
+        return next((self._lines[k] for k in keys if k in self._lines), self._lines.get(""))
+
+    def locate(self, file: str, lines: dict[str, int]) -> None:
+        """Record where the mapping is written (done once, by :func:`parse_playbook`)."""
+        self._file, self._lines = file, dict(lines)
+
+    def located_paths(self) -> list[tuple[str, ...]]:
+        """The paths inside the mapping whose lines errors name (for :meth:`locate`)."""
+        paths: list[tuple[str, ...]] = [(), *(("params", p) for p in self.params)]
+        for group, approved in self.variants.items():
+            paths.append(("variants", group))
+            paths.extend(("variants", group, "params", p) for p in approved.params)
+        return paths
+
+
+def _check_approved(value: Any) -> Any:
+    if value is None:
+        return {}
+    if isinstance(value, list):
+        raise ValueError("write approved_sms_templates as a mapping, `sms/<name>:` then code and params")
+    return value
+
+
 class Playbook(_Strict):
-    """The whole playbook: segments rules, shop, contact pressure, campaigns."""
+    """The whole playbook: segments rules, shop, contact pressure, campaigns, and the SMS
+    templates' approved counterparts at the provider."""
 
     segments: SegmentSettings = SegmentSettings()
     shop: ShopProfile
     contact_pressure: ContactPressure = ContactPressure()
     campaigns: dict[str, Campaign] = Field(default_factory=dict)
+    approved_sms_templates: dict[str, ApprovedSmsTemplate] = Field(default_factory=dict)
+
+    @field_validator("approved_sms_templates", mode="before")
+    @classmethod
+    def _approved_shape(cls, value: Any) -> Any:
+        return _check_approved(value)
+
+    def approved_template(self, template: str) -> ApprovedSmsTemplate | None:
+        """The provider-approved counterpart of an SMS template (``sms/coupon_wave``), if mapped."""
+        return self.approved_sms_templates.get(template)
+
+    def sms_templates_in_use(self) -> list[str]:
+        """The SMS templates the enabled campaigns send (``sms/<name>``), in priority order."""
+        used: list[str] = []
+        for name, campaign in self.campaigns_by_priority():
+            for variant in (list(campaign.variants) or [""]) if campaign.enabled else ():
+                for template in campaign.offer(name, variant).templates:
+                    if channel_of(template) == SMS and template not in used:
+                        used.append(template)
+        return used
 
     @field_validator("campaigns", mode="before")
     @classmethod
@@ -541,6 +753,15 @@ def _cross_checks(playbook: Playbook) -> list[tuple[tuple[Any, ...], str]]:
                 )
             )
         seen.setdefault(campaign.priority, name)
+    for template in playbook.approved_sms_templates:
+        if not _SMS_TEMPLATE.match(str(template)):
+            issues.append(
+                (
+                    (APPROVED_SECTION, template),
+                    "write the SMS template as the campaigns do, sms/<name> (only SMS needs a "
+                    "provider-approved template)",
+                )
+            )
     return issues
 
 
@@ -558,7 +779,17 @@ def parse_playbook(data: Any, where: str, source: str | None = None) -> Playbook
     issues = _cross_checks(playbook)
     if issues:
         raise located_error(where, source, issues)
+    _locate_approved(playbook, where, source)
     return playbook
+
+
+def _locate_approved(playbook: Playbook, where: str, source: str | None) -> None:
+    """Give each approved template its file and lines, for the errors that name them later."""
+    root = compose_yaml(source) if playbook.approved_sms_templates else None
+    for template, approved in playbook.approved_sms_templates.items():
+        at = (APPROVED_SECTION, template)
+        lines = {".".join(path): yaml_line(root, (*at, *path)) for path in approved.located_paths()}
+        approved.locate(where, {k: v for k, v in lines.items() if v})
 
 
 def load_playbook(path: Path | None = None) -> Playbook:

@@ -69,6 +69,8 @@ CLAIM_COLUMNS = (
     "claimed_at",
     "lease_until",
     "last_error",
+    "template_code",
+    "template_params",
 )
 TREATED_OUTCOME, TREATED_ARM = "treated", "treatment"
 CapOf = Callable[[str | None], tuple[int, int]]  # member tier -> (max_contacts, per_days)

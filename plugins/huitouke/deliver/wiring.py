@@ -4,6 +4,7 @@ becomes (its out id, its unsubscribe link), the playbook's send window and conta
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
@@ -73,6 +74,13 @@ def _aware_utc(moment: Any) -> datetime | None:
     return pd.Timestamp(moment).to_pydatetime().replace(tzinfo=UTC)
 
 
+def _template_params(stored: Any) -> dict[str, str]:
+    """An approved SMS template's parameters as the outbox keeps them (JSON; None: none)."""
+    if stored is None or (isinstance(stored, float) and pd.isna(stored)) or stored == "":
+        return {}
+    return {str(k): str(v) for k, v in json.loads(stored).items()}
+
+
 def message_factory(
     secret: bytes | None, unsubscribe_base: str | None, sign_name: str | None = None
 ) -> Callable[[dict[str, Any]], OutgoingMessage]:
@@ -94,6 +102,8 @@ def message_factory(
             subject=row.get("subject"),
             html=row.get("html"),
             sms_segments=int(row.get("sms_segments") or 1),
+            template_code=row.get("template_code") or None,
+            template_params=_template_params(row.get("template_params")),
             sign_name=sign_name,
             unsubscribe_url=link,
             claimed_at=_aware_utc(row.get("claimed_at")),

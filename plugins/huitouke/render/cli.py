@@ -14,6 +14,7 @@ from collections.abc import Callable
 from datetime import date
 from pathlib import Path
 
+from huitouke.render.approved import Approvals
 from huitouke.render.catalogue import CHANNELS
 from huitouke.render.context import SAMPLE_SHOP, ShopInfo, context_reference_markdown
 from huitouke.render.environment import TemplateError
@@ -24,6 +25,9 @@ __all__ = ["add_templates_commands", "templates_context", "templates_lint", "tem
 
 ShopLoader = Callable[[], ShopInfo]
 BudgetsLoader = Callable[[], dict[str, int]]
+# () -> the playbook's approved SMS templates with the SMS provider, and the SMS templates the
+# enabled campaigns send.
+ApprovalsLoader = Callable[[], tuple[Approvals, list[str]]]
 # (customer id, business date or None) -> context objects of a stored customer; LookupError if unknown.
 CustomerLoader = Callable[[str, "date | None"], dict]
 
@@ -44,8 +48,15 @@ def templates_lint(args: argparse.Namespace) -> int:
     if getattr(args, "max_segments", None):
         for name in args.names or []:
             budgets[name] = args.max_segments
+    approvals_loader = getattr(args, "approvals_loader", None)
+    approvals, sent = approvals_loader() if approvals_loader else (None, [])
     problems = lint_templates(
-        args.names or None, max_sms_segments=budgets or None, shop=_shop(args), root=_root(args)
+        args.names or None,
+        max_sms_segments=budgets or None,
+        shop=_shop(args),
+        root=_root(args),
+        approvals=approvals,
+        sms_sent=sent,
     )
     for problem in problems:
         print(problem)
@@ -148,6 +159,7 @@ def add_templates_commands(
     shop_loader: ShopLoader | None = None,
     budgets_loader: BudgetsLoader | None = None,
     customer_loader: CustomerLoader | None = None,
+    approvals_loader: ApprovalsLoader | None = None,
 ) -> argparse.ArgumentParser:
     """Add ``templates lint|preview|context`` to a parser's sub-parsers (``args.func`` is set)."""
     templates = subparsers.add_parser(
@@ -158,6 +170,7 @@ def add_templates_commands(
         "shop_loader": shop_loader,
         "budgets_loader": budgets_loader,
         "customer_loader": customer_loader,
+        "approvals_loader": approvals_loader,
     }
     _add_lint(sub, common)
     _add_preview(sub, common)

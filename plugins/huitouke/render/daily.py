@@ -27,7 +27,9 @@ from huitouke.campaigns.playbook import Campaign, Playbook, channel_of
 from huitouke.pii import get_logger
 from huitouke.render import context as ctx
 from huitouke.render import persist
+from huitouke.render.approved import Approvals, CompiledParams, missing_approval_error, params_json
 from huitouke.render.environment import TemplateError
+from huitouke.render.lint import approved_problems, lint_approved_sms
 from huitouke.render.messages import CompiledMessage, compile_message, render_batch
 
 log = get_logger(__name__)
@@ -60,40 +62,81 @@ def _compile(template: str, campaign: Campaign, shop: ctx.ShopInfo, root: Path |
     return compile_message(message, channel, shop, budget, root=root)  # type: ignore[arg-type]
 
 
-def lint_campaigns(playbook: Playbook, root: Path | None = None) -> dict[str, str]:
+def lint_campaigns(
+    playbook: Playbook, root: Path | None = None, sms_provider: str | None = None
+) -> dict[str, str]:
     """Enabled campaign -> the first template error that breaks it (only broken campaigns).
 
     Beyond the template lint, each template is rendered with what its campaign provides: a
-    template that uses ``coupon`` in a campaign (or variant) without a coupon is broken.
+    template that uses ``coupon`` in a campaign (or variant) without a coupon is broken. An SMS
+    template's approved counterpart (``approved_sms_templates``) is checked and rendered the same
+    way; with an SMS provider that sends only approved templates (``sms_provider`` ``aliyun``), an
+    SMS template without one breaks its campaign.
     """
     shop = shop_info(playbook)
+    approvals = Approvals.of(playbook, sms_provider)
     broken: dict[str, str] = {}
     for name, campaign in playbook.campaigns_by_priority():
         if not campaign.enabled:
             continue
         try:
-            _checked_messages(name, campaign, shop, root)
+            _checked_messages(name, campaign, shop, root, approvals)
         except TemplateError as exc:
             broken[name] = str(exc)
     return broken
 
 
-def _checked_messages(
-    name: str, campaign: Campaign, shop: ctx.ShopInfo, root: Path | None
-) -> dict[str, CompiledMessage]:
-    """Every template of the campaign compiled, and rendered once as the campaign gives it (see
-    :func:`_render_as_campaign`); raises TemplateError for the first broken one."""
-    compiled = {t: _compile(t, campaign, shop, root) for t in _templates_of(name, campaign)}
-    for variant in list(campaign.variants) or [""]:
-        offer = campaign.offer(name, variant)
-        for template in offer.templates:
-            _render_as_campaign(compiled[template], name, campaign, offer.coupon is not None)
+def _checked_params(
+    template: str, campaign_name: str, shop: ctx.ShopInfo, root: Path | None, approvals: Approvals
+) -> CompiledParams | None:
+    """The approved counterpart of an SMS template compiled (None: not mapped, or not SMS);
+    raises TemplateError for a parameter's first error, or a missing mapping the provider needs."""
+    if channel_of(template) != "sms":
+        return None
+    approved = approvals.mappings.get(template)
+    if approved is None:
+        if approvals.required:
+            raise missing_approval_error(template, str(approvals.provider), approvals.file, campaign_name)
+        return None
+    problems, compiled = approved_problems(template, approved, shop=shop, root=root, contexts=())
+    errors = [p for p in problems if p.is_error]
+    if errors or compiled is None:
+        raise errors[0].to_error()
     return compiled
 
 
-def _render_as_campaign(compiled: CompiledMessage, name: str, campaign: Campaign, has_coupon: bool) -> None:
-    """Render every category variant of a message with the sample context as the campaign gives
-    it (no ``coupon`` object when the campaign has no coupon); raise TemplateError if it fails."""
+def _checked_messages(
+    name: str, campaign: Campaign, shop: ctx.ShopInfo, root: Path | None, approvals: Approvals
+) -> _Compiled:
+    """Every template of the campaign compiled (with its approved parameters), and rendered once
+    as the campaign gives it (see :func:`_render_as_campaign`); raises TemplateError for the
+    first broken one."""
+    templates = _templates_of(name, campaign)
+    compiled = {t: _compile(t, campaign, shop, root) for t in templates}
+    params = {t: p for t in templates if (p := _checked_params(t, name, shop, root, approvals))}
+    for variant in list(campaign.variants) or [""]:
+        offer = campaign.offer(name, variant)
+        for template in offer.templates:
+            _render_as_campaign(
+                compiled[template], params.get(template), name, campaign, offer.coupon is not None
+            )
+    return _Compiled(compiled, params)
+
+
+@dataclass(frozen=True)
+class _Compiled:
+    """A campaign's messages compiled, by template, and the approved SMS parameters."""
+
+    messages: dict[str, CompiledMessage]
+    params: dict[str, CompiledParams]
+
+
+def _render_as_campaign(
+    compiled: CompiledMessage, params: CompiledParams | None, name: str, campaign: Campaign, has_coupon: bool
+) -> None:
+    """Render every category variant of a message (and its approved parameters) with the sample
+    context as the campaign gives it (no ``coupon`` object when the campaign has no coupon);
+    raise TemplateError if it fails."""
     for group in compiled.files.variants:
         context = ctx.sample_context(
             compiled.shop,
@@ -107,6 +150,8 @@ def _render_as_campaign(compiled: CompiledMessage, name: str, campaign: Campaign
             context.pop("coupon", None)
         try:
             compiled.render(context)
+            if params is not None:
+                params.render(context)
         except TemplateError as exc:
             if not has_coupon and "coupon" in str(exc):
                 exc.reason = (
@@ -123,16 +168,19 @@ class TemplateCheck:
 
     enabled: int
     broken: dict[str, str]
+    mapping_errors: tuple[str, ...] = ()  # approved SMS templates mapped for no template
 
     @property
     def log_level(self) -> int:
-        return logging.WARNING if self.broken else logging.INFO
+        return logging.WARNING if self.broken or self.mapping_errors else logging.INFO
 
     def as_text(self) -> str:
         if not self.broken:
-            return f"the templates of all {self.enabled} enabled campaigns compile"
+            text = f"the templates of all {self.enabled} enabled campaigns compile"
+            return "\n".join([*self.mapping_errors, text])
         lines = [
-            f"campaign {name} will not be rendered today: {error}" for name, error in self.broken.items()
+            *self.mapping_errors,
+            *(f"campaign {name} will not be rendered today: {error}" for name, error in self.broken.items()),
         ]
         lines.append(
             f"{len(self.broken)} of {self.enabled} enabled campaigns have a broken template "
@@ -144,15 +192,26 @@ class TemplateCheck:
         return dict(self.broken)
 
 
-def check_templates(playbook: Playbook, root: Path | None = None) -> TemplateCheck:
-    """Before planning: compile every template the enabled campaigns use and say which are broken.
+def check_templates(
+    playbook: Playbook, root: Path | None = None, sms_provider: str | None = None
+) -> TemplateCheck:
+    """Before planning: compile every template the enabled campaigns use and say which are broken
+    (``sms_provider``: ``delivery.sms.provider``, which may require approved SMS templates).
 
     Never fails: a broken campaign fails its own render task (:func:`run_day`); the others go on.
+    An approved template mapped for no existing template is logged as an error too.
     """
-    broken = lint_campaigns(playbook, root)
+    broken = lint_campaigns(playbook, root, sms_provider)
     for name, error in broken.items():
         log.error("campaign %s will not be rendered today: %s", name, error)
-    return TemplateCheck(sum(c.enabled for c in playbook.campaigns.values()), broken)
+    unknown = tuple(
+        str(p)
+        for p in lint_approved_sms(Approvals.of(playbook), shop=shop_info(playbook), root=root)
+        if p.rule == "approved-unknown"
+    )
+    for problem in unknown:
+        log.error("%s", problem)
+    return TemplateCheck(sum(c.enabled for c in playbook.campaigns.values()), broken, unknown)
 
 
 # ----------------------------------------------------------------------------------- rendering
@@ -198,6 +257,7 @@ class _Job:
     day: date
     compiled: dict[str, CompiledMessage]  # by template ("sms/coupon_wave")
     now: datetime
+    params: dict[str, CompiledParams] = field(default_factory=dict)  # approved SMS, by template
 
 
 def run_day(
@@ -207,15 +267,21 @@ def run_day(
     playbook: Playbook,
     now: datetime | None = None,
     root: Path | None = None,
+    sms_provider: str | None = None,
 ) -> RenderResult:
-    """Render and queue the campaign's messages of ``day`` (see the module docstring)."""
+    """Render and queue the campaign's messages of ``day`` (see the module docstring). An SMS
+    template with an approved counterpart in the playbook stores its code and rendered parameters
+    too (``template_code``, ``template_params``); ``sms_provider`` (``delivery.sms.provider``)
+    says whether every SMS template must have one."""
     now = now or datetime.now()
     campaign = playbook.campaigns.get(campaign_name)
     if campaign is None:
         raise ValueError(f"campaign {campaign_name!r} is not in the playbook any more")
     try:
-        compiled = _checked_messages(campaign_name, campaign, shop_info(playbook), root)
-        result = _render_and_queue(engine, _Job(campaign_name, campaign, day, compiled, now))
+        approvals = Approvals.of(playbook, sms_provider)
+        checked = _checked_messages(campaign_name, campaign, shop_info(playbook), root, approvals)
+        job = _Job(campaign_name, campaign, day, checked.messages, now, checked.params)
+        result = _render_and_queue(engine, job)
     except TemplateError as exc:  # nothing of this campaign was queued: record why
         with engine.begin() as conn:
             persist.record_failure(conn, day, campaign_name, str(exc), now)
@@ -410,7 +476,7 @@ def _render(sends: pd.DataFrame, customers: _Customers, job: _Job) -> tuple[list
     recorded since planning."""
     contexts = _Contexts(customers, job)
     by_template, no_address, opted_out = _outbox_rows(sends, customers.profiles, contexts, job)
-    return _rendered(by_template, job.compiled), no_address, opted_out
+    return _rendered(by_template, job.compiled, job.params), no_address, opted_out
 
 
 def _opted_out(profile: dict[str, Any], channel: str) -> bool:
@@ -467,17 +533,25 @@ def _outbox_rows(
 
 
 def _rendered(
-    by_template: dict[str, list[tuple[dict[str, Any], dict[str, Any]]]], compiled: dict[str, CompiledMessage]
+    by_template: dict[str, list[tuple[dict[str, Any], dict[str, Any]]]],
+    compiled: dict[str, CompiledMessage],
+    approved: dict[str, CompiledParams],
 ) -> list[dict[str, Any]]:
-    """The outbox rows with their rendered parts: one batch per template."""
+    """The outbox rows with their rendered parts, and the approved template's code and
+    parameters where the template has one: one batch per template."""
     out: list[dict[str, Any]] = []
     for template, items in by_template.items():
-        rendered = render_batch(compiled[template], [context for _, context in items])
-        for (row, _), message in zip(items, rendered, strict=True):
+        contexts = [context for _, context in items]
+        rendered = render_batch(compiled[template], contexts)
+        params = approved.get(template)
+        codes = params.render_many(contexts) if params else [(None, None)] * len(items)
+        for (row, _), message, (code, values) in zip(items, rendered, codes, strict=True):
             row["subject"] = message.subject
             row["body"] = message.body
             row["html"] = message.html
             row["sms_segments"] = message.sms_segments
+            row["template_code"] = code
+            row["template_params"] = None if values is None else params_json(values)
             out.append(row)
     return out
 

@@ -31,7 +31,19 @@ rule                    severity  what
 ``optional-field``      warning   a field that may be empty (``customer.name``, ``customer.birthday``,
                                   ``shop.url``) printed outside ``{% if %}`` and without ``|default``
 ``dynamic-include``     warning   an include whose name is computed: it cannot be checked
+``approved-missing``    error     the SMS provider (Aliyun) sends only approved templates and an SMS
+                                  template an enabled campaign sends has no ``approved_sms_templates``
+``approved-unknown``    error     an ``approved_sms_templates`` entry for a template that does not
+                                  exist
+``approved-params``     error     a parameter of an approved template: syntax, unknown variable or
+                                  field, ``_`` attribute, or it fails with the sample context
+``approved-empty``      warning   a parameter renders empty with the sample context (the provider
+                                  refuses an empty parameter)
 ======================  ========  ===================================================================
+
+The ``approved-*`` rules name the playbook's file and line and the field
+(``approved_sms_templates.sms/coupon_wave.params.amount``); ``optional-field`` is checked in the
+parameters too.
 
 Why the opt-out footer is checked this way: :func:`huitouke.render.sms.finalize_sms` adds the
 shop's footer to every marketing SMS, so a template can never lack it; what a template *can* do
@@ -46,12 +58,21 @@ import re
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 from jinja2 import meta, nodes
 from jinja2.exceptions import TemplateNotFound, TemplateSyntaxError
 from markupsafe import Markup
 
+from huitouke.render.approved import (
+    Approvals,
+    CompiledParams,
+    approved_field,
+    approved_variants,
+    compile_params,
+    missing_approval_error,
+    param_error,
+)
 from huitouke.render.catalogue import (
     DEFAULT_MAX_SMS_SEGMENTS,
     DEFAULT_VARIANT,
@@ -72,7 +93,17 @@ from huitouke.render.environment import (
 )
 from huitouke.render.sms import UCS2_MULTI, UCS2_SINGLE, count_sms, finalize_sms
 
-__all__ = ["LintProblem", "lint_file", "lint_message", "lint_templates"]
+if TYPE_CHECKING:
+    from huitouke.campaigns.playbook import ApprovedSmsTemplate
+
+__all__ = [
+    "LintProblem",
+    "approved_problems",
+    "lint_approved_sms",
+    "lint_file",
+    "lint_message",
+    "lint_templates",
+]
 
 Severity = Literal["error", "warning"]
 
@@ -619,10 +650,14 @@ def lint_templates(
     max_sms_segments: dict[str, int] | None = None,
     shop: ShopInfo | None = None,
     root: Path | None = None,
+    approvals: Approvals | None = None,
+    sms_sent: Iterable[str] = (),
 ) -> list[LintProblem]:
     """Lint every template (or the messages ``names``: ``thank_you_new``, ``sms/coupon_wave``,
     ``sms/coupon_wave.txt.j2``). ``max_sms_segments`` gives a campaign's budget by message name
-    (default :data:`~huitouke.render.catalogue.DEFAULT_MAX_SMS_SEGMENTS`)."""
+    (default :data:`~huitouke.render.catalogue.DEFAULT_MAX_SMS_SEGMENTS`). With ``approvals``, the
+    playbook's approved SMS templates too (:func:`lint_approved_sms`; ``sms_sent``: the SMS
+    templates the enabled campaigns send, which the provider may require to be mapped)."""
     env = template_environment(root)
     budgets = max_sms_segments or {}
     messages, partials, problems = _selected(names, env, root)
@@ -635,8 +670,158 @@ def lint_templates(
         if rel not in cache:
             cache[rel] = lint_file(rel, env, shop)
             problems.extend(cache[rel])
+    if approvals is not None:
+        only = None if names is None else [f"sms/{m.name}" for m in messages if m.channel == "sms"]
+        problems.extend(lint_approved_sms(approvals, sent=sms_sent, only=only, shop=shop, root=root))
     unique: list[LintProblem] = []
     for problem in problems:
         if problem not in unique:
             unique.append(problem)
     return unique
+
+
+# ---------------------------------------------------------------------------------------------
+# Approved SMS templates (the playbook's approved_sms_templates)
+# ---------------------------------------------------------------------------------------------
+
+
+def _at_param(
+    problem: LintProblem, approved: ApprovedSmsTemplate, where: tuple[str, str, str | None]
+) -> LintProblem:
+    """A problem found in a parameter's source, moved to the parameter's line in the playbook
+    (``where``: template, parameter, variant of the mapping)."""
+    template, param, variant = where
+    inner = problem.field
+    message = f"{inner}: {problem.message}" if inner and inner not in problem.message else problem.message
+    rule = problem.rule if problem.rule == "optional-field" else "approved-params"
+    field = approved_field(template, param, variant)
+    line = approved.line_of(param, variant)
+    return LintProblem(approved.file, line, field, message, problem.severity, rule)
+
+
+def _param_source_problems(
+    template: str, approved: ApprovedSmsTemplate, env: MessageEnvironment, shop: ShopInfo | None
+) -> list[LintProblem]:
+    """The file rules (syntax, unknown variable or field, ``_`` attributes, optional fields) on
+    each parameter's source."""
+    problems: list[LintProblem] = []
+    for variant in approved_variants(approved):
+        for param, source in approved.approved_for(variant).params.items():
+            try:
+                tree = env.parse(source)
+                env.compile(tree)
+            except TemplateSyntaxError as exc:
+                inner = error_from_exception(exc, env, approved.file)
+                error = param_error(approved, template, param, inner, variant)
+                problems.append(LintProblem.from_error(error, "approved-params"))
+                continue
+            assigned = frozenset(n.name for n in tree.find_all(nodes.Name) if n.ctx in ("store", "param"))
+            parsed = _Parsed("", approved.file, tree, env, shop, assigned)
+            for rule in (_unknown_variables, _attributes, _optional_fields):
+                problems.extend(_at_param(p, approved, (template, param, variant)) for p in rule(parsed))
+    return problems
+
+
+def _param_sample_problems(compiled: CompiledParams, contexts: Iterable[dict]) -> list[LintProblem]:
+    """Rules ``approved-params`` (a render fails) and ``approved-empty`` on sample contexts."""
+    problems: list[LintProblem] = []
+    empty: set[tuple[str, str]] = set()
+    approved = compiled.approved
+    for context in contexts:
+        try:
+            code, values = compiled.render(context)
+        except TemplateError as exc:
+            return [*problems, LintProblem.from_error(exc, "approved-params")]
+        variant = compiled.variant_for(context)
+        for param, value in values.items():
+            if value or (code, param) in empty:
+                continue
+            empty.add((code, param))
+            message = "renders empty with the sample context: the provider refuses an empty parameter"
+            field = approved_field(compiled.template, param, variant)
+            line = approved.line_of(param, variant)
+            problems.append(LintProblem(approved.file, line, field, message, "warning", "approved-empty"))
+    return problems
+
+
+def _sample_contexts(template: str, shop: ShopInfo | None, root: Path | None) -> list[dict]:
+    """The sample contexts of an SMS message: each of its category-group variants, waves 1 to 5."""
+    name = template.partition("/")[2]
+    found = messages_named(template, root)
+    groups = list(found[0].variants) if found else [DEFAULT_VARIANT]
+    return [
+        sample_context(
+            shop,
+            category_group=_sample_group(group),
+            wave=wave,
+            waves=_WAVES,
+            campaign=name,
+            language=template_language(name),
+        )
+        for group in groups
+        for wave in range(1, _WAVES + 1)
+    ]
+
+
+def approved_problems(
+    template: str,
+    approved: ApprovedSmsTemplate,
+    *,
+    shop: ShopInfo | None = None,
+    root: Path | None = None,
+    contexts: Iterable[dict] | None = None,
+) -> tuple[list[LintProblem], CompiledParams | None]:
+    """Every problem of one approved template's parameters, and the parameters compiled (None
+    when a parameter has an error in its source). ``contexts``: the sample contexts to render
+    (default: the sample customer in each of the message's variants, waves 1 to 5)."""
+    env = template_environment(root)
+    problems = _param_source_problems(template, approved, env, shop)
+    if any(p.is_error for p in problems):
+        return problems, None
+    compiled = compile_params(template, approved, shop or SAMPLE_SHOP, root=root)
+    samples = _sample_contexts(template, shop, root) if contexts is None else contexts
+    return [*problems, *_param_sample_problems(compiled, samples)], compiled
+
+
+def _unknown_approved(template: str, approved: ApprovedSmsTemplate, root: Path | None) -> LintProblem | None:
+    """Rule ``approved-unknown``: a mapping for an SMS template that does not exist."""
+    if messages_named(template, root) is not None:
+        return None
+    env = template_environment(root)
+    message = (
+        f"no SMS template {template!r} in {display_path(env.root)}: map only the templates the "
+        "campaigns send (check the spelling, or remove the entry)"
+    )
+    return LintProblem(
+        approved.file, approved.line_of(), approved_field(template), message, rule="approved-unknown"
+    )
+
+
+def lint_approved_sms(
+    approvals: Approvals,
+    *,
+    sent: Iterable[str] = (),
+    only: Iterable[str] | None = None,
+    shop: ShopInfo | None = None,
+    root: Path | None = None,
+) -> list[LintProblem]:
+    """The playbook's approved SMS templates: each for an existing template, its parameters
+    sound on the sample contexts; and, when the SMS provider needs them, one for every template
+    in ``sent`` (the SMS templates of the enabled campaigns). ``only``: check these templates
+    alone (``sms/coupon_wave``)."""
+    wanted = None if only is None else set(only)
+    problems: list[LintProblem] = []
+    for template, approved in approvals.mappings.items():
+        if wanted is not None and template not in wanted:
+            continue
+        unknown = _unknown_approved(template, approved, root)
+        if unknown is not None:
+            problems.append(unknown)
+            continue
+        problems.extend(approved_problems(template, approved, shop=shop, root=root)[0])
+    if approvals.required:
+        for template in sent:
+            if template not in approvals.mappings and (wanted is None or template in wanted):
+                error = missing_approval_error(template, str(approvals.provider), approvals.file)
+                problems.append(LintProblem.from_error(error, "approved-missing"))
+    return problems

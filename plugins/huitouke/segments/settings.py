@@ -45,7 +45,13 @@ _NAME = re.compile(r"^[a-z0-9_]+$")
 # The longest tier name the segment history can store (its member_tier and value_tier columns).
 _NAME_LENGTH = min(segment_history.c.member_tier.type.length, segment_history.c.value_tier.type.length)
 # Top-level sections of the playbook, this stage's and the later stages'.
-PLAYBOOK_SECTIONS: tuple[str, ...] = ("segments", "shop", "contact_pressure", "campaigns")
+PLAYBOOK_SECTIONS: tuple[str, ...] = (
+    "segments",
+    "shop",
+    "contact_pressure",
+    "campaigns",
+    "approved_sms_templates",
+)
 
 
 def _check_name(value: str, what: str) -> str:

@@ -369,6 +369,11 @@ outbox = Table(
     Column("receipt_code", String(64)),
     Column("receipt_at", DateTime),
     Column("feedback", Text),
+    # An SMS sent through a provider that delivers only approved templates (Aliyun): the approved
+    # template's code and the parameters that fill it (a JSON object of texts), rendered with the
+    # body (playbook approved_sms_templates).
+    Column("template_code", String(64)),
+    Column("template_params", Text),
     UniqueConstraint("campaign", "customer_id", "entered_on", "wave", "channel"),
     Index("ix_outbox_business_date_status", "business_date", "status"),
     Index("ix_outbox_status_channel", "status", "channel"),
