@@ -166,6 +166,14 @@ def test_a_backfill_runs_exactly_the_days_asked_one_at_a_time_in_date_order(airf
         assert set(api.task_states(run["dag_run_id"]).values()) == {"success"}
         assert _rows_for(crm, intake_runs, day) == 1 and _rows_for(crm, segment_kpis, day) == 1
     assert _at(runs[0]["end_date"]) <= _at(runs[1]["start_date"])  # one after the other
+    from huitouke.store.schema import outbox
+
+    with crm.connect() as conn:
+        rendered = conn.execute(
+            select(outbox.c.status, outbox.c.last_error).where(outbox.c.business_date.in_(BACKFILL))
+        ).all()
+    assert rendered and {status for status, _ in rendered} == {"stale"}  # backfills never send
+    assert all("backfill" in reason for _, reason in rendered)
 
 
 def _nothing_stored_for(crm, day: date) -> bool:

@@ -1,8 +1,9 @@
 """The send window as an Airflow sensor that waits on the triggerer: outside the playbook's
 ``send_window`` (shop time) the task defers until the window opens, holding no worker slot.
 
-A run that will not send (a backfill, or a business day older than yesterday) does not wait: its
-delivery task only marks the day's rows ``stale``. Kept free of heavy imports: the DAG file
+A run that will not send does not wait: a backfill, or a business day older than yesterday (its
+delivery task only marks the day's rows ``stale``), or a day the calendar or the freshness guard
+stopped (its delivery task is skipped). Kept free of heavy imports: the DAG file
 imports this class at parse time.
 """
 
@@ -34,6 +35,9 @@ class SendWindowSensor(BaseSensorOperator):
         if not verdict.sends:
             self.log.info("no wait: %s", verdict.reason)
             return
+        if not _day_computed(settings, day):
+            self.log.info("no wait: business day %s did not run its stages, nothing of it is sent", day)
+            return
         window = load_playbook().shop.send_window
         opens = next_window_open(now, window.start, window.end, settings.tz)
         if opens is None:
@@ -47,3 +51,11 @@ class SendWindowSensor(BaseSensorOperator):
     def execute_complete(self, context: Any, event: Any = None) -> None:
         """The window opened."""
         return None
+
+
+def _day_computed(settings: Any, day: Any) -> bool:
+    from huitouke.calendar.persist import day_computed
+    from huitouke.store.connection import engine_for
+
+    with engine_for(settings.store.conn_id).connect() as conn:
+        return day_computed(conn, day)
