@@ -243,6 +243,10 @@ def test_the_task_log_table_counts_each_outcome(store_engine, gw):
     gw.state.reject_number(phone(1), "invalid_number")
     text = run_day(store_engine, make_job({"sms": webhook(gw)})).as_text()
     assert "suppressed" in text and "holdout" in text and "invalid_number" in text and "sent" in text
+    assert "Receipts of the messages sent" in text and "delivered" in text  # read back after sending
+    with store_engine.connect() as conn:
+        receipts = {r[0] for r in conn.execute(select(outbox.c.receipt).where(outbox.c.status == "sent"))}
+    assert receipts == {"delivered"}
     assert phone(1) not in text
 
 

@@ -74,6 +74,7 @@ class DeliveryResult:
     feeds: dict[str, feeds.FeedCounts] = field(default_factory=dict)
     call_list: str | None = None
     calls_listed: int = 0
+    receipts: pd.DataFrame | None = None  # the sent messages of the days drained, by receipt
     note: str | None = None  # why nothing was sent, when nothing could be
     log_level: int = 20
 
@@ -87,6 +88,12 @@ class DeliveryResult:
                 f"{name}: {got.receipts} receipts ({got.delivered} delivered, {got.undelivered} undelivered), "
                 f"{got.replies} replies, {got.opt_outs} new opt-outs"
             )
+        if self.receipts is not None and not self.receipts.empty:
+            lines.append("Receipts of the messages sent for these days so far:")
+            wide = self.receipts.pivot_table(
+                index=["campaign", "channel"], columns="receipt", values="rows", aggfunc="sum", fill_value=0
+            )
+            lines.append(wide.to_string())
         if self.tally.opt_outs:
             lines.append(f"opt-outs recorded from providers' refusals: {self.tally.opt_outs}")
         if self.calls_listed:
@@ -162,6 +169,8 @@ def run_day(engine: Engine, job: DeliveryJob) -> DeliveryResult:
         Sender(engine, provider, selection, options, job.message_of, result.tally).drain()
     _pull_all(engine, job, result)
     _list_calls(engine, job, selection_days, result)
+    with engine.connect() as conn:
+        result.receipts = persist.receipts_by(conn, *selection_days)
     return result
 
 

@@ -365,3 +365,17 @@ def count_by(conn: Connection, since: date, day: date) -> pd.DataFrame:
         .group_by(o.campaign, o.channel, o.status, o.last_error)
     )
     return read_frame(conn, query, columns)
+
+
+def receipts_by(conn: Connection, since: date, day: date) -> pd.DataFrame:
+    """The sent rows of business days ``since`` .. ``day`` by campaign, channel and receipt
+    (delivered, undelivered, none yet)."""
+    columns = ("campaign", "channel", "receipt", "rows")
+    query = (
+        select(o.campaign, o.channel, func.coalesce(o.receipt, "no receipt yet"), func.count())
+        .where(o.business_date.between(since, day))
+        .where(o.status == SENT)
+        .group_by(o.campaign, o.channel, func.coalesce(o.receipt, "no receipt yet"))
+        .order_by(o.campaign, o.channel)
+    )
+    return read_frame(conn, query, columns)

@@ -32,6 +32,7 @@ class DeliveryRules:
     max_backoff_seconds: float = 1800.0
     max_age_days: int = 2  # queued rows of business days older than this end expired
     settle_seconds: float = 5.0  # after a timeout, wait this long before asking the provider
+    max_wait_seconds: float = 300.0  # the longest a run sleeps for a retry to fall due
 
 
 @dataclass(frozen=True)

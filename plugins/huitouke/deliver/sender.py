@@ -142,10 +142,13 @@ class Sender:
         return claimed
 
     def _wait_for_more(self) -> bool:
-        """Sleep until the earliest retry or lease falls due, if that is before the window closes;
-        False when there is nothing left to wait for."""
+        """Sleep until the earliest retry or lease falls due, if that is before the window closes
+        and within ``rules.max_wait_seconds`` (a worker slot is held meanwhile: rows due later go
+        out with the next run); False when there is nothing left to wait for."""
         due = self._next_due()
         if due is None or due >= self.options.closes_at:
+            return False
+        if (due - self.options.clock()).total_seconds() > self.options.rules.max_wait_seconds:
             return False
         time.sleep(max((due - self.options.clock()).total_seconds(), 0.0) + 0.01)
         self.recover()
