@@ -43,6 +43,7 @@ def seed(
     opted_out: set[int] = frozenset(),
     campaign: str = CAMPAIGN,
     first: int = 0,
+    new_customers: bool = True,
 ) -> list[int]:
     """``n`` customers c<first>.., one queued message each on ``channel`` for ``day``
     (yesterday by default); returns the message ids."""
@@ -101,7 +102,8 @@ def seed(
         for i in ids
     ]
     with engine.begin() as conn:
-        conn.execute(insert(customers), people)
+        if new_customers:
+            conn.execute(insert(customers), people)
         conn.execute(insert(campaign_waves), waves)
         conn.execute(insert(outbox), messages)
         rows = conn.execute(outbox.select().where(outbox.c.campaign == campaign)).all()

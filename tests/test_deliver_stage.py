@@ -258,3 +258,18 @@ def test_queued_rows_older_than_the_age_limit_expire(store_engine, gw):
     by_customer = _by_customer(store_engine)
     assert {by_customer[f"c{i}"][0] for i in range(3)} == {"expired"}
     assert {by_customer[f"c{i}"][0] for i in range(10, 13)} == {"sent"}
+
+
+def test_a_stop_reply_received_mid_drain_holds_from_the_next_batch(store_engine, gw):
+    seed(store_engine, 10, campaign="thank_you")  # claimed first (lower message ids)
+    seed(store_engine, 10, campaign="care_tips", new_customers=False)
+    gw.state.set_faults(rate_reply_t=1.0)  # everyone who gets a message answers T at once
+    provider = webhook(gw, batch_size=10, max_concurrency=1)
+    run_day(store_engine, make_job({"sms": provider}, feeds_every_s=0))
+    by_campaign = {}
+    with store_engine.connect() as conn:
+        for campaign, status in conn.execute(select(outbox.c.campaign, outbox.c.status)):
+            by_campaign.setdefault(campaign, set()).add(status)
+    assert by_campaign == {"thank_you": {"sent"}, "care_tips": {"suppressed"}}
+    with store_engine.connect() as conn:
+        assert conn.execute(select(opt_outs.c.source).distinct()).scalars().all() == ["reply"]

@@ -10,7 +10,8 @@
 4. each provider's replies and receipts are read first, so a ``T`` received overnight is an
    opt-out before the first batch; then each channel with a provider is drained by a
    :class:`~huitouke.deliver.sender.Sender` until nothing is left, the window closes, or the
-   provider pauses; then the feeds are read again;
+   provider pauses, reading the feeds again between batches (every ``feeds_every_s``) and once
+   more at the end;
 5. the day's calls are written to the call list.
 
 It returns a :class:`DeliveryResult`: the task log's table per campaign and channel.
@@ -63,6 +64,7 @@ class DeliveryJob:
     cap_of: persist.CapOf
     call_list_folder: Path | None = None
     clock: Callable[[], datetime] = utcnow
+    feeds_every_s: float = 30.0  # during a drain, replies and receipts are read this often
 
 
 @dataclass
@@ -165,7 +167,16 @@ def run_day(engine: Engine, job: DeliveryJob) -> DeliveryResult:
     _pull_all(engine, job, result)
     for channel, provider in job.providers.items():
         selection = persist.Selection((channel,), *selection_days)
-        options = SendOptions(job.owner, closes_at, job.rules, job.cap_of, job.tz, job.clock)
+        options = SendOptions(
+            job.owner,
+            closes_at,
+            job.rules,
+            job.cap_of,
+            job.tz,
+            job.clock,
+            between_claims=lambda: _pull_all(engine, job, result),
+            between_claims_every_s=job.feeds_every_s,
+        )
         Sender(engine, provider, selection, options, job.message_of, result.tally).drain()
     _pull_all(engine, job, result)
     _list_calls(engine, job, selection_days, result)

@@ -89,6 +89,10 @@ class SendOptions:
     cap_of: persist.CapOf
     tz: tzinfo
     clock: Callable[[], datetime] = utcnow
+    # Called before a claim at most every ``between_claims_every_s``: the day's run reads the
+    # providers' replies there, so a stop received mid-drain holds from the next batch on.
+    between_claims: Callable[[], None] | None = None
+    between_claims_every_s: float = 30.0
 
 
 class Sender:
@@ -107,6 +111,7 @@ class Sender:
         self.message_of = message_of
         self.tally = tally or Tally()
         self._limiter = RateLimiter(provider.rate_per_s)
+        self._last_between = time.monotonic()
 
     # ------------------------------------------------------------------------------ the drain
 
@@ -115,6 +120,7 @@ class Sender:
         closes or the provider pauses; finally settle this sender's unknowns."""
         self.recover()
         while self.tally.paused is None and self.options.clock() < self.options.closes_at:
+            self._between_claims()
             claimed = self._claim()
             if claimed.rows.empty:
                 if not self._wait_for_more():
@@ -123,6 +129,12 @@ class Sender:
             self._send_all(claimed.rows)
         self._settle()
         return self.tally
+
+    def _between_claims(self) -> None:
+        hook = self.options.between_claims
+        if hook and time.monotonic() - self._last_between >= self.options.between_claims_every_s:
+            hook()
+            self._last_between = time.monotonic()
 
     def _claim(self) -> persist.Claim:
         size = self.provider.batch_size * max(self.provider.max_concurrency, 1)
