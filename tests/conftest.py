@@ -91,3 +91,22 @@ def store_engine(store_url):
     upgrade(engine)
     yield engine
     engine.dispose()
+
+
+@pytest.fixture(scope="module")
+def gateway():
+    """The gateway simulator (huitouke gateway) over loopback, one per test module."""
+    from huitouke.gateway.server import GatewayServer
+
+    with GatewayServer() as server:
+        yield server
+
+
+@pytest.fixture
+def gw(gateway):
+    """The module's simulator with no faults, no records and no forced rejections."""
+    from huitouke.gateway.state import GatewayFaults
+
+    gateway.state.reset(GatewayFaults())
+    gateway.state.forced_rejections.clear()
+    return gateway

@@ -36,20 +36,19 @@ def phone(i: int) -> str:
 
 def seed(
     engine: Engine,
-    n: int,
+    people_of: int | range,
     day: date | None = None,
     channel: str = "sms",
     held_out: set[int] = frozenset(),
     opted_out: set[int] = frozenset(),
     campaign: str = CAMPAIGN,
-    first: int = 0,
-    new_customers: bool = True,
+    new: tuple[str, ...] = ("customers", "waves"),
 ) -> list[int]:
-    """``n`` customers c<first>.., one queued message each on ``channel`` for ``day``
-    (yesterday by default); returns the message ids."""
+    """Customers c<i> (``people_of``: how many from c0, or which ones), one queued message each on
+    ``channel`` for ``day`` (yesterday by default); returns the message ids."""
     day = day or yesterday()
     now = datetime(2025, 1, 1)
-    ids = range(first, first + n)
+    ids = range(people_of) if isinstance(people_of, int) else people_of
     people = [
         {
             "customer_id": f"c{i}",
@@ -102,9 +101,10 @@ def seed(
         for i in ids
     ]
     with engine.begin() as conn:
-        if new_customers:
+        if "customers" in new:  # not when they already have a message (another campaign, channel)
             conn.execute(insert(customers), people)
-        conn.execute(insert(campaign_waves), waves)
+        if "waves" in new:
+            conn.execute(insert(campaign_waves), waves)
         conn.execute(insert(outbox), messages)
         rows = conn.execute(outbox.select().where(outbox.c.campaign == campaign)).all()
     return [r.message_id for r in rows if r.customer_id in {f"c{i}" for i in ids}]

@@ -21,21 +21,7 @@ from huitouke.deliver.providers.aliyun import (  # noqa: E402
 )
 from huitouke.deliver.providers.base import Fate, OutgoingMessage, StatusAnswer  # noqa: E402
 from huitouke.gateway.aliyun import verify_acs3_signature  # noqa: E402
-from huitouke.gateway.server import GatewayServer  # noqa: E402
 from huitouke.gateway.state import GatewayFaults  # noqa: E402
-
-
-@pytest.fixture(scope="module")
-def gateway():
-    with GatewayServer(GatewayFaults()) as gw:
-        yield gw
-
-
-@pytest.fixture
-def gw(gateway):
-    """The module's simulator, with no faults and no records."""
-    use_faults(gateway)
-    return gateway
 
 
 def use_faults(gw, **changes) -> None:

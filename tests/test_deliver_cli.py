@@ -198,7 +198,7 @@ def test_a_call_list_written_filled_in_and_imported(store, tmp_path, capsys):
 
     code, out, err = run(capsys, "calls", "list", "--folder", str(folder), "--url", url)
     assert code == 0, err
-    listed = folder / f"calls_{yesterday()}.csv"
+    (listed,) = folder.glob(f"calls_{yesterday()}_*.csv")  # one new file per listing
     assert out.strip() == f"call list for {yesterday()}: 4 calls written to {listed}"
     assert "顾客0" in listed.read_text(encoding="utf-8-sig")  # the file is for the staff: names in it
 
@@ -227,6 +227,22 @@ def test_a_call_list_written_filled_in_and_imported(store, tmp_path, capsys):
     assert code == 0 and "0 calls (none queued)" in out
 
 
+def test_calls_to_opted_out_or_held_out_customers_are_not_listed(store, tmp_path, capsys):
+    engine, url = store
+    seed(engine, 4, channel="call", held_out={1}, opted_out={2})  # c2: the SMS opt-out flag
+    with engine.begin() as conn:
+        persist.record_opt_outs(
+            conn,
+            [{"customer_id": "c3", "channel": "all", "source": "import", "received_at": EARLIER}],
+            EARLIER,
+        )
+    code, out, err = run(capsys, "calls", "list", "--folder", str(tmp_path), "--url", url)
+    assert code == 0 and "1 calls written" in out, out + err
+    with engine.connect() as conn:
+        rows = dict(conn.execute(select(outbox.c.customer_id, outbox.c.status)).all())
+    assert rows == {"c0": "listed", "c1": "suppressed", "c2": "suppressed", "c3": "suppressed"}
+
+
 def test_a_call_list_for_a_day_too_old_to_send_is_refused(tmp_path, capsys):
     url = f"sqlite:///{tmp_path / 'crm.sqlite'}"  # refused before the store is opened
     old = (yesterday() - timedelta(days=3)).isoformat()
@@ -242,8 +258,8 @@ def test_status_shows_the_outbox_by_campaign_channel_status_and_reason(store, ca
     engine, url = store
     day = yesterday()
     sms = seed(engine, 6)
-    mail = seed(engine, 2, channel="email", campaign="thank_you", first=10)
-    seed(engine, 1, day=day - timedelta(days=1), campaign="care_tips", first=20)
+    mail = seed(engine, range(10, 12), channel="email", campaign="thank_you")
+    seed(engine, range(20, 21), day=day - timedelta(days=1), campaign="care_tips")
     changes = {
         sms[0]: {"status": "sent", "receipt": "delivered", "billed_segments": 2},
         sms[1]: {"status": "sent", "receipt": "undelivered", "billed_segments": 1},

@@ -15,18 +15,11 @@ import yaml
 from deliver_rows import SHOP_TZ, seed, statuses, yesterday
 from sqlalchemy import insert
 
-from huitouke.gateway.server import GatewayServer
 from huitouke.store.schema import business_days, segment_kpis
 
 pytestmark = pytest.mark.usefixtures("airflow_db")
 DELIVERY_TASKS = ["wait_for_send_window", "deliver_messages"]
 WAIT_S = 4  # the window opens this long after the test starts
-
-
-@pytest.fixture(scope="module")
-def gateway():
-    with GatewayServer() as gw:
-        yield gw
 
 
 def _computed(engine, day) -> None:

@@ -20,24 +20,10 @@ from huitouke.deliver.providers.twilio import (  # noqa: E402
     TwilioSmsProvider,
     classify_twilio_error,
 )
-from huitouke.gateway.server import GatewayServer  # noqa: E402
 from huitouke.gateway.state import GatewayFaults  # noqa: E402
 
 ACCOUNT = "AC" + "1" * 32
 FROM = "+15005550006"
-
-
-@pytest.fixture(scope="module")
-def gateway():
-    with GatewayServer(GatewayFaults()) as gw:
-        yield gw
-
-
-@pytest.fixture
-def gw(gateway):
-    use_faults(gateway)
-    gateway.state.reset()
-    return gateway
 
 
 def use_faults(gw, **changes) -> None:
@@ -92,7 +78,7 @@ def test_one_message_a_call_accepted_with_its_sid_and_segments(gw):
         ("+15005550001", Fate.FAILED, "21211", False),
         ("+15005550009", Fate.FAILED, "21614", False),
         ("+15005550004", Fate.FAILED, "21610", True),
-        ("+15005550003", Fate.CAMPAIGN_FAILED, "21408", False),
+        ("+15005550003", Fate.FAILED, "21408", False),  # per destination
     ],
 )
 def test_twilio_error_codes_by_its_magic_numbers(gw, to, fate, code, opt_out):

@@ -31,7 +31,7 @@ PATH = "/unsubscribe"  # inside the plugin's app; /huitouke/unsubscribe once Air
 def shop(store_engine, monkeypatch):
     """Two customers with an e-mail each in the outbox, and one SMS; the endpoint wired to them."""
     emails = seed(store_engine, 2, channel="email")
-    (sms,) = seed(store_engine, 1, channel="sms", campaign="thank_you", first=5)
+    (sms,) = seed(store_engine, range(5, 6), channel="sms", campaign="thank_you")
     monkeypatch.setattr(endpoint, "configured_secret", lambda: SECRET)
     monkeypatch.setattr(endpoint, "configured_engine", lambda: store_engine)
     return store_engine, emails, sms

@@ -20,8 +20,6 @@ from huitouke.deliver.providers.webhook import (
     WebhookProvider,
     base_url_from_connection,
 )
-from huitouke.gateway.server import GatewayServer
-from huitouke.gateway.state import GatewayFaults
 
 
 def _message(n: int, **fields) -> OutgoingMessage:
@@ -35,19 +33,6 @@ def _message(n: int, **fields) -> OutgoingMessage:
         "campaign": "new_customer_coupon",
     }
     return OutgoingMessage(**{**values, **fields})
-
-
-@pytest.fixture(scope="module")
-def server():
-    with GatewayServer() as gw:
-        yield gw
-
-
-@pytest.fixture
-def gw(server):
-    server.state.reset(GatewayFaults())
-    server.state.forced_rejections.clear()
-    return server
 
 
 @pytest.fixture
@@ -127,9 +112,9 @@ def test_a_wrong_url_pauses(gw):
     assert _fates(wrong.send([_message(1)])) == [Fate.PAUSE]
 
 
-def test_a_request_the_gateway_refuses_fails_the_campaign(gw, provider):
+def test_a_request_the_gateway_refuses_fails_its_messages_not_their_campaigns(gw, provider):
     outcomes = provider.send([_message(1, recipient="")])
-    assert outcomes[0].fate is Fate.CAMPAIGN_FAILED and outcomes[0].reason.startswith("HTTP 400: bad_request")
+    assert outcomes[0].fate is Fate.FAILED and outcomes[0].reason.startswith("HTTP 400: bad_request")
 
 
 def test_a_refused_connection_is_retry():
@@ -241,7 +226,7 @@ def test_a_message_the_answer_omits_is_unknown(scripted):
         (500, {"code": "oops"}, Fate.RETRY),
         (302, b"", Fate.UNKNOWN),
         (413, b"too large", Fate.PAUSE),
-        (422, {"code": "bad_sign", "message": "signature not approved"}, Fate.CAMPAIGN_FAILED),
+        (422, {"code": "bad_sign", "message": "signature not approved"}, Fate.FAILED),
     ],
 )
 def test_whole_call_answers(scripted, status, body, fate):

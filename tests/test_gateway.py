@@ -14,23 +14,11 @@ import pytest
 import requests
 
 from huitouke.gateway.cli import main as gateway_main
-from huitouke.gateway.server import GatewayProcess, GatewayServer
+from huitouke.gateway.server import GatewayProcess
 from huitouke.gateway.state import CallFault, GatewayFaults, GatewayState
 
 AUTH = {"Authorization": "Bearer test-token"}
 PLUGINS = Path(__file__).resolve().parents[1] / "plugins"
-
-
-@pytest.fixture(scope="module")
-def server():
-    with GatewayServer() as gw:
-        yield gw
-
-
-@pytest.fixture
-def gw(server):
-    server.state.reset(GatewayFaults())
-    return server
 
 
 def _message(n: int, out_id: str | None = None) -> dict:
@@ -251,7 +239,7 @@ def test_the_command_refuses_a_remote_address(capsys):
     assert "--allow-remote" in capsys.readouterr().err
 
 
-def test_connections_get_tcp_nodelay(server):
+def test_connections_get_tcp_nodelay(gateway):
     # asyncio sets TCP_NODELAY on accepted connections only when the listening socket says TCP;
     # without it every call after a connection's first waits ~40 ms for a delayed ACK.
-    assert server._socket.proto == socket.IPPROTO_TCP
+    assert gateway._socket.proto == socket.IPPROTO_TCP

@@ -170,7 +170,7 @@ class DeliverySettings(_Section):
     backoff_seconds: float = Field(30, ge=0)
     max_backoff_seconds: float = Field(1800, ge=0)
     max_age_days: int = Field(2, ge=0)
-    settle_seconds: float = Field(5, ge=0)
+    settle_seconds: float = Field(60, ge=0)
     max_wait_seconds: float = Field(300, ge=0)
 
 

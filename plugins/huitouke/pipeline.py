@@ -204,7 +204,6 @@ def deliver_messages(
 
         raise AirflowSkipException(f"business day {day} did not run its stateful stages: nothing is sent")
     playbook, delivery = load_playbook(), settings.delivery
-    pressure = playbook.contact_pressure
     job = DeliveryJob(
         day=day,
         run_type=run_type,
@@ -216,7 +215,7 @@ def deliver_messages(
         rules=wiring.delivery_rules(delivery),
         window=(playbook.shop.send_window.start, playbook.shop.send_window.end),
         tz=settings.tz,
-        cap_of=lambda tier: (pressure.cap_for(tier).max_contacts, pressure.cap_for(tier).per_days),
+        cap_of=wiring.cap_of(playbook),
         call_list_folder=wiring.call_list_folder(settings),
     )
     result = run_day(engine, job)

@@ -11,7 +11,7 @@ messages.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, tzinfo
 from pathlib import Path
 
 import pandas as pd
@@ -23,22 +23,28 @@ from huitouke.deliver.states import FAILED, LISTED, QUEUED, SENT
 from huitouke.store.rows import lock_writers, read_frame
 from huitouke.store.schema import customers, outbox
 
-__all__ = ["CallImport", "import_call_outcomes", "list_calls"]
+__all__ = ["CallChecks", "CallImport", "import_call_outcomes", "list_calls"]
 
 o = outbox.c
 CALL = "call"
+_CALL_FIELDS = ("message_id", "name", "phone", "campaign", "body", "coupon_code", "due_date")
 
 
-def list_calls(engine: Engine, selection: persist.Selection, folder: Path) -> tuple[Path | None, int]:
-    """Write the queued calls of ``selection`` to ``folder/calls_<day>.csv`` and mark them listed.
-    Returns the file (None when there was no call) and the number of calls."""
+def list_calls(
+    engine: Engine, selection: persist.Selection, folder: Path, checks: CallChecks
+) -> tuple[Path | None, int]:
+    """Write the queued calls of ``selection`` to a new ``folder/calls_<day>_<time>.csv`` (a file
+    staff may be filling in is never overwritten) and mark them listed; calls to customers who
+    opted out, are in the holdout, have no phone or reached their cap end ``suppressed``, as a
+    message would at send time. Returns the file (None when there was no call) and the count."""
     with engine.begin() as conn:
         lock_writers(conn, outbox)
-        calls = _queued_calls(conn, selection)
+        calls = _checked(conn, _queued_calls(conn, selection), selection, checks)
         if calls.empty:
             return None, 0
-        path = folder / f"calls_{selection.day.isoformat()}.csv"
-        written = write_call_list(calls, path)
+        stamp = checks.now.strftime("%H%M%S")
+        path = folder / f"calls_{selection.day.isoformat()}_{stamp}.csv"
+        written = write_call_list(calls[list(_CALL_FIELDS)], path)
         conn.execute(
             update(outbox)
             .where(o.message_id == bindparam("mid"))
@@ -49,8 +55,31 @@ def list_calls(engine: Engine, selection: persist.Selection, folder: Path) -> tu
     return path, written
 
 
+@dataclass(frozen=True)
+class CallChecks:
+    """What the send-time checks need: the caps by member tier, the shop's timezone, now (naive
+    UTC, as the store keeps times)."""
+
+    cap_of: persist.CapOf
+    tz: tzinfo
+    now: datetime
+
+
+def _checked(
+    conn: Connection, calls: pd.DataFrame, selection: persist.Selection, checks: CallChecks
+) -> pd.DataFrame:
+    """The calls that pass the send-time checks; the others end suppressed."""
+    if calls.empty:
+        return calls
+    rows = calls.assign(channel=CALL)
+    verdicts = persist.send_time_checks(conn, rows, selection.day, checks.cap_of, checks.tz, checks.now)
+    failing = verdicts["reason"].notna().to_numpy()
+    persist.suppress(conn, rows[failing].assign(_reason=verdicts["reason"].to_numpy()[failing]))
+    return calls[~failing]
+
+
 def _queued_calls(conn: Connection, selection: persist.Selection) -> pd.DataFrame:
-    columns = ("message_id", "name", "phone", "campaign", "body", "coupon_code", "due_date")
+    columns = (*_CALL_FIELDS, "customer_id", "entered_on", "wave")
     query = (
         select(
             o.message_id,
@@ -60,6 +89,9 @@ def _queued_calls(conn: Connection, selection: persist.Selection) -> pd.DataFram
             o.body,
             o.coupon_code,
             o.business_date,
+            o.customer_id,
+            o.entered_on,
+            o.wave,
         )
         .join(customers, customers.c.customer_id == o.customer_id)
         .where(o.channel == CALL)

@@ -96,7 +96,10 @@ def cmd_calls_list(args: argparse.Namespace) -> int:
     rules = wiring.delivery_rules(settings.delivery)
     folder = Path(args.folder) if args.folder else wiring.call_list_folder(settings)
     selection = persist.Selection(("call",), oldest_sendable(day, rules), day)
-    path, listed = calls.list_calls(_current_engine(args), selection, folder)
+    from huitouke.campaigns.playbook import load_playbook
+
+    checks = calls.CallChecks(wiring.cap_of(load_playbook()), settings.tz, _utcnow())
+    path, listed = calls.list_calls(_current_engine(args), selection, folder, checks)
     print(f"call list for {day}: {listed:,} calls" + (f" written to {path}" if path else " (none queued)"))
     return 0
 

@@ -200,5 +200,6 @@ def _pull_all(engine: Engine, job: DeliveryJob, result: DeliveryResult) -> None:
 def _list_calls(engine: Engine, job: DeliveryJob, days: tuple[date, date], result: DeliveryResult) -> None:
     if job.call_list_folder is None:
         return
-    path, listed = calls.list_calls(engine, persist.Selection(("call",), *days), job.call_list_folder)
+    checks = calls.CallChecks(job.cap_of, job.tz, job.clock())
+    path, listed = calls.list_calls(engine, persist.Selection(("call",), *days), job.call_list_folder, checks)
     result.call_list, result.calls_listed = (str(path) if path else None), listed

@@ -43,6 +43,8 @@ __all__ = [
     "out_id_of",
     "read_cursor",
     "record_opt_outs",
+    "send_time_checks",
+    "suppress",
     "write_cursor",
 ]
 
@@ -188,12 +190,25 @@ def _candidates_with_facts(conn: Connection, rows: pd.DataFrame, day: date, cap_
     ]
     is_email = frame["channel"] == "email"
     frame["flag_opted_out"] = np.where(is_email, frame["email_opt_out"], frame["sms_opt_out"])
-    frame.loc[frame["channel"] == "call", "flag_opted_out"] = False  # calls: opt_outs only
+    # A call reaches the phone: like planning, the SMS opt-out flag stops it too (and an opt_outs
+    # row for calls or for all channels).
     frame["treated"] = (frame["outcome"] == TREATED_OUTCOME) & (frame["arm"] == TREATED_ARM)
     caps = frame["member_tier"].map(lambda t: cap_of(t if isinstance(t, str) else None))
     frame["cap_max_contacts"] = [c[0] for c in caps]
     frame["cap_per_days"] = [c[1] for c in caps]
     return frame
+
+
+def send_time_checks(
+    conn: Connection, rows: pd.DataFrame, day: date, cap_of: CapOf, tz: tzinfo, now: datetime
+) -> pd.DataFrame:
+    """:func:`huitouke.deliver.checks.send_time_verdicts` of outbox rows, with the facts read
+    from the store now: ``message_id, reason, recipient`` in the rows' order."""
+    frame = _candidates_with_facts(conn, rows, day, cap_of)
+    longest = int(frame["cap_per_days"].max())
+    sent = _sent_contacts(conn, frame["customer_id"].unique().tolist(), now - timedelta(days=longest), tz)
+    today = pd.Timestamp(now, tz="UTC").tz_convert(tz).date()
+    return checks.send_time_verdicts(frame, checks.recent_contact_counts(frame, sent, today))
 
 
 def claim(
@@ -213,11 +228,7 @@ def claim(
     rows = read_frame(conn, _queued(selection, now, limit), CLAIM_COLUMNS)
     if rows.empty:
         return Claim(rows, pd.DataFrame(columns=["message_id", "campaign", "channel", "reason"]))
-    frame = _candidates_with_facts(conn, rows, selection.day, cap_of)
-    longest = int(frame["cap_per_days"].max())
-    sent = _sent_contacts(conn, frame["customer_id"].unique().tolist(), now - timedelta(days=longest), tz)
-    today = pd.Timestamp(now, tz="UTC").tz_convert(tz).date()
-    verdicts = checks.send_time_verdicts(frame, checks.recent_contact_counts(frame, sent, today))
+    verdicts = send_time_checks(conn, rows, selection.day, cap_of, tz, now)
     rows = rows.assign(
         recipient=verdicts["recipient"].to_numpy(),
         out_id=[out_id_of(r) for r in rows.to_dict("records")],
@@ -225,13 +236,14 @@ def claim(
     )
     out = rows[rows["_reason"].notna()]
     go = rows[rows["_reason"].isna()].drop(columns="_reason")
-    _suppress(conn, out)
+    suppress(conn, out)
     _take(conn, go, owner, now, now + lease)
     suppressed = out[["message_id", "campaign", "channel", "_reason"]].rename(columns={"_reason": "reason"})
     return Claim(go.assign(attempts=go["attempts"] + 1, claimed_at=now), suppressed)
 
 
-def _suppress(conn: Connection, rows: pd.DataFrame) -> None:
+def suppress(conn: Connection, rows: pd.DataFrame) -> None:
+    """End queued rows ``suppressed`` with their ``_reason`` (the send-time checks')."""
     if rows.empty:
         return
     conn.execute(

@@ -31,7 +31,10 @@ class DeliveryRules:
     backoff_seconds: float = 30.0  # the first retry's delay; doubled each attempt
     max_backoff_seconds: float = 1800.0
     max_age_days: int = 2  # queued rows of business days older than this end expired
-    settle_seconds: float = 5.0  # after a timeout, wait this long before asking the provider
+    # After a timeout or a dropped connection, wait this long before asking the provider whether it
+    # took the message: longer than any proxy's or backend's timeout, and than a provider's own
+    # settle time (Aliyun, Twilio: status_settle_s), or a "not found" could be a message in flight.
+    settle_seconds: float = 60.0
     max_wait_seconds: float = 300.0  # the longest a run sleeps for a retry to fall due
 
 

@@ -112,6 +112,7 @@ class Sender:
         self.tally = tally or Tally()
         self._limiter = RateLimiter(provider.rate_per_s)
         self._last_between = time.monotonic()
+        self.paused: str | None = None  # this provider's pause (the tally keeps the first for the log)
 
     # ------------------------------------------------------------------------------ the drain
 
@@ -119,10 +120,10 @@ class Sender:
         """Recover expired leases, then claim and send until nothing is claimable, the window
         closes or the provider pauses; finally settle this sender's unknowns."""
         self.recover()
-        while self.tally.paused is None and self.options.clock() < self.options.closes_at:
+        while self.paused is None and self.options.clock() < self.options.closes_at:
             self._between_claims()
             claimed = self._claim()
-            if claimed.rows.empty:
+            if claimed.rows.empty and claimed.suppressed.empty:
                 if not self._wait_for_more():
                     break
                 continue
@@ -244,7 +245,15 @@ class Sender:
             if outcome.fate is Fate.CAMPAIGN_FAILED:
                 refused.append((row["campaign"], row["channel"], outcome.reason or "refused"))
         with self.engine.begin() as conn:
-            persist.move(conn, self.options.owner, changes)
+            moved = persist.move(conn, self.options.owner, changes)
+            if moved < len(changes):
+                log.warning(
+                    "%d of %d outcomes from %s found their row claimed by someone else (a lease ran out "
+                    "during the call: raise delivery.lease_seconds above the provider's timeouts)",
+                    len(changes) - moved,
+                    len(changes),
+                    self.provider.name,
+                )
             self.tally.opt_outs += persist.record_opt_outs(conn, opt_outs, now)
             for campaign, channel, reason in refused:
                 self._refuse_campaign(conn, campaign, channel, reason)
@@ -261,13 +270,22 @@ class Sender:
         if fate is Fate.RETRY:
             return done | self._retry(row, reason, now, outcome.retry_after_s)
         if fate is Fate.PAUSE:
-            self.tally.paused = self.tally.paused or reason or "the provider paused sending"
+            self.paused = self.paused or reason or "the provider paused sending"
+            self.tally.paused = self.tally.paused or f"{self.provider.name}: {self.paused}"
             return done | {"status": QUEUED, "attempts": row["attempts"] - 1, "last_error": reason}
         if fate in (Fate.FAILED, Fate.CAMPAIGN_FAILED):
             return done | {"status": FAILED, "last_error": reason, "provider": self.provider.name}
-        # UNKNOWN: keep the row claimed until the settle time has passed, then ask (recover).
+        # UNKNOWN: keep the row claimed until the settle time has passed, then ask (recover). The
+        # settle time counts from now, not from the claim: a request still being processed when
+        # the answer was lost (a proxy's 504, a read timeout) must have finished before a
+        # "never took it" can be believed. Providers that search by time start from claimed_at.
         settle = timedelta(seconds=self.options.rules.settle_seconds)
-        return {"message_id": row["message_id"], "lease_until": now + settle, "last_error": reason}
+        return {
+            "message_id": row["message_id"],
+            "claimed_at": now,
+            "lease_until": now + settle,
+            "last_error": reason,
+        }
 
     def _sent(
         self, row: dict[str, Any], provider_id: str | None, now: datetime, billed: int | None

@@ -110,3 +110,15 @@ def message_factory(
         )
 
     return message_of
+
+
+def cap_of(playbook: Any) -> Callable[[str | None], tuple[int, int]]:
+    """member tier -> (max_contacts, per_days): the playbook's contact caps, as the send-time
+    checks read them."""
+    pressure = playbook.contact_pressure
+
+    def cap(tier: str | None) -> tuple[int, int]:
+        tier_cap = pressure.cap_for(tier)
+        return tier_cap.max_contacts, tier_cap.per_days
+
+    return cap

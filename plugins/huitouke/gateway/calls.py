@@ -3,8 +3,9 @@
 An API module parses the request, then hands :func:`call_with_faults` two functions: ``accept``
 (record the messages and build the normal answer) and ``refuse`` (this API's answer for a fault
 that accepts nothing). The order of events is what makes the faults honest: latency first; a
-refused call records nothing; a timed-out call may have recorded (``timeout_accepts``); a dropped
-call always has.
+refused call records nothing; a timed-out call may have recorded before hanging
+(``timeout_accepts``) or records only after it (``timeout_accepts_late``: a backend still working
+when the client gave up); a dropped call always has.
 """
 
 from __future__ import annotations
@@ -42,6 +43,11 @@ async def call_with_faults(
     if fault is CallFault.TIMEOUT:
         await asyncio.sleep(faults.hang_s)
         return refuse(fault)
+    if fault is CallFault.TIMEOUT_LATE:  # the work finishes even when the client has given up
+        loop = asyncio.get_running_loop()
+        finished: asyncio.Future[Response] = loop.create_future()
+        loop.call_later(faults.hang_s, lambda: finished.set_result(accept()))
+        return await asyncio.shield(finished)  # a disconnect cancels the request, not the work
     response = accept()
     if fault is CallFault.TIMEOUT_ACCEPTED:
         await asyncio.sleep(faults.hang_s)

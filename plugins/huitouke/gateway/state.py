@@ -67,6 +67,7 @@ class GatewayFaults:
     rate_timeout: float = 0.0
     hang_s: float = 30.0
     timeout_accepts: float = 0.5
+    timeout_accepts_late: float = 0.0  # of the timeouts: accepted only after hanging (a slow backend)
     rate_drop: float = 0.0
     rate_invalid_number: float = 0.0
     rate_reply_t: float = 0.0
@@ -113,6 +114,7 @@ class CallFault(enum.StrEnum):
     RATE_LIMITED = "429"  # answer 429 with Retry-After, accept nothing
     TIMEOUT = "timeout"  # hang hang_s, accept nothing, then answer an error
     TIMEOUT_ACCEPTED = "timeout_accepted"  # accept, then hang hang_s, then answer normally
+    TIMEOUT_LATE = "timeout_late"  # hang hang_s, then accept: finished after the client gave up
     DROP = "drop"  # accept, then close the connection without a response
 
 
@@ -235,8 +237,12 @@ class GatewayState:
         ):
             if draw < rate:
                 if fault is None:
-                    accepts = self.random.random() < f.timeout_accepts
-                    return CallFault.TIMEOUT_ACCEPTED if accepts else CallFault.TIMEOUT
+                    kind = self.random.random()
+                    if kind < f.timeout_accepts:
+                        return CallFault.TIMEOUT_ACCEPTED
+                    if kind < f.timeout_accepts + f.timeout_accepts_late:
+                        return CallFault.TIMEOUT_LATE
+                    return CallFault.TIMEOUT
                 return fault
             draw -= rate
         return CallFault.NONE

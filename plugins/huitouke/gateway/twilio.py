@@ -72,7 +72,7 @@ REJECTIONS = {
     "invalid_number": 21211,
     "unsubscribed": 21610,
     "rate_limited": 20429,
-    "template_refused": 21408,
+    "template_refused": 21606,
 }
 UNDELIVERED = {"UNDELIV": 30003, "MK:0001": 30005, "EXPIRED": 30008}
 

@@ -62,7 +62,7 @@ TWILIO_CODES: dict[int, tuple[Fate, str]] = {
     21612: (Fate.FAILED, "'To' cannot be reached by SMS"),
     21617: (Fate.FAILED, "body too long"),
     21610: (Fate.FAILED, "recipient unsubscribed (replied STOP)"),  # also an opt-out
-    21408: (Fate.CAMPAIGN_FAILED, "sending to this region is not enabled"),
+    21408: (Fate.FAILED, "sending to this region is not enabled"),  # per destination
     21606: (Fate.CAMPAIGN_FAILED, "'From' number cannot send SMS"),
     21212: (Fate.CAMPAIGN_FAILED, "invalid 'From' number"),
     21660: (Fate.CAMPAIGN_FAILED, "'From' number not in this account"),

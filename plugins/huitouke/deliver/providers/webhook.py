@@ -296,8 +296,8 @@ def _whole_call(messages: Sequence[OutgoingMessage], response: requests.Response
         fate = Fate.UNKNOWN
     elif 500 <= code < 600:
         fate = Fate.RETRY
-    elif 400 <= code < 500:
-        fate = Fate.CAMPAIGN_FAILED
+    elif 400 <= code < 500:  # one bad message refuses the call: its messages fail, not their campaigns
+        fate = Fate.FAILED
     else:  # 1xx, 3xx, other 2xx: not this API's answer; the gateway may have taken it
         fate = Fate.UNKNOWN
     reason = f"HTTP {code}{': ' + detail if detail else ''}"
