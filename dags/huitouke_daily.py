@@ -40,7 +40,8 @@ backfilling a day is safe.
    that campaign only, before anything is queued; fix the template and clear the task. Messages
    already queued are never queued twice.
 5. `wait_for_send_window` — outside the playbook's `send_window` (shop time) it defers on the
-   triggerer until the window opens (no worker slot held). `deliver_messages` — claims the queued
+   triggerer until the window opens (no worker slot held). `deliver_messages` — one mapped task
+   per channel (sms, email, call), named after it: claims the queued
    messages in batches and sends them through the providers of `delivery:` (an SMS webhook,
    Aliyun or Twilio; e-mail over SMTP), each Connection-configured; checks opt-outs, holdouts,
    caps and addresses again at send time; retries what certainly did not leave and never resends
@@ -167,14 +168,16 @@ def huitouke_daily():  # noqa: C901 - one nested function per task, no branching
         doc_md="Stage 5: outside the playbook's send window, wait deferred on the triggerer until it opens.",
     )
 
-    @task(pool=POOL, retries=3)
-    def deliver_messages(data_interval_start=None, dag_run=None, ti=None) -> dict:
-        """Stage 5: the queued messages out through the providers, inside the send window; the day's
-        call list; receipts, replies and opt-outs back. Backfills and late runs never send."""
+    @task(pool=POOL, retries=3, map_index_template="{{ delivery_channel }}")
+    def deliver_messages(channel: str, data_interval_start=None, dag_run=None, ti=None) -> dict:
+        """Stage 5, one channel: its queued messages out through its provider inside the send
+        window (calls: the day's call list); receipts, replies and opt-outs back. Backfills and
+        late runs never send."""
         from huitouke.pipeline import deliver_messages
 
-        owner = f"{dag_run.run_id}/{ti.task_id}/{ti.try_number}"
-        return deliver_messages(data_interval_start, dag_run.run_type, owner)
+        get_current_context()["delivery_channel"] = channel
+        owner = f"{dag_run.run_id}/{ti.task_id}[{channel}]/{ti.try_number}"
+        return deliver_messages(data_interval_start, dag_run.run_type, owner, channel)
 
     @task(pool=POOL)
     def evaluate_campaigns(data_interval_start=None) -> dict:
@@ -199,7 +202,8 @@ def huitouke_daily():  # noqa: C901 - one nested function per task, no branching
         >> lint_templates()
         >> campaigns
     )
-    render_messages.expand(campaign=campaigns) >> wait_for_send_window >> deliver_messages()
+    render_messages.expand(campaign=campaigns) >> wait_for_send_window
+    deliver_messages.expand(channel=wait_for_send_window.output)
     campaigns >> evaluate_campaigns() >> close_business_day()
 
 

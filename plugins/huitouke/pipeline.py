@@ -183,12 +183,12 @@ def evaluate_campaigns(start: datetime, settings: Settings | None = None) -> dic
 
 
 def deliver_messages(
-    start: datetime, run_type: str | None, owner: str, settings: Settings | None = None
+    start: datetime, run_type: str | None, owner: str, channel: str, settings: Settings | None = None
 ) -> dict[str, Any]:
     """Stage 5: :func:`huitouke.deliver.daily.run_day`. Nothing of a day whose stateful stages did
     not run (the calendar or the freshness guard stopped it) is ever sent. A provider that paused
     sending (out of balance, credentials refused) fails the task after the day's table is logged,
-    so it is retried and seen."""
+    so it is retried and seen. One call per channel (sms, email, call): the DAG maps it."""
     from huitouke.calendar.persist import day_computed
     from huitouke.campaigns.playbook import load_playbook
     from huitouke.deliver import wiring
@@ -208,7 +208,8 @@ def deliver_messages(
         day=day,
         run_type=run_type,
         owner=owner,
-        providers=wiring.providers_from(delivery),
+        providers=wiring.providers_from(delivery, only=channel),
+        channels=(channel,),
         message_of=wiring.message_factory(
             wiring.unsubscribe_secret(delivery), delivery.unsubscribe_url, playbook.shop.name
         ),

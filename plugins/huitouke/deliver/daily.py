@@ -65,6 +65,7 @@ class DeliveryJob:
     call_list_folder: Path | None = None
     clock: Callable[[], datetime] = utcnow
     feeds_every_s: float = 30.0  # during a drain, replies and receipts are read this often
+    channels: tuple[str, ...] = CHANNELS  # the DAG maps one task per channel
 
 
 @dataclass
@@ -127,14 +128,14 @@ def _close_old_and_stale(engine: Engine, job: DeliveryJob, today: date, result: 
         lock_writers(conn, outbox)
         expired = persist.close_queued(
             conn,
-            CHANNELS,
+            job.channels,
             o.business_date < oldest,
             EXPIRED,
             f"still queued after {job.rules.max_age_days} days",
         )
         stale = (
             persist.close_queued(
-                conn, CHANNELS, and_(o.business_date == job.day), STALE, verdict.reason or ""
+                conn, job.channels, and_(o.business_date == job.day), STALE, verdict.reason or ""
             )
             if not verdict.sends
             else pd.DataFrame(columns=["campaign", "channel"])
@@ -164,6 +165,7 @@ def run_day(engine: Engine, job: DeliveryJob) -> DeliveryResult:
         return result
     closes_at = window_close(aware_now, end, job.tz).replace(tzinfo=None)
     selection_days = (oldest_sendable(job.day, job.rules), job.day)
+    _note_unserved(engine, job, selection_days, result)
     _pull_all(engine, job, result)
     for channel, provider in job.providers.items():
         selection = persist.Selection((channel,), *selection_days)
@@ -185,6 +187,21 @@ def run_day(engine: Engine, job: DeliveryJob) -> DeliveryResult:
     return result
 
 
+def _note_unserved(engine: Engine, job: DeliveryJob, days: tuple[date, date], result: DeliveryResult) -> None:
+    """A channel without a provider: its queued messages wait (and expire); say so."""
+    unserved = [ch for ch in job.channels if ch != "call" and ch not in job.providers]
+    if not unserved:
+        return
+    with engine.connect() as conn:
+        waiting = persist.count_queued(conn, unserved, *days)
+    if waiting:
+        result.note = (
+            f"no provider configured for {', '.join(unserved)} (include/huitouke.yaml, delivery:): "
+            f"{waiting:,} messages stay queued until they expire"
+        )
+        log.warning("%s", result.note)
+
+
 def _pull_all(engine: Engine, job: DeliveryJob, result: DeliveryResult) -> None:
     for provider in job.providers.values():
         try:
@@ -198,7 +215,7 @@ def _pull_all(engine: Engine, job: DeliveryJob, result: DeliveryResult) -> None:
 
 
 def _list_calls(engine: Engine, job: DeliveryJob, days: tuple[date, date], result: DeliveryResult) -> None:
-    if job.call_list_folder is None:
+    if job.call_list_folder is None or "call" not in job.channels:
         return
     checks = calls.CallChecks(job.cap_of, job.tz, job.clock())
     path, listed = calls.list_calls(engine, persist.Selection(("call",), *days), job.call_list_folder, checks)

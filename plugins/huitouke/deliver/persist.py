@@ -391,3 +391,15 @@ def receipts_by(conn: Connection, since: date, day: date) -> pd.DataFrame:
         .order_by(o.campaign, o.channel)
     )
     return read_frame(conn, query, columns)
+
+
+def count_queued(conn: Connection, channels: Sequence[str], since: date, day: date) -> int:
+    """Queued rows of ``channels`` of business days ``since`` .. ``day``."""
+    return int(
+        conn.scalar(
+            select(func.count())
+            .where(o.status == QUEUED)
+            .where(o.channel.in_(list(channels)))
+            .where(o.business_date.between(since, day))
+        )
+    )

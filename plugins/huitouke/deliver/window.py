@@ -14,15 +14,18 @@ from typing import Any
 
 from airflow.sdk import BaseSensorOperator
 
-__all__ = ["SendWindowSensor"]
+__all__ = ["CHANNELS", "SendWindowSensor"]
+
+CHANNELS = ("sms", "email", "call")  # what the delivery task is mapped over, one task each
 
 
 class SendWindowSensor(BaseSensorOperator):
-    """Succeeds inside the send window; otherwise defers to a DateTimeTrigger at its next opening."""
+    """Succeeds inside the send window; otherwise defers to a DateTimeTrigger at its next opening.
+    Returns the channels delivery is mapped over (:data:`CHANNELS`)."""
 
     ui_color = "#fdf2d0"
 
-    def execute(self, context: Any) -> None:
+    def execute(self, context: Any) -> list[str]:
         from huitouke.campaigns.playbook import load_playbook
         from huitouke.config import load_settings
         from huitouke.deliver.policy import next_window_open, run_verdict
@@ -34,23 +37,23 @@ class SendWindowSensor(BaseSensorOperator):
         verdict = run_verdict(run.run_type, day, now.astimezone(settings.tz).date())
         if not verdict.sends:
             self.log.info("no wait: %s", verdict.reason)
-            return
+            return list(CHANNELS)
         if not _day_computed(settings, day):
             self.log.info("no wait: business day %s did not run its stages, nothing of it is sent", day)
-            return
+            return list(CHANNELS)
         window = load_playbook().shop.send_window
         opens = next_window_open(now, window.start, window.end, settings.tz)
         if opens is None:
             self.log.info("inside the send window (%s-%s shop time)", window.start, window.end)
-            return
+            return list(CHANNELS)
         from airflow.providers.standard.triggers.temporal import DateTimeTrigger
 
         self.log.info("outside the send window: deferred until %s", opens.isoformat())
         self.defer(trigger=DateTimeTrigger(moment=opens), method_name="execute_complete")
 
-    def execute_complete(self, context: Any, event: Any = None) -> None:
+    def execute_complete(self, context: Any, event: Any = None) -> list[str]:
         """The window opened."""
-        return None
+        return list(CHANNELS)
 
 
 def _day_computed(settings: Any, day: Any) -> bool:

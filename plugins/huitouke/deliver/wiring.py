@@ -35,10 +35,14 @@ def build_provider(kind: str, conn_id: str | None) -> Provider:
     return cls.from_connection(conn_id) if conn_id else cls.from_connection()
 
 
-def providers_from(settings: DeliverySettings) -> dict[str, Provider]:
-    """channel -> provider, for the channels with one configured."""
+def providers_from(settings: DeliverySettings, only: str | None = None) -> dict[str, Provider]:
+    """channel -> provider, for the channels with one configured (``only``: that channel's)."""
     chosen = {"sms": settings.sms, "email": settings.email}
-    return {ch: build_provider(c.provider, c.conn_id) for ch, c in chosen.items() if c.provider != "none"}
+    return {
+        ch: build_provider(c.provider, c.conn_id)
+        for ch, c in chosen.items()
+        if c.provider != "none" and only in (None, ch)
+    }
 
 
 def delivery_rules(settings: DeliverySettings) -> DeliveryRules:
