@@ -374,6 +374,7 @@ outbox = Table(
     Index("ix_outbox_status_channel", "status", "channel"),
     Index("ix_outbox_out_id", "out_id"),
     Index("ix_outbox_recipient", "recipient"),  # a reply's sender back to its customers
+    Index("ix_outbox_provider_message_id", "provider_message_id"),  # a receipt back to its row
 )
 
 # A customer's "stop" on a channel (sms, email, call, or all), from wherever it came: a reply
