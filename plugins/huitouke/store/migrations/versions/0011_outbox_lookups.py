@@ -6,15 +6,15 @@
 - ``(customer_id, status)``: each claim reads the messages already sent to its customers (the
   contact caps); the claims of a 100,000-message day grew from 30 to 130 ms of 400 rows.
 
-Revision ID: 0010
-Revises: 0009
+Revision ID: 0011
+Revises: 0010
 Create Date: 2026-12-06
 """
 
 from alembic import op
 
-revision = "0010"
-down_revision = "0009"
+revision = "0011"
+down_revision = "0010"
 branch_labels = None
 depends_on = None
 
