@@ -250,3 +250,22 @@ def test_from_connection_reads_the_airflow_connection(monkeypatch):
         (5.0, 4.0),
         None,
     )
+
+
+def test_a_batch_goes_as_one_request_a_message_at_once_each_with_its_own_answer(gw):
+    use_faults(gw, rate_invalid_number=0.3, seed=3)
+    sms = provider(gw, batch_size=20, max_concurrency=5)
+    assert (sms.batch_size, sms.max_concurrency) == (20, 2)
+    outcomes = sms.send([message(i) for i in range(20)])
+    assert sorted(o.message_id for o in outcomes) == list(range(20))
+    accepted = [o for o in outcomes if o.fate is Fate.ACCEPTED]
+    failed = [o for o in outcomes if o.fate is Fate.FAILED]
+    assert accepted and failed and len(accepted) + len(failed) == 20
+    assert {o.reason for o in failed} == {"twilio 21211: invalid 'To' number"}
+    assert gw.state.stats()["calls"]["twilio"] == 20 and len(gw.state.accepted()) == len(accepted)
+
+
+def test_a_batch_under_429_keeps_each_requests_retry_after(gw):
+    use_faults(gw, rate_429=1.0, retry_after_s=2)
+    outcomes = provider(gw, batch_size=8).send([message(i) for i in range(8)])
+    assert {(o.fate, o.retry_after_s) for o in outcomes} == {(Fate.RETRY, 2.0)}

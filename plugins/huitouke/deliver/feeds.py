@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import Connection, Engine, select, update
+from sqlalchemy import Connection, Engine, bindparam, select, update
 
 from huitouke.deliver import persist
 from huitouke.deliver.providers.base import Provider, Receipt, Reply
@@ -69,23 +69,35 @@ def customers_at(conn: Connection, channel: str, addresses: Sequence[str]) -> di
 def record_receipts(
     conn: Connection, provider: str, receipts: Iterable[Receipt], now: datetime
 ) -> FeedCounts:
-    """Each receipt onto its sent row (by the provider's id, else by huitouke's out id)."""
+    """Each receipt onto its sent row (by the provider's id, else by huitouke's out id). Receipts
+    matched the same way go in one statement executed for all of them (a pull brings up to a
+    thousand: one UPDATE each was most of its time)."""
     counts = FeedCounts()
+    shapes: dict[tuple[str, ...], list[dict[str, Any]]] = {}
     for r in receipts:
-        query = update(outbox).where(o.status == SENT).where(o.provider == provider)
         if r.provider_message_id:  # Aliyun's BizId names a whole call: its recipient picks the row
-            query = query.where(o.provider_message_id == r.provider_message_id)
-            query = query.where(o.recipient == r.recipient) if r.recipient else query
+            keys = ("provider_message_id", "recipient") if r.recipient else ("provider_message_id",)
         elif r.out_id:
-            query = query.where(o.out_id == r.out_id)
+            keys = ("out_id",)
         else:
             continue
-        state = "delivered" if r.delivered else "undelivered"
-        at = naive_utc(r.at) if r.at else now
-        conn.execute(query.values(receipt=state, receipt_code=r.code, receipt_at=at))
+        shapes.setdefault(keys, []).append(
+            {
+                **{f"_{k}": getattr(r, k) for k in keys},
+                "_receipt": "delivered" if r.delivered else "undelivered",
+                "_receipt_code": r.code,
+                "_receipt_at": naive_utc(r.at) if r.at else now,
+            }
+        )
         counts.receipts += 1
         counts.delivered += r.delivered
         counts.undelivered += not r.delivered
+    for keys, params in shapes.items():
+        query = update(outbox).where(o.status == SENT).where(o.provider == provider)
+        for key in keys:
+            query = query.where(o[key] == bindparam(f"_{key}"))
+        values = {c: bindparam(f"_{c}") for c in ("receipt", "receipt_code", "receipt_at")}
+        conn.execute(query.values(values), params)
     return counts
 
 

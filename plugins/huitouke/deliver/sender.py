@@ -205,7 +205,7 @@ class Sender:
     # ------------------------------------------------------------------------------ sending
 
     def _send_all(self, rows: pd.DataFrame) -> None:
-        records = rows.to_dict("records")
+        records = persist.records(rows)
         size = self.provider.batch_size
         batches = [records[i : i + size] for i in range(0, len(records), size)]
         workers = max(self.provider.max_concurrency, 1)
@@ -215,8 +215,7 @@ class Sender:
                 pending[pool.submit(self._call, batch)] = batch
             while pending:
                 done, _ = wait(pending, return_when=FIRST_COMPLETED)
-                for future in done:
-                    self._record(pending.pop(future), future.result())
+                self._record([(pending.pop(future), future.result()) for future in done])
 
     def _call(self, batch: list[dict[str, Any]]) -> list[SendOutcome]:
         """One provider call. A provider that raises (a bug, not an answer) leaves every message's
@@ -230,12 +229,13 @@ class Sender:
             reason = f"provider error: {type(exc).__name__}"
             return [SendOutcome(m.message_id, Fate.UNKNOWN, reason=reason) for m in messages]
 
-    def _record(self, batch: list[dict[str, Any]], outcomes: Sequence[SendOutcome]) -> None:
-        """The call's outcomes into the outbox, in one transaction."""
-        by_id = {o.message_id: o for o in outcomes}
+    def _record(self, calls: list[tuple[list[dict[str, Any]], Sequence[SendOutcome]]]) -> None:
+        """The outcomes of the calls that have returned into the outbox, in one transaction (a
+        commit is the dearest part of a record on SQLite)."""
+        by_id = {o.message_id: o for _, outcomes in calls for o in outcomes}
         now = self.options.clock()
         changes, opt_outs, refused = [], [], []
-        for row in batch:
+        for row in (row for batch, _ in calls for row in batch):
             outcome = by_id.get(row["message_id"]) or SendOutcome(
                 row["message_id"], Fate.UNKNOWN, reason="no answer for this message in the provider's reply"
             )
@@ -350,7 +350,7 @@ class Sender:
             stuck = persist.expired_leases(conn, self.selection.channels, now)
         if stuck.empty:
             return 0
-        changes = [self._resolved(row, now) for row in stuck.to_dict("records")]
+        changes = [self._resolved(row, now) for row in persist.records(stuck)]
         with self.engine.begin() as conn:
             return persist.move(conn, None, changes)
 

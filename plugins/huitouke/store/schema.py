@@ -379,6 +379,8 @@ outbox = Table(
     Index("ix_outbox_status_channel", "status", "channel"),
     Index("ix_outbox_out_id", "out_id"),
     Index("ix_outbox_recipient", "recipient"),  # a reply's sender back to its customers
+    Index("ix_outbox_provider_message_id", "provider_message_id"),  # a receipt back to its row
+    Index("ix_outbox_customer_id_status", "customer_id", "status"),  # caps: sent to these customers
 )
 
 # A customer's "stop" on a channel (sms, email, call, or all), from wherever it came: a reply
