@@ -29,6 +29,9 @@ def store(store_engine, store_url):
     return store_engine, store_url
 
 
+SQLITE_ONLY = pytest.mark.parametrize("store_url", ["sqlite"], indirect=True)  # the same SQL twice
+
+
 def run(capsys, *argv: str) -> tuple[int, str, str]:
     code = main(list(argv))
     out, err = capsys.readouterr()
@@ -110,6 +113,7 @@ def test_an_exported_list_is_recorded_once_and_the_output_names_no_one(store, tm
     assert len(stored_opt_outs(engine)) == 3
 
 
+@SQLITE_ONLY
 def test_channel_all_stops_every_channel_and_addresses_match_e_mail_customers(store, tmp_path, capsys):
     engine, url = store
     seed(engine, 3, channel="email")  # c0..c2, sent to by e-mail
@@ -137,6 +141,7 @@ def test_channel_all_stops_every_channel_and_addresses_match_e_mail_customers(st
     assert "already opted out:         2" in out  # an opt-out of all covers sms
 
 
+@SQLITE_ONLY
 def test_a_users_mistake_is_one_line_and_exit_2(store, tmp_path, capsys):
     engine, url = store
     write(tmp_path, "", name="empty.csv")
@@ -227,6 +232,7 @@ def test_a_call_list_written_filled_in_and_imported(store, tmp_path, capsys):
     assert code == 0 and "0 calls (none queued)" in out
 
 
+@SQLITE_ONLY
 def test_calls_to_opted_out_or_held_out_customers_are_not_listed(store, tmp_path, capsys):
     engine, url = store
     seed(engine, 4, channel="call", held_out={1}, opted_out={2})  # c2: the SMS opt-out flag
@@ -254,6 +260,7 @@ def test_a_call_list_for_a_day_too_old_to_send_is_refused(tmp_path, capsys):
 # --------------------------------------------------------------------------------- deliver status
 
 
+@SQLITE_ONLY
 def test_status_shows_the_outbox_by_campaign_channel_status_and_reason(store, capsys):
     engine, url = store
     day = yesterday()
@@ -296,6 +303,7 @@ def test_status_shows_the_outbox_by_campaign_channel_status_and_reason(store, ca
     assert f"business days {day - timedelta(days=1)}..{day}" in out and "care_tips" in out
 
 
+@SQLITE_ONLY
 def test_status_of_an_empty_outbox_or_day(store, capsys):
     _, url = store
     code, out, _ = run(capsys, "deliver", "status", "--url", url)

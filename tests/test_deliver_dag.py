@@ -19,7 +19,7 @@ from huitouke.store.schema import business_days, segment_kpis
 
 pytestmark = pytest.mark.usefixtures("airflow_db")
 DELIVERY_TASKS = ["wait_for_send_window", "deliver_messages"]
-WAIT_S = 4  # the window opens this long after the test starts
+WAIT_S = 3  # the window opens this long after the test starts
 
 
 def _computed(engine, day) -> None:

@@ -28,6 +28,9 @@ from huitouke.deliver.states import FINAL
 from huitouke.store.schema import opt_outs, outbox
 
 RECORDED = datetime(2025, 12, 1)
+# The rules at the store's edge (claims, leases, at most once) run on SQLite and PostgreSQL; the
+# rest is the same Python over either, so once is enough (the suite's time budget).
+SQLITE_ONLY = pytest.mark.parametrize("store_url", ["sqlite"], indirect=True)
 
 
 def webhook(gw, **options) -> WebhookProvider:
@@ -115,6 +118,7 @@ def _by_customer(engine) -> dict[str, tuple[str, str | None]]:
         return {r.customer_id: (r.status, r.last_error) for r in conn.execute(select(outbox))}
 
 
+@SQLITE_ONLY
 @pytest.mark.parametrize("run_type, days_ago", [("backfill", 1), ("scheduled", 3), ("manual", 2)])
 def test_backfills_and_late_runs_never_send(store_engine, gw, run_type, days_ago):
     day = shop_today() - timedelta(days=days_ago)
@@ -125,6 +129,7 @@ def test_backfills_and_late_runs_never_send(store_engine, gw, run_type, days_ago
     assert result.note.startswith("nothing sent")
 
 
+@SQLITE_ONLY
 def test_nothing_is_sent_outside_the_send_window(store_engine, gw):
     seed(store_engine, 5)
     now = datetime.now(ZoneInfo("Asia/Shanghai"))
@@ -138,6 +143,7 @@ def test_nothing_is_sent_outside_the_send_window(store_engine, gw):
     assert "outside the send window" in result.note
 
 
+@SQLITE_ONLY
 def test_an_empty_balance_pauses_sending_and_keeps_the_rows_queued(store_engine, gw):
     seed(store_engine, 30)
     gw.state.set_faults(insufficient_balance=True)
@@ -151,6 +157,7 @@ def test_an_empty_balance_pauses_sending_and_keeps_the_rows_queued(store_engine,
     assert {s for s, _ in statuses(store_engine).values()} == {"sent"}
 
 
+@SQLITE_ONLY
 def test_a_refused_template_fails_its_campaign_once(store_engine, gw, caplog):
     seed(store_engine, 30)
     gw.state.reject_number(phone(0), "template_refused")
@@ -224,6 +231,7 @@ def test_a_sender_killed_mid_batch_never_sends_twice(store_engine, store_url, gw
     assert {s for s, _ in statuses(store_engine).values()} == {"sent"}
 
 
+@SQLITE_ONLY
 def test_the_task_log_table_counts_each_outcome(store_engine, gw):
     seed(store_engine, 6, held_out={0})
     gw.state.reject_number(phone(1), "invalid_number")
@@ -236,6 +244,7 @@ def test_the_task_log_table_counts_each_outcome(store_engine, gw):
     assert phone(1) not in text
 
 
+@SQLITE_ONLY
 def test_queued_rows_older_than_the_age_limit_expire(store_engine, gw):
     old = shop_today() - timedelta(days=1 + FAST_RULES.max_age_days + 1)
     seed(store_engine, 3, day=old)
@@ -246,6 +255,7 @@ def test_queued_rows_older_than_the_age_limit_expire(store_engine, gw):
     assert {by_customer[f"c{i}"][0] for i in range(10, 13)} == {"sent"}
 
 
+@SQLITE_ONLY
 def test_a_stop_reply_received_mid_drain_holds_from_the_next_batch(store_engine, gw):
     seed(store_engine, 10, campaign="thank_you")  # claimed first (lower message ids)
     seed(store_engine, 10, campaign="care_tips", new=("waves",))
@@ -273,6 +283,7 @@ def test_a_message_still_in_flight_when_its_answer_was_lost_is_not_sent_again(st
     assert {s for s, _ in statuses(store_engine).values()} == {"sent"}
 
 
+@SQLITE_ONLY
 def test_a_pause_on_one_channel_does_not_stop_the_other(store_engine, gw, tmp_path):
     seed(store_engine, 5)
     seed(store_engine, range(5), channel="email", new=())  # the same waves, by e-mail too
@@ -315,6 +326,7 @@ def _stop_smtp_servers():
         _STARTED.pop().stop()
 
 
+@SQLITE_ONLY
 def test_a_claim_whose_rows_were_all_suppressed_does_not_end_the_drain(store_engine, gw):
     seed(store_engine, 30, held_out=set(range(20)))  # the first two claims are all holdout
     run_day(store_engine, make_job({"sms": webhook(gw, batch_size=5, max_concurrency=2)}))
