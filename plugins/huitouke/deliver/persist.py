@@ -35,6 +35,7 @@ from huitouke.store.schema import (
 __all__ = [
     "CLAIM_COLUMNS",
     "Claim",
+    "Lease",
     "Selection",
     "claim",
     "close_queued",
@@ -86,6 +87,20 @@ class Selection:
     channels: tuple[str, ...]
     oldest: date
     day: date
+
+
+@dataclass(frozen=True)
+class Lease:
+    """Who claims (the sender's owner), and for how long: ``length`` for each ``rows_per_lease``
+    rows taken (a claim of several rounds of batches), or for the whole claim (0)."""
+
+    owner: str
+    length: timedelta
+    rows_per_lease: int = 0
+
+    def until(self, now: datetime, rows: int) -> datetime:
+        leases = -(-rows // self.rows_per_lease) if self.rows_per_lease else 1
+        return now + self.length * max(leases, 1)
 
 
 @dataclass(frozen=True)
@@ -216,15 +231,14 @@ def claim(
     conn: Connection,
     selection: Selection,
     limit: int,
-    owner: str,
-    lease: timedelta,
+    lease: Lease,
     now: datetime,
     cap_of: CapOf,
     tz: tzinfo,
 ) -> Claim:
     """Take up to ``limit`` claimable queued rows: checked again (:mod:`.checks`), the suppressed
-    ones end ``suppressed`` with the reason, the others ``sending`` under ``owner`` until
-    ``now + lease``, one more attempt counted. Call in a fresh transaction."""
+    ones end ``suppressed`` with the reason, the others ``sending`` under ``lease.owner`` until
+    :meth:`Lease.until`, one more attempt counted. Call in a fresh transaction."""
     lock_writers(conn, outbox)
     rows = read_frame(conn, _queued(selection, now, limit), CLAIM_COLUMNS)
     if rows.empty:
@@ -238,7 +252,7 @@ def claim(
     out = rows[rows["_reason"].notna()]
     go = rows[rows["_reason"].isna()].drop(columns="_reason")
     suppress(conn, out)
-    _take(conn, go, owner, now, now + lease)
+    _take(conn, go, lease.owner, now, lease.until(now, len(go)))
     suppressed = out[["message_id", "campaign", "channel", "_reason"]].rename(columns={"_reason": "reason"})
     return Claim(go.assign(attempts=go["attempts"] + 1, claimed_at=now), suppressed)
 
