@@ -172,6 +172,7 @@ class DeliverySettings(_Section):
     max_age_days: int = Field(2, ge=0)
     settle_seconds: float = Field(60, ge=0)
     max_wait_seconds: float = Field(300, ge=0)
+    claim_rows: int = Field(2000, ge=1)
 
 
 class Settings(_Section):

@@ -9,7 +9,9 @@ verdicts.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from datetime import date, timedelta
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -36,63 +38,79 @@ CANDIDATE_FACTS = (
 WAVE_KEY = ["campaign", "customer_id", "entered_on", "wave"]
 
 
-def recent_contact_counts(candidates: pd.DataFrame, sent: pd.DataFrame, today: date) -> np.ndarray:
+def recent_contact_counts(
+    candidates: pd.DataFrame, sent: Iterable[tuple[str, str, date, int, date]], today: date
+) -> np.ndarray:
     """Per candidate: the capped waves, other than its own, already sent to its customer within its
-    tier's ``cap_per_days`` (today included). ``sent``: ``campaign, customer_id, entered_on, wave,
-    sent_on`` of capped waves with a message sent."""
+    tier's ``cap_per_days`` (today included). ``sent``: ``(campaign, customer_id, entered_on,
+    wave, sent_on)`` of capped waves with a message sent. Dicts, not frames: a claim's candidates
+    have few sent waves each, and a loop over them beats grouping a frame per claim."""
+    first: dict[tuple[str, str, date, int], date] = {}
+    for campaign, customer_id, entered_on, wave, sent_on in sent:
+        key = (campaign, customer_id, entered_on, wave)
+        if key not in first or sent_on < first[key]:
+            first[key] = sent_on
+    by_customer: dict[str, list[tuple[tuple[str, str, date, int], date]]] = {}
+    for key, sent_on in first.items():
+        by_customer.setdefault(key[1], []).append((key, sent_on))
     counts = np.zeros(len(candidates), dtype=np.int64)
-    if sent.empty or candidates.empty:
+    if not by_customer:
         return counts
-    waves = sent.groupby(WAVE_KEY, as_index=False)["sent_on"].min()
-    by_customer = {cid: frame for cid, frame in waves.groupby("customer_id")}
-    for i, row in enumerate(candidates.itertuples(index=False)):
-        theirs = by_customer.get(row.customer_id)
-        if theirs is None:
-            continue
-        since = today - timedelta(days=int(row.cap_per_days) - 1)
-        other = ~(
-            (theirs["campaign"] == row.campaign)
-            & (theirs["entered_on"] == row.entered_on)
-            & (theirs["wave"] == row.wave)
-        )
-        counts[i] = int(((theirs["sent_on"] >= since) & other).sum())
+    columns = [candidates[c].tolist() for c in (*WAVE_KEY, "cap_per_days")]
+    for i, (campaign, customer_id, entered_on, wave, days) in enumerate(zip(*columns, strict=True)):
+        own = (campaign, customer_id, entered_on, wave)
+        since = today - timedelta(days=int(days) - 1)
+        theirs = by_customer.get(customer_id, ())
+        counts[i] = sum(1 for key, sent_on in theirs if sent_on >= since and key != own)
     return counts
 
 
-def _current_address(candidates: pd.DataFrame) -> pd.Series:
-    """The address on the row's channel as the customer's profile has it now (phones in E.164)."""
-    phones = candidates["current_phone"].map(
-        lambda p: normalize_phone(p) or p if isinstance(p, str) else None
-    )
-    emails = candidates["current_email"].where(candidates["current_email"].notna(), None)
-    address = np.where(candidates["channel"] == "email", emails, phones)
-    return pd.Series(address, index=candidates.index).map(lambda a: a.strip() if isinstance(a, str) else "")
+def _holds(value: Any) -> bool:
+    """A flag's value as a check reads it: missing (None, NaN) is False."""
+    return False if value is None or value is pd.NA or value != value else bool(value)  # noqa: PLR0124
+
+
+def _current_address(channel: Any, phone: Any, email: Any) -> str:
+    """The address on the row's channel as the customer's profile has it now (phones in E.164);
+    "" when there is none."""
+    if channel == "email":
+        address = email
+    else:
+        address = (normalize_phone(phone) or phone) if isinstance(phone, str) else None
+    return address.strip() if isinstance(address, str) else ""
+
+
+def _reason(row: dict[str, Any], address: str, recent: int) -> str | None:
+    if _holds(row["flag_opted_out"]) or _holds(row["opted_out"]):
+        return OPTED_OUT
+    if not _holds(row["treated"]):
+        return HOLDOUT
+    if address == "":
+        return NO_ADDRESS
+    cap = row["cap_max_contacts"]
+    if _holds(row["counts_toward_cap"]) and cap is not None and cap == cap and recent >= cap:
+        return CONTACT_CAP
+    return None
+
+
+VERDICT_INPUTS = ("message_id", "channel", "current_phone", "current_email", *CANDIDATE_FACTS[2:7])
 
 
 def send_time_verdicts(candidates: pd.DataFrame, recent_contacts: np.ndarray) -> pd.DataFrame:
     """``message_id, reason, recipient`` per candidate: ``reason`` None to send (to ``recipient``,
-    the current address), else the first of :data:`SUPPRESSION_REASONS` that holds."""
-    address = _current_address(candidates)
-    opted = candidates["flag_opted_out"].fillna(False).astype(bool) | candidates["opted_out"].fillna(
-        False
-    ).astype(bool)
-    capped = candidates["counts_toward_cap"].fillna(False).astype(bool) & (
-        recent_contacts >= candidates["cap_max_contacts"].fillna(np.inf).to_numpy()
-    )
-    reason = np.select(
-        [
-            opted.to_numpy(),
-            ~candidates["treated"].fillna(False).astype(bool).to_numpy(),
-            (address == "").to_numpy(),
-            capped.to_numpy(),
-        ],
-        [OPTED_OUT, HOLDOUT, NO_ADDRESS, CONTACT_CAP],
-        default="",
-    )
+    the current address), else the first of :data:`SUPPRESSION_REASONS` that holds. Row by row
+    over plain lists: a claim's few thousand rows, where a frame's fixed costs per step dominate."""
+    columns = [candidates[c].tolist() for c in VERDICT_INPUTS]
+    reasons, recipients = [], []
+    for values, recent in zip(zip(*columns, strict=True), recent_contacts.tolist(), strict=True):
+        row = dict(zip(VERDICT_INPUTS, values, strict=True))
+        address = _current_address(row["channel"], row["current_phone"], row["current_email"])
+        reasons.append(_reason(row, address, recent))
+        recipients.append(address)
     return pd.DataFrame(
         {
             "message_id": candidates["message_id"].to_numpy(),
-            "reason": pd.Series(reason).replace("", None).to_numpy(),
-            "recipient": address.to_numpy(),
+            "reason": np.array(reasons, dtype=object),
+            "recipient": np.array(recipients, dtype=object),
         }
     )

@@ -13,16 +13,16 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
-from datetime import date, datetime, timedelta, tzinfo
+from datetime import UTC, date, datetime, timedelta, tzinfo
 from typing import Any
 
-import numpy as np
 import pandas as pd
-from sqlalchemy import Connection, and_, bindparam, func, or_, select, update
+from sqlalchemy import Connection, and_, bindparam, column, func, or_, select, update
+from sqlalchemy import values as sa_values
 
 from huitouke.deliver import checks
 from huitouke.deliver.states import QUEUED, SENDING, SENT
-from huitouke.store.rows import chunks, empty_frame, insert_new, lock_writers, read_frame
+from huitouke.store.rows import IN_LIST_SIZE, chunks, insert_new, lock_writers, read_frame
 from huitouke.store.schema import (
     campaign_waves,
     customers,
@@ -35,6 +35,7 @@ from huitouke.store.schema import (
 __all__ = [
     "CLAIM_COLUMNS",
     "Claim",
+    "Lease",
     "Selection",
     "claim",
     "close_queued",
@@ -76,6 +77,9 @@ CLAIM_COLUMNS = (
     "template_params",
 )
 TREATED_OUTCOME, TREATED_ARM = "treated", "treatment"
+OUT_ID_KEY = ("campaign", "customer_id", "entered_on", "wave", "channel")
+# A list of ids given at execution: the statement is compiled (and cached) once, not per list.
+IDS = bindparam("ids", expanding=True)
 CapOf = Callable[[str | None], tuple[int, int]]  # member tier -> (max_contacts, per_days)
 
 
@@ -86,6 +90,20 @@ class Selection:
     channels: tuple[str, ...]
     oldest: date
     day: date
+
+
+@dataclass(frozen=True)
+class Lease:
+    """Who claims (the sender's owner), and for how long: ``length`` for each ``rows_per_lease``
+    rows taken (a claim of several rounds of batches), or for the whole claim (0)."""
+
+    owner: str
+    length: timedelta
+    rows_per_lease: int = 0
+
+    def until(self, now: datetime, rows: int) -> datetime:
+        leases = -(-rows // self.rows_per_lease) if self.rows_per_lease else 1
+        return now + self.length * max(leases, 1)
 
 
 @dataclass(frozen=True)
@@ -108,8 +126,9 @@ def _queued(selection: Selection, now: datetime, limit: int):
     )
 
 
-def _customer_facts(conn: Connection, ids: Sequence[str], day: date) -> pd.DataFrame:
-    """Current phone, e-mail, the customers' flags, and member tier valid on ``day``."""
+def _customer_facts(conn: Connection, ids: Sequence[str], day: date) -> dict[str, tuple[Any, ...]]:
+    """customer_id -> (current phone, e-mail, sms_opt_out, email_opt_out, member tier valid on
+    ``day``). Plain rows into dicts, here and in the other facts: a claim's lookups, not frames."""
     c, h = customers.c, segment_history.c
     tier = (
         select(h.customer_id, h.member_tier)
@@ -117,18 +136,14 @@ def _customer_facts(conn: Connection, ids: Sequence[str], day: date) -> pd.DataF
         .where(or_(h.valid_to.is_(None), h.valid_to > day))
         .subquery()
     )
-    columns = ("customer_id", "current_phone", "current_email", "sms_opt_out", "email_opt_out", "member_tier")
-    parts = [
-        read_frame(
-            conn,
-            select(c.customer_id, c.phone, c.email, c.sms_opt_out, c.email_opt_out, tier.c.member_tier)
-            .outerjoin(tier, tier.c.customer_id == c.customer_id)
-            .where(c.customer_id.in_(chunk)),
-            columns,
+    query = select(c.customer_id, c.phone, c.email, c.sms_opt_out, c.email_opt_out, tier.c.member_tier)
+    query = query.outerjoin(tier, tier.c.customer_id == c.customer_id)
+    facts: dict[str, tuple[Any, ...]] = {}
+    for chunk in chunks(list(ids)):
+        facts.update(
+            (r[0], tuple(r[1:])) for r in conn.execute(query.where(c.customer_id.in_(IDS)), {"ids": chunk})
         )
-        for chunk in chunks(list(ids))
-    ]
-    return pd.concat(parts, ignore_index=True) if parts else empty_frame(columns)
+    return facts
 
 
 def _opted_out(conn: Connection, ids: Sequence[str]) -> set[tuple[str, str]]:
@@ -138,77 +153,99 @@ def _opted_out(conn: Connection, ids: Sequence[str]) -> set[tuple[str, str]]:
         found.update(
             (r.customer_id, r.channel)
             for r in conn.execute(
-                select(opt_outs.c.customer_id, opt_outs.c.channel).where(opt_outs.c.customer_id.in_(chunk))
+                select(opt_outs.c.customer_id, opt_outs.c.channel).where(opt_outs.c.customer_id.in_(IDS)),
+                {"ids": chunk},
             )
         )
     return found
 
 
-def _waves(conn: Connection, rows: pd.DataFrame) -> pd.DataFrame:
-    """The campaign wave of each row: arm, outcome, whether it counts toward the caps."""
+def _waves(conn: Connection, rows: pd.DataFrame) -> dict[tuple[Any, ...], tuple[Any, ...]]:
+    """The campaign wave of each row, by :data:`checks.WAVE_KEY`: arm, outcome, whether it counts
+    toward the caps."""
     w = campaign_waves.c
-    columns = (*checks.WAVE_KEY, "arm", "outcome", "counts_toward_cap")
-    parts = []
+    query = select(*(w[c] for c in (*checks.WAVE_KEY, "arm", "outcome", "counts_toward_cap")))
+    query = query.where(w.campaign.in_(bindparam("campaigns", expanding=True)))
+    campaigns = rows["campaign"].unique().tolist()
+    found: dict[tuple[Any, ...], tuple[Any, ...]] = {}
     for chunk in chunks(rows["customer_id"].unique().tolist()):
-        query = select(*(w[c] for c in columns)).where(w.customer_id.in_(chunk))
-        query = query.where(w.campaign.in_(rows["campaign"].unique().tolist()))
-        parts.append(read_frame(conn, query, columns))
-    return pd.concat(parts, ignore_index=True) if parts else empty_frame(columns)
-
-
-def _sent_contacts(conn: Connection, ids: Sequence[str], since: datetime, tz: tzinfo) -> pd.DataFrame:
-    """Capped waves with a message sent to these customers since ``since``: when it went out."""
-    w = campaign_waves.c
-    columns = (*checks.WAVE_KEY, "sent_at")
-    join = and_(*(o[k] == w[k] for k in checks.WAVE_KEY))
-    parts = [
-        read_frame(
-            conn,
-            select(*(o[k] for k in checks.WAVE_KEY), o.sent_at)
-            .join(campaign_waves, join)
-            .where(o.customer_id.in_(chunk))
-            .where(o.status == SENT)
-            .where(o.sent_at >= since)
-            .where(w.counts_toward_cap.is_(True)),
-            columns,
+        found.update(
+            (tuple(r[:4]), tuple(r[4:]))
+            for r in conn.execute(query.where(w.customer_id.in_(IDS)), {"ids": chunk, "campaigns": campaigns})
         )
-        for chunk in chunks(list(ids))
-    ]
-    sent = pd.concat(parts, ignore_index=True) if parts else empty_frame(columns)
-    stamps = pd.to_datetime(sent["sent_at"]).dt.tz_localize("UTC").dt.tz_convert(tz)
-    return sent.assign(sent_on=stamps.dt.date)
+    return found
+
+
+def _sent_contacts(
+    conn: Connection, ids: Sequence[str], since: datetime, tz: tzinfo
+) -> list[tuple[str, str, date, int, date]]:
+    """Capped waves with a message sent to these customers since ``since``: the wave's key and
+    the shop day it went out."""
+    w = campaign_waves.c
+    join = and_(*(o[k] == w[k] for k in checks.WAVE_KEY))
+    query = (
+        select(*(o[k] for k in checks.WAVE_KEY), o.sent_at)
+        .join(campaign_waves, join)
+        .where(o.status == SENT)
+        .where(o.sent_at >= since)
+        .where(w.counts_toward_cap.is_(True))
+    )
+    sent = []
+    for chunk in chunks(list(ids)):
+        for campaign, customer_id, entered_on, wave, sent_at in conn.execute(
+            query.where(o.customer_id.in_(IDS)), {"ids": chunk}
+        ):
+            sent_on = sent_at.replace(tzinfo=UTC).astimezone(tz).date()
+            sent.append((campaign, customer_id, entered_on, wave, sent_on))
+    return sent
+
+
+_NO_PERSON, _NO_WAVE = (None,) * 5, (None,) * 3
 
 
 def _candidates_with_facts(conn: Connection, rows: pd.DataFrame, day: date, cap_of: CapOf) -> pd.DataFrame:
+    """The rows with :data:`checks.CANDIDATE_FACTS` beside them, looked up row by row."""
     ids = rows["customer_id"].unique().tolist()
-    people = _customer_facts(conn, ids, day)
-    frame = rows.merge(people, on="customer_id", how="left")
-    frame = frame.merge(_waves(conn, rows), on=checks.WAVE_KEY, how="left")
-    stops = _opted_out(conn, ids)
-    frame["opted_out"] = [
-        (cid, ch) in stops or (cid, "all") in stops
-        for cid, ch in zip(frame["customer_id"], frame["channel"], strict=True)
-    ]
-    is_email = frame["channel"] == "email"
-    frame["flag_opted_out"] = np.where(is_email, frame["email_opt_out"], frame["sms_opt_out"])
-    # A call reaches the phone: like planning, the SMS opt-out flag stops it too (and an opt_outs
-    # row for calls or for all channels).
-    frame["treated"] = (frame["outcome"] == TREATED_OUTCOME) & (frame["arm"] == TREATED_ARM)
-    caps = frame["member_tier"].map(lambda t: cap_of(t if isinstance(t, str) else None))
-    frame["cap_max_contacts"] = [c[0] for c in caps]
-    frame["cap_per_days"] = [c[1] for c in caps]
-    return frame
+    people, waves, stops = _customer_facts(conn, ids, day), _waves(conn, rows), _opted_out(conn, ids)
+    caps: dict[str | None, tuple[int, int]] = {}
+    facts: dict[str, list[Any]] = {name: [] for name in checks.CANDIDATE_FACTS}
+    keys = zip(*(rows[c].tolist() for c in (*checks.WAVE_KEY, "channel")), strict=True)
+    for campaign, customer_id, entered_on, wave, channel in keys:
+        phone, email, sms_flag, email_flag, tier = people.get(customer_id, _NO_PERSON)
+        arm, outcome, counts = waves.get((campaign, customer_id, entered_on, wave), _NO_WAVE)
+        tier = tier if isinstance(tier, str) else None
+        if tier not in caps:
+            caps[tier] = cap_of(tier)
+        # A call reaches the phone: like planning, the SMS opt-out flag stops it too (and an
+        # opt_outs row for calls or for all channels).
+        values = (
+            phone,
+            email,
+            email_flag if channel == "email" else sms_flag,
+            (customer_id, channel) in stops or (customer_id, "all") in stops,
+            outcome == TREATED_OUTCOME and arm == TREATED_ARM,
+            counts,
+            *caps[tier],
+        )
+        for name, value in zip(checks.CANDIDATE_FACTS, values, strict=True):
+            facts[name].append(value)
+    return rows.assign(**facts)
 
 
 def send_time_checks(
     conn: Connection, rows: pd.DataFrame, day: date, cap_of: CapOf, tz: tzinfo, now: datetime
 ) -> pd.DataFrame:
     """:func:`huitouke.deliver.checks.send_time_verdicts` of outbox rows, with the facts read
-    from the store now: ``message_id, reason, recipient`` in the rows' order."""
+    from the store now: ``message_id, reason, recipient`` in the rows' order. The messages
+    already sent are read only when a candidate counts toward a cap."""
     frame = _candidates_with_facts(conn, rows, day, cap_of)
-    longest = int(frame["cap_per_days"].max())
-    sent = _sent_contacts(conn, frame["customer_id"].unique().tolist(), now - timedelta(days=longest), tz)
-    today = pd.Timestamp(now, tz="UTC").tz_convert(tz).date()
+    sent: list[tuple[str, str, date, int, date]] = []
+    capped = frame["counts_toward_cap"].tolist()
+    if any(c is not None and c == c and bool(c) for c in capped):  # noqa: PLR0124 - NaN
+        longest = int(frame["cap_per_days"].max())
+        ids = frame["customer_id"][frame["counts_toward_cap"].fillna(False).astype(bool)].unique().tolist()
+        sent = _sent_contacts(conn, ids, now - timedelta(days=longest), tz)
+    today = now.replace(tzinfo=UTC).astimezone(tz).date()
     return checks.send_time_verdicts(frame, checks.recent_contact_counts(frame, sent, today))
 
 
@@ -216,15 +253,14 @@ def claim(
     conn: Connection,
     selection: Selection,
     limit: int,
-    owner: str,
-    lease: timedelta,
+    lease: Lease,
     now: datetime,
     cap_of: CapOf,
     tz: tzinfo,
 ) -> Claim:
     """Take up to ``limit`` claimable queued rows: checked again (:mod:`.checks`), the suppressed
-    ones end ``suppressed`` with the reason, the others ``sending`` under ``owner`` until
-    ``now + lease``, one more attempt counted. Call in a fresh transaction."""
+    ones end ``suppressed`` with the reason, the others ``sending`` under ``lease.owner`` until
+    :meth:`Lease.until`, one more attempt counted. Call in a fresh transaction."""
     lock_writers(conn, outbox)
     rows = read_frame(conn, _queued(selection, now, limit), CLAIM_COLUMNS)
     if rows.empty:
@@ -232,13 +268,13 @@ def claim(
     verdicts = send_time_checks(conn, rows, selection.day, cap_of, tz, now)
     rows = rows.assign(
         recipient=verdicts["recipient"].to_numpy(),
-        out_id=[out_id_of(r) for r in records(rows)],
+        out_id=_out_ids(rows),
         _reason=verdicts["reason"].to_numpy(),
     )
     out = rows[rows["_reason"].notna()]
     go = rows[rows["_reason"].isna()].drop(columns="_reason")
     suppress(conn, out)
-    _take(conn, go, owner, now, now + lease)
+    _take(conn, go, lease.owner, now, lease.until(now, len(go)))
     suppressed = out[["message_id", "campaign", "channel", "_reason"]].rename(columns={"_reason": "reason"})
     return Claim(go.assign(attempts=go["attempts"] + 1, claimed_at=now), suppressed)
 
@@ -270,31 +306,59 @@ def records(frame: pd.DataFrame) -> list[dict[str, Any]]:
 def out_id_of(row: Any) -> str:
     """huitouke's id for a message at its provider: a digest of the outbox key, so the same
     (campaign, customer, entry, wave, channel) has the same id in every attempt and every store."""
-    key = "|".join(str(row[k]) for k in ("campaign", "customer_id", "entered_on", "wave", "channel"))
+    return _digest("|".join(str(row[k]) for k in OUT_ID_KEY))
+
+
+def _digest(key: str) -> str:
     return "htk-" + hashlib.sha256(key.encode()).hexdigest()[:24]
 
 
+def _out_ids(rows: pd.DataFrame) -> list[str]:
+    """:func:`out_id_of` of each row, from the key's columns."""
+    keys = zip(*(rows[k].tolist() for k in OUT_ID_KEY), strict=True)
+    return [_digest("|".join(map(str, key))) for key in keys]
+
+
 def _take(conn: Connection, rows: pd.DataFrame, owner: str, now: datetime, lease_until: datetime) -> None:
+    """The rows ``sending`` under ``owner``: one UPDATE of the values they share per IN list of ids,
+    then each row's recipient and out id (:func:`_set_addresses`)."""
     if rows.empty:
         return
-    conn.execute(
-        update(outbox)
-        .where(o.message_id == bindparam("mid"))
-        .where(o.status == QUEUED)
-        .values(
-            status=SENDING,
-            claimed_by=owner,
-            claimed_at=now,
-            lease_until=lease_until,
-            attempts=o.attempts + 1,
-            recipient=bindparam("to"),
-            out_id=bindparam("oid"),
-        ),
-        [
-            {"mid": int(m), "to": to, "oid": oid}
-            for m, to, oid in zip(rows["message_id"], rows["recipient"], rows["out_id"], strict=True)
-        ],
-    )
+    ids = [int(m) for m in rows["message_id"]]
+    for chunk in chunks(ids):
+        conn.execute(
+            update(outbox)
+            .where(o.message_id.in_(IDS))
+            .where(o.status == QUEUED)
+            .values(
+                status=SENDING,
+                claimed_by=owner,
+                claimed_at=now,
+                lease_until=lease_until,
+                attempts=o.attempts + 1,
+            ),
+            {"ids": list(chunk)},
+        )
+    _set_addresses(conn, list(zip(rows["recipient"].tolist(), rows["out_id"].tolist(), ids, strict=True)))
+
+
+def _set_addresses(conn: Connection, values: list[tuple[str, str, int]]) -> None:
+    """``recipient, out_id`` by ``message_id``: plain text and integers, so on SQLite one driver
+    ``executemany`` of tuples (SQLAlchemy's per-row parameter processing was most of a claim's
+    UPDATE); elsewhere one ``UPDATE ... FROM (VALUES ...)`` per chunk (one round trip, not one a row)."""
+    if conn.dialect.name == "sqlite":
+        conn.exec_driver_sql("UPDATE outbox SET recipient = ?, out_id = ? WHERE message_id = ?", values)
+        return
+    for chunk in chunks(values, IN_LIST_SIZE // 3):
+        given = sa_values(
+            column("to", outbox.c.recipient.type),
+            column("oid", outbox.c.out_id.type),
+            column("mid", outbox.c.message_id.type),
+            name="given",
+        ).data(list(chunk))
+        conn.execute(
+            update(outbox).where(o.message_id == given.c.mid).values(recipient=given.c.to, out_id=given.c.oid)
+        )
 
 
 def move(conn: Connection, owner: str | None, changes: Iterable[dict[str, Any]]) -> int:
@@ -316,8 +380,37 @@ def move(conn: Connection, owner: str | None, changes: Iterable[dict[str, Any]])
             query = query.where(o.lease_until == bindparam("_expect_lease"))
         query = query.values({c: bindparam(f"_{c}") for c in columns})
         params = [{f"_{k}": v for k, v in change.items()} for change in group]
-        moved += conn.execute(query, params).rowcount
+        if conn.dialect.name == "sqlite":
+            moved += _sqlite_executemany(conn, query, params)
+        else:
+            moved += conn.execute(query, params).rowcount
     return moved
+
+
+def _processed(values: list[Any], processor: Callable[[Any], Any]) -> list[Any]:
+    """``processor`` of every value but None, once per distinct value (stamps and statuses repeat)."""
+    done: dict[Any, Any] = {None: None}
+    try:
+        return [done[v] if v in done else done.setdefault(v, processor(v)) for v in values]
+    except TypeError:  # unhashable values
+        return [None if v is None else processor(v) for v in values]
+
+
+def _sqlite_executemany(conn: Connection, query: Any, params: list[dict[str, Any]]) -> int:
+    """``conn.execute(query, params)`` as one driver ``executemany`` of plain tuples, each bound
+    value converted by its type's processor once per distinct value: SQLAlchemy's parameter
+    processing row by row was most of a record's time (as for inserts,
+    :func:`huitouke.store.rows.insert_new`). Returns the rows changed."""
+    compiled = query.compile(dialect=conn.dialect)
+    columns = []
+    for name in compiled.positiontup:
+        bind = compiled.binds[name]
+        processor = bind.type.dialect_impl(conn.dialect).bind_processor(conn.dialect) or (lambda v: v)
+        if name in params[0]:
+            columns.append(_processed([p[name] for p in params], processor))
+        else:  # a constant of the statement (the status it expects)
+            columns.append([processor(bind.effective_value)] * len(params))
+    return max(conn.exec_driver_sql(str(compiled), list(zip(*columns, strict=True))).rowcount, 0)
 
 
 def expired_leases(conn: Connection, channels: Sequence[str], now: datetime) -> pd.DataFrame:

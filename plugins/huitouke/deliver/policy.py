@@ -36,6 +36,9 @@ class DeliveryRules:
     # settle time (Aliyun, Twilio: status_settle_s), or a "not found" could be a message in flight.
     settle_seconds: float = 60.0
     max_wait_seconds: float = 300.0  # the longest a run sleeps for a retry to fall due
+    # Rows one claim takes, at most: whole rounds of the provider's batch_size * max_concurrency
+    # (at least one). A claim's fixed costs (the send-time checks' queries) dominate small claims.
+    claim_rows: int = 2000
 
 
 @dataclass(frozen=True)

@@ -34,6 +34,8 @@ __all__ = ["RateLimiter", "SendOptions", "Sender", "Tally"]
 
 log = get_logger(__name__)
 
+WAIT_STEP_S = 1.0  # the longest sleep before looking again whether rows fell due
+
 MessageFactory = Callable[[dict[str, Any]], OutgoingMessage]
 
 
@@ -137,15 +139,28 @@ class Sender:
             hook()
             self._last_between = time.monotonic()
 
+    def _claim_rounds(self) -> int:
+        """Rounds of ``batch_size * max_concurrency`` one claim takes: ``rules.claim_rows`` worth
+        (at least one), and no more calls than the provider's rate allows in half a lease."""
+        workers = max(self.provider.max_concurrency, 1)
+        rounds = max(1, self.options.rules.claim_rows // (self.provider.batch_size * workers))
+        if self.provider.rate_per_s:
+            calls = self.provider.rate_per_s * self.options.rules.lease_seconds / 2
+            rounds = min(rounds, max(1, int(calls // workers)))
+        return rounds
+
     def _claim(self) -> persist.Claim:
-        size = self.provider.batch_size * max(self.provider.max_concurrency, 1)
+        """One claim of up to :meth:`_claim_rounds` rounds, leased for ``rules.lease_seconds`` a
+        round taken (:meth:`_send_all` starts no batch with less than half a round's lease left)."""
+        round_rows = self.provider.batch_size * max(self.provider.max_concurrency, 1)
         with self.engine.begin() as conn:
             claimed = persist.claim(
                 conn,
                 self.selection,
-                size,
-                self.options.owner,
-                timedelta(seconds=self.options.rules.lease_seconds),
+                round_rows * self._claim_rounds(),
+                persist.Lease(
+                    self.options.owner, timedelta(seconds=self.options.rules.lease_seconds), round_rows
+                ),
                 self.options.clock(),
                 self.options.cap_of,
                 self.options.tz,
@@ -163,7 +178,8 @@ class Sender:
             return False
         if (due - self.options.clock()).total_seconds() > self.options.rules.max_wait_seconds:
             return False
-        time.sleep(max((due - self.options.clock()).total_seconds(), 0.0) + 0.01)
+        # In steps: another sender's claim (leased for all its rounds) may be done long before.
+        time.sleep(min(max((due - self.options.clock()).total_seconds(), 0.0) + 0.01, WAIT_STEP_S))
         self.recover()
         return True
 
@@ -205,17 +221,29 @@ class Sender:
     # ------------------------------------------------------------------------------ sending
 
     def _send_all(self, rows: pd.DataFrame) -> None:
+        """The claimed rows in batches through a pool of ``max_concurrency`` threads, each call's
+        outcomes recorded as it returns. A batch whose call would start with less than half a
+        ``lease_seconds`` of the claim's lease left is not sent: it goes back queued."""
         records = persist.records(rows)
         size = self.provider.batch_size
         batches = [records[i : i + size] for i in range(0, len(records), size)]
         workers = max(self.provider.max_concurrency, 1)
+        rounds = -(-len(records) // (size * workers))  # as the claim leased them
+        lease = timedelta(seconds=self.options.rules.lease_seconds)
+        start_by = records[0]["claimed_at"] + lease * (rounds - 0.5) if records else None
         with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="huitouke-send") as pool:
             pending: dict[Future, list[dict[str, Any]]] = {}
             for batch in batches:
-                pending[pool.submit(self._call, batch)] = batch
+                pending[pool.submit(self._call_in_lease, batch, start_by)] = batch
             while pending:
                 done, _ = wait(pending, return_when=FIRST_COMPLETED)
                 self._record([(pending.pop(future), future.result()) for future in done])
+
+    def _call_in_lease(self, batch: list[dict[str, Any]], start_by: datetime) -> list[SendOutcome] | None:
+        """:meth:`_call`, if it starts by ``start_by``; None (not sent) after."""
+        if self.options.clock() > start_by:
+            return None
+        return self._call(batch)
 
     def _call(self, batch: list[dict[str, Any]]) -> list[SendOutcome]:
         """One provider call. A provider that raises (a bug, not an answer) leaves every message's
@@ -229,13 +257,17 @@ class Sender:
             reason = f"provider error: {type(exc).__name__}"
             return [SendOutcome(m.message_id, Fate.UNKNOWN, reason=reason) for m in messages]
 
-    def _record(self, calls: list[tuple[list[dict[str, Any]], Sequence[SendOutcome]]]) -> None:
+    def _record(self, calls: list[tuple[list[dict[str, Any]], Sequence[SendOutcome] | None]]) -> None:
         """The outcomes of the calls that have returned into the outbox, in one transaction (a
-        commit is the dearest part of a record on SQLite)."""
-        by_id = {o.message_id: o for _, outcomes in calls for o in outcomes}
+        commit is the dearest part of a record on SQLite). A batch never sent (None: its lease
+        ran short) goes back queued, its attempt uncounted."""
+        by_id = {o.message_id: o for _, outcomes in calls for o in outcomes or ()}
         now = self.options.clock()
-        changes, opt_outs, refused = [], [], []
-        for row in (row for batch, _ in calls for row in batch):
+        changes = [_unclaimed(row) for batch, outcomes in calls if outcomes is None for row in batch]
+        if changes:
+            log.info("%d claimed messages not sent before their lease ran short: queued again", len(changes))
+        opt_outs, refused = [], []
+        for row in (row for batch, outcomes in calls if outcomes is not None for row in batch):
             outcome = by_id.get(row["message_id"]) or SendOutcome(
                 row["message_id"], Fate.UNKNOWN, reason="no answer for this message in the provider's reply"
             )
@@ -380,6 +412,17 @@ class Sender:
         except Exception as exc:  # noqa: BLE001 - a failed status query answers nothing
             log.warning("status query at %s failed: %s", self.provider.name, type(exc).__name__)
             return StatusAnswer.UNKNOWN
+
+
+def _unclaimed(row: dict[str, Any]) -> dict[str, Any]:
+    """A claimed row that was never sent, back to queued as it was."""
+    return {
+        "message_id": row["message_id"],
+        "claimed_by": None,
+        "lease_until": None,
+        "status": QUEUED,
+        "attempts": row["attempts"] - 1,
+    }
 
 
 def _tallied(fate: Fate) -> str:
