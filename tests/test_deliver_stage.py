@@ -196,15 +196,17 @@ def test_two_senders_racing_for_the_same_rows_send_each_message_once(store_engin
 
 KILLED_SENDER = textwrap.dedent(
     """
+    import dataclasses
     import sys
     sys.path.insert(0, {tests!r})
-    from deliver_rows import job
+    from deliver_rows import FAST_RULES, job
     from huitouke.deliver.daily import run_day
     from huitouke.deliver.providers.webhook import WebhookProvider
     from huitouke.store.connection import make_engine
 
     provider = WebhookProvider({url!r}, "test-token", batch_size=5, timeout_s=5, max_concurrency=1)
-    run_day(make_engine({store!r}), job({{"sms": provider}}, owner="doomed"))
+    rules = dataclasses.replace(FAST_RULES, claim_rows=5)  # one batch a claim: a lease of one round
+    run_day(make_engine({store!r}), job({{"sms": provider}}, owner="doomed", rules=rules))
     """
 )
 
