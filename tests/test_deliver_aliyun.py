@@ -13,6 +13,8 @@ import pytest
 
 pytest.importorskip("alibabacloud_dysmsapi20170525")
 
+from gateway_helpers import faults_exactly  # noqa: E402
+
 from huitouke.deliver.providers.aliyun import (  # noqa: E402
     AliyunSettings,
     AliyunSmsProvider,
@@ -21,12 +23,10 @@ from huitouke.deliver.providers.aliyun import (  # noqa: E402
 )
 from huitouke.deliver.providers.base import Fate, OutgoingMessage, StatusAnswer  # noqa: E402
 from huitouke.gateway.aliyun import verify_acs3_signature  # noqa: E402
-from huitouke.gateway.state import GatewayFaults  # noqa: E402
 
 
 def use_faults(gw, **changes) -> None:
-    wanted = GatewayFaults(**changes)
-    gw.state.set_faults(**{f.name: getattr(wanted, f.name) for f in dataclasses.fields(wanted)})
+    faults_exactly(gw, **changes)
     gw.state.reset()
 
 
@@ -210,14 +210,9 @@ def test_a_timeout_or_a_drop_is_unknown_and_the_status_query_settles_it(gw, faul
     use_faults(gw, **faults)
     outcome = sms.send([message(1)])[0]
     assert outcome.fate is Fate.UNKNOWN
-    use_faults_keep_records(gw)
+    faults_exactly(gw)
     assert sms.status(message(1), None) is status
     assert sms.status(message(1, template_code="SMS_OTHER"), None) is StatusAnswer.NOT_ACCEPTED
-
-
-def use_faults_keep_records(gw) -> None:
-    wanted = GatewayFaults()
-    gw.state.set_faults(**{f.name: getattr(wanted, f.name) for f in dataclasses.fields(wanted)})
 
 
 def test_status_is_unknown_without_a_claim_time_or_when_too_young_or_when_the_query_fails(gw):

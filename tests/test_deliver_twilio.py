@@ -14,21 +14,17 @@ import pytest
 
 pytest.importorskip("twilio")
 
+from gateway_helpers import faults_exactly  # noqa: E402
+
 from huitouke.deliver.providers.base import Fate, OutgoingMessage, StatusAnswer  # noqa: E402
 from huitouke.deliver.providers.twilio import (  # noqa: E402
     TwilioSettings,
     TwilioSmsProvider,
     classify_twilio_error,
 )
-from huitouke.gateway.state import GatewayFaults  # noqa: E402
 
 ACCOUNT = "AC" + "1" * 32
 FROM = "+15005550006"
-
-
-def use_faults(gw, **changes) -> None:
-    wanted = GatewayFaults(**changes)
-    gw.state.set_faults(**{f.name: getattr(wanted, f.name) for f in dataclasses.fields(wanted)})
 
 
 def provider(gw, **changes) -> TwilioSmsProvider:
@@ -117,7 +113,7 @@ def test_a_messaging_service_instead_of_a_from_number(gw):
     ],
 )
 def test_refusals_accept_nothing(gw, faults, settings, fate, code):
-    use_faults(gw, **faults)
+    faults_exactly(gw, **faults)
     outcome = provider(gw, **settings).send([message(1)])[0]
     assert outcome.fate is fate and outcome.reason.startswith(f"twilio {code}:")
     assert gw.state.accepted() == []
@@ -136,9 +132,9 @@ def test_refusals_accept_nothing(gw, faults, settings, fate, code):
 def test_a_timeout_or_a_drop_is_unknown_and_listing_settles_it(gw, faults, status):
     sms = provider(gw)
     sms.send([message(2)])  # another message to the same number's neighbour: not a match
-    use_faults(gw, **faults)
+    faults_exactly(gw, **faults)
     assert sms.send([message(1)])[0].fate is Fate.UNKNOWN
-    use_faults(gw)
+    faults_exactly(gw)
     assert sms.status(message(1), None) is status
     assert sms.status(message(1, body="another text"), None) is StatusAnswer.NOT_ACCEPTED
 
@@ -146,7 +142,7 @@ def test_a_timeout_or_a_drop_is_unknown_and_listing_settles_it(gw, faults, statu
 def test_status_is_unknown_without_a_claim_time_too_young_or_when_listing_fails(gw):
     assert provider(gw).status(message(1, claimed_at=None), None) is StatusAnswer.UNKNOWN
     assert provider(gw, status_settle_s=3600).status(message(1), None) is StatusAnswer.UNKNOWN
-    use_faults(gw, rate_5xx=1.0)
+    faults_exactly(gw, rate_5xx=1.0)
     assert provider(gw).status(message(1), None) is StatusAnswer.UNKNOWN
 
 
@@ -179,7 +175,7 @@ def test_concurrent_sends_share_one_pooled_client(gw):
 
 
 def test_receipts_page_through_final_statuses_once(gw):
-    use_faults(gw, rate_undelivered=0.5, seed=2)
+    faults_exactly(gw, rate_undelivered=0.5, seed=2)
     sms = provider(gw, page_size=2)
     outcomes = sms.send([message(i) for i in range(5)])
     receipts, cursor = sms.receipts(None)
@@ -193,7 +189,7 @@ def test_receipts_page_through_final_statuses_once(gw):
 
 
 def test_a_failed_listing_keeps_the_cursor(gw):
-    use_faults(gw, rate_5xx=1.0)
+    faults_exactly(gw, rate_5xx=1.0)
     cursor = "2026-01-01T00:00:00+00:00|"
     assert provider(gw).receipts(cursor) == ([], cursor)
 
@@ -205,7 +201,7 @@ def test_receipts_wait_for_the_settle_time(gw):
 
 
 def test_replies_are_the_inbound_messages_with_a_cursor(gw):
-    use_faults(gw, rate_reply_t=1.0)
+    faults_exactly(gw, rate_reply_t=1.0)
     sms = provider(gw)
     sms.send([message(1)])
     replies, cursor = sms.replies(None)
@@ -253,7 +249,7 @@ def test_from_connection_reads_the_airflow_connection(monkeypatch):
 
 
 def test_a_batch_goes_as_one_request_a_message_at_once_each_with_its_own_answer(gw):
-    use_faults(gw, rate_invalid_number=0.3, seed=3)
+    faults_exactly(gw, rate_invalid_number=0.3, seed=3)
     sms = provider(gw, batch_size=20, max_concurrency=5)
     assert (sms.batch_size, sms.max_concurrency) == (20, 2)
     outcomes = sms.send([message(i) for i in range(20)])
@@ -266,6 +262,6 @@ def test_a_batch_goes_as_one_request_a_message_at_once_each_with_its_own_answer(
 
 
 def test_a_batch_under_429_keeps_each_requests_retry_after(gw):
-    use_faults(gw, rate_429=1.0, retry_after_s=2)
+    faults_exactly(gw, rate_429=1.0, retry_after_s=2)
     outcomes = provider(gw, batch_size=8).send([message(i) for i in range(8)])
     assert {(o.fate, o.retry_after_s) for o in outcomes} == {(Fate.RETRY, 2.0)}

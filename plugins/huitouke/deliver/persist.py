@@ -476,17 +476,6 @@ def write_cursor(conn: Connection, provider: str, feed: str, cursor: str | None,
         )
 
 
-def count_by(conn: Connection, since: date, day: date) -> pd.DataFrame:
-    """The outbox rows of business days ``since`` .. ``day`` by campaign, channel, status, reason."""
-    columns = ("campaign", "channel", "status", "last_error", "rows")
-    query = (
-        select(o.campaign, o.channel, o.status, o.last_error, func.count())
-        .where(o.business_date.between(since, day))
-        .group_by(o.campaign, o.channel, o.status, o.last_error)
-    )
-    return read_frame(conn, query, columns)
-
-
 def receipts_by(conn: Connection, since: date, day: date) -> pd.DataFrame:
     """The sent rows of business days ``since`` .. ``day`` by campaign, channel and receipt
     (delivered, undelivered, none yet)."""

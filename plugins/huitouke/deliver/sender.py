@@ -21,7 +21,7 @@ from datetime import UTC, datetime, timedelta, tzinfo
 from typing import Any
 
 import pandas as pd
-from sqlalchemy import Engine, and_
+from sqlalchemy import Engine, and_, func, select
 
 from huitouke.deliver import persist
 from huitouke.deliver.policy import DeliveryRules, backoff
@@ -184,8 +184,6 @@ class Sender:
         return True
 
     def _next_due(self) -> datetime | None:
-        from sqlalchemy import func, select
-
         o = outbox.c
         mine = and_(
             o.channel.in_(self.selection.channels),
@@ -208,8 +206,6 @@ class Sender:
             self.recover()
 
     def _next_lease(self) -> datetime | None:
-        from sqlalchemy import func, select
-
         o = outbox.c
         with self.engine.connect() as conn:
             return conn.scalar(
