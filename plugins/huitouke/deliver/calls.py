@@ -72,19 +72,31 @@ def _checked(
     if calls.empty:
         return calls
     rows = calls.assign(channel=CALL)
-    verdicts = persist.send_time_checks(conn, rows, selection.day, checks.cap_of, checks.tz, checks.now)
+    verdicts = persist.send_time_checks(conn, rows, checks.cap_of, checks.tz, checks.now)
     failing = verdicts["reason"].notna().to_numpy()
-    persist.suppress(conn, rows[failing].assign(_reason=verdicts["reason"].to_numpy()[failing]))
+    persist.suppress(
+        conn,
+        list(zip(rows["message_id"][failing].tolist(), verdicts["reason"][failing].tolist(), strict=True)),
+    )
     return calls[~failing]
 
 
 def _queued_calls(conn: Connection, selection: persist.Selection) -> pd.DataFrame:
-    columns = (*_CALL_FIELDS, "customer_id", "entered_on", "wave")
+    """The queued calls with the facts the send-time checks read (:func:`persist.with_facts`); the
+    customer's name and current phone are the list's."""
+    columns = (
+        "message_id",
+        "campaign",
+        "body",
+        "coupon_code",
+        "due_date",
+        "customer_id",
+        "entered_on",
+        "wave",
+    )
     query = (
         select(
             o.message_id,
-            customers.c.name,
-            customers.c.phone,
             o.campaign,
             o.body,
             o.coupon_code,
@@ -93,13 +105,15 @@ def _queued_calls(conn: Connection, selection: persist.Selection) -> pd.DataFram
             o.entered_on,
             o.wave,
         )
-        .join(customers, customers.c.customer_id == o.customer_id)
         .where(o.channel == CALL)
         .where(o.status == QUEUED)
         .where(o.business_date.between(selection.oldest, selection.day))
         .order_by(o.campaign, o.message_id)
     )
-    return read_frame(conn, query, columns)
+    query = persist.with_facts(query, selection.day).add_columns(customers.c.name)
+    calls = read_frame(conn, query, (*columns, *persist.FACT_COLUMNS, "name"))
+    calls = calls.drop_duplicates("message_id", ignore_index=True)
+    return calls.assign(phone=calls["current_phone"])
 
 
 @dataclass(frozen=True)

@@ -9,7 +9,7 @@ verdicts.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping, Sequence
 from datetime import date, timedelta
 from typing import Any
 
@@ -18,7 +18,15 @@ import pandas as pd
 
 from huitouke.deliver.replies import normalize_phone
 
-__all__ = ["CANDIDATE_FACTS", "SUPPRESSION_REASONS", "recent_contact_counts", "send_time_verdicts"]
+__all__ = [
+    "CANDIDATE_FACTS",
+    "SUPPRESSION_REASONS",
+    "contact_counts",
+    "holds",
+    "recent_contact_counts",
+    "send_time_verdicts",
+    "verdict",
+]
 
 OPTED_OUT, HOLDOUT, NO_ADDRESS, CONTACT_CAP = "opted_out", "holdout", "no_address", "contact_cap"
 SUPPRESSION_REASONS = (OPTED_OUT, HOLDOUT, NO_ADDRESS, CONTACT_CAP)
@@ -41,10 +49,21 @@ WAVE_KEY = ["campaign", "customer_id", "entered_on", "wave"]
 def recent_contact_counts(
     candidates: pd.DataFrame, sent: Iterable[tuple[str, str, date, int, date]], today: date
 ) -> np.ndarray:
-    """Per candidate: the capped waves, other than its own, already sent to its customer within its
-    tier's ``cap_per_days`` (today included). ``sent``: ``(campaign, customer_id, entered_on,
-    wave, sent_on)`` of capped waves with a message sent. Dicts, not frames: a claim's candidates
-    have few sent waves each, and a loop over them beats grouping a frame per claim."""
+    """Per candidate (a frame with :data:`WAVE_KEY` and ``cap_per_days``): :func:`contact_counts`."""
+    keys = zip(*(candidates[c].tolist() for c in (*WAVE_KEY, "cap_per_days")), strict=True)
+    return np.array(contact_counts(list(keys), sent, today), dtype=np.int64)
+
+
+def contact_counts(
+    keys: Sequence[tuple[str, str, date, int, int]],
+    sent: Iterable[tuple[str, str, date, int, date]],
+    today: date,
+) -> list[int]:
+    """Per candidate ``(campaign, customer_id, entered_on, wave, cap_per_days)``: the capped waves,
+    other than its own, already sent to its customer within its tier's ``cap_per_days`` (today
+    included). ``sent``: ``(campaign, customer_id, entered_on, wave, sent_on)`` of capped waves
+    with a message sent. Dicts, not frames: a claim's candidates have few sent waves each, and a
+    loop over them beats grouping a frame per claim."""
     first: dict[tuple[str, str, date, int], date] = {}
     for campaign, customer_id, entered_on, wave, sent_on in sent:
         key = (campaign, customer_id, entered_on, wave)
@@ -53,19 +72,18 @@ def recent_contact_counts(
     by_customer: dict[str, list[tuple[tuple[str, str, date, int], date]]] = {}
     for key, sent_on in first.items():
         by_customer.setdefault(key[1], []).append((key, sent_on))
-    counts = np.zeros(len(candidates), dtype=np.int64)
     if not by_customer:
-        return counts
-    columns = [candidates[c].tolist() for c in (*WAVE_KEY, "cap_per_days")]
-    for i, (campaign, customer_id, entered_on, wave, days) in enumerate(zip(*columns, strict=True)):
+        return [0] * len(keys)
+    counts = []
+    for campaign, customer_id, entered_on, wave, days in keys:
         own = (campaign, customer_id, entered_on, wave)
         since = today - timedelta(days=int(days) - 1)
         theirs = by_customer.get(customer_id, ())
-        counts[i] = sum(1 for key, sent_on in theirs if sent_on >= since and key != own)
+        counts.append(sum(1 for key, sent_on in theirs if sent_on >= since and key != own))
     return counts
 
 
-def _holds(value: Any) -> bool:
+def holds(value: Any) -> bool:
     """A flag's value as a check reads it: missing (None, NaN) is False."""
     return False if value is None or value is pd.NA or value != value else bool(value)  # noqa: PLR0124
 
@@ -80,15 +98,15 @@ def _current_address(channel: Any, phone: Any, email: Any) -> str:
     return address.strip() if isinstance(address, str) else ""
 
 
-def _reason(row: dict[str, Any], address: str, recent: int) -> str | None:
-    if _holds(row["flag_opted_out"]) or _holds(row["opted_out"]):
+def _reason(row: Mapping[str, Any], address: str, recent: int) -> str | None:
+    if holds(row["flag_opted_out"]) or holds(row["opted_out"]):
         return OPTED_OUT
-    if not _holds(row["treated"]):
+    if not holds(row["treated"]):
         return HOLDOUT
     if address == "":
         return NO_ADDRESS
     cap = row["cap_max_contacts"]
-    if _holds(row["counts_toward_cap"]) and cap is not None and cap == cap and recent >= cap:
+    if holds(row["counts_toward_cap"]) and cap is not None and cap == cap and recent >= cap:
         return CONTACT_CAP
     return None
 
@@ -96,21 +114,25 @@ def _reason(row: dict[str, Any], address: str, recent: int) -> str | None:
 VERDICT_INPUTS = ("message_id", "channel", "current_phone", "current_email", *CANDIDATE_FACTS[2:7])
 
 
+def verdict(row: Mapping[str, Any], recent_contacts: int) -> tuple[str | None, str]:
+    """``(reason, recipient)`` of one candidate (a mapping with :data:`VERDICT_INPUTS`):
+    ``reason`` None to send to ``recipient``, the current address; else the first of
+    :data:`SUPPRESSION_REASONS` that holds."""
+    address = _current_address(row["channel"], row["current_phone"], row["current_email"])
+    return _reason(row, address, recent_contacts), address
+
+
 def send_time_verdicts(candidates: pd.DataFrame, recent_contacts: np.ndarray) -> pd.DataFrame:
-    """``message_id, reason, recipient`` per candidate: ``reason`` None to send (to ``recipient``,
-    the current address), else the first of :data:`SUPPRESSION_REASONS` that holds. Row by row
-    over plain lists: a claim's few thousand rows, where a frame's fixed costs per step dominate."""
+    """``message_id, reason, recipient`` per candidate: :func:`verdict` of each row of a frame."""
     columns = [candidates[c].tolist() for c in VERDICT_INPUTS]
-    reasons, recipients = [], []
-    for values, recent in zip(zip(*columns, strict=True), recent_contacts.tolist(), strict=True):
-        row = dict(zip(VERDICT_INPUTS, values, strict=True))
-        address = _current_address(row["channel"], row["current_phone"], row["current_email"])
-        reasons.append(_reason(row, address, recent))
-        recipients.append(address)
+    found = [
+        verdict(dict(zip(VERDICT_INPUTS, values, strict=True)), recent)
+        for values, recent in zip(zip(*columns, strict=True), recent_contacts.tolist(), strict=True)
+    ]
     return pd.DataFrame(
         {
             "message_id": candidates["message_id"].to_numpy(),
-            "reason": np.array(reasons, dtype=object),
-            "recipient": np.array(recipients, dtype=object),
+            "reason": np.array([reason for reason, _ in found], dtype=object),
+            "recipient": np.array([to for _, to in found], dtype=object),
         }
     )

@@ -10,18 +10,18 @@ unique key makes there be only one row to send.
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta, tzinfo
 from typing import Any
 
+import numpy as np
 import pandas as pd
-from sqlalchemy import Connection, and_, bindparam, column, func, or_, select, update
+from sqlalchemy import Connection, Select, and_, bindparam, column, exists, func, or_, select, update
 from sqlalchemy import values as sa_values
 
 from huitouke.deliver import checks
-from huitouke.deliver.states import QUEUED, SENDING, SENT
+from huitouke.deliver.states import OUT_ID_KEY, QUEUED, SENDING, SENT, out_id_from, out_id_of
 from huitouke.store.rows import IN_LIST_SIZE, chunks, insert_new, lock_writers, read_frame
 from huitouke.store.schema import (
     campaign_waves,
@@ -46,6 +46,7 @@ __all__ = [
     "record_opt_outs",
     "records",
     "send_time_checks",
+    "with_facts",
     "suppress",
     "write_cursor",
 ]
@@ -77,7 +78,6 @@ CLAIM_COLUMNS = (
     "template_params",
 )
 TREATED_OUTCOME, TREATED_ARM = "treated", "treatment"
-OUT_ID_KEY = ("campaign", "customer_id", "entered_on", "wave", "channel")
 # A list of ids given at execution: the statement is compiled (and cached) once, not per list.
 IDS = bindparam("ids", expanding=True)
 CapOf = Callable[[str | None], tuple[int, int]]  # member tier -> (max_contacts, per_days)
@@ -108,14 +108,15 @@ class Lease:
 
 @dataclass(frozen=True)
 class Claim:
-    """Rows now ``sending`` under this claim, and the rows suppressed at send time with why."""
+    """Rows now ``sending`` under this claim, and the rows suppressed at send time with why.
+    Plain dicts, not a frame: the sender works row by row, and a claim is its dearest step."""
 
-    rows: pd.DataFrame  # CLAIM_COLUMNS, recipient the current address
-    suppressed: pd.DataFrame  # message_id, campaign, channel, reason
+    rows: list[dict[str, Any]]  # CLAIM_COLUMNS, recipient the current address, attempts counted
+    suppressed: list[tuple[str, str, str]]  # (campaign, channel, reason) of each suppressed row
 
 
 def _queued(selection: Selection, now: datetime, limit: int):
-    return (
+    query = (
         select(*(o[c] for c in CLAIM_COLUMNS))
         .where(o.status == QUEUED)
         .where(o.channel.in_(selection.channels))
@@ -124,56 +125,70 @@ def _queued(selection: Selection, now: datetime, limit: int):
         .order_by(o.message_id)
         .limit(limit)
     )
+    return with_facts(query, selection.day)
 
 
-def _customer_facts(conn: Connection, ids: Sequence[str], day: date) -> dict[str, tuple[Any, ...]]:
-    """customer_id -> (current phone, e-mail, sms_opt_out, email_opt_out, member tier valid on
-    ``day``). Plain rows into dicts, here and in the other facts: a claim's lookups, not frames."""
-    c, h = customers.c, segment_history.c
-    tier = (
-        select(h.customer_id, h.member_tier)
-        .where(h.valid_from <= day)
-        .where(or_(h.valid_to.is_(None), h.valid_to > day))
-        .subquery()
+# What :func:`with_facts` adds to an outbox query, in this order.
+FACT_COLUMNS = (
+    "current_phone",
+    "current_email",
+    "sms_flag",
+    "email_flag",
+    "member_tier",
+    "arm",
+    "outcome",
+    "counts_toward_cap",
+    "stopped",
+)
+
+
+def with_facts(query: Select, day: date) -> Select:
+    """``query``, a select of outbox rows, with what the send-time checks read about each row
+    (:data:`FACT_COLUMNS`) joined beside it, in the same statement: the customer's current
+    addresses and opt-out flags, their member tier valid on ``day``, the row's campaign wave, and
+    whether an ``opt_outs`` row stops the channel (``all`` included). One query, not a lookup
+    per fact: a claim's reads were most of its time."""
+    c, h, w, s = customers.c, segment_history.c, campaign_waves.c, opt_outs.c
+    stopped = (
+        exists()
+        .where(s.customer_id == o.customer_id)
+        .where(or_(s.channel == o.channel, s.channel == "all"))
+        .correlate(outbox)
     )
-    query = select(c.customer_id, c.phone, c.email, c.sms_opt_out, c.email_opt_out, tier.c.member_tier)
-    query = query.outerjoin(tier, tier.c.customer_id == c.customer_id)
-    facts: dict[str, tuple[Any, ...]] = {}
-    for chunk in chunks(list(ids)):
-        facts.update(
-            (r[0], tuple(r[1:])) for r in conn.execute(query.where(c.customer_id.in_(IDS)), {"ids": chunk})
+    tier_on = and_(
+        h.customer_id == o.customer_id, h.valid_from <= day, or_(h.valid_to.is_(None), h.valid_to > day)
+    )
+    return (
+        query.add_columns(
+            c.phone,
+            c.email,
+            c.sms_opt_out,
+            c.email_opt_out,
+            h.member_tier,
+            w.arm,
+            w.outcome,
+            w.counts_toward_cap,
+            stopped,
         )
-    return facts
+        .outerjoin(customers, c.customer_id == o.customer_id)
+        .outerjoin(segment_history, tier_on)
+        .outerjoin(campaign_waves, and_(*(w[k] == o[k] for k in checks.WAVE_KEY)))
+    )
 
 
-def _opted_out(conn: Connection, ids: Sequence[str]) -> set[tuple[str, str]]:
-    """(customer_id, channel) of every recorded opt-out, ``all`` included."""
-    found: set[tuple[str, str]] = set()
-    for chunk in chunks(list(ids)):
-        found.update(
-            (r.customer_id, r.channel)
-            for r in conn.execute(
-                select(opt_outs.c.customer_id, opt_outs.c.channel).where(opt_outs.c.customer_id.in_(IDS)),
-                {"ids": chunk},
-            )
-        )
-    return found
-
-
-def _waves(conn: Connection, rows: pd.DataFrame) -> dict[tuple[Any, ...], tuple[Any, ...]]:
-    """The campaign wave of each row, by :data:`checks.WAVE_KEY`: arm, outcome, whether it counts
-    toward the caps."""
-    w = campaign_waves.c
-    query = select(*(w[c] for c in (*checks.WAVE_KEY, "arm", "outcome", "counts_toward_cap")))
-    query = query.where(w.campaign.in_(bindparam("campaigns", expanding=True)))
-    campaigns = rows["campaign"].unique().tolist()
-    found: dict[tuple[Any, ...], tuple[Any, ...]] = {}
-    for chunk in chunks(rows["customer_id"].unique().tolist()):
-        found.update(
-            (tuple(r[:4]), tuple(r[4:]))
-            for r in conn.execute(query.where(w.customer_id.in_(IDS)), {"ids": chunk, "campaigns": campaigns})
-        )
-    return found
+def _add_candidate_facts(rows: list[dict[str, Any]], cap_of: CapOf) -> None:
+    """:data:`checks.CANDIDATE_FACTS` from the joined :data:`FACT_COLUMNS`, in place: the flag of
+    the row's channel (a call reaches the phone: like planning, the SMS flag stops it too),
+    whether the wave is still the treated arm's, and the cap of the customer's tier."""
+    caps: dict[Any, tuple[int, int]] = {}
+    for row in rows:
+        tier = row["member_tier"] if isinstance(row["member_tier"], str) else None
+        if tier not in caps:
+            caps[tier] = cap_of(tier)
+        row["flag_opted_out"] = row["email_flag"] if row["channel"] == "email" else row["sms_flag"]
+        row["opted_out"] = bool(row["stopped"])
+        row["treated"] = row["outcome"] == TREATED_OUTCOME and row["arm"] == TREATED_ARM
+        row["cap_max_contacts"], row["cap_per_days"] = caps[tier]
 
 
 def _sent_contacts(
@@ -200,53 +215,38 @@ def _sent_contacts(
     return sent
 
 
-_NO_PERSON, _NO_WAVE = (None,) * 5, (None,) * 3
-
-
-def _candidates_with_facts(conn: Connection, rows: pd.DataFrame, day: date, cap_of: CapOf) -> pd.DataFrame:
-    """The rows with :data:`checks.CANDIDATE_FACTS` beside them, looked up row by row."""
-    ids = rows["customer_id"].unique().tolist()
-    people, waves, stops = _customer_facts(conn, ids, day), _waves(conn, rows), _opted_out(conn, ids)
-    caps: dict[str | None, tuple[int, int]] = {}
-    facts: dict[str, list[Any]] = {name: [] for name in checks.CANDIDATE_FACTS}
-    keys = zip(*(rows[c].tolist() for c in (*checks.WAVE_KEY, "channel")), strict=True)
-    for campaign, customer_id, entered_on, wave, channel in keys:
-        phone, email, sms_flag, email_flag, tier = people.get(customer_id, _NO_PERSON)
-        arm, outcome, counts = waves.get((campaign, customer_id, entered_on, wave), _NO_WAVE)
-        tier = tier if isinstance(tier, str) else None
-        if tier not in caps:
-            caps[tier] = cap_of(tier)
-        # A call reaches the phone: like planning, the SMS opt-out flag stops it too (and an
-        # opt_outs row for calls or for all channels).
-        values = (
-            phone,
-            email,
-            email_flag if channel == "email" else sms_flag,
-            (customer_id, channel) in stops or (customer_id, "all") in stops,
-            outcome == TREATED_OUTCOME and arm == TREATED_ARM,
-            counts,
-            *caps[tier],
-        )
-        for name, value in zip(checks.CANDIDATE_FACTS, values, strict=True):
-            facts[name].append(value)
-    return rows.assign(**facts)
+def verdicts(
+    conn: Connection, rows: list[dict[str, Any]], cap_of: CapOf, tz: tzinfo, now: datetime
+) -> list[tuple[str | None, str]]:
+    """:func:`huitouke.deliver.checks.verdict` of each outbox row read with :func:`with_facts`
+    (``(reason, recipient)``, in the rows' order). The messages already sent are read only for
+    the customers of candidates that count toward a cap."""
+    _add_candidate_facts(rows, cap_of)
+    capped = [r for r in rows if checks.holds(r["counts_toward_cap"])]
+    sent: list[tuple[str, str, date, int, date]] = []
+    if capped:
+        longest = max(int(r["cap_per_days"]) for r in capped)
+        ids = sorted({r["customer_id"] for r in capped})
+        sent = _sent_contacts(conn, ids, now - timedelta(days=longest), tz)
+    today = now.replace(tzinfo=UTC).astimezone(tz).date()
+    keys = [(*(r[k] for k in checks.WAVE_KEY), r["cap_per_days"]) for r in rows]
+    recent = checks.contact_counts(keys, sent, today)
+    return [checks.verdict(row, n) for row, n in zip(rows, recent, strict=True)]
 
 
 def send_time_checks(
-    conn: Connection, rows: pd.DataFrame, day: date, cap_of: CapOf, tz: tzinfo, now: datetime
+    conn: Connection, rows: pd.DataFrame, cap_of: CapOf, tz: tzinfo, now: datetime
 ) -> pd.DataFrame:
-    """:func:`huitouke.deliver.checks.send_time_verdicts` of outbox rows, with the facts read
-    from the store now: ``message_id, reason, recipient`` in the rows' order. The messages
-    already sent are read only when a candidate counts toward a cap."""
-    frame = _candidates_with_facts(conn, rows, day, cap_of)
-    sent: list[tuple[str, str, date, int, date]] = []
-    capped = frame["counts_toward_cap"].tolist()
-    if any(c is not None and c == c and bool(c) for c in capped):  # noqa: PLR0124 - NaN
-        longest = int(frame["cap_per_days"].max())
-        ids = frame["customer_id"][frame["counts_toward_cap"].fillna(False).astype(bool)].unique().tolist()
-        sent = _sent_contacts(conn, ids, now - timedelta(days=longest), tz)
-    today = now.replace(tzinfo=UTC).astimezone(tz).date()
-    return checks.send_time_verdicts(frame, checks.recent_contact_counts(frame, sent, today))
+    """:func:`verdicts` of a frame of rows read with :func:`with_facts`: ``message_id, reason,
+    recipient`` in the rows' order."""
+    found = verdicts(conn, records(rows), cap_of, tz, now)
+    return pd.DataFrame(
+        {
+            "message_id": rows["message_id"].to_numpy(),
+            "reason": np.array([reason for reason, _ in found], dtype=object),
+            "recipient": np.array([to for _, to in found], dtype=object),
+        }
+    )
 
 
 def claim(
@@ -262,36 +262,45 @@ def claim(
     ones end ``suppressed`` with the reason, the others ``sending`` under ``lease.owner`` until
     :meth:`Lease.until`, one more attempt counted. Call in a fresh transaction."""
     lock_writers(conn, outbox)
-    rows = read_frame(conn, _queued(selection, now, limit), CLAIM_COLUMNS)
-    if rows.empty:
-        return Claim(rows, pd.DataFrame(columns=["message_id", "campaign", "channel", "reason"]))
-    verdicts = send_time_checks(conn, rows, selection.day, cap_of, tz, now)
-    rows = rows.assign(
-        recipient=verdicts["recipient"].to_numpy(),
-        out_id=_out_ids(rows),
-        _reason=verdicts["reason"].to_numpy(),
-    )
-    out = rows[rows["_reason"].notna()]
-    go = rows[rows["_reason"].isna()].drop(columns="_reason")
+    names = (*CLAIM_COLUMNS, *FACT_COLUMNS)
+    found: dict[int, dict[str, Any]] = {}
+    for values in conn.execute(_queued(selection, now, limit)):
+        # One row per message whatever the joins found (overlapping history rows would repeat it).
+        found.setdefault(values[0], dict(zip(names, values, strict=True)))
+    rows = list(found.values())
+    go: list[dict[str, Any]] = []
+    out: list[tuple[int, str]] = []
+    suppressed: list[tuple[str, str, str]] = []
+    readdress: list[tuple[str, str, int]] = []
+    for row, (reason, recipient) in zip(rows, verdicts(conn, rows, cap_of, tz, now), strict=True):
+        if reason is not None:
+            out.append((row["message_id"], reason))
+            suppressed.append((row["campaign"], row["channel"], reason))
+            continue
+        out_id = out_id_from(tuple(row[k] for k in OUT_ID_KEY))
+        # Rendering stored both; written again only where they differ (a new address, an old row).
+        if recipient != row["recipient"] or out_id != row["out_id"]:
+            readdress.append((recipient, out_id, row["message_id"]))
+        claimed = {c: row[c] for c in CLAIM_COLUMNS}
+        claimed.update(recipient=recipient, out_id=out_id, attempts=row["attempts"] + 1, claimed_at=now)
+        go.append(claimed)
     suppress(conn, out)
-    _take(conn, go, lease.owner, now, lease.until(now, len(go)))
-    suppressed = out[["message_id", "campaign", "channel", "_reason"]].rename(columns={"_reason": "reason"})
-    return Claim(go.assign(attempts=go["attempts"] + 1, claimed_at=now), suppressed)
+    _take(conn, [r["message_id"] for r in go], lease.owner, now, lease.until(now, len(go)))
+    if readdress:
+        _set_addresses(conn, readdress)
+    return Claim(go, suppressed)
 
 
-def suppress(conn: Connection, rows: pd.DataFrame) -> None:
-    """End queued rows ``suppressed`` with their ``_reason`` (the send-time checks')."""
-    if rows.empty:
+def suppress(conn: Connection, reasons: list[tuple[int, str]]) -> None:
+    """End queued rows ``suppressed``: ``(message_id, reason)`` pairs, the send-time checks'."""
+    if not reasons:
         return
     conn.execute(
         update(outbox)
         .where(o.message_id == bindparam("mid"))
         .where(o.status == QUEUED)
         .values(status="suppressed", last_error=bindparam("why"), next_attempt_at=None),
-        [
-            {"mid": int(m), "why": f"suppressed at send time: {r}"}
-            for m, r in zip(rows["message_id"], rows["_reason"], strict=True)
-        ],
+        [{"mid": int(m), "why": f"suppressed at send time: {r}"} for m, r in reasons],
     )
 
 
@@ -303,28 +312,8 @@ def records(frame: pd.DataFrame) -> list[dict[str, Any]]:
     return [dict(zip(columns, row, strict=True)) for row in values]
 
 
-def out_id_of(row: Any) -> str:
-    """huitouke's id for a message at its provider: a digest of the outbox key, so the same
-    (campaign, customer, entry, wave, channel) has the same id in every attempt and every store."""
-    return _digest("|".join(str(row[k]) for k in OUT_ID_KEY))
-
-
-def _digest(key: str) -> str:
-    return "htk-" + hashlib.sha256(key.encode()).hexdigest()[:24]
-
-
-def _out_ids(rows: pd.DataFrame) -> list[str]:
-    """:func:`out_id_of` of each row, from the key's columns."""
-    keys = zip(*(rows[k].tolist() for k in OUT_ID_KEY), strict=True)
-    return [_digest("|".join(map(str, key))) for key in keys]
-
-
-def _take(conn: Connection, rows: pd.DataFrame, owner: str, now: datetime, lease_until: datetime) -> None:
-    """The rows ``sending`` under ``owner``: one UPDATE of the values they share per IN list of ids,
-    then each row's recipient and out id (:func:`_set_addresses`)."""
-    if rows.empty:
-        return
-    ids = [int(m) for m in rows["message_id"]]
+def _take(conn: Connection, ids: list[int], owner: str, now: datetime, lease_until: datetime) -> None:
+    """The rows ``sending`` under ``owner``: one UPDATE of the values they share per IN list of ids."""
     for chunk in chunks(ids):
         conn.execute(
             update(outbox)
@@ -339,7 +328,6 @@ def _take(conn: Connection, rows: pd.DataFrame, owner: str, now: datetime, lease
             ),
             {"ids": list(chunk)},
         )
-    _set_addresses(conn, list(zip(rows["recipient"].tolist(), rows["out_id"].tolist(), ids, strict=True)))
 
 
 def _set_addresses(conn: Connection, values: list[tuple[str, str, int]]) -> None:

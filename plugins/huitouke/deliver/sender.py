@@ -125,7 +125,7 @@ class Sender:
         while self.paused is None and self.options.clock() < self.options.closes_at:
             self._between_claims()
             claimed = self._claim()
-            if claimed.rows.empty and claimed.suppressed.empty:
+            if not claimed.rows and not claimed.suppressed:
                 if not self._wait_for_more():
                     break
                 continue
@@ -165,8 +165,8 @@ class Sender:
                 self.options.cap_of,
                 self.options.tz,
             )
-        for row in claimed.suppressed.itertuples(index=False):
-            self.tally.add(row.campaign, row.channel, "suppressed", row.reason)
+        for campaign, channel, reason in claimed.suppressed:
+            self.tally.add(campaign, channel, "suppressed", reason)
         return claimed
 
     def _wait_for_more(self) -> bool:
@@ -216,11 +216,10 @@ class Sender:
 
     # ------------------------------------------------------------------------------ sending
 
-    def _send_all(self, rows: pd.DataFrame) -> None:
+    def _send_all(self, records: list[dict[str, Any]]) -> None:
         """The claimed rows in batches through a pool of ``max_concurrency`` threads, each call's
         outcomes recorded as it returns. A batch whose call would start with less than half a
         ``lease_seconds`` of the claim's lease left is not sent: it goes back queued."""
-        records = persist.records(rows)
         size = self.provider.batch_size
         batches = [records[i : i + size] for i in range(0, len(records), size)]
         workers = max(self.provider.max_concurrency, 1)

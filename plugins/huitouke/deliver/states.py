@@ -11,6 +11,10 @@ account), ``suppressed`` (the checks at send time: opted out, holdout, no addres
 
 from __future__ import annotations
 
+import hashlib
+from collections.abc import Mapping
+from typing import Any
+
 QUEUED = "queued"
 SENDING = "sending"
 SENT = "sent"
@@ -23,3 +27,20 @@ LISTED = "listed"
 
 # Where a row ends: nothing moves it again (receipts only add to a sent row).
 FINAL = frozenset({SENT, FAILED, UNKNOWN, SUPPRESSED, STALE, EXPIRED})
+
+
+# The outbox key a message's id at its provider is made of.
+OUT_ID_KEY = ("campaign", "customer_id", "entered_on", "wave", "channel")
+
+
+def out_id_of(row: Mapping[str, Any]) -> str:
+    """huitouke's id for a message at its provider: a digest of the outbox key, so the same
+    (campaign, customer, entry, wave, channel) has the same id in every attempt and every store.
+    Rendering stores it with the row; the claim computes it again from the stored key and writes
+    it where it differs (rows rendered before it was stored)."""
+    return out_id_from(tuple(row[k] for k in OUT_ID_KEY))
+
+
+def out_id_from(key: tuple[Any, ...]) -> str:
+    """:func:`out_id_of` from the key's values, in :data:`OUT_ID_KEY`'s order."""
+    return "htk-" + hashlib.sha256("|".join(map(str, key)).encode()).hexdigest()[:24]

@@ -21,6 +21,7 @@ from huitouke.campaigns.coupons import COUPON_COLUMNS
 from huitouke.campaigns.persist import FAILED, RENDERED
 from huitouke.campaigns.plan import TREATED
 from huitouke.campaigns.tables import columns_of, unique_key
+from huitouke.deliver.states import out_id_of
 from huitouke.store.rows import chunks, empty_frame, insert_new, read_frame
 from huitouke.store.schema import (
     campaign_days,
@@ -219,9 +220,10 @@ def read_last_orders(conn: Connection, customer_ids: Sequence[str], day: date) -
 
 
 def queue_messages(conn: Connection, messages: list[dict[str, Any]]) -> int:
-    """Insert rendered messages (:data:`OUTBOX_COLUMNS`) as queued; an already stored key is
-    skipped. Returns the number inserted."""
-    return insert_new(conn, outbox, messages)
+    """Insert rendered messages (:data:`OUTBOX_COLUMNS`) as queued, each with its id at the
+    provider (:func:`~huitouke.deliver.states.out_id_of`); an already stored key is skipped.
+    Returns the number inserted."""
+    return insert_new(conn, outbox, [{**m, "out_id": out_id_of(m)} for m in messages])
 
 
 def _record(

@@ -359,7 +359,7 @@ outbox = Table(
     # blindly); when a retryable failure may be tried again; what the provider billed; the
     # delivery receipt; a call's feedback.
     Column("provider", String(32)),
-    Column("out_id", String(40)),  # huitouke's id for the message at its provider (deliver.persist.out_id_of)
+    Column("out_id", String(40)),  # huitouke's id for the message at its provider (deliver.states.out_id_of)
     Column("claimed_by", String(128)),
     Column("claimed_at", DateTime),  # the latest claim: status queries search the provider from it
     Column("lease_until", DateTime),
