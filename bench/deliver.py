@@ -234,10 +234,10 @@ def timed_sender(timings: Timings) -> type[Sender]:
             finally:
                 timings.drain += time.perf_counter() - started
 
-        def _claim(self):  # type: ignore[override]
+        def _claim(self, *args, **kwargs):  # type: ignore[override]
             started, cpu = time.perf_counter(), time.thread_time()
             try:
-                return super()._claim()
+                return super()._claim(*args, **kwargs)
             finally:
                 timings.claim += time.perf_counter() - started
                 timings.claim_cpu += time.thread_time() - cpu

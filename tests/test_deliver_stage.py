@@ -263,7 +263,8 @@ def test_a_stop_reply_received_mid_drain_holds_from_the_next_batch(store_engine,
     seed(store_engine, 10, campaign="care_tips", new=("waves",))
     gw.state.set_faults(rate_reply_t=1.0)  # everyone who gets a message answers T at once
     provider = webhook(gw, batch_size=10, max_concurrency=1)
-    one_batch_a_claim = dataclasses.replace(FAST_RULES, claim_rows=10)  # replies are read between claims
+    # Replies are read between claims; one batch a claim, none claimed ahead of the calls out.
+    one_batch_a_claim = dataclasses.replace(FAST_RULES, claim_rows=10, claims_ahead=0)
     run_day(store_engine, make_job({"sms": provider}, feeds_every_s=0, rules=one_batch_a_claim))
     by_campaign = {}
     with store_engine.connect() as conn:

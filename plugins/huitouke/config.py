@@ -173,6 +173,7 @@ class DeliverySettings(_Section):
     settle_seconds: float = Field(60, ge=0)
     max_wait_seconds: float = Field(300, ge=0)
     claim_rows: int = Field(2000, ge=1)
+    claims_ahead: int = Field(1, ge=0, le=4)
 
 
 class Settings(_Section):

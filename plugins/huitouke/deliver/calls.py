@@ -71,12 +71,11 @@ def _checked(
     """The calls that pass the send-time checks; the others end suppressed."""
     if calls.empty:
         return calls
-    rows = calls.assign(channel=CALL)
-    verdicts = persist.send_time_checks(conn, rows, checks.cap_of, checks.tz, checks.now)
+    verdicts = persist.send_time_checks(conn, calls, checks.cap_of, checks.tz, checks.now)
     failing = verdicts["reason"].notna().to_numpy()
     persist.suppress(
         conn,
-        list(zip(rows["message_id"][failing].tolist(), verdicts["reason"][failing].tolist(), strict=True)),
+        list(zip(calls["message_id"][failing].tolist(), verdicts["reason"][failing].tolist(), strict=True)),
     )
     return calls[~failing]
 
@@ -84,34 +83,15 @@ def _checked(
 def _queued_calls(conn: Connection, selection: persist.Selection) -> pd.DataFrame:
     """The queued calls with the facts the send-time checks read (:func:`persist.with_facts`); the
     customer's name and current phone are the list's."""
-    columns = (
-        "message_id",
-        "campaign",
-        "body",
-        "coupon_code",
-        "due_date",
-        "customer_id",
-        "entered_on",
-        "wave",
-    )
+    keys = ("message_id", "campaign", "body", "coupon_code", "customer_id", "entered_on", "wave", "channel")
     query = (
-        select(
-            o.message_id,
-            o.campaign,
-            o.body,
-            o.coupon_code,
-            o.business_date,
-            o.customer_id,
-            o.entered_on,
-            o.wave,
-        )
+        select(*(o[k] for k in keys), o.business_date.label("due_date"))
         .where(o.channel == CALL)
         .where(o.status == QUEUED)
         .where(o.business_date.between(selection.oldest, selection.day))
-        .order_by(o.campaign, o.message_id)
     )
-    query = persist.with_facts(query, selection.day).add_columns(customers.c.name)
-    calls = read_frame(conn, query, (*columns, *persist.FACT_COLUMNS, "name"))
+    query = persist.with_facts(query, selection.day, ("campaign", "message_id")).add_columns(customers.c.name)
+    calls = read_frame(conn, query, (*keys, "due_date", *persist.FACT_COLUMNS, "name"))
     calls = calls.drop_duplicates("message_id", ignore_index=True)
     return calls.assign(phone=calls["current_phone"])
 

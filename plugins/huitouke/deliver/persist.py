@@ -10,6 +10,7 @@ unique key makes there be only one row to send.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta, tzinfo
@@ -95,13 +96,16 @@ class Selection:
 @dataclass(frozen=True)
 class Lease:
     """Who claims (the sender's owner), and for how long: ``length`` for each ``rows_per_lease``
-    rows taken (a claim of several rounds of batches), or for the whole claim (0)."""
+    rows taken (a claim of several rounds of batches) and each of the ``ahead_rows`` still out
+    before them (earlier claims' calls), or for the whole claim (``rows_per_lease`` 0)."""
 
     owner: str
     length: timedelta
     rows_per_lease: int = 0
+    ahead_rows: int = 0
 
     def until(self, now: datetime, rows: int) -> datetime:
+        rows += self.ahead_rows
         leases = -(-rows // self.rows_per_lease) if self.rows_per_lease else 1
         return now + self.length * max(leases, 1)
 
@@ -125,7 +129,7 @@ def _queued(selection: Selection, now: datetime, limit: int):
         .order_by(o.message_id)
         .limit(limit)
     )
-    return with_facts(query, selection.day)
+    return with_facts(query, selection.day, ("message_id",))
 
 
 # What :func:`with_facts` adds to an outbox query, in this order.
@@ -142,37 +146,42 @@ FACT_COLUMNS = (
 )
 
 
-def with_facts(query: Select, day: date) -> Select:
-    """``query``, a select of outbox rows, with what the send-time checks read about each row
-    (:data:`FACT_COLUMNS`) joined beside it, in the same statement: the customer's current
-    addresses and opt-out flags, their member tier valid on ``day``, the row's campaign wave, and
-    whether an ``opt_outs`` row stops the channel (``all`` included). One query, not a lookup
-    per fact: a claim's reads were most of its time."""
+def with_facts(query: Select, day: date, order: Sequence[str]) -> Select:
+    """The rows of ``query`` (a select of outbox columns, with the outbox key's and ``channel``)
+    with what the send-time checks read about each (:data:`FACT_COLUMNS`) joined beside them, in
+    the same statement, ordered by the columns ``order``: the customer's current addresses and
+    opt-out flags, their member tier valid on ``day``, the row's campaign wave, and whether an
+    ``opt_outs`` row stops the channel (``all`` included). One query, not a lookup per fact: a
+    claim's reads were most of its time. ``query`` is a subquery, so that its limit applies
+    before the joins (PostgreSQL otherwise joined every queued row to take the first ones)."""
+    rows = query.subquery("candidates")
+    r = rows.c
     c, h, w, s = customers.c, segment_history.c, campaign_waves.c, opt_outs.c
     stopped = (
-        exists()
-        .where(s.customer_id == o.customer_id)
-        .where(or_(s.channel == o.channel, s.channel == "all"))
-        .correlate(outbox)
+        exists().where(s.customer_id == r.customer_id).where(or_(s.channel == r.channel, s.channel == "all"))
     )
     tier_on = and_(
-        h.customer_id == o.customer_id, h.valid_from <= day, or_(h.valid_to.is_(None), h.valid_to > day)
+        h.customer_id == r.customer_id, h.valid_from <= day, or_(h.valid_to.is_(None), h.valid_to > day)
+    )
+    joined = (
+        rows.outerjoin(customers, c.customer_id == r.customer_id)
+        .outerjoin(segment_history, tier_on)
+        .outerjoin(campaign_waves, and_(*(w[k] == r[k] for k in checks.WAVE_KEY)))
+    )
+    facts = (
+        c.phone,
+        c.email,
+        c.sms_opt_out,
+        c.email_opt_out,
+        h.member_tier,
+        w.arm,
+        w.outcome,
+        w.counts_toward_cap,
     )
     return (
-        query.add_columns(
-            c.phone,
-            c.email,
-            c.sms_opt_out,
-            c.email_opt_out,
-            h.member_tier,
-            w.arm,
-            w.outcome,
-            w.counts_toward_cap,
-            stopped,
-        )
-        .outerjoin(customers, c.customer_id == o.customer_id)
-        .outerjoin(segment_history, tier_on)
-        .outerjoin(campaign_waves, and_(*(w[k] == o[k] for k in checks.WAVE_KEY)))
+        select(rows, *facts, stopped.label("stopped"))
+        .select_from(joined)
+        .order_by(*(r[name] for name in order))
     )
 
 
@@ -360,19 +369,58 @@ def move(conn: Connection, owner: str | None, changes: Iterable[dict[str, Any]])
         groups.setdefault(tuple(sorted(change)), []).append(change)
     moved = 0
     for keys, group in groups.items():
-        columns = [k for k in keys if k not in ("message_id", "expect_lease")]
-        query = update(outbox).where(o.message_id == bindparam("_message_id")).where(o.status == SENDING)
-        if owner is not None:
-            query = query.where(o.claimed_by == owner)
-        if "expect_lease" in keys:
-            query = query.where(o.lease_until == bindparam("_expect_lease"))
-        query = query.values({c: bindparam(f"_{c}") for c in columns})
-        params = [{f"_{k}": v for k, v in change.items()} for change in group]
         if conn.dialect.name == "sqlite":
-            moved += _sqlite_executemany(conn, query, params)
+            moved += _sqlite_executemany(conn, _move_query(keys, owner is not None), group, {"owner": owner})
         else:
-            moved += conn.execute(query, params).rowcount
+            moved += _move_from_values(conn, keys, group, owner)
     return moved
+
+
+def _move_from_values(
+    conn: Connection, keys: tuple[str, ...], group: list[dict[str, Any]], owner: str | None
+) -> int:
+    """:func:`move`'s changes with these keys as ``UPDATE ... FROM (VALUES ...)`` through
+    psycopg2's ``execute_values``, one statement per page of rows: one round trip, not one a row
+    as the driver's ``executemany`` makes, and none of SQLAlchemy's compiling of thousands of
+    bound values. Each value is cast to its column's type (a column of NULLs would be text)."""
+    from psycopg2.extras import execute_values
+
+    names = [k for k in keys if k != "expect_lease"]
+    types = [o[k].type for k in names] + ([o.lease_until.type] if "expect_lease" in keys else [])
+    order = names + (["expect_lease"] if "expect_lease" in keys else [])
+    template = "(" + ", ".join(f"%s::{t.compile(dialect=conn.dialect)}" for t in types) + ")"
+    sets = ", ".join(f"{k} = v.{k}" for k in names if k != "message_id")
+    sql = (
+        f"UPDATE outbox SET {sets} FROM (VALUES %s) AS v ({', '.join(order)}) "
+        f"WHERE outbox.message_id = v.message_id AND outbox.status = '{SENDING}'"
+    )
+    if "expect_lease" in keys:
+        sql += " AND outbox.lease_until = v.expect_lease"
+    cursor = conn.connection.dbapi_connection.cursor()
+    if owner is not None:  # quoted by the driver, as it binds every value (escaped for the template)
+        sql += " AND outbox.claimed_by = " + cursor.mogrify("%s", (owner,)).decode().replace("%", "%%")
+    moved = 0
+    try:
+        for chunk in chunks(group, 1000):
+            rows = [tuple(change[k] for k in order) for change in chunk]
+            execute_values(cursor, sql, rows, template, len(rows))
+            moved += max(cursor.rowcount, 0)
+    finally:
+        cursor.close()
+    return moved
+
+
+@functools.lru_cache(maxsize=64)
+def _move_query(keys: tuple[str, ...], by_owner: bool) -> Any:
+    """The UPDATE of :func:`move` for changes with these keys; each bound value is named after its
+    key with a leading ``_`` (``_owner`` the claimer's)."""
+    columns = [k for k in keys if k not in ("message_id", "expect_lease")]
+    query = update(outbox).where(o.message_id == bindparam("_message_id")).where(o.status == SENDING)
+    if by_owner:
+        query = query.where(o.claimed_by == bindparam("_owner"))
+    if "expect_lease" in keys:
+        query = query.where(o.lease_until == bindparam("_expect_lease"))
+    return query.values({c: bindparam(f"_{c}") for c in columns})
 
 
 def _processed(values: list[Any], processor: Callable[[Any], Any]) -> list[Any]:
@@ -384,21 +432,40 @@ def _processed(values: list[Any], processor: Callable[[Any], Any]) -> list[Any]:
         return [None if v is None else processor(v) for v in values]
 
 
-def _sqlite_executemany(conn: Connection, query: Any, params: list[dict[str, Any]]) -> int:
+def _sqlite_executemany(
+    conn: Connection, query: Any, changes: list[dict[str, Any]], shared: dict[str, Any]
+) -> int:
     """``conn.execute(query, params)`` as one driver ``executemany`` of plain tuples, each bound
-    value converted by its type's processor once per distinct value: SQLAlchemy's parameter
-    processing row by row was most of a record's time (as for inserts,
-    :func:`huitouke.store.rows.insert_new`). Returns the rows changed."""
-    compiled = query.compile(dialect=conn.dialect)
+    value (``_<key>`` of a change, or of ``shared``) converted by its type's processor once per
+    distinct value: SQLAlchemy's parameter processing row by row was most of a record's time (as
+    for inserts, :func:`huitouke.store.rows.insert_new`). Returns the rows changed."""
+    sql, binds = _compiled(query, conn.dialect)
     columns = []
+    for key, processor, constant in binds:
+        if key in changes[0]:
+            columns.append(_processed([c[key] for c in changes], processor))
+        elif key in shared:
+            columns.append([processor(shared[key])] * len(changes))
+        else:  # a constant of the statement (the status it expects)
+            columns.append([processor(constant)] * len(changes))
+    return max(conn.exec_driver_sql(sql, list(zip(*columns, strict=True))).rowcount, 0)
+
+
+@functools.lru_cache(maxsize=64)
+def _compiled(query: Any, dialect: Any) -> tuple[str, list[tuple[str, Callable[[Any], Any], Any]]]:
+    """A statement's SQL for ``dialect`` and, per positional parameter, its key (the bound name
+    without its ``_``), its type's processor and its constant value."""
+    compiled = query.compile(dialect=dialect)
+    binds = []
     for name in compiled.positiontup:
         bind = compiled.binds[name]
-        processor = bind.type.dialect_impl(conn.dialect).bind_processor(conn.dialect) or (lambda v: v)
-        if name in params[0]:
-            columns.append(_processed([p[name] for p in params], processor))
-        else:  # a constant of the statement (the status it expects)
-            columns.append([processor(bind.effective_value)] * len(params))
-    return max(conn.exec_driver_sql(str(compiled), list(zip(*columns, strict=True))).rowcount, 0)
+        processor = bind.type.dialect_impl(dialect).bind_processor(dialect) or _same
+        binds.append((name.removeprefix("_"), processor, bind.effective_value))
+    return str(compiled), binds
+
+
+def _same(value: Any) -> Any:
+    return value
 
 
 def expired_leases(conn: Connection, channels: Sequence[str], now: datetime) -> pd.DataFrame:

@@ -39,6 +39,10 @@ class DeliveryRules:
     # Rows one claim takes, at most: whole rounds of the provider's batch_size * max_concurrency
     # (at least one). A claim's fixed costs (the send-time checks' queries) dominate small claims.
     claim_rows: int = 2000
+    # Claims made while the previous one's calls are still out: its claim then overlaps their
+    # sending (1: about twice the messages a second). A stop read between claims holds from the
+    # next claim on, so with claims ahead it holds one claim later; 0: claim only when nothing is out.
+    claims_ahead: int = 1
 
 
 @dataclass(frozen=True)

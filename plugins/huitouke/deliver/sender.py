@@ -97,6 +97,34 @@ class SendOptions:
     between_claims_every_s: float = 30.0
 
 
+class _Flight:
+    """The provider calls submitted to the pool and not recorded yet, with their batches."""
+
+    def __init__(self, pool: ThreadPoolExecutor):
+        self.pool = pool
+        self.pending: dict[Future, list[dict[str, Any]]] = {}
+        self.rows = 0
+
+    def add(self, call: Callable[..., Any], batch: list[dict[str, Any]], *args: Any) -> None:
+        self.pending[self.pool.submit(call, batch, *args)] = batch
+        self.rows += len(batch)
+
+    def wait_some(self) -> list[tuple[list[dict[str, Any]], Sequence[SendOutcome] | None]]:
+        """The calls that returned (at least one, waiting for it), with their outcomes; None for
+        a call cancelled before it started."""
+        done, _ = wait(self.pending, return_when=FIRST_COMPLETED)
+        returned = []
+        for future in done:
+            batch = self.pending.pop(future)
+            self.rows -= len(batch)
+            returned.append((batch, None if future.cancelled() else future.result()))
+        return returned
+
+    def cancel_waiting(self) -> None:
+        for future in self.pending:
+            future.cancel()
+
+
 class Sender:
     """Drains a :class:`persist.Selection` through one provider (module docstring)."""
 
@@ -120,16 +148,24 @@ class Sender:
 
     def drain(self) -> Tally:
         """Recover expired leases, then claim and send until nothing is claimable, the window
-        closes or the provider pauses; finally settle this sender's unknowns."""
+        closes or the provider pauses; finally settle this sender's unknowns. Up to
+        ``rules.claims_ahead`` claims are made while earlier claims' calls are still out, so that
+        claiming overlaps sending."""
         self.recover()
-        while self.paused is None and self.options.clock() < self.options.closes_at:
-            self._between_claims()
-            claimed = self._claim()
-            if not claimed.rows and not claimed.suppressed:
-                if not self._wait_for_more():
+        workers = max(self.provider.max_concurrency, 1)
+        with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="huitouke-send") as pool:
+            flight = _Flight(pool)
+            while self.paused is None and self.options.clock() < self.options.closes_at:
+                self._between_claims()
+                claimed = self._claim(ahead=flight.rows)
+                if claimed.rows:
+                    self._submit(flight, claimed.rows, ahead=flight.rows)
+                    self._record_until(flight, self._claim_size() * self.options.rules.claims_ahead)
+                elif flight.rows:
+                    self._record_until(flight, 0)  # nothing claimable now: see what comes back
+                elif not claimed.suppressed and not self._wait_for_more():
                     break
-                continue
-            self._send_all(claimed.rows)
+            self._record_until(flight, 0)
         self._settle()
         return self.tally
 
@@ -149,17 +185,27 @@ class Sender:
             rounds = min(rounds, max(1, int(calls // workers)))
         return rounds
 
-    def _claim(self) -> persist.Claim:
+    def _round_rows(self) -> int:
+        return self.provider.batch_size * max(self.provider.max_concurrency, 1)
+
+    def _claim_size(self) -> int:
+        return self._round_rows() * self._claim_rounds()
+
+    def _claim(self, ahead: int = 0) -> persist.Claim:
         """One claim of up to :meth:`_claim_rounds` rounds, leased for ``rules.lease_seconds`` a
-        round taken (:meth:`_send_all` starts no batch with less than half a round's lease left)."""
-        round_rows = self.provider.batch_size * max(self.provider.max_concurrency, 1)
+        round taken and a round of the ``ahead`` rows still out before them (:meth:`_submit`
+        starts no batch with less than half a round's lease left)."""
+        round_rows = self._round_rows()
         with self.engine.begin() as conn:
             claimed = persist.claim(
                 conn,
                 self.selection,
-                round_rows * self._claim_rounds(),
+                self._claim_size(),
                 persist.Lease(
-                    self.options.owner, timedelta(seconds=self.options.rules.lease_seconds), round_rows
+                    self.options.owner,
+                    timedelta(seconds=self.options.rules.lease_seconds),
+                    round_rows,
+                    ahead_rows=ahead,
                 ),
                 self.options.clock(),
                 self.options.cap_of,
@@ -216,23 +262,25 @@ class Sender:
 
     # ------------------------------------------------------------------------------ sending
 
-    def _send_all(self, records: list[dict[str, Any]]) -> None:
-        """The claimed rows in batches through a pool of ``max_concurrency`` threads, each call's
-        outcomes recorded as it returns. A batch whose call would start with less than half a
+    def _submit(self, flight: _Flight, records: list[dict[str, Any]], ahead: int) -> None:
+        """The claimed rows in batches onto the pool (``max_concurrency`` threads), behind the
+        ``ahead`` rows already out. A batch whose call would start with less than half a
         ``lease_seconds`` of the claim's lease left is not sent: it goes back queued."""
         size = self.provider.batch_size
-        batches = [records[i : i + size] for i in range(0, len(records), size)]
-        workers = max(self.provider.max_concurrency, 1)
-        rounds = -(-len(records) // (size * workers))  # as the claim leased them
+        rounds = -(-(len(records) + ahead) // self._round_rows())  # as the claim leased them
         lease = timedelta(seconds=self.options.rules.lease_seconds)
-        start_by = records[0]["claimed_at"] + lease * (rounds - 0.5) if records else None
-        with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="huitouke-send") as pool:
-            pending: dict[Future, list[dict[str, Any]]] = {}
-            for batch in batches:
-                pending[pool.submit(self._call_in_lease, batch, start_by)] = batch
-            while pending:
-                done, _ = wait(pending, return_when=FIRST_COMPLETED)
-                self._record([(pending.pop(future), future.result()) for future in done])
+        start_by = records[0]["claimed_at"] + lease * (rounds - 0.5)
+        for i in range(0, len(records), size):
+            batch = records[i : i + size]
+            flight.add(self._call_in_lease, batch, start_by)
+
+    def _record_until(self, flight: _Flight, rows_left: int) -> None:
+        """Record calls as they return until at most ``rows_left`` rows are still out. Once the
+        provider paused, the calls not started yet are not made: their rows go back queued."""
+        while flight.rows > rows_left:
+            if self.paused is not None:
+                flight.cancel_waiting()
+            self._record(flight.wait_some())
 
     def _call_in_lease(self, batch: list[dict[str, Any]], start_by: datetime) -> list[SendOutcome] | None:
         """:meth:`_call`, if it starts by ``start_by``; None (not sent) after."""
@@ -255,12 +303,15 @@ class Sender:
     def _record(self, calls: list[tuple[list[dict[str, Any]], Sequence[SendOutcome] | None]]) -> None:
         """The outcomes of the calls that have returned into the outbox, in one transaction (a
         commit is the dearest part of a record on SQLite). A batch never sent (None: its lease
-        ran short) goes back queued, its attempt uncounted."""
+        ran short, or the provider paused before its call) goes back queued, its attempt uncounted."""
         by_id = {o.message_id: o for _, outcomes in calls for o in outcomes or ()}
         now = self.options.clock()
         changes = [_unclaimed(row) for batch, outcomes in calls if outcomes is None for row in batch]
         if changes:
-            log.info("%d claimed messages not sent before their lease ran short: queued again", len(changes))
+            log.info(
+                "%d claimed messages not sent (their lease ran short, or the provider paused): queued again",
+                len(changes),
+            )
         opt_outs, refused = [], []
         for row in (row for batch, outcomes in calls if outcomes is not None for row in batch):
             outcome = by_id.get(row["message_id"]) or SendOutcome(
@@ -290,7 +341,7 @@ class Sender:
         fate, reason = outcome.fate, outcome.reason
         done = {"message_id": row["message_id"], "claimed_by": None, "lease_until": None}
         self.tally.add(
-            row["campaign"], row["channel"], _tallied(fate), reason if fate is not Fate.ACCEPTED else None
+            row["campaign"], row["channel"], _TALLIED[fate], reason if fate is not Fate.ACCEPTED else None
         )
         if fate is Fate.ACCEPTED:
             return done | self._sent(row, outcome.provider_message_id, now, outcome.billed_segments)
@@ -420,12 +471,12 @@ def _unclaimed(row: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def _tallied(fate: Fate) -> str:
-    return {
-        Fate.ACCEPTED: "sent",
-        Fate.RETRY: "retried",
-        Fate.PAUSE: "paused",
-        Fate.FAILED: "failed",
-        Fate.CAMPAIGN_FAILED: "failed",
-        Fate.UNKNOWN: "unsettled",
-    }[fate]
+# How the task log's table counts each fate.
+_TALLIED = {
+    Fate.ACCEPTED: "sent",
+    Fate.RETRY: "retried",
+    Fate.PAUSE: "paused",
+    Fate.FAILED: "failed",
+    Fate.CAMPAIGN_FAILED: "failed",
+    Fate.UNKNOWN: "unsettled",
+}

@@ -376,7 +376,7 @@ outbox = Table(
     Column("template_params", Text),
     UniqueConstraint("campaign", "customer_id", "entered_on", "wave", "channel"),
     Index("ix_outbox_business_date_status", "business_date", "status"),
-    Index("ix_outbox_status_channel", "status", "channel"),
+    Index("ix_outbox_status_channel_message_id", "status", "channel", "message_id"),  # claims, in order
     Index("ix_outbox_out_id", "out_id"),
     Index("ix_outbox_recipient", "recipient"),  # a reply's sender back to its customers
     Index("ix_outbox_provider_message_id", "provider_message_id"),  # a receipt back to its row
