@@ -220,3 +220,41 @@ def test_a_database_error_never_prints_the_row_it_failed_on(tmp_path, monkeypatc
     assert main(["db", "current"]) == 3
     line = _one_error_line(capsys.readouterr().err)
     assert not any(secret in line for secret in ("13812345678", "张三", "zhang.san", "138****"))
+
+
+def _raised(action) -> BaseException:
+    try:
+        action()
+    except BaseException as exc:  # noqa: BLE001 - the exception is what is tested
+        return exc
+    raise AssertionError("nothing raised")
+
+
+def test_each_kind_of_failure_has_its_status_and_one_safe_line(tmp_path):
+    import codecs
+    from decimal import Decimal
+
+    from huitouke.cli_errors import describe_failure
+
+    def status_and_line(action):
+        failure = describe_failure(_raised(action))
+        assert len(failure.lines) == 1, failure
+        return failure.status, failure.lines[0]
+
+    assert status_and_line(lambda: open(tmp_path)) == (2, f"{tmp_path}: a folder, not a file")
+    missing = tmp_path / "no" / "out.csv"
+    assert status_and_line(lambda: open(missing, "w")) == (
+        2,
+        f"{missing}: the folder {missing.parent} does not exist",
+    )
+    assert status_and_line(lambda: codecs.lookup("nosuch"))[0] == 2
+    assert status_and_line(lambda: Decimal("1e30").quantize(Decimal(1)) * 10**30)[0] == 2
+    assert status_and_line(lambda: int(float("1e400")))[0] == 2
+    assert status_and_line(lambda: int("张三丰")) == (
+        2,
+        "invalid literal for int() with base 10: (the value is not shown)",
+    )
+    assert status_and_line(lambda: b"\xff".decode("utf-8"))[0] == 2
+    status, line = status_and_line(lambda: {}["13812345678"])
+    assert status == 4 and line.startswith("unexpected KeyError at test_cli.py:") and "1381" not in line
+    assert describe_failure(KeyboardInterrupt()).status == 130

@@ -27,6 +27,7 @@ from __future__ import annotations
 import argparse
 import codecs
 import csv
+import re
 import sys
 import traceback
 from collections.abc import Callable
@@ -56,6 +57,11 @@ __all__ = [
 
 EXIT_OK, EXIT_PROBLEMS, EXIT_USER, EXIT_STORE, EXIT_BUG, EXIT_INTERRUPTED = 0, 1, 2, 3, 4, 130
 _MAX_LINE = 300
+# Python's own conversion errors quote the value they failed on, which may be anything a file held.
+_BUILTIN_CONVERSION = re.compile(
+    r"(invalid literal for \w+\(\) with base \d+|could not convert string to \w+|Invalid isoformat string)"
+    r": .*"
+)
 
 
 @dataclass(frozen=True)
@@ -160,7 +166,7 @@ def _classified(exc: Exception) -> Failure:
     if isinstance(exc, ValidationError):
         return _validation_error(exc)
     if isinstance(exc, ValueError):  # UserInputError, ConfigError, ExperimentFileError, a bad value
-        return _one(EXIT_USER, str(exc))
+        return _one(EXIT_USER, _BUILTIN_CONVERSION.sub(r"\1: (the value is not shown)", str(exc)))
     if isinstance(exc, _FILE_ERRORS) or (isinstance(exc, OSError) and exc.filename is not None):
         return _file_error(exc)
     if type(exc) is LookupError:  # codecs: an unknown encoding (KeyError and IndexError are bugs)
