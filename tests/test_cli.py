@@ -185,9 +185,12 @@ def test_an_unexpected_error_is_one_line_and_debug_shows_the_trace(monkeypatch, 
     line = _one_error_line(capsys.readouterr().err)
     assert "unexpected RuntimeError at test_cli.py:" in line and "run with --debug" in line
     assert "13812345678" not in line
-    assert main(["--debug", "db", "current"]) == 4
-    err = capsys.readouterr().err
-    assert "Traceback (most recent call last)" in err and err.splitlines()[-1].startswith("error: unexpected")
+    for argv in (["--debug", "db", "current"], ["db", "current", "--debug"]):
+        assert main(argv) == 4
+        err = capsys.readouterr().err
+        assert "Traceback (most recent call last)" in err and err.splitlines()[-1].startswith(
+            "error: unexpected"
+        )
 
 
 def test_a_database_error_never_prints_the_row_it_failed_on(tmp_path, monkeypatch, capsys):
