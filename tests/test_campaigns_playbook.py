@@ -432,3 +432,11 @@ def test_a_duplicate_section_is_refused_through_load_playbook(tmp_path):
     )
     with pytest.raises(ConfigError, match=r"duplicate key 'campaigns' \(first written on line \d+\)"):
         load_playbook(path)
+
+
+@pytest.mark.parametrize("cost", [".inf", ".nan", "-0.01", "1e9"])
+def test_a_unit_cost_must_be_finite_and_plausible(cost):
+    text, line = edited("call_cny: 1.5", f"call_cny: {cost}")
+    with pytest.raises(ConfigError) as failure:
+        parse_text(text)
+    assert f"{WHERE} (line {line}): shop.unit_costs.call_cny:" in str(failure.value)
