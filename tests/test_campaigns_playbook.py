@@ -11,7 +11,7 @@ import pytest
 import yaml
 
 from huitouke.campaigns import load_playbook, parse_playbook
-from huitouke.config import ConfigError, project_home
+from huitouke.config import ConfigError, parse_yaml, project_home
 from huitouke.segments import load_segment_settings
 
 WHERE = "include/playbook.yaml"
@@ -29,7 +29,7 @@ TEMPLATE_NAMES = {
 
 
 def parse_text(text: str):
-    return parse_playbook(yaml.safe_load(text), WHERE, text)
+    return parse_playbook(parse_yaml(text, WHERE), WHERE, text)
 
 
 def edited(old: str, new: str, after: str | None = None, at: str | None = None) -> tuple[str, int]:
@@ -393,3 +393,50 @@ def test_the_segments_loader_does_not_warn_about_the_campaign_sections(caplog):
     with caplog.at_level(logging.WARNING):
         parse_segment_settings(yaml.safe_load(SHIPPED), WHERE, SHIPPED)
     assert "unknown section" not in caplog.text
+
+
+# ------------------------------------------------------------------- YAML mistakes keep their place
+
+
+def test_an_impossible_date_names_the_file_line_and_field(tmp_path):
+    text, line = edited(
+        "    priority: 40", "    priority: 40\n    starts_on: 2025-13-45", after="new_product_premium:"
+    )
+    path = tmp_path / "playbook.yaml"
+    path.write_text(text, encoding="utf-8")
+    with pytest.raises(ConfigError) as failure:
+        load_playbook(path)
+    message = str(failure.value)
+    assert f"playbook.yaml (line {line + 1}): campaigns.new_product_premium.starts_on:" in message
+    assert "month" in message
+
+
+def test_a_duplicate_key_is_refused_with_its_line_and_the_first_one():
+    text, line = edited(
+        "    priority: 40", "    priority: 40\n    priority: 45", after="new_product_premium:"
+    )
+    with pytest.raises(ConfigError) as failure:
+        parse_text(text)
+    message = str(failure.value)
+    assert f"{WHERE} (line {line + 1}, column 5)" in message
+    assert f"duplicate key 'priority' (first written on line {line})" in message
+
+
+def test_a_duplicate_section_is_refused_through_load_playbook(tmp_path):
+    lines = SHIPPED.splitlines(keepends=True)
+    start = next(i for i, text in enumerate(lines) if text == "  win_back:\n")
+    path = tmp_path / "playbook.yaml"
+    path.write_text(
+        SHIPPED + "".join(lines[start:]).replace("  win_back:", "campaigns:\n  win_back:", 1),
+        encoding="utf-8",
+    )
+    with pytest.raises(ConfigError, match=r"duplicate key 'campaigns' \(first written on line \d+\)"):
+        load_playbook(path)
+
+
+@pytest.mark.parametrize("cost", [".inf", ".nan", "-0.01", "1e9"])
+def test_a_unit_cost_must_be_finite_and_plausible(cost):
+    text, line = edited("call_cny: 1.5", f"call_cny: {cost}")
+    with pytest.raises(ConfigError) as failure:
+        parse_text(text)
+    assert f"{WHERE} (line {line}): shop.unit_costs.call_cny:" in str(failure.value)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from huitouke.config import ConfigError, load_settings, parse_settings
+from huitouke.config import ConfigError, load_settings, parse_settings, parse_yaml
 
 WHERE = "include/huitouke.yaml"
 SQL = {"source": "sql", "sql": {"conn_id": "shop_db", "query": "SELECT 1 WHERE t >= :start AND t < :end"}}
@@ -60,3 +60,38 @@ def test_an_edited_file_is_read_again(tmp_path):
 
     os.utime(path, ns=(1, 10**18))
     assert load_settings(path).shop.timezone == "Europe/Paris"
+
+
+def test_a_duplicate_key_names_the_file_line_and_key(tmp_path):
+    path = tmp_path / "huitouke.yaml"
+    path.write_text(
+        "shop:\n  timezone: Asia/Shanghai\n  timezone: Europe/Paris\nintake:\n  source: sql\n"
+        "  sql:\n    query: 'x :start :end'\n",
+        encoding="utf-8",
+    )
+    with pytest.raises(ConfigError) as info:
+        load_settings(path)
+    assert str(info.value) == (
+        "huitouke.yaml (line 3, column 3): not valid YAML: duplicate key 'timezone' "
+        "(first written on line 2): keep one, the other would be ignored"
+    ).replace("huitouke.yaml", str(path))
+
+
+def test_merge_keys_may_still_be_overridden():
+    data = parse_yaml("base: &b {a: 1, b: 2}\nd:\n  <<: *b\n  a: 3\n", WHERE)
+    assert data["d"] == {"a": 3, "b": 2}
+
+
+def test_an_impossible_date_is_read_as_its_text_for_the_field_to_reject():
+    assert parse_yaml("start_date: 2025-13-45\n", WHERE) == {"start_date": "2025-13-45"}
+    with pytest.raises(ConfigError, match=rf"{WHERE}: schedule.start_date: Input should be a valid date"):
+        parse_settings({"schedule": parse_yaml("start_date: 2025-13-45\n", WHERE), "intake": SQL}, WHERE)
+
+
+def test_a_folder_or_a_non_utf8_file_is_reported(tmp_path):
+    with pytest.raises(ConfigError, match="a folder, not a file"):
+        load_settings(tmp_path)
+    path = tmp_path / "gbk.yaml"
+    path.write_bytes("shop:\n  timezone: 上海\n".encode("gbk"))
+    with pytest.raises(ConfigError, match=r"gbk.yaml: not UTF-8 text"):
+        load_settings(path)

@@ -178,7 +178,7 @@ def test_the_command_run_as_a_process_exits_2_without_a_traceback(tmp_path):
 def test_an_empty_store_behind_the_code_says_how_to_upgrade(tmp_path, capsys):
     path = write(tmp_path, "13800000000\n")
     code, _, err = run(capsys, "optouts", "import", str(path), "--url", f"sqlite:///{tmp_path / 'new.db'}")
-    assert code == 2 and "huitouke db upgrade" in err
+    assert code == 3 and "huitouke db upgrade" in err  # exit 3: the store (docs/cli.md)
 
 
 # ------------------------------------------------------------------------------- calls list/import

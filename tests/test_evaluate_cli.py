@@ -177,3 +177,75 @@ def test_a_large_file_with_many_arms_is_quick(tmp_path, capsys):
     rows = {r["arm"]: r for r in json.loads(capsys.readouterr().out)["comparisons"]}
     assert rows["a"]["verdict"] == "lift" and rows["a"]["lift_low"] <= 0.03 <= rows["a"]["lift_high"]
     assert rows["b"]["comparisons"] == 3
+
+
+# ------------------------------------------------------------------- bad numbers, files and options
+
+
+def test_huge_or_non_finite_amounts_name_the_file_line_and_column(tmp_path, capsys):
+    path = _write(
+        tmp_path / "huge.csv",
+        "arm,responded,revenue,cost\nA,1,10,0.045\nB,1,1e30,inf\nB,0,1e17,1e400\nB,1,13812345678,\n",
+    )
+    assert huitouke_main(["evaluate", str(path), "--control", "A", "--cost-column", "cost"]) == 2
+    err = capsys.readouterr().err
+    assert "Traceback" not in err and all(line.startswith("error: ") for line in err.splitlines())
+    plausible = "an amount above 1,000,000,000 CNY per customer is not plausible"
+    assert f"{path}, line 3, column 'revenue': {plausible} (got '1e30')" in err
+    assert f"{path}, line 3, column 'cost': expected a finite amount in CNY, e.g. 12.50 (got 'inf')" in err
+    assert f"{path}, line 4, column 'revenue': {plausible} (got '1e17')" in err
+    assert f"{path}, line 4, column 'cost': {plausible} (got '1e400')" in err
+    assert f"{path}, line 5, column 'revenue': {plausible} (got '138****5678')" in err
+    assert "13812345678" not in err
+
+
+def test_an_unknown_encoding_a_folder_and_bad_options(tmp_path, capsys):
+    path = _write(tmp_path / "ok.csv", "arm,responded\nA,1\nB,0\n")
+    assert huitouke_main(["evaluate", str(tmp_path), "--control", "A"]) == 2
+    assert capsys.readouterr().err == f"error: {tmp_path}: a folder, not a file\n"
+    with pytest.raises(ExperimentFileError, match=r"ok.csv: unknown encoding 'nosuch'"):
+        read_experiment_csv(path, encoding="nosuch")
+    for option, value, says in (
+        ("--encoding", "nosuch", "unknown text encoding 'nosuch'"),
+        ("--encoding", "hex", "unknown text encoding 'hex'"),
+        ("--min-per-arm", "-5", "expected a whole number of at least 1, got '-5'"),
+        ("--min-per-arm", "0", "expected a whole number of at least 1, got '0'"),
+        ("--confidence", "1", "expected a fraction strictly between 0 and 1"),
+        ("--confidence", "0", "expected a fraction strictly between 0 and 1"),
+        ("--confidence", "nan", "expected a fraction strictly between 0 and 1"),
+        ("--confidence", "abc", "expected a fraction strictly between 0 and 1"),
+        ("--max-mde", "150%", "expected a fraction strictly between 0 and 1"),
+    ):
+        with pytest.raises(SystemExit) as exited:
+            huitouke_main(["evaluate", str(path), "--control", "A", option, value])
+        err = capsys.readouterr().err
+        assert exited.value.code == 2 and f"argument {option}: {says}" in err, err
+
+
+def test_the_intervals_are_headed_with_their_level(experiment_csv, capsys):
+    argv = ["evaluate", str(experiment_csv), *ARGS, "--confidence", "0.9"]
+    assert huitouke_main(argv) == 0
+    out = capsys.readouterr().out
+    assert "95%" not in out
+    assert "response rate [90% CI]" in out and "lift pp [90% CI]" in out
+    assert "incremental revenue [90% CI]" in out
+    assert huitouke_main([*argv, "--json"]) == 0
+    doc = json.loads(capsys.readouterr().out)
+    assert doc["confidence"] == 0.9
+    assert huitouke_main(["evaluate", str(experiment_csv), *ARGS, "--confidence", "97.5%"]) == 0
+    assert "lift pp [97.5% CI]" in capsys.readouterr().out
+
+
+def test_the_command_run_as_a_process_exits_2_without_a_traceback(tmp_path):
+    import subprocess
+    import sys
+
+    path = _write(tmp_path / "big.csv", "arm,responded,revenue\nA,1,1e30\n")
+    result = subprocess.run(
+        [sys.executable, "-m", "huitouke.evaluate.cli", str(path), "--control", "A"],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert result.returncode == 2 and "Traceback" not in result.stderr, result.stderr
+    assert result.stderr.startswith("error: ") and "line 2, column 'revenue'" in result.stderr

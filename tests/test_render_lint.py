@@ -268,3 +268,50 @@ def test_cli_lint_warnings_alone_exit_0(tmp_path, capsys):
     root = _root(tmp_path, {"sms/x.txt.j2": "{{ customer.name }}您好"})
     assert _cli(["templates", "lint", "--root", str(root)]) == 0
     assert "warning: customer.name may be empty" in capsys.readouterr().out
+
+
+# ------------------------------------------------------------ the campaigns: one check, two paths
+
+
+def _broken_playbook(tmp_path: Path) -> Path:
+    """The shipped playbook with two broken campaigns: win_back names a template that does not
+    exist; new_product_premium sends templates that use ``coupon`` and gives no coupon."""
+    from huitouke.config import project_home
+
+    source = (project_home() / "include" / "playbook.yaml").read_text(encoding="utf-8")
+    cut = source.index("    coupon:                          # the templates announce")
+    end = source.index("prefix: NP\n", cut) + len("prefix: NP\n")
+    text = (source[:cut] + source[end:]).replace(
+        "templates: [sms/win_back]", "templates: [sms/no_such_message]"
+    )
+    path = tmp_path / "playbook.yaml"
+    path.write_text(text, encoding="utf-8")
+    return path
+
+
+def test_templates_lint_and_the_dags_check_report_the_same_broken_campaigns(tmp_path, monkeypatch, capsys):
+    from huitouke.campaigns import load_playbook
+    from huitouke.cli import main
+    from huitouke.render.daily import check_templates
+
+    path = _broken_playbook(tmp_path)
+    monkeypatch.setenv("HUITOUKE_PLAYBOOK", str(path))
+    dag = check_templates(load_playbook(path))
+    assert set(dag.broken) == {"win_back", "new_product_premium"}
+
+    assert main(["templates", "lint"]) == 1
+    out = capsys.readouterr().out
+    line_of = {text: i + 1 for i, text in enumerate(path.read_text(encoding="utf-8").splitlines())}
+    broken = [line for line in out.splitlines() if "campaign will not be rendered" in line]
+    assert len(broken) == 2
+    win_back = next(line for line in broken if "campaigns.win_back" in line)
+    assert win_back.startswith(
+        f"{path}:{line_of['    templates: [sms/no_such_message]']}: campaigns.win_back:"
+    )
+    assert "no_such_message" in win_back
+    premium = next(line for line in broken if "campaigns.new_product_premium" in line)
+    assert "gives no coupon" in premium
+    # Naming one message lints the campaigns that send it, and only them.
+    assert main(["templates", "lint", "email/new_product_premium"]) == 1
+    out = capsys.readouterr().out
+    assert "campaigns.new_product_premium" in out and "campaigns.win_back" not in out

@@ -3,6 +3,10 @@
 Every command reads ``include/huitouke.yaml`` (or ``$HUITOUKE_CONFIG``) and finds databases
 through Airflow Connections (``AIRFLOW_CONN_*`` variables or Airflow's metadata database), like
 the DAG does.
+
+A failure is one ``error: ...`` line per problem on stderr and a documented exit status (0 done,
+1 problems found, 2 a user's mistake, 3 the store, 4 a bug: :mod:`huitouke.cli_errors`,
+docs/cli.md); ``huitouke --debug CMD`` shows the traceback too.
 """
 
 from __future__ import annotations
@@ -14,8 +18,10 @@ import sys
 from datetime import date
 from pathlib import Path
 
-from huitouke.config import ConfigError, load_settings
-from huitouke.pii import get_logger
+from huitouke.cli_errors import encoding, iso_date, non_negative_int, positive_int, run_reporting
+from huitouke.config import load_settings
+from huitouke.errors import UserInputError
+from huitouke.pii import get_logger, mask_text
 
 
 def _engine(args: argparse.Namespace):
@@ -104,9 +110,13 @@ def cmd_quarantine(args: argparse.Namespace) -> int:
     for reason, n in counts:
         print(f"{reason:<26} {n:>6,}")
     print()
+    shown = (lambda text: text) if args.raw else mask_text
     for row in rows:
-        print(f"{row.business_date}  {row.reason:<24} {row.order_id or '-':<20} {row.source_ref or ''}")
-        print(f"    {row.detail}")
+        print(
+            f"{row.business_date}  {row.reason:<24} {shown(row.order_id or '-'):<20} "
+            f"{shown(row.source_ref or '')}"
+        )
+        print(f"    {shown(row.detail or '')}")
         if args.raw:
             print(f"    raw: {row.raw}")
     return 0
@@ -117,7 +127,13 @@ def cmd_analyze(args: argparse.Namespace) -> int:
 
     mapping = args.mapping
     if mapping.strip().startswith("{"):
-        mapping = json.loads(mapping)
+        try:
+            mapping = json.loads(mapping)
+        except json.JSONDecodeError as exc:
+            raise UserInputError(f"--mapping: not a JSON object: {exc.msg} at column {exc.colno}") from None
+    out = args.customers_out
+    if out is not None and not out.parent.is_dir():
+        raise UserInputError(f"--customers-out {out}: the folder {out.parent} does not exist")
     timezone = args.timezone or load_settings().shop.timezone
     result = analyze_export(args.orders_file, mapping, args.as_of, timezone, args.encoding)
     print(result.text())
@@ -171,6 +187,24 @@ def _approved_sms():
     return Approvals.of(playbook, provider), playbook.sms_templates_in_use()
 
 
+def _campaign_problems(root: Path | None, names: list[str] | None) -> list:
+    """The DAG's check of the enabled campaigns (templates that exist, a coupon where a template
+    uses one, approved SMS templates), as ``templates lint`` problems at the playbook's lines."""
+    from huitouke.campaigns import load_playbook
+    from huitouke.config import describe_path, read_text
+    from huitouke.render.daily import campaign_problems
+    from huitouke.segments.settings import playbook_path
+
+    path = playbook_path()
+    return campaign_problems(
+        load_playbook(path),
+        root=root,
+        sms_provider=load_settings().delivery.sms.provider,
+        where=(describe_path(path), read_text(path)),
+        only=names,
+    )
+
+
 def _sms_budgets() -> dict[str, int]:
     from huitouke.campaigns import load_playbook
 
@@ -219,8 +253,8 @@ def _store_options(p: argparse.ArgumentParser) -> None:
 
 
 def _day_range(p: argparse.ArgumentParser, to_help: str | None = None) -> None:
-    p.add_argument("--from", dest="from_date", type=date.fromisoformat, required=True, metavar="YYYY-MM-DD")
-    p.add_argument("--to", dest="to_date", type=date.fromisoformat, metavar="YYYY-MM-DD", help=to_help)
+    p.add_argument("--from", dest="from_date", type=iso_date, required=True, metavar="YYYY-MM-DD")
+    p.add_argument("--to", dest="to_date", type=iso_date, metavar="YYYY-MM-DD", help=to_help)
 
 
 def _add_db_commands(sub: argparse._SubParsersAction) -> None:
@@ -241,10 +275,16 @@ def _add_intake_commands(sub: argparse._SubParsersAction) -> None:
 
     p = sub.add_parser("quarantine", help="list quarantined rows and their reasons")
     _store_options(p)
-    p.add_argument("--date", type=date.fromisoformat, help="business day")
+    p.add_argument("--date", type=iso_date, metavar="YYYY-MM-DD", help="business day")
     p.add_argument("--reason")
-    p.add_argument("--limit", type=int, default=20)
-    p.add_argument("--raw", action="store_true", help="print the raw rows too (they contain personal data)")
+    p.add_argument(
+        "--limit", type=non_negative_int, default=20, help="rows listed (default 20; 0: the counts only)"
+    )
+    p.add_argument(
+        "--raw",
+        action="store_true",
+        help="print the raw rows, and phones and e-mails in the details unmasked (personal data)",
+    )
     p.set_defaults(func=cmd_quarantine)
 
 
@@ -258,13 +298,13 @@ def _add_analyze_command(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument(
         "--as-of",
-        type=date.fromisoformat,
+        type=iso_date,
         metavar="YYYY-MM-DD",
         help="analysis date (default: the day after the last order)",
     )
     p.add_argument("--customers-out", type=Path, metavar="FILE.csv", help="write one row per customer")
     p.add_argument("--timezone", help="timezone of the export's times (default: shop.timezone)")
-    p.add_argument("--encoding", help="file encoding (default: UTF-8, then GB18030)")
+    p.add_argument("--encoding", type=encoding, help="file encoding (default: UTF-8, then GB18030)")
     p.set_defaults(func=cmd_analyze)
 
 
@@ -274,15 +314,17 @@ def _add_segments_commands(sub: argparse._SubParsersAction) -> None:
     )
     p = segments.add_parser("on", help="the segments on a business date, from the history")
     _store_options(p)
-    p.add_argument("date", type=date.fromisoformat, metavar="YYYY-MM-DD")
+    p.add_argument("date", type=iso_date, metavar="YYYY-MM-DD")
     p.add_argument("--customer", action="append", help="show these customers (repeatable)")
     p.set_defaults(func=cmd_segments_on)
 
 
 def _add_run_commands(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("demo", help="generate the demo shop and run the daily DAG for its last days")
-    p.add_argument("--customers", type=int, default=40_000)
-    p.add_argument("--days", type=int, default=4, help="business days run through Airflow (default 4)")
+    p.add_argument("--customers", type=positive_int, default=40_000)
+    p.add_argument(
+        "--days", type=positive_int, default=4, help="business days run through Airflow (default 4)"
+    )
     p.add_argument("--seed", type=int, default=7)
     p.set_defaults(func=cmd_demo)
 
@@ -320,6 +362,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     parser = argparse.ArgumentParser(prog="huitouke", description=__doc__.split("\n\n")[0])
     parser.add_argument("-v", "--verbose", action="store_true", help="log at INFO level")
+    parser.add_argument(
+        "--debug",
+        action="store_true",
+        help="on a failure, print the traceback too (it may show personal data)",
+    )
     sub = parser.add_subparsers(dest="command", required=True)
     _add_db_commands(sub)
     _add_intake_commands(sub)
@@ -331,6 +378,7 @@ def build_parser() -> argparse.ArgumentParser:
         budgets_loader=_sms_budgets,
         customer_loader=_stored_customer,
         approvals_loader=_approved_sms,
+        campaigns_loader=_campaign_problems,
     )
     add_evaluate_command(sub)
     add_delivery_commands(sub, _store_options, _engine)
@@ -340,24 +388,17 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Run one command; a failure is one ``error:`` line per problem and an exit status
+    (:mod:`huitouke.cli_errors`). ``--debug`` may be written anywhere on the line."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if "--debug" in argv:
+        argv = ["--debug", *(a for a in argv if a != "--debug")]
     args = build_parser().parse_args(argv)
     level = logging.INFO if args.verbose else logging.WARNING
     logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")
     for name in ("huitouke", "alembic"):
         get_logger(name).setLevel(level)
-    try:
-        return args.func(args)
-    except ConfigError as exc:
-        print(f"configuration error:\n{exc}", file=sys.stderr)
-        return 2
-    except Exception as exc:
-        from huitouke.store.connection import ConnectionConfigError
-        from huitouke.store.migrate import StoreNotCurrentError
-
-        if isinstance(exc, (ConnectionConfigError, StoreNotCurrentError, FileNotFoundError, ValueError)):
-            print(f"error: {exc}", file=sys.stderr)
-            return 2
-        raise
+    return run_reporting(args.func, args, debug=args.debug)
 
 
 if __name__ == "__main__":

@@ -3,6 +3,12 @@
 A mistake in the file is reported with the file's path and the dotted field that is wrong,
 e.g. ``include/huitouke.yaml: intake.sql.query: Field required``, both in the CLI and as the
 DAG's import error in the Airflow UI.
+
+Every YAML file of the project (this configuration, the playbook with its segments and approved
+SMS templates) is read by :func:`load_yaml` with :class:`StrictYamlLoader`: a key written twice in
+one mapping is an error naming the file, the line and the key (plain YAML keeps the last value
+silently), and an impossible date (``starts_on: 2025-13-45``) stays the text it is, so that the
+field's validation names the file, the line and the field instead of a bare "month must be in 1..12".
 """
 
 from __future__ import annotations
@@ -269,24 +275,84 @@ def parse_settings(data: Any, where: str, source: str | None = None) -> Settings
         raise ConfigError(format_validation_error(where, exc)) from None
 
 
-def load_yaml(path: Path) -> Any:
-    """Read a YAML file; a syntax error names the file, line and column."""
-    where = describe_path(path)
-    if not path.is_file():
-        raise ConfigError(f"{where}: file not found")
+class StrictYamlLoader(yaml.SafeLoader):
+    """``yaml.SafeLoader`` that refuses a key written twice in one mapping (merge keys ``<<`` may
+    still be overridden) and reads an impossible date as its text (see the module docstring)."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+        if isinstance(node, yaml.MappingNode):
+            _refuse_duplicate_keys(self, node)
+        return super().construct_mapping(node, deep=deep)
+
+    def construct_yaml_timestamp(self, node: yaml.ScalarNode) -> Any:
+        try:
+            return super().construct_yaml_timestamp(node)
+        except ValueError:  # 2025-13-45: a date's shape, not a date
+            return self.construct_scalar(node)
+
+
+StrictYamlLoader.add_constructor("tag:yaml.org,2002:timestamp", StrictYamlLoader.construct_yaml_timestamp)
+
+
+def _refuse_duplicate_keys(loader: yaml.SafeLoader, node: yaml.MappingNode) -> None:
+    seen: dict[Any, yaml.Node] = {}
+    for key_node, _ in node.value:
+        if key_node.tag == "tag:yaml.org,2002:merge":
+            continue
+        key = loader.construct_object(key_node, deep=True)
+        try:
+            first = seen.setdefault(key, key_node)
+        except TypeError:  # an unhashable key: the constructor says so
+            continue
+        if first is not key_node:
+            raise yaml.constructor.ConstructorError(
+                "while constructing a mapping",
+                node.start_mark,
+                f"duplicate key {key!r} (first written on line {first.start_mark.line + 1}): "
+                "keep one, the other would be ignored",
+                key_node.start_mark,
+            )
+
+
+def parse_yaml(text: str, where: str) -> Any:
+    """YAML text read by :class:`StrictYamlLoader`; a mistake names ``where``, the line and column."""
     try:
-        return yaml.safe_load(path.read_text(encoding="utf-8"))
+        return yaml.load(text, Loader=StrictYamlLoader)
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         at = f" (line {mark.line + 1}, column {mark.column + 1})" if mark else ""
         raise ConfigError(f"{where}{at}: not valid YAML: {getattr(exc, 'problem', exc)}") from None
 
 
+def read_text(path: Path) -> str:
+    """A configuration file's text (UTF-8); a missing, unreadable or non-UTF-8 file is a ConfigError."""
+    where = describe_path(path)
+    if path.is_dir():
+        raise ConfigError(f"{where}: a folder, not a file")
+    if not path.is_file():
+        raise ConfigError(f"{where}: file not found")
+    try:
+        return path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"{where}: not UTF-8 text (undecodable byte at position {exc.start})") from None
+    except OSError as exc:
+        raise ConfigError(
+            f"{where}: cannot read it: {(exc.strerror or type(exc).__name__).lower()}"
+        ) from None
+
+
+def load_yaml(path: Path) -> Any:
+    """Read a YAML file with :class:`StrictYamlLoader`; a mistake names the file, line and column."""
+    return parse_yaml(read_text(path), describe_path(path))
+
+
 @lru_cache(maxsize=16)
 def _parsed(parse: Callable[[Any, str, str], Any], path: str, mtime_ns: int) -> Any:
     del mtime_ns  # part of the cache key only: an edited file is read again
     p = Path(path)
-    return parse(load_yaml(p), describe_path(p), p.read_text(encoding="utf-8"))
+    text = read_text(p)
+    where = describe_path(p)
+    return parse(parse_yaml(text, where), where, text)
 
 
 def load_validated(path: Path, parse: Callable[[Any, str, str], T]) -> T:

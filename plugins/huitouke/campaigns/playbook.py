@@ -98,6 +98,7 @@ _TEMPLATE_CODE = re.compile(r"^SMS_[A-Z0-9_]{1,60}$")
 _PARAM_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,63}$")
 _PLACEHOLDER = re.compile(r"\$\{([^}]*)\}")
 APPROVED_SECTION = "approved_sms_templates"
+MAX_UNIT_COST_CNY = 1_000  # a call by staff may cost a few CNY; an SMS segment a few fen
 
 
 class _Strict(BaseModel):
@@ -146,11 +147,12 @@ class SendWindow(_Strict):
 
 
 class UnitCosts(_Strict):
-    """What one message costs, in CNY (for the evaluation's cost and ROI)."""
+    """What one message costs, in CNY (for the evaluation's cost and ROI): finite, at most
+    :data:`MAX_UNIT_COST_CNY` (an infinite cost would show as "-" with an ROI of 0)."""
 
-    sms_segment_cny: float = Field(0.05, ge=0)
-    email_cny: float = Field(0.0, ge=0)
-    call_cny: float = Field(0.0, ge=0)
+    sms_segment_cny: float = Field(0.05, ge=0, le=MAX_UNIT_COST_CNY)
+    email_cny: float = Field(0.0, ge=0, le=MAX_UNIT_COST_CNY)
+    call_cny: float = Field(0.0, ge=0, le=MAX_UNIT_COST_CNY)
 
     def per_message_cny(self, channel: str, sms_segments: int = 1) -> float:
         if channel == SMS:

@@ -8,7 +8,7 @@
 Register them with :func:`add_parser`. Their output counts and never shows a phone number, an
 e-mail address or a name (the files they read hold them; row errors are masked by the reader).
 A mistake of the user's (a file that cannot be read, a bad option) is one line on stderr and exit
-code 2, through ``huitouke.cli.main``.
+code 2, a store behind the code exit code 3, through ``huitouke.cli.main`` (:mod:`huitouke.cli_errors`).
 """
 
 from __future__ import annotations

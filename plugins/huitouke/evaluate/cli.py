@@ -15,6 +15,8 @@ import json
 import sys
 from pathlib import Path
 
+from huitouke.cli_errors import encoding, fraction, positive_int, run_reporting
+
 __all__ = ["add_parser", "cmd_evaluate", "main"]
 
 DESCRIPTION = (
@@ -27,13 +29,6 @@ DESCRIPTION = (
 MIN_PER_ARM = 100
 MAX_MDE = 0.05
 INTERVALS = ("newcombe", "auto", "wald")
-
-
-def _fraction(text: str) -> float:
-    value = float(text.rstrip("%")) / (100 if text.endswith("%") else 1)
-    if not 0 < value < 1:
-        raise argparse.ArgumentTypeError(f"expected a fraction between 0 and 1 (or a percentage), got {text}")
-    return value
 
 
 def _configure(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
@@ -50,16 +45,21 @@ def _configure(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
         help="column with the customer's revenue in CNY (default: 'revenue' when the file has it)",
     )
     p.add_argument("--cost-column", help="column with what reaching the customer cost, in CNY")
-    p.add_argument("--confidence", type=_fraction, default=0.95, help="interval level (default 0.95)")
+    p.add_argument(
+        "--confidence",
+        type=fraction,
+        default=0.95,
+        help="interval level, strictly between 0 and 1 or a percentage (default 0.95)",
+    )
     p.add_argument(
         "--min-per-arm",
-        type=int,
+        type=positive_int,
         default=MIN_PER_ARM,
         help=f"fewer customers in an arm: too few to tell (default {MIN_PER_ARM})",
     )
     p.add_argument(
         "--max-mde",
-        type=_fraction,
+        type=fraction,
         default=MAX_MDE,
         help="a minimum detectable lift above this: too few to tell (default 0.05 = 5 points)",
     )
@@ -69,7 +69,9 @@ def _configure(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
         default="newcombe",
         help="interval of the lift (default newcombe; see docs/evaluation.md)",
     )
-    p.add_argument("--encoding", default="utf-8-sig", help="file encoding (default UTF-8, BOM allowed)")
+    p.add_argument(
+        "--encoding", type=encoding, default="utf-8-sig", help="file encoding (default UTF-8, BOM allowed)"
+    )
     p.add_argument("--json", action="store_true", help="print the figures as JSON instead of tables")
     p.set_defaults(func=cmd_evaluate)
     return p
@@ -86,33 +88,30 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
-    """Print the tables (or JSON); a bad file exits 2 with the file, line and column."""
-    from huitouke.evaluate.experiment import ExperimentFileError, evaluate_experiment, read_experiment_csv
+    """Print the tables (or JSON). A bad file raises ExperimentFileError (a UserInputError) naming
+    the file, line and column: the caller prints it in one line per problem and exits 2."""
+    from huitouke.evaluate.experiment import evaluate_experiment, read_experiment_csv
     from huitouke.evaluate.stats import ComparisonRules
 
-    try:
-        frame = read_experiment_csv(
-            args.file,
-            arm_column=args.arm_column,
-            responded_column=args.responded_column,
-            revenue_column=args.revenue_column,
-            cost_column=args.cost_column,
-            encoding=args.encoding,
-        )
-        experiment = evaluate_experiment(
-            frame,
-            args.control,
-            rules=ComparisonRules(
-                confidence=args.confidence,
-                min_per_arm=args.min_per_arm,
-                max_mde=args.max_mde,
-                interval=args.interval,
-            ),
-            source=str(args.file),
-        )
-    except ExperimentFileError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+    frame = read_experiment_csv(
+        args.file,
+        arm_column=args.arm_column,
+        responded_column=args.responded_column,
+        revenue_column=args.revenue_column,
+        cost_column=args.cost_column,
+        encoding=args.encoding,
+    )
+    experiment = evaluate_experiment(
+        frame,
+        args.control,
+        rules=ComparisonRules(
+            confidence=args.confidence,
+            min_per_arm=args.min_per_arm,
+            max_mde=args.max_mde,
+            interval=args.interval,
+        ),
+        source=str(args.file),
+    )
     if args.json:
         print(json.dumps(experiment.as_dict(), ensure_ascii=False, indent=2))
     else:
@@ -121,9 +120,11 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """``python -m huitouke.evaluate.cli``: the same command and exit statuses as ``huitouke evaluate``."""
     parser = _configure(argparse.ArgumentParser(prog="huitouke evaluate", description=DESCRIPTION))
+    parser.add_argument("--debug", action="store_true", help="on a failure, print the traceback too")
     args = parser.parse_args(argv)
-    return args.func(args)
+    return run_reporting(args.func, args, debug=args.debug)
 
 
 if __name__ == "__main__":

@@ -14,7 +14,8 @@ Output columns (:data:`COMPARISON_COLUMNS`, after the ``by`` columns), one row p
 ``response_rate``, ``control_rate``           responders / customers (the control's: natural
                                               repurchase rate when the control is a holdout)
 ``lift``, ``lift_low``, ``lift_high``         absolute lift (a fraction: 0.04 = 4 points) and its
-                                              95% interval (:mod:`huitouke.evaluate.stats`)
+                                              interval at the rules' confidence, 95% by default
+                                              (:mod:`huitouke.evaluate.stats`)
 ``p_value``, ``test``                         two-sided p-value; ``z`` (pooled z-test) or
                                               ``fisher`` (small counts)
 ``interval``                                  ``newcombe`` or ``wald``
@@ -23,7 +24,7 @@ Output columns (:data:`COMPARISON_COLUMNS`, after the ``by`` columns), one row p
 ``revenue_cents``, ``control_revenue_cents``  revenue of the arm's customers (integer cents)
 ``revenue_per_customer_cents``,               mean revenue per customer (non-responders = 0)
 ``control_revenue_per_customer_cents``
-``incremental_revenue_per_customer_cents``    difference of the means, Welch 95% interval
+``incremental_revenue_per_customer_cents``    difference of the means, Welch interval
 (``_low_cents``, ``_high_cents`` for the       (``..._per_customer_low_cents`` …) and p-value
 interval), ``revenue_p_value``                (``revenue_p_value``)
 ``incremental_revenue_cents`` (``_low``,      the difference per customer × the arm's customers:
@@ -66,6 +67,7 @@ __all__ = [
     "as_records",
     "compare_arms",
     "compare_summaries",
+    "confidence_label",
     "format_comparisons",
     "format_table",
     "summarize_arms",
@@ -462,6 +464,11 @@ def _cell(key: str, value: Any) -> str:
     return str(value)
 
 
+def confidence_label(confidence: float) -> str:
+    """``0.95`` -> ``"95%"``, ``0.9`` -> ``"90%"``, ``0.975`` -> ``"97.5%"``: an interval's level as headed."""
+    return f"{round(100 * confidence, 2):g}%"
+
+
 def format_comparisons(
     frame: pd.DataFrame,
     keys: Sequence[tuple[str, str]] = (),
@@ -471,12 +478,14 @@ def format_comparisons(
     rate_label: str = "resp. rate",
     control_rate_label: str = "ctrl rate",
     show_arm: bool = True,
+    confidence: float = DEFAULT_RULES.confidence,
 ) -> str:
     """The comparison rows as two readable tables, response then money; ``keys`` are (column,
     header) pairs shown first in both.
 
-    Rates in %, lift and MDE in percentage points with the 95% interval in brackets, money in
-    CNY, ROI as CNY per CNY spent. Counts and sums only: no customer appears.
+    Rates in %, lift and MDE in percentage points with the interval in brackets, headed with its
+    level (``confidence``: the one the rows were computed at), money in CNY, ROI as CNY per CNY
+    spent. Counts and sums only: no customer appears.
     """
     key_headers = [h for _, h in keys] + ([arm_label] if show_arm else [])
     records = frame.to_dict("records")
@@ -484,9 +493,10 @@ def format_comparisons(
         [_cell(k, rec.get(k)) for k, _ in keys] + ([str(rec["arm"])] if show_arm else []) for rec in records
     ]
     adjusted = "p_value_adjusted" in frame.columns
-    labels = (control_label, rate_label, control_rate_label)
+    level = confidence_label(confidence)
+    labels = (control_label, rate_label, control_rate_label, level)
     response = _response_table(key_headers, key_cells, records, labels, adjusted)
-    money = _money_table(key_headers, key_cells, records, control_label)
+    money = _money_table(key_headers, key_cells, records, (control_label, level))
     return f"{response}\n\nRevenue and cost (CNY)\n{money}"
 
 
@@ -494,18 +504,18 @@ def _response_table(
     key_headers: list[str],
     key_cells: list[list[str]],
     records: list[dict[str, Any]],
-    labels: tuple[str, str, str],
+    labels: tuple[str, str, str, str],
     adjusted: bool,
 ) -> str:
     """Customers, responders, rates, the lift with its interval, p (and p adj.), MDE, verdict."""
-    control_label, rate_label, control_rate_label = labels
+    control_label, rate_label, control_rate_label, level = labels
     headers = [
         "customers",
         control_label,
         "responders",
         rate_label,
         control_rate_label,
-        "lift pp [95% CI]",
+        f"lift pp [{level} CI]",
         "p",
         *(["p adj."] if adjusted else []),
         "rel. lift",
@@ -534,13 +544,17 @@ def _response_table(
 
 
 def _money_table(
-    key_headers: list[str], key_cells: list[list[str]], records: list[dict[str, Any]], control_label: str
+    key_headers: list[str],
+    key_cells: list[list[str]],
+    records: list[dict[str, Any]],
+    labels: tuple[str, str],
 ) -> str:
     """Revenue per customer, incremental revenue with its interval, responders' revenue, cost, ROIs."""
+    control_label, level = labels
     headers = [
         "rev/cust",
         f"{control_label} rev/cust",
-        "incremental revenue [95% CI]",
+        f"incremental revenue [{level} CI]",
         "responders' revenue",
         "cost",
         "ROI incr.",

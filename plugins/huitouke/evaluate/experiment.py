@@ -6,9 +6,10 @@ control, every other arm is compared with it (:func:`huitouke.evaluate.compare.c
 with a Bonferroni adjustment when there are several (:func:`~huitouke.evaluate.compare.adjust_for_multiplicity`).
 
 Values: ``responded`` is 1/0, true/false, yes/no, y/n, t/f or 是/否 (any case); revenue and cost
-are amounts in CNY (``12.5``, ``¥1,234.56``; empty = 0; not negative). Revenue is rounded to the
-fen (cent), cost is kept as given (an SMS costs 0.045 CNY). A bad value raises
-:class:`ExperimentFileError` naming the file, the line and the column.
+are amounts in CNY (``12.5``, ``¥1,234.56``; empty = 0; not negative, finite, at most
+:data:`MAX_CNY` per customer, so that sums over millions of customers stay exact in integer fen).
+Revenue is rounded to the fen (cent), cost is kept as given (an SMS costs 0.045 CNY). A bad value
+raises :class:`ExperimentFileError` naming the file, the line and the column.
 """
 
 from __future__ import annotations
@@ -23,20 +24,24 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from huitouke.errors import UserInputError
 from huitouke.evaluate import stats
 from huitouke.evaluate.compare import (
     adjust_for_multiplicity,
     as_records,
     compare_arms,
+    confidence_label,
     format_comparisons,
     format_table,
 )
 from huitouke.evaluate.stats import DEFAULT_RULES, ComparisonRules
+from huitouke.pii import mask_text
 
 __all__ = [
     "ARM_COLUMNS",
     "Experiment",
     "ExperimentFileError",
+    "MAX_CNY",
     "evaluate_experiment",
     "parse_cny",
     "parse_responded",
@@ -58,9 +63,12 @@ ARM_COLUMNS = [
 _TRUE = {"1", "true", "yes", "y", "t", "是"}
 _FALSE = {"0", "false", "no", "n", "f", "否"}
 _MAX_ERRORS = 5
+MAX_CNY = Decimal(1_000_000_000)
+"""The most one customer's revenue or cost may be, in CNY: generous, yet a sum over 9 million
+customers still fits the integer fen of int64 (a phone number pasted into the column does not)."""
 
 
-class ExperimentFileError(ValueError):
+class ExperimentFileError(UserInputError):
     """A CSV the evaluation cannot read: the message names the file, line and column."""
 
 
@@ -75,7 +83,8 @@ def parse_responded(text: str) -> bool:
 
 
 def parse_cny(text: str) -> Decimal:
-    """An amount in CNY: ``"12.5"``, ``"¥1,234.56"``; empty is 0; negative is a ValueError."""
+    """An amount in CNY: ``"12.5"``, ``"¥1,234.56"``; empty is 0; negative, not finite or above
+    :data:`MAX_CNY` is a ValueError."""
     value = text.strip().lstrip("¥￥").replace(",", "").strip()
     if value == "":
         return Decimal(0)
@@ -84,9 +93,11 @@ def parse_cny(text: str) -> Decimal:
     except InvalidOperation:
         raise ValueError("expected an amount in CNY, e.g. 12.50") from None
     if not amount.is_finite():
-        raise ValueError("expected an amount in CNY, e.g. 12.50")
+        raise ValueError("expected a finite amount in CNY, e.g. 12.50")
     if amount < 0:
         raise ValueError("an amount cannot be negative")
+    if amount > MAX_CNY:
+        raise ValueError(f"an amount above {MAX_CNY:,} CNY per customer is not plausible")
     return amount
 
 
@@ -105,10 +116,7 @@ def read_experiment_csv(
     counted from 1 with the header on line 1.
     """
     path = Path(path)
-    try:
-        handle = path.open(newline="", encoding=encoding)
-    except FileNotFoundError:
-        raise ExperimentFileError(f"{path}: no such file") from None
+    handle = _opened(path, encoding)
     named = {"arm": arm_column, "responded": responded_column, "revenue": revenue_column, "cost": cost_column}
     with handle:
         reader = csv.reader(handle)
@@ -129,6 +137,23 @@ def read_experiment_csv(
             "cost_cents": np.array(rows.cost, dtype=float) if "cost" in columns.at else np.nan,
         }
     )
+
+
+def _opened(path: Path, encoding: str) -> Any:
+    """The file opened for the CSV reader; a missing file, a folder or an unknown encoding is an
+    ExperimentFileError naming it."""
+    if path.is_dir():
+        raise ExperimentFileError(f"{path}: a folder, not a file")
+    try:
+        return path.open(newline="", encoding=encoding)
+    except FileNotFoundError:
+        raise ExperimentFileError(f"{path}: no such file") from None
+    except LookupError:
+        raise ExperimentFileError(f"{path}: unknown encoding {encoding!r} (e.g. utf-8, gb18030)") from None
+    except OSError as exc:
+        raise ExperimentFileError(
+            f"{path}: cannot read it: {(exc.strerror or type(exc).__name__).lower()}"
+        ) from None
 
 
 @dataclass(frozen=True)
@@ -208,7 +233,7 @@ def _parse_row(where: str, cells: list[str], columns: _Columns, rows: _Rows) -> 
         try:
             return parse(raw)
         except ValueError as exc:
-            problems.append(f"{where}, column {columns.names[key]!r}: {exc} (got {raw!r})")
+            problems.append(f"{where}, column {columns.names[key]!r}: {exc} (got {_shown(raw)!r})")
             return default
 
     arm = cells[columns.at["arm"]].strip()
@@ -223,6 +248,12 @@ def _parse_row(where: str, cells: list[str], columns: _Columns, rows: _Rows) -> 
         rows.revenue.append(cents)
         rows.cost.append(spent)
     return problems
+
+
+def _shown(raw: str) -> str:
+    """A bad cell as an error message may quote it: phones and e-mails masked, at most 40 characters."""
+    text = mask_text(raw)
+    return text if len(text) <= 40 else text[:37] + "..."
 
 
 def _cents_of(text: str) -> int:
@@ -253,7 +284,7 @@ class Experiment:
     def as_text(self) -> str:
         """The per-arm table, then the comparisons (response, then revenue and cost)."""
         title = f"Experiment {self.source}: " if self.source else "Experiment: "
-        pct = int(round(self.confidence * 100))
+        pct = confidence_label(self.confidence)
         lines = [f"{title}{len(self.arms)} arm(s), control {self.control!r}", ""]
         lines.append(
             format_table(
@@ -261,7 +292,7 @@ class Experiment:
                     "arm",
                     "customers",
                     "responders",
-                    f"response rate [{pct}% CI]",
+                    f"response rate [{pct} CI]",
                     "revenue CNY",
                     "rev/cust CNY",
                 ],
@@ -284,7 +315,9 @@ class Experiment:
         )
         if len(self.comparisons):
             lines += ["", f"Each arm against {self.control!r}"]
-            lines.append(format_comparisons(self.comparisons, control_label="control"))
+            lines.append(
+                format_comparisons(self.comparisons, control_label="control", confidence=self.confidence)
+            )
             if len(self.comparisons) > 1:
                 lines += [
                     "",

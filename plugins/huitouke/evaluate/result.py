@@ -126,13 +126,13 @@ class WaveEvaluation:
             "(treatment against holdout; itt = everyone assigned, sent = treated customers sent a message, "
             "received = those whose message was delivered, both vs the would-be-sent holdout; * = primary window)",
             "",
-            _results_text(res),
+            _results_text(res, self.labels()),
         ]
         for title, text in (
-            ("By segment, channel and variant (primary window, itt)", _breakdowns_text(self)),
+            ("By segment, channel and variant (primary window, itt)", _breakdowns_text(self, self.labels())),
             (
                 "Cumulative over the waves of each sequence (from wave 1's send to wave k + primary window, itt)",
-                _cumulative_text(self.cumulative),
+                _cumulative_text(self.cumulative, self.labels()),
             ),
             ("Repurchase curves: cumulative response by day since sending (itt)", _curves_text(self.curves)),
             (
@@ -143,6 +143,10 @@ class WaveEvaluation:
             if text:
                 lines += ["", title, text]
         return "\n".join(lines)
+
+    def labels(self) -> dict[str, Any]:
+        """The tables' labels: holdout, response, natural, and the intervals' level as computed."""
+        return {**_LABELS, "confidence": float(self.options.get("confidence", 0.95))}
 
     def as_dict(self) -> dict[str, Any]:
         """The XCom summary: how many results, and each primary intention-to-treat lift."""
@@ -169,7 +173,7 @@ class WaveEvaluation:
 # --------------------------------------------------------------------------- the task log's tables
 
 
-def _results_text(res: pd.DataFrame) -> str:
+def _results_text(res: pd.DataFrame, labels: dict[str, Any]) -> str:
     """Every result row, its window marked ``*`` when primary."""
     shown = res.assign(
         window=[f"{w}d{'*' if p else ''}" for w, p in zip(res["window_days"], res["primary"], strict=True)]
@@ -181,10 +185,10 @@ def _results_text(res: pd.DataFrame) -> str:
         ("window", "window"),
         ("view", "view"),
     ]
-    return format_comparisons(shown, keys, show_arm=False, **_LABELS)
+    return format_comparisons(shown, keys, show_arm=False, **labels)
 
 
-def _breakdowns_text(ev: WaveEvaluation) -> str:
+def _breakdowns_text(ev: WaveEvaluation, labels: dict[str, Any]) -> str:
     """The breakdowns of the primary windows ("" when there are none)."""
     res = ev.results
     primary = ev.breakdowns.merge(res.loc[res["primary"], WINDOW_KEY].drop_duplicates(), on=WINDOW_KEY)
@@ -197,10 +201,10 @@ def _breakdowns_text(ev: WaveEvaluation) -> str:
         ("dimension", "by"),
         ("value", "value"),
     ]
-    return format_comparisons(primary, keys, show_arm=False, **_LABELS)
+    return format_comparisons(primary, keys, show_arm=False, **labels)
 
 
-def _cumulative_text(cumulative: pd.DataFrame) -> str:
+def _cumulative_text(cumulative: pd.DataFrame, labels: dict[str, Any]) -> str:
     if not len(cumulative):
         return ""
     keys = [
@@ -209,7 +213,7 @@ def _cumulative_text(cumulative: pd.DataFrame) -> str:
         ("window_days", "window"),
         ("entry_days", "entry days"),
     ]
-    return format_comparisons(cumulative, keys, show_arm=False, **_LABELS)
+    return format_comparisons(cumulative, keys, show_arm=False, **labels)
 
 
 def _curves_text(curves: pd.DataFrame) -> str:

@@ -14,6 +14,9 @@ import ipaddress
 import logging
 import sys
 
+from huitouke.cli_errors import run_reporting
+from huitouke.errors import UserInputError
+
 __all__ = ["add_parser", "cmd_gateway", "main"]
 
 DESCRIPTION = (
@@ -49,9 +52,19 @@ def _rate(kind: type):
     return parse
 
 
+def _port(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = -1
+    if not 0 <= value <= 65535:
+        raise argparse.ArgumentTypeError(f"expected a port number from 0 to 65535, got {text!r}")
+    return value
+
+
 def _configure(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
     p.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
-    p.add_argument("--port", type=int, default=8765, help="port (default 8765; 0: any free port)")
+    p.add_argument("--port", type=_port, default=8765, help="port (default 8765; 0: any free port)")
     p.add_argument("--token", default="test-token", help="the bearer token it expects (default test-token)")
     p.add_argument("--allow-remote", action="store_true", help="allow binding a non-loopback address")
     for flag, dest, kind, text in FAULT_OPTIONS:
@@ -97,16 +110,22 @@ def cmd_gateway(args: argparse.Namespace) -> int:
         insufficient_balance=args.insufficient_balance, dedupe_ids=args.dedupe_ids, **settings
     )
     get_logger("huitouke.gateway").setLevel(logging.INFO)  # the startup line
-    serve(args.host, args.port, faults, token=args.token)
+    try:
+        serve(args.host, args.port, faults, token=args.token)
+    except OSError as exc:  # the port is taken, the host is not this machine's
+        raise UserInputError(
+            f"cannot listen on {args.host}:{args.port}: {(exc.strerror or type(exc).__name__).lower()}"
+        ) from exc
     return 0
 
 
 def main(argv: list[str] | None = None) -> int:
+    """``python -m huitouke.gateway.cli``: the same command and exit statuses as ``huitouke gateway``."""
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
-    args = _configure(argparse.ArgumentParser(prog="huitouke gateway", description=DESCRIPTION)).parse_args(
-        argv
-    )
-    return args.func(args)
+    parser = _configure(argparse.ArgumentParser(prog="huitouke gateway", description=DESCRIPTION))
+    parser.add_argument("--debug", action="store_true", help="on a failure, print the traceback too")
+    args = parser.parse_args(argv)
+    return run_reporting(args.func, args, debug=args.debug)
 
 
 if __name__ == "__main__":

@@ -1,8 +1,10 @@
 """The ``huitouke templates`` commands: ``lint``, ``preview`` and ``context``.
 
 Register them with :func:`add_templates_commands` on the main parser's sub-parsers. The shop
-(signature, footer) and the campaigns' SMS budgets come from two optional loaders given there,
-which read the playbook; without them the sample shop and the default budget are used.
+(signature, footer), the campaigns' SMS budgets, the approved SMS templates and the campaigns'
+own check (the DAG's, :func:`huitouke.render.daily.campaign_problems`) come from optional loaders
+given there, which read the playbook; without them the sample shop and the default budget are
+used and no campaign is checked.
 """
 
 from __future__ import annotations
@@ -14,11 +16,12 @@ from collections.abc import Callable
 from datetime import date
 from pathlib import Path
 
+from huitouke.cli_errors import iso_date, positive_int
 from huitouke.render.approved import Approvals
 from huitouke.render.catalogue import CHANNELS
 from huitouke.render.context import SAMPLE_SHOP, ShopInfo, context_reference_markdown
 from huitouke.render.environment import TemplateError
-from huitouke.render.lint import lint_templates
+from huitouke.render.lint import LintProblem, lint_templates
 from huitouke.render.preview import PreviewOptions, preview_message
 
 __all__ = ["add_templates_commands", "templates_context", "templates_lint", "templates_preview"]
@@ -30,6 +33,10 @@ BudgetsLoader = Callable[[], dict[str, int]]
 ApprovalsLoader = Callable[[], tuple[Approvals, list[str]]]
 # (customer id, business date or None) -> context objects of a stored customer; LookupError if unknown.
 CustomerLoader = Callable[[str, "date | None"], dict]
+# (templates folder or None, the NAMEs or None) -> the DAG's check of the enabled campaigns as lint
+# problems (huitouke.render.daily.campaign_problems): a template that does not exist, a coupon
+# template in a campaign without a coupon.
+CampaignsLoader = Callable[["Path | None", "list[str] | None"], list[LintProblem]]
 
 
 def _shop(args: argparse.Namespace) -> ShopInfo:
@@ -42,7 +49,8 @@ def _root(args: argparse.Namespace) -> Path | None:
 
 
 def templates_lint(args: argparse.Namespace) -> int:
-    """Print every problem; exit 1 when there is an error (warnings alone exit 0)."""
+    """Print every problem, the templates' and the enabled campaigns' (the DAG's own check, with a
+    ``campaigns_loader``); exit 1 when there is an error (warnings alone exit 0)."""
     budgets_loader = getattr(args, "budgets_loader", None)
     budgets = dict(budgets_loader() if budgets_loader else {})
     if getattr(args, "max_segments", None):
@@ -58,6 +66,9 @@ def templates_lint(args: argparse.Namespace) -> int:
         approvals=approvals,
         sms_sent=sent,
     )
+    campaigns_loader = getattr(args, "campaigns_loader", None)
+    if campaigns_loader is not None:
+        problems += campaigns_loader(_root(args), args.names or None)
     for problem in problems:
         print(problem)
     errors = sum(p.is_error for p in problems)
@@ -126,7 +137,9 @@ def _add_lint(sub: argparse._SubParsersAction, common: dict) -> None:
         "names", nargs="*", metavar="NAME", help="messages (thank_you_new, sms/coupon_wave) or files"
     )
     p.add_argument(
-        "--max-segments", type=int, help="SMS budget for the NAMEs given (default: the playbook's or 2)"
+        "--max-segments",
+        type=positive_int,
+        help="SMS budget for the NAMEs given (default: the playbook's or 2)",
     )
     p.add_argument("--root", help="templates folder (default include/templates)")
     p.set_defaults(func=templates_lint, **common)
@@ -143,11 +156,11 @@ def _add_preview(sub: argparse._SubParsersAction, common: dict) -> None:
     )
     p.add_argument(
         "--date",
-        type=date.fromisoformat,
+        type=iso_date,
         metavar="YYYY-MM-DD",
         help="with --customer: their segment on this business day (default: the latest computed)",
     )
-    p.add_argument("--wave", type=int, help="wave number (default 1)")
+    p.add_argument("--wave", type=positive_int, help="wave number (default 1)")
     p.add_argument("--category", metavar="GROUP", help="category group (default: every variant)")
     p.add_argument("--root", help="templates folder (default include/templates)")
     p.set_defaults(func=templates_preview, **common)
@@ -160,6 +173,7 @@ def add_templates_commands(
     budgets_loader: BudgetsLoader | None = None,
     customer_loader: CustomerLoader | None = None,
     approvals_loader: ApprovalsLoader | None = None,
+    campaigns_loader: CampaignsLoader | None = None,
 ) -> argparse.ArgumentParser:
     """Add ``templates lint|preview|context`` to a parser's sub-parsers (``args.func`` is set)."""
     templates = subparsers.add_parser(
@@ -171,6 +185,7 @@ def add_templates_commands(
         "budgets_loader": budgets_loader,
         "customer_loader": customer_loader,
         "approvals_loader": approvals_loader,
+        "campaigns_loader": campaigns_loader,
     }
     _add_lint(sub, common)
     _add_preview(sub, common)

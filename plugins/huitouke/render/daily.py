@@ -24,12 +24,13 @@ from sqlalchemy import Connection, Engine
 
 from huitouke.campaigns.daily import stored_plan_text
 from huitouke.campaigns.playbook import Campaign, Playbook, channel_of
+from huitouke.config import compose_yaml, yaml_line
 from huitouke.pii import get_logger
 from huitouke.render import context as ctx
 from huitouke.render import persist
 from huitouke.render.approved import Approvals, CompiledParams, missing_approval_error, params_json
 from huitouke.render.environment import TemplateError
-from huitouke.render.lint import approved_problems, lint_approved_sms
+from huitouke.render.lint import LintProblem, approved_problems, lint_approved_sms
 from huitouke.render.messages import CompiledMessage, compile_message, render_batch
 
 log = get_logger(__name__)
@@ -84,6 +85,39 @@ def lint_campaigns(
         except TemplateError as exc:
             broken[name] = str(exc)
     return broken
+
+
+def campaign_problems(
+    playbook: Playbook,
+    *,
+    root: Path | None = None,
+    sms_provider: str | None = None,
+    where: tuple[str, str | None] = ("include/playbook.yaml", None),
+    only: list[str] | None = None,
+) -> list[LintProblem]:
+    """:func:`lint_campaigns`, the DAG's check, as ``huitouke templates lint`` problems (rule
+    ``campaign-broken``): one per broken enabled campaign, at the playbook's line of its
+    templates. ``where``: the playbook's file and YAML text (for the line); ``only``: the
+    campaigns sending one of these messages (``sms/coupon_wave``, ``coupon_wave``) alone."""
+    file, source = where
+    root_node = compose_yaml(source)
+    problems = []
+    for name, error in lint_campaigns(playbook, root, sms_provider).items():
+        if only is not None and not any(
+            _names(t, only) for t in _templates_of(name, playbook.campaigns[name])
+        ):
+            continue
+        at = ("campaigns", name)
+        line = yaml_line(root_node, (*at, "templates")) or yaml_line(root_node, at)
+        message = f"the campaign will not be rendered: {error}"
+        problems.append(LintProblem(file, line, f"campaigns.{name}", message, rule="campaign-broken"))
+    return problems
+
+
+def _names(template: str, names: list[str]) -> bool:
+    """Whether a lint NAME (``sms/x``, ``x``, ``sms/x.txt.j2``) names the campaign's ``template``."""
+    bare = template.partition("/")[2]
+    return any(n in (template, bare) or n.startswith(f"{template}.") for n in names)
 
 
 def _checked_params(

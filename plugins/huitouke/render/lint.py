@@ -39,6 +39,12 @@ rule                    severity  what
                                   field, ``_`` attribute, or it fails with the sample context
 ``approved-empty``      warning   a parameter renders empty with the sample context (the provider
                                   refuses an empty parameter)
+``campaign-broken``     error     an enabled campaign the daily run would not render: it names a
+                                  template that does not exist, sends a template using ``coupon``
+                                  without giving a coupon, or an SMS template its provider needs
+                                  approved is not; the DAG's own check
+                                  (:func:`huitouke.render.daily.lint_campaigns`), at the playbook's
+                                  line of the campaign's templates (``huitouke templates lint`` only)
 ======================  ========  ===================================================================
 
 The ``approved-*`` rules name the playbook's file and line and the field
