@@ -20,4 +20,5 @@ ruff check .
 ruff format --check --quiet . || { echo "ruff format would change files: run 'ruff format .'" >&2; exit 1; }
 
 echo "==> pytest"
-exec python -m pytest "$@"
+# The slowest tests at the end of the report: where the time budget goes.
+exec python -m pytest --durations=20 "$@"
