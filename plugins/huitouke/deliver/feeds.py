@@ -93,7 +93,10 @@ def record_receipts(
         counts.delivered += r.delivered
         counts.undelivered += not r.delivered
     for keys, params in shapes.items():
-        query = update(outbox).where(o.status == SENT).where(o.provider == provider)
+        # ``status || ''``: the status is only checked, never searched by. Without statistics
+        # SQLite's planner may otherwise walk every sent row through the status index instead of
+        # the one row the receipt's id finds (a 40,000-message pull took 34 s, not 0.1 s).
+        query = update(outbox).where(o.status.concat("") == SENT).where(o.provider == provider)
         for key in keys:
             query = query.where(o[key] == bindparam(f"_{key}"))
         values = {c: bindparam(f"_{c}") for c in ("receipt", "receipt_code", "receipt_at")}

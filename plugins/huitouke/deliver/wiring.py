@@ -73,6 +73,8 @@ def unsubscribe_secret(settings: DeliverySettings) -> bytes | None:
 
 def _aware_utc(moment: Any) -> datetime | None:
     """A stored time (naive UTC, possibly a pandas Timestamp) as an aware datetime."""
+    if type(moment) is datetime:  # as claimed: the common case, without pandas
+        return moment.replace(tzinfo=UTC)
     if moment is None or pd.isna(moment):
         return None
     return pd.Timestamp(moment).to_pydatetime().replace(tzinfo=UTC)

@@ -13,9 +13,11 @@ The SDKs wrap the ``requests`` error (Tea re-raises it as a ``RetryError`` insid
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 
 import requests
+from requests.adapters import HTTPAdapter
 from urllib3.exceptions import NewConnectionError
 
 from huitouke.deliver.providers.base import Fate
@@ -60,3 +62,18 @@ def transport_fate(exc: BaseException) -> tuple[Fate, str] | None:
         if isinstance(current, requests.RequestException):
             return Fate.UNKNOWN, "the exchange broke off after the request was sent"
     return None
+
+
+def provider_session(base_url: str, pool_size: int) -> requests.Session:
+    """A ``requests.Session`` for one provider's endpoint: a connection pool of ``pool_size``, no
+    retries of its own (the sender decides), and the environment's proxy and CA bundle read once
+    here rather than on every request (requests reads the whole environment per request when
+    ``trust_env`` is on: a third of a batched call's client time)."""
+    session = requests.Session()
+    adapter = HTTPAdapter(pool_connections=2, pool_maxsize=max(pool_size, 4), max_retries=0)
+    session.mount("http://", adapter)
+    session.mount("https://", adapter)
+    session.proxies.update(requests.utils.get_environ_proxies(base_url))
+    session.verify = os.environ.get("REQUESTS_CA_BUNDLE") or os.environ.get("CURL_CA_BUNDLE") or True
+    session.trust_env = False
+    return session

@@ -21,7 +21,6 @@ from typing import Any
 from urllib.parse import quote, urlsplit
 
 import requests
-from requests.adapters import HTTPAdapter
 from urllib3.exceptions import ConnectTimeoutError
 
 from huitouke.deliver.providers.base import (
@@ -32,6 +31,7 @@ from huitouke.deliver.providers.base import (
     SendOutcome,
     StatusAnswer,
 )
+from huitouke.deliver.providers.transport import provider_session
 from huitouke.pii import get_logger, mask_phone, mask_text
 
 __all__ = ["DEFAULT_CONN_ID", "MAX_BATCH_SIZE", "WebhookConfigError", "WebhookProvider"]
@@ -87,10 +87,7 @@ class WebhookProvider:
         self.timeout_s = float(timeout_s)
         self.max_concurrency = int(max_concurrency)
         self.rate_per_s = float(rate_per_s) if rate_per_s else None
-        self.session = requests.Session()
-        adapter = HTTPAdapter(pool_connections=2, pool_maxsize=max(self.max_concurrency, 4), max_retries=0)
-        self.session.mount("http://", adapter)
-        self.session.mount("https://", adapter)
+        self.session = provider_session(self.base_url, self.max_concurrency)
         self.session.headers.update({"Authorization": f"Bearer {token}", "Accept": "application/json"})
 
     @classmethod
