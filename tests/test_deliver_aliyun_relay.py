@@ -64,9 +64,24 @@ def sms_up(i: int, content: str = "T", sequence_id: int | None = None) -> dict:
 
 @pytest.fixture
 def relay(store_engine, monkeypatch):
+    """The relay on a store, on SQLite and on PostgreSQL."""
     monkeypatch.setattr(endpoint, "configured_tokens", lambda: TOKENS)
     monkeypatch.setattr(endpoint, "configured_engine", lambda: store_engine)
     return store_engine
+
+
+@pytest.fixture
+def sqlite_relay(tmp_path, monkeypatch):
+    """The relay on a SQLite store only: for what is checked before the store is reached."""
+    from huitouke.store.connection import make_engine
+    from huitouke.store.migrate import upgrade
+
+    engine = make_engine(f"sqlite:///{tmp_path / 'crm.sqlite'}")
+    upgrade(engine)
+    monkeypatch.setattr(endpoint, "configured_tokens", lambda: TOKENS)
+    monkeypatch.setattr(endpoint, "configured_engine", lambda: engine)
+    yield engine
+    engine.dispose()
 
 
 @pytest.fixture(scope="module")
@@ -121,12 +136,12 @@ def test_a_repeated_push_stores_nothing_new(relay, client):
     assert kept(relay) == 5
 
 
-def test_wrong_tokens_are_refused_and_nothing_is_kept(relay, client):
+def test_wrong_tokens_are_refused_and_nothing_is_kept(sqlite_relay, client):
     for token in ("", "wrong", PULL_TOKEN, PUSH_TOKEN[:-1]):
         response = push(client, "sms_report", [report(0)], token=token)
         assert response.status_code == 403 and response.json()["code"] != 0
     assert client.post("/aliyun/sms_up", json=[sms_up(0)]).status_code == 403
-    assert kept(relay) == 0
+    assert kept(sqlite_relay) == 0
     push(client, "sms_report", [report(0)])
     for headers in ({}, {"Authorization": "Bearer wrong"}, {"Authorization": f"Bearer {PUSH_TOKEN}"},
                     {"Authorization": PULL_TOKEN}, {"Authorization": f"Basic {PULL_TOKEN}"}):  # fmt: skip
@@ -147,7 +162,7 @@ BAD_BODIES = [
 ]
 
 
-def test_a_bad_body_is_refused_with_a_one_line_reason_and_nothing_is_kept(relay, client, caplog):
+def test_a_bad_body_is_refused_with_a_one_line_reason_and_nothing_is_kept(sqlite_relay, client, caplog):
     caplog.set_level(logging.INFO)
     for body, status in BAD_BODIES:
         response = client.post(
@@ -158,12 +173,12 @@ def test_a_bad_body_is_refused_with_a_one_line_reason_and_nothing_is_kept(relay,
         answer = response.json()
         assert answer["code"] != 0 and "\n" not in answer["msg"] and len(answer["msg"]) < 120
         assert "Traceback" not in response.text and "13800000000" not in response.text
-    assert kept(relay) == 0
+    assert kept(sqlite_relay) == 0
     assert "13800000000" not in caplog.text and "Traceback" not in caplog.text
     assert client.get("/aliyun/sms_report", params={"cursor": "abc"}, headers=PULL).status_code == 400
 
 
-def test_nothing_personal_is_logged(relay, client, caplog):
+def test_nothing_personal_is_logged(sqlite_relay, client, caplog):
     caplog.set_level(logging.DEBUG)
     push(client, "sms_up", [sms_up(7, "退订 张三")])
     pull(client, "sms_up")
@@ -171,7 +186,7 @@ def test_nothing_personal_is_logged(relay, client, caplog):
     assert "sms_up push of 1 records, 1 new" in caplog.text
 
 
-def test_without_a_relay_or_with_a_broken_one_nothing_is_kept(relay, client, monkeypatch):
+def test_without_a_relay_or_with_a_broken_one_nothing_is_kept(sqlite_relay, client, monkeypatch):
     monkeypatch.setattr(endpoint, "configured_tokens", lambda: None)  # delivery.aliyun_relay_conn_id unset
     assert push(client, "sms_report", [report(0)]).status_code == 404
     assert client.get("/aliyun/sms_report", headers=PULL).status_code == 404
@@ -191,8 +206,8 @@ def test_without_a_relay_or_with_a_broken_one_nothing_is_kept(relay, client, mon
     response = push(client, "sms_report", [report(0)])  # not 200: Aliyun pushes again later
     assert response.status_code == 503 and "crm_db" not in response.text
     assert client.get("/aliyun/sms_report", headers=PULL).status_code == 503
-    monkeypatch.setattr(endpoint, "configured_engine", lambda: relay)
-    assert kept(relay) == 0
+    monkeypatch.setattr(endpoint, "configured_engine", lambda: sqlite_relay)
+    assert kept(sqlite_relay) == 0
 
 
 def test_records_older_than_the_retention_are_deleted_when_a_push_is_kept(store_engine):
