@@ -326,3 +326,26 @@ def test_inside_airflow_the_relay_needs_no_login_and_reads_its_tokens_from_the_c
     assert page.status_code == 200 and page.json()["messages"] == [sms_up(3)]
     wrong = airflow_client.get("/huitouke/aliyun/sms_up", headers={"Authorization": f"Bearer {PUSH_TOKEN}"})
     assert wrong.status_code == 401
+
+
+def test_the_tokens_come_from_the_connection_and_must_be_long_and_different(monkeypatch):
+    from huitouke.config import DeliverySettings
+    from huitouke.deliver.wiring import aliyun_relay_tokens
+
+    assert aliyun_relay_tokens(DeliverySettings()) is None  # the relay is off by default
+    settings = DeliverySettings(aliyun_relay_conn_id="huitouke_aliyun_relay", aliyun_relay_keep_days=7)
+
+    def connection(password: str, pull_token: str | None) -> None:
+        extra = {"pull_token": pull_token} if pull_token is not None else {}
+        value = json.dumps({"conn_type": "generic", "password": password, "extra": extra})
+        monkeypatch.setenv("AIRFLOW_CONN_HUITOUKE_ALIYUN_RELAY", value)
+
+    connection(PUSH_TOKEN, PULL_TOKEN)
+    tokens = aliyun_relay_tokens(settings)
+    assert (tokens.push, tokens.pull, tokens.keep_days) == (PUSH_TOKEN, PULL_TOKEN, 7)
+    assert PUSH_TOKEN not in repr(tokens) and PULL_TOKEN not in repr(tokens)
+    for push_token, pull_token in ((PUSH_TOKEN, None), ("short", PULL_TOKEN), (PUSH_TOKEN, PUSH_TOKEN)):
+        connection(push_token, pull_token)
+        with pytest.raises(ValueError, match="huitouke_aliyun_relay") as refused:
+            aliyun_relay_tokens(settings)
+        assert PUSH_TOKEN not in str(refused.value)
