@@ -186,6 +186,7 @@ def test_inside_airflow_the_link_needs_no_login_and_reads_its_secret_from_the_co
 
     config = tmp_path / "huitouke.yaml"
     config.write_text(
+        # the shipped configuration, the link turned on (its delivery: section is there already)
         config_path()
         .read_text(encoding="utf-8")
         .replace("unsubscribe_url: null", f"unsubscribe_url: {BASE}"),

@@ -171,6 +171,10 @@ class DeliverySettings(_Section):
     call_list_folder: str = "data/call_lists"
     unsubscribe_conn_id: str = "huitouke_unsubscribe"  # password: the token secret
     unsubscribe_url: str | None = None  # e.g. https://shop.example/unsubscribe
+    # The Aliyun report relay (huitouke.ui.aliyun_relay): its Connection (password: the push token
+    # in the URL registered with Aliyun; extra pull_token: the provider's report_token); None: off.
+    aliyun_relay_conn_id: str | None = None
+    aliyun_relay_keep_days: int = Field(30, ge=1)  # pushed records older than this are deleted
     lease_seconds: float = Field(120, gt=0)
     max_attempts: int = Field(5, ge=1)
     backoff_seconds: float = Field(30, ge=0)

@@ -13,10 +13,11 @@ from typing import Any
 import pandas as pd
 
 from huitouke.config import DeliverySettings, Settings, project_home
+from huitouke.deliver.aliyun_relay import RelayTokens
 from huitouke.deliver.policy import DeliveryRules
 from huitouke.deliver.providers.base import OutgoingMessage, Provider
 
-__all__ = ["build_provider", "delivery_rules", "message_factory", "providers_from"]
+__all__ = ["aliyun_relay_tokens", "build_provider", "delivery_rules", "message_factory", "providers_from"]
 
 _PROVIDERS: dict[str, tuple[str, str]] = {  # kind -> (module, class); imported only when configured
     "webhook": ("huitouke.deliver.providers.webhook", "WebhookProvider"),
@@ -69,6 +70,29 @@ def unsubscribe_secret(settings: DeliverySettings) -> bytes | None:
             "must be at least 16 bytes"
         )
     return secret.encode()
+
+
+def aliyun_relay_tokens(settings: DeliverySettings) -> RelayTokens | None:
+    """The Aliyun report relay's tokens from ``delivery.aliyun_relay_conn_id`` (None: the relay is
+    off): its password is the push token, its extra ``pull_token`` the pull token. Each at least
+    16 bytes, and not the same: the push token travels in a URL (Aliyun's console, proxies' logs),
+    and must not also read what was pushed."""
+    if not settings.aliyun_relay_conn_id:
+        return None
+    from huitouke.store.connection import airflow_connection
+
+    conn_id = settings.aliyun_relay_conn_id
+    conn = airflow_connection(conn_id)
+    push = conn.password or ""
+    pull = str((getattr(conn, "extra_dejson", None) or {}).get("pull_token") or "")
+    if len(push.encode()) < 16 or len(pull.encode()) < 16:
+        raise ValueError(
+            f"Connection {conn_id!r}: its password (the push token) and its extra pull_token "
+            "must be at least 16 bytes each"
+        )
+    if push == pull:
+        raise ValueError(f"Connection {conn_id!r}: the push token and the pull token must differ")
+    return RelayTokens(push=push, pull=pull, keep_days=settings.aliyun_relay_keep_days)
 
 
 def _aware_utc(moment: Any) -> datetime | None:

@@ -9,8 +9,8 @@ code: the tests that pass through it prove both that the SDK really signed the r
 hand-written check agrees with the SDK's signer.
 
 Actions: ``SendBatchSms`` and ``QuerySendDetails``. Receipts and replies: ``GET /aliyun/sms_report``
-and ``GET /aliyun/sms_up`` serve Aliyun's ``SmsReport`` / ``SmsUp`` records for pull (the relay a
-deployment puts behind Aliyun's HTTP push or MNS queue, docs/delivery.md).
+and ``GET /aliyun/sms_up`` serve Aliyun's ``SmsReport`` / ``SmsUp`` records for pull, as huitouke's
+own report relay does in a deployment (:mod:`huitouke.ui.aliyun_relay`, docs/delivery.md).
 
 Simulated refusals: a ``TemplateCode`` starting ``SMS_REFUSED`` is ``isv.SMS_TEMPLATE_ILLEGAL``, a
 sign name starting ``REFUSED`` is ``isv.SMS_SIGNATURE_ILLEGAL``; a call with any invalid number

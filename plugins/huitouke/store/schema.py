@@ -408,6 +408,23 @@ delivery_cursors = Table(
     Column("updated_at", DateTime, nullable=False),
 )
 
+# A record Aliyun SMS pushed to huitouke's report relay (huitouke.deliver.aliyun_relay): a delivery
+# receipt (feed sms_report) or an inbound message (sms_up), kept as pushed (JSON) until the Aliyun
+# provider pulls it by cursor (record_id). `record_key` (a hash of the record's natural key) makes
+# Aliyun's retries of a push store nothing new.
+aliyun_push_records = Table(
+    "aliyun_push_records",
+    metadata,
+    Column("record_id", Integer, primary_key=True, autoincrement=True),
+    Column("feed", String(16), nullable=False),  # sms_report, sms_up
+    Column("record_key", String(64), nullable=False),
+    Column("received_at", DateTime, nullable=False),
+    Column("record", Text, nullable=False),
+    UniqueConstraint("feed", "record_key"),
+    Index("ix_aliyun_push_records_feed_record_id", "feed", "record_id"),  # pulls, in order
+    Index("ix_aliyun_push_records_received_at", "received_at"),  # pruning
+)
+
 # One campaign wave's response against its holdout for one window and view, recorded on the
 # day the window matured (huitouke.evaluate.waves). The headline figures are columns; the whole
 # comparison row is in `figures` (JSON). Stored once per key: a re-run of the day adds nothing.

@@ -30,6 +30,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from huitouke.evaluate.pool import pooled_by_campaign
 from huitouke.pii import get_logger, mask_text
 from huitouke.ui import charts, data
+from huitouke.ui.aliyun_relay import aliyun_relay_router
 from huitouke.ui.templates import environment
 from huitouke.ui.unsubscribe import unsubscribe_router
 
@@ -322,6 +323,7 @@ def create_app(*, authenticate: bool = True) -> FastAPI:
 
     app.include_router(pages)
     app.include_router(unsubscribe_router())  # customers click it: no Airflow login (ui/unsubscribe.py)
+    app.include_router(aliyun_relay_router())  # Aliyun pushes to it: no Airflow login (ui/aliyun_relay.py)
 
     @app.get("/icon.svg", include_in_schema=False)
     def icon() -> Response:  # the nav icon: no data, no login needed

@@ -1,7 +1,8 @@
 """Aliyun SMS (dysmsapi 2017-05-25) through Alibaba Cloud's official SDK: ``SendBatchSms`` for
 sending (at most 100 numbers a call, one approved template a call), ``QuerySendDetails`` for the
 status of a message whose fate is unknown, and a documented pull of Aliyun's ``SmsReport`` /
-``SmsUp`` records for receipts and replies (docs/delivery.md, "Aliyun SMS").
+``SmsUp`` records for receipts and replies from the report relay Aliyun pushes them to
+(:mod:`huitouke.ui.aliyun_relay`; docs/delivery.md, "Aliyun SMS").
 
 Batch semantics: one ``SendBatchSms`` answer applies to every number of the call (one ``BizId``,
 one ``Code``). A refused call sent nothing, so when Aliyun refuses a batch as
