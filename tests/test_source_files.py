@@ -488,3 +488,21 @@ def test_the_time_filter_reads_missing_text_cells_as_missing(tmp_path):
         encoding="utf-8",
     )
     assert list(FileOrderSource(tmp_path).read(DAY_START, DAY_END)["order_id"]) == ["A1", "A2"]
+
+
+def test_the_time_filter_reads_the_export_layouts(tmp_path):
+    times = [
+        "2025/12/12 10:00",
+        "2025年12月12日 10:00:00",
+        "20251212",
+        "2025.12.12 23:59:59",
+        "2025-12-12T01:00Z",
+    ]
+    rows = "".join(f"T{i},c,{t},1,paid\n" for i, t in enumerate(times))
+    outside = "O1,c,2025/12/13 00:00,1,paid\nO2,c,2025-12-12T23:00+00:00,1,paid\nO3,c,0001-01-01,1,paid\n"
+    (tmp_path / "orders.csv").write_text(
+        "order_id,customer_id,paid_at,amount,status\n" + rows + outside, encoding="utf-8"
+    )
+    kept = list(FileOrderSource(tmp_path).read(DAY_START, DAY_END)["order_id"])
+    # 0001-01-01 cannot be a pandas time: kept for validation to judge, like any unreadable time
+    assert kept == ["T0", "T1", "T2", "T3", "T4", "O3"]
