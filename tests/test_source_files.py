@@ -506,3 +506,20 @@ def test_the_time_filter_reads_the_export_layouts(tmp_path):
     kept = list(FileOrderSource(tmp_path).read(DAY_START, DAY_END)["order_id"])
     # 0001-01-01 cannot be a pandas time: kept for validation to judge, like any unreadable time
     assert kept == ["T0", "T1", "T2", "T3", "T4", "O3"]
+
+
+def test_the_files_settings_name_a_wrong_encoding_or_when_missing_and_reach_the_source(tmp_path):
+    from huitouke.config import ConfigError, parse_settings
+    from huitouke.intake.sources import build_source
+
+    def settings(**files):
+        return parse_settings(
+            {"intake": {"source": "files", "files": {"folder": str(tmp_path), **files}}}, "h.yaml"
+        )
+
+    with pytest.raises(ConfigError, match=r"h.yaml: intake.files.encoding: unknown encoding 'nosuch'"):
+        settings(encoding="nosuch")
+    with pytest.raises(ConfigError, match=r"h.yaml: intake.files.when_missing: "):
+        settings(when_missing="maybe")
+    assert build_source(settings()).when_missing == "fail"
+    assert build_source(settings(when_missing="warn", encoding="GBK")).when_missing == "warn"

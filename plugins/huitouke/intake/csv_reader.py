@@ -34,7 +34,7 @@ from huitouke.pii import get_logger
 log = get_logger(__name__)
 
 # Tried in order when no encoding is configured: Taobao exports are UTF-8 (with BOM) or GBK.
-AUTO_ENCODINGS: tuple[str, ...] = ("utf-8", "gb18030")
+TRIED_ENCODINGS: tuple[str, ...] = ("utf-8", "gb18030")
 _UTF8_NAMES = frozenset({"utf-8", "utf-8-sig"})
 _BOM = codecs.BOM_UTF8
 _BLOCK_SIZE = 16 << 20  # bytes per parser block; a row longer than a block is retried in one block
@@ -130,7 +130,7 @@ def _as_utf8(data: bytes, ref: str, encoding: str | None, where: str) -> tuple[b
         return data.decode("gb18030").encode("utf-8"), "gb18030"
     except UnicodeDecodeError:
         hint = f"set {where or 'the encoding'} to the file's encoding"
-        raise _decode_error(data, ref, list(AUTO_ENCODINGS), hint) from None
+        raise _decode_error(data, ref, list(TRIED_ENCODINGS), hint) from None
 
 
 def _without_bom(data: bytes) -> bytes:

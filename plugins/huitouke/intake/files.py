@@ -21,7 +21,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from huitouke.errors import UserInputError
-from huitouke.intake.csv_reader import AUTO_ENCODINGS, check_encoding, read_csv_table
+from huitouke.intake.csv_reader import check_encoding, read_csv_table
 from huitouke.intake.freshness import StaleDay
 from huitouke.intake.mappings import (
     CANONICAL_COLUMNS,
@@ -40,6 +40,8 @@ __all__ = ["AUTO_ENCODINGS", "FileOrderSource", "MissingExport", "parse_local_ti
 CSV_SUFFIXES = frozenset({".csv", ".txt"})
 PARQUET_SUFFIXES = frozenset({".parquet"})
 WHEN_MISSING = ("fail", "warn")
+# Tried in order when no encoding is configured: Taobao exports are UTF-8 (with BOM) or GBK.
+AUTO_ENCODINGS: tuple[str, ...] = ("utf-8-sig", "gb18030")
 
 
 class MissingExport(StaleDay, UserInputError):
