@@ -523,3 +523,9 @@ def test_the_files_settings_name_a_wrong_encoding_or_when_missing_and_reach_the_
         settings(when_missing="maybe")
     assert build_source(settings()).when_missing == "fail"
     assert build_source(settings(when_missing="warn", encoding="GBK")).when_missing == "warn"
+
+
+def test_an_excel_workbook_is_named_as_such(tmp_path):
+    (tmp_path / "orders.csv").write_bytes(b"PK\x03\x04\x14\x00\x06\x00" + bytes(range(256)))
+    with pytest.raises(UserInputError, match=r"^orders.csv: an Excel workbook, not a CSV file"):
+        _read(tmp_path)

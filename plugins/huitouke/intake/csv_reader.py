@@ -67,7 +67,10 @@ def read_csv_table(path: Path, ref: str, encoding: str | None = None, where: str
 
     ``ref`` names the file in messages ("orders.csv"); ``where`` the setting that gave ``encoding``.
     """
-    data, used = _as_utf8(read_bytes(path), ref, encoding, where)
+    raw = read_bytes(path)
+    if raw.startswith((b"PK\x03\x04", b"\xd0\xcf\x11\xe0")):
+        raise UserInputError(f"{ref}: an Excel workbook, not a CSV file; save it as CSV (UTF-8) first")
+    data, used = _as_utf8(raw, ref, encoding, where)
     if not data or data.isspace():
         return None
     delimiter = _delimiter(data)
