@@ -45,3 +45,24 @@ def test_any_cells_read_as_the_csv_module_reads_them(tmp_path_factory, rows, crl
     got = [list(r.values()) for r in read.table.to_pylist()]
     assert got == rows_expected
     assert read.lines.tolist() == lines_expected
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(
+    data=st.binary(max_size=64)
+    | st.lists(
+        st.sampled_from([b",", b'"', b"\n", b"\r", b"a", b"\x00", b"\xff", b"\xe4\xb9\xb0", b"\t"]),
+        max_size=30,
+    ).map(b"".join)
+)
+def test_any_bytes_give_a_table_or_one_line_naming_the_file(tmp_path_factory, data):
+    from huitouke.errors import UserInputError
+
+    path = Path(tmp_path_factory.mktemp("bytes")) / "o.csv"
+    path.write_bytes(data)
+    try:
+        read = read_csv_table(path, "o.csv")
+    except UserInputError as exc:
+        assert str(exc).startswith("o.csv") and "\n" not in str(exc)
+    else:
+        assert read is None or len(read.lines) == read.table.num_rows

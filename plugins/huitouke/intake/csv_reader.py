@@ -230,10 +230,14 @@ def _parse_fast(
         ragged.append((row.number, row.text))
         return "skip"
 
-    table = _arrow_read(data, delimiter, multiline, names, collect, use_threads=True)
-    if ragged and any(number is None for number, _ in ragged):
-        ragged.clear()  # row numbers are only known to a single-threaded read
-        table = _arrow_read(data, delimiter, multiline, names, collect, use_threads=False)
+    try:
+        table = _arrow_read(data, delimiter, multiline, names, collect, use_threads=True)
+        if ragged and any(number is None for number, _ in ragged):
+            ragged.clear()  # row numbers are only known to a single-threaded read
+            table = _arrow_read(data, delimiter, multiline, names, collect, use_threads=False)
+    except pa.ArrowInvalid as exc:
+        log.info("pyarrow cannot parse the file (%s)", type(exc).__name__)
+        return None
     data_lines = lines[1:]
     if table.num_rows + len(ragged) != len(data_lines):
         return None
@@ -303,6 +307,8 @@ def _parse_exact(data: bytes, delimiter: str, ref: str) -> tuple[pa.Table, np.nd
         raise UserInputError(f"{ref}: cannot read the CSV: {exc}") from None
     finally:
         csv.field_size_limit(limit)
+    if not records:
+        return pa.table({}), np.array([], dtype=np.int64), {}
     header, rows = records[0], records[1:]
     columns = [pa.array([row[i] for row in rows], type=pa.string()) for i in range(len(header))]
     table = pa.Table.from_arrays(columns, names=header) if header else pa.table({})
