@@ -348,11 +348,11 @@ def main() -> int:
     print(f"same per-buyer orders, totals, first and last dates: {same} ({detail})")
     if PROFILE:
         profile = child(PROFILE_CHILD, str(path))
-        parts = profile["parts"]
+        profiled = profile["parts"]
         print("cProfile (one run, cumulative seconds; profiling slows Python-level code):")
         for name in ("analyze_export", "read", "read_export", "validate", "analyze"):
-            if name in parts:
-                print(f"  {name:<16} {parts[name]:7.2f} s")
+            if name in profiled:
+                print(f"  {name:<16} {profiled[name]:7.2f} s")
         print("  top huitouke functions (cumulative, own):")
         for where, cumulative, own in profile["huitouke"]:
             print(f"    {cumulative:7.2f} {own:7.2f}  {where}")
