@@ -134,13 +134,15 @@ def test_parquet_values_keep_their_stored_types(tmp_path):
             "customer_id": ["c1", "c2"],
             "paid_at": pa.array([datetime(2025, 12, 12, 10, 0), datetime(2025, 12, 12, 11, 0)]),
             "amount": pa.array([Decimal("12.50"), Decimal("3.00")], type=pa.decimal128(10, 2)),
-            "status": ["paid", "completed"],
+            "status": pa.array(["paid", "completed"]).dictionary_encode(),
             "quantity": pa.array([2, None], type=pa.int64()),
         }
     )
     pq.write_table(table, tmp_path / "orders.parquet")
     df = FileOrderSource(tmp_path, pattern="*.parquet").read(DAY_START, DAY_END)
 
+    # text stays Arrow-backed (no Python string per cell), dictionary-encoded text too
+    assert isinstance(df["customer_id"].dtype, pd.StringDtype) and list(df["status"]) == ["paid", "completed"]
     rows = df.to_dict("records")
     assert rows[0]["order_id"] == 9007199254740993  # not squeezed through float
     assert rows[1]["order_id"] is None and rows[1]["quantity"] is None

@@ -26,6 +26,7 @@ from huitouke.intake.freshness import StaleDay
 from huitouke.intake.mappings import (
     CANONICAL_COLUMNS,
     SOURCE_REF_COLUMN,
+    TEXT_DTYPE,
     apply_mapping,
     canonical_frame,
     mapped_text_frame,
@@ -89,7 +90,9 @@ def read_export(
 
 
 def _read_parquet(path: Path) -> pd.DataFrame:
-    """Values as stored (int, str, Decimal, datetime): via pandas a nullable int id becomes float."""
+    """Values as stored: text columns as pandas' Arrow-backed ``str`` (no Python string per cell),
+    the others as Python values (int, Decimal, datetime; via pandas a nullable int id would
+    become a float)."""
     import pyarrow.parquet as pq
 
     try:
@@ -98,11 +101,17 @@ def _read_parquet(path: Path) -> pd.DataFrame:
         raise UserInputError(f"{path}: is a folder, not an order export file") from None
     except (pa.ArrowInvalid, OSError) as exc:
         raise UserInputError(f"{path}: not a readable Parquet file ({type(exc).__name__})") from None
-    columns = pd.Index(table.column_names, dtype=object)
-    data = {i: table.column(i).to_pylist() for i in range(table.num_columns)}
-    df = pd.DataFrame(data, dtype=object)
-    df.columns = columns
+    data = {i: _parquet_column(table.column(i)) for i in range(table.num_columns)}
+    df = pd.DataFrame(data)
+    df.columns = pd.Index(table.column_names, dtype=object)
     return df
+
+
+def _parquet_column(column: pa.ChunkedArray) -> pd.Series:
+    kind = column.type.value_type if pa.types.is_dictionary(column.type) else column.type
+    if pa.types.is_string(kind) or pa.types.is_large_string(kind):
+        return pd.Series(column.cast(pa.large_string()), dtype=TEXT_DTYPE)
+    return pd.Series(column.to_pylist(), dtype=object)
 
 
 # Besides ISO-8601 (datetime.fromisoformat), the layouts Chinese exports use for times.

@@ -33,6 +33,8 @@ CANONICAL_COLUMNS: tuple[str, ...] = (
     *(() if "refund_amount" in ALL_COLUMNS else ("refund_amount",)),
 )
 OUTPUT_COLUMNS: tuple[str, ...] = (*CANONICAL_COLUMNS, SOURCE_REF_COLUMN)
+# Text read by pyarrow: pandas' ``str`` dtype, Arrow storage, NaN for a missing cell.
+TEXT_DTYPE = pd.StringDtype("pyarrow", na_value=np.nan)
 
 # Taobao/Tmall seller-centre exports. Covers the classic 订单报表 (one row per order, as
 # exported from 已卖出的宝贝), the newer 千牛 主订单/子订单 sheets, and the 宝贝报表 item sheet.
@@ -215,9 +217,13 @@ def apply_mapping(df: pd.DataFrame, mapping: Mapping[str, str], where: str) -> p
     out = pd.DataFrame(index=df.index)
     for column in CANONICAL_COLUMNS:
         if column in chosen:
-            out[column] = df.iloc[:, chosen[column]].astype(object)
-    # Not Series.map: it re-infers dtypes and would turn [int, None] ids into floats.
-    out["order_id"] = pd.Series([clean_order_id(v) for v in out["order_id"]], index=out.index, dtype=object)
+            values = df.iloc[:, chosen[column]]
+            out[column] = values if isinstance(values.dtype, pd.StringDtype) else values.astype(object)
+    ids = out["order_id"]
+    if isinstance(ids.dtype, pd.StringDtype):
+        out["order_id"] = pd.Series(clean_order_ids(pa.array(ids)), index=out.index, dtype=TEXT_DTYPE)
+    else:  # not Series.map: it re-infers dtypes and would turn [int, None] ids into floats
+        out["order_id"] = pd.Series([clean_order_id(v) for v in ids], index=out.index, dtype=object)
     return out
 
 
@@ -250,7 +256,7 @@ def mapped_text_frame(table: pa.Table, mapping: Mapping[str, str], where: str) -
 def _text_dtype(arrow_type: pa.DataType) -> object:
     """pandas' ``str`` dtype (pyarrow storage, NaN for missing) for every text column."""
     if pa.types.is_string(arrow_type) or pa.types.is_large_string(arrow_type):
-        return pd.StringDtype("pyarrow", na_value=np.nan)
+        return TEXT_DTYPE
     return None
 
 
