@@ -8,11 +8,13 @@ and segment code as the daily run; nothing is stored.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import UTC, date, datetime, timedelta
+from datetime import date, datetime, timedelta
 from pathlib import Path
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import pandas as pd
 
+from huitouke.errors import UserInputError
 from huitouke.intake.validate import ValidatedBatch, validate
 from huitouke.segments import Analysis, analyze, load_segment_settings
 
@@ -43,6 +45,7 @@ class ExportAnalysis:
 
     analysis: Analysis
     batch: ValidatedBatch
+    orders_after: int = 0  # valid orders after the analysis date, which the analysis leaves out
 
     def text(self) -> str:
         batch = self.batch
@@ -56,6 +59,8 @@ class ExportAnalysis:
                 f"Rows not used ({len(batch.quarantine):,}): "
                 + ", ".join(f"{r} {n:,}" for r, n in reasons.items())
             )
+        if self.orders_after:
+            head.append(f"Orders after {self.analysis.business_date} not analysed: {self.orders_after:,}")
         return "\n".join(head) + "\n\n" + self.analysis.text()
 
     def customers(self) -> pd.DataFrame:
@@ -83,38 +88,35 @@ def analyze_export(
 ) -> ExportAnalysis:
     """Read, validate and analyse one CSV or Parquet order export.
 
-    ``as_of`` defaults to the day after the last order, as if the analysis ran the next morning.
+    ``path`` is the file itself, never a pattern (``orders[1].csv``, ``o_{ds}.csv`` are names).
+    Every row is read and validated; what validation rejects (bad values, implausible times) is
+    counted in :meth:`ExportAnalysis.text`, as are orders after ``as_of``. ``as_of`` defaults to the
+    day after the last order, as if the analysis ran the next morning.
     """
-    from zoneinfo import ZoneInfo
-
-    from huitouke.intake.files import FileOrderSource
+    from huitouke.intake.files import read_export
 
     path = Path(path)
+    if path.is_dir():
+        raise UserInputError(f"{path}: is a folder; give the order export file itself")
     if not path.is_file():
-        raise FileNotFoundError(f"{path}: no such order export")
-    source = FileOrderSource(
-        folder=path.parent,
-        pattern=path.name,
-        mapping=mapping,
-        timezone=timezone,
-        encoding=encoding,
-        where="analyze",
-    )
-    everything = (datetime(1970, 1, 2, tzinfo=UTC), datetime(2200, 1, 1, tzinfo=UTC))
-    raw = source.read(*everything)
-    tz = ZoneInfo(timezone)
-    batch = validate(raw, tz, everything[0].date())
+        raise UserInputError(f"{path}: no such order export")
+    try:
+        tz = ZoneInfo(timezone)
+    except (ZoneInfoNotFoundError, ValueError):
+        raise UserInputError(f"analyze: unknown time zone {timezone!r}") from None
+    raw = read_export(path, mapping, encoding, where="analyze")
+    batch = validate(raw, tz, as_of or datetime.now(tz).date())
     if batch.orders.empty:
-        raise ValueError(f"{path}: no order could be read ({len(batch.quarantine)} rows quarantined)")
-    if as_of is None:
-        last = pd.to_datetime(batch.orders["business_date"]).max()
-        as_of = last.date() + timedelta(days=1)
+        raise UserInputError(f"{path}: no order could be read ({len(batch.quarantine):,} rows quarantined)")
     orders = batch.orders.assign(
         paid_at=pd.to_datetime(batch.orders["paid_at"]),
         business_date=pd.to_datetime(batch.orders["business_date"]),
     )
+    if as_of is None:
+        as_of = orders["business_date"].max().date() + timedelta(days=1)
     lines = batch.lines.assign(
         amount_cents=pd.to_numeric(batch.lines["amount_cents"]).fillna(0).astype("int64")
     )
     analysis = analyze(orders, lines, load_segment_settings(), business_date=as_of)
-    return ExportAnalysis(analysis=analysis, batch=batch)
+    after = int((orders["business_date"] > pd.Timestamp(as_of)).sum())
+    return ExportAnalysis(analysis=analysis, batch=batch, orders_after=after)

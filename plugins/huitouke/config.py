@@ -13,6 +13,7 @@ field's validation names the file, the line and the field instead of a bare "mon
 
 from __future__ import annotations
 
+import codecs
 import datetime as dt
 import os
 from collections.abc import Callable
@@ -97,10 +98,25 @@ class SqlSourceSettings(_Section):
 
 
 class FileSourceSettings(_Section):
+    """The ``intake.files`` section: a folder of CSV or Parquet exports (docs/intake.md)."""
+
     folder: str = "data/exports"
     pattern: str = "*.csv"
     mapping: str | dict[str, str] = "canonical"
     encoding: str | None = None
+    # No file for the business day: "fail" stops the day naming the expected file (most likely a
+    # broken upstream); "warn" logs a warning and reads the day as no orders.
+    when_missing: Literal["fail", "warn"] = "fail"
+
+    @field_validator("encoding")
+    @classmethod
+    def _known_encoding(cls, value: str | None) -> str | None:
+        if value is not None:
+            try:
+                codecs.lookup(value)
+            except LookupError:
+                raise ValueError(f"unknown encoding {value!r} (for example utf-8, gb18030, utf-16)") from None
+        return value
 
     def folder_path(self) -> Path:
         path = Path(self.folder)

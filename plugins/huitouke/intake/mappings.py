@@ -15,16 +15,26 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from typing import Any
 
+import numpy as np
 import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
 
+from huitouke.errors import UserInputError
 from huitouke.pii import get_logger
 from huitouke.records import ALL_COLUMNS, REQUIRED_COLUMNS, SOURCE_REF_COLUMN
 
 log = get_logger(__name__)
 
-OUTPUT_COLUMNS: tuple[str, ...] = (*ALL_COLUMNS, SOURCE_REF_COLUMN)
-
-_CANONICAL = frozenset(ALL_COLUMNS)
+_CANONICAL = frozenset({*ALL_COLUMNS, "refund_amount"})
+# Every canonical column, the partial refund's too until records.ALL_COLUMNS has it.
+CANONICAL_COLUMNS: tuple[str, ...] = (
+    *ALL_COLUMNS,
+    *(() if "refund_amount" in ALL_COLUMNS else ("refund_amount",)),
+)
+OUTPUT_COLUMNS: tuple[str, ...] = (*CANONICAL_COLUMNS, SOURCE_REF_COLUMN)
+# Text read by pyarrow: pandas' ``str`` dtype, Arrow storage, NaN for a missing cell.
+TEXT_DTYPE = pd.StringDtype("pyarrow", na_value=np.nan)
 
 # Taobao/Tmall seller-centre exports. Covers the classic 订单报表 (one row per order, as
 # exported from 已卖出的宝贝), the newer 千牛 主订单/子订单 sheets, and the 宝贝报表 item sheet.
@@ -50,6 +60,11 @@ TAOBAO: dict[str, str] = {
     "实付金额": "amount",
     "买家实付金额": "amount",
     "实付款": "amount",
+    # partial refunds: what was refunded of the order (one item of a multi-item order, say);
+    # the order's paid amount is reduced by it during validation
+    "退款金额": "refund_amount",
+    "已退款金额": "refund_amount",
+    "退款总金额": "refund_amount",
     # status words are translated by records.STATUS_SYNONYMS during validation
     "订单状态": "status",
     "交易状态": "status",
@@ -76,9 +91,22 @@ TAOBAO: dict[str, str] = {
     "外部系统编号": "sku",
 }
 
+# The partial refund's column (records.ORDER_COLUMNS has it once validation reads it).
+REFUND_AMOUNT = "refund_amount"
+
+# English headers that mean the canonical refund column (exports of other tools, shop databases).
+REFUND_SYNONYMS: dict[str, str] = {
+    "refund_amount": REFUND_AMOUNT,
+    "refunded_amount": REFUND_AMOUNT,
+    "refund": REFUND_AMOUNT,
+    "amount_refunded": REFUND_AMOUNT,
+}
+
+CANONICAL: dict[str, str] = {column: column for column in ALL_COLUMNS} | REFUND_SYNONYMS
+
 MAPPINGS: dict[str, dict[str, str]] = {
-    "canonical": {column: column for column in ALL_COLUMNS},
-    "taobao": TAOBAO,
+    "canonical": CANONICAL,
+    "taobao": TAOBAO | REFUND_SYNONYMS,
 }
 
 
@@ -169,23 +197,67 @@ def _missing_required_message(
     )
 
 
-def apply_mapping(df: pd.DataFrame, mapping: Mapping[str, str], where: str) -> pd.DataFrame:
-    """Rename a source frame to canonical columns, keeping only mapped ones (as object dtype).
+def mapped_positions(headers: Iterable[object], mapping: Mapping[str, str], where: str) -> dict[str, int]:
+    """For each canonical column the source has, the position of its header (first mapped wins).
 
-    Raises ValueError when a required canonical column has no source column: that is a
+    Raises UserInputError when a required canonical column has no source column: that is a
     configuration problem for the whole file, not a data problem for validation to quarantine.
     """
-    chosen = _choose_sources(df.columns, mapping)
+    headers = list(headers)
+    chosen = _choose_sources(headers, mapping)
     missing = [column for column in REQUIRED_COLUMNS if column not in chosen]
     if missing:
-        raise ValueError(_missing_required_message(where, missing, mapping, df.columns))
+        raise UserInputError(_missing_required_message(where, missing, mapping, headers))
+    return chosen
+
+
+def apply_mapping(df: pd.DataFrame, mapping: Mapping[str, str], where: str) -> pd.DataFrame:
+    """Rename a source frame to canonical columns, keeping only mapped ones (as object dtype)."""
+    chosen = mapped_positions(df.columns, mapping, where)
     out = pd.DataFrame(index=df.index)
-    for column in ALL_COLUMNS:
+    for column in CANONICAL_COLUMNS:
         if column in chosen:
-            out[column] = df.iloc[:, chosen[column]].astype(object)
-    # Not Series.map: it re-infers dtypes and would turn [int, None] ids into floats.
-    out["order_id"] = pd.Series([clean_order_id(v) for v in out["order_id"]], index=out.index, dtype=object)
+            values = df.iloc[:, chosen[column]]
+            out[column] = values if isinstance(values.dtype, pd.StringDtype) else values.astype(object)
+    ids = out["order_id"]
+    if isinstance(ids.dtype, pd.StringDtype):
+        out["order_id"] = pd.Series(clean_order_ids(pa.array(ids)), index=out.index, dtype=TEXT_DTYPE)
+    else:  # not Series.map: it re-infers dtypes and would turn [int, None] ids into floats
+        out["order_id"] = pd.Series([clean_order_id(v) for v in ids], index=out.index, dtype=object)
     return out
+
+
+def clean_order_ids(ids: pa.ChunkedArray | pa.Array) -> pa.ChunkedArray | pa.Array:
+    """:func:`clean_order_id` over a column of text, vectorised (Arrow compute, no Python loop)."""
+    text = pc.utf8_trim_whitespace(ids)
+    formula = pc.starts_with(text, "=")
+    inner = pc.utf8_trim_whitespace(pc.utf8_slice_codeunits(text, 1))
+    quoted = pc.and_(
+        pc.greater_equal(pc.utf8_length(inner), 2),
+        pc.and_(pc.starts_with(inner, '"'), pc.ends_with(inner, '"')),
+    )
+    inner = pc.if_else(quoted, pc.utf8_slice_codeunits(inner, 1, -1), inner)
+    text = pc.if_else(formula, pc.utf8_trim_whitespace(inner), text)
+    apostrophe = pc.starts_with(text, "'")
+    text = pc.if_else(apostrophe, pc.utf8_trim_whitespace(pc.utf8_slice_codeunits(text, 1)), text)
+    return pc.if_else(pc.equal(text, ""), ids, text)
+
+
+def mapped_text_frame(table: pa.Table, mapping: Mapping[str, str], where: str) -> pd.DataFrame:
+    """The canonical columns of a table of text cells (pyarrow-backed ``str`` columns, missing
+    cells as NaN), order ids cleaned; columns the mapping does not name are not converted."""
+    chosen = mapped_positions(table.column_names, mapping, where)
+    columns = [c for c in CANONICAL_COLUMNS if c in chosen]
+    arrays = [table.column(chosen[c]) for c in columns]
+    arrays[columns.index("order_id")] = clean_order_ids(table.column(chosen["order_id"]))
+    return pa.Table.from_arrays(arrays, names=columns).to_pandas(types_mapper=_text_dtype)
+
+
+def _text_dtype(arrow_type: pa.DataType) -> object:
+    """pandas' ``str`` dtype (pyarrow storage, NaN for missing) for every text column."""
+    if pa.types.is_string(arrow_type) or pa.types.is_large_string(arrow_type):
+        return TEXT_DTYPE
+    return None
 
 
 def get_path(record: Any, path: str) -> tuple[bool, Any]:
@@ -232,15 +304,23 @@ def check_required_seen(
 def canonical_frame(frames: list[pd.DataFrame] | None = None) -> pd.DataFrame:
     """Concatenate per-file/per-page frames into the output shape every source returns.
 
-    All canonical columns plus ``_source_ref`` are always present (object dtype), with None for
-    anything missing, so downstream code never has to check which optional columns exist.
+    All canonical columns plus ``_source_ref`` are always present, with None for anything
+    missing. Columns of Python values are object dtype (None for missing); text columns read by
+    pyarrow stay ``str`` (NaN for missing), so a million cells are not made Python strings here.
     """
     frames = [f for f in (frames or []) if len(f)]
     if not frames:
         return pd.DataFrame({c: pd.Series([], dtype=object) for c in OUTPUT_COLUMNS})
-    df = pd.concat(frames, ignore_index=True, sort=False)
-    for column in OUTPUT_COLUMNS:
-        if column not in df.columns:
-            df[column] = None
-    df = df.loc[:, list(OUTPUT_COLUMNS)].astype(object)
-    return df.where(df.notna(), None)
+    df = frames[0] if len(frames) == 1 else pd.concat(frames, ignore_index=True, sort=False)
+    missing = {column: None for column in OUTPUT_COLUMNS if column not in df.columns}
+    if missing:
+        df = df.assign(**missing)
+    df = df.loc[:, list(OUTPUT_COLUMNS)]
+    as_objects = [
+        c for c in df.columns if df[c].dtype != object and not isinstance(df[c].dtype, pd.StringDtype)
+    ]
+    if as_objects:
+        df = df.astype(dict.fromkeys(as_objects, object))
+    objects = [c for c in df.columns if df[c].dtype == object]
+    df[objects] = df[objects].where(df[objects].notna(), None)
+    return df

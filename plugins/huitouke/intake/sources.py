@@ -51,6 +51,7 @@ def build_source(settings: Settings) -> OrderSource:
             mapping=files.mapping,
             timezone=tz,
             encoding=files.encoding,
+            when_missing=files.when_missing,
         )
     from huitouke.intake.http_api import HttpOrderSource
 
