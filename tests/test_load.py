@@ -43,7 +43,7 @@ def load(engine, frame, day=DAY):
 
 def as_stored(frame, **columns):
     """Validated orders as the store would hand them to the sort (persist.read_orders)."""
-    return {o["order_id"]: {**o, **columns} for o in plain_records(frame)}
+    return frame.assign(refunded_cents=0, **columns)
 
 
 def count(engine, table, *where):
@@ -201,13 +201,14 @@ def test_the_sort_of_a_batch_against_the_stored_orders_needs_no_database():
         {"order_id": "T4"},
     )
     sorted_orders = sort_orders(validate(incoming, TZ, DAY).orders, stored_orders)
-    assert [order["order_id"] for order in sorted_orders.new] == ["T1"]
-    assert [(m["order_id"], m["status"], m["folded_as_paid"]) for m in sorted_orders.moves] == [
+    assert list(sorted_orders.new["order_id"]) == ["T1"]
+    moves = sorted_orders.moves
+    assert list(zip(moves["order_id"], moves["status"], moves["folded_as_paid"], strict=True)) == [
         ("T2", "refunded", None)
     ]
     assert sorted_orders.unchanged == 1
     assert [(c["order_id"], c["reason"]) for c in sorted_orders.conflicts] == [("T3", "conflicting_order")]
-    assert sorted_orders.customer_ids == {"c1"}
+    assert set(sorted_orders.customer_ids) == {"c1"}
 
 
 def test_a_status_regression_is_a_conflict_and_a_folded_order_keeps_what_the_state_counted():
@@ -219,16 +220,19 @@ def test_a_status_regression_is_a_conflict_and_a_folded_order_keeps_what_the_sta
     incoming = validate(rows({"status": "paid"}, {"order_id": "T2", "status": "completed"}), TZ, DAY).orders
     sorted_orders = sort_orders(incoming, stored_orders)
     assert [c["reason"] for c in sorted_orders.conflicts] == ["status_regression"]
-    assert [(m["order_id"], m["folded_as_paid"]) for m in sorted_orders.moves] == [("T2", True)]
+    moves = sorted_orders.moves
+    assert list(zip(moves["order_id"], moves["folded_as_paid"], strict=True)) == [("T2", True)]
 
 
 def test_customers_sort_into_new_and_changed_contact_fields_without_erasing():
     incoming = validate(
         rows({"email": None, "phone": "13900000009"}, {"order_id": "T2", "customer_id": "c2"}), TZ, DAY
     ).customers
-    stored_customers = {
-        "c1": {"customer_id": "c1", "name": None, "phone": "13800000001", "email": "a@x.cn", "birthday": None}
-    }
+    stored_customers = pd.DataFrame(
+        [{"customer_id": "c1", "name": None, "phone": "13800000001", "email": "a@x.cn", "birthday": None}]
+    )
     new, changed = sort_customers(incoming, stored_customers)
-    assert [c["customer_id"] for c in new] == ["c2"]
-    assert changed == [("c1", {"phone": "13900000009"})]
+    assert list(new["customer_id"]) == ["c2"]
+    assert plain_records(changed) == [
+        {"customer_id": "c1", "name": None, "phone": "13900000009", "email": None, "birthday": None}
+    ]

@@ -1,0 +1,211 @@
+"""Order intake into the store at scale: read, validate and load a big export, SQLite and PostgreSQL.
+
+A synthetic export in the canonical columns (one row per order line: ``BENCH_LINES`` lines, default
+1,000,000, about 700,000 orders of about 250,000 customers, 3% refunded, 1% cancelled, a few lines
+per order, names, phones and e-mails) is written as one CSV file. Per database, in a fresh store
+(the schema by :func:`huitouke.store.migrate.upgrade`), the intake path runs as
+:func:`huitouke.intake.daily.run_day` runs it: :class:`~huitouke.intake.files.FileOrderSource`
+reads the file (``read``), :func:`~huitouke.intake.validate.validate` (``validate``), then
+:func:`~huitouke.intake.load.load_batch` (``load``). Then the same file again (``re-run``: every
+order unchanged, nothing written but the run's row), then a second export of the same orders with
+the refunds moved on (``moves``: status moves and partial refunds of 5% of the orders).
+
+Printed per run: lines/s end to end (read + validate + load of the first load) and the split, the
+load's lines/s alone, and the goal (issue 14: >= 100,000 order lines a second end to end).
+``BENCH_REPEATS`` (3) runs per database, each into a fresh store; the best is reported.
+
+Run: ``.venv/bin/python bench/intake.py``; ``BENCH_LINES`` (1,000,000; 100,000 for a quick run),
+``BENCH_DB`` (sqlite, postgres or both: both), ``BENCH_REPEATS`` (3), ``BENCH_DIR`` (where the
+CSV and the SQLite file go; default a temporary folder, deleted). PostgreSQL is started as in the
+tests (``tests/pg_server.py``: the installed server binaries, as the ``postgres`` user under root).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+import shutil
+import sys
+import tempfile
+import time
+from pathlib import Path
+from zoneinfo import ZoneInfo
+
+import numpy as np
+import pandas as pd
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "plugins"))
+sys.path.insert(0, str(ROOT / "tests"))
+
+from huitouke.intake.files import FileOrderSource  # noqa: E402
+from huitouke.intake.load import load_batch  # noqa: E402
+from huitouke.intake.validate import validate  # noqa: E402
+from huitouke.store.connection import make_engine  # noqa: E402
+from huitouke.store.migrate import upgrade  # noqa: E402
+
+LINES = int(os.environ.get("BENCH_LINES", "1000000"))
+REPEATS = int(os.environ.get("BENCH_REPEATS", "3"))
+DATABASES = {"both": ("sqlite", "postgres")}.get(
+    os.environ.get("BENCH_DB", "both"), (os.environ.get("BENCH_DB", "both"),)
+)
+GOAL = 100_000
+TZ = ZoneInfo("Asia/Shanghai")
+DAY = dt.date(2025, 11, 11)
+CATEGORIES = np.array(
+    ["food", "kids_clothing", "daily_goods", "durables", "womens_clothing", "cosmetics", "3c"]
+)
+
+
+def generate(lines: int, seed: int = 14) -> pd.DataFrame:
+    """An export of ``lines`` order lines (all text, as a CSV holds it), one business day."""
+    rng = np.random.default_rng(seed)
+    per_order = rng.choice([1, 1, 1, 1, 2, 2, 3], size=int(lines / 1.4) + 10)
+    per_order = per_order[: np.searchsorted(np.cumsum(per_order), lines) + 1]
+    per_order[-1] -= per_order.sum() - lines
+    per_order = per_order[per_order > 0]
+    n_orders = len(per_order)
+    customers = rng.integers(0, max(n_orders // 3, 1), n_orders)
+    order_ids = np.char.add("T2025111", np.arange(n_orders).astype(str).astype("U12"))
+    seconds = np.sort(rng.integers(0, 86_400, n_orders))
+    paid = pd.Timestamp(DAY) + pd.to_timedelta(seconds, unit="s")
+    status = rng.choice(
+        ["交易成功", "等待卖家发货", "退款成功", "交易关闭"], n_orders, p=[0.66, 0.30, 0.03, 0.01]
+    )
+    line_cents = rng.integers(500, 50_000, lines)
+    order_of_line = np.repeat(np.arange(n_orders), per_order)
+    amount = np.bincount(order_of_line, weights=line_cents, minlength=n_orders).astype(np.int64)
+    cust = customers[order_of_line]
+    sku = rng.integers(0, 5000, lines)
+    frame = pd.DataFrame(
+        {
+            "order_id": order_ids[order_of_line],
+            "customer_id": np.char.add("buyer_", cust.astype(str)),
+            "paid_at": paid.strftime("%Y-%m-%d %H:%M:%S").to_numpy()[order_of_line],
+            "amount": (pd.Series(amount[order_of_line]) / 100).map("{:.2f}".format),
+            "status": status[order_of_line],
+            "acquisition_source": rng.choice(["", "聚划算", "淘金币"], lines, p=[0.9, 0.07, 0.03]),
+            "coupon_code": "",
+            "updated_at": "",
+            "customer_name": np.char.add("顾客", cust.astype(str)),
+            "phone": np.char.add("138", (cust % 100_000_000).astype(str).astype("U8")),
+            "email": np.char.add(np.char.add("b", cust.astype(str)), "@example.com"),
+            "birthday": "",
+            "sku": np.char.add("SKU", sku.astype(str)),
+            "product_name": np.char.add("商品", sku.astype(str)),
+            "category": CATEGORIES[sku % len(CATEGORIES)],
+            "quantity": "1",
+            "line_amount": (pd.Series(line_cents) / 100).map("{:.2f}".format),
+        }
+    )
+    return frame
+
+
+def moved(frame: pd.DataFrame, seed: int = 15) -> pd.DataFrame:
+    """The same export a week later: 5% of the paid orders refunded (every line of them)."""
+    rng = np.random.default_rng(seed)
+    ids = frame["order_id"].unique()
+    refunded = set(rng.choice(ids, size=len(ids) // 20, replace=False))
+    paid = frame["status"].isin(["交易成功", "等待卖家发货"])
+    out = frame.copy()
+    out.loc[paid & frame["order_id"].isin(refunded), "status"] = "退款成功"
+    return out
+
+
+def intake(engine, source: FileOrderSource) -> dict[str, float]:
+    """Read, validate, load one day: the timed parts."""
+    start = dt.datetime.combine(DAY, dt.time(), TZ)
+    t0 = time.perf_counter()
+    raw = source.read(start, start + dt.timedelta(days=1))
+    t1 = time.perf_counter()
+    batch = validate(raw, TZ, DAY)
+    t2 = time.perf_counter()
+    summary = load_batch(engine, batch, "files", DAY)
+    t3 = time.perf_counter()
+    return {
+        "rows": len(raw),
+        "read": t1 - t0,
+        "validate": t2 - t1,
+        "load": t3 - t2,
+        "total": t3 - t0,
+        "inserted": summary.inserted,
+        "updated": summary.updated,
+        "unchanged": summary.unchanged,
+        "quarantined": summary.quarantined,
+    }
+
+
+def fresh_store(kind: str, work: Path, server, run: int):
+    if kind == "sqlite":
+        path = work / f"crm_{run}.sqlite"
+        path.unlink(missing_ok=True)
+        url = f"sqlite:///{path}"
+    else:
+        url = server.create_database(f"crm_bench_{run}")
+    engine = make_engine(url)
+    upgrade(engine)
+    return engine
+
+
+def report(kind: str, label: str, figures: dict[str, float]) -> None:
+    rate = figures["rows"] / figures["total"]
+    load_rate = figures["rows"] / figures["load"]
+    verdict = "PASS" if rate >= GOAL else "FAIL"
+    print(
+        f"{kind:<8} {label:<9} {figures['rows']:>9,} lines  {rate:>9,.0f} lines/s end to end "
+        f"(goal {GOAL:,}: {verdict})  read {figures['read']:.2f} s  validate {figures['validate']:.2f} s  "
+        f"load {figures['load']:.2f} s ({load_rate:,.0f} lines/s)  "
+        f"[ins {figures['inserted']:,} upd {figures['updated']:,} same {figures['unchanged']:,} "
+        f"quar {figures['quarantined']:,}]",
+        flush=True,
+    )
+
+
+def run_database(kind: str, work: Path, server) -> None:
+    first, again, moves = work / "day1", work / "day1", work / "day2"
+    best: dict[str, dict[str, float]] = {}
+    for run in range(REPEATS):
+        engine = fresh_store(kind, work, server, run)
+        try:
+            for label, folder in (("first", first), ("re-run", again), ("moves", moves)):
+                source = FileOrderSource(folder, pattern="orders_{ds}.csv", timezone=str(TZ))
+                figures = intake(engine, source)
+                report(kind, label, figures)
+                if label not in best or figures["total"] < best[label]["total"]:
+                    best[label] = figures
+        finally:
+            engine.dispose()
+    for label, figures in best.items():
+        report(kind, f"{label}*", figures)
+
+
+def main() -> None:
+    work = Path(os.environ.get("BENCH_DIR") or tempfile.mkdtemp(prefix="huitouke-intake-bench-"))
+    work.mkdir(parents=True, exist_ok=True)
+    t0 = time.perf_counter()
+    export = generate(LINES)
+    for folder, frame in (("day1", export), ("day2", moved(export))):
+        (work / folder).mkdir(exist_ok=True)
+        frame.to_csv(work / folder / f"orders_{DAY.isoformat()}.csv", index=False)
+    print(
+        f"export: {len(export):,} lines, {export['order_id'].nunique():,} orders, "
+        f"{export['customer_id'].nunique():,} customers ({time.perf_counter() - t0:.1f} s to generate)"
+    )
+    server = None
+    try:
+        for kind in DATABASES:
+            if kind == "postgres" and server is None:
+                from pg_server import start_postgres
+
+                server = start_postgres()
+            run_database(kind, work, server)
+    finally:
+        if server is not None:
+            server.stop()
+        if not os.environ.get("BENCH_DIR"):
+            shutil.rmtree(work, ignore_errors=True)
+    print("(* best of the runs)")
+
+
+if __name__ == "__main__":
+    main()
