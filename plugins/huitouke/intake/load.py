@@ -3,19 +3,26 @@
 Against what is already stored, each order is one of:
 
 - **inserted**: a new order id (its lines and customer come with it);
-- **updated**: the same content, a later status (paid -> completed -> refunded/cancelled): only the
-  status changes, so refunds and cancellations never add revenue;
-- **unchanged**: the same content and status (re-running a day lands here);
+- **updated**: the same content, moved forward: a later status (paid -> completed ->
+  refunded/cancelled) or a larger partial refund (``refunded_cents``); only the status and the
+  refund change, so refunds and cancellations never add revenue;
+- **unchanged**: the same content and status, no larger refund (re-running a day lands here);
 - **quarantined** ``conflicting_order``: the order id is stored with a different customer, payment
-  time, amount or lines; ``status_regression``: the row would move the order back (refunded ->
-  paid). The stored order stays as it was.
+  time, amount or lines (an order that comes without lines, from an order-level export, is
+  compared on the first three only); ``status_regression``: the row would move the order back
+  (refunded -> paid). The stored order stays as it was. A smaller refund than the stored one keeps
+  the stored one and is not a conflict: refunds only grow.
 
-Quarantine rows are keyed by a hash of (source, reason, raw row, occurrence), so re-running a day
-stores each bad row once.
+Quarantine rows are keyed so that re-running a day stores each bad row once: validation's rows by
+(source, reason, raw row, occurrence), the store's conflicts by (source, reason, the order's
+stored version, the day loaded).
 
-:func:`load_batch` reads what the batch names from the store, sorts it with the plain functions
-here (:func:`sort_orders`, :func:`sort_customers`, :func:`quarantine_frame`: no database, nothing
-written), then writes what they decided; the reads and writes are :mod:`huitouke.intake.persist`.
+:func:`load_batch` locks the orders (two intakes at once run one after the other), reads what the
+batch names from the store, sorts it with the plain functions here (:func:`sort_orders`,
+:func:`sort_customers`, :func:`quarantine_frame`: no database, nothing written, arrays rather than
+a dict per row), then writes what they decided; the reads and writes are
+:mod:`huitouke.intake.persist`. A database error comes out as a
+:class:`~huitouke.store.errors.StoreError` without the values it quoted.
 """
 
 from __future__ import annotations
