@@ -20,6 +20,7 @@ from collections.abc import Iterable, Mapping
 from datetime import date, datetime, timedelta
 from typing import Any
 
+import numpy as np
 import pandas as pd
 import pyarrow as pa
 from sqlalchemy import Connection, func, insert, select
@@ -140,7 +141,7 @@ def _read_by_ids(
 ) -> pd.DataFrame:
     """The stored rows of ``select_`` whose ``column`` is one of ``ids`` (none at all read when
     the table is empty: a first load)."""
-    wanted = pd.unique(pd.Series(list(ids) if not isinstance(ids, pd.Series) else ids, dtype=object))
+    wanted = pd.unique(np.asarray(list(ids) if not isinstance(ids, pd.Series) else ids, dtype=object))
     if len(wanted) == 0 or not rows.has_rows(conn, table):
         return _frame(select_.empty())
     return _frame(rows.read_arrow_by_ids(conn, select_, column, list(wanted), committed=True))

@@ -16,6 +16,7 @@ import sqlite3
 from collections.abc import Callable
 from typing import Any, TypeVar
 
+import pyarrow as pa
 from sqlalchemy.exc import SQLAlchemyError
 
 __all__ = ["DRIVER_ERRORS", "StoreError", "call_safely", "describe"]
@@ -29,7 +30,8 @@ _IDENTIFIER = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,62}")
 
 
 def _driver_errors() -> tuple[type[BaseException], ...]:
-    errors: list[type[BaseException]] = [SQLAlchemyError, sqlite3.Error]
+    # Arrow's conversions of the rows on their way to the driver quote the values they refuse too.
+    errors: list[type[BaseException]] = [SQLAlchemyError, sqlite3.Error, pa.ArrowException]
     try:
         import psycopg2
 
