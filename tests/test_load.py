@@ -11,8 +11,11 @@ from zoneinfo import ZoneInfo
 
 import pandas as pd
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from sqlalchemy import func, select
 
+from huitouke import records
 from huitouke.intake import persist
 from huitouke.intake.load import load_batch, plain_records, sort_customers, sort_orders
 from huitouke.intake.validate import validate
@@ -363,3 +366,60 @@ def test_a_larger_partial_refund_moves_the_order_and_a_smaller_one_keeps_it(stor
         3000,
     )
     assert stored(store_engine, "T3").refunded_cents == 500
+
+
+_STATUS_STRATEGY = st.sampled_from(records.STATUSES)
+
+
+def _order_frame(specs):
+    return pd.DataFrame(
+        {
+            "order_id": [s[0] for s in specs],
+            "customer_id": [s[1] for s in specs],
+            "paid_at": pd.to_datetime(["2025-12-12 02:00"] * len(specs)),
+            "amount_cents": [s[2] for s in specs],
+            "status": [s[3] for s in specs],
+            "refunded_cents": [s[4] for s in specs],
+            "content_hash": [f"{s[1]}/{s[2]}/{s[5]}" for s in specs],  # s[5]: the lines
+            "source_updated_at": pd.NaT,
+        }
+    )
+
+
+_ORDER_SPEC = st.tuples(
+    st.sampled_from(["c1", "c2"]),
+    st.sampled_from([100, 200]),
+    _STATUS_STRATEGY,
+    st.sampled_from([0, 0, 30, 60]),
+    st.sampled_from(["L1", "L2"]),
+)
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    stored_specs=st.dictionaries(st.sampled_from([f"T{i}" for i in range(6)]), _ORDER_SPEC, max_size=6),
+    incoming_specs=st.dictionaries(st.sampled_from([f"T{i}" for i in range(8)]), _ORDER_SPEC, max_size=8),
+    lined=st.sets(st.sampled_from([f"T{i}" for i in range(8)])),
+)
+def test_every_order_lands_in_one_outcome_and_sorting_again_after_the_writes_moves_nothing(
+    stored_specs, incoming_specs, lined
+):
+    stored_frame = _order_frame([(k, *v) for k, v in stored_specs.items()]).assign(
+        state_applied_at=pd.NaT, folded_as_paid=None
+    )
+    incoming = _order_frame([(k, *v) for k, v in incoming_specs.items()])
+    first = sort_orders(incoming, stored_frame, lined)
+    outcomes = len(first.new) + len(first.moves) + first.unchanged + len(first.conflicts)
+    assert outcomes == len(incoming)
+    for move in plain_records(first.moves):
+        old, row = stored_specs[move["order_id"]], incoming_specs[move["order_id"]]
+        assert records.STATUS_RANK[move["status"]] >= records.STATUS_RANK[old[2]]
+        assert move["refunded_cents"] == max(old[3], row[3])
+    # The store after the writes: the new orders inserted, the moves applied.
+    after = stored_frame.set_index("order_id")
+    for move in plain_records(first.moves):
+        after.loc[move["order_id"], ["status", "refunded_cents"]] = [move["status"], move["refunded_cents"]]
+    after = pd.concat([after.reset_index(), first.new.assign(state_applied_at=pd.NaT, folded_as_paid=None)])
+    second = sort_orders(incoming, after, lined)
+    assert (len(second.new), len(second.moves)) == (0, 0)
+    assert second.unchanged == len(first.new) + len(first.moves) + first.unchanged

@@ -347,8 +347,11 @@ def isin(values: pd.Series, wanted: Iterable[Any]) -> np.ndarray:
 
 
 def _ids(values: Iterable[Any]) -> pa.Array:
+    """Ids (a Series, an array, an Index or any iterable) as an Arrow string array."""
+    if not isinstance(values, (pd.Series, pd.Index, np.ndarray)):
+        values = np.array(list(values), dtype=object)
     array = pa.array(
-        np.asarray(values, dtype=object) if not isinstance(values, pd.Series) else values, from_pandas=True
+        np.asarray(values, dtype=object) if isinstance(values, pd.Index) else values, from_pandas=True
     )
     if isinstance(array, pa.ChunkedArray):
         array = array.combine_chunks()
@@ -385,9 +388,7 @@ class _Plan:
 def _plan(conn: Connection, batch: ValidatedBatch, source: str, business_date: date) -> _Plan:
     """Read what ``batch`` names from the store and sort it; nothing is written."""
     lines = batch.lines
-    orders = sort_orders(
-        batch.orders, persist.read_orders(conn, batch.orders["order_id"]), pd.unique(lines["order_id"])
-    )
+    orders = sort_orders(batch.orders, persist.read_orders(conn, batch.orders["order_id"]), lines["order_id"])
     customers = batch.customers
     if len(customers):
         customers = customers[isin(customers["customer_id"], orders.customer_ids)]
