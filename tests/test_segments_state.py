@@ -61,6 +61,18 @@ def test_refunded_cancelled_and_pending_orders_count_for_nothing():
     assert a["last_paid_at"] == pd.Timestamp("2025-01-15 02:00")
 
 
+def test_a_partial_refund_reduces_a_paid_orders_spend_and_its_lines_spend_stays():
+    orders = _orders(
+        [("o1", "a", "2025-01-01 02:00", "paid", 10_000), ("o2", "a", "2025-01-02 02:00", "completed", 4_000)]
+    ).assign(refunded_cents=[2_500, 0])
+    lines = _lines([("o1", "food", 10_000), ("o2", "durables", 4_000)])
+    a = _by_customer(build_state(orders, lines))["a"]
+    assert (a["paid_orders"], a["total_cents"], a["aov_cents"]) == (2, 11_500, 5_750)
+    assert a["main_category_group"] == "food"  # lines as bought: the export names no refunded line
+    # Without the column (an older caller), nothing is refunded.
+    assert _by_customer(build_state(orders.drop(columns="refunded_cents")))["a"]["total_cents"] == 14_000
+
+
 def test_a_customer_whose_every_order_was_refunded_has_no_state():
     orders = _orders(
         [("o1", "a", "2025-01-01 02:00", "refunded", 100), ("o2", "b", "2025-01-01 02:00", "paid", 100)]

@@ -630,3 +630,39 @@ def test_the_open_rows_after_a_rewind_can_be_read_before_it(stores, monkeypatch)
         transaction.rollback()
     pd.testing.assert_frame_equal(ahead, after)
     assert len(ahead) > 5
+
+
+def test_partial_refunds_reduce_the_spend_the_state_counts_as_a_rebuild_does(stores, monkeypatch):
+    """A paid order counts its amount less its refund (orders.refunded_cents): the daily fold
+    (such customers on the exact path) equals a rebuild, and the refund shows in the totals."""
+    _, store = stores
+    shop = Shop(seed=7)
+    days = [FIRST + timedelta(days=d) for d in range(3)]
+    frames = [shop.day(day) for day in days]
+    for day, frame in zip(days[:2], frames[:2], strict=True):
+        _intake(store.engine, frame, day)
+        store.run(monkeypatch, day)
+    with store.engine.connect() as conn:
+        before = persist.read_state(conn).set_index("customer_id")["total_cents"]
+        paid = conn.execute(
+            select(orders.c.order_id, orders.c.customer_id, orders.c.amount_cents)
+            .where(orders.c.status.in_(sorted(records.PAID_STATUSES)))
+            .order_by(orders.c.order_id)
+            .limit(3)
+        ).all()
+    refunds = {order_id: amount // 4 for order_id, _, amount in paid}
+    again = pd.concat([frames[0], frames[1]]).drop_duplicates()
+    batch = validate(again, TZ, days[2])
+    batch.orders["refunded_cents"] = batch.orders["order_id"].map(refunds).fillna(0).astype("int64")
+    assert load_batch(store.engine, batch, "test", days[2]).updated >= len(refunds)
+    _intake(store.engine, frames[2], days[2])
+    store.run(monkeypatch, days[2])
+    store.check_rebuild(days[2])
+    with store.engine.connect() as conn:
+        after = persist.read_state(conn).set_index("customer_id")["total_cents"]
+    new_orders = validate(frames[2], TZ, days[2]).orders
+    new_paid = new_orders[new_orders["status"].isin(sorted(records.PAID_STATUSES))]
+    added = new_paid.groupby("customer_id")["amount_cents"].sum()
+    for _, customer, _ in paid:
+        refunded = sum(refunds[o] for o, c, _ in paid if c == customer)
+        assert after[customer] == before[customer] - refunded + added.get(customer, 0)

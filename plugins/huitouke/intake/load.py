@@ -3,19 +3,26 @@
 Against what is already stored, each order is one of:
 
 - **inserted**: a new order id (its lines and customer come with it);
-- **updated**: the same content, a later status (paid -> completed -> refunded/cancelled): only the
-  status changes, so refunds and cancellations never add revenue;
-- **unchanged**: the same content and status (re-running a day lands here);
+- **updated**: the same content, moved forward: a later status (paid -> completed ->
+  refunded/cancelled) or a larger partial refund (``refunded_cents``); only the status and the
+  refund change, so refunds and cancellations never add revenue;
+- **unchanged**: the same content and status, no larger refund (re-running a day lands here);
 - **quarantined** ``conflicting_order``: the order id is stored with a different customer, payment
-  time, amount or lines; ``status_regression``: the row would move the order back (refunded ->
-  paid). The stored order stays as it was.
+  time, amount or lines (an order that comes without lines, from an order-level export, is
+  compared on the first three only); ``status_regression``: the row would move the order back
+  (refunded -> paid). The stored order stays as it was. A smaller refund than the stored one keeps
+  the stored one and is not a conflict: refunds only grow.
 
-Quarantine rows are keyed by a hash of (source, reason, raw row, occurrence), so re-running a day
-stores each bad row once.
+Quarantine rows are keyed so that re-running a day stores each bad row once: validation's rows by
+(source, reason, raw row, occurrence), the store's conflicts by (source, reason, the order's
+stored version, the day loaded).
 
-:func:`load_batch` reads what the batch names from the store, sorts it with the plain functions
-here (:func:`sort_orders`, :func:`sort_customers`, :func:`quarantine_frame`: no database, nothing
-written), then writes what they decided; the reads and writes are :mod:`huitouke.intake.persist`.
+:func:`load_batch` locks the orders (two intakes at once run one after the other), reads what the
+batch names from the store, sorts it with the plain functions here (:func:`sort_orders`,
+:func:`sort_customers`, :func:`quarantine_frame`: no database, nothing written, arrays rather than
+a dict per row), then writes what they decided; the reads and writes are
+:mod:`huitouke.intake.persist`. A database error comes out as a
+:class:`~huitouke.store.errors.StoreError` without the values it quoted.
 """
 
 from __future__ import annotations
@@ -23,17 +30,21 @@ from __future__ import annotations
 import hashlib
 import json
 from collections import Counter
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
 from typing import Any
 
+import numpy as np
 import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
 from sqlalchemy import Connection, Engine
 
 from huitouke import records
 from huitouke.intake import persist
 from huitouke.intake.validate import ValidatedBatch
+from huitouke.store.errors import call_safely
 
 # The counts an intake_runs row records (besides its day, source and reasons).
 _RUN_FIGURES = ("rows_read", "orders_read", "inserted", "updated", "unchanged", "quarantined")
@@ -124,56 +135,132 @@ class IntakeSummary:
 class SortedOrders:
     """Where each order of a batch goes against what is stored, decided before anything is written."""
 
-    new: list[dict[str, Any]]  # orders to insert
-    moves: list[dict[str, Any]]  # status moves: order_id, status, source_updated_at, folded_as_paid
+    new: pd.DataFrame  # orders to insert (the batch's columns, refunded_cents included)
+    moves: pd.DataFrame  # forward moves (persist.MOVE_COLUMNS), with the stored order's customer_id
     unchanged: int
     conflicts: list[dict[str, Any]]  # quarantine rows: conflicting_order, status_regression
-    customer_ids: set[str]  # the customers of the new and the moved orders
+    customer_ids: pd.Index  # the customers of the new and the moved orders
 
     @property
-    def new_ids(self) -> set[str]:
-        return {order["order_id"] for order in self.new}
+    def new_ids(self) -> pd.Index:
+        return pd.Index(self.new["order_id"])
 
 
-def sort_orders(incoming: pd.DataFrame, stored: Mapping[str, Mapping[str, Any]]) -> SortedOrders:
-    """Sort the batch's orders (``incoming``, validated) into new, status moves, unchanged and
-    conflicts, against ``stored``: order id -> the stored order (persist.STORED_ORDER_COLUMNS)."""
-    new, moves, conflicts = [], [], []
-    unchanged = 0
-    customer_ids: set[str] = set()
-    for order in plain_records(incoming):
-        old = stored.get(order["order_id"])
-        if old is None:
-            new.append(order)
-            customer_ids.add(order["customer_id"])
-        elif old["content_hash"] != order["content_hash"]:
-            conflicts.append(_conflict(order, "conflicting_order", _differences(order, old)))
-        elif old["status"] == order["status"]:
-            unchanged += 1
-        elif records.STATUS_RANK[order["status"]] > records.STATUS_RANK.get(old["status"], -1):
-            moves.append(_status_move(order, old))
-            customer_ids.add(old["customer_id"])
-        else:
-            detail = f"stored status is {old['status']!r}; the row says {order['status']!r}"
-            conflicts.append(_conflict(order, "status_regression", detail))
+def with_refunds(frame: pd.DataFrame) -> pd.DataFrame:
+    """Validated orders with ``refunded_cents`` (int64; 0 when the source gave none)."""
+    if "refunded_cents" in frame.columns:
+        refunded = pd.to_numeric(frame["refunded_cents"], errors="coerce").fillna(0).astype("int64")
+    else:
+        refunded = pd.Series(0, index=frame.index, dtype="int64")
+    return frame.assign(refunded_cents=refunded)
+
+
+def sort_orders(
+    incoming: pd.DataFrame, stored: pd.DataFrame, lined_ids: Iterable[str] | None = None
+) -> SortedOrders:
+    """Sort the batch's orders (``incoming``, validated, one row per order) into new, forward moves,
+    unchanged and conflicts against ``stored`` (persist.STORED_ORDER_COLUMNS, one row per order).
+
+    ``lined_ids``: the incoming orders that came with lines (None: all of them). An order without
+    lines (an order-level export) is compared on customer, payment time and amount only, so a
+    refund row without line columns moves an order stored with lines.
+    """
+    incoming = with_refunds(incoming).reset_index(drop=True)
+    old = stored.drop_duplicates("order_id").set_index("order_id").reindex(incoming["order_id"])
+    old = old.reset_index(drop=True)
+    found = old["status"].notna().to_numpy(dtype=bool)
+    new = incoming[~found].reset_index(drop=True)
+    mine, old = incoming[found].reset_index(drop=True), old[found].reset_index(drop=True)
+    lined = np.ones(len(mine), dtype=bool) if lined_ids is None else isin(mine["order_id"], lined_ids)
+    same = (mine["content_hash"].to_numpy() == old["content_hash"].to_numpy()) | (
+        ~lined & _same_fixed_fields(mine, old)
+    )
+    status_new, status_old = mine["status"].to_numpy(dtype=object), old["status"].to_numpy(dtype=object)
+    rank_new, rank_old = status_ranks(mine["status"]), status_ranks(old["status"])
+    refund_new = mine["refunded_cents"].to_numpy(dtype=np.int64)
+    refund_old = pd.to_numeric(old["refunded_cents"]).fillna(0).to_numpy(dtype=np.int64)
+    same_status = status_new == status_old
+    refund_up = refund_new > refund_old
+    regression = same & ~same_status & ~(rank_new > rank_old)
+    move = same & ~regression & (~same_status | refund_up)
+    conflicts = [
+        *_conflicts(mine[~same], old[~same], "conflicting_order"),
+        *_conflicts(mine[regression], old[regression], "status_regression"),
+    ]
+    moves = _moves(mine[move], old[move])
+    customer_ids = pd.Index(
+        pd.unique(pd.concat([new["customer_id"], moves["customer_id"]]).to_numpy(dtype=object))
+    )
+    unchanged = int((same & same_status & ~refund_up).sum())
     return SortedOrders(new, moves, unchanged, conflicts, customer_ids)
 
 
-def _status_move(order: dict[str, Any], old: Mapping[str, Any]) -> dict[str, Any]:
-    return {
-        "order_id": order["order_id"],
-        "status": order["status"],
-        "source_updated_at": order["source_updated_at"],
-        "folded_as_paid": _folded_as_paid(old),
-    }
+def status_ranks(status: pd.Series) -> np.ndarray:
+    """records.STATUS_RANK of each status (-1: none or unknown), looked up once per distinct value."""
+    codes, uniques = pd.factorize(status.astype(object))
+    ranks = np.array([records.STATUS_RANK.get(u, -1) for u in uniques] + [-1], dtype=np.int64)
+    return ranks[codes]  # code -1 (missing) takes the last: -1
 
 
-def _folded_as_paid(old: Mapping[str, Any]) -> bool | None:
-    """What the customer state counts of a stored order whose status is about to move: whether
-    it counts it as paid, or None when the state never folded it (stage 2's fold needs to know)."""
-    if old["state_applied_at"] is not None:  # folded with its stored status
-        return old["status"] in records.PAID_STATUSES
-    return old["folded_as_paid"]  # waiting already: what the state counted before that (if anything)
+def _same_fixed_fields(mine: pd.DataFrame, old: pd.DataFrame) -> np.ndarray:
+    """Per order, whether the row and the stored order agree on records.FIXED_ORDER_FIELDS."""
+    same = np.ones(len(mine), dtype=bool)
+    for name in records.FIXED_ORDER_FIELDS:
+        if name == "paid_at":
+            a = pd.to_datetime(mine[name]).astype("datetime64[us]").to_numpy()
+            b = pd.to_datetime(old[name]).astype("datetime64[us]").to_numpy()
+            equal = (a == b) | (np.isnat(a) & np.isnat(b))
+        else:
+            equal = mine[name].astype(object).to_numpy() == old[name].astype(object).to_numpy()
+        same &= equal
+    return same
+
+
+def _moves(mine: pd.DataFrame, old: pd.DataFrame) -> pd.DataFrame:
+    """The forward moves: the later status (or the stored one), the larger refund, the row's update
+    time, and what the customer state counts of the order (:func:`_folded_as_paid`)."""
+    forward = status_ranks(mine["status"]) > status_ranks(old["status"])
+    return pd.DataFrame(
+        {
+            "order_id": mine["order_id"].to_numpy(dtype=object),
+            "status": np.where(
+                forward, mine["status"].to_numpy(dtype=object), old["status"].to_numpy(dtype=object)
+            ),
+            "source_updated_at": mine["source_updated_at"].to_numpy(),
+            "refunded_cents": np.maximum(
+                mine["refunded_cents"].to_numpy(dtype=np.int64),
+                pd.to_numeric(old["refunded_cents"]).to_numpy(dtype=np.int64),
+            ),
+            "folded_as_paid": _folded_as_paid(old),
+            "customer_id": old["customer_id"].to_numpy(dtype=object),
+        },
+        columns=[*persist.MOVE_COLUMNS, "customer_id"],
+    )
+
+
+def _folded_as_paid(old: pd.DataFrame) -> np.ndarray:
+    """What the customer state counts of stored orders whose status is about to move: whether it
+    counts them as paid, or None when the state never folded them (stage 2's fold needs to know).
+    Folded with its stored status: paid when that status is; waiting already: what the state
+    counted before that (if anything)."""
+    applied = old["state_applied_at"].notna().to_numpy()
+    paid = old["status"].isin(records.PAID_STATUSES).to_numpy()
+    waiting = (
+        old["folded_as_paid"].astype(object).where(old["folded_as_paid"].notna(), None).to_numpy(dtype=object)
+    )
+    return np.where(applied, paid, waiting).astype(object)
+
+
+def _conflicts(mine: pd.DataFrame, old: pd.DataFrame, reason: str) -> list[dict[str, Any]]:
+    """Quarantine rows for the rows of ``mine`` (few: per-row Python here is fine)."""
+    out = []
+    for order, stored in zip(plain_records(mine), plain_records(old), strict=True):
+        if reason == "conflicting_order":
+            detail = _differences(order, stored)
+        else:
+            detail = f"stored status is {stored['status']!r}; the row says {order['status']!r}"
+        out.append(_conflict(order, reason, detail, stored))
+    return out
 
 
 def _differences(order: dict[str, Any], old: Mapping[str, Any]) -> str:
@@ -185,7 +272,7 @@ def _differences(order: dict[str, Any], old: Mapping[str, Any]) -> str:
     return "order id already stored with different content (" + ("; ".join(diffs) or "lines differ") + ")"
 
 
-def _conflict(order: dict[str, Any], reason: str, detail: str) -> dict[str, Any]:
+def _conflict(order: dict[str, Any], reason: str, detail: str, stored: Mapping[str, Any]) -> dict[str, Any]:
     raw = {k: (v.isoformat() if isinstance(v, (datetime, date)) else v) for k, v in order.items()}
     return {
         "reason": reason,
@@ -193,50 +280,82 @@ def _conflict(order: dict[str, Any], reason: str, detail: str) -> dict[str, Any]
         "order_id": order["order_id"],
         "source_ref": f"order {order['order_id']}",
         "raw": json.dumps(raw, ensure_ascii=False, sort_keys=True, default=str),
+        # What the quarantine key is made of (not the row: a re-run of the day gives the same key
+        # even when the row's parsed values differ): the stored version the row contradicts.
+        "_stored_version": f"order {order['order_id']}\n{stored['content_hash']}\n{stored['status']}",
     }
 
 
-def sort_customers(
-    incoming: pd.DataFrame, stored: Mapping[str, Mapping[str, Any]]
-) -> tuple[list[dict[str, Any]], list[tuple[str, dict[str, Any]]]]:
-    """The new customers among ``incoming`` and, for stored ones, the contact fields the source now
-    gives differently: (new customers, [(customer id, {field: new value})]). An empty field never
-    erases a stored one."""
-    new, changed = [], []
-    for customer in plain_records(incoming):
-        old = stored.get(customer["customer_id"])
-        if old is None:
-            new.append(customer)
-            continue
-        values = {
-            f: customer[f]
-            for f in records.CONTACT_FIELDS
-            if customer[f] is not None and customer[f] != old[f]
-        }
-        if values:
-            changed.append((customer["customer_id"], values))
-    return new, changed
+def sort_customers(incoming: pd.DataFrame, stored: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """The new customers among ``incoming`` and, for stored ones (persist.STORED_CUSTOMER_COLUMNS),
+    the contact fields the source now gives differently: (new customers, changed customers with
+    CONTACT_FIELDS, None where the stored value stays). An empty field never erases a stored one."""
+    incoming = incoming.reset_index(drop=True)
+    old = stored.drop_duplicates("customer_id").set_index("customer_id")
+    found = isin(incoming["customer_id"], old.index)
+    new = incoming[~found].reset_index(drop=True)
+    mine = incoming[found].reset_index(drop=True)
+    old = old.reindex(mine["customer_id"]).reset_index(drop=True)
+    changed = pd.DataFrame({"customer_id": mine["customer_id"].to_numpy(dtype=object)})
+    any_change = np.zeros(len(mine), dtype=bool)
+    for name in records.CONTACT_FIELDS:
+        value = mine[name].astype(object).where(mine[name].notna(), None).to_numpy(dtype=object)
+        before = old[name].astype(object).where(old[name].notna(), None).to_numpy(dtype=object)
+        change = pd.notna(value) & (value != before)
+        changed[name] = np.where(change, value, None)
+        any_change |= change
+    return new, changed[any_change].reset_index(drop=True)
 
 
 def quarantine_keys(source: str, frame: pd.DataFrame) -> list[str]:
-    """Stable keys for quarantine rows: the same bad row gives the same key on every run."""
+    """Stable keys for quarantine rows: the same bad row gives the same key on every run. A row of
+    validation is keyed by its raw row (and its occurrence among equal ones); a conflict with the
+    store by its order's stored version and the day (``_stored_version``)."""
     seen: Counter[tuple[str, str]] = Counter()
+    versions = frame["_stored_version"] if "_stored_version" in frame.columns else [None] * len(frame)
     keys = []
-    for reason, raw in zip(frame["reason"], frame["raw"], strict=True):
-        seen[(reason, raw)] += 1
-        material = f"{source}\n{reason}\n{raw}\n{seen[(reason, raw)]}"
+    for reason, raw, version in zip(frame["reason"], frame["raw"], versions, strict=True):
+        material_row = raw if version is None or version != version else version
+        seen[(reason, material_row)] += 1
+        material = f"{source}\n{reason}\n{material_row}\n{seen[(reason, material_row)]}"
         keys.append(hashlib.sha256(material.encode("utf-8")).hexdigest())
     return keys
 
 
-def quarantine_frame(validated: pd.DataFrame, conflicts: list[dict[str, Any]], source: str) -> pd.DataFrame:
-    """Validation's quarantine rows and the store's conflicts, each with its ``row_key``."""
+def quarantine_frame(
+    validated: pd.DataFrame, conflicts: list[dict[str, Any]], source: str, business_date: date | None = None
+) -> pd.DataFrame:
+    """Validation's quarantine rows and the store's conflicts, each with its ``row_key``. A conflict
+    is keyed by the day loaded too (``business_date``): each day that repeats it records it once."""
     frame = validated
     if conflicts:
-        frame = pd.concat([frame, pd.DataFrame(conflicts)], ignore_index=True)
+        extra = pd.DataFrame(conflicts)
+        if business_date is not None:
+            extra["_stored_version"] = extra["_stored_version"] + f"\n{business_date.isoformat()}"
+        frame = pd.concat([frame, extra], ignore_index=True)
     if frame.empty:
         return frame
-    return frame.assign(row_key=quarantine_keys(source, frame))
+    keyed = frame.assign(row_key=quarantine_keys(source, frame))
+    return keyed.drop(columns=["_stored_version"], errors="ignore")
+
+
+def isin(values: pd.Series, wanted: Iterable[Any]) -> np.ndarray:
+    """Whether each of ``values`` (ids) is one of ``wanted``, as a boolean array (Arrow's hash
+    lookup: pandas' ``isin`` on Arrow-backed text goes through Python objects)."""
+    wanted = wanted if isinstance(wanted, (pa.Array, pa.ChunkedArray)) else _ids(wanted)
+    return pc.is_in(_ids(values), value_set=wanted).to_numpy(zero_copy_only=False)
+
+
+def _ids(values: Iterable[Any]) -> pa.Array:
+    """Ids (a Series, an array, an Index or any iterable) as an Arrow string array."""
+    if not isinstance(values, (pd.Series, pd.Index, np.ndarray)):
+        values = np.array(list(values), dtype=object)
+    array = pa.array(
+        np.asarray(values, dtype=object) if isinstance(values, pd.Index) else values, from_pandas=True
+    )
+    if isinstance(array, pa.ChunkedArray):
+        array = array.combine_chunks()
+    return array.cast(pa.string()) if not pa.types.is_string(array.type) else array
 
 
 def plain_records(frame: pd.DataFrame) -> list[dict[str, Any]]:
@@ -259,31 +378,31 @@ class _Plan:
     """Everything one load writes, decided from the batch and the stored rows it names."""
 
     orders: SortedOrders
-    new_lines: list[dict[str, Any]]
-    new_customers: list[dict[str, Any]]
-    changed_customers: list[tuple[str, dict[str, Any]]]
+    new_lines: pd.DataFrame
+    new_customers: pd.DataFrame
+    changed_customers: pd.DataFrame
     quarantine: pd.DataFrame  # the batch's quarantine rows, with their row_key
-    new_quarantine: list[dict[str, Any]]  # those not stored by an earlier run
+    new_quarantine: pd.DataFrame  # those not stored by an earlier run
 
 
-def _plan(conn: Connection, batch: ValidatedBatch, source: str) -> _Plan:
+def _plan(conn: Connection, batch: ValidatedBatch, source: str, business_date: date) -> _Plan:
     """Read what ``batch`` names from the store and sort it; nothing is written."""
-    orders = sort_orders(batch.orders, persist.read_orders(conn, list(batch.orders["order_id"])))
+    lines = batch.lines
+    orders = sort_orders(batch.orders, persist.read_orders(conn, batch.orders["order_id"]), lines["order_id"])
     customers = batch.customers
     if len(customers):
-        customers = customers[customers["customer_id"].isin(orders.customer_ids)]
+        customers = customers[isin(customers["customer_id"], orders.customer_ids)]
     new_customers, changed_customers = sort_customers(
-        customers, persist.read_customers(conn, list(customers["customer_id"]))
+        customers, persist.read_customers(conn, customers["customer_id"])
     )
-    quarantine = quarantine_frame(batch.quarantine, orders.conflicts, source)
-    new_quarantine = []
+    quarantine = quarantine_frame(batch.quarantine, orders.conflicts, source, business_date)
+    new_quarantine = quarantine
     if len(quarantine):
-        stored_keys = persist.read_quarantine_keys(conn, list(quarantine["row_key"]))
-        new_quarantine = plain_records(quarantine[~quarantine["row_key"].isin(stored_keys)])
-    new_lines = []
-    if orders.new:
-        new_lines = plain_records(batch.lines[batch.lines["order_id"].isin(orders.new_ids)])
-    return _Plan(orders, new_lines, new_customers, changed_customers, quarantine, new_quarantine)
+        stored_keys = persist.read_quarantine_keys(conn, quarantine["row_key"])
+        new_quarantine = quarantine[~quarantine["row_key"].isin(stored_keys)]
+    if len(orders.new) < len(batch.orders):
+        lines = lines[isin(lines["order_id"], orders.new_ids)]
+    return _Plan(orders, lines, new_customers, changed_customers, quarantine, new_quarantine)
 
 
 def load_batch(
@@ -295,14 +414,34 @@ def load_batch(
 ) -> IntakeSummary:
     """Upsert ``batch`` into the store in one transaction and return what happened.
 
-    ``business_date`` (to ``last_business_date`` for a history load) is the period read.
+    ``business_date`` (to ``last_business_date`` for a history load) is the period read. The
+    transaction is the only writer of the orders while it runs (persist.lock_intake): two intakes
+    at once run one after the other. A database error comes out as a
+    :class:`~huitouke.store.errors.StoreError` whose message carries no value of the batch.
     """
+    period = business_date.isoformat() + (f" .. {last_business_date}" if last_business_date else "")
+    return call_safely(
+        f"The intake of {period} from {source}",
+        _load,
+        engine,
+        batch,
+        source,
+        business_date,
+        last_business_date,
+    )
+
+
+def _load(
+    engine: Engine, batch: ValidatedBatch, source: str, business_date: date, last_business_date: date | None
+) -> IntakeSummary:
     now = datetime.now(UTC).replace(tzinfo=None)
     with engine.begin() as conn:
-        plan = _plan(conn, batch, source)
-        persist.write_customers(conn, plan.new_customers, plan.changed_customers, now)
+        persist.lock_intake(conn)
+        plan = _plan(conn, batch, source, business_date)
+        persist.insert_customers(conn, plan.new_customers, now)
+        persist.update_customers(conn, plan.changed_customers, now)
         persist.insert_orders(conn, plan.orders.new, plan.new_lines, source, now)
-        persist.move_statuses(conn, plan.orders.moves, now)
+        persist.move_orders(conn, plan.orders.moves, now)
         new_quarantine_rows = persist.insert_quarantine(conn, plan.new_quarantine, source, business_date, now)
         summary = IntakeSummary(
             business_date=business_date,

@@ -1,150 +1,227 @@
 """Intake's store edge: the stored orders, customers and quarantine keys a batch names, and the
-writes of one load (customers, new orders and their lines, status moves, quarantine rows, the
-run's row). Plain Python values in and out; what to write is decided in
-:mod:`huitouke.intake.load`."""
+writes of one load (customers, new orders and their lines, status and refund moves, quarantine
+rows, the run's row). DataFrames in and out; what to write is decided in
+:mod:`huitouke.intake.load`.
+
+Everything goes through the store's bulk paths (:mod:`huitouke.store.rows`): the rows a batch
+names are read in one statement as Arrow (SQLite's native reader, PostgreSQL's ``COPY``), and
+written column by column (SQLite: one ``executemany`` of plain tuples per table; PostgreSQL:
+``COPY``, and ``UPDATE ... FROM`` a temporary table for the moves), never one Python dict or
+SQLAlchemy parameter set per row.
+
+**Concurrency.** :func:`lock_intake` makes a load's transaction the only writer of ``orders`` (the
+segments run takes the same lock): a second intake of the same day waits for the first to commit,
+then reads its orders as stored and finds them unchanged.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from datetime import date, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Column, Connection, Row, bindparam, func, insert, select, update
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+from sqlalchemy import Connection, func, insert, select
 
 from huitouke import records
-from huitouke.store.rows import chunks
+from huitouke.store import rows
+from huitouke.store.rows import ArrowSelect
 from huitouke.store.schema import customers, intake_runs, order_lines, orders, quarantine
 
-# What the sort needs of a stored order: what may not change, its content hash and status, and
-# whether (and how) the customer state has counted it.
+_TS = pa.timestamp("us")
+# The store's columns a load reads or writes, in the Arrow types they travel in.
+_ORDER_TYPES: dict[str, pa.DataType] = {
+    "order_id": pa.string(),
+    "customer_id": pa.string(),
+    "paid_at": _TS,
+    "business_date": pa.date32(),
+    "status": pa.string(),
+    "amount_cents": pa.int64(),
+    "refunded_cents": pa.int64(),
+    "acquisition_source": pa.string(),
+    "coupon_code": pa.string(),
+    "source_updated_at": _TS,
+    "content_hash": pa.string(),
+    "state_applied_at": _TS,
+    "folded_as_paid": pa.bool_(),
+    "source": pa.string(),
+    "loaded_at": _TS,
+    "status_changed_at": _TS,
+}
+_LINE_TYPES: dict[str, pa.DataType] = {
+    "order_id": pa.string(),
+    "line_no": pa.int64(),
+    "sku": pa.string(),
+    "product_name": pa.string(),
+    "category": pa.string(),
+    "quantity": pa.int64(),
+    "amount_cents": pa.int64(),
+}
+_CUSTOMER_TYPES: dict[str, pa.DataType] = {
+    "customer_id": pa.string(),
+    "name": pa.string(),
+    "phone": pa.string(),
+    "email": pa.string(),
+    "birthday": pa.date32(),
+    "sms_opt_out": pa.bool_(),
+    "email_opt_out": pa.bool_(),
+    "first_seen_at": _TS,
+    "updated_at": _TS,
+}
+
+# What the sort needs of a stored order: what may not change, its content hash, status and refund,
+# and whether (and how) the customer state has counted it.
 STORED_ORDER_COLUMNS: tuple[str, ...] = (
     "order_id",
     *records.FIXED_ORDER_FIELDS,
     "status",
+    "refunded_cents",
     "content_hash",
     "state_applied_at",
     "folded_as_paid",
 )
+STORED_CUSTOMER_COLUMNS: tuple[str, ...] = ("customer_id", *records.CONTACT_FIELDS)
+# The orders' columns a new order is inserted with (state_applied_at, folded_as_paid: null).
+_NEW_ORDER_COLUMNS = (*records.ORDER_FIELDS, "refunded_cents", "source", "loaded_at", "status_changed_at")
+MOVE_COLUMNS: tuple[str, ...] = (
+    "order_id",
+    "status",
+    "source_updated_at",
+    "refunded_cents",
+    "folded_as_paid",
+)
+
+_STORED_ORDERS = ArrowSelect(orders.name, {c: _ORDER_TYPES[c] for c in STORED_ORDER_COLUMNS})
+_STORED_CUSTOMERS = ArrowSelect(customers.name, {c: _CUSTOMER_TYPES[c] for c in STORED_CUSTOMER_COLUMNS})
+_QUARANTINE_KEYS = ArrowSelect(quarantine.name, {"row_key": pa.string()})
 _SOURCE_REF_LENGTH = quarantine.c.source_ref.type.length
 
 
-def _fetch(conn: Connection, columns: list[Column], key: Column, ids: Iterable[Any]) -> list[Row]:
-    """The rows whose ``key`` is one of ``ids``, a bounded IN (...) list at a time."""
-    rows: list[Row] = []
-    for chunk in chunks(sorted(set(ids))):
-        rows.extend(conn.execute(select(*columns).where(key.in_(chunk))).all())
-    return rows
+def lock_intake(conn: Connection) -> None:
+    """Make this transaction the only writer of ``orders`` until it ends (see the module doc).
+    Call first in the transaction."""
+    rows.lock_writers(conn, orders)
 
 
-def read_orders(conn: Connection, order_ids: Iterable[str]) -> dict[str, dict[str, Any]]:
-    """The stored orders among ``order_ids``: order id -> {column: value} (STORED_ORDER_COLUMNS)."""
-    columns = [orders.c[name] for name in STORED_ORDER_COLUMNS]
-    return {row.order_id: row._asdict() for row in _fetch(conn, columns, orders.c.order_id, order_ids)}
+def arrow_table(frame: pd.DataFrame, types: Mapping[str, pa.DataType], **constants: Any) -> pa.Table:
+    """``frame``'s columns named in ``types`` (and ``constants``, one value for every row) as an
+    Arrow table in those types: text as strings, times as naive microseconds, dates as dates."""
+    arrays, names = [], []
+    for name, type_ in types.items():
+        if name in constants:
+            arrays.append(pa.repeat(pa.scalar(constants[name], type_), len(frame)))
+        elif name in frame.columns:
+            arrays.append(_arrow_column(frame[name], type_))
+        else:
+            continue
+        names.append(name)
+    return pa.Table.from_arrays(arrays, names=names)
 
 
-def read_customers(conn: Connection, customer_ids: Iterable[str]) -> dict[str, dict[str, Any]]:
-    """The stored customers among ``customer_ids``: customer id -> their contact fields."""
-    columns = [customers.c.customer_id, *(customers.c[name] for name in records.CONTACT_FIELDS)]
-    return {
-        row.customer_id: row._asdict() for row in _fetch(conn, columns, customers.c.customer_id, customer_ids)
-    }
+def _arrow_column(series: pd.Series, type_: pa.DataType) -> pa.Array:
+    if pa.types.is_date(type_) and pd.api.types.is_datetime64_any_dtype(series.dtype):
+        series = series.dt.normalize()
+    array = pa.array(series, from_pandas=True)
+    if isinstance(array, pa.ChunkedArray):  # pragma: no cover - arrow-backed columns
+        array = array.combine_chunks()
+    if pa.types.is_integer(type_) and pa.types.is_floating(array.type):
+        return array.cast(type_, safe=True)
+    return array.cast(type_, safe=False)
+
+
+def _frame(table: pa.Table) -> pd.DataFrame:
+    """An Arrow table read from the store as pandas: text as objects, dates as datetime.date."""
+    return table.to_pandas(date_as_object=True, types_mapper=None)
+
+
+def _read_by_ids(
+    conn: Connection, select_: ArrowSelect, column: str, ids: Iterable[Any], table: Any
+) -> pd.DataFrame:
+    """The stored rows of ``select_`` whose ``column`` is one of ``ids`` (none at all read when
+    the table is empty: a first load)."""
+    wanted = pd.unique(np.asarray(list(ids) if not isinstance(ids, pd.Series) else ids, dtype=object))
+    if len(wanted) == 0 or not rows.has_rows(conn, table):
+        return _frame(select_.empty())
+    return _frame(rows.read_arrow_by_ids(conn, select_, column, list(wanted), committed=True))
+
+
+def read_orders(conn: Connection, order_ids: Iterable[str]) -> pd.DataFrame:
+    """The stored orders among ``order_ids`` (STORED_ORDER_COLUMNS), one row each."""
+    return _read_by_ids(conn, _STORED_ORDERS, "order_id", order_ids, orders)
+
+
+def read_customers(conn: Connection, customer_ids: Iterable[str]) -> pd.DataFrame:
+    """The stored customers among ``customer_ids`` with their contact fields (STORED_CUSTOMER_COLUMNS)."""
+    return _read_by_ids(conn, _STORED_CUSTOMERS, "customer_id", customer_ids, customers)
 
 
 def read_quarantine_keys(conn: Connection, row_keys: Iterable[str]) -> set[str]:
     """The quarantine row keys among ``row_keys`` that an earlier run stored."""
-    return {row.row_key for row in _fetch(conn, [quarantine.c.row_key], quarantine.c.row_key, row_keys)}
+    return set(_read_by_ids(conn, _QUARANTINE_KEYS, "row_key", row_keys, quarantine)["row_key"])
 
 
-def write_customers(
-    conn: Connection,
-    new: list[dict[str, Any]],
-    changed: list[tuple[str, dict[str, Any]]],
-    now: datetime,
-) -> None:
-    """Insert the new customers (opted in); set the changed contact fields of stored ones."""
-    if new:
-        conn.execute(
-            insert(customers),
-            [
-                {
-                    **customer,
-                    "sms_opt_out": False,
-                    "email_opt_out": False,
-                    "first_seen_at": now,
-                    "updated_at": now,
-                }
-                for customer in new
-            ],
+def insert_customers(conn: Connection, new: pd.DataFrame, now: datetime) -> None:
+    """Insert the new customers (opted in)."""
+    if len(new):
+        table = arrow_table(
+            new, _CUSTOMER_TYPES, sms_opt_out=False, email_opt_out=False, first_seen_at=now, updated_at=now
         )
-    for customer_id, values in changed:
-        conn.execute(
-            update(customers).where(customers.c.customer_id == customer_id).values(**values, updated_at=now)
+        rows.insert_arrow(conn, customers, table)
+
+
+def update_customers(conn: Connection, changed: pd.DataFrame, now: datetime) -> None:
+    """Set the contact fields ``changed`` gives (customer_id and CONTACT_FIELDS; None: keep the
+    stored value) of stored customers."""
+    if len(changed):
+        table = arrow_table(changed, {c: _CUSTOMER_TYPES[c] for c in STORED_CUSTOMER_COLUMNS})
+        rows.update_arrow(
+            conn,
+            customers,
+            table,
+            "customer_id",
+            constants={"updated_at": now},
+            keep_stored=records.CONTACT_FIELDS,
         )
 
 
 def insert_orders(
-    conn: Connection, new: list[dict[str, Any]], lines: list[dict[str, Any]], source: str, now: datetime
+    conn: Connection, new: pd.DataFrame, lines: pd.DataFrame, source: str, now: datetime
 ) -> None:
     """Insert new orders (from ``source``, loaded ``now``) and their lines."""
-    if not new:
+    if not len(new):
         return
-    conn.execute(
-        insert(orders),
-        [{**order, "source": source, "loaded_at": now, "status_changed_at": now} for order in new],
+    constants = {"source": source, "loaded_at": now, "status_changed_at": now}
+    rows.insert_arrow(
+        conn, orders, arrow_table(new, {c: _ORDER_TYPES[c] for c in _NEW_ORDER_COLUMNS}, **constants)
     )
-    if lines:
-        conn.execute(insert(order_lines), lines)
+    if len(lines):
+        rows.insert_arrow(conn, order_lines, arrow_table(lines, _LINE_TYPES))
 
 
-def move_statuses(conn: Connection, moves: list[dict[str, Any]], now: datetime) -> None:
-    """Move stored orders to their later status (``moves``: order_id, status, source_updated_at,
-    folded_as_paid). Stage 2 must fold the new status into the customer state, knowing what it
-    counted of the order before."""
-    if not moves:
-        return
-    conn.execute(
-        update(orders)
-        .where(orders.c.order_id == bindparam("b_order_id"))
-        .values(
-            status=bindparam("b_status"),
-            source_updated_at=bindparam("b_updated"),
-            status_changed_at=bindparam("b_now"),
-            state_applied_at=None,  # stage 2 must fold the new status into the customer state
-            folded_as_paid=bindparam("b_folded_as_paid"),  # ... knowing what it counted
-        ),
-        [
-            {
-                "b_order_id": move["order_id"],
-                "b_status": move["status"],
-                "b_updated": move["source_updated_at"],
-                "b_now": now,
-                "b_folded_as_paid": move["folded_as_paid"],
-            }
-            for move in moves
-        ],
-    )
+def move_orders(conn: Connection, moves: pd.DataFrame, now: datetime) -> None:
+    """Move stored orders forward (``moves``: MOVE_COLUMNS: the later status, the larger refund,
+    and what the state counted of the order). Stage 2 must fold them into the customer state again,
+    knowing what it counted before (``folded_as_paid``)."""
+    if len(moves):
+        table = arrow_table(moves, {c: _ORDER_TYPES[c] for c in MOVE_COLUMNS})
+        constants = {"status_changed_at": now, "state_applied_at": None}
+        rows.update_arrow(conn, orders, table, "order_id", constants=constants)
 
 
 def insert_quarantine(
-    conn: Connection, rows: list[dict[str, Any]], source: str, business_date: date, now: datetime
+    conn: Connection, new_rows: pd.DataFrame, source: str, business_date: date, now: datetime
 ) -> int:
-    """Insert quarantine rows (with their row_key) for ``business_date``; returns how many."""
-    if not rows:
+    """Insert quarantine rows (with their row_key) for ``business_date``; returns how many are new
+    (a row_key already stored is skipped)."""
+    if not len(new_rows):
         return 0
-    conn.execute(
-        insert(quarantine),
-        [
-            {
-                **row,
-                "business_date": business_date,
-                "source": source,
-                "quarantined_at": now,
-                "source_ref": (row.get("source_ref") or "")[:_SOURCE_REF_LENGTH],
-            }
-            for row in rows
-        ],
-    )
-    return len(rows)
+    columns = ["row_key", "reason", "detail", "order_id", "source_ref", "raw"]
+    values = new_rows[columns].astype(object).where(new_rows[columns].notna(), None)
+    refs = values["source_ref"].map(lambda ref: (ref or "")[:_SOURCE_REF_LENGTH])
+    plain = values.assign(source_ref=refs, business_date=business_date, source=source, quarantined_at=now)
+    return rows.insert_new(conn, quarantine, plain.to_dict(orient="records"))
 
 
 def record_run(conn: Connection, row: dict[str, Any]) -> int:
@@ -160,7 +237,7 @@ def daily_orders_before(conn: Connection, source: str, day: date, days: int) -> 
     """Orders read by the daily intakes of ``source`` on the ``days`` business days before ``day``
     (the latest attempt of each), oldest first: what a complete day is measured against."""
     runs = intake_runs.c
-    rows = conn.execute(
+    found = conn.execute(
         select(runs.business_date, runs.attempt, runs.orders_read)
         .where(runs.source == source)
         .where(runs.business_date < day)
@@ -168,5 +245,5 @@ def daily_orders_before(conn: Connection, source: str, day: date, days: int) -> 
         .where(runs.last_business_date == runs.business_date)
         .order_by(runs.business_date, runs.attempt)
     ).all()
-    latest = {row.business_date: int(row.orders_read) for row in rows}  # the last attempt wins
+    latest = {row.business_date: int(row.orders_read) for row in found}  # the last attempt wins
     return [latest[d] for d in sorted(latest)]

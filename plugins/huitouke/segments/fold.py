@@ -22,14 +22,16 @@ time and a business date (on or before the day folded; later orders stay pending
 Both are folded without the customer's history, from the state row and the customer's spend
 rows (paid spend and paid lines per category group; the largest spend is the main group):
 counts, totals and spend add up or subtract, first and last dates take the minimum or maximum.
-Two things only the history knows send a customer to the **exact path**, a recomputation from
+Three things only the history knows send a customer to the **exact path**, a recomputation from
 all their orders exactly as a rebuild does it:
 
 - an addition paid *at or before* the customer's first paid order (a late order, or a tie, which
   the order id breaks): the acquisition source belongs to the first order;
 - a removal of an order that is not strictly between the customer's first and last paid orders
   (by payment time and by business date): the first or last order would move to one only the
-  history has. A refund of an order in between changes sums only.
+  history has. A refund of an order in between changes sums only;
+- a pending order with a partial refund (``refunded_cents`` > 0): a paid order counts its amount
+  less its refund, and what the state counted of it before the refund grew is not recorded.
 
 A group whose last paid line is refunded loses its spend row (``paid_lines`` reaches 0), as a
 rebuild would never have made it.
@@ -56,6 +58,7 @@ from huitouke.records import PAID
 from huitouke.segments.settings import SegmentSettings
 from huitouke.segments.state import (
     ORDER_INPUT_COLUMNS,
+    REFUND_COLUMN,
     SPEND_COLUMNS,
     SPEND_KEY,
     STATE_COLUMNS,
@@ -143,7 +146,10 @@ def plan_fold(state: pd.DataFrame, pending: pd.DataFrame, until: date) -> FoldPl
         & (business > bounds["first_business_date"])
         & (business < bounds["last_business_date"])
     )
-    to_history = early | (removed & ~inside)
+    # A partial refund changes what the state counts of an order without changing whether it
+    # counts it (and what it counted before is not kept): recomputed from the history.
+    partly_refunded = _refunded(pending) & (now_paid | before)
+    to_history = early | (removed & ~inside) | partly_refunded
     exact = (
         pc.unique(customers.filter(pa.array(to_history))) if to_history.any() else pa.array([], pa.string())
     )
@@ -156,6 +162,13 @@ def plan_fold(state: pd.DataFrame, pending: pd.DataFrame, until: date) -> FoldPl
         additions=pending[added & additive].reset_index(drop=True),
         removals=pending[removed & additive].reset_index(drop=True),
     )
+
+
+def _refunded(pending: pd.DataFrame) -> np.ndarray:
+    """The pending orders with a partial refund (``refunded_cents`` > 0; the column is optional)."""
+    if REFUND_COLUMN not in pending.columns:
+        return np.zeros(len(pending), dtype=bool)
+    return pd.to_numeric(pending[REFUND_COLUMN]).fillna(0).to_numpy(dtype=np.int64) > 0
 
 
 @dataclass(frozen=True)

@@ -40,6 +40,7 @@ from huitouke.segments.history import LABEL_COLUMNS, SegmentChanges, canonical_l
 from huitouke.segments.state import (
     LINE_INPUT_COLUMNS,
     ORDER_INPUT_COLUMNS,
+    REFUND_COLUMN,
     SPEND_COLUMNS,
     STATE_COLUMNS,
     empty_spend,
@@ -72,8 +73,11 @@ _ORDER_TYPES = {
     "status": _CAT,
     "amount_cents": pa.int64(),
     "acquisition_source": _CAT,
+    REFUND_COLUMN: pa.int64(),
 }
 _PENDING_TYPES = {**_ORDER_TYPES, "folded_as_paid": pa.bool_()}
+# Orders are read with their refund: the state counts a paid order's amount less it.
+_ORDER_COLUMNS = (*ORDER_INPUT_COLUMNS, REFUND_COLUMN)
 _LINE_TYPES = {"order_id": pa.string(), "category": _CAT, "amount_cents": pa.int64()}
 _SPEND_TYPES = {
     "customer_id": pa.string(),
@@ -109,7 +113,7 @@ _HISTORY_TYPES = {
 }
 _HISTORY_TEXT = ("customer_id", "lifecycle", "member_tier", "value_tier", "category_group")
 
-_ORDERS = ArrowSelect(orders.name, {name: _ORDER_TYPES[name] for name in ORDER_INPUT_COLUMNS})
+_ORDERS = ArrowSelect(orders.name, {name: _ORDER_TYPES[name] for name in _ORDER_COLUMNS})
 _LINES = ArrowSelect(order_lines.name, {name: _LINE_TYPES[name] for name in LINE_INPUT_COLUMNS})
 _SPEND = ArrowSelect(customer_spend.name, {name: _SPEND_TYPES[name] for name in SPEND_COLUMNS})
 _STATE = ArrowSelect(customer_state.name, {name: _STATE_TYPES[name] for name in STATE_COLUMNS})
@@ -118,7 +122,7 @@ _STATE = ArrowSelect(customer_state.name, {name: _STATE_TYPES[name] for name in 
 _UNAPPLIED_INDEX = "ix_orders_unapplied_customer_id"
 _PENDING = ArrowSelect(
     orders.name,
-    {name: _PENDING_TYPES[name] for name in PENDING_COLUMNS},
+    {name: _PENDING_TYPES[name] for name in (*PENDING_COLUMNS, REFUND_COLUMN)},
     where="state_applied_at IS NULL",
     index=_UNAPPLIED_INDEX,
 )

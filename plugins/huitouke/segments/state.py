@@ -14,11 +14,14 @@ State columns (:data:`STATE_COLUMNS`), one row per customer, sorted by ``custome
 ``first_business_date``  datetime64[ns] (midnight): shop-local date of the first paid order
 ``last_business_date``   datetime64[ns] (midnight): shop-local date of the last paid order
 ``paid_orders``          int64: number of paid orders
-``total_cents``          int64: sum of the paid orders' ``amount_cents``
+``total_cents``          int64: sum of the paid orders' ``amount_cents`` less their
+                         ``refunded_cents`` (partial refunds: an optional column, 0 when absent)
 ``aov_cents``            int64: average order value, ``total_cents / paid_orders`` rounded half up
 ``main_category_group``  str: the category group with the largest paid spend over the customer's
                          order lines (ties: alphabetical). An order without lines counts its whole
-                         amount as the unknown category (``segments.unknown_category_group``).
+                         amount (less its refund) as the unknown category
+                         (``segments.unknown_category_group``). A partial refund does not reduce
+                         its order's line spend: the export does not say which line was refunded.
 ``acquisition_source``   str: the first paid order's acquisition source (ties on the payment time:
                          the smallest order_id)
 =======================  ==========================================================================
@@ -68,6 +71,8 @@ SPEND_COLUMNS: tuple[str, ...] = tuple(customer_spend.columns.keys())
 SPEND_KEY: tuple[str, ...] = tuple(customer_spend.primary_key.columns.keys())  # customer, group
 ORDER_INPUT_COLUMNS: tuple[str, ...] = records.PAYMENT_FIELDS
 LINE_INPUT_COLUMNS: tuple[str, ...] = ("order_id", "category", "amount_cents")
+# Optional in the orders: the part of an order's amount refunded so far (partial refunds).
+REFUND_COLUMN = "refunded_cents"
 
 # Dense (customers x groups) spend matrix up to this many cells, else a sort-based path.
 _DENSE_CELLS = 64_000_000
@@ -153,7 +158,7 @@ def _build(
     paid_at, business = paid_at[rows], business[rows]
     codes, customer_ids = _sorted_codes(all_codes[rows], all_ids)
     del all_codes
-    paid = _Paid.of(rows, codes, _int_values(orders["amount_cents"])[rows], len(customer_ids))
+    paid = _Paid.of(rows, codes, paid_amounts(orders)[rows], len(customer_ids))
     first_at, last_at = _first_and_last(codes, paid_at, paid.customers)
     first_day, last_day = _first_and_last(codes, business, paid.customers)
     source = _first_sources(orders, paid, paid_at, first_at)
@@ -311,6 +316,15 @@ def _str_values(values: pd.Series | pd.Index) -> pd.api.extensions.ExtensionArra
     if values.dtype != "str":
         values = values.astype("str")
     return values.array
+
+
+def paid_amounts(orders: pd.DataFrame) -> np.ndarray:
+    """What each order counts as spend when it is paid: ``amount_cents`` less ``refunded_cents``
+    (a partial refund; the column is optional, absent: none), never below 0. int64 cents."""
+    amount = _int_values(orders["amount_cents"])
+    if REFUND_COLUMN in orders.columns:
+        amount = np.maximum(amount - _int_values(orders[REFUND_COLUMN]), 0)
+    return amount
 
 
 def _int_values(values: pd.Series) -> np.ndarray:

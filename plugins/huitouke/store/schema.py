@@ -63,6 +63,9 @@ orders = Table(
     Column("business_date", Date, index=True),
     Column("status", String(16), nullable=False),
     Column("amount_cents", BigInteger, nullable=False),
+    # The part of amount_cents refunded so far (partial refunds; 0: none). It only grows: a paid
+    # order counts amount_cents - refunded_cents as spend (huitouke.segments.state).
+    Column("refunded_cents", BigInteger, nullable=False, server_default=text("0")),
     Column("acquisition_source", String(32), nullable=False),
     Column("coupon_code", String(64)),
     Column("content_hash", String(64), nullable=False),
