@@ -30,7 +30,8 @@ Options (environment): ``BENCH_PROVIDERS=webhook,aliyun,twilio``, ``BENCH_PG=1``
 ``BENCH_SQLITE=""`` (no SQLite run),
 ``BENCH_PROFILE=<provider>`` (cProfile of that provider's SQLite run, top 30 by cumulative time,
 written to ``bench/deliver_<provider>.prof``), ``BENCH_MESSAGES``, ``BENCH_LATENCY_MS``,
-``BENCH_TWILIO_CONCURRENCY``, ``BENCH_TWILIO_BATCH``, ``BENCH_PG_BATCH=1`` (PostgreSQL through
+``BENCH_TWILIO_CONCURRENCY``, ``BENCH_TWILIO_BATCH``, ``BENCH_CLAIMS_AHEAD`` (default the shipped
+``delivery.claims_ahead``: 1; 0 claims only when no call is out), ``BENCH_PG_BATCH=1`` (PostgreSQL through
 an engine with ``executemany_mode="values_plus_batch"``: psycopg2's ``execute_batch`` for the
 claims' and records' UPDATEs, instead of one round trip a row as ``make_engine`` leaves it),
 ``BENCH_SKIP_FEEDS=twilio`` (the providers whose receipts and replies are not pulled: Twilio's
@@ -62,6 +63,7 @@ from deliver_rows import CAMPAIGN, job, phone, yesterday  # noqa: E402
 from sqlalchemy import Engine, func, insert, select  # noqa: E402
 
 from huitouke.deliver import daily  # noqa: E402
+from huitouke.deliver.policy import DeliveryRules  # noqa: E402
 from huitouke.deliver.providers.aliyun import AliyunSettings, AliyunSmsProvider  # noqa: E402
 from huitouke.deliver.providers.base import OutgoingMessage, Provider  # noqa: E402
 from huitouke.deliver.providers.twilio import TwilioSettings, TwilioSmsProvider  # noqa: E402
@@ -83,6 +85,7 @@ PROFILE = os.environ.get("BENCH_PROFILE", "")
 TWILIO_CONCURRENCY = int(os.environ.get("BENCH_TWILIO_CONCURRENCY", "32"))
 TWILIO_BATCH = int(os.environ.get("BENCH_TWILIO_BATCH", "100"))
 PG_BATCH = os.environ.get("BENCH_PG_BATCH", "") not in ("", "0")
+CLAIMS_AHEAD = int(os.environ.get("BENCH_CLAIMS_AHEAD", str(DeliveryRules().claims_ahead)))
 SKIP_FEEDS = os.environ.get("BENCH_SKIP_FEEDS", "twilio").split(",")
 GOALS = {"webhook": 10_000, "aliyun": 10_000, "twilio": 1_000}
 SQLITE_MODES = [m.strip() for m in os.environ.get("BENCH_SQLITE", "SQLite").split(",") if m.strip()]
@@ -321,7 +324,11 @@ def run(store: str, url: str, name: str, gw: GatewayProcess, profile: bool) -> R
     gw.reset()
     provider = build(name, gw)
     plain = message_factory(None, None, "小店")
-    delivery = job({"sms": provider}, message_of=aliyun_messages(plain) if name == "aliyun" else plain)
+    delivery = job(
+        {"sms": provider},
+        message_of=aliyun_messages(plain) if name == "aliyun" else plain,
+        rules=DeliveryRules(claims_ahead=CLAIMS_AHEAD),  # the shipped rules (the tests' are faster)
+    )
     timings = Timings()
     original, daily.Sender = daily.Sender, timed_sender(timings)
     skipped = name in SKIP_FEEDS
