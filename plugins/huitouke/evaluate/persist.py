@@ -89,7 +89,8 @@ def read_waves(conn: Connection, since: date, day: date, segment_columns: Sequen
 
 def read_orders(conn: Connection, since: date, day: date, timezone: str) -> pd.DataFrame:
     """Every order of the cohorts' customers paid after the first send and up to the end of
-    ``day``, with its categories ("a,b"). Status as it stands now: a refund since is no response."""
+    ``day``, with its categories ("a,b"). Status as it stands now: a refund since is no response;
+    ``amount_cents`` is net of partial refunds."""
     w = campaign_waves.c
     cohort = select(w.customer_id).where(w.due_on >= since).where(w.due_on < day).distinct().subquery()
     first = planned_send_time(since, timezone, datetime.min.time())
@@ -97,7 +98,10 @@ def read_orders(conn: Connection, since: date, day: date, timezone: str) -> pd.D
     o = orders.c
     frame = read_frame(
         conn,
-        select(o.order_id, o.customer_id, o.paid_at, o.status, o.amount_cents)
+        # Revenue net of partial refunds (a whole refund changes the status: no response at all).
+        select(
+            o.order_id, o.customer_id, o.paid_at, o.status, (o.amount_cents - o.refunded_cents).label("net")
+        )
         .join(cohort, cohort.c.customer_id == o.customer_id)
         .where(o.paid_at > first)
         .where(o.paid_at < end),
