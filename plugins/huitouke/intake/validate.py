@@ -389,7 +389,8 @@ def validate(
     rows = _whole_orders(parsed, order_code, reason, detail)
     orders, lines = _orders_and_lines(rows, tz)
     customers, bad_birthday = _customers(rows)
-    quarantine_id = parsed["order_id"].where(~parsed["bad_order_id"])
+    # The quarantine table keeps an order id only when it is one (not 300 characters, no NUL).
+    quarantine_id = parsed["order_id"].where(~_bad_ids(parsed["order_id"], policy.max_id_length))
     return ValidatedBatch(
         orders=orders,
         lines=lines,
@@ -441,7 +442,6 @@ def parse_rows(frame: pd.DataFrame, tz: ZoneInfo) -> pd.DataFrame:
         }
     )
     parsed["category"] = parsed["category"].fillna(records.UNKNOWN_CATEGORY)
-    parsed["bad_order_id"] = False
     return parsed
 
 
@@ -542,7 +542,6 @@ def _bad_texts(text: pd.Series, max_length: int) -> np.ndarray:
 
 def _text_checks(frame: pd.DataFrame, parsed: pd.DataFrame, policy: PlausibilitySettings) -> list[_Check]:
     """The ids and free texts a store can keep (``invalid_id``, ``invalid_text``)."""
-    parsed["bad_order_id"] = _bad_ids(parsed["order_id"], policy.max_id_length)
     limit = policy.max_id_length
     ids = [
         _Check(
