@@ -55,6 +55,7 @@ NASTY = [
     "2025-12-12 10:00:00",
 ]
 PROPERTY_SETTINGS = settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+FEWER = settings(PROPERTY_SETTINGS, max_examples=12)
 
 
 def _decoded(data: bytes, encoding: str, errors: str) -> str:
@@ -141,7 +142,7 @@ def test_whatever_the_cells_validate_keeps_only_plausible_orders(frame):
     assert not set(held_back["order_id"].dropna()) & set(orders["order_id"])  # whole or not at all
 
 
-@PROPERTY_SETTINGS
+@FEWER
 @given(frames())
 def test_no_detail_shows_a_phone_number_or_an_email_address(frame):
     frame.loc[0, "amount"] = "13812345678"
@@ -150,7 +151,7 @@ def test_no_detail_shows_a_phone_number_or_an_email_address(frame):
     assert "13812345678" not in details and "li.si@example.com" not in details
 
 
-@PROPERTY_SETTINGS
+@FEWER
 @given(frames())
 def test_the_same_rows_give_the_same_batch(frame):
     first, second = validate(frame, TZ, DAY), validate(frame.copy(), TZ, DAY)
