@@ -111,6 +111,21 @@ _TEXT_LIMITS = {
     "email": 255,
 }
 _ID_FIELDS = ("order_id", "customer_id", "coupon_code", "sku")
+# What the orders, lines and customers are made of (parse_rows' columns).
+_ORDER_ROW_COLUMNS = [
+    *_ID_FIELDS,
+    *_TEXT_LIMITS,
+    "birthday",
+    "amount",
+    "line_amount",
+    "refund",
+    "quantity",
+    "status",
+    "rank",
+    "paid_at",
+    "updated_at",
+    "has_line",
+]
 _QUOTE_LIMIT = 80
 _SURROGATES = re.compile("[\ud800-\udfff]")
 _STR = pd.StringDtype("pyarrow", na_value=np.nan)  # pandas' default "str"
@@ -698,10 +713,10 @@ def _mark_siblings(reason: np.ndarray, detail: np.ndarray, order_code: np.ndarra
 
 
 def _disagreeing_orders(
-    codes: np.ndarray, values: dict[str, np.ndarray], n_orders: int
+    codes: np.ndarray, by_order: np.ndarray, values: dict[str, np.ndarray], n_orders: int
 ) -> dict[str, np.ndarray]:
-    """For each named value: which orders (by code) have rows that disagree on it."""
-    by_order = np.argsort(codes, kind="stable")
+    """For each named value: which orders (by code) have rows that disagree on it. ``by_order``
+    puts the rows in order of their code."""
     sorted_codes = codes[by_order]
     same_order = sorted_codes[1:] == sorted_codes[:-1]
     out = {}
@@ -714,21 +729,22 @@ def _disagreeing_orders(
     return out
 
 
-def _latest_version(
-    codes: np.ndarray, rank: np.ndarray, updated: np.ndarray, status: np.ndarray
-) -> np.ndarray:
-    """Per order, the rows of its most advanced status, then latest update (then status name)."""
-    status_code = pd.factorize(status, sort=True)[0]
-    order = np.lexsort((status_code, updated, rank, codes))
-    last = np.ones(len(order), dtype=bool)
-    last[:-1] = codes[order][1:] != codes[order][:-1]
-    best = order[last]  # one row per order, sorted by code
-    position = np.searchsorted(codes[best], codes)
-    return (
-        (rank == rank[best][position])
-        & (updated == updated[best][position])
-        & (status_code == status_code[best][position])
+def _latest_version(codes: np.ndarray, by_order: np.ndarray, keys: list[np.ndarray]) -> np.ndarray:
+    """Per order, the rows with the largest ``keys`` (the first key first, then the next among the
+    rows with the largest first key, ...): its most advanced status, then latest update. Group
+    maxima over the rows in order of their code (``by_order``), no second sort."""
+    sorted_codes = codes[by_order]
+    starts = (
+        np.flatnonzero(np.r_[True, sorted_codes[1:] != sorted_codes[:-1]]) if len(codes) else np.zeros(0, int)
     )
+    sizes = np.diff(np.r_[starts, len(codes)])
+    candidate = np.ones(len(codes), dtype=bool)
+    lowest = np.iinfo(np.int64).min
+    for key in keys:
+        value = np.where(candidate, key, lowest)[by_order]
+        best = np.repeat(np.maximum.reduceat(value, starts), sizes) if len(codes) else value
+        candidate[by_order] &= value == best
+    return candidate
 
 
 def _whole_orders(
@@ -738,7 +754,7 @@ def _whole_orders(
     all its versions; of several versions (paid, then refunded) the most advanced is kept, whose rows
     must agree on the refund. Rows that disagree become ``inconsistent_order_rows`` (in place)."""
     good = pd.isna(reason)
-    rows = parsed[good].assign(
+    rows = parsed.loc[good, _ORDER_ROW_COLUMNS].assign(
         code=order_code[good], amount_cents=np.round(parsed["amount"][good] * 100).astype(np.int64)
     )
     codes = rows["code"].to_numpy()
@@ -748,13 +764,14 @@ def _whole_orders(
         "paid_at": rows["paid_at"].to_numpy().view(np.int64),
         "amount_cents": rows["amount_cents"].to_numpy(),
     }
-    disagree = _disagreeing_orders(codes, fixed, n_orders)
-    rank = rows["rank"].to_numpy()
-    latest = _latest_version(
-        codes, rank, rows["updated_at"].to_numpy().view(np.int64), rows["status"].to_numpy()
-    )
+    by_order = np.argsort(codes, kind="stable")
+    disagree = _disagreeing_orders(codes, by_order, fixed, n_orders)
+    status_order = pd.factorize(rows["status"].to_numpy(), sort=True)[0].astype(np.int64)
+    versions = [rows["rank"].to_numpy(), rows["updated_at"].to_numpy().view(np.int64), status_order]
+    latest = _latest_version(codes, by_order, versions)
     refunded = np.round(np.nan_to_num(rows["refund"].to_numpy()) * 100).astype(np.int64)
-    disagree |= _disagreeing_orders(codes[latest], {"refund_amount": refunded[latest]}, n_orders)
+    latest_by_order = by_order[latest[by_order]]  # the latest rows, still in order of their code
+    disagree |= _disagreeing_orders(codes, latest_by_order, {"refund_amount": refunded}, n_orders)
     bad = np.zeros(n_orders, dtype=bool)
     for flags in disagree.values():
         bad |= flags
