@@ -882,13 +882,17 @@ def _numbered_lines(rows: pd.DataFrame) -> pd.DataFrame:
 
 
 def _iso_times(times: pd.Series) -> pa.Array:
-    """``Timestamp.isoformat()`` of each time ("" for NaT), whole seconds without a Python call each."""
+    """``Timestamp.isoformat()`` of each time ("" for NaT): whole seconds by Arrow's cast, the rare
+    times with fractions of a second one by one."""
     values = times.to_numpy()
-    out = np.datetime_as_string(values.astype("datetime64[s]")).astype(object)
-    out[pd.isna(values)] = ""
-    for i in np.flatnonzero(~pd.isna(values) & (values.view(np.int64) % 1_000_000_000 != 0)):
-        out[i] = pd.Timestamp(values[i]).isoformat()
-    return _arrow(out)
+    seconds = pa.array(values.astype("datetime64[s]"), from_pandas=True)
+    text = pc.replace_substring(pc.cast(seconds, pa.large_string()), " ", "T")
+    fractional = np.flatnonzero(~pd.isna(values) & (values.view(np.int64) % 1_000_000_000 != 0))
+    if len(fractional):
+        exact = text.to_numpy(zero_copy_only=False).astype(object)
+        exact[fractional] = [pd.Timestamp(values[i]).isoformat() for i in fractional]
+        text = _arrow(exact)
+    return pc.fill_null(text, "")
 
 
 def _content_hashes(first: pd.DataFrame, line_rows: pd.DataFrame) -> list[str]:
