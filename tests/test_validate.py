@@ -342,3 +342,8 @@ def test_validation_is_deterministic():
     first, second = run(*rows), run(*rows)
     for name in ("orders", "lines", "customers", "quarantine"):
         pd.testing.assert_frame_equal(getattr(first, name), getattr(second, name))
+
+
+def test_excel_wrappers_around_an_order_id_are_dropped():
+    batch = run(row(order_id='="3021498712345678"'), row(order_id="'T9"))
+    assert list(batch.orders["order_id"]) == ["3021498712345678", "T9"]

@@ -206,14 +206,24 @@ def _read_numbers(series: pd.Series, noise: str | None = None, text: pa.Array | 
     if pd.api.types.is_numeric_dtype(series.dtype) and not pd.api.types.is_bool_dtype(series.dtype):
         values = pd.to_numeric(series, errors="coerce").to_numpy(dtype="float64", na_value=np.nan)
     else:
-        text = _arrow_text(series) if text is None else text
-        if noise is not None:
-            text = pc.replace_substring_regex(text, noise, "")
-        text = pc.if_else(pc.match_substring_regex(text, _NUMBER), text, pa.scalar(None, text.type))
-        text = pc.replace_substring_regex(text, r"^\+", "")
-        values = pc.cast(text, pa.float64()).to_numpy(zero_copy_only=False).astype("float64")
+        values = _text_numbers(_arrow_text(series) if text is None else text, noise)
     values = values.copy()
     values[~np.isfinite(values)] = np.nan
+    return values
+
+
+def _text_numbers(text: pa.Array, noise: str | None) -> np.ndarray:
+    """Numbers written as text: plain ones (``103.50``) cast at once; ``noise`` is removed from the
+    others (``¥1,299.00``) before they are tried again."""
+    values = np.full(len(text), np.nan)
+    plain = _mask(pc.match_substring_regex(text, _NUMBER))
+    values[plain] = pc.cast(text.filter(pa.array(plain)), pa.float64()).to_numpy(zero_copy_only=False)
+    rest = np.flatnonzero(~plain & _mask(pc.is_valid(text)))
+    if noise is not None and len(rest):
+        cleaned = pc.replace_substring_regex(text.take(pa.array(rest)), noise, "")
+        readable = _mask(pc.match_substring_regex(cleaned, _NUMBER))
+        numbers = pc.cast(cleaned.filter(pa.array(readable)), pa.float64())
+        values[rest[readable]] = numbers.to_numpy(zero_copy_only=False)
     return values
 
 
@@ -425,13 +435,24 @@ def _with_every_column(raw: pd.DataFrame) -> pd.DataFrame:
     return frame.assign(**missing) if missing else frame
 
 
+def _without_excel_wrappers(ids: pa.Array) -> pa.Array:
+    """Ids without Excel's wrappers (``="123"``, ``'123``, ``"123"``); only where there are any."""
+    wrapped = pc.or_(
+        pc.or_(pc.starts_with(ids, "="), pc.starts_with(ids, "'")),
+        pc.or_(pc.starts_with(ids, '"'), pc.ends_with(ids, '"')),
+    )
+    if not pc.any(wrapped).as_py():
+        return ids
+    ids = pc.replace_substring_regex(ids, _EXCEL_WRAPPERS, "")
+    return pc.if_else(pc.equal(ids, ""), pa.scalar(None, ids.type), ids)
+
+
 def parse_rows(frame: pd.DataFrame, tz: ZoneInfo) -> pd.DataFrame:
     """The values the checks look at, parsed, one row per source row: ids and texts (stripped,
     missing as NaN), amounts in CNY, canonical statuses, naive UTC times, and ``given_*``: where
     a raw value was there at all (not blank). Each column is turned into text once."""
     text = {column: _arrow_text(frame[column]) for column in records.ALL_COLUMNS}
-    order_id = pc.replace_substring_regex(text["order_id"], _EXCEL_WRAPPERS, "")
-    text["order_id"] = pc.if_else(pc.equal(order_id, ""), pa.scalar(None, order_id.type), order_id)
+    text["order_id"] = _without_excel_wrappers(text["order_id"])
     paid = read_times(frame["paid_at"], tz, text["paid_at"])
     updated = read_times(frame["updated_at"], tz, text["updated_at"])
     numbers = {
