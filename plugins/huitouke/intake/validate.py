@@ -215,6 +215,10 @@ def _read_numbers(series: pd.Series, noise: str | None = None, text: pa.Array | 
 def _text_numbers(text: pa.Array, noise: str | None) -> np.ndarray:
     """Numbers written as text: plain ones (``103.50``) cast at once; ``noise`` is removed from the
     others (``¥1,299.00``) before they are tried again."""
+    try:  # the common case: every value is a plain number (inf and nan are dropped by the caller)
+        return pc.cast(text, pa.float64()).to_numpy(zero_copy_only=False)
+    except pa.ArrowInvalid:
+        pass
     values = np.full(len(text), np.nan)
     plain = _mask(pc.match_substring_regex(text, _NUMBER))
     values[plain] = pc.cast(text.filter(pa.array(plain)), pa.float64()).to_numpy(zero_copy_only=False)
