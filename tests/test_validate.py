@@ -9,6 +9,7 @@ from zoneinfo import ZoneInfo
 import pandas as pd
 import pytest
 
+from huitouke.config import PlausibilitySettings
 from huitouke.intake.validate import parse_money_cents, parse_times_utc, validate
 from huitouke.records import REQUIRED_COLUMNS
 
@@ -155,3 +156,194 @@ def test_a_line_without_amount_or_category_loads_as_an_unknown_category_line():
     assert batch.quarantine.empty
     line = batch.lines.iloc[0]
     assert line["category"] == "unknown" and line["amount_cents"] is pd.NA
+
+
+# ----------------------------------------------------------------- plausibility (issue 14)
+
+
+@pytest.mark.parametrize(
+    ("overrides", "reason", "field"),
+    [
+        ({"amount": "1e17"}, "implausible_amount", "amount"),
+        ({"amount": "1e308"}, "implausible_amount", "amount"),
+        ({"amount": "1000000.01"}, "implausible_amount", "amount"),
+        ({"amount": "inf"}, "invalid_amount", "amount"),
+        ({"amount": "-0.001"}, "negative_amount", "amount"),
+        ({"amount": "10.005"}, "invalid_amount", "amount"),
+        ({"line_amount": "1000000.01"}, "implausible_amount", "line_amount"),
+        ({"line_amount": "-0.001"}, "invalid_line", "line_amount"),
+        ({"quantity": "1e12"}, "invalid_line", "quantity"),
+        ({"refund_amount": "-1"}, "invalid_refund", "refund_amount"),
+        ({"refund_amount": "103.51"}, "invalid_refund", "refund_amount"),
+        ({"refund_amount": "many"}, "invalid_refund", "refund_amount"),
+    ],
+)
+def test_implausible_amounts_are_quarantined_naming_the_field(overrides, reason, field):
+    batch = run(row(), row(order_id="T2", **overrides))
+    assert reasons(batch) == [reason]
+    assert list(batch.orders["order_id"]) == ["T1"]
+    bad = batch.quarantine.iloc[0]
+    assert bad["detail"].startswith(field) and bad["source_ref"] == "row 2"
+
+
+def test_amounts_with_trailing_zeros_and_the_ceiling_itself_load():
+    batch = run(row(amount="1000000.000", line_amount="1,000,000.00"))
+    assert batch.quarantine.empty and batch.orders.iloc[0]["amount_cents"] == 100_000_000
+
+
+def test_numbers_beyond_int64_in_a_numeric_column_never_overflow():
+    frame = pd.DataFrame([row(), row(order_id="T2"), row(order_id="T3")])
+    frame["amount"] = [103.5, 1e17, float(2**63)]
+    frame["line_amount"] = [103.5, 1.0, 1.0]
+    batch = validate(frame, TZ, DAY)
+    assert reasons(batch) == ["implausible_amount", "implausible_amount"]
+    assert list(batch.orders["amount_cents"]) == [10350]
+
+
+def test_a_phone_number_in_the_amount_column_is_masked_in_the_detail():
+    batch = run(row(amount="13812345678"), row(order_id="T2", amount="zhang.san@example.com"))
+    details = " ".join(batch.quarantine["detail"])
+    assert reasons(batch) == ["implausible_amount", "invalid_amount"]
+    assert "13812345678" not in details and "138****5678" in details
+    assert "zhang.san@" not in details and "z***@example.com" in details
+    assert "13812345678" in batch.quarantine.iloc[0]["raw"]  # the raw row stays as it was
+
+
+@pytest.mark.parametrize(
+    "text", ["now", "today", "10:00", "March", "yesterday", "12/11/2025", "2025-12", "tomorrow 10:00"]
+)
+def test_relative_or_partial_times_are_unparseable(text):
+    batch = run(row(), row(order_id="T2", paid_at=text))
+    assert reasons(batch) == ["unparseable_time"]
+    assert batch.quarantine.iloc[0]["detail"].startswith("paid_at")
+
+
+@pytest.mark.parametrize(
+    ("field", "text"),
+    [
+        ("paid_at", "0001-01-01"),
+        ("paid_at", "1900-01-01 00:00:00"),
+        ("paid_at", "2099-01-01"),
+        ("paid_at", "9999-12-31 23:59:59"),
+        ("paid_at", "2024-11-06 23:59:59"),  # 401 days before
+        ("paid_at", "2025-12-15 00:00:00"),  # 3 days after
+        ("updated_at", "0001-01-01"),
+        ("updated_at", "2099-01-01"),
+    ],
+)
+def test_times_outside_the_window_are_implausible(field, text):
+    batch = run(row(), row(order_id="T2", **{field: text}))
+    assert reasons(batch) == ["implausible_time"]
+    assert batch.quarantine.iloc[0]["detail"].startswith(field)
+
+
+def test_the_window_edges_are_in_shop_time_and_a_caller_may_pass_its_own():
+    edges = run(
+        row(order_id="A", paid_at="2024-11-07 00:00:00"),  # 400 days before, 00:00 Shanghai
+        row(order_id="B", paid_at="2025-12-14 23:59:59"),  # 2 days after
+        row(order_id="C", paid_at="2025-12-14T16:00:00Z"),  # 2025-12-15 00:00 Shanghai
+    )
+    assert list(edges.orders["order_id"]) == ["A", "B"] and reasons(edges) == ["implausible_time"]
+    wide = validate(
+        pd.DataFrame([row(paid_at="2019-06-01 10:00:00")]),
+        TZ,
+        DAY,
+        window=(date(2019, 1, 1), date(2026, 1, 1)),
+    )
+    assert wide.quarantine.empty
+
+
+def test_a_policy_sets_the_ceilings():
+    policy = PlausibilitySettings(max_order_amount=100, max_id_length=3)
+    batch = validate(
+        pd.DataFrame([row(), row(order_id="T2", amount="5", line_amount="5")]), TZ, DAY, policy=policy
+    )
+    assert list(batch.orders["order_id"]) == ["T2"] and reasons(batch) == ["implausible_amount"]
+    batch = validate(
+        pd.DataFrame([row(order_id="T1234", amount="5", line_amount="5")]), TZ, DAY, policy=policy
+    )
+    assert reasons(batch) == ["invalid_id"]
+
+
+def test_datetimes_pandas_cannot_hold_in_nanoseconds_do_not_raise():
+    frame = pd.DataFrame([row(), row(order_id="T2")])
+    frame["paid_at"] = pd.Series(
+        [pd.Timestamp("2025-12-12 10:00:00"), pd.Timestamp("0001-01-01")], dtype="datetime64[s]"
+    )
+    batch = validate(frame, TZ, DAY)
+    assert reasons(batch) == ["implausible_time"]
+    assert batch.orders.iloc[0]["paid_at"] == pd.Timestamp("2025-12-12 02:00:00")
+
+
+@pytest.mark.parametrize(
+    ("overrides", "reason", "field"),
+    [
+        ({"order_id": "T2\x00"}, "invalid_id", "order_id"),
+        ({"order_id": "T" * 65}, "invalid_id", "order_id"),
+        ({"customer_id": "c\x001"}, "invalid_id", "customer_id"),
+        ({"customer_id": "c\u200b1"}, "invalid_id", "customer_id"),
+        ({"coupon_code": "C\x07"}, "invalid_id", "coupon_code"),
+        ({"sku": "S\u3000 1"}, "invalid_id", "sku"),
+        ({"product_name": "奶粉" * 200}, "invalid_text", "product_name"),
+        ({"customer_name": "a\x00b"}, "invalid_text", "customer_name"),
+        ({"acquisition_source": "x" * 40}, "invalid_text", "acquisition_source"),
+    ],
+)
+def test_ids_and_texts_the_store_cannot_keep_are_quarantined(overrides, reason, field):
+    batch = run(row(), row(order_id="T2", **overrides) if "order_id" not in overrides else row(**overrides))
+    assert reasons(batch) == [reason]
+    assert list(batch.orders["order_id"]) == ["T1"]
+    bad = batch.quarantine.iloc[0]
+    assert bad["detail"].startswith(field)
+    if field == "order_id":
+        assert bad["order_id"] is None  # not an id the quarantine table can hold
+
+
+def test_free_text_may_hold_tabs_line_breaks_and_any_script():
+    batch = run(row(product_name="奶粉\t900g\n(新款) 😀", customer_name="Zoë 张"))
+    assert batch.quarantine.empty
+
+
+def test_rows_of_one_order_that_disagree_are_flagged_even_when_their_statuses_differ():
+    batch = run(
+        row(status="paid"),
+        row(status="refunded", customer_id="c2", amount="5", line_amount="5", paid_at="2025-12-12 11:00:00"),
+    )
+    assert reasons(batch) == ["inconsistent_order_rows", "inconsistent_order_rows"]
+    assert batch.orders.empty
+    assert (
+        batch.quarantine.iloc[0]["detail"]
+        == "rows of this order disagree on customer_id, paid_at, amount_cents"
+    )
+
+
+def test_a_partial_refund_is_carried_in_cents_and_not_in_the_content_hash():
+    plain = run(row())
+    refunded = run(row(refund_amount="20.5"))
+    whole = run(row(refund_amount="¥103.50"))
+    assert plain.orders.iloc[0]["refunded_cents"] == 0
+    assert refunded.orders.iloc[0]["refunded_cents"] == 2050
+    assert (whole.orders.iloc[0]["status"], whole.orders.iloc[0]["refunded_cents"]) == ("paid", 10350)
+    assert plain.orders["content_hash"][0] == refunded.orders["content_hash"][0]
+    assert refunded.orders["refunded_cents"].dtype == "int64"
+
+
+def test_the_latest_version_of_an_order_must_agree_on_its_refund():
+    batch = run(row(sku="A", refund_amount="1"), row(sku="B", refund_amount="2"))
+    assert reasons(batch) == ["inconsistent_order_rows"] * 2
+    older = run(
+        row(refund_amount="1"), row(status="completed", updated_at="2025-12-12 12:00:00", refund_amount="2")
+    )
+    assert older.quarantine.empty and older.orders.iloc[0]["refunded_cents"] == 200
+
+
+def test_validation_is_deterministic():
+    rows = [row(), row(order_id="T2", paid_at="now"), row(order_id="T3", amount="1e17"), row(order_id="T4")]
+    first, second = run(*rows), run(*rows)
+    for name in ("orders", "lines", "customers", "quarantine"):
+        pd.testing.assert_frame_equal(getattr(first, name), getattr(second, name))
+
+
+def test_excel_wrappers_around_an_order_id_are_dropped():
+    batch = run(row(order_id='="3021498712345678"'), row(order_id="'T9"))
+    assert list(batch.orders["order_id"]) == ["3021498712345678", "T9"]

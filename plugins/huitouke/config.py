@@ -156,9 +156,31 @@ class FreshnessSettings(_Section):
     max_quiet_hours: float = Field(6, ge=0)
 
 
+class PlausibilitySettings(_Section):
+    """What validation accepts as a plausible order; anything outside is quarantined with its
+    reason (docs/intake.md, "Plausibility"). Generous defaults, but always finite."""
+
+    # Ceilings in CNY (a phone number pasted into the amount column is a 13.8-billion-CNY order).
+    max_order_amount: float = Field(1_000_000, gt=0, le=1_000_000_000)
+    max_line_amount: float = Field(1_000_000, gt=0, le=1_000_000_000)
+    max_line_quantity: int = Field(100_000, ge=1, le=1_000_000_000)
+    # paid_at and updated_at must fall (shop time) from days_before the business day to
+    # days_after the last business day read: a refund may come a year after the payment.
+    days_before: int = Field(400, ge=0, le=36_500)
+    days_after: int = Field(2, ge=0, le=3_650)
+    # order_id, customer_id, coupon_code, sku: printable, at most this long (the store keeps 64).
+    max_id_length: int = Field(64, ge=1, le=64)
+
+    def window(self, first_day: dt.date, last_day: dt.date | None = None) -> tuple[dt.date, dt.date]:
+        """The first and last business date (inclusive) a time read for these days may fall on."""
+        last_day = last_day or first_day
+        return first_day - dt.timedelta(days=self.days_before), last_day + dt.timedelta(days=self.days_after)
+
+
 class IntakeSettings(_Section):
     source: Literal["sql", "files", "http"] = "sql"
     freshness: FreshnessSettings = FreshnessSettings()
+    plausibility: PlausibilitySettings = PlausibilitySettings()
     sql: SqlSourceSettings | None = None
     files: FileSourceSettings | None = None
     http: HttpSourceSettings | None = None

@@ -107,7 +107,14 @@ def intake_orders(
     source = build_source(settings)
     engine = _engine(settings)
     try:
-        result = run_day(engine, interval, source, freshness_rules(settings), accept_incomplete)
+        result = run_day(
+            engine,
+            interval,
+            source,
+            freshness_rules(settings),
+            accept_incomplete,
+            settings.intake.plausibility,
+        )
     except StaleDay as exc:
         from huitouke.calendar.daily import stop_day
 

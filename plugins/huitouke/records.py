@@ -19,6 +19,7 @@ ORDER_COLUMNS: tuple[str, ...] = (
     "acquisition_source",  # organic / flash_sale / points (how this order was won)
     "coupon_code",  # a huitouke coupon code redeemed with this order, if any
     "updated_at",  # when the source last changed the order (refund, cancellation)
+    "refund_amount",  # refunded so far (Taobao 退款金额): a partial refund keeps the order's status
 )
 CUSTOMER_COLUMNS: tuple[str, ...] = ("customer_name", "phone", "email", "birthday")
 
@@ -42,7 +43,15 @@ PAYMENT_FIELDS: tuple[str, ...] = (
     "amount_cents",
     "acquisition_source",
 )
-ORDER_FIELDS: tuple[str, ...] = (*PAYMENT_FIELDS, "coupon_code", "source_updated_at", "content_hash")
+# refunded_cents (0 without a refund, at most amount_cents) is not part of the content hash nor of
+# FIXED_ORDER_FIELDS: a (partial) refund changes it after the order was stored.
+ORDER_FIELDS: tuple[str, ...] = (
+    *PAYMENT_FIELDS,
+    "coupon_code",
+    "source_updated_at",
+    "content_hash",
+    "refunded_cents",
+)
 LINE_FIELDS: tuple[str, ...] = (
     "order_id",
     "line_no",

@@ -67,6 +67,7 @@ SELECT
     o.channel      AS acquisition_source,
     o.coupon_code  AS coupon_code,
     o.updated_at   AS updated_at,
+    NULL           AS refund_amount,  -- the demo shop refunds whole orders only
     c.name         AS customer_name,
     c.phone        AS phone,
     c.email        AS email,

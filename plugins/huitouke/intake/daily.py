@@ -12,6 +12,7 @@ from __future__ import annotations
 import pandas as pd
 from sqlalchemy import Engine
 
+from huitouke.config import PlausibilitySettings
 from huitouke.intake import persist
 from huitouke.intake.freshness import FreshnessRules, StaleDay, floor_problem, stale_message
 from huitouke.intake.load import IntakeSummary, load_batch
@@ -31,11 +32,14 @@ def run_day(
     source: OrderSource,
     freshness: FreshnessRules | None = None,
     accept_incomplete: bool = False,
+    plausibility: PlausibilitySettings | None = None,
 ) -> IntakeSummary:
     """Extract ``interval`` from ``source``, validate, and load it into the store.
 
     With ``freshness``, a day whose data does not look complete raises :class:`StaleDay` before
     anything is written, unless ``accept_incomplete`` (then it is logged and loaded as it is).
+    ``plausibility`` (``intake.plausibility``; default: its defaults) is what validation accepts;
+    times are checked around every business day the interval covers.
     """
     raw = source.read(interval.start, interval.end)
     if freshness is not None:
@@ -46,7 +50,9 @@ def run_day(
             log.warning(
                 "Business day %s accepted as complete (override): %s", interval.day, "; ".join(problems)
             )
-    batch = validate(raw, interval.tz, interval.day)
+    policy = plausibility or PlausibilitySettings()
+    window = policy.window(interval.day, interval.last_day)
+    batch = validate(raw, interval.tz, interval.day, window=window, policy=policy)
     return load_batch(engine, batch, source.name, interval.day, interval.last_day)
 
 

@@ -1,34 +1,59 @@
 """Validation of raw order rows: the one place that decides what is a good order.
 
 Every source hands over canonical rows with raw values (:mod:`huitouke.records`). Here they
-are parsed (amounts to cents, times to UTC, statuses to the canonical vocabulary), checked, and
-split into orders, order lines, customers and quarantine rows. A bad row never stops the run: it
-goes to quarantine with its reason and the raw row. An order is loaded whole or not at all: when
-one of its rows is bad, all its rows are quarantined.
+are parsed (amounts to cents, times to UTC, statuses to the canonical vocabulary), checked against
+the plausibility policy (``intake.plausibility``: :class:`huitouke.config.PlausibilitySettings`),
+and split into orders, order lines, customers and quarantine rows. A bad row never stops the run:
+it goes to quarantine with its reason, a detail naming the field (phone numbers and e-mail
+addresses in it masked), its source reference (file and line) and the raw row. An order is
+loaded whole or not at all: when one of its rows is bad, all its rows are quarantined.
 
 Quarantine reasons (one per row, the first that applies):
 
 ==========================  ======================================================================
 ``missing_order_id``        no order id
+``invalid_id``              order_id, customer_id, coupon_code or sku with a control or other
+                            non-printable character, or longer than ``max_id_length`` (64)
 ``missing_customer``        no customer id
-``invalid_amount``          amount is not a number
-``negative_amount``         amount below zero
+``invalid_text``            product_name, category, acquisition_source, customer_name, phone or
+                            email longer than the store keeps, or with a control character
+``invalid_amount``          amount is not a number (``inf`` and ``nan`` neither), or has fractions
+                            of a cent (``10.005``; trailing zeros such as ``10.500`` are fine)
+``negative_amount``         amount below zero, however little (``-0.001``)
+``implausible_amount``      amount above ``max_order_amount`` or line_amount above
+                            ``max_line_amount`` (1,000,000 CNY each by default)
 ``unknown_status``          status not in the vocabulary (records.STATUS_SYNONYMS)
-``unparseable_time``        paid_at or updated_at cannot be read as a time
+``unparseable_time``        paid_at or updated_at is not an absolute time: a full date, year first
+                            (``2025-12-12``, ``2025/12/12 10:03``, ``2025年12月12日 10:03:11``,
+                            ISO 8601 with an offset), with an optional time of day; relative or
+                            partial words (``now``, ``today``, ``10:00``, ``March``) are not
+``implausible_time``        paid_at or updated_at outside the window (shop time): by default from
+                            ``days_before`` (400) before the business day to ``days_after`` (2)
+                            after the last one read; ``0001-01-01`` and ``2099-01-01`` land here
 ``missing_paid_at``         a paid, shipped, completed or refunded order without a payment time
-``invalid_line``            a line amount or quantity that is not a number, or is negative
+``invalid_line``            a line amount or quantity that is not a number, is negative, has
+                            fractions of a cent (amount) or of a piece (quantity), or a quantity
+                            above ``max_line_quantity``
+``invalid_refund``          refund_amount is not a number, is negative, has fractions of a cent
+                            or is above the order's amount
 ``bad_sibling_row``         another row of the same order was bad, so the order was not loaded
-``inconsistent_order_rows`` rows of one order disagree on customer, payment time or amount
+``inconsistent_order_rows`` rows of one order disagree on customer, payment time or amount (in
+                            any of its versions: a paid and a refunded row of one order too), or
+                            the rows of its latest version on refund_amount
 ``invalid_birthday``        the birthday could not be read; the order itself is loaded
 ==========================  ======================================================================
+
+A refund equal to the whole amount leaves the status as the source says: an order still "paid"
+with ``refunded_cents == amount_cents`` is stored so (the segments count what was kept).
 
 The store adds two reasons of its own (:mod:`huitouke.intake.load`): ``conflicting_order`` and
 ``status_regression``.
 
-:func:`validate` goes in steps: :func:`parse_rows` (values parsed next to the text they came
-from), :func:`_row_checks` (each row's first failing reason), whole orders (siblings of a bad row,
-several versions of one order), :func:`_orders_and_lines` and :func:`_customers` from the good
-rows, and :func:`_quarantine_rows` from the others.
+:func:`validate` goes in steps: :func:`parse_rows` (values parsed, columnar: Arrow compute and
+numpy, no per-cell Python), :func:`_row_checks` (each row's first failing reason), whole orders
+(siblings of a bad row, rows that disagree, several versions of one order), :func:`_orders_and_lines`
+and :func:`_customers` from the good rows, and :func:`_quarantine_rows` from the others. The same
+input always gives the same output: a re-run of a day changes nothing.
 """
 
 from __future__ import annotations
@@ -36,22 +61,74 @@ from __future__ import annotations
 import hashlib
 import json
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import date
-from typing import Any
+from datetime import date, timedelta
 from zoneinfo import ZoneInfo
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
 
 from huitouke import records
-
-_OFFSET = re.compile(r"(?:Z|[+-]\d{2}:?\d{2})$")
-_CJK_DATE = re.compile(r"(?<=\d)[年月](?=\d)")
-_MONEY_NOISE = re.compile(r"[¥￥,，\s]|CNY|RMB|元")
-_EXCEL_WRAPPERS = re.compile(r'^(=?"|\')|"$')
+from huitouke.config import PlausibilitySettings
+from huitouke.pii import mask_text
 
 QUARANTINE_FIELDS = ("reason", "detail", "order_id", "source_ref", "raw")
+
+# RE2 patterns (Arrow compute).
+_EXCEL_WRAPPERS = r"^(=?\"|')|\"$"
+_MONEY_NOISE = r"[¥￥,，\s\x{3000}\x{a0}]|CNY|RMB|元"
+_NUMBER = r"^[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?$"
+_TIME = (
+    r"^(?P<year>\d{4})[-/.](?P<month>\d{1,2})[-/.](?P<day>\d{1,2})"
+    r"(?:[ T]+(?P<hour>\d{1,2}):(?P<minute>\d{2})(?::(?P<second>\d{2})(?:[.,](?P<fraction>\d{1,9}))?)?)?"
+    r" *(?P<offset>Z|UTC|[+-]\d{2}(?::?\d{2})?)?$"
+)
+# The common shape, read by position (a fast path; everything else goes through _TIME).
+_FIXED_TIME = r"^\d{4}-\d{2}-\d{2}(?:[ T]\d{2}:\d{2}:\d{2})?$"
+_FIXED_TIME_SLICES = {
+    "year": (0, 4),
+    "month": (5, 7),
+    "day": (8, 10),
+    "hour": (11, 13),
+    "minute": (14, 16),
+    "second": (17, 19),
+}
+
+# The years a time may have at all (pandas holds 1677..2262 in nanoseconds); the window narrows it.
+_YEARS = (1900, 2199)
+# A value has fractions of a cent when its cents are further than this from a whole number.
+_SUBCENT = 1e-3
+# Text fields other than ids, and the length the store keeps of them (store/schema.py).
+_TEXT_LIMITS = {
+    "product_name": 255,
+    "category": 64,
+    "acquisition_source": 32,
+    "customer_name": 128,
+    "phone": 32,
+    "email": 255,
+}
+_ID_FIELDS = ("order_id", "customer_id", "coupon_code", "sku")
+# What the orders, lines and customers are made of (parse_rows' columns).
+_ORDER_ROW_COLUMNS = [
+    *_ID_FIELDS,
+    *_TEXT_LIMITS,
+    "birthday",
+    "amount",
+    "line_amount",
+    "refund",
+    "quantity",
+    "status",
+    "rank",
+    "paid_at",
+    "updated_at",
+    "has_line",
+]
+_QUOTE_LIMIT = 80
+_SURROGATES = re.compile("[\ud800-\udfff]")
+_STR = pd.StringDtype("pyarrow", na_value=np.nan)  # pandas' default "str"
 
 
 @dataclass
@@ -65,284 +142,711 @@ class ValidatedBatch:
     rows_read: int
 
 
+# ----------------------------------------------------------------------------------- text
+
+
+def _arrow_text(series: pd.Series) -> pa.Array:
+    """Values as text stripped of whitespace (``str`` of numbers and times), empty text as null."""
+    if not isinstance(series.dtype, pd.StringDtype):
+        try:
+            series = series.astype(_STR)
+        except UnicodeEncodeError:  # lone surrogates (bytes decoded with surrogateescape)
+            series = series.map(_without_surrogates, na_action="ignore").astype(_STR)
+    text = pc.utf8_trim_whitespace(_arrow(series))
+    return pc.if_else(pc.equal(text, ""), pa.scalar(None, pa.large_string()), text)
+
+
+def _without_surrogates(value: object) -> str:
+    """``str(value)`` with lone surrogates, which UTF-8 cannot hold, as U+FFFD."""
+    return _SURROGATES.sub("\ufffd", str(value))
+
+
+def _arrow(series: pd.Series | np.ndarray) -> pa.Array:
+    """Text values as one Arrow ``large_string`` array (not chunked)."""
+    array = pa.array(series, type=pa.large_string())
+    return array.combine_chunks() if isinstance(array, pa.ChunkedArray) else array
+
+
+def _to_series(text: pa.Array) -> pd.Series:
+    """An Arrow text array as a pandas ``str`` Series (missing values NaN), without a copy."""
+    return pd.Series(pd.array(text, dtype=_STR))
+
+
 def _text(series: pd.Series) -> pd.Series:
-    """Strings stripped of whitespace; empty strings and NaN become None (object dtype)."""
-    text = series.astype("string").str.strip()
-    keep = text.fillna("").ne("")
-    return text.astype(object).where(keep, None)
+    """Strings stripped of whitespace; empty strings and missing values are NaN (``str`` dtype)."""
+    return _to_series(_arrow_text(series))
+
+
+def _mask(values: pa.Array | pa.ChunkedArray) -> np.ndarray:
+    """An Arrow boolean array as numpy, null as False."""
+    return pc.fill_null(values, False).to_numpy(zero_copy_only=False)
+
+
+def _codes(text: pa.Array) -> tuple[np.ndarray, pa.Array]:
+    """Dictionary codes of ``text`` in order of first appearance (-1 for null), and the values."""
+    encoded = pc.dictionary_encode(text)
+    return pc.fill_null(encoded.indices, -1).to_numpy(zero_copy_only=False).astype(
+        np.int64
+    ), encoded.dictionary
+
+
+def _map_unique(text: pa.Array, function: Callable[[str | None], object]) -> np.ndarray:
+    """``function`` of each value, called once per distinct value (object array)."""
+    codes, values = _codes(text)
+    mapped = np.array([function(v) for v in values.to_pylist()] + [function(None)], dtype=object)
+    return mapped[codes]
+
+
+# --------------------------------------------------------------------------------- numbers
+
+
+def _read_numbers(series: pd.Series, noise: str | None = None, text: pa.Array | None = None) -> np.ndarray:
+    """Numbers as float64 (NaN where missing, unreadable or not finite); ``noise`` is removed first.
+    ``text``: the series' :func:`_arrow_text`, when the caller has it already."""
+    if pd.api.types.is_numeric_dtype(series.dtype) and not pd.api.types.is_bool_dtype(series.dtype):
+        values = pd.to_numeric(series, errors="coerce").to_numpy(dtype="float64", na_value=np.nan)
+    else:
+        values = _text_numbers(_arrow_text(series) if text is None else text, noise)
+    values = values.copy()
+    values[~np.isfinite(values)] = np.nan
+    return values
+
+
+def _text_numbers(text: pa.Array, noise: str | None) -> np.ndarray:
+    """Numbers written as text: plain ones (``103.50``) cast at once; ``noise`` is removed from the
+    others (``¥1,299.00``) before they are tried again."""
+    try:  # the common case: every value is a plain number (inf and nan are dropped by the caller)
+        return pc.cast(text, pa.float64()).to_numpy(zero_copy_only=False)
+    except pa.ArrowInvalid:
+        pass
+    values = np.full(len(text), np.nan)
+    plain = _mask(pc.match_substring_regex(text, _NUMBER))
+    values[plain] = pc.cast(text.filter(pa.array(plain)), pa.float64()).to_numpy(zero_copy_only=False)
+    rest = np.flatnonzero(~plain & _mask(pc.is_valid(text)))
+    if noise is not None and len(rest):
+        cleaned = pc.replace_substring_regex(text.take(pa.array(rest)), noise, "")
+        readable = _mask(pc.match_substring_regex(cleaned, _NUMBER))
+        numbers = pc.cast(cleaned.filter(pa.array(readable)), pa.float64())
+        values[rest[readable]] = numbers.to_numpy(zero_copy_only=False)
+    return values
+
+
+def read_money(series: pd.Series) -> np.ndarray:
+    """Amounts such as ``103.5``, ``"¥1,299.00"`` or ``"88 元"`` in CNY (NaN when unreadable)."""
+    return _read_numbers(series, _MONEY_NOISE)
 
 
 def parse_money_cents(series: pd.Series) -> pd.Series:
-    """Amounts such as ``103.5``, ``"¥1,299.00"`` or ``"88 元"`` to integer cents (float NaN when unreadable)."""
-    if pd.api.types.is_numeric_dtype(series.dtype):
-        values = pd.to_numeric(series, errors="coerce").astype("float64")
+    """Amounts to cents, rounded (float; NaN when unreadable). See :func:`read_money`."""
+    return pd.Series(np.round(read_money(series) * 100), index=series.index)
+
+
+def _subcent(cny: np.ndarray) -> np.ndarray:
+    """Where an amount has fractions of a cent (10.005; not 10.500)."""
+    with np.errstate(over="ignore", invalid="ignore"):  # 1e308: above any ceiling anyway
+        cents = cny * 100
+        return np.abs(cents - np.round(cents)) > _SUBCENT
+
+
+# ----------------------------------------------------------------------------------- times
+
+
+@dataclass(frozen=True)
+class TimesRead:
+    """Times read from text: naive UTC (NaT where unreadable or out of range), and where a value
+    was an absolute time whose year no window could hold (``0001-01-01``: implausible, not unreadable)."""
+
+    utc: pd.Series
+    out_of_range: np.ndarray
+
+
+@dataclass
+class _TimeParts:
+    """The parts of each time as written, int64 (0 where absent), and what was read at all."""
+
+    fields: dict[str, np.ndarray]  # year, month, day, hour, minute, second, nanosecond
+    matched: np.ndarray  # the text had the shape of an absolute time
+    offset_minutes: np.ndarray  # the offset it was written with (0 without one)
+    has_offset: np.ndarray
+    offset_ok: np.ndarray
+
+
+def _ints(text: pa.Array) -> np.ndarray:
+    """Digits as int64, 0 where empty or null."""
+    text = pc.if_else(pc.equal(text, ""), "0", text)
+    return pc.fill_null(pc.cast(text, pa.int64()), 0).to_numpy(zero_copy_only=False).copy()
+
+
+def _offsets(found: pa.StructArray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The offset of each matched time in minutes, whether it has one, and whether it is valid."""
+    text = pc.fill_null(pc.struct_field(found, "offset"), "")
+    has = _mask(pc.not_equal(text, ""))
+    digits = pc.replace_substring(text, ":", "")
+    digits = pc.if_else(pc.is_in(digits, pa.array(["Z", "UTC", ""])), "+0000", digits)
+    digits = pc.utf8_rpad(digits, 5, "0")
+    sign = np.where(_mask(pc.starts_with(digits, "-")), -1, 1)
+    hours, minutes = (
+        _ints(pc.utf8_slice_codeunits(digits, 1, 3)),
+        _ints(pc.utf8_slice_codeunits(digits, 3, 5)),
+    )
+    return sign * (hours * 60 + minutes), has, (hours <= 14) & (minutes < 60)
+
+
+def _fixed_time_fields(text: pa.Array) -> dict[str, np.ndarray]:
+    """The parts of times that all have the fixed shape (:data:`_FIXED_TIME`), read from their
+    bytes by position."""
+    data, offsets = _string_bytes(text)
+    starts, last = offsets[:-1], max(len(data) - 1, 0)
+    with_time = (offsets[1:] - starts) == 19
+    fields = {}
+    for name, (a, b) in _FIXED_TIME_SLICES.items():
+        value = np.zeros(len(starts), dtype=np.int64)
+        for position in range(a, b):
+            value = value * 10 + data[np.minimum(starts + position, last)].astype(np.int64) - 48
+        fields[name] = np.where(with_time, value, 0) if a >= 10 else value
+    return fields
+
+
+def _has_fixed_time_shape(text: pa.Array) -> np.ndarray:
+    """Where a time has the fixed shape :data:`_FIXED_TIME`, tested on its bytes by position (the
+    regex's answer, without running it over every value)."""
+    data, offsets = _string_bytes(text)
+    starts, last = offsets[:-1], max(len(data) - 1, 0)
+    length = offsets[1:] - starts
+    shaped = ((length == 10) | (length == 19)) & _mask(pc.is_valid(text))
+    for position, allowed in enumerate(_FIXED_TIME_BYTES):
+        byte = data[np.minimum(starts + position, last)]
+        fits = allowed[byte]
+        shaped &= fits | ((position >= 10) & (length == 10))
+    return shaped
+
+
+def _time_parts(text: pa.Array) -> _TimeParts:
+    """Split times into their parts: the common fixed shape (``2025-12-12 10:03:11``) by position,
+    the others (``2025/1/5 9:03``, ``2025年12月12日``, offsets, fractions) by :data:`_TIME`."""
+    n = len(text)
+    fixed = _has_fixed_time_shape(text)
+    fields = _fixed_time_fields(pc.if_else(fixed, text, "2000-01-01 00:00:00"))
+    fields["nanosecond"] = np.zeros(n, dtype=np.int64)
+    parts = _TimeParts(fields, fixed, np.zeros(n, np.int64), np.zeros(n, bool), np.ones(n, bool))
+    rest = np.flatnonzero(_mask(pc.is_valid(text)) & ~fixed)
+    if len(rest):
+        found = pc.extract_regex(_time_text(text.take(pa.array(rest))), _TIME)
+        for name in _FIXED_TIME_SLICES:
+            fields[name][rest] = _ints(pc.struct_field(found, name))
+        fraction = pc.utf8_rpad(pc.fill_null(pc.struct_field(found, "fraction"), ""), 9, "0")
+        fields["nanosecond"][rest] = _ints(fraction)
+        parts.matched[rest] = _mask(pc.is_valid(found))
+        parts.offset_minutes[rest], parts.has_offset[rest], parts.offset_ok[rest] = _offsets(found)
+    return parts
+
+
+def _local_nanoseconds(parts: _TimeParts) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Naive nanoseconds of the times as written, where they are a real date and time of day,
+    and where their year is outside :data:`_YEARS`."""
+    f = parts.fields
+    year, month, day = f["year"], f["month"], f["day"]
+    out_of_range = parts.matched & ((year < _YEARS[0]) | (year > _YEARS[1]))
+    usable = parts.matched & ~out_of_range & (month >= 1) & (month <= 12) & (day >= 1) & (day <= 31)
+    month_start = np.where(usable, (year - 1970) * 12 + month - 1, 0).astype("datetime64[M]")
+    days = month_start.astype("datetime64[D]") + np.where(usable, day - 1, 0).astype("timedelta64[D]")
+    usable &= days.astype("datetime64[M]") == month_start  # 2025-02-30 is no day
+    usable &= (f["hour"] < 24) & (f["minute"] < 60) & (f["second"] < 60) & parts.offset_ok
+    seconds = f["hour"] * 3600 + f["minute"] * 60 + f["second"]
+    local = days.astype("datetime64[ns]").astype(np.int64) + seconds * 1_000_000_000 + f["nanosecond"]
+    return np.where(usable, local, 0), usable, out_of_range
+
+
+def _time_text(text: pa.Array) -> pa.Array:
+    """Time text with Chinese date words as separators (2025年12月12日 -> 2025-12-12)."""
+    text = pc.replace_substring_regex(text, "[年月]", "-")
+    return pc.utf8_trim_whitespace(pc.replace_substring(text, "日", " "))
+
+
+def read_times(series: pd.Series, tz: ZoneInfo, text: pa.Array | None = None) -> TimesRead:
+    """Absolute times to naive UTC; times without an offset are shop-local (:class:`TimesRead`).
+    ``text``: the series' :func:`_arrow_text`, when the caller has it already."""
+    if isinstance(series.dtype, pd.DatetimeTZDtype) or pd.api.types.is_datetime64_dtype(series.dtype):
+        return _read_datetimes(series, tz)
+    parts = _time_parts(_arrow_text(series) if text is None else text)
+    local, usable, out_of_range = _local_nanoseconds(parts)
+    utc = np.where(parts.has_offset, local - parts.offset_minutes * 60_000_000_000, 0)
+    naive = usable & ~parts.has_offset
+    if naive.any():
+        shop = pd.DatetimeIndex(local[naive].astype("datetime64[ns]"))
+        shop = shop.tz_localize(tz, ambiguous="NaT", nonexistent="shift_forward").tz_convert("UTC")
+        utc[naive] = shop.tz_localize(None).as_unit("ns").asi8
+        usable[naive] &= shop.notna()
+    times = np.where(usable, utc, np.iinfo(np.int64).min).view("datetime64[ns]")
+    return TimesRead(pd.Series(times, index=series.index), out_of_range)
+
+
+def _read_datetimes(series: pd.Series, tz: ZoneInfo) -> TimesRead:
+    """Times that already are datetimes (Parquet, database drivers), in any resolution."""
+    years = series.dt.year.to_numpy(dtype="float64", na_value=np.nan)
+    out_of_range = (years < _YEARS[0]) | (years > _YEARS[1])
+    kept = series.where(~out_of_range)
+    if isinstance(series.dtype, pd.DatetimeTZDtype):
+        utc = kept.dt.tz_convert("UTC")
     else:
-        cleaned = _text(series).astype("string").str.replace(_MONEY_NOISE, "", regex=True)
-        values = pd.to_numeric(cleaned.astype(object).where(cleaned.notna(), None), errors="coerce").astype(
-            "float64"
-        )
-    values = values.where(np.isfinite(values))
-    return (values * 100).round()
+        utc = kept.dt.tz_localize(tz, ambiguous="NaT", nonexistent="shift_forward").dt.tz_convert("UTC")
+    return TimesRead(utc.dt.tz_localize(None).dt.as_unit("ns").reset_index(drop=True), out_of_range)
 
 
 def parse_times_utc(series: pd.Series, tz: ZoneInfo) -> pd.Series:
     """Times to naive UTC. Times without an offset are shop-local; NaT where unreadable."""
-    if isinstance(series.dtype, pd.DatetimeTZDtype):
-        return series.dt.tz_convert("UTC").dt.tz_localize(None)
-    if pd.api.types.is_datetime64_dtype(series.dtype):
-        local = series.dt.tz_localize(tz, ambiguous="NaT", nonexistent="shift_forward")
-        return local.dt.tz_convert("UTC").dt.tz_localize(None)
-    if series.map(lambda v: hasattr(v, "isoformat")).any():  # datetimes from a database driver
-        series = series.map(lambda v: v.isoformat(sep=" ") if hasattr(v, "isoformat") else v)
-    cleaned = _text(series).astype("string").str.replace(_CJK_DATE, "-", regex=True).str.replace("日", "")
-    text = cleaned.astype(object).where(cleaned.notna(), None)
-    result = pd.Series(pd.NaT, index=series.index, dtype="datetime64[ns]")
-    present = text.notna()
-    if not present.any():
-        return result
-    has_offset = present & text.astype("string").str.contains(_OFFSET).fillna(False).astype(bool)
-    naive = present & ~has_offset
-    if has_offset.any():
-        parsed = _to_datetime(text[has_offset], utc=True)
-        result.loc[has_offset] = parsed.dt.tz_localize(None).astype("datetime64[ns]")
-    if naive.any():
-        parsed = _to_datetime(text[naive], utc=False)
-        local = parsed.dt.tz_localize(tz, ambiguous="NaT", nonexistent="shift_forward")
-        result.loc[naive] = local.dt.tz_convert("UTC").dt.tz_localize(None).astype("datetime64[ns]")
-    return result
+    return read_times(series, tz).utc.set_axis(series.index)
 
 
-def _to_datetime(text: pd.Series, utc: bool) -> pd.Series:
-    """ISO 8601 fast path, then a lenient per-value parse (e.g. ``2025/12/12 10:03``) for the rest."""
-    parsed = pd.to_datetime(text, errors="coerce", format="ISO8601", utc=utc)
-    retry = parsed.isna()
-    if retry.any():
-        parsed = parsed.astype(object)
-        parsed.loc[retry] = pd.to_datetime(text[retry], errors="coerce", format="mixed", utc=utc)
-        parsed = pd.to_datetime(parsed, utc=utc)
-    return parsed.astype("datetime64[ns, UTC]" if utc else "datetime64[ns]")
+def _read_dates(text: pa.Array) -> tuple[np.ndarray, np.ndarray]:
+    """Dates (a time of day is ignored) as datetime64[D], and where the text was one."""
+    local, usable, _ = _local_nanoseconds(_time_parts(text))
+    return local.astype("datetime64[ns]").astype("datetime64[D]"), usable
 
 
-def _raw_json(frame: pd.DataFrame) -> list[str]:
-    """Each row as JSON, values as the source gave them (as text), for the quarantine table."""
-    columns = [c for c in frame.columns if not c.startswith("_")]
-    out = []
-    for row in frame[columns].itertuples(index=False, name=None):
-        values = {
-            col: (None if v is None or (isinstance(v, float) and np.isnan(v)) or v is pd.NaT else str(v))
-            for col, v in zip(columns, row, strict=True)
-        }
-        out.append(json.dumps(values, ensure_ascii=False, sort_keys=True))
-    return out
+# ------------------------------------------------------------------------------ validation
 
 
-def _first_reason(
-    checks: list[tuple[str, pd.Series, pd.Series]], index: pd.Index
-) -> tuple[pd.Series, pd.Series]:
-    """For each row, the first failing check's reason and detail (None when all pass).
+def validate(
+    raw: pd.DataFrame,
+    tz: ZoneInfo,
+    business_date: date,
+    *,
+    window: tuple[date, date] | None = None,
+    policy: PlausibilitySettings | None = None,
+) -> ValidatedBatch:
+    """Parse and check one read of canonical rows.
 
-    A check's message is a fixed string or a function of the failing rows' mask, so details are
-    only written for rows that fail.
+    ``window`` is the first and last business date (shop time, inclusive) a paid_at or updated_at
+    may fall on; by default ``policy.window(business_date)``. ``policy`` defaults to the generous
+    defaults of :class:`~huitouke.config.PlausibilitySettings`.
     """
-    reason = pd.Series(None, index=index, dtype="object")
-    detail = pd.Series(None, index=index, dtype="object")
-    for name, failed, message in checks:
-        take = failed & reason.isna()
-        if take.any():
-            reason[take] = name
-            detail[take] = message(take) if callable(message) else message
-    return reason, detail
-
-
-def _describe(prefix: str, values: pd.Series) -> Any:
-    """A message function for :func:`_first_reason`: the prefix and the offending raw value."""
-    return lambda mask: prefix + values[mask].map(lambda v: repr(v) if v is not None else "empty")
-
-
-def validate(raw: pd.DataFrame, tz: ZoneInfo, business_date: date) -> ValidatedBatch:
-    """Parse and check one read of canonical rows. ``business_date`` is only used for messages."""
-    del business_date
+    policy = policy or PlausibilitySettings()
     frame = _with_every_column(raw)
     parsed = parse_rows(frame, tz)
-    order_id = parsed["order_id"]
-    reason, detail = _first_reason(_row_checks(parsed), frame.index)
-    # An order is loaded whole or not at all.
-    bad_orders = set(order_id[reason.notna() & order_id.notna()])
-    _set_reason(
-        reason,
-        detail,
-        reason.isna() & order_id.isin(bad_orders),
-        "bad_sibling_row",
-        "another row of this order was quarantined",
+    order_code, _ = _codes(_arrow(parsed["order_id"]))
+    reason, detail = _first_reason(
+        _row_checks(frame, parsed, policy, window or policy.window(business_date), tz)
     )
-    good = reason.isna()
-    # Several versions of one order in one read (e.g. paid, then refunded): the most advanced wins,
-    # as long as they agree on what may not change.
-    rows = _keep_latest_version(_order_rows(frame, parsed)[good])
-    inconsistent = _inconsistent_orders(rows)
-    if inconsistent:
-        _set_reason(
-            reason,
-            detail,
-            order_id.isin(inconsistent) & good,
-            "inconsistent_order_rows",
-            "rows of this order disagree on customer, paid_at or amount",
-        )
-        rows = rows[~rows["order_id"].isin(inconsistent)]
-
+    _mark_siblings(reason, detail, order_code)
+    rows = _whole_orders(parsed, order_code, reason, detail)
     orders, lines = _orders_and_lines(rows, tz)
     customers, bad_birthday = _customers(rows)
+    # The quarantine table keeps an order id only when it is one (not 300 characters, no NUL).
+    quarantine_id = parsed["order_id"].where(~_bad_ids(parsed["order_id"], policy.max_id_length))
     return ValidatedBatch(
         orders=orders,
         lines=lines,
         customers=customers,
-        quarantine=_quarantine_rows(frame, order_id, reason, detail, bad_birthday),
+        quarantine=_quarantine_rows(frame, quarantine_id, reason, detail, bad_birthday),
         rows_read=len(frame),
     )
 
 
 def _with_every_column(raw: pd.DataFrame) -> pd.DataFrame:
-    """A copy of ``raw`` with every canonical column (None where the source has none) and a
-    source reference per row ("row 1", ...) when the source gave none."""
-    frame = raw.reset_index(drop=True).copy()
-    for column in records.ALL_COLUMNS:
-        if column not in frame.columns:
-            frame[column] = None
+    """``raw`` with every canonical column (None where the source has none) and a source reference
+    per row ("row 1", ...) when the source gave none."""
+    frame = raw.reset_index(drop=True)
+    missing = {c: None for c in records.ALL_COLUMNS if c not in frame.columns}
     if records.SOURCE_REF_COLUMN not in frame.columns:
-        frame[records.SOURCE_REF_COLUMN] = [f"row {i + 1}" for i in range(len(frame))]
-    return frame
+        missing[records.SOURCE_REF_COLUMN] = [f"row {i + 1}" for i in range(len(frame))]
+    return frame.assign(**missing) if missing else frame
+
+
+def _without_excel_wrappers(ids: pa.Array) -> pa.Array:
+    """Ids without Excel's wrappers (``="123"``, ``'123``, ``"123"``); only where there are any."""
+    wrapped = pc.or_(
+        pc.or_(pc.starts_with(ids, "="), pc.starts_with(ids, "'")),
+        pc.or_(pc.starts_with(ids, '"'), pc.ends_with(ids, '"')),
+    )
+    if not pc.any(wrapped).as_py():
+        return ids
+    ids = pc.replace_substring_regex(ids, _EXCEL_WRAPPERS, "")
+    return pc.if_else(pc.equal(ids, ""), pa.scalar(None, ids.type), ids)
 
 
 def parse_rows(frame: pd.DataFrame, tz: ZoneInfo) -> pd.DataFrame:
-    """The values the checks look at, parsed (cents, naive UTC times, canonical statuses), next to
-    the text they were read from (``*_text``, ``status_raw``: what a quarantine detail quotes)."""
-    amount = frame["amount"]
-    status_raw = _text(frame["status"])
-    quantity_text = _text(frame["quantity"].astype("object"))
-    return pd.DataFrame(
+    """The values the checks look at, parsed, one row per source row: ids and texts (stripped,
+    missing as NaN), amounts in CNY, canonical statuses, naive UTC times, and ``given_*``: where
+    a raw value was there at all (not blank). Each column is turned into text once."""
+    text = {column: _arrow_text(frame[column]) for column in records.ALL_COLUMNS}
+    text["order_id"] = _without_excel_wrappers(text["order_id"])
+    paid = read_times(frame["paid_at"], tz, text["paid_at"])
+    updated = read_times(frame["updated_at"], tz, text["updated_at"])
+    numbers = {
+        "amount": _read_numbers(frame["amount"], _MONEY_NOISE, text["amount"]),
+        "line_amount": _read_numbers(frame["line_amount"], _MONEY_NOISE, text["line_amount"]),
+        "refund": _read_numbers(frame["refund_amount"], _MONEY_NOISE, text["refund_amount"]),
+        "quantity": _read_numbers(frame["quantity"], None, text["quantity"]),
+    }
+    given = ("paid_at", "updated_at", "line_amount", "quantity", "refund_amount")
+    parsed = pd.DataFrame(
         {
-            "order_id": _text(
-                _text(frame["order_id"]).astype("string").str.replace(_EXCEL_WRAPPERS, "", regex=True)
-            ),
-            "customer_id": _text(frame["customer_id"]),
-            "amount_text": amount if pd.api.types.is_numeric_dtype(amount) else _text(amount),
-            "amount_cents": parse_money_cents(amount),
-            "status_raw": status_raw,
-            "status": status_raw.map(records.canonical_status),
-            "paid_text": _text(frame["paid_at"].astype("object")),
-            "paid_at": parse_times_utc(frame["paid_at"], tz),
-            "updated_text": _text(frame["updated_at"].astype("object")),
-            "updated_at": parse_times_utc(frame["updated_at"], tz),
+            **{name: _to_series(text[name]) for name in (*_ID_FIELDS, *_TEXT_LIMITS, "birthday")},
+            **numbers,
+            "status": _map_unique(text["status"], records.canonical_status),
+            "rank": _map_unique(text["status"], _status_rank).astype(np.int64),
+            "status_text": _to_series(text["status"]),
+            "paid_at": paid.utc,
+            "paid_out_of_range": paid.out_of_range,
+            "updated_at": updated.utc,
+            "updated_out_of_range": updated.out_of_range,
             "has_line": frame[["sku", "product_name", "category", "line_amount"]].notna().any(axis=1),
-            "line_cents": parse_money_cents(frame["line_amount"]),
-            "line_amount_text": _text(frame["line_amount"].astype("object")),
-            "quantity": pd.to_numeric(quantity_text, errors="coerce"),
-            "quantity_text": quantity_text,
+            **{f"given_{name}": _mask(pc.is_valid(text[name])) for name in given},
         }
+    )
+    parsed["category"] = parsed["category"].fillna(records.UNKNOWN_CATEGORY)
+    return parsed
+
+
+# ------------------------------------------------------------------------------ row checks
+
+
+@dataclass(frozen=True)
+class _Check:
+    """One way a row can fail: its reason, the failing rows, the problem, and the raw values the
+    detail quotes after it (none: the problem alone)."""
+
+    reason: str
+    failed: np.ndarray
+    problem: str
+    quoted: pd.Series | None = None
+
+
+def _is_missing(value: object) -> bool:
+    return (
+        value is None or value is pd.NA or value is pd.NaT or (isinstance(value, float) and np.isnan(value))
     )
 
 
-def _row_checks(parsed: pd.DataFrame) -> list[tuple[str, pd.Series, Any]]:
-    """The quarantine reasons a single row can have, in the order they are tried (module doc)."""
-    p = parsed
-    status, quantity, line_cents = p["status"], p["quantity"], p["line_cents"]
-    bad_quantity = p["quantity_text"].notna() & (quantity.isna() | (quantity < 0) | (quantity % 1 != 0))
-    bad_line_amount = p["line_amount_text"].notna() & (line_cents.isna() | (line_cents < 0))
-    unpaid = (status == records.PENDING) | (status == records.CANCELLED)
+def _quote(value: object) -> str:
+    """A raw value for a detail: its repr, cut to :data:`_QUOTE_LIMIT` characters."""
+    if _is_missing(value):
+        return "empty"
+    if isinstance(value, str) and len(value) > _QUOTE_LIMIT:
+        return repr(value[:_QUOTE_LIMIT]) + f"... ({len(value):,} characters)"
+    return repr(value)
+
+
+def _first_reason(checks: list[_Check]) -> tuple[np.ndarray, np.ndarray]:
+    """For each row, the first failing check's reason and detail (None when all pass)."""
+    n = len(checks[0].failed)
+    reason = np.full(n, None, dtype=object)
+    detail = np.full(n, None, dtype=object)
+    open_rows = np.ones(n, dtype=bool)
+    for check in checks:
+        take = check.failed & open_rows
+        if take.any():
+            reason[take] = check.reason
+            if check.quoted is None:
+                detail[take] = check.problem
+            else:
+                values = check.quoted.to_numpy(dtype=object)[take]
+                detail[take] = [f"{check.problem}: {_quote(v)}" for v in values]
+            open_rows &= ~take
+    return reason, detail
+
+
+def _string_bytes(array: pa.Array) -> tuple[np.ndarray, np.ndarray]:
+    """The UTF-8 bytes of a ``large_string`` array and each value's start offset (n + 1 of them),
+    as numpy views (no copy)."""
+    offsets = np.frombuffer(array.buffers()[1], dtype=np.int64)[array.offset : array.offset + len(array) + 1]
+    data = array.buffers()[2]
+    data = np.frombuffer(data, dtype=np.uint8) if data is not None else np.zeros(0, np.uint8)
+    return (data if data.size else np.zeros(1, np.uint8)), offsets  # one byte to index safely
+
+
+def _rows_with_bytes(array: pa.Array, table: np.ndarray) -> np.ndarray:
+    """Where a value has a byte marked in ``table`` (256 booleans); nulls never."""
+    data, offsets = _string_bytes(array)
+    hits = np.flatnonzero(table[data[offsets[0] : offsets[-1]]]) + offsets[0]
+    rows = np.zeros(len(array), dtype=bool)
+    rows[np.searchsorted(offsets, hits, side="right") - 1] = True
+    return rows & _mask(pc.is_valid(array))
+
+
+def _byte_table(*ranges: tuple[int, int]) -> np.ndarray:
+    table = np.zeros(256, dtype=bool)
+    for low, high in ranges:
+        table[low : high + 1] = True
+    return table
+
+
+_CONTROL_BYTES = _byte_table((0x00, 0x1F), (0x7F, 0x7F))
+_DIGIT_BYTES = _byte_table((0x30, 0x39))
+_FIXED_TIME_BYTES = [
+    *[_DIGIT_BYTES] * 4,
+    _byte_table((0x2D, 0x2D)),  # -
+    *[_DIGIT_BYTES] * 2,
+    _byte_table((0x2D, 0x2D)),
+    *[_DIGIT_BYTES] * 2,
+    _byte_table((0x20, 0x20), (0x54, 0x54)),  # space or T
+    *[_DIGIT_BYTES] * 2,
+    _byte_table((0x3A, 0x3A)),  # :
+    *[_DIGIT_BYTES] * 2,
+    _byte_table((0x3A, 0x3A)),
+    *[_DIGIT_BYTES] * 2,
+]
+_FREE_TEXT_CONTROL_BYTES = _byte_table((0x00, 0x08), (0x0B, 0x0C), (0x0E, 0x1F), (0x7F, 0x7F))
+
+
+def _bad_ids(text: pd.Series, max_length: int) -> np.ndarray:
+    """Ids with a control or other non-printable character, or longer than ``max_length``."""
+    array = _arrow(text)
+    bad = _mask(pc.greater(pc.utf8_length(array), max_length)) | _rows_with_bytes(array, _CONTROL_BYTES)
+    unicode = np.flatnonzero(~_mask(pc.string_is_ascii(array)) & _mask(pc.is_valid(array)))
+    if len(unicode):  # the full Unicode test only where there is more than ASCII
+        values = array.take(pa.array(unicode))
+        undecoded = _mask(pc.match_substring(values, "\ufffd"))  # bytes that were not text
+        bad[unicode] |= ~_mask(pc.utf8_is_printable(values)) | undecoded
+    return bad
+
+
+def _bad_texts(text: pd.Series, max_length: int) -> np.ndarray:
+    """Free texts with a control character (tabs and line breaks are fine), or too long."""
+    array = _arrow(text)
+    too_long = _mask(pc.greater(pc.utf8_length(array), max_length))
+    return too_long | _rows_with_bytes(array, _FREE_TEXT_CONTROL_BYTES)
+
+
+def _text_checks(frame: pd.DataFrame, parsed: pd.DataFrame, policy: PlausibilitySettings) -> list[_Check]:
+    """The ids and free texts a store can keep (``invalid_id``, ``invalid_text``)."""
+    limit = policy.max_id_length
+    ids = [
+        _Check(
+            "invalid_id",
+            _bad_ids(parsed[name], limit),
+            f"{name} is not a printable id of at most {limit} characters",
+            frame[name],
+        )
+        for name in _ID_FIELDS
+    ]
+    texts = [
+        _Check(
+            "invalid_text",
+            _bad_texts(parsed[name], size),
+            f"{name} has a control character or is over {size} characters",
+            frame[name],
+        )
+        for name, size in _TEXT_LIMITS.items()
+    ]
     return [
-        ("missing_order_id", p["order_id"].isna(), "no order id"),
-        ("missing_customer", p["customer_id"].isna(), "no customer id"),
-        ("invalid_amount", p["amount_cents"].isna(), _describe("amount is not a number: ", p["amount_text"])),
-        ("negative_amount", p["amount_cents"] < 0, _describe("amount is negative: ", p["amount_text"])),
-        ("unknown_status", status.isna(), _describe("unknown status: ", p["status_raw"])),
-        (
-            "unparseable_time",
-            p["paid_text"].notna() & p["paid_at"].isna(),
-            _describe("paid_at is not a time: ", p["paid_text"]),
+        _Check("missing_order_id", parsed["order_id"].isna().to_numpy(), "no order id"),
+        ids[0],
+        _Check("missing_customer", parsed["customer_id"].isna().to_numpy(), "no customer id"),
+        *ids[1:],
+        *texts,
+    ]
+
+
+def _amount_checks(frame: pd.DataFrame, parsed: pd.DataFrame, policy: PlausibilitySettings) -> list[_Check]:
+    """The order's amount and the line's amount (``invalid_amount``, ``negative_amount``,
+    ``implausible_amount``)."""
+    amount, line = parsed["amount"].to_numpy(), parsed["line_amount"].to_numpy()
+    unreadable = np.isnan(amount) | (_subcent(amount) & (amount >= 0))
+    return [
+        _Check(
+            "invalid_amount",
+            unreadable,
+            "amount is not a number of CNY with at most 2 decimals",
+            frame["amount"],
         ),
-        (
-            "unparseable_time",
-            p["updated_text"].notna() & p["updated_at"].isna(),
-            _describe("updated_at is not a time: ", p["updated_text"]),
+        _Check("negative_amount", amount < 0, "amount is negative", frame["amount"]),
+        _Check(
+            "implausible_amount",
+            amount > policy.max_order_amount,
+            f"amount is above the ceiling of {policy.max_order_amount:,.2f} CNY per order",
+            frame["amount"],
         ),
-        ("missing_paid_at", p["paid_text"].isna() & status.notna() & ~unpaid, "a paid order needs paid_at"),
-        (
-            "invalid_line",
-            bad_line_amount,
-            _describe("line amount is not a non-negative number: ", p["line_amount_text"]),
-        ),
-        (
-            "invalid_line",
-            bad_quantity,
-            _describe("quantity is not a non-negative whole number: ", p["quantity_text"]),
+        _Check(
+            "implausible_amount",
+            line > policy.max_line_amount,
+            f"line_amount is above the ceiling of {policy.max_line_amount:,.2f} CNY per line",
+            frame["line_amount"],
         ),
     ]
 
 
-def _set_reason(reason: pd.Series, detail: pd.Series, mask: pd.Series, name: str, message: str) -> None:
-    """Quarantine the rows of ``mask`` for ``name`` (in place)."""
-    reason[mask] = name
-    detail[mask] = message
-
-
-def _order_rows(frame: pd.DataFrame, parsed: pd.DataFrame) -> pd.DataFrame:
-    """One row per source row with what orders, lines and customers are made of."""
-    return pd.DataFrame(
-        {
-            "order_id": parsed["order_id"],
-            "customer_id": parsed["customer_id"],
-            "paid_at": parsed["paid_at"],
-            "status": parsed["status"],
-            "rank": parsed["status"].map(records.STATUS_RANK),
-            "amount_cents": parsed["amount_cents"],
-            "updated_at": parsed["updated_at"],
-            "acquisition_source": _text(frame["acquisition_source"]).map(_acquisition_source),
-            "coupon_code": _text(frame["coupon_code"]),
-            "has_line": parsed["has_line"],
-            "sku": _text(frame["sku"]),
-            "product_name": _text(frame["product_name"]),
-            "category": _text(frame["category"]).fillna(records.UNKNOWN_CATEGORY),
-            "quantity": parsed["quantity"],
-            "line_cents": parsed["line_cents"],
-            "name": _text(frame["customer_name"]),
-            "phone": _text(frame["phone"]),
-            "email": _text(frame["email"]),
-            "birthday_text": _text(frame["birthday"].astype("object")),
-        }
-    )
-
-
-def _quarantine_frame(rows: pd.DataFrame, reason: Any, detail: Any, order_id: pd.Series) -> pd.DataFrame:
-    """Quarantine rows for the source rows ``rows``: reason, detail, order id, reference, raw row."""
-    return pd.DataFrame(
-        {
-            "reason": reason,
-            "detail": detail,
-            "order_id": order_id,
-            "source_ref": rows[records.SOURCE_REF_COLUMN].astype(str),
-            "raw": _raw_json(rows),
-        },
-        columns=list(QUARANTINE_FIELDS),
-    )
-
-
-def _quarantine_rows(
-    frame: pd.DataFrame, order_id: pd.Series, reason: pd.Series, detail: pd.Series, bad_birthday: pd.Series
-) -> pd.DataFrame:
-    """The quarantined rows, then one row per unreadable birthday (whose order was loaded)."""
-    quarantined = reason.notna()
-    quarantine = _quarantine_frame(
-        frame[quarantined], reason[quarantined], detail[quarantined], order_id[quarantined]
-    )
-    if len(bad_birthday):
-        birthdays = _quarantine_frame(
-            frame.loc[bad_birthday.index],
-            "invalid_birthday",
-            "birthday is not a date (the order was loaded): " + bad_birthday.map(repr),
-            order_id[bad_birthday.index],
+def _time_checks(
+    frame: pd.DataFrame, parsed: pd.DataFrame, window: tuple[date, date], tz: ZoneInfo
+) -> list[_Check]:
+    """paid_at and updated_at: absolute times (``unparseable_time``) inside the window
+    (``implausible_time``)."""
+    first = pd.Timestamp(max(window[0], date(_YEARS[0], 1, 2)))
+    after = pd.Timestamp(min(window[1], date(_YEARS[1], 12, 30)) + timedelta(days=1))
+    low, high = (t.tz_localize(tz).tz_convert("UTC").tz_localize(None).as_unit("ns") for t in (first, after))
+    where = f"outside {window[0]}..{window[1]} (shop time)"
+    checks = []
+    for name, out_of_range in (("paid_at", "paid_out_of_range"), ("updated_at", "updated_out_of_range")):
+        times = parsed[name]
+        unreadable = (
+            parsed[f"given_{name}"].to_numpy() & times.isna().to_numpy() & ~parsed[out_of_range].to_numpy()
         )
-        quarantine = pd.concat([quarantine, birthdays], ignore_index=True)
-    return quarantine.reset_index(drop=True)
+        outside = parsed[out_of_range].to_numpy() | ((times < low) | (times >= high)).to_numpy()
+        checks.append(_Check("unparseable_time", unreadable, f"{name} is not an absolute time", frame[name]))
+        checks.append(_Check("implausible_time", outside, f"{name} is {where}", frame[name]))
+    return [checks[0], checks[2], checks[1], checks[3]]
+
+
+def _line_checks(frame: pd.DataFrame, parsed: pd.DataFrame, policy: PlausibilitySettings) -> list[_Check]:
+    """A line's amount and quantity (``invalid_line``)."""
+    line, quantity = parsed["line_amount"].to_numpy(), parsed["quantity"].to_numpy()
+    line_given = parsed["given_line_amount"].to_numpy()
+    quantity_given = parsed["given_quantity"].to_numpy()
+    bad_line = line_given & (np.isnan(line) | (line < 0) | _subcent(line))
+    bad_quantity = quantity_given & (
+        np.isnan(quantity) | (quantity < 0) | (quantity % 1 != 0) | (quantity > policy.max_line_quantity)
+    )
+    return [
+        _Check(
+            "invalid_line",
+            bad_line,
+            "line_amount is not a non-negative number of CNY with at most 2 decimals",
+            frame["line_amount"],
+        ),
+        _Check(
+            "invalid_line",
+            bad_quantity,
+            f"quantity is not a whole number from 0 to {policy.max_line_quantity:,}",
+            frame["quantity"],
+        ),
+    ]
+
+
+def _refund_checks(frame: pd.DataFrame, parsed: pd.DataFrame) -> list[_Check]:
+    """refund_amount: readable, not negative, at most the order's amount (``invalid_refund``)."""
+    refund, amount = parsed["refund"].to_numpy(), parsed["amount"].to_numpy()
+    given = parsed["given_refund_amount"].to_numpy()
+    bad = given & (np.isnan(refund) | (refund < 0) | _subcent(refund))
+    with np.errstate(over="ignore", invalid="ignore"):
+        above = given & (np.round(refund * 100) > np.round(amount * 100))
+    return [
+        _Check(
+            "invalid_refund",
+            bad,
+            "refund_amount is not a non-negative number of CNY with at most 2 decimals",
+            frame["refund_amount"],
+        ),
+        _Check("invalid_refund", above, "refund_amount is above the order's amount", frame["refund_amount"]),
+    ]
+
+
+def _row_checks(
+    frame: pd.DataFrame,
+    parsed: pd.DataFrame,
+    policy: PlausibilitySettings,
+    window: tuple[date, date],
+    tz: ZoneInfo,
+) -> list[_Check]:
+    """The quarantine reasons a single row can have, in the order they are tried (module doc)."""
+    status = parsed["status"].to_numpy()
+    unpaid = (status == records.PENDING) | (status == records.CANCELLED)
+    no_payment = ~parsed["given_paid_at"].to_numpy() & pd.notna(status) & ~unpaid
+    return [
+        *_text_checks(frame, parsed, policy),
+        *_amount_checks(frame, parsed, policy),
+        _Check("unknown_status", pd.isna(status), "unknown status", parsed["status_text"]),
+        *_time_checks(frame, parsed, window, tz),
+        _Check("missing_paid_at", no_payment, "a paid order needs paid_at"),
+        *_line_checks(frame, parsed, policy),
+        *_refund_checks(frame, parsed),
+    ]
+
+
+# ---------------------------------------------------------------------------- whole orders
+
+
+def _mark_siblings(reason: np.ndarray, detail: np.ndarray, order_code: np.ndarray) -> None:
+    """An order is loaded whole or not at all: its other rows become ``bad_sibling_row`` (in place)."""
+    bad = np.zeros(order_code.max(initial=-1) + 2, dtype=bool)
+    bad[order_code[pd.notna(reason)]] = True
+    bad[-1] = False  # code -1: no order id
+    siblings = bad[order_code] & pd.isna(reason)
+    reason[siblings] = "bad_sibling_row"
+    detail[siblings] = "another row of this order was quarantined"
+
+
+def _disagreeing_orders(
+    codes: np.ndarray, by_order: np.ndarray, values: dict[str, np.ndarray], n_orders: int
+) -> dict[str, np.ndarray]:
+    """For each named value: which orders (by code) have rows that disagree on it. ``by_order``
+    puts the rows in order of their code."""
+    sorted_codes = codes[by_order]
+    same_order = sorted_codes[1:] == sorted_codes[:-1]
+    out = {}
+    for name, value in values.items():
+        ordered = value[by_order]
+        differs = same_order & (ordered[1:] != ordered[:-1])
+        flags = np.zeros(n_orders, dtype=bool)
+        flags[sorted_codes[1:][differs]] = True
+        out[name] = flags
+    return out
+
+
+def _latest_version(codes: np.ndarray, by_order: np.ndarray, keys: list[np.ndarray]) -> np.ndarray:
+    """Per order, the rows with the largest ``keys`` (the first key first, then the next among the
+    rows with the largest first key, ...): its most advanced status, then latest update. Group
+    maxima over the rows in order of their code (``by_order``), no second sort."""
+    sorted_codes = codes[by_order]
+    starts = (
+        np.flatnonzero(np.r_[True, sorted_codes[1:] != sorted_codes[:-1]]) if len(codes) else np.zeros(0, int)
+    )
+    sizes = np.diff(np.r_[starts, len(codes)])
+    candidate = np.ones(len(codes), dtype=bool)
+    lowest = np.iinfo(np.int64).min
+    for key in keys:
+        value = np.where(candidate, key, lowest)[by_order]
+        best = np.repeat(np.maximum.reduceat(value, starts), sizes) if len(codes) else value
+        candidate[by_order] &= value == best
+    return candidate
+
+
+def _whole_orders(
+    parsed: pd.DataFrame, order_code: np.ndarray, reason: np.ndarray, detail: np.ndarray
+) -> pd.DataFrame:
+    """The good rows that make orders: rows of one order must agree on records.FIXED_ORDER_FIELDS in
+    all its versions; of several versions (paid, then refunded) the most advanced is kept, whose rows
+    must agree on the refund. Rows that disagree become ``inconsistent_order_rows`` (in place)."""
+    good = pd.isna(reason)
+    rows = parsed.loc[good, _ORDER_ROW_COLUMNS].assign(
+        code=order_code[good], amount_cents=np.round(parsed["amount"][good] * 100).astype(np.int64)
+    )
+    codes = rows["code"].to_numpy()
+    n_orders = int(order_code.max(initial=-1)) + 1
+    fixed = {
+        "customer_id": _codes(_arrow(rows["customer_id"]))[0],
+        "paid_at": rows["paid_at"].to_numpy().view(np.int64),
+        "amount_cents": rows["amount_cents"].to_numpy(),
+    }
+    by_order = np.argsort(codes, kind="stable")
+    disagree = _disagreeing_orders(codes, by_order, fixed, n_orders)
+    status_order = pd.factorize(rows["status"].to_numpy(), sort=True)[0].astype(np.int64)
+    versions = [rows["rank"].to_numpy(), rows["updated_at"].to_numpy().view(np.int64), status_order]
+    latest = _latest_version(codes, by_order, versions)
+    refunded = np.round(np.nan_to_num(rows["refund"].to_numpy()) * 100).astype(np.int64)
+    latest_by_order = by_order[latest[by_order]]  # the latest rows, still in order of their code
+    disagree |= _disagreeing_orders(codes, latest_by_order, {"refund_amount": refunded}, n_orders)
+    bad = np.zeros(n_orders, dtype=bool)
+    for flags in disagree.values():
+        bad |= flags
+    if bad.any():
+        marked = good & (order_code >= 0) & bad[np.maximum(order_code, 0)]
+        reason[marked] = "inconsistent_order_rows"
+        detail[marked] = [
+            "rows of this order disagree on "
+            + ", ".join(name for name, flags in disagree.items() if flags[c])
+            for c in order_code[marked]
+        ]
+    keep = latest & ~bad[codes]
+    return rows[keep].assign(refunded_cents=refunded[keep])
+
+
+# ---------------------------------------------------------------------- orders, lines, customers
+
+
+def _status_rank(value: str | None) -> int:
+    """How far a status word has progressed (records.STATUS_RANK; -1 when unknown)."""
+    return records.STATUS_RANK.get(records.canonical_status(value) or "", -1)
 
 
 def _acquisition_source(value: str | None) -> str:
@@ -353,127 +857,190 @@ def _acquisition_source(value: str | None) -> str:
     )
 
 
-def _keep_latest_version(rows: pd.DataFrame) -> pd.DataFrame:
-    """Per order, keep the rows of its most advanced status (then latest update)."""
-    if rows.empty:
-        return rows
-    key = rows[["order_id", "rank", "updated_at", "status"]].copy()
-    key["updated_at"] = key["updated_at"].fillna(pd.Timestamp.min)
-    best = key.sort_values(["order_id", "rank", "updated_at"]).groupby("order_id", sort=False).tail(1)
-    best = best.set_index("order_id")
-    keep = (rows["status"].to_numpy() == best.loc[rows["order_id"], "status"].to_numpy()) & (
-        key["updated_at"].to_numpy() == best.loc[rows["order_id"], "updated_at"].to_numpy()
-    )
-    return rows[keep]
-
-
-def _inconsistent_orders(rows: pd.DataFrame) -> set[str]:
-    """Orders whose rows disagree on what an order may not change (records.FIXED_ORDER_FIELDS)."""
-    if rows.empty:
-        return set()
-    fields = rows[["order_id", *records.FIXED_ORDER_FIELDS]].astype(str)
-    counts = fields.drop_duplicates().groupby("order_id").size()
-    return set(counts.index[counts > 1])
-
-
-def _join_sorted_groups(keys: np.ndarray, texts: np.ndarray) -> dict[str, str]:
-    """``{key: texts joined by newlines}`` for rows already sorted by key (one pass, no groupby)."""
-    out: dict[str, str] = {}
-    start = 0
-    for i in range(1, len(keys) + 1):
-        if i == len(keys) or keys[i] != keys[start]:
-            out[keys[start]] = "\n".join(texts[start:i])
-            start = i
-    return out
-
-
-def _key_text(series: pd.Series) -> pd.Series:
-    """Values as text for hashing, missing values as "" (pandas' str casts would give NaN)."""
-    return (
-        series.astype(object)
-        .map(lambda v: "" if v is None or v is pd.NA or v != v else str(v))
-        .astype(object)
-    )
-
-
 def _orders_and_lines(rows: pd.DataFrame, tz: ZoneInfo) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """The orders (one per order id, with its content hash) and their numbered lines."""
+    """The orders (one per order id, in order of first appearance, with their content hash) and
+    their numbered lines."""
     if rows.empty:
         return pd.DataFrame(columns=list(records.ORDER_FIELDS)), pd.DataFrame(
             columns=list(records.LINE_FIELDS)
         )
     line_rows = _numbered_lines(rows)
-    lines = line_rows.assign(amount_cents=line_rows["line_cents"])[list(records.LINE_FIELDS)].reset_index(
-        drop=True
+    lines = pd.DataFrame(
+        {
+            "order_id": line_rows["order_id"].array,
+            "line_no": line_rows["line_no"].array,
+            "sku": line_rows["sku"].array,
+            "product_name": line_rows["product_name"].array,
+            "category": line_rows["category"].array,
+            "quantity": line_rows["quantity_int"].array,
+            "amount_cents": line_rows["line_cents"].array,
+        },
+        columns=list(records.LINE_FIELDS),
     )
-    lines_by_order = pd.Series(
-        _join_sorted_groups(line_rows["order_id"].to_numpy(), line_rows["line_key"].to_numpy())
-    )
-    first = rows.drop_duplicates("order_id").set_index("order_id")
-    paid_local = first["paid_at"].dt.tz_localize("UTC").dt.tz_convert(tz)
-    # From arrays, not first.assign(...): pandas then infers the text columns' dtypes as it always has.
+    first = rows.drop_duplicates("code")
+    paid_local = first["paid_at"].dt.tz_localize("UTC").dt.tz_convert(tz).dt.date
     orders = pd.DataFrame(
         {
-            "order_id": first.index,
+            "order_id": first["order_id"].to_numpy(),
             "customer_id": first["customer_id"].to_numpy(),
             "paid_at": first["paid_at"].to_numpy(),
-            "business_date": paid_local.map(lambda t: None if pd.isna(t) else t.date()).to_numpy(),
+            "business_date": paid_local.astype(object).where(first["paid_at"].notna(), None).to_numpy(),
             "status": first["status"].to_numpy(),
-            "amount_cents": first["amount_cents"].astype("int64").to_numpy(),
-            "acquisition_source": first["acquisition_source"].to_numpy(),
+            "amount_cents": first["amount_cents"].to_numpy(),
+            "acquisition_source": _map_unique(_arrow(first["acquisition_source"]), _acquisition_source),
             "coupon_code": first["coupon_code"].to_numpy(),
             "source_updated_at": first["updated_at"].to_numpy(),
-            "content_hash": _content_hashes(first, lines_by_order.reindex(first.index).fillna("")),
+            "content_hash": _content_hashes(first, line_rows),
+            "refunded_cents": first["refunded_cents"].to_numpy(),
         },
         columns=list(records.ORDER_FIELDS),
     )
     return orders, lines
 
 
-# The fields of a line's key, which orders the lines of an order and enters its content hash.
-_LINE_KEY = ("sku", "product_name", "category", "quantity", "line_cents")
+def _whole_numbers(values: np.ndarray) -> pa.Array:
+    """Floats that are whole numbers as Arrow int64 (null for NaN)."""
+    return pa.array(np.nan_to_num(values).astype(np.int64), mask=np.isnan(values))
 
 
 def _numbered_lines(rows: pd.DataFrame) -> pd.DataFrame:
-    """The rows that carry a line, sorted by order and line content, with their ``line_key`` and
-    ``line_no`` (1, 2, ... within the order: the same lines get the same numbers on every read)."""
-    line_rows = rows[rows["has_line"]].copy()
-    line_rows["quantity"] = line_rows["quantity"].astype("Int64")
-    line_rows["line_cents"] = line_rows["line_cents"].astype("Int64")
-    key = _key_text(line_rows[_LINE_KEY[0]])
-    for column in _LINE_KEY[1:]:
-        key = key + "|" + _key_text(line_rows[column])
-    line_rows["line_key"] = key
-    line_rows = line_rows.sort_values(["order_id", "line_key"], kind="stable")
-    line_rows["line_no"] = (line_rows.groupby("order_id").cumcount() + 1).astype(int)
-    return line_rows
-
-
-def _content_hashes(first: pd.DataFrame, lines: pd.Series) -> list[str]:
-    """sha256 of what an order may never change (customer, payment time, amount and ``lines``, its
-    line keys), one per row of ``first`` (one row per order)."""
-    content = (
-        first["customer_id"]
-        + "\n"
-        + first["paid_at"].map(lambda t: "" if pd.isna(t) else t.isoformat())
-        + "\n"
-        + first["amount_cents"].astype("int64").astype(str)
-        + "\n"
-        + lines
+    """The rows that carry a line, sorted by order and line content, with their ``line_key`` (which
+    orders the lines of an order and enters its content hash) and ``line_no`` (1, 2, ... within the
+    order: the same lines get the same numbers on every read)."""
+    line_rows = rows[rows["has_line"].to_numpy()]
+    quantity = _whole_numbers(line_rows["quantity"].to_numpy())
+    cents = _whole_numbers(np.round(line_rows["line_amount"].to_numpy() * 100))
+    parts = [_arrow(line_rows[c]) for c in ("sku", "product_name", "category")]
+    key = pc.binary_join_element_wise(
+        *parts,
+        pc.cast(quantity, pa.large_string()),
+        pc.cast(cents, pa.large_string()),
+        pa.scalar("|", pa.large_string()),
+        null_handling="replace",
+        null_replacement="",
     )
-    return [hashlib.sha256(c.encode()).hexdigest() for c in content]
+    key_code, key_values = _codes(key)
+    key_rank = np.empty(len(key_values), dtype=np.int64)
+    key_rank[pc.array_sort_indices(key_values).to_numpy()] = np.arange(len(key_values))
+    codes = line_rows["code"].to_numpy()
+    order = np.lexsort((key_rank[key_code], codes))
+    sorted_codes = codes[order]
+    starts = np.flatnonzero(np.r_[True, sorted_codes[1:] != sorted_codes[:-1]])
+    line_no = np.arange(len(order)) - np.repeat(starts, np.diff(np.r_[starts, len(order)])) + 1
+    return line_rows.iloc[order].assign(
+        line_key=pd.array(pc.take(key, pa.array(order)), dtype=_STR),
+        line_no=line_no,
+        quantity_int=pd.array(quantity.take(pa.array(order)), dtype="Int64"),
+        line_cents=pd.array(cents.take(pa.array(order)), dtype="Int64"),
+    )
+
+
+def _iso_times(times: pd.Series) -> pa.Array:
+    """``Timestamp.isoformat()`` of each time ("" for NaT): whole seconds by Arrow's cast, the rare
+    times with fractions of a second one by one."""
+    values = times.to_numpy()
+    seconds = pa.array(values.astype("datetime64[s]"), from_pandas=True)
+    text = pc.replace_substring(pc.cast(seconds, pa.large_string()), " ", "T")
+    fractional = np.flatnonzero(~pd.isna(values) & (values.view(np.int64) % 1_000_000_000 != 0))
+    if len(fractional):
+        exact = text.to_numpy(zero_copy_only=False).astype(object)
+        exact[fractional] = [pd.Timestamp(values[i]).isoformat() for i in fractional]
+        text = _arrow(exact)
+    return pc.fill_null(text, "")
+
+
+def _content_hashes(first: pd.DataFrame, line_rows: pd.DataFrame) -> list[str]:
+    """sha256 of what an order may never change: customer, payment time, amount and its line keys
+    (sorted), one per row of ``first`` (one row per order; ``line_rows`` sorted by order code)."""
+    by_code = np.argsort(first["code"].to_numpy(), kind="stable")
+    ordered = first.iloc[by_code]
+    starts = np.searchsorted(line_rows["code"].to_numpy(), ordered["code"].to_numpy(), "left")
+    keys = _arrow(line_rows["line_key"])
+    offsets = pa.array(np.r_[starts, len(line_rows)].astype(np.int64))
+    newline = pa.scalar("\n", pa.large_string())
+    lines = pc.binary_join(pa.LargeListArray.from_arrays(offsets, keys), newline)
+    content = pc.binary_join_element_wise(
+        _arrow(ordered["customer_id"]),
+        _iso_times(ordered["paid_at"]),
+        pc.cast(pa.array(ordered["amount_cents"].to_numpy()), pa.large_string()),
+        lines,
+        newline,
+    )
+    hashes = np.empty(len(by_code), dtype=object)
+    hashes[by_code] = [hashlib.sha256(c).hexdigest() for c in pc.cast(content, pa.large_binary()).to_pylist()]
+    return hashes.tolist()
 
 
 def _customers(rows: pd.DataFrame) -> tuple[pd.DataFrame, pd.Series]:
     """One row per customer with the latest non-empty contact fields; unreadable birthdays apart."""
     if rows.empty:
         return pd.DataFrame(columns=list(records.CUSTOMER_FIELDS)), pd.Series(dtype=object)
-    birthday = pd.to_datetime(rows["birthday_text"], errors="coerce", format="mixed")
-    bad = rows["birthday_text"].notna() & birthday.isna()
-    bad_birthday = rows.loc[bad, "birthday_text"].drop_duplicates()
-    data = rows.assign(birthday=birthday.dt.date.where(birthday.notna(), None))
-    data = data[list(records.CUSTOMER_FIELDS)].assign(_when=rows["paid_at"].fillna(rows["updated_at"]))
+    text = rows["birthday"]
+    days, readable = _read_dates(_arrow(text))
+    bad_birthday = text[text.notna().to_numpy() & ~readable].drop_duplicates()
+    birthday = np.full(len(rows), None, dtype=object)
+    birthday[readable] = days[readable].astype(object)
+    data = pd.DataFrame(
+        {
+            "customer_id": rows["customer_id"].to_numpy(),
+            "name": rows["customer_name"].to_numpy(),
+            "phone": rows["phone"].to_numpy(),
+            "email": rows["email"].to_numpy(),
+            "birthday": birthday,
+            "_when": rows["paid_at"].fillna(rows["updated_at"]).to_numpy(),
+        }
+    )
     data = data.sort_values("_when", kind="stable", na_position="first")
     customers = data.groupby("customer_id", sort=True)[list(records.CONTACT_FIELDS)].last()
     customers = customers.astype(object).where(customers.notna(), None).reset_index()
     return customers[list(records.CUSTOMER_FIELDS)], bad_birthday
+
+
+# ------------------------------------------------------------------------------- quarantine
+
+
+def _raw_json(frame: pd.DataFrame) -> list[str]:
+    """Each row as JSON, values as the source gave them (as text), for the quarantine table."""
+    columns = [c for c in frame.columns if not c.startswith("_")]
+    out = []
+    for row in frame[columns].itertuples(index=False, name=None):
+        values = {col: (None if _is_missing(v) else str(v)) for col, v in zip(columns, row, strict=True)}
+        text = json.dumps(values, ensure_ascii=False, sort_keys=True)
+        out.append(text.encode("utf-8", "backslashreplace").decode("utf-8"))
+    return out
+
+
+def _quarantine_frame(
+    rows: pd.DataFrame, reason: object, detail: list[str], order_id: pd.Series
+) -> pd.DataFrame:
+    """Quarantine rows for the source rows ``rows``: reason, detail (phone numbers and e-mail
+    addresses masked), order id, reference, raw row."""
+    return pd.DataFrame(
+        {
+            "reason": reason,
+            "detail": [mask_text(d) for d in detail],
+            "order_id": order_id.astype(object).where(order_id.notna(), None).to_numpy(),
+            "source_ref": rows[records.SOURCE_REF_COLUMN].astype(str).to_numpy(),
+            "raw": _raw_json(rows),
+        },
+        columns=list(QUARANTINE_FIELDS),
+    )
+
+
+def _quarantine_rows(
+    frame: pd.DataFrame, order_id: pd.Series, reason: np.ndarray, detail: np.ndarray, bad_birthday: pd.Series
+) -> pd.DataFrame:
+    """The quarantined rows, then one row per unreadable birthday (whose order was loaded)."""
+    quarantined = pd.notna(reason)
+    quarantine = _quarantine_frame(
+        frame[quarantined], reason[quarantined], list(detail[quarantined]), order_id[quarantined]
+    )
+    if len(bad_birthday):
+        birthdays = _quarantine_frame(
+            frame.loc[bad_birthday.index],
+            "invalid_birthday",
+            ["birthday is not a date (the order was loaded): " + _quote(v) for v in bad_birthday],
+            order_id[bad_birthday.index],
+        )
+        quarantine = pd.concat([quarantine, birthdays], ignore_index=True)
+    return quarantine.reset_index(drop=True)
