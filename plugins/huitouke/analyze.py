@@ -79,6 +79,19 @@ class ExportAnalysis:
         return out.reset_index()[list(CUSTOMER_TABLE_COLUMNS)]
 
 
+# How far back an export's orders are read: a shop's whole history, generously; a payment time
+# before it (1900, 0001-01-01) is a typo, quarantined as implausible_time and counted.
+HISTORY_YEARS = 10
+
+
+def analysis_window(as_of: date | None, tz: ZoneInfo) -> tuple[date, date]:
+    """The business days an export's orders may fall on (shop time, inclusive): ``HISTORY_YEARS``
+    before the analysis date (default today), to two days after it or today, whichever is later."""
+    today = datetime.now(tz).date()
+    day = as_of or today
+    return day - timedelta(days=round(365.25 * HISTORY_YEARS)), max(day, today) + timedelta(days=2)
+
+
 def analyze_export(
     path: Path,
     mapping: str | dict[str, str] = "canonical",
@@ -105,7 +118,7 @@ def analyze_export(
     except (ZoneInfoNotFoundError, ValueError):
         raise UserInputError(f"analyze: unknown time zone {timezone!r}") from None
     raw = read_export(path, mapping, encoding, where="analyze")
-    batch = validate(raw, tz, as_of or datetime.now(tz).date())
+    batch = validate(raw, tz, as_of or datetime.now(tz).date(), window=analysis_window(as_of, tz))
     if batch.orders.empty:
         raise UserInputError(f"{path}: no order could be read ({len(batch.quarantine):,} rows quarantined)")
     orders = batch.orders.assign(
