@@ -22,8 +22,8 @@ claim and record run on the sender's thread, the calls on its pool; "waiting" is
 thread waiting for calls. Checked: the simulator's accepted count equals the outbox's ``sent``
 rows, and no out id was accepted twice.
 
-SQLite as ``make_engine`` leaves a file: write-ahead logging, ``synchronous=FULL`` (about 1 ms
-a commit here). "CPU" is the sending process's CPU time (all its threads) a message: the figure a
+SQLite as ``make_engine`` leaves a file: the rollback journal, ``synchronous=FULL`` (about 20 ms
+a commit here; a commit every few hundred messages). "CPU" is the sending process's CPU time (all its threads) a message: the figure a
 busy machine inflates least (the simulator runs in another process).
 
 Options (environment): ``BENCH_PROVIDERS=webhook,aliyun,twilio``, ``BENCH_PG=1``,

@@ -103,28 +103,14 @@ def _enable_sqlite_foreign_keys(dbapi_connection: Any, _record: Any) -> None:
     cursor.close()
 
 
-def _write_ahead_log(dbapi_connection: Any, _record: Any) -> None:
-    """Write-ahead logging for a store file: readers (the UI, ``huitouke deliver status``) never
-    wait for a writer, and a commit is one sync of the log instead of the rollback journal's
-    several (about 1 ms here against 20: delivery commits after every few provider calls).
-    ``synchronous`` stays FULL: a committed claim survives a power cut, so a message cannot be
-    sent again after one. The mode is stored in the file; setting it again is a no-op."""
-    cursor = dbapi_connection.cursor()
-    cursor.execute("PRAGMA journal_mode=WAL")
-    cursor.close()
-
-
 def make_engine(url: str | URL) -> Engine:
-    """An engine for ``url``; SQLite files get their folder created, foreign keys enforced and
-    write-ahead logging (:func:`_write_ahead_log`)."""
+    """An engine for ``url``; SQLite files get their folder created and foreign keys enforced."""
     url = make_url(url)
     if url.get_backend_name() == "sqlite":
         if url.database and url.database != ":memory:":
             Path(url.database).parent.mkdir(parents=True, exist_ok=True)
         engine = create_engine(url, hide_parameters=True)
         event.listen(engine, "connect", _enable_sqlite_foreign_keys)
-        if url.database and url.database != ":memory:":
-            event.listen(engine, "connect", _write_ahead_log)
         return engine
     return create_engine(url, pool_pre_ping=True, hide_parameters=True)
 
