@@ -20,5 +20,8 @@ ruff check .
 ruff format --check --quiet . || { echo "ruff format would change files: run 'ruff format .'" >&2; exit 1; }
 
 echo "==> pytest"
-# The slowest tests at the end of the report: where the time budget goes.
-exec python -m pytest --durations=20 "$@"
+# On every core (pytest-xdist), one test module per worker: a module's fixtures (an Airflow run
+# of several days, a store) are built once, as in a serial run. Each worker has its own Airflow
+# home, stores and PostgreSQL server (tests/conftest.py). The slowest tests end the report: where
+# the time budget goes.
+exec python -m pytest -n auto --dist loadfile --durations=20 "$@"
