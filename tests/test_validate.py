@@ -347,3 +347,23 @@ def test_validation_is_deterministic():
 def test_excel_wrappers_around_an_order_id_are_dropped():
     batch = run(row(order_id='="3021498712345678"'), row(order_id="'T9"))
     assert list(batch.orders["order_id"]) == ["3021498712345678", "T9"]
+
+
+def test_without_the_store_the_same_orders_lines_and_quarantine_without_hashes_or_customers():
+    rows = [
+        row(),
+        row(sku="S2", category="kids_clothing", line_amount="3.50", amount="103.50"),
+        row(order_id="T2", customer_id="c2", amount="abc"),
+        row(order_id="T3", customer_id="c3", status="refunded", refund_amount="103.50"),
+    ]
+    frame = pd.DataFrame(rows)
+    stored = validate(frame, TZ, DAY)
+    analysed = validate(frame, TZ, DAY, for_store=False)
+    assert analysed.orders.drop(columns="content_hash").equals(stored.orders.drop(columns="content_hash"))
+    assert analysed.orders["content_hash"].isna().all() and stored.orders["content_hash"].notna().all()
+    line_key = ["order_id", "category", "amount_cents", "quantity"]
+    assert sorted(map(tuple, analysed.lines[line_key].astype(str).to_numpy())) == sorted(
+        map(tuple, stored.lines[line_key].astype(str).to_numpy())
+    )
+    assert analysed.customers.empty and not stored.customers.empty
+    assert analysed.quarantine.equals(stored.quarantine)

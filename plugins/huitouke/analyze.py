@@ -118,7 +118,9 @@ def analyze_export(
     except (ZoneInfoNotFoundError, ValueError):
         raise UserInputError(f"analyze: unknown time zone {timezone!r}") from None
     raw = read_export(path, mapping, encoding, where="analyze")
-    batch = validate(raw, tz, as_of or datetime.now(tz).date(), window=analysis_window(as_of, tz))
+    batch = validate(
+        raw, tz, as_of or datetime.now(tz).date(), window=analysis_window(as_of, tz), for_store=False
+    )
     if batch.orders.empty:
         raise UserInputError(f"{path}: no order could be read ({len(batch.quarantine):,} rows quarantined)")
     orders = batch.orders.assign(

@@ -414,12 +414,15 @@ def validate(
     *,
     window: tuple[date, date] | None = None,
     policy: PlausibilitySettings | None = None,
+    for_store: bool = True,
 ) -> ValidatedBatch:
     """Parse and check one read of canonical rows.
 
     ``window`` is the first and last business date (shop time, inclusive) a paid_at or updated_at
     may fall on; by default ``policy.window(business_date)``. ``policy`` defaults to the generous
-    defaults of :class:`~huitouke.config.PlausibilitySettings`.
+    defaults of :class:`~huitouke.config.PlausibilitySettings`. ``for_store`` False (``huitouke
+    analyze``, which stores nothing): no content hashes (None), line numbers (0) or customers,
+    which only loading needs; the same orders, lines and quarantine otherwise.
     """
     policy = policy or PlausibilitySettings()
     frame = _with_every_column(raw)
@@ -430,8 +433,11 @@ def validate(
     )
     _mark_siblings(reason, detail, order_code)
     rows = _whole_orders(parsed, order_code, reason, detail)
-    orders, lines = _orders_and_lines(rows, tz)
-    customers, bad_birthday = _customers(rows)
+    orders, lines = _orders_and_lines(rows, tz, for_store)
+    if for_store:
+        customers, bad_birthday = _customers(rows)
+    else:
+        customers, bad_birthday = pd.DataFrame(columns=list(records.CUSTOMER_FIELDS)), pd.Series(dtype=object)
     # The quarantine table keeps an order id only when it is one (not 300 characters, no NUL).
     quarantine_id = parsed["order_id"].where(~_bad_ids(parsed["order_id"], policy.max_id_length))
     return ValidatedBatch(
@@ -857,14 +863,16 @@ def _acquisition_source(value: str | None) -> str:
     )
 
 
-def _orders_and_lines(rows: pd.DataFrame, tz: ZoneInfo) -> tuple[pd.DataFrame, pd.DataFrame]:
+def _orders_and_lines(
+    rows: pd.DataFrame, tz: ZoneInfo, keyed: bool = True
+) -> tuple[pd.DataFrame, pd.DataFrame]:
     """The orders (one per order id, in order of first appearance, with their content hash) and
-    their numbered lines."""
+    their numbered lines; ``keyed`` False: neither hashes nor line numbers (:func:`validate`)."""
     if rows.empty:
         return pd.DataFrame(columns=list(records.ORDER_FIELDS)), pd.DataFrame(
             columns=list(records.LINE_FIELDS)
         )
-    line_rows = _numbered_lines(rows)
+    line_rows = _numbered_lines(rows) if keyed else _plain_lines(rows)
     lines = pd.DataFrame(
         {
             "order_id": line_rows["order_id"].array,
@@ -890,7 +898,7 @@ def _orders_and_lines(rows: pd.DataFrame, tz: ZoneInfo) -> tuple[pd.DataFrame, p
             "acquisition_source": _map_unique(_arrow(first["acquisition_source"]), _acquisition_source),
             "coupon_code": first["coupon_code"].to_numpy(),
             "source_updated_at": first["updated_at"].to_numpy(),
-            "content_hash": _content_hashes(first, line_rows),
+            "content_hash": _content_hashes(first, line_rows) if keyed else None,
             "refunded_cents": first["refunded_cents"].to_numpy(),
         },
         columns=list(records.ORDER_FIELDS),
@@ -932,6 +940,18 @@ def _numbered_lines(rows: pd.DataFrame) -> pd.DataFrame:
         line_no=line_no,
         quantity_int=pd.array(quantity.take(pa.array(order)), dtype="Int64"),
         line_cents=pd.array(cents.take(pa.array(order)), dtype="Int64"),
+    )
+
+
+def _plain_lines(rows: pd.DataFrame) -> pd.DataFrame:
+    """The rows that carry a line, as read, with their quantity and cents (line number 0)."""
+    line_rows = rows[rows["has_line"].to_numpy()]
+    return line_rows.assign(
+        line_no=0,
+        quantity_int=pd.array(_whole_numbers(line_rows["quantity"].to_numpy()), dtype="Int64"),
+        line_cents=pd.array(
+            _whole_numbers(np.round(line_rows["line_amount"].to_numpy() * 100)), dtype="Int64"
+        ),
     )
 
 
