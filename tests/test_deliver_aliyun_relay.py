@@ -18,6 +18,7 @@ from datetime import datetime, timedelta
 
 import pytest
 import uvicorn
+from airflow_app import airflow_api_client, plugin_wiring
 from deliver_rows import phone, seed
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
@@ -288,35 +289,20 @@ def test_the_aliyun_provider_reads_the_relay_and_a_t_reply_becomes_an_opt_out(re
 
 @pytest.fixture(scope="module")
 def airflow_client(airflow_db):
-    """Airflow's own API app with the plugins it mounts (tests/test_ui.py does the same)."""
-    from airflow.api_fastapi.app import create_app, purge_cached_app
-
-    with TestClient(create_app("core")) as client:
-        yield client
-    purge_cached_app()
+    yield from airflow_api_client()
 
 
 @pytest.mark.filterwarnings("ignore::jwt.warnings.InsecureKeyLengthWarning")
 def test_inside_airflow_the_relay_needs_no_login_and_reads_its_tokens_from_the_connection(
     airflow_client, monkeypatch, tmp_path
 ):
-    from huitouke.config import config_path
-    from huitouke.store.connection import make_engine
-    from huitouke.store.migrate import upgrade
-
-    store_engine = make_engine(f"sqlite:///{tmp_path / 'crm.sqlite'}")  # the wiring, on one backend
-    upgrade(store_engine)
-    config = tmp_path / "huitouke.yaml"
-    config.write_text(
-        config_path()  # the shipped configuration, the relay turned on
-        .read_text(encoding="utf-8")
-        .replace("aliyun_relay_conn_id: null", "aliyun_relay_conn_id: huitouke_aliyun_relay"),
-        encoding="utf-8",
-    )
-    monkeypatch.setenv("HUITOUKE_CONFIG", str(config))
     connection = {"conn_type": "generic", "password": PUSH_TOKEN, "extra": {"pull_token": PULL_TOKEN}}
-    monkeypatch.setenv("AIRFLOW_CONN_HUITOUKE_ALIYUN_RELAY", json.dumps(connection))
-    monkeypatch.setattr(data, "store_engine", lambda: store_engine)
+    plugin_wiring(  # the shipped configuration, the relay turned on
+        monkeypatch,
+        tmp_path,
+        ("aliyun_relay_conn_id: null", "aliyun_relay_conn_id: huitouke_aliyun_relay"),
+        ("huitouke_aliyun_relay", connection),
+    )
     airflow_client.cookies.clear()
 
     assert airflow_client.get("/huitouke/results").status_code == 401  # the rest of the plugin: login

@@ -8,9 +8,8 @@ tens of seconds and test the same mount."""
 
 from __future__ import annotations
 
-import json
-
 import pytest
+from airflow_app import airflow_api_client, plugin_wiring
 from deliver_rows import seed
 from fastapi.testclient import TestClient
 from sqlalchemy import select
@@ -165,39 +164,20 @@ def test_a_store_that_cannot_be_written_is_503_and_the_customer_may_retry(shop, 
 
 @pytest.fixture(scope="module")
 def airflow_client(airflow_db):
-    """Airflow's own API app with the plugins it mounts (tests/test_ui.py does the same)."""
-    from airflow.api_fastapi.app import create_app, purge_cached_app
-
-    with TestClient(create_app("core")) as client:
-        yield client
-    purge_cached_app()
+    yield from airflow_api_client()
 
 
 @pytest.mark.filterwarnings("ignore::jwt.warnings.InsecureKeyLengthWarning")
 def test_inside_airflow_the_link_needs_no_login_and_reads_its_secret_from_the_connection(
     airflow_client, monkeypatch, tmp_path
 ):
-    from huitouke.config import config_path
-    from huitouke.store.connection import make_engine
-    from huitouke.store.migrate import upgrade
-
-    store_engine = make_engine(f"sqlite:///{tmp_path / 'crm.sqlite'}")  # the wiring, on one backend
-    upgrade(store_engine)
-
-    config = tmp_path / "huitouke.yaml"
-    config.write_text(
-        # the shipped configuration, the link turned on (its delivery: section is there already)
-        config_path()
-        .read_text(encoding="utf-8")
-        .replace("unsubscribe_url: null", f"unsubscribe_url: {BASE}"),
-        encoding="utf-8",
-    )
-    monkeypatch.setenv("HUITOUKE_CONFIG", str(config))
     secret = "a-connection-password-of-32-byte"
-    monkeypatch.setenv(
-        "AIRFLOW_CONN_HUITOUKE_UNSUBSCRIBE", json.dumps({"conn_type": "generic", "password": secret})
+    store_engine = plugin_wiring(  # the shipped configuration, the link turned on
+        monkeypatch,
+        tmp_path,
+        ("unsubscribe_url: null", f"unsubscribe_url: {BASE}"),
+        ("huitouke_unsubscribe", {"conn_type": "generic", "password": secret}),
     )
-    monkeypatch.setattr(data, "store_engine", lambda: store_engine)
     (message_id,) = seed(store_engine, 1, channel="email")
     token = make_token(secret.encode(), message_id)
     airflow_client.cookies.clear()
