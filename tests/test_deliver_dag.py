@@ -58,7 +58,8 @@ def configured(tmp_path, monkeypatch, store_url, gateway):
     config["delivery"] = {"sms": {"provider": "webhook", "conn_id": "huitouke_sms_webhook"}}
     (tmp_path / "huitouke.yaml").write_text(yaml.safe_dump(config, allow_unicode=True))
     playbook = yaml.safe_load((project_home() / "include/playbook.yaml").read_text())
-    opens = datetime.now(SHOP_TZ) + timedelta(seconds=WAIT_S)
+    # Whole seconds, as the playbook's send_window holds it: the window opens at that second.
+    opens = (datetime.now(SHOP_TZ) + timedelta(seconds=WAIT_S)).replace(microsecond=0)
     if opens.date() != datetime.now(SHOP_TZ).date() or opens.hour == 23 and opens.minute == 59:
         pytest.skip("the shop's day is about to end: no window can open a few seconds from now")
     playbook["shop"]["send_window"] = {"start": opens.strftime("%H:%M:%S"), "end": "23:59:59"}
