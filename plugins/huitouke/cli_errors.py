@@ -110,10 +110,12 @@ def _database_error(exc: Exception) -> Failure:
             f"the database is not reachable or refused the operation: {kind}: {first} "
             "(check the Connection, and `huitouke db current`)",
         )
-    constraint = getattr(getattr(orig, "diag", None), "constraint_name", None)
-    detail = f" on constraint {constraint}" if constraint else ""
+    from huitouke.store.errors import describe  # the driver's codes and names, never a value
+
     status = EXIT_STORE if isinstance(exc, DBAPIError) else EXIT_BUG
-    return _one(status, f"the database refused the operation: {kind}{detail}; run with --debug for the trace")
+    return _one(
+        status, f"the database refused the operation: {kind}: {describe(exc)}; run with --debug for the trace"
+    )
 
 
 def _unicode_error(exc: UnicodeDecodeError) -> Failure:
