@@ -1,17 +1,23 @@
 #!/usr/bin/env bash
 # The whole test suite: lint (ruff, with Airflow's AIR rules), then pytest.
-# The PostgreSQL tests start their own server from the installed binaries (tests/pg_server.py);
-# this script installs Debian's postgresql package when the binaries are missing and we are root.
+# It installs the Debian packages the tests need when they are missing and we are root.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/env.sh
 
-if ! ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 && ! command -v initdb >/dev/null 2>&1; then
+# Debian packages the suite runs for real: PostgreSQL's server (tests/pg_server.py), and chromium
+# with its driver and a CJK font (the UI pages in a headless browser, tests/test_ui_browser.py).
+missing=()
+ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || command -v initdb >/dev/null 2>&1 || missing+=(postgresql)
+command -v chromium >/dev/null 2>&1 || missing+=(chromium)
+command -v chromedriver >/dev/null 2>&1 || missing+=(chromium-driver)
+[ -e /usr/share/fonts/truetype/wqy/wqy-zenhei.ttc ] || missing+=(fonts-wqy-zenhei)
+if [ ${#missing[@]} -gt 0 ]; then
   if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
-    echo "==> installing PostgreSQL server binaries (apt-get install postgresql)"
-    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql >/dev/null
+    echo "==> installing Debian packages: ${missing[*]}"
+    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
   else
-    echo "warning: no PostgreSQL server binaries found; the PostgreSQL tests will be skipped (or fail under CI=true)" >&2
+    echo "warning: missing ${missing[*]}; the tests that need them are skipped (or fail under CI=true)" >&2
   fi
 fi
 
