@@ -110,11 +110,12 @@ POOL = SETTINGS.store.pool
 )
 def huitouke_daily():  # noqa: C901 - one nested function per task, no branching
     @task
-    def check_crm_schema() -> str:
-        """Stage 0: refuse to write into a CRM store whose schema lags behind the code."""
+    def check_crm_schema(dag_run=None) -> str:
+        """Stage 0: refuse to write into a CRM store whose schema lags behind the code (or to run
+        a simulated clock anywhere but in the demo's store)."""
         from huitouke.pipeline import check_crm_schema
 
-        return check_crm_schema()
+        return check_crm_schema(dag_run.conf)
 
     @task.sensor(pool=POOL, mode="reschedule", poke_interval=60, timeout=6 * 3600)
     def open_business_day(data_interval_start=None, dag_run=None) -> PokeReturnValue:
@@ -177,7 +178,7 @@ def huitouke_daily():  # noqa: C901 - one nested function per task, no branching
 
         get_current_context()["delivery_channel"] = channel
         owner = f"{dag_run.run_id}/{ti.task_id}[{channel}]/{ti.try_number}"
-        return deliver_messages(data_interval_start, dag_run.run_type, owner, channel)
+        return deliver_messages(data_interval_start, dag_run.run_type, owner, channel, conf=dag_run.conf)
 
     @task(pool=POOL)
     def evaluate_campaigns(data_interval_start=None) -> dict:

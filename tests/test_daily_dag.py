@@ -378,3 +378,42 @@ def test_a_day_after_a_gap_fails_at_the_calendar_and_writes_nothing(daily_runs, 
             select(func.count()).select_from(intake_runs).where(intake_runs.c.business_date == gap_day)
         )
     assert calendar == {day: "completed" for day in DAYS} and audited == 0
+
+
+def test_runs_show_their_real_start_time_and_every_task_log_in_the_log_folder(daily_runs):
+    """What the Airflow UI shows: a run's duration as it really was (dag.test records the logical
+    date as the start: a month-old day looked like a month-long run), and each task's log where
+    the UI reads it."""
+    from airflow.models.dagrun import DagRun
+    from airflow.models.taskinstance import TaskInstance
+    from airflow.utils.session import create_session
+
+    from huitouke.dagrun import DAG_ID, task_log_path
+
+    with create_session() as session:
+        runs = session.query(DagRun).filter(DagRun.dag_id == DAG_ID).all()
+        assert runs
+        for run in runs:
+            assert (run.end_date - run.start_date).total_seconds() < 3600, run.run_id
+        tis = session.query(TaskInstance).filter(TaskInstance.dag_id == DAG_ID).all()
+        paths = {ti.task_id: task_log_path(ti) for ti in tis if ti.state == "success"}
+    assert {"intake_orders", "update_segments", "plan_campaigns", "evaluate_campaigns"} <= set(paths)
+    intake_log = paths["intake_orders"].read_text(encoding="utf-8").splitlines()
+    records = [json.loads(line) for line in intake_log]
+    assert any("rows read" in r["event"] or "inserted" in r["event"] for r in records), intake_log[:5]
+    assert all({"timestamp", "level", "event"} <= set(r) for r in records)
+
+
+def test_a_simulated_clock_is_refused_by_a_store_that_is_not_the_demos(daily_runs, crm):
+    """A real deployment cannot switch the demo's simulated clock on: the run fails at its first
+    task and nothing is written."""
+    from huitouke.clock import CONF_KEY
+    from huitouke.dagrun import run_business_days
+    from huitouke.store.schema import intake_runs
+
+    with crm.connect() as conn:
+        before = conn.scalar(select(func.count()).select_from(intake_runs))
+    states = run_business_days([DAYS[-1]], conf_of=lambda day: {CONF_KEY: {"offset_seconds": -86_400.0}})
+    assert states == {DAYS[-1]: "failed"}
+    with crm.connect() as conn:
+        assert conn.scalar(select(func.count()).select_from(intake_runs)) == before

@@ -320,10 +320,13 @@ def _add_segments_commands(sub: argparse._SubParsersAction) -> None:
 
 
 def _add_run_commands(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("demo", help="generate the demo shop and run the daily DAG for its last days")
-    p.add_argument("--customers", type=positive_int, default=40_000)
+    p = sub.add_parser("demo", help="generate the demo shop and run a season of it through Airflow")
+    p.add_argument("--customers", type=positive_int, default=20_000)
     p.add_argument(
-        "--days", type=positive_int, default=4, help="business days run through Airflow (default 4)"
+        "--days",
+        type=positive_int,
+        default=90,
+        help="the season: business days run through Airflow (default 90)",
     )
     p.add_argument("--seed", type=int, default=7)
     p.set_defaults(func=cmd_demo)

@@ -26,9 +26,6 @@ from huitouke.config import load_settings, project_home
 
 DEMO_START = date(2024, 1, 1)
 DEMO_END = date(2025, 12, 14)
-# Business days run as plain calls before the DAG's days, so that campaigns have waves whose
-# evaluation windows (up to 30 days) have matured by the time the DAG runs.
-CAMPAIGN_DAYS = 35
 
 
 @contextmanager
@@ -66,13 +63,12 @@ class _DemoRun:
 
 
 def run_demo(
-    customers: int = 20_000, days: int = 4, seed: int = 7, say: Callable[[str], None] = print
+    customers: int = 20_000, days: int = 90, seed: int = 7, say: Callable[[str], None] = print
 ) -> int:
     """Run the demo; returns a process exit code."""
     from huitouke.dagrun import days_between
     from huitouke.demo_shop import ShopSpec, generate_shop
     from huitouke.store.connection import engine_for
-    from huitouke.store.migrate import upgrade
 
     settings = load_settings()
     if settings.intake.source != "sql" or settings.intake.sql is None:
@@ -101,22 +97,32 @@ def run_demo(
         say(refusal)
         return 2
     say(
-        f"2. CRM store {run.crm.url.render_as_string(hide_password=True)}: fresh, at revision {upgrade(run.crm)}"
+        f"2. CRM store {run.crm.url.render_as_string(hide_password=True)}: fresh, at revision "
+        f"{_create_demo_store(run.crm)}, marked as the demo's (the only store that accepts a simulated clock)"
     )
-
-    dag_days = days_between(DEMO_END - timedelta(days=days - 1), DEMO_END)
-    campaign_days = days_between(dag_days[0] - timedelta(days=CAMPAIGN_DAYS), dag_days[0] - timedelta(days=1))
-    _load_history(run, shop, spec.start, campaign_days[0] - timedelta(days=1))
-    shop = _run_campaign_days(run, shop, campaign_days)
-    if not _run_dag_days(run, shop, dag_days):
+    season = days_between(DEMO_END - timedelta(days=days - 1), DEMO_END)
+    _load_history(run, shop, spec.start, season[0] - timedelta(days=1))
+    if not _run_season(run, shop, season):
         return 1
-
-    _report(run.crm, dag_days, say)
+    _report(run.crm, season[-3:], say)
     say("")
     say(f"Done in {time.perf_counter() - started:.0f} s.")
     say("Review the quarantined rows:   .venv/bin/huitouke quarantine   (add --raw for the raw rows)")
-    say("See the runs in the Airflow UI: make ui")
+    say("See the runs, their task logs and the campaign results in the Airflow UI: make ui")
     return 0
+
+
+def _create_demo_store(crm: Engine) -> str:
+    """Migrate the fresh store and mark it as the demo's (huitouke.clock); returns its revision."""
+    from datetime import UTC, datetime
+
+    from huitouke.clock import mark_demo_store
+    from huitouke.store.migrate import upgrade
+
+    revision = upgrade(crm)
+    with crm.begin() as conn:
+        mark_demo_store(conn, datetime.now(UTC).replace(tzinfo=None))
+    return revision
 
 
 def _load_history(run: _DemoRun, shop: Any, start: date, history_end: date) -> None:
@@ -137,83 +143,91 @@ def _load_history(run: _DemoRun, shop: Any, start: date, history_end: date) -> N
     )
 
 
-def _run_campaign_days(run: _DemoRun, shop: Any, campaign_days: list[date]) -> Any:
-    """Step 4: the days before the DAG's as plain calls, so that evaluation windows have matured
-    by the time the DAG runs; returns the shop with the customers' answers added."""
+class _ShopWorld:
+    """The demo shop as the season's world (huitouke.season.World): its customers answer the
+    messages really sent at the uplift demo_shop.RESPONSE_UPLIFT gives each campaign."""
+
+    def __init__(self, shop: Any, seed: int) -> None:
+        self.shop, self.seed = shop, seed
+
+    def shop_at(self, day: date) -> Any:
+        from huitouke.demo_shop import shop_as_of
+
+        return shop_as_of(self.shop, day)
+
+    def answer(self, day: date, sent: Any) -> Any:
+        from huitouke.demo_shop import add_responses
+        from huitouke.season import Answers
+
+        self.shop, orders = add_responses(self.shop, sent, day, self.seed)
+        return Answers(orders=orders)
+
+
+def _run_season(run: _DemoRun, shop: Any, season: list[date]) -> bool:
+    """Step 4: the daily DAG through Airflow for every day of the season, sending to the gateway
+    simulator; False when a run failed."""
+    from huitouke.config import config_path
+    from huitouke.gateway.server import DEFAULT_TOKEN, GatewayServer
+    from huitouke.gateway.state import GatewayFaults
+    from huitouke.season import demo_delivery, mail_sink, run_season
+
+    faults = GatewayFaults(latency_ms=5, rate_invalid_number=0.005, rate_undelivered=0.01, seed=run.seed)
     run.log_file.unlink(missing_ok=True)
-    logging.getLogger("huitouke").setLevel(logging.INFO)  # the task logs' tables, into the log file
-    queued = responses = 0
-    with output_to(run.log_file):
-        for day in campaign_days:
-            shop, added = _run_day_as_calls(run, shop, day)
-            queued += added[0]
-            responses += added[1]
     run.say(
-        f"4. {campaign_days[0]} .. {campaign_days[-1]}: every stage of the daily run as plain calls, day by "
-        f"day ({len(campaign_days)} days): {queued:,} messages queued; the simulated customers answered "
-        f"{responses:,} of them with an order (demo_shop.RESPONSE_UPLIFT, the holdout never)"
+        f"4. The season {season[0]} .. {season[-1]}: the daily DAG through Airflow (dag.test) day by day, "
+        "each run on the morning after its day (a simulated clock), sending to the gateway simulator; "
+        f"console output in {run.log_file.relative_to(project_home())}, task logs in the Airflow UI"
     )
-    return shop
-
-
-def _run_dag_days(run: _DemoRun, shop: Any, dag_days: list[date]) -> bool:
-    """Step 5: the daily DAG through Airflow (``dag.test``) day by day; False when a run failed."""
-    from huitouke.dagrun import load_daily_dag, run_business_days
-    from huitouke.demo_shop import add_responses, shop_as_of, write_shop
-
-    run.say(
-        f"5. The daily DAG through Airflow (dag.test) for {dag_days[0]} .. {dag_days[-1]}; task logs in "
-        f"{run.log_file.relative_to(project_home())}"
-    )
-    with output_to(run.log_file):
-        dag = load_daily_dag()
-        states: dict[date, str] = {}
-        for day in dag_days:
-            write_shop(shop_as_of(shop, day), run.shop_engine)  # the shop's database at the end of that day
-            states.update(run_business_days([day], dag=dag))
-            if states[day] != "success":
-                break
-            shop, _ = add_responses(shop, _queued_on(run.crm, day), day, run.seed)
-    failed = {d: s for d, s in states.items() if s != "success"}
+    with (
+        GatewayServer(faults, token=DEFAULT_TOKEN) as gateway,
+        mail_sink() as (mail, smtp_port),
+        demo_delivery(config_path(), gateway.url, DEFAULT_TOKEN, smtp_port, project_home() / "data"),
+        _progress(len(season)) as advance,
+        output_to(run.log_file),
+    ):
+        logging.getLogger("huitouke").setLevel(logging.INFO)  # the task logs' tables
+        days = run_season(
+            _ShopWorld(shop, run.seed),
+            season,
+            run.crm,
+            run.shop_engine,
+            gateway,
+            run.settings.shop.timezone,
+            advance,
+        )
+        stats = gateway.state.stats()
+    failed = [d for d in days if d.state != "success"]
     if failed:
-        run.say(f"   The DAG run failed for {', '.join(map(str, failed))}: see {run.log_file}")
-    return not failed
+        run.say(
+            f"   The DAG run failed for {failed[0].day}: see its task logs in the Airflow UI, or {run.log_file}"
+        )
+        return False
+    run.say(
+        f"   {len(days)} runs succeeded, {sum(d.seconds for d in days):.0f} s: {sum(d.sent for d in days):,} "
+        f"messages sent, answered by {sum(d.orders for d in days):,} orders; the gateway accepted "
+        f"{stats.get('accepted', 0):,} SMS (duplicates: {stats.get('duplicates', 0)}), the SMTP server "
+        f"{mail.accepted:,} e-mails"
+    )
+    return True
 
 
-def _run_day_as_calls(run: _DemoRun, shop: Any, day: date) -> tuple[Any, tuple[int, int]]:
-    """One business day through the same stage functions the DAG's tasks call; then the
-    customers' answers to the day's messages are added to the shop. Returns (shop, (queued,
-    responses))."""
-    from huitouke import pipeline
-    from huitouke.demo_shop import add_responses, shop_as_of, write_shop
+@contextmanager
+def _progress(total: int) -> Iterator[Callable[[Any], None]]:
+    """A progress bar per simulated day on the terminal (rich), written on a copy of the console
+    taken before the run's output goes to the log file."""
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-    settings = run.settings
-    write_shop(shop_as_of(shop, day), run.shop_engine)
-    start, end = pipeline.day_bounds(day, settings)
-    pipeline.intake_orders(start, end, settings)
-    pipeline.update_segments(start, settings)
-    pipeline.lint_templates(settings)
-    for campaign in pipeline.plan_campaigns(start, settings):
-        pipeline.render_messages(start, campaign, settings)
-    pipeline.evaluate_campaigns(start, settings)
-    messages = _queued_on(run.crm, day)
-    shop, responses = add_responses(shop, messages, day, run.seed)
-    return shop, (len(messages), responses)
+    console = Console(file=os.fdopen(os.dup(1), "w", encoding="utf-8", closefd=True))
+    columns = (TextColumn("   {task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
+    with Progress(*columns, console=console, transient=False) as bar:
+        task = bar.add_task("season", total=total)
 
+        def advance(day: Any) -> None:
+            bar.update(task, advance=1, description=f"{day.day} {day.state}, {day.sent:,} sent")
 
-def _queued_on(crm, day: date):
-    """The outbox rows of a business day (campaign, customer_id, coupon_code)."""
-    import pandas as pd
-
-    from huitouke.store.schema import outbox
-
-    with crm.connect() as conn:
-        rows = conn.execute(
-            select(outbox.c.campaign, outbox.c.customer_id, outbox.c.coupon_code).where(
-                outbox.c.business_date == day
-            )
-        ).all()
-    return pd.DataFrame(rows, columns=["campaign", "customer_id", "coupon_code"])
+        yield advance
+    console.file.close()
 
 
 def _start_fresh(crm) -> str | None:
@@ -347,8 +361,8 @@ def _report_campaigns(crm, dag_days: list[date], say: Callable[[str], None]) -> 
     say(
         "   By status: "
         + ", ".join(f"{status} {n:,}" for status, n in by_status)
-        + ". The demo's days are long past, so delivery sends none of them (a day runs too late to "
-        "send: stale; older rows: expired); the simulated customers answer as if they had received them."
+        + ". Each run happened, on a simulated clock, the morning after its day: its messages went out "
+        "to the gateway simulator; the customers answered what was really sent."
     )
     shown: set[str] = set()
     for campaign, _channel, body, segments in samples:

@@ -11,6 +11,7 @@ included).
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping
 from datetime import date, datetime
 from typing import Any
 
@@ -44,14 +45,34 @@ def _engine(settings: Settings):
     return engine_for(settings.store.conn_id)
 
 
-def check_crm_schema(settings: Settings | None = None) -> str:
-    """Stage 0: fail unless the CRM store is at the schema revision this code needs."""
+def check_crm_schema(conf: Mapping[str, Any] | None = None, settings: Settings | None = None) -> str:
+    """Stage 0: fail unless the CRM store is at the schema revision this code needs, and, for a
+    run whose conf asks for a simulated clock, unless the store is the demo's (huitouke.clock)."""
     from huitouke.store.migrate import ensure_current
 
     settings = settings or load_settings()
     revision = ensure_current(_engine(settings), settings.store.conn_id)
     log.info("CRM store %s is current (revision %s)", settings.store.conn_id, revision)
+    clock = run_clock(conf, settings)
+    if clock.simulated:
+        log.info(
+            "simulated clock (the demo's season): now is %s", clock.now().astimezone(settings.tz).isoformat()
+        )
     return revision
+
+
+def run_clock(conf: Mapping[str, Any] | None, settings: Settings):
+    """The run's clock (:func:`huitouke.clock.clock_for`); a refused one fails the task at once."""
+    from huitouke.clock import ClockRefused, clock_for
+
+    try:
+        with _engine(settings).connect() as conn:
+            return clock_for(conn, conf, settings.store.conn_id)
+    except ClockRefused as exc:
+        from airflow.sdk.exceptions import AirflowFailException
+
+        log.error("%s", exc)
+        raise AirflowFailException(str(exc)) from exc
 
 
 def open_business_day(
@@ -190,7 +211,12 @@ def evaluate_campaigns(start: datetime, settings: Settings | None = None) -> dic
 
 
 def deliver_messages(
-    start: datetime, run_type: str | None, owner: str, channel: str, settings: Settings | None = None
+    start: datetime,
+    run_type: str | None,
+    owner: str,
+    channel: str,
+    settings: Settings | None = None,
+    conf: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Stage 5: :func:`huitouke.deliver.daily.run_day`. Nothing of a day whose stateful stages did
     not run (the calendar or the freshness guard stopped it) is ever sent. A provider that paused
@@ -225,6 +251,7 @@ def deliver_messages(
         tz=settings.tz,
         cap_of=wiring.cap_of(playbook),
         call_list_folder=wiring.call_list_folder(settings),
+        clock=run_clock(conf, settings).utcnow,
     )
     result = run_day(engine, job)
     summary = _logged(result)

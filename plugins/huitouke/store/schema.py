@@ -411,6 +411,16 @@ delivery_cursors = Table(
     Column("updated_at", DateTime, nullable=False),
 )
 
+# What this store is, marked by the code that created it (name -> value). `purpose = demo`: the
+# demo's store, the only one that accepts a run with a simulated clock (huitouke.clock).
+store_marks = Table(
+    "store_marks",
+    metadata,
+    Column("name", String(32), primary_key=True),
+    Column("value", String(255), nullable=False),
+    Column("marked_at", DateTime, nullable=False),
+)
+
 # A record Aliyun SMS pushed to huitouke's report relay (huitouke.deliver.aliyun_relay): a delivery
 # receipt (feed sms_report) or an inbound message (sms_up), kept as pushed (JSON) until the Aliyun
 # provider pulls it by cursor (record_id). `record_key` (a hash of the record's natural key) makes

@@ -1,0 +1,263 @@
+"""A simulated season through Airflow: the daily DAG day after day, as if each run happened on the
+morning after its business day, sending through the gateway simulator, the customers answering.
+
+Each simulated day:
+
+1. the shop database is written as it stood at the end of the day (the world's orders so far);
+2. the daily DAG runs through Airflow (``dag.test``) with a simulated clock at the next morning
+   (:mod:`huitouke.clock`: accepted only by the demo's store), so delivery is inside the send
+   window and the day is "yesterday": messages go out to the gateway simulator, a real HTTP server
+   speaking the configured provider's API;
+3. the world answers what was really sent: orders (the next day's intake reads them), and replies
+   (``T``) posted to the gateway, which the next day's delivery reads back as opt-outs.
+
+The world is anything with :class:`World`'s two methods; the demo uses the demo shop.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from datetime import UTC, date, datetime, time, timedelta
+from pathlib import Path
+from typing import Any, Protocol
+from zoneinfo import ZoneInfo
+
+import pandas as pd
+from sqlalchemy import Engine, select
+
+from huitouke.clock import CONF_KEY
+from huitouke.pii import get_logger
+
+log = get_logger(__name__)
+
+RUN_AT = time(10, 0)  # when, shop time, the run for day D happens: D+1, inside the send window
+SMS_CONN_ID = "huitouke_sms_webhook"
+SMTP_CONN_ID = "huitouke_smtp"
+
+
+class World(Protocol):
+    """The simulated shop and its customers."""
+
+    def shop_at(self, day: date) -> Any:
+        """The shop database (a demo_shop.DemoShop) as it stood at the end of ``day``."""
+
+    def answer(self, day: date, sent: pd.DataFrame) -> Answers:
+        """The customers' answers to the messages of business day ``day`` that were really sent
+        (outbox rows: campaign, wave, customer_id, channel, coupon_code, recipient)."""
+
+
+@dataclass
+class Answers:
+    """What the customers did about one day's messages."""
+
+    orders: int = 0  # orders the messages caused (added to the world's shop)
+    stop_replies: list[str] = field(default_factory=list)  # phone numbers replying T
+
+
+@dataclass
+class SeasonDay:
+    """One simulated day: the run's state and what was sent and answered."""
+
+    day: date
+    state: str
+    seconds: float
+    sent: int = 0
+    orders: int = 0
+    replies: int = 0
+
+
+def run_at(day: date, tz: str) -> datetime:
+    """The simulated moment the run for business day ``day`` happens (the next morning)."""
+    following = day + timedelta(days=1)
+    return datetime.combine(following, RUN_AT, tzinfo=ZoneInfo(tz))
+
+
+def clock_conf(day: date, tz: str) -> dict[str, Any]:
+    """The run's conf: the offset from now to :func:`run_at` (huitouke.clock)."""
+    offset = run_at(day, tz) - datetime.now(UTC)
+    return {CONF_KEY: {"offset_seconds": offset.total_seconds()}}
+
+
+def sent_on(crm: Engine, day: date) -> pd.DataFrame:
+    """The outbox rows of business day ``day`` that were sent."""
+    from huitouke.deliver.states import SENT
+    from huitouke.store.schema import outbox
+
+    columns = [
+        outbox.c[name] for name in ("campaign", "wave", "customer_id", "channel", "coupon_code", "recipient")
+    ]
+    query = select(*columns).where(outbox.c.business_date == day).where(outbox.c.status == SENT)
+    with crm.connect() as conn:
+        rows = conn.execute(query).all()
+    return pd.DataFrame(rows, columns=[c.name for c in columns])
+
+
+class MailSink:
+    """A local SMTP server (aiosmtpd, a real one) that accepts every e-mail and counts them."""
+
+    def __init__(self) -> None:
+        self.accepted = 0
+
+    async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:  # noqa: N802 - aiosmtpd's name
+        self.accepted += 1
+        return "250 2.0.0 Ok: queued"
+
+
+@contextmanager
+def mail_sink() -> Iterator[tuple[MailSink, int]]:
+    """The sink on a free local port, for the block's duration: (sink, port)."""
+    import socket
+
+    from aiosmtpd.controller import Controller
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    sink = MailSink()
+    controller = Controller(sink, hostname="127.0.0.1", port=port)
+    controller.start()
+    try:
+        yield sink, port
+    finally:
+        controller.stop()
+
+
+@contextmanager
+def demo_delivery(
+    config: Path, gateway_url: str, token: str, smtp_port: int, data_dir: Path
+) -> Iterator[Path]:
+    """Settings whose SMS go to the gateway simulator's webhook API and whose e-mail goes to the
+    local SMTP server on ``smtp_port``: ``config`` (the project's settings) with ``delivery``
+    pointed at them, written under ``data_dir``, and the Connections as environment variables,
+    both for the block's duration."""
+    import yaml
+
+    settings = yaml.safe_load(config.read_text(encoding="utf-8"))
+    delivery = settings.setdefault("delivery", {})
+    delivery["sms"] = {"provider": "webhook", "conn_id": SMS_CONN_ID}
+    delivery["email"] = {"provider": "smtp", "conn_id": SMTP_CONN_ID}
+    path = data_dir / "demo-huitouke.yaml"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(yaml.safe_dump(settings, allow_unicode=True, sort_keys=False), encoding="utf-8")
+    sms = {"conn_type": "http", "host": f"{gateway_url}/webhook", "password": token}
+    smtp = {
+        "conn_type": "smtp",
+        "host": "127.0.0.1",
+        "port": smtp_port,
+        "extra": {"from_email": "小店 <shop@demo.example>"},
+    }
+    changes = {
+        "HUITOUKE_CONFIG": str(path),
+        f"AIRFLOW_CONN_{SMS_CONN_ID.upper()}": json.dumps(sms),
+        f"AIRFLOW_CONN_{SMTP_CONN_ID.upper()}": json.dumps(smtp, ensure_ascii=False),
+    }
+    saved = {name: os.environ.get(name) for name in changes}
+    os.environ.update(changes)
+    try:
+        yield path
+    finally:
+        for name, value in saved.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
+
+
+class ShopWriter:
+    """Keeps the shop database equal to the world's shop day after day, writing only the rows that
+    changed since the day before (a whole rewrite each day took longer than the day's DAG run)."""
+
+    KEYS = {
+        "shop_customers": ["customer_id"],
+        "shop_orders": ["order_id"],
+        "shop_order_items": ["order_id", "line_no"],
+    }
+    FRAMES = {"shop_customers": "customers", "shop_orders": "orders", "shop_order_items": "items"}
+
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+        self.hashes: dict[str, pd.Series] | None = None
+
+    def write(self, shop: Any) -> int:
+        """Bring the database to ``shop``; returns the rows written (all of them the first time)."""
+        from huitouke.demo_shop import write_shop
+
+        frames = {table: getattr(shop, attr) for table, attr in self.FRAMES.items()}
+        hashes = {table: self._hashes(table, frame) for table, frame in frames.items()}
+        if self.hashes is None:
+            write_shop(shop, self.engine)
+            self.hashes = hashes
+            return sum(len(f) for f in frames.values())
+        written = 0
+        with self.engine.begin() as conn:
+            for table, frame in frames.items():
+                written += self._sync(conn, table, frame, self.hashes[table], hashes[table])
+        self.hashes = hashes
+        return written
+
+    def _hashes(self, table: str, frame: pd.DataFrame) -> pd.Series:
+        """One hash per row, indexed by the row's key (as a tuple string)."""
+        keys = frame[self.KEYS[table]].astype(str).agg("\x1f".join, axis=1)
+        return pd.Series(pd.util.hash_pandas_object(frame, index=False).to_numpy(), index=keys.to_numpy())
+
+    def _sync(self, conn: Any, table: str, frame: pd.DataFrame, before: pd.Series, now: pd.Series) -> int:
+        """Replace every row whose first key (customer, order) has a row gone, changed or new."""
+        from huitouke.demo_shop import shop_metadata
+
+        shop_table = shop_metadata().tables[table]
+        first = shop_table.c[self.KEYS[table][0]]
+        unchanged = now.index.isin(before.index)
+        unchanged[unchanged] = before.reindex(now.index[unchanged]).to_numpy() == now.to_numpy()[unchanged]
+        gone = before.index[~before.index.isin(now.index)]
+        touched = {key.split("\x1f")[0] for key in [*now.index[~unchanged], *gone]}
+        if not touched:
+            return 0
+        ordered = sorted(touched)
+        for start in range(0, len(ordered), 500):
+            conn.execute(shop_table.delete().where(first.in_(ordered[start : start + 500])))
+        rows = frame[frame[first.name].astype(str).isin(touched)]
+        if not rows.empty:
+            conn.execute(
+                shop_table.insert(), rows.astype(object).where(rows.notna(), None).to_dict("records")
+            )
+        return len(rows)
+
+
+def run_season(
+    world: World,
+    days: list[date],
+    crm: Engine,
+    shop_engine: Engine,
+    gateway: Any,
+    tz: str,
+    progress: Callable[[SeasonDay], None] = lambda d: None,
+) -> list[SeasonDay]:
+    """Every day of ``days`` through the DAG, in order, stopping at the first failed run."""
+    import time as clock
+
+    from huitouke.dagrun import load_daily_dag, run_business_days
+
+    dag = load_daily_dag()
+    shop_writer = ShopWriter(shop_engine)
+    done: list[SeasonDay] = []
+    for day in days:
+        started = clock.perf_counter()
+        shop_writer.write(world.shop_at(day))
+        state = run_business_days([day], dag=dag, conf_of=lambda d: clock_conf(d, tz))[day]
+        result = SeasonDay(day, state, 0.0)
+        if state == "success":
+            sent = sent_on(crm, day)
+            answers = world.answer(day, sent)
+            for phone in answers.stop_replies:
+                gateway.state.add_reply(phone, "T", "webhook")
+            result.sent, result.orders, result.replies = len(sent), answers.orders, len(answers.stop_replies)
+        result.seconds = clock.perf_counter() - started
+        done.append(result)
+        progress(result)
+        if state != "success":
+            break
+    return done
