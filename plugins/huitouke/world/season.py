@@ -170,7 +170,11 @@ class _Books:
         )
         if len(plan.entries):
             merged = pd.concat([self.entries, plan.entries], ignore_index=True)
-            self.entries = merged.drop_duplicates(ENTRY_KEY, keep="last").reset_index(drop=True)
+            merged = merged.drop_duplicates(ENTRY_KEY, keep="last").sort_values("entered_on", kind="stable")
+            # the latest entry of every (campaign, customer) is all the plan reads (open ones included)
+            self.entries = merged.drop_duplicates(["campaign", "customer_id"], keep="last").reset_index(
+                drop=True
+            )
         if len(plan.waves):
             self._waves.append(plan.waves)
             treated = plan.waves[plan.waves["outcome"] == "treated"]
