@@ -79,7 +79,7 @@ def generate_shop(spec: ShopSpec = _DEFAULT_SPEC) -> DemoShop:
     started = time.perf_counter()
     rng = np.random.default_rng(spec.seed)
     first_day, last_day = day_number(spec.start), day_number(spec.end)
-    model = _customer_model(rng, spec.customers, first_day, last_day)
+    model = customer_model(rng, spec.customers, first_day, last_day)
     orders = _all_orders(rng, model, last_day)
     status, updated_ts = _order_statuses(rng, orders.day, orders.paid_ts, last_day)
     order_id = _order_ids(rng, orders.day, first_day)
@@ -128,7 +128,7 @@ def _check(spec: ShopSpec) -> None:
 
 
 @dataclass(frozen=True)
-class _CustomerModel:
+class CustomerModel:
     """Per customer, in the order of the customer ids (that of the first purchase): the truth."""
 
     source: np.ndarray  # acquisition source, codes into SOURCES
@@ -140,7 +140,7 @@ class _CustomerModel:
     first_ts: np.ndarray  # first order, epoch seconds in shop-local time
 
 
-def _customer_model(rng: np.random.Generator, n: int, first_day: int, last_day: int) -> _CustomerModel:
+def customer_model(rng: np.random.Generator, n: int, first_day: int, last_day: int) -> CustomerModel:
     """Per customer: source, personal AOV level, propensity, main category, gap, first order time."""
     days = np.arange(first_day, last_day + 1)
     weights, flash_weights = day_weights(rng, days)
@@ -166,7 +166,7 @@ def _customer_model(rng: np.random.Generator, n: int, first_day: int, last_day: 
 
     # Customer ids follow the order of the first purchase, as a shop's registration would.
     order = np.argsort(first_ts, kind="stable")
-    return _CustomerModel(
+    return CustomerModel(
         source=source[order],
         level=level[order],
         tier=tier[order],
@@ -213,7 +213,7 @@ class _Orders:
         return self.customer.size
 
 
-def _all_orders(rng: np.random.Generator, model: _CustomerModel, last_day: int) -> _Orders:
+def _all_orders(rng: np.random.Generator, model: CustomerModel, last_day: int) -> _Orders:
     """All orders (first orders, then repeats), sorted by payment time."""
     repeat_customer, repeat_day = _repeat_orders(rng, model, last_day)
     n = model.first_ts.size
@@ -240,7 +240,7 @@ def _all_orders(rng: np.random.Generator, model: _CustomerModel, last_day: int) 
 
 
 def _repeat_orders(
-    rng: np.random.Generator, model: _CustomerModel, last_day: int
+    rng: np.random.Generator, model: CustomerModel, last_day: int
 ) -> tuple[np.ndarray, np.ndarray]:
     """Later orders of every customer: (customer index, day). One loop per generation of repurchase."""
     first_day = model.first_ts // DAY
@@ -456,7 +456,7 @@ def _customers_frame(customer_ids: pd.Series, drawn: dict[str, np.ndarray]) -> p
 
 
 def _truth(
-    model: _CustomerModel, orders: _Orders, status: np.ndarray, bad: _BadRows, customer_ids: pd.Series
+    model: CustomerModel, orders: _Orders, status: np.ndarray, bad: _BadRows, customer_ids: pd.Series
 ) -> pd.DataFrame:
     """What each customer really is, and what a correct pipeline sees of them by `end`."""
     n = len(customer_ids)
