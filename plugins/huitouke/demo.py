@@ -68,6 +68,7 @@ def run_demo(
     """Run the demo; returns a process exit code."""
     from huitouke.dagrun import days_between
     from huitouke.demo_shop import ShopSpec, generate_shop
+    from huitouke.season import WorldShop
     from huitouke.store.connection import engine_for
 
     settings = load_settings()
@@ -77,7 +78,8 @@ def run_demo(
         )
         return 2
     started = time.perf_counter()
-    spec = ShopSpec(customers=customers, start=DEMO_START, end=DEMO_END, seed=seed)
+    season = days_between(DEMO_END - timedelta(days=days - 1), DEMO_END)
+    spec = ShopSpec(customers=customers, start=DEMO_START, end=season[0] - timedelta(days=1), seed=seed)
     shop = generate_shop(spec)
     run = _DemoRun(
         settings,
@@ -100,11 +102,12 @@ def run_demo(
         f"2. CRM store {run.crm.url.render_as_string(hide_password=True)}: fresh, at revision "
         f"{_create_demo_store(run.crm)}, marked as the demo's (the only store that accepts a simulated clock)"
     )
-    season = days_between(DEMO_END - timedelta(days=days - 1), DEMO_END)
-    _load_history(run, shop, spec.start, season[0] - timedelta(days=1))
-    if not _run_season(run, shop, season):
+    _load_history(run, shop, spec.start, spec.end)
+    world = WorldShop(shop, season[0], season[-1], seed)
+    if not _run_season(run, world, season):
         return 1
     _report(run.crm, season[-3:], say)
+    _report_truth(run.crm, world, say)
     say("")
     say(f"Done in {time.perf_counter() - started:.0f} s.")
     say("Review the quarantined rows:   .venv/bin/huitouke quarantine   (add --raw for the raw rows)")
@@ -143,57 +146,33 @@ def _load_history(run: _DemoRun, shop: Any, start: date, history_end: date) -> N
     )
 
 
-class _ShopWorld:
-    """The demo shop as the season's world (huitouke.season.World): its customers answer the
-    messages really sent at the uplift demo_shop.RESPONSE_UPLIFT gives each campaign."""
-
-    def __init__(self, shop: Any, seed: int) -> None:
-        self.shop, self.seed = shop, seed
-
-    def shop_at(self, day: date) -> Any:
-        from huitouke.demo_shop import shop_as_of
-
-        return shop_as_of(self.shop, day)
-
-    def answer(self, day: date, sent: Any) -> Any:
-        from huitouke.demo_shop import add_responses
-        from huitouke.season import Answers
-
-        self.shop, orders = add_responses(self.shop, sent, day, self.seed)
-        return Answers(orders=orders)
-
-
-def _run_season(run: _DemoRun, shop: Any, season: list[date]) -> bool:
+def _run_season(run: _DemoRun, world: Any, season: list[date]) -> bool:
     """Step 4: the daily DAG through Airflow for every day of the season, sending to the gateway
-    simulator; False when a run failed."""
+    simulator and a local SMTP server; False when a run failed."""
     from huitouke.config import config_path
+    from huitouke.deliver.replies import normalize_phone
     from huitouke.gateway.server import DEFAULT_TOKEN, GatewayServer
     from huitouke.gateway.state import GatewayFaults
     from huitouke.season import demo_delivery, mail_sink, run_season
 
-    faults = GatewayFaults(latency_ms=5, rate_invalid_number=0.005, rate_undelivered=0.01, seed=run.seed)
     run.log_file.unlink(missing_ok=True)
     run.say(
         f"4. The season {season[0]} .. {season[-1]}: the daily DAG through Airflow (dag.test) day by day, "
-        "each run on the morning after its day (a simulated clock), sending to the gateway simulator; "
-        f"console output in {run.log_file.relative_to(project_home())}, task logs in the Airflow UI"
+        "each run on the morning after its day (a simulated clock), sending to the gateway simulator and "
+        f"an SMTP server; console output in {run.log_file.relative_to(project_home())}, task logs in the Airflow UI"
     )
     with (
-        GatewayServer(faults, token=DEFAULT_TOKEN) as gateway,
+        GatewayServer(GatewayFaults(latency_ms=5, seed=run.seed), token=DEFAULT_TOKEN) as gateway,
         mail_sink() as (mail, smtp_port),
         demo_delivery(config_path(), gateway.url, DEFAULT_TOKEN, smtp_port, project_home() / "data"),
         _progress(len(season)) as advance,
         output_to(run.log_file),
     ):
+        for phone in world.invalid_phones():  # numbers that do not exist: the operator says so
+            gateway.state.reject_number(normalize_phone(phone) or phone, "invalid_number")
         logging.getLogger("huitouke").setLevel(logging.INFO)  # the task logs' tables
         days = run_season(
-            _ShopWorld(shop, run.seed),
-            season,
-            run.crm,
-            run.shop_engine,
-            gateway,
-            run.settings.shop.timezone,
-            advance,
+            world, season, run.crm, run.shop_engine, gateway, run.settings.shop.timezone, advance
         )
         stats = gateway.state.stats()
     failed = [d for d in days if d.state != "success"]
@@ -203,10 +182,10 @@ def _run_season(run: _DemoRun, shop: Any, season: list[date]) -> bool:
         )
         return False
     run.say(
-        f"   {len(days)} runs succeeded, {sum(d.seconds for d in days):.0f} s: {sum(d.sent for d in days):,} "
-        f"messages sent, answered by {sum(d.orders for d in days):,} orders; the gateway accepted "
-        f"{stats.get('accepted', 0):,} SMS (duplicates: {stats.get('duplicates', 0)}), the SMTP server "
-        f"{mail.accepted:,} e-mails"
+        f"   {len(days)} runs succeeded in {sum(d.seconds for d in days):.0f} s: {sum(d.sent for d in days):,} "
+        f"messages sent; the gateway accepted {stats.get('accepted', 0):,} SMS (duplicates: "
+        f"{stats.get('duplicates', 0)}), the SMTP server {mail.accepted:,} e-mails; the customers paid "
+        f"{sum(d.orders for d in days):,} orders and replied T {sum(d.replies for d in days):,} times"
     )
     return True
 
@@ -321,7 +300,6 @@ def _report(crm, dag_days: list[date], say: Callable[[str], None]) -> None:
     say("   Orders by status: " + ", ".join(f"{s} {n:,}" for s, n in sorted(by_status)))
     say("   Quarantined rows by reason: " + ", ".join(f"{r} {n:,}" for r, n in sorted(by_reason)))
     _report_campaigns(crm, dag_days, say)
-    _report_evaluation(crm, say)
     if kpi_rows:
         last = kpi_rows[-1]
         say("")
@@ -372,45 +350,71 @@ def _report_campaigns(crm, dag_days: list[date], say: Callable[[str], None]) -> 
         say(f"   e.g. {campaign} ({segments} SMS segment(s)): {body}")
 
 
-def _report_evaluation(crm, say: Callable[[str], None]) -> None:
-    """Every campaign's primary-window results so far, pooled over its waves' send days
-    (:func:`huitouke.evaluate.pool.pooled_by_campaign`, as on the UI's results page), next to the
-    uplift the demo's customers were given (demo_shop.RESPONSE_UPLIFT): what evaluation must find."""
-    from huitouke.demo_shop import RESPONSE_UPLIFT
-    from huitouke.evaluate.pool import pooled_by_campaign
-    from huitouke.store.schema import evaluations
+def _report_truth(crm, world: Any, say: Callable[[str], None]) -> None:
+    """Every campaign's evaluation beside the truth the world knows for the same cohorts
+    (:mod:`huitouke.world.truth`: the true effect on everyone assigned, and on those sent): the
+    primary window pooled over the waves, as on the UI's results page, and how often the 95%
+    interval of a single wave and window covered its true effect."""
+    import pandas as pd
+
+    from huitouke.campaigns.playbook import load_playbook
+    from huitouke.store.schema import campaign_waves, evaluations
 
     with crm.connect() as conn:
-        rows = [
-            dict(r)
-            for r in conn.execute(
-                select(evaluations).where(evaluations.c.primary_window).where(evaluations.c.view == "itt")
-            ).mappings()
-        ]
+        estimates = pd.DataFrame(
+            [dict(r) for r in conn.execute(select(evaluations).where(evaluations.c.view == "itt")).mappings()]
+        )
+        waves = pd.DataFrame([dict(r) for r in conn.execute(select(campaign_waves)).mappings()])
     say("")
-    if not rows:
+    if estimates.empty or waves.empty:
         say("   No campaign wave has a matured evaluation window yet.")
         return
-    due = [r["due_on"] for r in rows]
-    say(
-        f"   Evaluation so far: {len(rows):,} campaign waves (sent {min(due)} .. {max(due)}) "
-        "at their primary window, intention to treat, pooled per campaign"
+    windows = tuple(
+        sorted({w for c in load_playbook().campaigns.values() for w in c.evaluation.windows_days})
     )
+    truth = world.truth(waves, windows)
+    keys = ["campaign", "wave", "due_on", "window_days"]
+    truth["due_on"] = pd.to_datetime(truth["due_on"]).dt.date
+    both = estimates.merge(truth, on=keys, how="inner", suffixes=("", "_truth"))
+    both["covered"] = (both["lift_low"] <= both["itt_effect"]) & (both["itt_effect"] <= both["lift_high"])
     say(
-        "   campaign             waves  window  treated  holdout  response  natural   lift (95% interval)"
-        "        verdict        truth"
+        f"   The evaluation against the truth: {len(both):,} wave windows evaluated (intention to treat); their "
+        f"95% intervals covered the true effect in {int(both['covered'].sum()):,} ({both['covered'].mean():.0%})"
     )
-    for p in pooled_by_campaign(rows):
+    _truth_table(both, say)
+    say(
+        "   (truth: what the world's customers would have done with and without the message, for everyone "
+        "assigned — suppressed customers included, as the estimate — and for those the message reached. "
+        "The campaign's pages in the Airflow UI (Campaign results 活动效果) show every wave and window.)"
+    )
+
+
+def _truth_table(both: Any, say: Callable[[str], None]) -> None:
+    """Per campaign at its primary window: pooled estimate, verdict, truth, coverage."""
+    from huitouke.evaluate.pool import pooled_by_campaign
+
+    primary = both[both["primary_window"]]
+    truth_of = {
+        (c, int(w)): (
+            (g["itt_effect"] * g["customers_truth"]).sum() / max(g["customers_truth"].sum(), 1),
+            (g["sent_effect"].fillna(0) * g["sent_customers"]).sum() / max(g["sent_customers"].sum(), 1),
+        )
+        for (c, w), g in primary.groupby(["campaign", "window_days"])
+    }
+    say(
+        "   campaign             waves  window  treated  holdout   lift (95% interval)        verdict"
+        "               true ITT  true on sent  covered"
+    )
+    for p in pooled_by_campaign(primary.to_dict("records")):
+        key = (p["campaign"], int(p["window_days"]))
+        mine = both[both["campaign"] == p["campaign"]]
         interval = f"{_pp(p['lift'])} pp [{_pp(p['lift_low'])}, {_pp(p['lift_high'])}]"
+        itt, on_sent = truth_of.get(key, (None, None))
         say(
             f"   {p['campaign']:<20} {p['waves']:>5}  {p['window_days']:>4} d  {p['customers']:>7,}  "
-            f"{p['control_customers']:>7,}  {_percent(p['response_rate']):>8}  {_percent(p['control_rate']):>7}   "
-            f"{interval:<25}  {p['verdict']:<13}  +{RESPONSE_UPLIFT.get(p['campaign'], 0.0) * 100:.0f} pp"
+            f"{p['control_customers']:>7,}   {interval:<25}  {p['verdict']:<20}  {_pp(itt):>6} pp  "
+            f"{_pp(on_sent):>9} pp  {int(mine['covered'].sum())}/{len(mine)}"
         )
-    say(
-        "   (truth: the uplift the demo's customers were given; customers counted once per wave. "
-        "Per-wave tables with revenue, cost and ROI: the evaluate_campaigns task log)"
-    )
 
 
 def _pp(value: float | None) -> str:

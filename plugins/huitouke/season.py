@@ -40,22 +40,21 @@ SMTP_CONN_ID = "huitouke_smtp"
 
 
 class World(Protocol):
-    """The simulated shop and its customers."""
+    """The simulated shop and its customers, one calendar day at a time."""
 
-    def shop_at(self, day: date) -> Any:
-        """The shop database (a demo_shop.DemoShop) as it stood at the end of ``day``."""
-
-    def answer(self, day: date, sent: pd.DataFrame) -> Answers:
-        """The customers' answers to the messages of business day ``day`` that were really sent
-        (outbox rows: campaign, wave, customer_id, channel, coupon_code, recipient)."""
+    def live(self, day: date, arrived: pd.DataFrame | None) -> tuple[Any, Answers]:
+        """Live through calendar ``day``: ``arrived`` are the messages that left that morning
+        (the sent outbox rows of the business day before). Returns the shop database as it
+        stands at the end of the day (a demo_shop.DemoShop) and what the customers did."""
 
 
 @dataclass
 class Answers:
-    """What the customers did about one day's messages."""
+    """What the customers did on one day."""
 
-    orders: int = 0  # orders the messages caused (added to the world's shop)
+    orders: int = 0  # orders paid that day
     stop_replies: list[str] = field(default_factory=list)  # phone numbers replying T
+    undelivered: int = 0  # messages that did not reach their customer (an invalid number...)
 
 
 @dataclass
@@ -87,9 +86,8 @@ def sent_on(crm: Engine, day: date) -> pd.DataFrame:
     from huitouke.deliver.states import SENT
     from huitouke.store.schema import outbox
 
-    columns = [
-        outbox.c[name] for name in ("campaign", "wave", "customer_id", "channel", "coupon_code", "recipient")
-    ]
+    names = ("campaign", "customer_id", "entered_on", "wave", "channel", "status", "coupon_code", "recipient")
+    columns = [outbox.c[name] for name in names]
     query = select(*columns).where(outbox.c.business_date == day).where(outbox.c.status == SENT)
     with crm.connect() as conn:
         rows = conn.execute(query).all()
@@ -165,6 +163,52 @@ def demo_delivery(
                 os.environ.pop(name, None)
             else:
                 os.environ[name] = value
+
+
+class WorldShop:
+    """The ground-truth world (:mod:`huitouke.world`) as the season's: the shop's history, then the
+    world's customers living through the season; the shop database is the history plus the
+    world's orders, as :func:`huitouke.demo_shop.shop_as_of` shows them on each day."""
+
+    def __init__(self, shop: Any, start: date, end: date, seed: int, effects: Any = None) -> None:
+        from huitouke.demo_shop import DemoShop
+        from huitouke.world import TRUE_EFFECTS, World
+
+        chosen = TRUE_EFFECTS if effects is None else effects
+        self.world = World.from_shop(shop, start, end, effects=chosen, seed=seed)
+        self.shop = DemoShop(
+            customers=self.world.people.customers,
+            orders=shop.orders,
+            items=shop.items,
+            truth=shop.truth,
+            bad_rows=shop.bad_rows,
+        )
+
+    def live(self, day: date, arrived: pd.DataFrame | None) -> tuple[Any, Answers]:
+        from huitouke.demo_shop import DemoShop, shop_as_of
+
+        happened = self.world.step(day, arrived)
+        grown = {}
+        for name, rows in (("orders", happened.orders), ("items", happened.items)):
+            like = getattr(self.shop, name)
+            rows = rows[list(like.columns)].astype(like.dtypes.to_dict())
+            grown[name] = pd.concat([like, rows], ignore_index=True) if len(rows) else like
+        self.shop = DemoShop(
+            self.shop.customers, grown["orders"], grown["items"], self.shop.truth, self.shop.bad_rows
+        )
+        phones = [p for p in happened.replies["phone"].astype(str)]
+        return shop_as_of(self.shop, day), Answers(len(happened.orders), phones, len(happened.undelivered))
+
+    def invalid_phones(self) -> list[str]:
+        """The phone numbers that do not exist (the gateway rejects them, as an operator would)."""
+        people = self.world.people
+        return [str(p) for p in people.customers["phone"].to_numpy()[people.invalid_phone] if p]
+
+    def truth(self, waves: pd.DataFrame, windows: tuple[int, ...]) -> pd.DataFrame:
+        """The true effects per (campaign, wave, due_on, window) of ``waves`` (huitouke.world.truth)."""
+        from huitouke.world import true_effects
+
+        return true_effects(self.world, waves, windows)
 
 
 class ShopWriter:
@@ -244,18 +288,19 @@ def run_season(
     dag = load_daily_dag()
     shop_writer = ShopWriter(shop_engine)
     done: list[SeasonDay] = []
+    arrived: pd.DataFrame | None = None
     for day in days:
         started = clock.perf_counter()
-        shop_writer.write(world.shop_at(day))
+        shop, answers = world.live(day, arrived)
+        for phone in answers.stop_replies:  # read back by this day's delivery: opt-outs
+            gateway.state.add_reply(phone, "T", "webhook")
+        shop_writer.write(shop)
         state = run_business_days([day], dag=dag, conf_of=lambda d: clock_conf(d, tz))[day]
-        result = SeasonDay(day, state, 0.0)
-        if state == "success":
-            sent = sent_on(crm, day)
-            answers = world.answer(day, sent)
-            for phone in answers.stop_replies:
-                gateway.state.add_reply(phone, "T", "webhook")
-            result.sent, result.orders, result.replies = len(sent), answers.orders, len(answers.stop_replies)
-        result.seconds = clock.perf_counter() - started
+        arrived = sent_on(crm, day) if state == "success" else None
+        result = SeasonDay(
+            day, state, clock.perf_counter() - started, len(arrived) if arrived is not None else 0
+        )
+        result.orders, result.replies = answers.orders, len(answers.stop_replies)
         done.append(result)
         progress(result)
         if state != "success":
