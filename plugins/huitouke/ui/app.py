@@ -212,6 +212,11 @@ def results_page(
             limit=data.MAX_ROWS + 1,
         )
         windows = data.evaluation_windows(engine)
+        pooled = pooled_by_campaign(primary_itt)
+        absent = [
+            c for c in ([campaign] if campaign else campaigns) if c not in {p["campaign"] for p in pooled}
+        ]
+        not_pooled = data.not_pooled(engine, absent)
     except SQLAlchemyError as exc:
         return _unreadable(exc, "results")
     return _page(
@@ -223,7 +228,8 @@ def results_page(
         windows=windows,
         window=window,
         view=view,
-        pooled=pooled_by_campaign(primary_itt),
+        pooled=pooled,
+        not_pooled=not_pooled,
         rows=rows[: data.MAX_ROWS],
         truncated=len(rows) > data.MAX_ROWS,
     )
