@@ -105,7 +105,7 @@ td.reasons { text-align:left; white-space:normal; min-width:160px; font-size:12p
 td.error { text-align:left; white-space:normal; max-width:420px; color:var(--drop); font-size:12px; }
 .verdict { display:inline-block; padding:1px 7px; border-radius:10px; font-size:12px; color:#fff;
            background:var(--none); line-height:1.35; }
-.verdict small { display:block; font-size:11px; opacity:.9; }
+.verdict small { display:block; font-size:11px; color:#fff; opacity:.9; }
 .verdict.lift, .verdict.likely_lift { background:var(--lift); }
 .verdict.drop, .verdict.likely_drop { background:var(--drop); }
 .verdict.likely_lift, .verdict.likely_drop { opacity:.8; }
