@@ -31,6 +31,7 @@ import pandas as pd
 import pytest
 
 from huitouke.evaluate import persist
+from huitouke.evaluate.verdicts import by_code
 from huitouke.evaluate.waves import MessageCosts, WaveOptions, evaluate_waves
 from huitouke.ui import data
 from huitouke.ui.plugin import EXTERNAL_VIEWS
@@ -182,34 +183,41 @@ def served(airflow_db, season_store) -> Iterator[tuple[str, str]]:
 # ----------------------------------------------------------------------------- the browser
 
 
-def _missing_browser() -> str | None:
+def _browser_paths() -> tuple[str, str] | str:
+    """(chromium, chromedriver): Debian's paths, else found on PATH; or why there is none."""
+    found = []
     for path in (CHROMIUM, CHROMEDRIVER):
-        if not (os.path.exists(path) or shutil.which(Path(path).name)):
+        where = path if os.path.exists(path) else shutil.which(Path(path).name)
+        if not where:
             return f"{path} is not installed (scripts/test.sh installs chromium and chromium-driver)"
+        found.append(where)
     try:
         import selenium  # noqa: F401
     except ImportError:
         return "selenium is not installed in the venv"
-    return None
+    return found[0], found[1]
 
 
 @pytest.fixture(scope="module")
-def browser(served) -> Iterator[Any]:
-    """Headless chromium with a 1366×768 viewport, logged in to Airflow (its ``_token`` cookie)."""
-    missing = _missing_browser()
-    if missing:
+def browser(request) -> Iterator[Any]:
+    """Headless chromium with a 1366×768 viewport, logged in to Airflow (its ``_token`` cookie).
+    Without a browser: skipped (before Airflow is started), or failed under CI=true."""
+    paths = _browser_paths()
+    if isinstance(paths, str):
         if os.environ.get("CI", "").lower() == "true":
-            pytest.fail(f"a headless browser is required under CI=true: {missing}")
-        pytest.skip(missing)
+            pytest.fail(f"a headless browser is required under CI=true: {paths}")
+        pytest.skip(paths)
+    chromium, chromedriver = paths
+    served = request.getfixturevalue("served")
     from selenium import webdriver
     from selenium.webdriver.chrome.service import Service
 
     options = webdriver.ChromeOptions()
-    options.binary_location = CHROMIUM
+    options.binary_location = chromium
     for arg in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--disable-gpu", "--lang=zh-CN"):
         options.add_argument(arg)
     options.add_argument(f"--window-size={WIDTH},{HEIGHT}")
-    driver = webdriver.Chrome(service=Service(CHROMEDRIVER), options=options)
+    driver = webdriver.Chrome(service=Service(chromedriver), options=options)
     try:
         driver.execute_cdp_cmd(
             "Emulation.setDeviceMetricsOverride",
@@ -269,7 +277,12 @@ def test_the_results_page_shows_every_verdict_without_scrolling(browser, served,
     # pooled: one row per campaign but coupon_waves; per wave: every primary-window ITT row
     assert layout["verdicts"] == len(CAMPAIGNS) + sum(c[0] for c in CAMPAIGNS.values())
     assert browser.execute_script(HIDDEN_VERDICTS) == []
-    assert "likely lift; the test was too small to size it" in text or "lift\n提升" in text
+    # birthday: 549 against 51 customers, p = 0.015, an MDE of 16 points: a lift too small to size
+    birthday = next(r for r in browser.find_elements("css selector", "table tr") if "birthday" in r.text)
+    verdict = birthday.find_element("css selector", "span.verdict")
+    assert verdict.text.splitlines()[0] == "likely lift; the test was too small to size it", birthday.text
+    assert verdict.get_attribute("title") == by_code("likely_lift").explanation
+    assert "What the verdicts mean" in text
     _shoot(browser, tmp_path, "ui-results")
 
 
