@@ -311,6 +311,11 @@ def test_the_coupon_waves_page_names_its_window_and_counts_its_waves(browser, se
     assert browser.execute_script(HIDDEN_VERDICTS) == []
     assert _layout(browser)["page"] <= WIDTH
     _shoot(browser, tmp_path, "ui-coupon-waves")
+    one = _open(
+        browser, served, f"/huitouke/campaign?name=coupon_waves&wave=1&due={SEASON + timedelta(days=34)}"
+    )
+    assert "Breakdowns, 2-day window (ITT)" in one and "What they bought, 2-day window" in one
+    assert "None-day" not in one and browser.execute_script(HIDDEN_VERDICTS) == []
 
 
 def test_a_campaign_page_shows_every_verdict_without_scrolling(browser, served, tmp_path):

@@ -421,11 +421,12 @@ def campaign_detail(
     itt_rows = evaluation_rows(engine, campaign=campaign, window=None, view=ITT)
     windows = sorted({int(r["window_days"]) for r in itt_rows})
     by_window = pool([(w, [r for r in itt_rows if r["window_days"] == w]) for w in windows])
-    primary_window, window_shown = shown_window(campaign, itt_rows)
+    primary_window, campaign_window = shown_window(campaign, itt_rows)
     # The rows marked primary; before any wave reached its primary window, those of the window shown.
     primary = [r for r in itt_rows if r["primary"]] or [
-        r for r in itt_rows if r["window_days"] == window_shown
+        r for r in itt_rows if r["window_days"] == campaign_window
     ]
+    window_shown = campaign_window
     waves_over_time = sorted(primary, key=lambda r: (r["due_on"] or date.min, r["wave"]))
     selected = wave is not None and due_on is not None
     curves = _details(engine, campaign, "curve")
@@ -439,8 +440,11 @@ def campaign_detail(
         wave_curves = [c for c in curves if c["wave"] == wave and c["due_on"] == due_on]
         curve = [_curve_point(int(p["day"]), p) for c in wave_curves for p in c["records"]]
         curve_waves = wave_curves
+        # the wave's primary window, else the longest it has reached
         wave_primary = [r["window_days"] for r in wave_rows if r["primary"]]
-        window_shown = wave_primary[0] if wave_primary else window_shown
+        window_shown = (
+            wave_primary[0] if wave_primary else max((r["window_days"] for r in wave_rows), default=None)
+        )
         breakdowns = [
             r
             for d in breakdown_details
@@ -476,6 +480,7 @@ def campaign_detail(
         "due_on": due_on,
         "windows": windows,
         "primary_window": primary_window,
+        "campaign_window": campaign_window,
         "window_shown": window_shown,
         "waves": len({(r["wave"], r["due_on"]) for r in itt_rows}),
         "by_window": by_window,

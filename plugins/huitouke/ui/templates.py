@@ -399,15 +399,15 @@ matured. 该活动尚无已成熟的评估窗口。</div>
 </table></div>
 {% endif %}
 
-<h2>Waves over time, {{ d.window_shown }}-day window (ITT) 各波次提升趋势</h2>
-{% if d.window_shown != d.primary_window %}
+<h2>Waves over time, {{ d.campaign_window }}-day window (ITT) 各波次提升趋势</h2>
+{% if d.campaign_window != d.primary_window %}
 <div class="message not-primary">None of the {{ d.waves | num }} evaluated wave(s) has reached
 {% if d.primary_window %}the {{ d.primary_window }}-day primary window{% else %}the primary window{% endif %} yet:
-this page shows the longest window evaluated so far, {{ d.window_shown }} days. 尚无波次达到主评估窗口。</div>
+this page shows the longest window evaluated so far, {{ d.campaign_window }} days. 尚无波次达到主评估窗口。</div>
 {% endif %}
 {{ lift_chart }}
 <details {{ 'open' if d.waves_over_time | length <= 12 else '' }}>
-<summary>{{ d.waves_over_time | length }} of {{ d.waves | num }} evaluated waves at {{ d.window_shown }} days 波次明细</summary>
+<summary>{{ d.waves_over_time | length }} of {{ d.waves | num }} evaluated waves at {{ d.campaign_window }} days 波次明细</summary>
 <div class="table-wrap"><table>
 <thead><tr>{{ th('wave', '波次') }}{{ th('due', '波次日期') }}{{ th('window', '窗口') }}{{ comparison_heads() }}</tr></thead>
 <tbody>{% for r in d.waves_over_time | reverse %}
