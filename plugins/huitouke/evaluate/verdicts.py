@@ -146,11 +146,6 @@ VERDICT_TABLE: tuple[Verdict, ...] = (
 
 _BY_CODE = {v.code: v for v in VERDICT_TABLE}
 
-POWERED = (
-    "*powered*: at least 100 customers in the smaller arm and a minimum detectable effect (80% power) "
-    "of at most 5 percentage points (``--min-per-arm`` and ``--max-mde`` of ``huitouke evaluate``)."
-)
-
 
 def by_code(code: str) -> Verdict:
     """The verdict of a stored code (an unknown one, e.g. from an older version, as itself)."""
