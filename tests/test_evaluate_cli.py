@@ -56,9 +56,12 @@ def test_table_through_the_huitouke_command(experiment_csv, capsys):
     out = capsys.readouterr().out
     assert "3 arm(s), control 'holdout'" in out
     assert "holdout (control)" in out
-    # sms: 15% against 10%: +5.00 points; 600 per arm gives an MDE above 5 points: too few to tell.
+    # sms: 15% against 10%: +5.00 points, an interval clear of 0 and p adj. < 0.05; but 600 per arm
+    # gives an MDE above 5 points: a likely lift whose size the test cannot tell.
     sms = next(line for line in out.splitlines() if line.startswith("sms ") and "+5.00 [" in line)
-    assert "15.00%" in sms and "10.00%" in sms and "too few customers to tell" in sms
+    assert "15.00%" in sms and "10.00%" in sms
+    assert sms.endswith("likely lift; the test was too small to size it")
+    assert "Verdicts (docs/evaluation.md):\n  likely lift; the test was too small to size it: Probably" in out
     assert "Revenue and cost (CNY)" in out and "p adj." in out
     # sms revenue: 90 * 100 CNY over 600 = 15.00 per customer against 10.00; cost 600 * 0.045 = 27.00.
     money = next(line for line in out.splitlines() if line.startswith("sms ") and "27.00" in line)
@@ -83,7 +86,8 @@ def test_json_has_the_same_figures(experiment_csv, capsys):
     assert sms["cost_cents"] == pytest.approx(2_700)
     assert sms["naive_roi"] == pytest.approx(900_000 / 2_700)
     assert sms["comparisons"] == 2 and sms["p_value_adjusted"] == pytest.approx(2 * sms["p_value"])
-    assert sms["verdict"] == "too_few"
+    assert sms["verdict"] == "likely_lift"
+    assert sms["verdict_text"] == "likely lift; the test was too small to size it"
     # Relaxing the power rule lets the verdict speak (the Bonferroni-adjusted p is still < 0.05).
     assert evaluate_cli.main([str(experiment_csv), *ARGS, "--max-mde", "10%", "--json"]) == 0
     relaxed = {r["arm"]: r for r in json.loads(capsys.readouterr().out)["comparisons"]}
@@ -141,10 +145,14 @@ def test_an_arm_with_every_customer_responding_and_one_with_none(tmp_path, capsy
     assert rows["all"]["response_rate"] == 1.0 and rows["none"]["response_rate"] == 0.0
     assert rows["all"]["lift_low"] < 0.5 < rows["all"]["lift_high"] <= 1.0
     assert rows["none"]["test"] == "fisher" and rows["none"]["relative_lift_low"] is None
-    assert {r["verdict"] for r in rows.values()} == {"too_few"}
+    # Each interval is clear of 0 (10/10 and 0/10 against 5/10), but Fisher's p adjusted for the two
+    # comparisons is not below 0.05: borderline, neither a claim nor "too few to tell".
+    assert all(r["lift_low"] > 0 or r["lift_high"] < 0 for r in rows.values())
+    assert all(r["p_value_adjusted"] >= 0.05 for r in rows.values())
+    assert {r["verdict"] for r in rows.values()} == {"borderline"}
     assert rows["all"]["revenue_cents"] is None  # no revenue column: no revenue figures
     assert evaluate_cli.main([str(path), "--control", "c"]) == 0
-    assert "too few customers to tell" in capsys.readouterr().out
+    assert "borderline; not enough to claim an effect" in capsys.readouterr().out
 
 
 def test_value_parsers():

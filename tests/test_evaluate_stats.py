@@ -154,11 +154,13 @@ def test_verdict_rule():
     assert stats.verdict(1000, 1000, 0.01, 0.05, 0.001, 0.03, **kw)[()] == "lift"
     assert stats.verdict(1000, 1000, -0.05, -0.01, 0.001, 0.03, **kw)[()] == "drop"
     assert stats.verdict(1000, 1000, -0.01, 0.05, 0.2, 0.03, **kw)[()] == "no_difference"
-    # The interval excludes 0 but the p-value disagrees: no claim.
-    assert stats.verdict(1000, 1000, 0.001, 0.05, 0.06, 0.03, **kw)[()] == "no_difference"
-    # Significant, but underpowered: too few to tell, whatever the interval says.
-    assert stats.verdict(1000, 99, 0.01, 0.2, 0.001, 0.03, **kw)[()] == "too_few"
-    assert stats.verdict(1000, 1000, 0.01, 0.2, 0.001, 0.06, **kw)[()] == "too_few"
+    # The interval excludes 0 but the p-value disagrees: no claim, and no "no effect" either.
+    assert stats.verdict(1000, 1000, 0.001, 0.05, 0.06, 0.03, **kw)[()] == "borderline"
+    # Significant, but underpowered: a likely lift whose size the test cannot tell.
+    assert stats.verdict(1000, 99, 0.01, 0.2, 0.001, 0.03, **kw)[()] == "likely_lift"
+    assert stats.verdict(1000, 1000, 0.01, 0.2, 0.001, 0.06, **kw)[()] == "likely_lift"
+    assert stats.verdict(1000, 99, -0.2, -0.01, 0.001, 0.03, **kw)[()] == "likely_drop"
+    assert stats.verdict(1000, 99, -0.1, 0.2, 0.4, 0.03, **kw)[()] == "too_few"
     assert stats.verdict(0, 1000, np.nan, np.nan, np.nan, np.nan, **kw)[()] == "empty_arm"
     assert set(stats.VERDICT_TEXT) == set(stats.VERDICTS)
 
@@ -192,7 +194,7 @@ def test_aa_interval_covers_zero_in_93_to_97_percent(n1, n0, p, seed):
     verdicts = stats.verdict(
         n1, n0, r.lift_low, r.lift_high, r.p_value, mde, stats.ComparisonRules(min_per_arm=1, max_mde=1)
     )
-    claimed = np.isin(verdicts, ["lift", "drop"])
+    claimed = np.isin(verdicts, ["lift", "drop", "likely_lift", "likely_drop"])
     covers_zero = (r.lift_low <= 0) & (r.lift_high >= 0)
     assert not (claimed & covers_zero).any()
     assert claimed.mean() <= 0.06
@@ -293,7 +295,7 @@ def test_compare_arms_money_figures_by_hand():
     assert row["verdict"] == "lift"
     table = format_comparisons(compare_arms(frame, "holdout", cost="cost"))
     assert "+4.00 [+0.63, +7.43]" in table and "2,000.00" in table and "88.89" in table
-    assert "222.22" in table and "more responses than control" in table
+    assert "222.22" in table and table.splitlines()[1].endswith("  lift")
     assert '"naive_roi": 222.22' in to_json(compare_arms(frame, "holdout", cost="cost"))
 
 
@@ -313,11 +315,18 @@ def test_bonferroni_withdraws_a_claim_that_does_not_survive():
     frame = pd.DataFrame(
         {
             "arm": ["a", "b"],
+            "customers": [1000, 1000],
+            "control_customers": [1000, 1000],
+            "lift_low": [0.001, -0.01],
+            "lift_high": [0.05, 0.04],
             "p_value": [0.03, 0.2],
+            "mde": [0.03, 0.03],
             "verdict": ["lift", "no_difference"],
-            "verdict_text": ["more responses than control", "no difference detected"],
+            "verdict_text": ["lift", "no effect large enough to matter"],
         }
     )
     out = adjust_for_multiplicity(frame)
     assert list(out["p_value_adjusted"]) == [0.06, 0.4]
-    assert list(out["verdict"]) == ["no_difference", "no_difference"]
+    # The interval still excludes 0, the adjusted p does not pass: borderline, not "no effect".
+    assert list(out["verdict"]) == ["borderline", "no_difference"]
+    assert out.loc[0, "verdict_text"] == "borderline; not enough to claim an effect"

@@ -375,6 +375,9 @@ def test_the_task_log_table_has_no_customer(waves, orders):
     ev = evaluate_waves(waves, orders, date(2025, 12, 31), options=WaveOptions(segment_columns=["lifecycle"]))
     text = ev.as_text()
     assert "thank_you" in text and "too few customers to tell" in text
+    # Each verdict shown is explained under the tables, in the words of huitouke.evaluate.verdicts.
+    legend = text.split("Verdicts (docs/evaluation.md):\n")[1]
+    assert "  too few customers to tell: No difference found" in legend
     assert (
         "Repurchase curves" in text and "What responders bought" in text and "Revenue and cost (CNY)" in text
     )

@@ -209,7 +209,10 @@ def test_results_page_shows_each_wave_and_the_pooled_campaign(shop, client):
     low, high = 100 * stored["lift_low"], 100 * stored["lift_high"]
     assert f"{lift} [{low:+.2f}, {high:+.2f}]" in wave
     assert f"{stored['cost_cents'] / 100:,.2f}" in wave and f"{stored['p_value']:.3f}" in wave
-    assert wave.endswith(f"too few customers to tell {D0 + timedelta(days=11)}")
+    # The verdict right after the MDE (before the money columns: visible without scrolling), in
+    # the words of huitouke.evaluate.verdicts, the evaluation day last.
+    assert re.search(r" \d+\.\d\d too few customers to tell 样本不足 [+-]\d", wave), wave
+    assert wave.endswith(f" {D0 + timedelta(days=11)}")
     assert " 2 d itt " not in text_of(page)  # the primary window only, by default
 
     every = client.get("/results", params={"campaign": "thank_you", "window": "all", "view": "all"}).text
@@ -317,6 +320,8 @@ def test_airflow_loads_the_plugin_through_its_entry_point():
         and views["huitouke-results"]["href"] == "huitouke/results"
     )
     assert all(v["destination"] == "nav" and not v["href"].startswith("/") for v in views.values())
+    # Each entry its own icon and name (whole in the UI's 56-pixel nav box: tests/test_ui_browser.py).
+    assert len({v["icon"] for v in views.values()}) == len({v["name"] for v in views.values()}) == 2
     (info,) = [i for i in plugins_manager.get_plugin_info() if i["name"] == "huitouke"]
     assert info["fastapi_apps"][0]["url_prefix"] == "/huitouke"
 
@@ -353,7 +358,9 @@ def test_inside_airflow_the_pages_need_a_logged_in_user(airflow_api, shop):
     to_login = client.get("/huitouke/results", headers={"Accept": "text/html"}, follow_redirects=False)
     assert to_login.status_code == 303 and "/auth/login" in to_login.headers["location"]
     assert "next=" in to_login.headers["location"]
-    assert client.get("/huitouke/icon.svg").status_code == 200  # the nav icon carries no data
+    icons = [client.get(f"/huitouke/{name}") for name in ("icon-plans.svg", "icon-results.svg", "icon.svg")]
+    assert [i.status_code for i in icons] == [200, 200, 200]  # the nav icons carry no data
+    assert icons[0].text != icons[1].text and icons[0].headers["content-type"] == "image/svg+xml"
 
     as_api = client.get("/huitouke/results", headers={"Authorization": f"Bearer {token}"})
     assert as_api.status_code == 200 and "thank_you" in as_api.text

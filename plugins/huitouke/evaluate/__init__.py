@@ -9,7 +9,8 @@ Plain functions over numbers and DataFrames (no database, no Airflow)::
     log.info("\\n%s", ev.as_text())    # the task log's tables
 
 - :mod:`huitouke.evaluate.stats`: two proportions (Newcombe/Wald intervals, z or Fisher
-  p-values, relative lift), Welch revenue comparison, minimum detectable effect, the verdict.
+  p-values, relative lift), Welch revenue comparison, minimum detectable effect, the verdict;
+  :mod:`huitouke.evaluate.verdicts`: the verdicts' one table (condition, label, explanation).
 - :mod:`huitouke.evaluate.compare`: one row per customer -> one comparison row per arm, tables, JSON.
 - :mod:`huitouke.evaluate.waves`: the daily per-wave, per-window evaluation (:class:`WaveOptions`);
   :mod:`huitouke.evaluate.result`: its frames' columns, :class:`WaveEvaluation` and the task
@@ -46,6 +47,7 @@ _EXPORTS = {
     "ComparisonRules": "stats",
     "VERDICTS": "stats",
     "VERDICT_TEXT": "stats",
+    "VERDICT_TABLE": "verdicts",
     "compare_proportions": "stats",
     "welch_difference": "stats",
     "BREAKDOWN_COLUMNS": "result",

@@ -51,6 +51,7 @@ from __future__ import annotations
 import json
 import math
 from collections.abc import Callable, Iterable, Sequence
+from dataclasses import replace
 from datetime import date, datetime
 from typing import Any
 
@@ -334,13 +335,21 @@ def compare_arms(
     return compare_summaries(summary, control, by=by, arms=arms, rules=rules)
 
 
-def adjust_for_multiplicity(frame: pd.DataFrame, by: Sequence[str] = (), alpha: float = 0.05) -> pd.DataFrame:
-    """Bonferroni within each ``by`` group: adds ``comparisons`` and ``p_value_adjusted``.
+def adjust_for_multiplicity(
+    frame: pd.DataFrame,
+    by: Sequence[str] = (),
+    alpha: float = 0.05,
+    rules: ComparisonRules | None = None,
+) -> pd.DataFrame:
+    """Bonferroni within each ``by`` group: adds ``comparisons`` and ``p_value_adjusted``, and
+    judges the verdict again on the adjusted p-value.
 
     Side-by-side comparisons (several arms, every value of a segment) are many looks at once: one
     in twenty shows a "lift" by chance. ``p_value_adjusted = min(1, p × comparisons)``, where
-    ``comparisons`` counts the group's rows with customers in both arms; a ``lift`` or ``drop``
-    whose adjusted p-value is not below ``alpha`` becomes ``no_difference``.
+    ``comparisons`` counts the group's rows with customers in both arms; the verdict is
+    :func:`huitouke.evaluate.stats.verdict` of the adjusted p-value (``rules``' power thresholds,
+    the defaults when not given, and ``alpha``), so a lift whose adjusted p-value is not below
+    ``alpha`` is ``borderline``, never claimed.
     """
     out = frame.copy()
     valid = out["p_value"].notna()
@@ -351,9 +360,17 @@ def adjust_for_multiplicity(frame: pd.DataFrame, by: Sequence[str] = (), alpha: 
     else:
         out["comparisons"] = int(valid.sum())
     out["p_value_adjusted"] = np.minimum(1.0, out["p_value"] * out["comparisons"].clip(lower=1))
-    claimed = out["verdict"].isin(["lift", "drop"]) & ~(out["p_value_adjusted"] < alpha)
-    out.loc[claimed, "verdict"] = "no_difference"
-    out.loc[claimed, "verdict_text"] = stats.VERDICT_TEXT["no_difference"]
+    code = stats.verdict(
+        out["customers"].to_numpy(float),
+        out["control_customers"].to_numpy(float),
+        out["lift_low"].to_numpy(float),
+        out["lift_high"].to_numpy(float),
+        out["p_value_adjusted"].to_numpy(float),
+        out["mde"].to_numpy(float),
+        replace(rules or DEFAULT_RULES, alpha=alpha),
+    )
+    out["verdict"] = code
+    out["verdict_text"] = [stats.VERDICT_TEXT[c] for c in code]
     return out
 
 

@@ -35,6 +35,7 @@ from huitouke.evaluate.compare import (
     format_table,
 )
 from huitouke.evaluate.stats import DEFAULT_RULES, ComparisonRules
+from huitouke.evaluate.verdicts import legend
 from huitouke.pii import mask_text
 
 __all__ = [
@@ -323,6 +324,7 @@ class Experiment:
                     "",
                     f"{len(self.comparisons)} comparisons: the verdict uses the Bonferroni-adjusted p-value (p adj.).",
                 ]
+            lines += ["", "Verdicts (docs/evaluation.md):", legend(self.comparisons["verdict"])]
         return "\n".join(lines)
 
 
@@ -353,7 +355,7 @@ def evaluate_experiment(
         cost="cost_cents" if has_cost else None,
         rules=rules,
     )
-    comparisons = adjust_for_multiplicity(comparisons, (), rules.alpha)
+    comparisons = adjust_for_multiplicity(comparisons, (), rules.alpha, rules)
     return Experiment(
         control=control,
         arms=_arm_table(

@@ -13,6 +13,7 @@ import numpy as np
 import pandas as pd
 
 from huitouke.evaluate.compare import COMPARISON_COLUMNS, format_comparisons, format_table
+from huitouke.evaluate.verdicts import legend
 
 __all__ = [
     "BREAKDOWN_COLUMNS",
@@ -142,6 +143,8 @@ class WaveEvaluation:
         ):
             if text:
                 lines += ["", title, text]
+        shown = [*res["verdict"], *self.breakdowns.get("verdict", []), *self.cumulative.get("verdict", [])]
+        lines += ["", "Verdicts (docs/evaluation.md):", legend(shown)]
         return "\n".join(lines)
 
     def labels(self) -> dict[str, Any]:

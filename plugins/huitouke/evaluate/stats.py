@@ -52,17 +52,14 @@ Power and the verdict
   observed rate as the baseline ``p0``. It solves
   ``d = z(1-α/2)·sqrt(p̄(1-p̄)(1/n1+1/n0)) + z(power)·sqrt(p0(1-p0)/n0 + p1(1-p1)/n1)`` with
   ``p1 = p0 + d`` by fixed-point iteration (so a baseline of 0 does not give an MDE of 0).
-- **Verdict** (:func:`verdict`), in this order:
-
-  ``empty_arm``  an arm has no customers;
-  ``too_few``    fewer than ``min_per_arm`` (100) customers in the smaller arm, or an MDE above
-                 ``max_mde`` (5 percentage points): "too few customers to tell", whatever the
-                 interval says — a significant result from an underpowered test overstates the
-                 effect, and a non-significant one says nothing;
-  ``lift``       the lift's interval lies above 0 *and* p < alpha;
-  ``drop``       the interval lies below 0 *and* p < alpha;
-  ``no_difference``  otherwise: no difference found, and a lift as large as the MDE would
-                 probably have been seen.
+- **Verdict** (:func:`verdict`): one of the table of :mod:`huitouke.evaluate.verdicts`, from
+  where the interval lies (above, below or across 0), whether ``p < alpha``, and whether the test
+  was *powered* (at least ``min_per_arm`` (100) customers in the smaller arm and an MDE of at
+  most ``max_mde`` (5 percentage points)): ``lift`` / ``drop`` (interval clear of 0, p < alpha,
+  powered), ``likely_lift`` / ``likely_drop`` (the same, under-powered: a significant result from
+  an underpowered test overstates the effect), ``borderline`` (the interval and p disagree),
+  ``no_difference`` (interval across 0, powered: no effect large enough to matter),
+  ``too_few`` (interval across 0, under-powered) and ``empty_arm``.
 
   The verdict never claims an effect when the interval covers 0.
 
@@ -75,6 +72,8 @@ from dataclasses import dataclass
 
 import numpy as np
 from scipy import stats as sps
+
+from huitouke.evaluate.verdicts import VERDICT_TABLE, facts, judge
 
 __all__ = [
     "INTERVALS",
@@ -128,14 +127,9 @@ class ComparisonRules:
 
 DEFAULT_RULES = ComparisonRules()
 
-VERDICTS = ("empty_arm", "too_few", "lift", "drop", "no_difference")
-VERDICT_TEXT = {
-    "empty_arm": "an arm has no customers",
-    "too_few": "too few customers to tell",
-    "lift": "more responses than control",
-    "drop": "fewer responses than control",
-    "no_difference": "no difference detected",
-}
+VERDICTS = tuple(v.code for v in VERDICT_TABLE)
+VERDICT_TEXT = {v.code: v.label for v in VERDICT_TABLE}
+"""Each verdict's label (:data:`huitouke.evaluate.verdicts.VERDICT_TABLE`, the one definition)."""
 
 
 def _z(confidence: float) -> float:
@@ -377,14 +371,6 @@ def verdict(
     mde,
     rules: ComparisonRules = DEFAULT_RULES,
 ) -> np.ndarray:
-    """One of :data:`VERDICTS` per comparison (see the module docstring for the rule), judged by
-    ``rules``' ``alpha``, ``min_per_arm`` and ``max_mde``."""
-    n1, n0, low, high, p, mde = _arrays(n1, n0, lift_low, lift_high, p_value, mde)
-    significant = np.nan_to_num(p, nan=1.0) < rules.alpha
-    out = np.full(n1.shape, "no_difference", dtype=object)
-    out[significant & (low > 0)] = "lift"
-    out[significant & (high < 0)] = "drop"
-    underpowered = (np.minimum(n1, n0) < rules.min_per_arm) | ~(mde <= rules.max_mde)
-    out[underpowered] = "too_few"
-    out[(n1 <= 0) | (n0 <= 0)] = "empty_arm"
-    return out
+    """One of :data:`VERDICTS` per comparison (the table of :mod:`huitouke.evaluate.verdicts`),
+    judged by ``rules``' ``alpha``, ``min_per_arm`` and ``max_mde``."""
+    return judge(facts(n1, n0, lift_low, lift_high, p_value, mde, rules))

@@ -629,7 +629,7 @@ def _breakdowns(long: pd.DataFrame, dimensions: Sequence[str], rules: Comparison
     if not parts or all(p.empty for p in parts):
         return pd.DataFrame(columns=BREAKDOWN_COLUMNS)
     out = pd.concat([p for p in parts if not p.empty], ignore_index=True)
-    out = adjust_for_multiplicity(out, [*RESULT_KEY, "dimension"], rules.alpha)
+    out = adjust_for_multiplicity(out, [*RESULT_KEY, "dimension"], rules.alpha, rules)
     order = {d: i for i, d in enumerate(dimensions)}
     out["_dim"] = out["dimension"].map(order)
     out = out.sort_values([*RESULT_KEY[:-1], "_dim", "value"], kind="stable").drop(columns="_dim")

@@ -38,9 +38,20 @@ log = get_logger(__name__)
 
 _templates = environment()
 
-ICON = """<svg xmlns="http://www.w3.org/2000/svg" viewBox="0 0 24 24" fill="none" stroke="#0b6bcb"
- stroke-width="2" stroke-linecap="round" stroke-linejoin="round"><path d="M3 3v18h18"/>
-<path d="M7 15l4-4 3 3 6-6"/><path d="M16 8h4v4"/></svg>"""
+_SVG = (
+    '<svg xmlns="http://www.w3.org/2000/svg" viewBox="0 0 24 24" fill="none" stroke="#0b6bcb" '
+    'stroke-width="2" stroke-linecap="round" stroke-linejoin="round">{}</svg>'
+)
+ICONS = {
+    # the plans: a calendar page with a tick
+    "plans": _SVG.format(
+        '<rect x="3" y="4" width="18" height="17" rx="2"/><path d="M8 2v4M16 2v4M3 9h18"/>'
+        '<path d="M8.5 15l2.5 2.5 4.5-5"/>'
+    ),
+    # the results: a rising line over axes
+    "results": _SVG.format('<path d="M3 3v18h18"/><path d="M7 15l4-4 3 3 6-6"/><path d="M16 8h4v4"/>'),
+}
+"""The navigation entries' icons (huitouke.ui.plugin.EXTERNAL_VIEWS): one per entry."""
 
 
 def _page(template: str, status_code: int = 200, **context: Any) -> HTMLResponse:
@@ -212,6 +223,11 @@ def results_page(
             limit=data.MAX_ROWS + 1,
         )
         windows = data.evaluation_windows(engine)
+        pooled = pooled_by_campaign(primary_itt)
+        absent = [
+            c for c in ([campaign] if campaign else campaigns) if c not in {p["campaign"] for p in pooled}
+        ]
+        not_pooled = data.not_pooled(engine, absent)
     except SQLAlchemyError as exc:
         return _unreadable(exc, "results")
     return _page(
@@ -223,7 +239,8 @@ def results_page(
         windows=windows,
         window=window,
         view=view,
-        pooled=pooled_by_campaign(primary_itt),
+        pooled=pooled,
+        not_pooled=not_pooled,
         rows=rows[: data.MAX_ROWS],
         truncated=len(rows) > data.MAX_ROWS,
     )
@@ -325,9 +342,12 @@ def create_app(*, authenticate: bool = True) -> FastAPI:
     app.include_router(unsubscribe_router())  # customers click it: no Airflow login (ui/unsubscribe.py)
     app.include_router(aliyun_relay_router())  # Aliyun pushes to it: no Airflow login (ui/aliyun_relay.py)
 
-    @app.get("/icon.svg", include_in_schema=False)
-    def icon() -> Response:  # the nav icon: no data, no login needed
-        return Response(ICON, media_type="image/svg+xml", headers={"Cache-Control": "max-age=86400"})
+    def icon(name: str) -> Response:  # a nav icon: no data, no login needed
+        return Response(ICONS[name], media_type="image/svg+xml", headers={"Cache-Control": "max-age=86400"})
+
+    app.add_api_route("/icon-plans.svg", lambda: icon("plans"), include_in_schema=False)
+    app.add_api_route("/icon-results.svg", lambda: icon("results"), include_in_schema=False)
+    app.add_api_route("/icon.svg", lambda: icon("results"), include_in_schema=False)  # older nav entries
 
     @app.exception_handler(StarletteHTTPException)
     async def unauthenticated(request: Request, exc: StarletteHTTPException) -> Response:

@@ -23,6 +23,7 @@ from sqlalchemy import Engine, func, select
 from huitouke.campaigns.plan import EXIT_REASONS, SUPPRESSION_REASONS
 from huitouke.campaigns.tables import columns_of
 from huitouke.evaluate.pool import finite, pool, pool_breakdowns
+from huitouke.evaluate.verdicts import by_code
 from huitouke.store.schema import campaign_days, evaluation_details, evaluation_sequences, evaluations
 
 # The stored views (huitouke.evaluate.result.VIEWS, spelled out here so the pages need no pandas):
@@ -206,10 +207,7 @@ def _evaluation(row: Any) -> dict[str, Any]:
     record["due_on"] = _iso_date(record["due_on"])
     record["evaluated_on"] = _iso_date(record["evaluated_on"])
     record["primary"] = bool(record["primary_window"])
-    if not record.get("verdict_text"):
-        from huitouke.evaluate.stats import VERDICT_TEXT
-
-        record["verdict_text"] = VERDICT_TEXT.get(record["verdict"], record["verdict"])
+    record["verdict_text"] = by_code(str(record["verdict"])).label  # the table's words, not the stored text
     return record
 
 
@@ -373,17 +371,62 @@ def _categories(details: Sequence[dict[str, Any]]) -> dict[str, list[dict[str, A
     return out
 
 
+def playbook_primary_window(campaign: str) -> int | None:
+    """The campaign's primary window in the playbook as it stands (None when it cannot be read or
+    the campaign is no longer in it): what the page names before any wave has reached it."""
+    try:
+        from huitouke.campaigns import load_playbook
+
+        found = load_playbook().campaigns.get(campaign)
+    except Exception:  # a broken playbook is the DAG's to report; the page only loses a hint
+        return None
+    return found.evaluation.primary_days if found else None
+
+
+def shown_window(campaign: str, itt_rows: Sequence[dict[str, Any]]) -> tuple[int | None, int | None]:
+    """``(primary window, window shown)`` of a campaign's ITT rows: the primary window is the one
+    its stored rows were marked primary at (the most common, should the playbook have changed),
+    else the playbook's; the window shown is the primary one when some wave has reached it, else
+    the longest window evaluated so far (None without rows)."""
+    marked = Counter(int(r["window_days"]) for r in itt_rows if r["primary"])
+    primary = marked.most_common(1)[0][0] if marked else playbook_primary_window(campaign)
+    if marked:
+        return primary, primary
+    return primary, max((int(r["window_days"]) for r in itt_rows), default=None)
+
+
+def not_pooled(engine: Engine, campaigns: Sequence[str]) -> list[dict[str, Any]]:
+    """Why each of ``campaigns`` (evaluated, yet absent from the pooled primary-window table) is
+    absent: its waves evaluated so far, the windows they reached, its primary window."""
+    out = []
+    for campaign in campaigns:
+        rows = evaluation_rows(engine, campaign=campaign, window=None, view=ITT)
+        primary, _ = shown_window(campaign, rows)
+        out.append(
+            {
+                "campaign": campaign,
+                "waves": len({(r["wave"], r["due_on"]) for r in rows}),
+                "windows": sorted({int(r["window_days"]) for r in rows}),
+                "primary_window": primary,
+            }
+        )
+    return out
+
+
 def campaign_detail(
     engine: Engine, campaign: str, *, wave: int | None = None, due_on: date | None = None
 ) -> dict[str, Any]:
     """Everything the campaign page shows. Without ``wave``/``due_on``: all waves, pooled; with
     both: that wave's stored rows (every window and view), curve, breakdowns and categories."""
     itt_rows = evaluation_rows(engine, campaign=campaign, window=None, view=ITT)
-    primary = [r for r in itt_rows if r["primary"]]
     windows = sorted({int(r["window_days"]) for r in itt_rows})
     by_window = pool([(w, [r for r in itt_rows if r["window_days"] == w]) for w in windows])
-    primary_windows = Counter(int(r["window_days"]) for r in primary)  # the playbook may have changed
-    primary_window = primary_windows.most_common(1)[0][0] if primary_windows else None
+    primary_window, campaign_window = shown_window(campaign, itt_rows)
+    # The rows marked primary; before any wave reached its primary window, those of the window shown.
+    primary = [r for r in itt_rows if r["primary"]] or [
+        r for r in itt_rows if r["window_days"] == campaign_window
+    ]
+    window_shown = campaign_window
     waves_over_time = sorted(primary, key=lambda r: (r["due_on"] or date.min, r["wave"]))
     selected = wave is not None and due_on is not None
     curves = _details(engine, campaign, "curve")
@@ -397,8 +440,11 @@ def campaign_detail(
         wave_curves = [c for c in curves if c["wave"] == wave and c["due_on"] == due_on]
         curve = [_curve_point(int(p["day"]), p) for c in wave_curves for p in c["records"]]
         curve_waves = wave_curves
+        # the wave's primary window, else the longest it has reached
         wave_primary = [r["window_days"] for r in wave_rows if r["primary"]]
-        window_shown = wave_primary[0] if wave_primary else primary_window
+        window_shown = (
+            wave_primary[0] if wave_primary else max((r["window_days"] for r in wave_rows), default=None)
+        )
         breakdowns = [
             r
             for d in breakdown_details
@@ -415,7 +461,6 @@ def campaign_detail(
     else:
         wave_rows = []
         curve, curve_waves = _pooled_curve(curves)
-        window_shown = primary_window
         breakdowns = pool_breakdowns(
             [
                 r
@@ -435,7 +480,9 @@ def campaign_detail(
         "due_on": due_on,
         "windows": windows,
         "primary_window": primary_window,
+        "campaign_window": campaign_window,
         "window_shown": window_shown,
+        "waves": len({(r["wave"], r["due_on"]) for r in itt_rows}),
         "by_window": by_window,
         "waves_over_time": waves_over_time,
         "wave_rows": wave_rows,

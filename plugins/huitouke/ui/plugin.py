@@ -17,23 +17,26 @@ URL_PREFIX = "/huitouke"
 # Nav entries (Airflow 3 "external views"). `href` is relative (no leading slash): the UI resolves
 # it against its <base href>, so it also works when Airflow is served under a sub-path. With a
 # `url_route` the page is shown inside the Airflow UI (an iframe at /plugin/<url_route>).
+# Airflow shows a top-level entry as its icon over its name in a 56-pixel box at 10 px, cut with
+# an ellipsis: the names are short enough to show whole (tests/test_ui_browser.py measures them in
+# the UI), and each entry has its own icon (huitouke.ui.app.ICONS).
 EXTERNAL_VIEWS: list[dict[str, Any]] = [
     {
-        "name": "Campaign plans 活动计划",
+        "name": "Plans 计划",
         "href": f"{URL_PREFIX.lstrip('/')}/",
         "url_route": "huitouke-plans",
         "destination": "nav",
         "category": "huitouke",
-        "icon": f"{URL_PREFIX.lstrip('/')}/icon.svg",
+        "icon": f"{URL_PREFIX.lstrip('/')}/icon-plans.svg",
         "nav_top_level": True,
     },
     {
-        "name": "Campaign results 活动效果",
+        "name": "Lift 效果",
         "href": f"{URL_PREFIX.lstrip('/')}/results",
         "url_route": "huitouke-results",
         "destination": "nav",
         "category": "huitouke",
-        "icon": f"{URL_PREFIX.lstrip('/')}/icon.svg",
+        "icon": f"{URL_PREFIX.lstrip('/')}/icon-results.svg",
         "nav_top_level": True,
     },
 ]

@@ -13,13 +13,8 @@ from typing import Any
 from jinja2 import DictLoader, Environment, Undefined
 from markupsafe import Markup
 
-VERDICT_ZH = {
-    "lift": "显著提升",
-    "drop": "显著下降",
-    "no_difference": "未见差异",
-    "too_few": "样本不足",
-    "empty_arm": "缺少一组",
-}
+from huitouke.evaluate.verdicts import VERDICT_TABLE, by_code
+
 REASON_ZH = {
     "opted_out": "已退订",
     "no_contact": "无联系方式",
@@ -98,18 +93,26 @@ form.filters { display:flex; flex-wrap:wrap; gap:12px; align-items:end; margin:8
 form.filters label { display:flex; flex-direction:column; font-size:12px; color:var(--muted); }
 select, input, button { font:inherit; padding:3px 6px; }
 .table-wrap { overflow-x:auto; }
-table { border-collapse:collapse; margin:4px 0 8px; }
-th, td { padding:4px 8px; border-bottom:1px solid var(--line); text-align:right; white-space:nowrap;
+table { border-collapse:collapse; margin:4px 0 8px; font-size:13px; }
+th, td { padding:4px 6px; border-bottom:1px solid var(--line); text-align:right; white-space:nowrap;
          vertical-align:top; }
-th { background:var(--head); font-weight:600; font-size:12px; }
+th { background:var(--head); font-weight:600; font-size:12px; white-space:normal; min-width:3.5em; }
+td small.ci, td small.span { display:block; color:var(--muted); font-size:11px; }
+td.verdict-cell { text-align:left; white-space:normal; min-width:150px; max-width:220px; }
 th small, td small { display:block; font-weight:400; color:var(--muted); font-size:11px; }
 th.l, td.l { text-align:left; } tr.total td { font-weight:600; border-top:2px solid var(--line); }
 td.reasons { text-align:left; white-space:normal; min-width:160px; font-size:12px; color:var(--muted); }
 td.error { text-align:left; white-space:normal; max-width:420px; color:var(--drop); font-size:12px; }
 .verdict { display:inline-block; padding:1px 7px; border-radius:10px; font-size:12px; color:#fff;
-           background:var(--none); }
-.verdict.lift { background:var(--lift); } .verdict.drop { background:var(--drop); }
-.verdict.too_few, .verdict.empty_arm { background:var(--few); }
+           background:var(--none); line-height:1.35; }
+.verdict small { display:block; font-size:11px; color:#fff; opacity:.9; }
+.verdict.lift, .verdict.likely_lift { background:var(--lift); }
+.verdict.drop, .verdict.likely_drop { background:var(--drop); }
+.verdict.likely_lift, .verdict.likely_drop { opacity:.8; }
+.verdict.too_few, .verdict.empty_arm, .verdict.borderline { background:var(--few); }
+dl.verdicts { display:grid; grid-template-columns:max-content 1fr; gap:4px 12px; max-width:1000px;
+              font-size:13px; margin:6px 0 10px; }
+dl.verdicts dt { margin:0; } dl.verdicts dd { margin:0; color:var(--muted); }
 .status { font-size:12px; padding:1px 6px; border-radius:4px; background:var(--head);
           border:1px solid var(--line); }
 .status.failed { color:var(--drop); border-color:var(--drop); }
@@ -126,7 +129,10 @@ td.error { text-align:left; white-space:normal; max-width:420px; color:var(--dro
 .chart .dot { fill:var(--none); } .chart .whisker { stroke:var(--none); stroke-width:1.5; }
 .chart .dot.lift { fill:var(--lift); } .chart .whisker.lift { stroke:var(--lift); }
 .chart .dot.drop { fill:var(--drop); } .chart .whisker.drop { stroke:var(--drop); }
-.chart .dot.too_few { fill:var(--few); } .chart .whisker.too_few { stroke:var(--few); opacity:.6; }
+.chart .dot.too_few, .chart .dot.borderline { fill:var(--few); }
+.chart .whisker.too_few, .chart .whisker.borderline { stroke:var(--few); opacity:.6; }
+.chart .dot.likely_lift { fill:var(--lift); } .chart .whisker.likely_lift { stroke:var(--lift); opacity:.6; }
+.chart .dot.likely_drop { fill:var(--drop); } .chart .whisker.likely_drop { stroke:var(--drop); opacity:.6; }
 .cols { display:flex; flex-wrap:wrap; gap:32px; }
 details summary { cursor:pointer; color:var(--accent); margin:6px 0; }
 .pager a { margin-right:12px; }
@@ -158,8 +164,20 @@ BASE = """<!doctype html>
 """
 
 MACROS = """
-{% macro verdict(code, text) -%}
-<span class="verdict {{ code }}" title="{{ text }}">{{ verdict_zh.get(code, code) }} · {{ text }}</span>
+{% macro verdict(code) -%}
+{%- set v = verdict_of(code) -%}
+<span class="verdict {{ v.code }}" title="{{ v.explanation }}">{{ v.label }}<small>{{ v.label_zh }}</small></span>
+{%- endmacro %}
+
+{% macro verdict_legend() -%}
+<details class="legend"><summary>What the verdicts mean 结论说明</summary>
+<p class="note">Each verdict reads where the lift's 95% interval lies, whether p &lt; 0.05, and whether the
+test was <em>powered</em>: at least 100 customers in the smaller arm and a minimum detectable effect (MDE)
+of at most 5 points. The same words as <code>huitouke evaluate</code> and the task log (docs/evaluation.md).</p>
+<dl class="verdicts">
+{% for v in verdict_table %}<dt>{{ verdict(v.code) }}</dt><dd><em>{{ v.when }}</em>: {{ v.explanation }}</dd>
+{% endfor %}</dl>
+</details>
 {%- endmacro %}
 
 {% macro th(en, zh, cls='') -%}
@@ -171,24 +189,24 @@ MACROS = """
 {%- endmacro %}
 
 {% macro comparison_heads() -%}
-{{ th('treated', '实验组客户') }}{{ th('holdout', '对照组客户') }}
+{{ th('treated', '实验组') }}{{ th('holdout', '对照组') }}
 {{ th('responders', '响应 实验/对照') }}
 {{ th('response', '响应率') }}{{ th('natural', '自然复购率') }}
-{{ th('lift pp [95% CI]', '提升（百分点）及95%区间') }}{{ th('p', 'p值') }}{{ th('MDE pp', '最小可检测效应') }}
-{{ th('incr. revenue', '增量收入 CNY') }}{{ th('cost', '成本 CNY') }}
-{{ th('ROI incr.', '增量ROI') }}{{ th('ROI naive', '表观ROI') }}
+{{ th('lift pp [95% CI]', '提升（百分点）') }}{{ th('p', 'p值') }}{{ th('MDE pp', '最小可检测') }}
 {{ th('verdict', '结论', 'l') }}
+{{ th('incr. revenue', '增量收入') }}{{ th('cost', '成本') }}
+{{ th('ROI incr.', '增量ROI') }}{{ th('ROI naive', '表观ROI') }}
 {%- endmacro %}
 
 {% macro comparison_cells(r) -%}
 <td>{{ r.customers | num }}</td><td>{{ r.control_customers | num }}</td>
 <td>{{ r.responders | num }} / {{ r.control_responders | num }}</td>
 <td>{{ r.response_rate | pct }}</td><td>{{ r.control_rate | pct }}</td>
-<td>{{ r.lift | pp }} {{ pp_ci(r.lift_low, r.lift_high) }}</td>
+<td>{{ r.lift | pp }} <small class="ci">{{ pp_ci(r.lift_low, r.lift_high) }}</small></td>
 <td>{{ r.p_value | pvalue }}</td><td>{{ r.mde | points }}</td>
+<td class="verdict-cell">{{ verdict(r.verdict) }}</td>
 <td>{{ cny(r.incremental_revenue_cents, true) }}</td><td>{{ r.cost_cents | cny }}</td>
 <td>{{ r.incremental_roi | ratio }}</td><td>{{ r.naive_roi | ratio }}</td>
-<td class="l">{{ verdict(r.verdict, r.verdict_text) }}</td>
 {%- endmacro %}
 """
 
@@ -268,7 +286,7 @@ outbox; <em>failed</em> — the campaign's template is broken (error column), no
 """
 
 RESULTS = """{% extends "base.html" %}
-{% from "macros.html" import th, verdict, comparison_heads, comparison_cells with context %}
+{% from "macros.html" import th, verdict, verdict_legend, comparison_heads, comparison_cells with context %}
 {% block main %}
 <h1>Campaign results 活动效果</h1>
 <p class="note">Every message is measured against a <strong>holdout</strong>: customers who entered the
@@ -287,17 +305,24 @@ customer of a wave, suppressed ones included. 每个活动都保留对照组（�
 <tr>
   <td class="l"><a href="campaign?name={{ p.campaign | urlencode }}">{{ p.campaign }}</a></td>
   <td>{{ p.waves | num }}</td><td>{{ p.window_days }} d</td>
-  <td>{{ p.first_due_on }} … {{ p.last_due_on }}</td>
+  <td>{{ p.first_due_on }}<small class="span">… {{ p.last_due_on }}</small></td>
   {{ comparison_cells(p) }}
 </tr>
 {% endfor %}
 </tbody></table></div>
 <p class="note">Pooled: customers and responders of each arm summed over the campaign's waves (a customer
-counts once per wave), compared once; revenue and cost summed. <em>too few</em>: fewer than 100 customers
-in the smaller arm or a minimum detectable effect above 5 points — the test could not tell.</p>
+counts once per wave), compared once; revenue and cost summed.</p>
 {% else %}
 <div class="message">No primary-window evaluation yet{{ ' for ' ~ campaign if campaign else '' }}.</div>
 {% endif %}
+{% for a in not_pooled %}
+<div class="message not-pooled" id="not-pooled-{{ a.campaign }}"><a href="campaign?name={{ a.campaign | urlencode }}">{{ a.campaign }}</a>
+is not in this table: none of its {{ a.waves | num }} evaluated wave(s) has reached
+{% if a.primary_window %}its {{ a.primary_window }}-day primary window{% else %}its primary window{% endif %} yet
+(evaluated so far at {% for w in a.windows %}{{ w }} d{{ ', ' if not loop.last else '' }}{% endfor %}: see its page).
+尚无波次达到主评估窗口，暂不计入汇总。</div>
+{% endfor %}
+{{ verdict_legend() }}
 
 <h2>Per wave 各波次</h2>
 <form class="filters" method="get" action="results">
@@ -346,7 +371,7 @@ a window of w days is evaluated once, on the first day it has fully matured.</p>
 """
 
 CAMPAIGN = """{% extends "base.html" %}
-{% from "macros.html" import th, verdict, comparison_heads, comparison_cells with context %}
+{% from "macros.html" import th, verdict, verdict_legend, comparison_heads, comparison_cells with context %}
 {% block main %}
 <h1>{{ d.campaign }}{% if d.selected %} · wave {{ d.wave }} sent for {{ d.due_on }}{% endif %}</h1>
 <p class="note"><a href="results?campaign={{ d.campaign | urlencode }}">all rows of this campaign 全部评估行</a>
@@ -365,7 +390,7 @@ matured. 该活动尚无已成熟的评估窗口。</div>
 {% else %}<tr><td class="l" colspan="16">No evaluated window for this wave.</td></tr>{% endfor %}</tbody>
 </table></div>
 {% else %}
-<h2>All waves pooled, per window (ITT) 各窗口汇总</h2>
+<h2>All {{ d.waves | num }} evaluated waves pooled, per window (ITT) 各窗口汇总</h2>
 <div class="table-wrap"><table>
 <thead><tr>{{ th('window', '窗口') }}{{ th('waves', '波次数') }}{{ comparison_heads() }}</tr></thead>
 <tbody>{% for p in d.by_window %}
@@ -374,10 +399,15 @@ matured. 该活动尚无已成熟的评估窗口。</div>
 </table></div>
 {% endif %}
 
-<h2>Waves over time, primary window (ITT) 各波次提升趋势</h2>
+<h2>Waves over time, {{ d.campaign_window }}-day window (ITT) 各波次提升趋势</h2>
+{% if d.campaign_window != d.primary_window %}
+<div class="message not-primary">None of the {{ d.waves | num }} evaluated wave(s) has reached
+{% if d.primary_window %}the {{ d.primary_window }}-day primary window{% else %}the primary window{% endif %} yet:
+this page shows the longest window evaluated so far, {{ d.campaign_window }} days. 尚无波次达到主评估窗口。</div>
+{% endif %}
 {{ lift_chart }}
 <details {{ 'open' if d.waves_over_time | length <= 12 else '' }}>
-<summary>{{ d.waves_over_time | length }} waves 波次明细</summary>
+<summary>{{ d.waves_over_time | length }} of {{ d.waves | num }} evaluated waves at {{ d.campaign_window }} days 波次明细</summary>
 <div class="table-wrap"><table>
 <thead><tr>{{ th('wave', '波次') }}{{ th('due', '波次日期') }}{{ th('window', '窗口') }}{{ comparison_heads() }}</tr></thead>
 <tbody>{% for r in d.waves_over_time | reverse %}
@@ -412,7 +442,7 @@ A lift that appears early and fades moved purchases earlier; one that keeps grow
 <h2>Breakdowns, {{ d.window_shown }}-day window (ITT) 细分</h2>
 {% if d.breakdowns %}
 <p class="note">The comparison per segment on the wave's day, per channel decided and per variant.
-{% if not d.selected %}Summed over the waves evaluated at the primary window. {% endif %}
+{% if not d.selected %}Summed over the waves evaluated at the {{ d.window_shown }}-day window. {% endif %}
 Many cells are many looks: a lift or drop is claimed only when the p-value adjusted for the number of
 values (Bonferroni, <em>p adj.</em>) is below 0.05.</p>
 {% for dimension, rows in d.breakdowns %}
@@ -426,7 +456,7 @@ values (Bonferroni, <em>p adj.</em>) is below 0.05.</p>
 <td>{{ r.responders | num }} / {{ r.control_responders | num }}</td>
 <td>{{ r.response_rate | pct }}</td><td>{{ r.control_rate | pct }}</td>
 <td>{{ r.lift | pp }} {{ pp_ci(r.lift_low, r.lift_high) }}</td><td>{{ r.p_value_adjusted | pvalue }}</td>
-<td class="l">{{ verdict(r.verdict, r.verdict_text) }}</td></tr>
+<td class="verdict-cell">{{ verdict(r.verdict) }}</td></tr>
 {% endfor %}</tbody></table></div>
 {% endfor %}
 {% else %}
@@ -459,6 +489,7 @@ a response is a paid order from the first wave's sending to wave k's sending plu
 <tr><td>{{ r.through_wave }}</td><td>{{ r.window_days }} d</td><td>{{ r.entry_days | default('–') }}</td>{{ comparison_cells(r) }}</tr>
 {% endfor %}</tbody></table></div>
 {% endif %}
+{{ verdict_legend() }}
 {% endif %}
 {% endblock %}
 """
@@ -480,7 +511,8 @@ def environment() -> Environment:
         pp_ci=pp_ci,
         cny=cny,
         style=Markup(STYLE),  # our own constant CSS, not data
-        verdict_zh=VERDICT_ZH,
+        verdict_of=by_code,
+        verdict_table=VERDICT_TABLE,
         reason_zh=REASON_ZH,
         status_zh=STATUS_ZH,
     )
