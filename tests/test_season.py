@@ -77,23 +77,19 @@ def test_only_the_demos_store_accepts_a_simulated_clock(tmp_path):
 
 
 class _ReplyingWorld:
-    """The demo shop, where the first customer sent an SMS on the first day replies T."""
+    """The ground-truth world, where the first customer an SMS reached on the first day replies T."""
 
-    def __init__(self, shop, seed):
-        from huitouke.demo import _ShopWorld
+    def __init__(self, shop, start, end, seed):
+        from huitouke.season import WorldShop
 
-        self.inner, self.stopped = _ShopWorld(shop, seed), None
+        self.inner, self.stopped = WorldShop(shop, start, end, seed), None
 
-    def shop_at(self, day):
-        return self.inner.shop_at(day)
-
-    def answer(self, day, sent):
-        answers = self.inner.answer(day, sent)
-        sms = sent[sent["channel"] == "sms"]
-        if self.stopped is None and not sms.empty:
-            self.stopped = sms.iloc[0]
+    def live(self, day, arrived):
+        shop, answers = self.inner.live(day, arrived)
+        if self.stopped is None and arrived is not None and (arrived["channel"] == "sms").any():
+            self.stopped = arrived[arrived["channel"] == "sms"].iloc[0]
             answers.stop_replies.append(self.stopped["recipient"])
-        return answers
+        return shop, answers
 
 
 @pytest.fixture(scope="module")
@@ -110,14 +106,16 @@ def season(airflow_db, tmp_path_factory):
     from huitouke.store.connection import engine_for
 
     settings = load_settings()
-    shop = generate_shop(ShopSpec(customers=2_000, start=HISTORY_START, end=SEASON[-1], seed=5))
+    shop = generate_shop(
+        ShopSpec(customers=2_000, start=HISTORY_START, end=SEASON[0] - timedelta(days=1), seed=5)
+    )
     crm, shop_db = engine_for("crm_db"), engine_for("shop_db")
     _create_demo_store(crm)
     history_end = SEASON[0] - timedelta(days=1)
     write_shop(shop_as_of(shop, history_end), shop_db)
     intake_orders(day_bounds(HISTORY_START, settings)[0], day_bounds(history_end, settings)[1], settings)
     update_segments(day_bounds(history_end, settings)[0], settings)
-    world = _ReplyingWorld(shop, 5)
+    world = _ReplyingWorld(shop, SEASON[0], SEASON[-1], 5)
     with (
         GatewayServer(GatewayFaults(latency_ms=1, seed=5)) as gateway,
         mail_sink() as (mail, port),
@@ -188,6 +186,6 @@ def test_a_stop_reply_is_read_back_as_an_opt_out_and_nothing_is_sent_after_it(se
             .where(outbox.c.customer_id == stopped["customer_id"])
             .where(outbox.c.channel == "sms")
             .where(outbox.c.status == "sent")
-            .where(outbox.c.business_date > SEASON[0])
+            .where(outbox.c.business_date > SEASON[1])
         )
     assert opted_out and later == 0  # the opt-out came from the reply the gateway relayed

@@ -376,10 +376,17 @@ def _report_truth(crm, world: Any, say: Callable[[str], None]) -> None:
     keys = ["campaign", "wave", "due_on", "window_days"]
     truth["due_on"] = pd.to_datetime(truth["due_on"]).dt.date
     both = estimates.merge(truth, on=keys, how="inner", suffixes=("", "_truth"))
-    both["covered"] = (both["lift_low"] <= both["itt_effect"]) & (both["itt_effect"] <= both["lift_high"])
+    both["has_interval"] = both["lift_low"].notna() & both["lift_high"].notna()
+    both["covered"] = (
+        both["has_interval"]
+        & (both["lift_low"] <= both["itt_effect"])
+        & (both["itt_effect"] <= both["lift_high"])
+    )
+    with_interval = int(both["has_interval"].sum())
     say(
-        f"   The evaluation against the truth: {len(both):,} wave windows evaluated (intention to treat); their "
-        f"95% intervals covered the true effect in {int(both['covered'].sum()):,} ({both['covered'].mean():.0%})"
+        f"   The evaluation against the truth: {len(both):,} wave windows evaluated (intention to treat), "
+        f"{with_interval:,} with an interval (the others had nobody in one arm); their 95% intervals covered "
+        f"the true effect in {int(both['covered'].sum()):,} ({both['covered'].sum() / max(with_interval, 1):.1%})"
     )
     _truth_table(both, say)
     say(
@@ -413,7 +420,7 @@ def _truth_table(both: Any, say: Callable[[str], None]) -> None:
         say(
             f"   {p['campaign']:<20} {p['waves']:>5}  {p['window_days']:>4} d  {p['customers']:>7,}  "
             f"{p['control_customers']:>7,}   {interval:<25}  {p['verdict']:<20}  {_pp(itt):>6} pp  "
-            f"{_pp(on_sent):>9} pp  {int(mine['covered'].sum())}/{len(mine)}"
+            f"{_pp(on_sent):>9} pp  {int(mine['covered'].sum())}/{int(mine['has_interval'].sum())}"
         )
 
 
