@@ -126,8 +126,9 @@ def _waves(rows: pd.DataFrame) -> int:
 
 
 def test_intervals_cover_the_true_itt_effect_in_90_to_99_percent_of_waves(planted: Season, null: Season):
-    rows = pd.concat([_counted(planted), _counted(null)], ignore_index=True)
-    assert _waves(rows) >= 200
+    counted = [_counted(planted), _counted(null)]
+    assert _waves(counted[0]) >= 200 and _waves(counted[1]) >= 100
+    rows = pd.concat(counted, ignore_index=True)
     coverage = _coverage(rows["lift_low"], rows["lift_high"], rows["itt_effect"])
     assert 0.90 <= coverage <= 0.99, f"coverage {coverage:.3f} over {len(rows)} intervals"
 
@@ -142,11 +143,8 @@ def test_the_planted_effects_are_found(planted: Season):
     assert len(strong) >= 2
     assert (strong["estimate"] > 0).all()
     assert found.loc["thank_you", "truth"] < 0.005
-    # a pull-forward effect: care tips lift the 2-day window more than the 30-day one
-    truth = (
-        planted.truth[planted.truth["campaign"] == "care_tips"].groupby("window_days")["itt_effect"].mean()
-    )
-    assert truth.loc[2] > truth.loc[30]
+    # (pull-forward, 2-day lift above 30-day: tests/test_world.py, one message at a time; here the
+    # care tips' customers re-enter every 11 days, and the 30-day truth counts the re-entries too)
 
 
 def test_with_every_effect_zero_lift_verdicts_stay_at_or_below_5_percent(null: Season):
