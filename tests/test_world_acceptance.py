@@ -7,7 +7,7 @@ invalid or the customer replied T), one with the planted effects and one with ev
 to zero. Checked:
 
 - the 95% intervals of the intention-to-treat lift cover the world's true ITT effect in 90-99%
-  of at least 200 campaign waves;
+  of their waves and windows: at least 200 waves of the planted season, 100 of the null one;
 - with every planted effect zero, at most 5% of the results say "lift";
 - no message twice, none to a holdout customer, none by phone to a customer who had replied T.
 
@@ -17,7 +17,7 @@ data, so the choice cannot favour intervals that happen to cover). Below that, a
 a difference of proportions (Newcombe's, from two Wilson intervals) is conservative by
 construction: a cohort of 40 with one responder per arm covers its truth ~100% of the time, and
 such waves would make "at most 99%" fail for a reason that says nothing about correctness.
-Getting 200 such waves from a 25,000-customer shop takes cohorts of hundreds, so the test's
+Getting 200 such waves from a 20,000-customer shop takes cohorts of hundreds, so the test's
 playbook is the shipped one with every campaign entering up to :data:`DAILY_ENTRIES` customers a
 day by state and half of every cohort held out (the shipped playbook's daily cohorts in such a
 shop are tens of customers).
@@ -33,6 +33,11 @@ shop are tens of customers).
 - a world whose truth ignored refunds, the send time or the suppressed customers would shift the
   truth of every wave the same way and fail the same way; an estimator whose intervals were too
   narrow would fall under 90%.
+
+It did fail once for a real reason: while the truth toggled only the wave's own message, the
+30-day windows covered 85% (phone follow-up 21%), because a treated customer re-entering the
+campaign inside the window is messaged again and a held-out one is not (the arm is persistent);
+the truth now toggles every message of the campaign. Figures: docs/world.md.
 """
 
 from __future__ import annotations
