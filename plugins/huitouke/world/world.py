@@ -86,6 +86,14 @@ class World:
         self.ledger = Ledger()
         self.today = day_number(start)
         self._start_cycles()
+        log.info(
+            "world %s .. %s: %d customers (%d arriving), effects planted for %d campaign(s)",
+            start,
+            end,
+            n,
+            int((~np.isnan(population.arrival)).sum()),
+            sum(not e.is_zero for e in self.effects.values()),
+        )
 
     @classmethod
     def from_shop(
