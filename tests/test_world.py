@@ -13,7 +13,7 @@ import pytest
 from huitouke.demo_shop import DemoShop, ShopSpec, generate_shop, shop_as_of
 from huitouke.demo_shop.store import shop_metadata
 from huitouke.records import PAID_STATUSES
-from huitouke.world import TRUE_EFFECTS, Effect, World, true_effects, without_effects
+from huitouke.world import TRUE_EFFECTS, Effect, World, grown_shop, true_effects, without_effects
 from huitouke.world.hazard import Calendar, next_purchase, season_factors
 
 START = date(2025, 11, 1)
@@ -97,13 +97,7 @@ def test_a_season_gives_the_shops_rows_deterministically(shop: DemoShop):
     assert orders["status"].isin(["refunded", "cancelled"]).mean() < 0.08
     new = set(world.people.ids[len(shop.customers) :])
     assert new & set(orders["customer_id"])  # new customers arrive and buy
-    grown = DemoShop(
-        customers=world.people.customers,
-        orders=pd.concat([shop.orders, orders], ignore_index=True),
-        items=pd.concat([shop.items, items], ignore_index=True),
-        truth=shop.truth,
-        bad_rows=shop.bad_rows,
-    )
+    grown = grown_shop(shop, world, days)
     mid = shop_as_of(grown, date(2025, 11, 15)).orders
     mid = mid[mid["order_id"].str.startswith("W")]
     assert mid["paid_at"].max() < "2025-11-16"
@@ -121,6 +115,7 @@ def test_messages_bounce_off_invalid_numbers_and_some_recipients_reply_t(shop: D
     sent = _messages(world, "win_back", 3_000, START)
     happened = world.step(START, sent)
     invalid = set(world.people.ids[world.people.invalid_phone])
+    assert len(world.invalid_numbers()) == len(invalid) > 0
     bounced = happened.undelivered
     assert set(bounced["reason"]) == {"invalid_number"}
     assert set(bounced["customer_id"]) == invalid & set(sent["customer_id"])

@@ -7,7 +7,7 @@ invalid or the customer replied T), one with the planted effects and one with ev
 to zero. Checked:
 
 - the 95% intervals of the intention-to-treat lift cover the world's true ITT effect in 90-99%
-  of at least 200 campaign waves;
+  of their waves and windows: at least 200 waves of the planted season, 100 of the null one;
 - with every planted effect zero, at most 5% of the results say "lift";
 - no message twice, none to a holdout customer, none by phone to a customer who had replied T.
 
@@ -17,7 +17,7 @@ data, so the choice cannot favour intervals that happen to cover). Below that, a
 a difference of proportions (Newcombe's, from two Wilson intervals) is conservative by
 construction: a cohort of 40 with one responder per arm covers its truth ~100% of the time, and
 such waves would make "at most 99%" fail for a reason that says nothing about correctness.
-Getting 200 such waves from a 25,000-customer shop takes cohorts of hundreds, so the test's
+Getting 200 such waves from a 20,000-customer shop takes cohorts of hundreds, so the test's
 playbook is the shipped one with every campaign entering up to :data:`DAILY_ENTRIES` customers a
 day by state and half of every cohort held out (the shipped playbook's daily cohorts in such a
 shop are tens of customers).
@@ -33,6 +33,11 @@ shop are tens of customers).
 - a world whose truth ignored refunds, the send time or the suppressed customers would shift the
   truth of every wave the same way and fail the same way; an estimator whose intervals were too
   narrow would fall under 90%.
+
+It did fail once for a real reason: while the truth toggled only the wave's own message, the
+30-day windows covered 85% (phone follow-up 21%), because a treated customer re-entering the
+campaign inside the window is messaged again and a held-out one is not (the arm is persistent);
+the truth now toggles every message of the campaign. Figures: docs/world.md.
 """
 
 from __future__ import annotations
@@ -126,8 +131,9 @@ def _waves(rows: pd.DataFrame) -> int:
 
 
 def test_intervals_cover_the_true_itt_effect_in_90_to_99_percent_of_waves(planted: Season, null: Season):
-    rows = pd.concat([_counted(planted), _counted(null)], ignore_index=True)
-    assert _waves(rows) >= 200
+    counted = [_counted(planted), _counted(null)]
+    assert _waves(counted[0]) >= 200 and _waves(counted[1]) >= 100
+    rows = pd.concat(counted, ignore_index=True)
     coverage = _coverage(rows["lift_low"], rows["lift_high"], rows["itt_effect"])
     assert 0.90 <= coverage <= 0.99, f"coverage {coverage:.3f} over {len(rows)} intervals"
 
@@ -142,11 +148,8 @@ def test_the_planted_effects_are_found(planted: Season):
     assert len(strong) >= 2
     assert (strong["estimate"] > 0).all()
     assert found.loc["thank_you", "truth"] < 0.005
-    # a pull-forward effect: care tips lift the 2-day window more than the 30-day one
-    truth = (
-        planted.truth[planted.truth["campaign"] == "care_tips"].groupby("window_days")["itt_effect"].mean()
-    )
-    assert truth.loc[2] > truth.loc[30]
+    # (pull-forward, 2-day lift above 30-day: tests/test_world.py, one message at a time; here the
+    # care tips' customers re-enter every 11 days, and the 30-day truth counts the re-entries too)
 
 
 def test_with_every_effect_zero_lift_verdicts_stay_at_or_below_5_percent(null: Season):

@@ -28,6 +28,9 @@ The modules, in the order a shop is made and used:
 - ``snapshot``: :func:`shop_as_of`, the shop as it stood at the end of a day;
 - ``store``: the shop database's tables, the intake's query, :func:`write_shop`;
 - ``arrays``: formatting whole columns at once (times, days, amounts, strings from codes).
+
+The season after the history, with customers who answer messages at a known true effect:
+:mod:`huitouke.world` (docs/world.md).
 """
 
 from huitouke.demo_shop.generate import generate_shop

@@ -16,6 +16,8 @@ Driving it (one calendar day at a time, the season loop or a test)::
     day = world.step(d, messages)             # messages that left on d at 09:00 (planned on d - 1)
     day.orders, day.items                     # the day's shop rows (demo shop convention)
     day.replies, day.undelivered              # 'T' replies; invalid numbers and other bounces
+    world.invalid_numbers()                   # phones the gateway simulator should fail
+    shop_as_of(grown_shop(shop, world, days_so_far), d)  # the shop database at the end of d
     truth = true_effects(world, waves)        # per campaign, wave, due_on, window: the truth
 
 Modules: ``effects`` (the planted effects), ``hazard`` (the natural cycle), ``population`` (the
@@ -26,6 +28,15 @@ See docs/world.md.
 
 from huitouke.world.effects import TRUE_EFFECTS, Effect, without_effects
 from huitouke.world.truth import TRUTH_COLUMNS, true_effects
-from huitouke.world.world import World, WorldDay
+from huitouke.world.world import World, WorldDay, grown_shop
 
-__all__ = ["TRUE_EFFECTS", "TRUTH_COLUMNS", "Effect", "World", "WorldDay", "true_effects", "without_effects"]
+__all__ = [
+    "TRUE_EFFECTS",
+    "TRUTH_COLUMNS",
+    "Effect",
+    "World",
+    "WorldDay",
+    "grown_shop",
+    "true_effects",
+    "without_effects",
+]

@@ -78,6 +78,7 @@ class Ledger:
                     "_pos": pos,
                     "sent_at": at,
                     "fire": drawn.fire,
+                    "void_at": drawn.void_at,
                     "clock": clock,
                 }
             )
@@ -95,7 +96,9 @@ class Ledger:
     def messages(self) -> pd.DataFrame:
         """Every delivered message: ``_key, _pos, sent_at, fire, clock`` (fire ``inf``: no response)."""
         if not self._messages:
-            return pd.DataFrame({"_key": [], "_pos": [], "sent_at": [], "fire": [], "clock": []})
+            return pd.DataFrame(
+                {"_key": [], "_pos": [], "sent_at": [], "fire": [], "void_at": [], "clock": []}
+            )
         return pd.concat(self._messages, ignore_index=True)
 
     def pending_between(self, a: float, b: float) -> Pending:

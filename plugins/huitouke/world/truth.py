@@ -11,16 +11,22 @@ evaluation reads it. The **true ITT effect** is the mean, over the whole cohort,
 they been held out. The **effect on those sent** is the same mean over the treated customers
 whose message reached them and the holdout customers ``held_out`` (who would have been sent).
 
-How the world knows both outcomes (common random numbers, :mod:`huitouke.world.clocks`):
+The arm is the customer's in the campaign, the same for every entry and wave (a persistent
+holdout), so the two potential outcomes differ by *every* message of the campaign to that
+customer, not only this wave's: a treated customer re-entering the campaign within the window is
+sent again, a held-out one is not. How the world knows both outcomes (common random numbers,
+:mod:`huitouke.world.clocks`):
 
-- a treated customer whose message reached them and whose first purchase after the send was that
-  message's response: without it they would have bought at their recorded *alternative* (next
-  natural purchase or other pending response, :mod:`huitouke.world.ledger`);
-- a held-out customer: their would-be response is drawn from the same hash as a real one, with
-  their state at the send time; if it comes before their actual first purchase, it is their
-  outcome when treated;
-- anyone else (suppressed in either arm, the message bounced, or the response came after another
-  purchase): both outcomes are what happened.
+- a treatment-arm customer whose first purchase after the send was a response to a message of
+  the campaign: without the campaign they would have bought at their recorded *alternative*
+  (next natural purchase or another campaign's pending response, :mod:`huitouke.world.ledger`;
+  or a later message of another campaign that reached them before it);
+- a holdout-arm customer: the responses their held-out messages of the campaign would have
+  brought are the same hash draws as real ones, from their state at each send time; if the
+  first of them after this send comes before their actual first purchase, that is their outcome
+  when treated;
+- anyone else (the message suppressed in both arms — suppression is blind to the arm —, bounced,
+  or overtaken by another purchase): both outcomes are what happened.
 
 Left out, by design and documented in docs/world.md: a message of another campaign that the
 customer would only have received in the other world (caps count treated contacts only).
@@ -65,6 +71,7 @@ def true_effects(
     first = _first_purchases(world, rows)
     would = _would_be(world, rows)
     delivered = _delivered(world, rows)
+    _later_messages(world, rows, first)
     parts = []
     for w in windows:
         matured = rows["_send_day"] + w < world.today  # the window's maturity day has been simulated
@@ -75,9 +82,7 @@ def true_effects(
             (part["_send_day"] + w + 1).to_numpy(dtype=float) if as_of is None else day_number(as_of) + 1.0
         )
         y_obs = _responded(world, part, w, end_day)
-        y1, y0 = _potential(
-            part, first.loc[part.index], would.loc[part.index], delivered.loc[part.index], y_obs, w, end_day
-        )
+        y1, y0 = _potential(part, first.loc[part.index], would.loc[part.index], y_obs, w, end_day)
         parts.append(_aggregate(part, y1, y0, delivered.loc[part.index]["_sent"].to_numpy(), w))
     if not parts:
         return pd.DataFrame(columns=list(TRUTH_COLUMNS))
@@ -118,6 +123,11 @@ def _first_purchases(world: World, rows: pd.DataFrame) -> pd.DataFrame:
     out["cause"] = first["cause"].reindex(rows.index).fillna(-1).astype(np.int64)
     out["alt_time"] = first["alt_time"].reindex(rows.index).fillna(np.inf)
     out["alt_void_at"] = first["alt_void_at"].reindex(rows.index).fillna(np.inf)
+    campaign_of = _clocks(world).set_index("clock")["campaign"]
+    cause_campaign = campaign_of.reindex(out["cause"].to_numpy()).to_numpy()
+    out["own_cause"] = (rows["arm"] == "treatment").to_numpy() & (
+        cause_campaign == rows["campaign"].to_numpy()
+    )
     return out
 
 
@@ -136,7 +146,9 @@ def _responded(world: World, part: pd.DataFrame, w: int, end_day: np.ndarray | f
 
 
 def _would_be(world: World, rows: pd.DataFrame) -> pd.DataFrame:
-    """Per held-out row: the response its message would have brought (``inf`` elsewhere)."""
+    """Per holdout-arm row: the first response after its send that the customer's messages of
+    the campaign would have brought had they been in the treatment arm (the arm is the same for
+    every entry and wave of a campaign), ``inf`` when none; ``inf`` on treatment-arm rows."""
     out = pd.DataFrame({"fire": np.inf, "void_at": np.inf}, index=rows.index)
     held = rows[(rows["arm"] == "holdout") & (rows["outcome"] == "held_out")]
     if held.empty:
@@ -147,8 +159,13 @@ def _would_be(world: World, rows: pd.DataFrame) -> pd.DataFrame:
     channels = _reachable(world, held, send)
     chance, delay = world.chances(held["campaign"], held["wave"], pos, channels, natural - send)
     drawn = responses(world.seed, held["_key"].to_numpy(), send, chance, delay)
-    out.loc[held.index, "fire"] = drawn.fire
-    out.loc[held.index, "void_at"] = drawn.void_at
+    fires = pd.DataFrame({"campaign": held["campaign"].to_numpy(), "_pos": pos, "fire": drawn.fire})
+    fires = fires.assign(void_at=drawn.void_at)[np.isfinite(drawn.fire)]
+    holdout = rows.loc[rows["arm"] == "holdout", ["campaign", "_pos", "_send"]].reset_index()
+    hits = holdout.merge(fires, on=["campaign", "_pos"])
+    hits = hits[hits["fire"] > hits["_send"]].sort_values("fire", kind="stable").drop_duplicates("index")
+    out.loc[hits["index"].to_numpy(), "fire"] = hits["fire"].to_numpy()
+    out.loc[hits["index"].to_numpy(), "void_at"] = hits["void_at"].to_numpy()
     return out
 
 
@@ -179,11 +196,45 @@ def _delivered(world: World, rows: pd.DataFrame) -> pd.DataFrame:
     return out
 
 
+def _responders(first: pd.DataFrame) -> np.ndarray:
+    """The rows whose first purchase after the send was a response to a message of their own
+    campaign (``first['own_cause']``, filled by :func:`_first_purchases`)."""
+    return first["own_cause"].to_numpy(dtype=bool)
+
+
+def _later_messages(world: World, rows: pd.DataFrame, first: pd.DataFrame) -> None:
+    """A responder's alternative, completed: the messages of other campaigns that reached them
+    after their purchase and before the alternative (they were sent in both worlds) and would
+    have responded first; ``first`` is updated in place."""
+    responder = _responders(first)
+    if not responder.any():
+        return
+    mine = first[responder].assign(
+        _pos=rows.loc[responder, "_pos"].to_numpy(), _camp=rows.loc[responder, "campaign"]
+    )
+    sent = _clocks(world)
+    hits = mine.reset_index().merge(sent[["_pos", "sent_at", "fire", "void_at", "campaign"]], on="_pos")
+    later = (
+        (hits["sent_at"] > hits["time"])
+        & (hits["sent_at"] < hits["alt_time"])
+        & (hits["campaign"] != hits["_camp"])
+    )
+    hits = hits[later & (hits["fire"] < hits["alt_time"])].sort_values("fire", kind="stable")
+    hits = hits.drop_duplicates("index")
+    first.loc[hits["index"].to_numpy(), "alt_time"] = hits["fire"].to_numpy()
+    first.loc[hits["index"].to_numpy(), "alt_void_at"] = hits["void_at"].to_numpy()
+
+
+def _clocks(world: World) -> pd.DataFrame:
+    """The delivered messages with their campaign (the first part of the message key)."""
+    sent = world.ledger.messages()
+    return sent.assign(campaign=sent["_key"].astype(str).str.split("|", n=1).str[0])
+
+
 def _potential(
     part: pd.DataFrame,
     first: pd.DataFrame,
     would: pd.DataFrame,
-    delivered: pd.DataFrame,
     y_obs: np.ndarray,
     w: int,
     end_day: np.ndarray | float,
@@ -195,9 +246,7 @@ def _potential(
         return (t > send) & (t <= send + w) & ~(void_at < end_day)
 
     y1, y0 = y_obs.copy(), y_obs.copy()
-    responder = (delivered["clock"].to_numpy() >= 0) & (
-        first["cause"].to_numpy() == delivered["clock"].to_numpy()
-    )
+    responder = _responders(first)
     alt = counted(first["alt_time"].to_numpy(), first["alt_void_at"].to_numpy())
     y0[responder] = alt[responder]
     earlier = would["fire"].to_numpy() < first["time"].to_numpy()

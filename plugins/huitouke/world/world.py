@@ -86,6 +86,14 @@ class World:
         self.ledger = Ledger()
         self.today = day_number(start)
         self._start_cycles()
+        log.info(
+            "world %s .. %s: %d customers (%d arriving), effects planted for %d campaign(s)",
+            start,
+            end,
+            n,
+            int((~np.isnan(population.arrival)).sum()),
+            sum(not e.is_zero for e in self.effects.values()),
+        )
 
     @classmethod
     def from_shop(
@@ -106,6 +114,10 @@ class World:
             arrivals = round(len(shop.truth) / history_days * ((end - start).days + 1))
         population = from_shop(shop, day_number(start), day_number(end), arrivals, seed)
         return cls(population, start, end, effects=effects, seed=seed)
+
+    def invalid_numbers(self) -> set[str]:
+        """The phone numbers that do not exist: a gateway simulator should fail messages to them."""
+        return {str(p) for p in self.people.phone[self.people.invalid_phone] if p is not None}
 
     # ------------------------------------------------------------------------- the natural cycle
 
@@ -288,3 +300,15 @@ def _joined(per: pd.DataFrame) -> pd.Series:
     for c in CHANNELS:
         text = text + np.where(per[f"_{c}"].to_numpy(dtype=bool), c + ",", "")
     return text.str.rstrip(",")
+
+
+def grown_shop(shop: DemoShop, world: World, days: list[WorldDay]) -> DemoShop:
+    """``shop`` with the world's customers (new ones included) and the orders of ``days``: what
+    :func:`huitouke.demo_shop.shop_as_of` and :func:`~huitouke.demo_shop.write_shop` take."""
+    return DemoShop(
+        customers=world.people.customers,
+        orders=pd.concat([shop.orders, *(d.orders for d in days)], ignore_index=True),
+        items=pd.concat([shop.items, *(d.items for d in days)], ignore_index=True),
+        truth=shop.truth,
+        bad_rows=shop.bad_rows,
+    )
