@@ -199,10 +199,9 @@ class WorldShop:
         phones = [p for p in happened.replies["phone"].astype(str)]
         return shop_as_of(self.shop, day), Answers(len(happened.orders), phones, len(happened.undelivered))
 
-    def invalid_phones(self) -> list[str]:
+    def invalid_phones(self) -> set[str]:
         """The phone numbers that do not exist (the gateway rejects them, as an operator would)."""
-        people = self.world.people
-        return [str(p) for p in people.customers["phone"].to_numpy()[people.invalid_phone] if p]
+        return self.world.invalid_numbers()
 
     def truth(self, waves: pd.DataFrame, windows: tuple[int, ...]) -> pd.DataFrame:
         """The true effects per (campaign, wave, due_on, window) of ``waves`` (huitouke.world.truth)."""
