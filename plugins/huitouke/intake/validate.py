@@ -427,7 +427,33 @@ def read_times(series: pd.Series, tz: ZoneInfo, text: pa.Array | None = None) ->
     ``text``: the series' :func:`_arrow_text`, when the caller has it already."""
     if isinstance(series.dtype, pd.DatetimeTZDtype) or pd.api.types.is_datetime64_dtype(series.dtype):
         return _read_datetimes(series, tz)
-    parts = _time_parts(_arrow_text(series) if text is None else text)
+    text = _arrow_text(series) if text is None else text
+    utc, out_of_range = _on_values(text, lambda values: _utc_times(values, tz), (_NAT, False))
+    return TimesRead(pd.Series(utc.view("datetime64[ns]"), index=series.index), out_of_range)
+
+
+_NAT = np.iinfo(np.int64).min
+
+
+def _on_values(
+    text: pa.Array, read: Callable[[pa.Array], tuple[np.ndarray, ...]], missing: tuple[object, ...]
+) -> tuple[np.ndarray, ...]:
+    """``read`` of the values that are there (a column mostly empty costs what its values cost),
+    ``missing`` where there is none."""
+    if not text.null_count:
+        return read(text)
+    rows = np.flatnonzero(_mask(pc.is_valid(text)))
+    found = read(text.take(pa.array(rows, type=pa.int64())))
+    out = tuple(np.full(len(text), fill, dtype=part.dtype) for part, fill in zip(found, missing, strict=True))
+    for whole, part in zip(out, found, strict=True):
+        whole[rows] = part
+    return out
+
+
+def _utc_times(text: pa.Array, tz: ZoneInfo) -> tuple[np.ndarray, np.ndarray]:
+    """Times as naive UTC nanoseconds (:data:`_NAT` where unreadable), and where a year was out of
+    range."""
+    parts = _time_parts(text)
     local, usable, out_of_range = _local_nanoseconds(parts)
     utc = np.where(parts.has_offset, local - parts.offset_minutes * 60_000_000_000, 0)
     naive = usable & ~parts.has_offset
@@ -436,8 +462,7 @@ def read_times(series: pd.Series, tz: ZoneInfo, text: pa.Array | None = None) ->
         shop = shop.tz_localize(tz, ambiguous="NaT", nonexistent="shift_forward").tz_convert("UTC")
         utc[naive] = shop.tz_localize(None).as_unit("ns").asi8
         usable[naive] &= shop.notna()
-    times = np.where(usable, utc, np.iinfo(np.int64).min).view("datetime64[ns]")
-    return TimesRead(pd.Series(times, index=series.index), out_of_range)
+    return np.where(usable, utc, _NAT), out_of_range
 
 
 def _read_datetimes(series: pd.Series, tz: ZoneInfo) -> TimesRead:
@@ -459,8 +484,12 @@ def parse_times_utc(series: pd.Series, tz: ZoneInfo) -> pd.Series:
 
 def _read_dates(text: pa.Array) -> tuple[np.ndarray, np.ndarray]:
     """Dates (a time of day is ignored) as datetime64[D], and where the text was one."""
-    local, usable, _ = _local_nanoseconds(_time_parts(text))
-    return local.astype("datetime64[ns]").astype("datetime64[D]"), usable
+
+    def read(values: pa.Array) -> tuple[np.ndarray, np.ndarray]:
+        local, usable, _ = _local_nanoseconds(_time_parts(values))
+        return local.astype("datetime64[ns]").astype("datetime64[D]"), usable
+
+    return _on_values(text, read, (np.datetime64("NaT"), False))
 
 
 # ------------------------------------------------------------------------------ validation
@@ -1049,7 +1078,8 @@ def _numbered_lines(parsed: _Parsed, lines: _Lines) -> _Lines:
         null_handling="replace",
         null_replacement="",
     )
-    order = np.lexsort((_sorted_codes(key), lines.codes))
+    by = pa.table({"code": lines.codes, "key": key})
+    order = pc.sort_indices(by, sort_keys=[("code", "ascending"), ("key", "ascending")]).to_numpy()
     sorted_codes = lines.codes[order]
     starts = np.flatnonzero(np.r_[True, sorted_codes[1:] != sorted_codes[:-1]])
     line_no = np.arange(len(order)) - np.repeat(starts, np.diff(np.r_[starts, len(order)])) + 1
@@ -1074,7 +1104,9 @@ def _iso_times(values: np.ndarray) -> pa.Array:
     return pc.fill_null(text, "")
 
 
-def _content_hashes(parsed: _Parsed, rows: np.ndarray, codes: np.ndarray, lines: _Lines) -> np.ndarray:
+def _content_hashes(
+    parsed: _Parsed, rows: np.ndarray, codes: np.ndarray, lines: _Lines
+) -> pd.api.extensions.ExtensionArray:
     """sha256 of what an order may never change: customer, payment time, amount and its line keys
     (sorted), one per order (its first row ``rows``, its code ``codes``; ``lines`` numbered)."""
     by_code = np.argsort(codes, kind="stable")
@@ -1089,14 +1121,23 @@ def _content_hashes(parsed: _Parsed, rows: np.ndarray, codes: np.ndarray, lines:
         pc.binary_join(pa.LargeListArray.from_arrays(offsets, lines.key), newline),
         newline,
     )
-    data, ends = _string_bytes(content)
-    buffer = memoryview(data)
-    hashes = np.empty(len(by_code), dtype=object)
-    hashes[by_code] = [
-        hashlib.sha256(buffer[start:end]).hexdigest()
-        for start, end in zip(ends[:-1].tolist(), ends[1:].tolist(), strict=True)
-    ]
-    return hashes
+    digests = np.frombuffer(b"".join(map(_DIGEST, map(hashlib.sha256, _binary_values(content)))), np.uint8)
+    hexed = np.empty((len(by_code), 64), dtype=np.uint8)
+    hexed[:, 0::2], hexed[:, 1::2] = (_HEX[digests >> 4].reshape(-1, 32), _HEX[digests & 15].reshape(-1, 32))
+    offsets = pa.py_buffer(np.arange(0, 64 * len(by_code) + 1, 64, dtype=np.int64))
+    hashes = pa.LargeStringArray.from_buffers(len(by_code), offsets, pa.py_buffer(hexed))
+    place = np.empty_like(by_code)
+    place[by_code] = np.arange(len(by_code))
+    return pd.array(hashes.take(pa.array(place)), dtype=_STR)
+
+
+_DIGEST = type(hashlib.sha256()).digest
+_HEX = np.frombuffer(b"0123456789abcdef", dtype=np.uint8)
+
+
+def _binary_values(text: pa.Array) -> list[bytes]:
+    """Each value's UTF-8 bytes."""
+    return pc.cast(text, pa.large_binary()).to_pylist()
 
 
 def _customers(parsed: _Parsed, rows: np.ndarray) -> tuple[pd.DataFrame, pd.Series]:
