@@ -250,6 +250,9 @@ def mapped_text_frame(table: pa.Table, mapping: Mapping[str, str], where: str) -
     columns = [c for c in CANONICAL_COLUMNS if c in chosen]
     arrays = [table.column(chosen[c]) for c in columns]
     arrays[columns.index("order_id")] = clean_order_ids(table.column(chosen["order_id"]))
+    # One contiguous large_string array per column, as pandas and validation work on it: made once
+    # here, while the parser's blocks can go, rather than copied by each reader of the frame.
+    arrays = [pa.chunked_array([pc.cast(a, pa.large_string()).combine_chunks()]) for a in arrays]
     return pa.Table.from_arrays(arrays, names=columns).to_pandas(types_mapper=_text_dtype)
 
 

@@ -1152,36 +1152,35 @@ def _customers(parsed: _Parsed, rows: np.ndarray) -> tuple[pd.DataFrame, pd.Seri
     bad = bad[np.sort(np.unique(_codes(text.take(pa.array(bad)))[0], return_index=True)[1])]
     bad_birthday = pd.Series(text.take(pa.array(bad)).to_pylist(), index=rows[bad], dtype=object)
     when = np.where(np.isnat(parsed["paid_at"][rows]), parsed["updated_at"][rows], parsed["paid_at"][rows])
-    customer = parsed["customer_id"].take(take)
-    customer_codes = _sorted_codes(customer)
+    customer_codes = _sorted_codes(parsed["customer_id"])[rows]
     # by customer id, then time (NaT first), then source order: the last row of a customer is its latest
     order = np.lexsort((when.view(np.int64), customer_codes))
     customer_codes = customer_codes[order]
     last = np.flatnonzero(np.r_[customer_codes[1:] != customer_codes[:-1], True])
     birthday = pa.array(np.where(readable, days, np.datetime64("NaT")), pa.date32(), from_pandas=True)
     fields = {
-        "name": parsed["customer_name"].take(take),
-        "phone": parsed["phone"].take(take),
-        "email": parsed["email"].take(take),
-        "birthday": birthday,
+        "name": (parsed["customer_name"], rows[order]),
+        "phone": (parsed["phone"], rows[order]),
+        "email": (parsed["email"], rows[order]),
+        "birthday": (birthday, order),
     }
-    out = {"customer_id": pd.array(customer.take(pa.array(order[last])), dtype=_STR)}
-    for name, values in fields.items():
-        out[name] = pd.Series(
-            _latest_values(values.take(pa.array(order)), customer_codes, last), dtype=object
-        )
+    out = {"customer_id": pd.array(parsed["customer_id"].take(pa.array(rows[order[last]])), dtype=_STR)}
+    for name, (values, positions) in fields.items():
+        out[name] = pd.Series(_latest_values(values, positions, customer_codes, last), dtype=object)
     return pd.DataFrame(out, columns=list(records.CUSTOMER_FIELDS)), bad_birthday
 
 
-def _latest_values(values: pa.Array, group: np.ndarray, last: np.ndarray) -> np.ndarray:
-    """Per group (rows sorted by group; ``last``: each group's last row), its last non-missing
-    value (None when it has none), as Python objects."""
-    present = np.flatnonzero(_mask(pc.is_valid(values)))
+def _latest_values(
+    values: pa.Array, positions: np.ndarray, group: np.ndarray, last: np.ndarray
+) -> np.ndarray:
+    """Per group (``values`` at ``positions``, sorted by group; ``last``: each group's last row),
+    its last non-missing value (None when it has none), as Python objects."""
+    present = np.flatnonzero(_mask(pc.is_valid(values))[positions])
     out = np.full(len(last), None, dtype=object)
     if len(present):
         final = present[np.r_[group[present][1:] != group[present][:-1], True]]
         slot = np.searchsorted(group[last], group[final])
-        out[slot] = values.take(pa.array(final)).to_pylist()
+        out[slot] = values.take(pa.array(positions[final])).to_pylist()
     return out
 
 
