@@ -1121,9 +1121,9 @@ def _content_hashes(
         pc.binary_join(pa.LargeListArray.from_arrays(offsets, lines.key), newline),
         newline,
     )
-    digests = np.frombuffer(b"".join(map(_DIGEST, map(hashlib.sha256, _binary_values(content)))), np.uint8)
-    hexed = np.empty((len(by_code), 64), dtype=np.uint8)
-    hexed[:, 0::2], hexed[:, 1::2] = (_HEX[digests >> 4].reshape(-1, 32), _HEX[digests & 15].reshape(-1, 32))
+    hexed = np.concatenate(
+        [_hex_digests(content.slice(i, _HASH_BATCH)) for i in range(0, len(content), _HASH_BATCH)]
+    )
     offsets = pa.py_buffer(np.arange(0, 64 * len(by_code) + 1, 64, dtype=np.int64))
     hashes = pa.LargeStringArray.from_buffers(len(by_code), offsets, pa.py_buffer(hexed))
     place = np.empty_like(by_code)
@@ -1131,13 +1131,18 @@ def _content_hashes(
     return pd.array(hashes.take(pa.array(place)), dtype=_STR)
 
 
+# Orders hashed at a time (their content as Python bytes only for so many at once).
+_HASH_BATCH = 65_536
 _DIGEST = type(hashlib.sha256()).digest
-_HEX = np.frombuffer(b"0123456789abcdef", dtype=np.uint8)
+# Each byte's two hex digits, as the two bytes of a little-endian uint16.
+_HEX_PAIRS = np.frombuffer("".join(f"{b:02x}" for b in range(256)).encode(), dtype="<u2")
 
 
-def _binary_values(text: pa.Array) -> list[bytes]:
-    """Each value's UTF-8 bytes."""
-    return pc.cast(text, pa.large_binary()).to_pylist()
+def _hex_digests(content: pa.Array) -> np.ndarray:
+    """The SHA-256 of each value's UTF-8 bytes, as lowercase hex, all in one byte array."""
+    values = pc.cast(content, pa.large_binary()).to_pylist()
+    digests = np.frombuffer(b"".join(map(_DIGEST, map(hashlib.sha256, values))), dtype=np.uint8)
+    return _HEX_PAIRS[digests].view(np.uint8)
 
 
 def _customers(parsed: _Parsed, rows: np.ndarray) -> tuple[pd.DataFrame, pd.Series]:
