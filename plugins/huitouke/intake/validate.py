@@ -87,7 +87,7 @@ _TIME = (
     r" *(?P<offset>Z|UTC|[+-]\d{2}(?::?\d{2})?)?$"
 )
 # The common shape, read by position (a fast path; everything else goes through _TIME).
-_FIXED_TIME = r"^\d{4}-\d{2}-\d{2}(?:[ T]\d{2}:\d{2}:\d{2})?$"
+_FIXED_TIME = r"^\d{4}[-/.]\d{2}[-/.]\d{2}(?:[ T]\d{2}:\d{2}:\d{2})?$"
 _FIXED_TIME_SLICES = {
     "year": (0, 4),
     "month": (5, 7),
@@ -179,6 +179,10 @@ _SPACES = np.array(
     dtype=np.int64,
 )
 _SPACE_TABLE = np.isin(np.arange(256), _SPACE_BYTES)
+_SPACE_LEAD_TABLE = np.isin(np.arange(256), _SPACES[_SPACES >= 1 << 16] >> 16) | np.isin(
+    np.arange(256), _SPACES[_SPACES < 1 << 16] >> 8
+)
+_SPACE_TAIL_TABLE = np.isin(np.arange(256), _SPACES & 0xFF)
 
 
 def _edge_whitespace(text: pa.Array) -> np.ndarray:
@@ -192,10 +196,10 @@ def _edge_whitespace(text: pa.Array) -> np.ndarray:
 
     first, final = at(starts), at(ends - 1)
     found = _SPACE_TABLE[first] | _SPACE_TABLE[final]
-    lead = np.flatnonzero(first >= 0xC2)  # may start with a character of 2 or 3 bytes
+    lead = np.flatnonzero(_SPACE_LEAD_TABLE[first])  # may start with a character of 2 or 3 bytes
     head = (first[lead] << 16) | (at(starts[lead] + 1) << 8) | at(starts[lead] + 2)
     found[lead] |= _in_sorted(head, _SPACES) | _in_sorted(head >> 8, _SPACES)
-    trail = np.flatnonzero(final >= 0x80)  # may end with one
+    trail = np.flatnonzero(_SPACE_TAIL_TABLE[final])  # may end with one
     tail = (at(ends[trail] - 3) << 16) | (at(ends[trail] - 2) << 8) | final[trail]
     found[trail] |= _in_sorted(tail, _SPACES) | _in_sorted(tail & 0xFFFF, _SPACES)
     return found & (ends > starts)
@@ -674,11 +678,12 @@ def _byte_table(*ranges: tuple[int, int]) -> np.ndarray:
 
 _CONTROL_BYTES = _byte_table((0x00, 0x1F), (0x7F, 0x7F))
 _DIGIT_BYTES = _byte_table((0x30, 0x39))
+_DATE_SEPARATOR_BYTES = _byte_table((0x2D, 0x2F))  # - . /
 _FIXED_TIME_BYTES = [
     *[_DIGIT_BYTES] * 4,
-    _byte_table((0x2D, 0x2D)),  # -
+    _DATE_SEPARATOR_BYTES,
     *[_DIGIT_BYTES] * 2,
-    _byte_table((0x2D, 0x2D)),
+    _DATE_SEPARATOR_BYTES,
     *[_DIGIT_BYTES] * 2,
     _byte_table((0x20, 0x20), (0x54, 0x54)),  # space or T
     *[_DIGIT_BYTES] * 2,
@@ -1015,7 +1020,7 @@ def _orders_and_lines(
             "order_id": _str_column(parsed["order_id"], rows),
             "customer_id": _str_column(parsed["customer_id"], rows),
             "paid_at": paid_at,
-            "business_date": _local_dates(paid_at, tz),
+            "business_date": pd.Series(_local_dates(paid_at, tz), dtype=object),
             "status": _str_column(parsed["status"], rows),
             "amount_cents": kept.amount_cents[first],
             "acquisition_source": _str_column(
