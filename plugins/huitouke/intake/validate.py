@@ -253,13 +253,6 @@ def _map_text(text: pa.Array, function: Callable[[str | None], str | None]) -> p
     return mapped.take(pa.array(np.where(codes < 0, len(values), codes)))
 
 
-def _map_unique(text: pa.Array, function: Callable[[str | None], object]) -> np.ndarray:
-    """``function`` of each value, called once per distinct value (object array)."""
-    codes, values = _codes(text)
-    mapped = np.array([function(v) for v in values.to_pylist()] + [function(None)], dtype=object)
-    return mapped[codes]
-
-
 # --------------------------------------------------------------------------------- numbers
 
 
@@ -584,8 +577,7 @@ def parse_rows(frame: pd.DataFrame, tz: ZoneInfo) -> _Parsed:
         **{name: text[name] for name in (*_ID_FIELDS, *_TEXT_LIMITS, "birthday")},
         "category": pc.fill_null(category, records.UNKNOWN_CATEGORY) if category.null_count else category,
         **numbers,
-        "status": _map_text(text["status"], records.canonical_status),
-        "rank": _map_unique(text["status"], _status_rank).astype(np.int64),
+        **_statuses(text["status"]),
         "status_text": text["status"],
         "paid_at": paid.utc.to_numpy(),
         "paid_out_of_range": paid.out_of_range,
@@ -663,7 +655,9 @@ def _string_bytes(array: pa.Array) -> tuple[np.ndarray, np.ndarray]:
 def _rows_with_bytes(array: pa.Array, table: np.ndarray) -> np.ndarray:
     """Where a value has a byte marked in ``table`` (256 booleans); nulls never."""
     data, offsets = _string_bytes(array)
-    hits = np.flatnonzero(table[data[offsets[0] : offsets[-1]]]) + offsets[0]
+    data = data[offsets[0] : offsets[-1]]
+    hits = np.flatnonzero((data < 0x20) | (data == 0x7F))  # every byte a table marks is one of these
+    hits = hits[table[data[hits]]] + offsets[0]
     rows = np.zeros(len(array), dtype=bool)
     rows[np.searchsorted(offsets, hits, side="right") - 1] = True
     return rows & _mask(pc.is_valid(array))
@@ -943,8 +937,7 @@ def _whole_orders(
     by_order = np.argsort(codes, kind="stable")
     n_orders = int(order_code.max(initial=-1)) + 1
     disagree = _disagreeing_orders(codes, good, by_order, fixed, n_orders)
-    status = parsed["status"].take(pa.array(good))
-    versions = [parsed["rank"][good], parsed["updated_at"][good].view(np.int64), _sorted_codes(status)]
+    versions = [parsed["rank"][good], parsed["updated_at"][good].view(np.int64), parsed["status_order"][good]]
     latest = _latest_version(codes, by_order, versions)
     latest_by_order = by_order[latest[by_order]]  # the latest rows, still in order of their code
     disagree |= _disagreeing_orders(codes, good, latest_by_order, {"refund_amount": refunded}, n_orders)
@@ -974,9 +967,19 @@ def _sorted_codes(text: pa.Array) -> np.ndarray:
 # ---------------------------------------------------------------------- orders, lines, customers
 
 
-def _status_rank(value: str | None) -> int:
-    """How far a status word has progressed (records.STATUS_RANK; -1 when unknown)."""
-    return records.STATUS_RANK.get(records.canonical_status(value) or "", -1)
+def _statuses(text: pa.Array) -> dict[str, pa.Array | np.ndarray]:
+    """Each row's canonical status (Arrow text, null when unknown), ``rank``: how far it has
+    progressed (records.STATUS_RANK; -1 when unknown), and ``status_order``: its place among the
+    canonical statuses sorted by name (-1 when unknown); one call per distinct word."""
+    codes, words = _codes(text)
+    canonical = [records.canonical_status(word) for word in words.to_pylist()] + [None]
+    names = sorted({c for c in canonical if c is not None})
+    rows = np.where(codes < 0, len(words), codes)
+    return {
+        "status": pa.array(canonical, pa.large_string()).take(pa.array(rows)),
+        "rank": np.array([records.STATUS_RANK.get(c or "", -1) for c in canonical], dtype=np.int64)[rows],
+        "status_order": np.array([names.index(c) if c else -1 for c in canonical], dtype=np.int64)[rows],
+    }
 
 
 def _acquisition_source(value: str | None) -> str:
