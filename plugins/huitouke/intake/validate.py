@@ -348,41 +348,35 @@ def _offsets(found: pa.StructArray) -> tuple[np.ndarray, np.ndarray, np.ndarray]
     return sign * (hours * 60 + minutes), has, (hours <= 14) & (minutes < 60)
 
 
-def _fixed_time_fields(text: pa.Array) -> dict[str, np.ndarray]:
-    """The parts of times that all have the fixed shape (:data:`_FIXED_TIME`), read from their
-    bytes by position."""
-    data, offsets = _string_bytes(text)
-    starts, last = offsets[:-1], max(len(data) - 1, 0)
-    with_time = (offsets[1:] - starts) == 19
-    fields = {}
-    for name, (a, b) in _FIXED_TIME_SLICES.items():
-        value = np.zeros(len(starts), dtype=np.int64)
-        for position in range(a, b):
-            value = value * 10 + data[np.minimum(starts + position, last)].astype(np.int64) - 48
-        fields[name] = np.where(with_time, value, 0) if a >= 10 else value
-    return fields
-
-
-def _has_fixed_time_shape(text: pa.Array) -> np.ndarray:
-    """Where a time has the fixed shape :data:`_FIXED_TIME`, tested on its bytes by position (the
-    regex's answer, without running it over every value)."""
+def _fixed_times(text: pa.Array) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+    """Where a time has the fixed shape :data:`_FIXED_TIME` (the regex's answer, without running
+    it over every value), and the parts of those times (0 elsewhere): both from one pass over
+    their bytes by position."""
     data, offsets = _string_bytes(text)
     starts, last = offsets[:-1], max(len(data) - 1, 0)
     length = offsets[1:] - starts
-    shaped = ((length == 10) | (length == 19)) & _mask(pc.is_valid(text))
+    date_only = length == 10
+    fixed = (date_only | (length == 19)) & _mask(pc.is_valid(text))
+    field_at = {position: name for name, (a, b) in _FIXED_TIME_SLICES.items() for position in range(a, b)}
+    fields = {name: np.zeros(len(starts), dtype=np.int64) for name in _FIXED_TIME_SLICES}
     for position, allowed in enumerate(_FIXED_TIME_BYTES):
         byte = data[np.minimum(starts + position, last)]
-        fits = allowed[byte]
-        shaped &= fits | ((position >= 10) & (length == 10))
-    return shaped
+        fixed &= allowed[byte] | (date_only if position >= 10 else False)
+        if position in field_at:
+            value = fields[field_at[position]]
+            value *= 10
+            value += byte
+            value -= 48
+    for name, (a, _) in _FIXED_TIME_SLICES.items():
+        fields[name] = np.where(fixed & ~date_only if a >= 10 else fixed, fields[name], 0)
+    return fixed, fields
 
 
 def _time_parts(text: pa.Array) -> _TimeParts:
     """Split times into their parts: the common fixed shape (``2025-12-12 10:03:11``) by position,
     the others (``2025/1/5 9:03``, ``2025年12月12日``, offsets, fractions) by :data:`_TIME`."""
     n = len(text)
-    fixed = _has_fixed_time_shape(text)
-    fields = _fixed_time_fields(pc.if_else(fixed, text, "2000-01-01 00:00:00"))
+    fixed, fields = _fixed_times(text)
     fields["nanosecond"] = np.zeros(n, dtype=np.int64)
     parts = _TimeParts(fields, fixed, np.zeros(n, np.int64), np.zeros(n, bool), np.ones(n, bool))
     rest = np.flatnonzero(_mask(pc.is_valid(text)) & ~fixed)
