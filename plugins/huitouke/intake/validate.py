@@ -1182,6 +1182,8 @@ def _latest_values(
 ) -> np.ndarray:
     """Per group (``values`` at ``positions``, sorted by group; ``last``: each group's last row),
     its last non-missing value (None when it has none), as Python objects."""
+    if not values.null_count:  # every row has one: each group's last row
+        return np.array(values.take(pa.array(positions[last])).to_pylist(), dtype=object)
     present = np.flatnonzero(_mask(pc.is_valid(values))[positions])
     out = np.full(len(last), None, dtype=object)
     if len(present):
