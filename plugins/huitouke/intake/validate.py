@@ -54,6 +54,11 @@ numpy, no per-cell Python), :func:`_row_checks` (each row's first failing reason
 (siblings of a bad row, rows that disagree, several versions of one order), :func:`_orders_and_lines`
 and :func:`_customers` from the good rows, and :func:`_quarantine_rows` from the others. The same
 input always gives the same output: a re-run of a day changes nothing.
+
+The parsed columns stay Arrow arrays (a text column that needs no stripping is the source's own
+array, not a copy) and numpy arrays; the steps pass row positions, not frames, and each output
+column is taken once from the parsed columns at the rows it needs (``analyze``'s speed and memory,
+issue 14).
 """
 
 from __future__ import annotations
