@@ -116,21 +116,6 @@ _TEXT_LIMITS = {
     "email": 255,
 }
 _ID_FIELDS = ("order_id", "customer_id", "coupon_code", "sku")
-# What the orders, lines and customers are made of (parse_rows' columns).
-_ORDER_ROW_COLUMNS = [
-    *_ID_FIELDS,
-    *_TEXT_LIMITS,
-    "birthday",
-    "amount",
-    "line_amount",
-    "refund",
-    "quantity",
-    "status",
-    "rank",
-    "paid_at",
-    "updated_at",
-    "has_line",
-]
 _QUOTE_LIMIT = 80
 _SURROGATES = re.compile("[\ud800-\udfff]")
 _STR = pd.StringDtype("pyarrow", na_value=np.nan)  # pandas' default "str"
@@ -226,16 +211,6 @@ def _arrow(series: pd.Series | np.ndarray | pa.Array) -> pa.Array:
         return series
     array = pa.array(series, type=pa.large_string())
     return array.combine_chunks() if isinstance(array, pa.ChunkedArray) else array
-
-
-def _to_series(text: pa.Array) -> pd.Series:
-    """An Arrow text array as a pandas ``str`` Series (missing values NaN), without a copy."""
-    return pd.Series(pd.array(text, dtype=_STR))
-
-
-def _text(series: pd.Series) -> pd.Series:
-    """Strings stripped of whitespace; empty strings and missing values are NaN (``str`` dtype)."""
-    return _to_series(_arrow_text(series))
 
 
 def _mask(values: pa.Array | pa.ChunkedArray) -> np.ndarray:
