@@ -367,3 +367,63 @@ def test_without_the_store_the_same_orders_lines_and_quarantine_without_hashes_o
     )
     assert analysed.customers.empty and not stored.customers.empty
     assert analysed.quarantine.equals(stored.quarantine)
+
+
+def test_text_is_stripped_of_exactly_what_arrow_calls_whitespace():
+    """Values are stripped only when some value starts or ends with whitespace (read from their
+    bytes): each Unicode whitespace character at either end is found, and characters whose UTF-8
+    bytes look alike (CJK characters ending in 0x80..0xAF) give what Arrow's utf8_trim_whitespace
+    gives."""
+    import numpy as np
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    from huitouke.intake.validate import parse_rows
+    from huitouke.records import ALL_COLUMNS
+
+    def stripped(values):
+        frame = pd.DataFrame({c: pd.Series(values, dtype="str") if c == "sku" else None for c in ALL_COLUMNS})
+        return parse_rows(frame, TZ)["sku"].to_pylist()
+
+    def expected(values):
+        text = pc.utf8_trim_whitespace(pa.array(values, pa.large_string()))
+        return pc.if_else(pc.equal(text, ""), pa.scalar(None, pa.large_string()), text).to_pylist()
+
+    spaces = "\t\n\x0b\x0c\r\x1c\x1d\x1e\x1f \x85\xa0\u1680" + "".join(map(chr, range(0x2000, 0x200B)))
+    for space in spaces + "\u2028\u2029\u202f\u205f\u3000":
+        values = ["x", f"{space}x", "中", f"x{space}", f"中{space}", f"{space}中", "x"]
+        assert stripped(values) == expected(values) != values, repr(space)
+    others = "x中总亀\u3001\u2080\u200b\u180e\ufeff\xa1\u00c2" + "".join(
+        chr(c) for c in np.random.default_rng(14).integers(0x80, 0xD7FF, 3000)
+    )
+    values = [f"{a}{b}" for a in others for b in ("x", "中")] + [
+        f"{b}{a}" for a in others for b in ("x", "中")
+    ]
+    assert stripped(values) == expected(values) == values
+
+
+def test_times_with_slashes_or_dots_read_by_position_as_by_the_pattern():
+    """``2025/12/12 10:03:00`` takes the fast path (by byte position); with two spaces or a
+    one-digit month it goes through the pattern: the same times either way."""
+    fixed = [
+        "2025/12/12 10:03:00",
+        "2025.12.01",
+        "2025-12/12 23:59:59",
+        "2025/02/30 10:00:00",
+        "2025/12/12 24:00:00",
+    ]
+    other = [
+        "2025/12/12  10:03:00",
+        "2025.12.1",
+        "2025-12/12  23:59:59",
+        "2025/2/30 10:00:00",
+        "2025/12/12  24:00:00",
+    ]
+    times = [parse_times_utc(pd.Series(values, dtype="str"), TZ).tolist() for values in (fixed, other)]
+    assert times[0] == times[1]
+    assert times[0][:3] == [
+        pd.Timestamp("2025-12-12 02:03:00"),
+        pd.Timestamp("2025-11-30 16:00:00"),
+        pd.Timestamp("2025-12-12 15:59:59"),
+    ]
+    assert pd.isna(times[0][3]) and pd.isna(times[0][4])

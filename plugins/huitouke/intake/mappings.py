@@ -250,6 +250,9 @@ def mapped_text_frame(table: pa.Table, mapping: Mapping[str, str], where: str) -
     columns = [c for c in CANONICAL_COLUMNS if c in chosen]
     arrays = [table.column(chosen[c]) for c in columns]
     arrays[columns.index("order_id")] = clean_order_ids(table.column(chosen["order_id"]))
+    # One contiguous large_string array per column, as pandas and validation work on it: made once
+    # here, while the parser's blocks can go, rather than copied by each reader of the frame.
+    arrays = [pa.chunked_array([pc.cast(a, pa.large_string()).combine_chunks()]) for a in arrays]
     return pa.Table.from_arrays(arrays, names=columns).to_pandas(types_mapper=_text_dtype)
 
 
@@ -312,15 +315,16 @@ def canonical_frame(frames: list[pd.DataFrame] | None = None) -> pd.DataFrame:
     if not frames:
         return pd.DataFrame({c: pd.Series([], dtype=object) for c in OUTPUT_COLUMNS})
     df = frames[0] if len(frames) == 1 else pd.concat(frames, ignore_index=True, sort=False)
-    missing = {column: None for column in OUTPUT_COLUMNS if column not in df.columns}
-    if missing:
-        df = df.assign(**missing)
-    df = df.loc[:, list(OUTPUT_COLUMNS)]
+    df = df.loc[:, [column for column in OUTPUT_COLUMNS if column in df.columns]]
     as_objects = [
         c for c in df.columns if df[c].dtype != object and not isinstance(df[c].dtype, pd.StringDtype)
     ]
     if as_objects:
         df = df.astype(dict.fromkeys(as_objects, object))
     objects = [c for c in df.columns if df[c].dtype == object]
-    df[objects] = df[objects].where(df[objects].notna(), None)
+    if objects:
+        df[objects] = df[objects].where(df[objects].notna(), None)
+    missing = {column: None for column in OUTPUT_COLUMNS if column not in df.columns}
+    if missing:  # None already, not looked at again
+        df = df.assign(**missing).loc[:, list(OUTPUT_COLUMNS)]
     return df

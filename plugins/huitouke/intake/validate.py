@@ -54,6 +54,11 @@ numpy, no per-cell Python), :func:`_row_checks` (each row's first failing reason
 (siblings of a bad row, rows that disagree, several versions of one order), :func:`_orders_and_lines`
 and :func:`_customers` from the good rows, and :func:`_quarantine_rows` from the others. The same
 input always gives the same output: a re-run of a day changes nothing.
+
+The parsed columns stay Arrow arrays (a text column that needs no stripping is the source's own
+array, not a copy) and numpy arrays; the steps pass row positions, not frames, and each output
+column is taken once from the parsed columns at the rows it needs (``analyze``'s speed and memory,
+issue 14).
 """
 
 from __future__ import annotations
@@ -87,7 +92,7 @@ _TIME = (
     r" *(?P<offset>Z|UTC|[+-]\d{2}(?::?\d{2})?)?$"
 )
 # The common shape, read by position (a fast path; everything else goes through _TIME).
-_FIXED_TIME = r"^\d{4}-\d{2}-\d{2}(?:[ T]\d{2}:\d{2}:\d{2})?$"
+_FIXED_TIME = r"^\d{4}[-/.]\d{2}[-/.]\d{2}(?:[ T]\d{2}:\d{2}:\d{2})?$"
 _FIXED_TIME_SLICES = {
     "year": (0, 4),
     "month": (5, 7),
@@ -111,24 +116,13 @@ _TEXT_LIMITS = {
     "email": 255,
 }
 _ID_FIELDS = ("order_id", "customer_id", "coupon_code", "sku")
-# What the orders, lines and customers are made of (parse_rows' columns).
-_ORDER_ROW_COLUMNS = [
-    *_ID_FIELDS,
-    *_TEXT_LIMITS,
-    "birthday",
-    "amount",
-    "line_amount",
-    "refund",
-    "quantity",
-    "status",
-    "rank",
-    "paid_at",
-    "updated_at",
-    "has_line",
-]
 _QUOTE_LIMIT = 80
 _SURROGATES = re.compile("[\ud800-\udfff]")
 _STR = pd.StringDtype("pyarrow", na_value=np.nan)  # pandas' default "str"
+
+
+# parse_rows' columns by name: Arrow text, numpy numbers, times and flags.
+_Parsed = dict[str, pa.Array | np.ndarray]
 
 
 @dataclass
@@ -148,12 +142,62 @@ class ValidatedBatch:
 def _arrow_text(series: pd.Series) -> pa.Array:
     """Values as text stripped of whitespace (``str`` of numbers and times), empty text as null."""
     if not isinstance(series.dtype, pd.StringDtype):
+        if series.dtype == object and series.isna().all():  # a column the source does not have
+            return pa.nulls(len(series), pa.large_string())
         try:
             series = series.astype(_STR)
         except UnicodeEncodeError:  # lone surrogates (bytes decoded with surrogateescape)
             series = series.map(_without_surrogates, na_action="ignore").astype(_STR)
-    text = pc.utf8_trim_whitespace(_arrow(series))
-    return pc.if_else(pc.equal(text, ""), pa.scalar(None, pa.large_string()), text)
+    return _stripped(_arrow(series))
+
+
+def _stripped(text: pa.Array) -> pa.Array:
+    """``text`` stripped of whitespace, empty text as null; ``text`` itself (no copy) when no value
+    starts or ends with whitespace or is empty, as in most exports."""
+    if _edge_whitespace(text).any():
+        text = pc.utf8_trim_whitespace(text)
+    _, offsets = _string_bytes(text)
+    if (offsets[1:] == offsets[:-1]).any() and pc.any(pc.equal(text, "")).as_py():
+        text = pc.if_else(pc.equal(text, ""), pa.scalar(None, pa.large_string()), text)
+    return text
+
+
+# What Arrow's utf8_trim_whitespace strips, as UTF-8: one byte, or 2 or 3 bytes (sorted).
+_SPACE_BYTES = (9, 10, 11, 12, 13, 28, 29, 30, 31, 32)
+_SPACES = np.array(
+    [0xC285, 0xC2A0, 0xE19A80, *range(0xE28080, 0xE2808B), 0xE280A8, 0xE280A9, 0xE280AF, 0xE2819F, 0xE38080],
+    dtype=np.int64,
+)
+_SPACE_TABLE = np.isin(np.arange(256), _SPACE_BYTES)
+_SPACE_LEAD_TABLE = np.isin(np.arange(256), _SPACES[_SPACES >= 1 << 16] >> 16) | np.isin(
+    np.arange(256), _SPACES[_SPACES < 1 << 16] >> 8
+)
+_SPACE_TAIL_TABLE = np.isin(np.arange(256), _SPACES & 0xFF)
+
+
+def _edge_whitespace(text: pa.Array) -> np.ndarray:
+    """Where a value starts or ends with whitespace (what ``utf8_trim_whitespace`` strips), read
+    from its first and last three bytes."""
+    data, offsets = _string_bytes(text)
+    starts, ends, last = offsets[:-1], offsets[1:], len(data) - 1
+
+    def at(positions: np.ndarray) -> np.ndarray:
+        return data[np.clip(positions, 0, last)].astype(np.int64)
+
+    first, final = at(starts), at(ends - 1)
+    found = _SPACE_TABLE[first] | _SPACE_TABLE[final]
+    lead = np.flatnonzero(_SPACE_LEAD_TABLE[first])  # may start with a character of 2 or 3 bytes
+    head = (first[lead] << 16) | (at(starts[lead] + 1) << 8) | at(starts[lead] + 2)
+    found[lead] |= _in_sorted(head, _SPACES) | _in_sorted(head >> 8, _SPACES)
+    trail = np.flatnonzero(_SPACE_TAIL_TABLE[final])  # may end with one
+    tail = (at(ends[trail] - 3) << 16) | (at(ends[trail] - 2) << 8) | final[trail]
+    found[trail] |= _in_sorted(tail, _SPACES) | _in_sorted(tail & 0xFFFF, _SPACES)
+    return found & (ends > starts)
+
+
+def _in_sorted(values: np.ndarray, allowed: np.ndarray) -> np.ndarray:
+    """Where ``values`` are in the sorted array ``allowed``."""
+    return allowed[np.minimum(np.searchsorted(allowed, values), len(allowed) - 1)] == values
 
 
 def _without_surrogates(value: object) -> str:
@@ -161,20 +205,12 @@ def _without_surrogates(value: object) -> str:
     return _SURROGATES.sub("\ufffd", str(value))
 
 
-def _arrow(series: pd.Series | np.ndarray) -> pa.Array:
+def _arrow(series: pd.Series | np.ndarray | pa.Array) -> pa.Array:
     """Text values as one Arrow ``large_string`` array (not chunked)."""
+    if isinstance(series, pa.Array) and series.type == pa.large_string():
+        return series
     array = pa.array(series, type=pa.large_string())
     return array.combine_chunks() if isinstance(array, pa.ChunkedArray) else array
-
-
-def _to_series(text: pa.Array) -> pd.Series:
-    """An Arrow text array as a pandas ``str`` Series (missing values NaN), without a copy."""
-    return pd.Series(pd.array(text, dtype=_STR))
-
-
-def _text(series: pd.Series) -> pd.Series:
-    """Strings stripped of whitespace; empty strings and missing values are NaN (``str`` dtype)."""
-    return _to_series(_arrow_text(series))
 
 
 def _mask(values: pa.Array | pa.ChunkedArray) -> np.ndarray:
@@ -190,11 +226,11 @@ def _codes(text: pa.Array) -> tuple[np.ndarray, pa.Array]:
     ), encoded.dictionary
 
 
-def _map_unique(text: pa.Array, function: Callable[[str | None], object]) -> np.ndarray:
-    """``function`` of each value, called once per distinct value (object array)."""
+def _map_text(text: pa.Array, function: Callable[[str | None], str | None]) -> pa.Array:
+    """``function`` of each value as Arrow text, called once per distinct value."""
     codes, values = _codes(text)
-    mapped = np.array([function(v) for v in values.to_pylist()] + [function(None)], dtype=object)
-    return mapped[codes]
+    mapped = pa.array([function(v) for v in values.to_pylist()] + [function(None)], pa.large_string())
+    return mapped.take(pa.array(np.where(codes < 0, len(values), codes)))
 
 
 # --------------------------------------------------------------------------------- numbers
@@ -292,41 +328,35 @@ def _offsets(found: pa.StructArray) -> tuple[np.ndarray, np.ndarray, np.ndarray]
     return sign * (hours * 60 + minutes), has, (hours <= 14) & (minutes < 60)
 
 
-def _fixed_time_fields(text: pa.Array) -> dict[str, np.ndarray]:
-    """The parts of times that all have the fixed shape (:data:`_FIXED_TIME`), read from their
-    bytes by position."""
-    data, offsets = _string_bytes(text)
-    starts, last = offsets[:-1], max(len(data) - 1, 0)
-    with_time = (offsets[1:] - starts) == 19
-    fields = {}
-    for name, (a, b) in _FIXED_TIME_SLICES.items():
-        value = np.zeros(len(starts), dtype=np.int64)
-        for position in range(a, b):
-            value = value * 10 + data[np.minimum(starts + position, last)].astype(np.int64) - 48
-        fields[name] = np.where(with_time, value, 0) if a >= 10 else value
-    return fields
-
-
-def _has_fixed_time_shape(text: pa.Array) -> np.ndarray:
-    """Where a time has the fixed shape :data:`_FIXED_TIME`, tested on its bytes by position (the
-    regex's answer, without running it over every value)."""
+def _fixed_times(text: pa.Array) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+    """Where a time has the fixed shape :data:`_FIXED_TIME` (the regex's answer, without running
+    it over every value), and the parts of those times (0 elsewhere): both from one pass over
+    their bytes by position."""
     data, offsets = _string_bytes(text)
     starts, last = offsets[:-1], max(len(data) - 1, 0)
     length = offsets[1:] - starts
-    shaped = ((length == 10) | (length == 19)) & _mask(pc.is_valid(text))
+    date_only = length == 10
+    fixed = (date_only | (length == 19)) & _mask(pc.is_valid(text))
+    field_at = {position: name for name, (a, b) in _FIXED_TIME_SLICES.items() for position in range(a, b)}
+    fields = {name: np.zeros(len(starts), dtype=np.int64) for name in _FIXED_TIME_SLICES}
     for position, allowed in enumerate(_FIXED_TIME_BYTES):
         byte = data[np.minimum(starts + position, last)]
-        fits = allowed[byte]
-        shaped &= fits | ((position >= 10) & (length == 10))
-    return shaped
+        fixed &= allowed[byte] | (date_only if position >= 10 else False)
+        if position in field_at:
+            value = fields[field_at[position]]
+            value *= 10
+            value += byte
+            value -= 48
+    for name, (a, _) in _FIXED_TIME_SLICES.items():
+        fields[name] = np.where(fixed & ~date_only if a >= 10 else fixed, fields[name], 0)
+    return fixed, fields
 
 
 def _time_parts(text: pa.Array) -> _TimeParts:
     """Split times into their parts: the common fixed shape (``2025-12-12 10:03:11``) by position,
     the others (``2025/1/5 9:03``, ``2025年12月12日``, offsets, fractions) by :data:`_TIME`."""
     n = len(text)
-    fixed = _has_fixed_time_shape(text)
-    fields = _fixed_time_fields(pc.if_else(fixed, text, "2000-01-01 00:00:00"))
+    fixed, fields = _fixed_times(text)
     fields["nanosecond"] = np.zeros(n, dtype=np.int64)
     parts = _TimeParts(fields, fixed, np.zeros(n, np.int64), np.zeros(n, bool), np.ones(n, bool))
     rest = np.flatnonzero(_mask(pc.is_valid(text)) & ~fixed)
@@ -368,7 +398,33 @@ def read_times(series: pd.Series, tz: ZoneInfo, text: pa.Array | None = None) ->
     ``text``: the series' :func:`_arrow_text`, when the caller has it already."""
     if isinstance(series.dtype, pd.DatetimeTZDtype) or pd.api.types.is_datetime64_dtype(series.dtype):
         return _read_datetimes(series, tz)
-    parts = _time_parts(_arrow_text(series) if text is None else text)
+    text = _arrow_text(series) if text is None else text
+    utc, out_of_range = _on_values(text, lambda values: _utc_times(values, tz), (_NAT, False))
+    return TimesRead(pd.Series(utc.view("datetime64[ns]"), index=series.index), out_of_range)
+
+
+_NAT = np.iinfo(np.int64).min
+
+
+def _on_values(
+    text: pa.Array, read: Callable[[pa.Array], tuple[np.ndarray, ...]], missing: tuple[object, ...]
+) -> tuple[np.ndarray, ...]:
+    """``read`` of the values that are there (a column mostly empty costs what its values cost),
+    ``missing`` where there is none."""
+    if not text.null_count:
+        return read(text)
+    rows = np.flatnonzero(_mask(pc.is_valid(text)))
+    found = read(text.take(pa.array(rows, type=pa.int64())))
+    out = tuple(np.full(len(text), fill, dtype=part.dtype) for part, fill in zip(found, missing, strict=True))
+    for whole, part in zip(out, found, strict=True):
+        whole[rows] = part
+    return out
+
+
+def _utc_times(text: pa.Array, tz: ZoneInfo) -> tuple[np.ndarray, np.ndarray]:
+    """Times as naive UTC nanoseconds (:data:`_NAT` where unreadable), and where a year was out of
+    range."""
+    parts = _time_parts(text)
     local, usable, out_of_range = _local_nanoseconds(parts)
     utc = np.where(parts.has_offset, local - parts.offset_minutes * 60_000_000_000, 0)
     naive = usable & ~parts.has_offset
@@ -377,8 +433,7 @@ def read_times(series: pd.Series, tz: ZoneInfo, text: pa.Array | None = None) ->
         shop = shop.tz_localize(tz, ambiguous="NaT", nonexistent="shift_forward").tz_convert("UTC")
         utc[naive] = shop.tz_localize(None).as_unit("ns").asi8
         usable[naive] &= shop.notna()
-    times = np.where(usable, utc, np.iinfo(np.int64).min).view("datetime64[ns]")
-    return TimesRead(pd.Series(times, index=series.index), out_of_range)
+    return np.where(usable, utc, _NAT), out_of_range
 
 
 def _read_datetimes(series: pd.Series, tz: ZoneInfo) -> TimesRead:
@@ -400,8 +455,12 @@ def parse_times_utc(series: pd.Series, tz: ZoneInfo) -> pd.Series:
 
 def _read_dates(text: pa.Array) -> tuple[np.ndarray, np.ndarray]:
     """Dates (a time of day is ignored) as datetime64[D], and where the text was one."""
-    local, usable, _ = _local_nanoseconds(_time_parts(text))
-    return local.astype("datetime64[ns]").astype("datetime64[D]"), usable
+
+    def read(values: pa.Array) -> tuple[np.ndarray, np.ndarray]:
+        local, usable, _ = _local_nanoseconds(_time_parts(values))
+        return local.astype("datetime64[ns]").astype("datetime64[D]"), usable
+
+    return _on_values(text, read, (np.datetime64("NaT"), False))
 
 
 # ------------------------------------------------------------------------------ validation
@@ -421,30 +480,29 @@ def validate(
     ``window`` is the first and last business date (shop time, inclusive) a paid_at or updated_at
     may fall on; by default ``policy.window(business_date)``. ``policy`` defaults to the generous
     defaults of :class:`~huitouke.config.PlausibilitySettings`. ``for_store`` False (``huitouke
-    analyze``, which stores nothing): no content hashes (None), line numbers (0) or customers,
-    which only loading needs; the same orders, lines and quarantine otherwise.
+    analyze``, which stores nothing): no content hashes (None), line numbers (0), skus and product
+    names (missing) or customers, which only loading needs; the same orders, lines and quarantine
+    otherwise.
     """
     policy = policy or PlausibilitySettings()
     frame = _with_every_column(raw)
     parsed = parse_rows(frame, tz)
-    order_code, _ = _codes(_arrow(parsed["order_id"]))
+    order_code, _ = _codes(parsed["order_id"])
     reason, detail = _first_reason(
         _row_checks(frame, parsed, policy, window or policy.window(business_date), tz)
     )
     _mark_siblings(reason, detail, order_code)
-    rows = _whole_orders(parsed, order_code, reason, detail)
-    orders, lines = _orders_and_lines(rows, tz, for_store)
+    kept = _whole_orders(parsed, order_code, reason, detail)
+    orders, lines = _orders_and_lines(parsed, kept, tz, for_store)
     if for_store:
-        customers, bad_birthday = _customers(rows)
+        customers, bad_birthday = _customers(parsed, kept.rows)
     else:
         customers, bad_birthday = pd.DataFrame(columns=list(records.CUSTOMER_FIELDS)), pd.Series(dtype=object)
-    # The quarantine table keeps an order id only when it is one (not 300 characters, no NUL).
-    quarantine_id = parsed["order_id"].where(~_bad_ids(parsed["order_id"], policy.max_id_length))
     return ValidatedBatch(
         orders=orders,
         lines=lines,
         customers=customers,
-        quarantine=_quarantine_rows(frame, quarantine_id, reason, detail, bad_birthday),
+        quarantine=_quarantine_rows(frame, parsed["order_id"], reason, detail, bad_birthday, policy),
         rows_read=len(frame),
     )
 
@@ -471,10 +529,11 @@ def _without_excel_wrappers(ids: pa.Array) -> pa.Array:
     return pc.if_else(pc.equal(ids, ""), pa.scalar(None, ids.type), ids)
 
 
-def parse_rows(frame: pd.DataFrame, tz: ZoneInfo) -> pd.DataFrame:
-    """The values the checks look at, parsed, one row per source row: ids and texts (stripped,
-    missing as NaN), amounts in CNY, canonical statuses, naive UTC times, and ``given_*``: where
-    a raw value was there at all (not blank). Each column is turned into text once."""
+def parse_rows(frame: pd.DataFrame, tz: ZoneInfo) -> _Parsed:
+    """The values the checks look at, parsed, one per source row, by name: ids and texts (Arrow,
+    stripped, missing as null), amounts in CNY, statuses (canonical and as written), naive UTC times
+    (numpy), and ``given_*``: where a raw value was there at all (not blank). Each column is turned
+    into text once; a text column that needs no stripping is the source's own Arrow array."""
     text = {column: _arrow_text(frame[column]) for column in records.ALL_COLUMNS}
     text["order_id"] = _without_excel_wrappers(text["order_id"])
     paid = read_times(frame["paid_at"], tz, text["paid_at"])
@@ -486,23 +545,21 @@ def parse_rows(frame: pd.DataFrame, tz: ZoneInfo) -> pd.DataFrame:
         "quantity": _read_numbers(frame["quantity"], None, text["quantity"]),
     }
     given = ("paid_at", "updated_at", "line_amount", "quantity", "refund_amount")
-    parsed = pd.DataFrame(
-        {
-            **{name: _to_series(text[name]) for name in (*_ID_FIELDS, *_TEXT_LIMITS, "birthday")},
-            **numbers,
-            "status": _map_unique(text["status"], records.canonical_status),
-            "rank": _map_unique(text["status"], _status_rank).astype(np.int64),
-            "status_text": _to_series(text["status"]),
-            "paid_at": paid.utc,
-            "paid_out_of_range": paid.out_of_range,
-            "updated_at": updated.utc,
-            "updated_out_of_range": updated.out_of_range,
-            "has_line": frame[["sku", "product_name", "category", "line_amount"]].notna().any(axis=1),
-            **{f"given_{name}": _mask(pc.is_valid(text[name])) for name in given},
-        }
-    )
-    parsed["category"] = parsed["category"].fillna(records.UNKNOWN_CATEGORY)
-    return parsed
+    line_columns = ("sku", "product_name", "category", "line_amount")
+    category = text["category"]
+    return {
+        **{name: text[name] for name in (*_ID_FIELDS, *_TEXT_LIMITS, "birthday")},
+        "category": pc.fill_null(category, records.UNKNOWN_CATEGORY) if category.null_count else category,
+        **numbers,
+        **_statuses(text["status"]),
+        "status_text": text["status"],
+        "paid_at": paid.utc.to_numpy(),
+        "paid_out_of_range": paid.out_of_range,
+        "updated_at": updated.utc.to_numpy(),
+        "updated_out_of_range": updated.out_of_range,
+        "has_line": np.logical_or.reduce([frame[c].notna().to_numpy() for c in line_columns]),
+        **{f"given_{name}": _mask(pc.is_valid(text[name])) for name in given},
+    }
 
 
 # ------------------------------------------------------------------------------ row checks
@@ -516,7 +573,7 @@ class _Check:
     reason: str
     failed: np.ndarray
     problem: str
-    quoted: pd.Series | None = None
+    quoted: pd.Series | pa.Array | None = None
 
 
 def _is_missing(value: object) -> bool:
@@ -547,10 +604,17 @@ def _first_reason(checks: list[_Check]) -> tuple[np.ndarray, np.ndarray]:
             if check.quoted is None:
                 detail[take] = check.problem
             else:
-                values = check.quoted.to_numpy(dtype=object)[take]
-                detail[take] = [f"{check.problem}: {_quote(v)}" for v in values]
+                detail[take] = [f"{check.problem}: {_quote(v)}" for v in _values_at(check.quoted, take)]
             open_rows &= ~take
     return reason, detail
+
+
+def _values_at(values: pd.Series | pa.Array, rows: np.ndarray) -> list[object]:
+    """The values at the rows marked in ``rows``, as Python objects (only those are converted)."""
+    positions = np.flatnonzero(rows)
+    if isinstance(values, pa.Array):
+        return values.take(pa.array(positions)).to_pylist()
+    return list(values.iloc[positions].to_numpy(dtype=object))
 
 
 def _string_bytes(array: pa.Array) -> tuple[np.ndarray, np.ndarray]:
@@ -565,7 +629,9 @@ def _string_bytes(array: pa.Array) -> tuple[np.ndarray, np.ndarray]:
 def _rows_with_bytes(array: pa.Array, table: np.ndarray) -> np.ndarray:
     """Where a value has a byte marked in ``table`` (256 booleans); nulls never."""
     data, offsets = _string_bytes(array)
-    hits = np.flatnonzero(table[data[offsets[0] : offsets[-1]]]) + offsets[0]
+    data = data[offsets[0] : offsets[-1]]
+    hits = np.flatnonzero((data < 0x20) | (data == 0x7F))  # every byte a table marks is one of these
+    hits = hits[table[data[hits]]] + offsets[0]
     rows = np.zeros(len(array), dtype=bool)
     rows[np.searchsorted(offsets, hits, side="right") - 1] = True
     return rows & _mask(pc.is_valid(array))
@@ -580,11 +646,12 @@ def _byte_table(*ranges: tuple[int, int]) -> np.ndarray:
 
 _CONTROL_BYTES = _byte_table((0x00, 0x1F), (0x7F, 0x7F))
 _DIGIT_BYTES = _byte_table((0x30, 0x39))
+_DATE_SEPARATOR_BYTES = _byte_table((0x2D, 0x2F))  # - . /
 _FIXED_TIME_BYTES = [
     *[_DIGIT_BYTES] * 4,
-    _byte_table((0x2D, 0x2D)),  # -
+    _DATE_SEPARATOR_BYTES,
     *[_DIGIT_BYTES] * 2,
-    _byte_table((0x2D, 0x2D)),
+    _DATE_SEPARATOR_BYTES,
     *[_DIGIT_BYTES] * 2,
     _byte_table((0x20, 0x20), (0x54, 0x54)),  # space or T
     *[_DIGIT_BYTES] * 2,
@@ -596,7 +663,7 @@ _FIXED_TIME_BYTES = [
 _FREE_TEXT_CONTROL_BYTES = _byte_table((0x00, 0x08), (0x0B, 0x0C), (0x0E, 0x1F), (0x7F, 0x7F))
 
 
-def _bad_ids(text: pd.Series, max_length: int) -> np.ndarray:
+def _bad_ids(text: pa.Array, max_length: int) -> np.ndarray:
     """Ids with a control or other non-printable character, or longer than ``max_length``."""
     array = _arrow(text)
     bad = _mask(pc.greater(pc.utf8_length(array), max_length)) | _rows_with_bytes(array, _CONTROL_BYTES)
@@ -608,14 +675,14 @@ def _bad_ids(text: pd.Series, max_length: int) -> np.ndarray:
     return bad
 
 
-def _bad_texts(text: pd.Series, max_length: int) -> np.ndarray:
+def _bad_texts(text: pa.Array, max_length: int) -> np.ndarray:
     """Free texts with a control character (tabs and line breaks are fine), or too long."""
     array = _arrow(text)
     too_long = _mask(pc.greater(pc.utf8_length(array), max_length))
     return too_long | _rows_with_bytes(array, _FREE_TEXT_CONTROL_BYTES)
 
 
-def _text_checks(frame: pd.DataFrame, parsed: pd.DataFrame, policy: PlausibilitySettings) -> list[_Check]:
+def _text_checks(frame: pd.DataFrame, parsed: _Parsed, policy: PlausibilitySettings) -> list[_Check]:
     """The ids and free texts a store can keep (``invalid_id``, ``invalid_text``)."""
     limit = policy.max_id_length
     ids = [
@@ -637,18 +704,18 @@ def _text_checks(frame: pd.DataFrame, parsed: pd.DataFrame, policy: Plausibility
         for name, size in _TEXT_LIMITS.items()
     ]
     return [
-        _Check("missing_order_id", parsed["order_id"].isna().to_numpy(), "no order id"),
+        _Check("missing_order_id", ~_mask(pc.is_valid(parsed["order_id"])), "no order id"),
         ids[0],
-        _Check("missing_customer", parsed["customer_id"].isna().to_numpy(), "no customer id"),
+        _Check("missing_customer", ~_mask(pc.is_valid(parsed["customer_id"])), "no customer id"),
         *ids[1:],
         *texts,
     ]
 
 
-def _amount_checks(frame: pd.DataFrame, parsed: pd.DataFrame, policy: PlausibilitySettings) -> list[_Check]:
+def _amount_checks(frame: pd.DataFrame, parsed: _Parsed, policy: PlausibilitySettings) -> list[_Check]:
     """The order's amount and the line's amount (``invalid_amount``, ``negative_amount``,
     ``implausible_amount``)."""
-    amount, line = parsed["amount"].to_numpy(), parsed["line_amount"].to_numpy()
+    amount, line = parsed["amount"], parsed["line_amount"]
     unreadable = np.isnan(amount) | (_subcent(amount) & (amount >= 0))
     return [
         _Check(
@@ -674,7 +741,7 @@ def _amount_checks(frame: pd.DataFrame, parsed: pd.DataFrame, policy: Plausibili
 
 
 def _time_checks(
-    frame: pd.DataFrame, parsed: pd.DataFrame, window: tuple[date, date], tz: ZoneInfo
+    frame: pd.DataFrame, parsed: _Parsed, window: tuple[date, date], tz: ZoneInfo
 ) -> list[_Check]:
     """paid_at and updated_at: absolute times (``unparseable_time``) inside the window
     (``implausible_time``)."""
@@ -685,20 +752,17 @@ def _time_checks(
     checks = []
     for name, out_of_range in (("paid_at", "paid_out_of_range"), ("updated_at", "updated_out_of_range")):
         times = parsed[name]
-        unreadable = (
-            parsed[f"given_{name}"].to_numpy() & times.isna().to_numpy() & ~parsed[out_of_range].to_numpy()
-        )
-        outside = parsed[out_of_range].to_numpy() | ((times < low) | (times >= high)).to_numpy()
+        unreadable = parsed[f"given_{name}"] & np.isnat(times) & ~parsed[out_of_range]
+        outside = parsed[out_of_range] | (times < low.to_datetime64()) | (times >= high.to_datetime64())
         checks.append(_Check("unparseable_time", unreadable, f"{name} is not an absolute time", frame[name]))
         checks.append(_Check("implausible_time", outside, f"{name} is {where}", frame[name]))
     return [checks[0], checks[2], checks[1], checks[3]]
 
 
-def _line_checks(frame: pd.DataFrame, parsed: pd.DataFrame, policy: PlausibilitySettings) -> list[_Check]:
+def _line_checks(frame: pd.DataFrame, parsed: _Parsed, policy: PlausibilitySettings) -> list[_Check]:
     """A line's amount and quantity (``invalid_line``)."""
-    line, quantity = parsed["line_amount"].to_numpy(), parsed["quantity"].to_numpy()
-    line_given = parsed["given_line_amount"].to_numpy()
-    quantity_given = parsed["given_quantity"].to_numpy()
+    line, quantity = parsed["line_amount"], parsed["quantity"]
+    line_given, quantity_given = parsed["given_line_amount"], parsed["given_quantity"]
     bad_line = line_given & (np.isnan(line) | (line < 0) | _subcent(line))
     bad_quantity = quantity_given & (
         np.isnan(quantity) | (quantity < 0) | (quantity % 1 != 0) | (quantity > policy.max_line_quantity)
@@ -719,10 +783,9 @@ def _line_checks(frame: pd.DataFrame, parsed: pd.DataFrame, policy: Plausibility
     ]
 
 
-def _refund_checks(frame: pd.DataFrame, parsed: pd.DataFrame) -> list[_Check]:
+def _refund_checks(frame: pd.DataFrame, parsed: _Parsed) -> list[_Check]:
     """refund_amount: readable, not negative, at most the order's amount (``invalid_refund``)."""
-    refund, amount = parsed["refund"].to_numpy(), parsed["amount"].to_numpy()
-    given = parsed["given_refund_amount"].to_numpy()
+    refund, amount, given = parsed["refund"], parsed["amount"], parsed["given_refund_amount"]
     bad = given & (np.isnan(refund) | (refund < 0) | _subcent(refund))
     with np.errstate(over="ignore", invalid="ignore"):
         above = given & (np.round(refund * 100) > np.round(amount * 100))
@@ -739,19 +802,20 @@ def _refund_checks(frame: pd.DataFrame, parsed: pd.DataFrame) -> list[_Check]:
 
 def _row_checks(
     frame: pd.DataFrame,
-    parsed: pd.DataFrame,
+    parsed: _Parsed,
     policy: PlausibilitySettings,
     window: tuple[date, date],
     tz: ZoneInfo,
 ) -> list[_Check]:
     """The quarantine reasons a single row can have, in the order they are tried (module doc)."""
-    status = parsed["status"].to_numpy()
-    unpaid = (status == records.PENDING) | (status == records.CANCELLED)
-    no_payment = ~parsed["given_paid_at"].to_numpy() & pd.notna(status) & ~unpaid
+    status = parsed["status"]
+    unpaid = _mask(pc.is_in(status, pa.array([records.PENDING, records.CANCELLED])))
+    known = _mask(pc.is_valid(status))
+    no_payment = ~parsed["given_paid_at"] & known & ~unpaid
     return [
         *_text_checks(frame, parsed, policy),
         *_amount_checks(frame, parsed, policy),
-        _Check("unknown_status", pd.isna(status), "unknown status", parsed["status_text"]),
+        _Check("unknown_status", ~known, "unknown status", parsed["status_text"]),
         *_time_checks(frame, parsed, window, tz),
         _Check("missing_paid_at", no_payment, "a paid order needs paid_at"),
         *_line_checks(frame, parsed, policy),
@@ -773,18 +837,27 @@ def _mark_siblings(reason: np.ndarray, detail: np.ndarray, order_code: np.ndarra
 
 
 def _disagreeing_orders(
-    codes: np.ndarray, by_order: np.ndarray, values: dict[str, np.ndarray], n_orders: int
+    codes: np.ndarray,
+    rows: np.ndarray,
+    by_order: np.ndarray,
+    values: dict[str, np.ndarray | pa.Array],
+    n_orders: int,
 ) -> dict[str, np.ndarray]:
-    """For each named value: which orders (by code) have rows that disagree on it. ``by_order``
-    puts the rows in order of their code."""
+    """For each named value: which orders (by code) have rows that disagree on it. ``rows`` are
+    the rows' positions in the values, ``codes`` their orders; ``by_order`` puts them in order of
+    their code. Only neighbours of one order are compared."""
     sorted_codes = codes[by_order]
-    same_order = sorted_codes[1:] == sorted_codes[:-1]
+    pairs = np.flatnonzero(sorted_codes[1:] == sorted_codes[:-1])
+    left, right = rows[by_order[pairs]], rows[by_order[pairs + 1]]
     out = {}
     for name, value in values.items():
-        ordered = value[by_order]
-        differs = same_order & (ordered[1:] != ordered[:-1])
+        if isinstance(value, pa.Array):
+            one, other = value.take(pa.array(left)), value.take(pa.array(right))
+            differs = _mask(pc.not_equal(one, other)) | (_mask(pc.is_valid(one)) != _mask(pc.is_valid(other)))
+        else:
+            differs = value[left] != value[right]
         flags = np.zeros(n_orders, dtype=bool)
-        flags[sorted_codes[1:][differs]] = True
+        flags[sorted_codes[pairs[differs]]] = True
         out[name] = flags
     return out
 
@@ -807,52 +880,80 @@ def _latest_version(codes: np.ndarray, by_order: np.ndarray, keys: list[np.ndarr
     return candidate
 
 
+@dataclass(frozen=True)
+class _KeptRows:
+    """The rows that make orders (positions in parse_rows' columns, in source order): one order's
+    latest version, all its lines; with the order's code, amount and refund in cents."""
+
+    rows: np.ndarray
+    codes: np.ndarray
+    amount_cents: np.ndarray
+    refunded_cents: np.ndarray
+
+
 def _whole_orders(
-    parsed: pd.DataFrame, order_code: np.ndarray, reason: np.ndarray, detail: np.ndarray
-) -> pd.DataFrame:
+    parsed: _Parsed, order_code: np.ndarray, reason: np.ndarray, detail: np.ndarray
+) -> _KeptRows:
     """The good rows that make orders: rows of one order must agree on records.FIXED_ORDER_FIELDS in
     all its versions; of several versions (paid, then refunded) the most advanced is kept, whose rows
     must agree on the refund. Rows that disagree become ``inconsistent_order_rows`` (in place)."""
-    good = pd.isna(reason)
-    rows = parsed.loc[good, _ORDER_ROW_COLUMNS].assign(
-        code=order_code[good], amount_cents=np.round(parsed["amount"][good] * 100).astype(np.int64)
-    )
-    codes = rows["code"].to_numpy()
-    n_orders = int(order_code.max(initial=-1)) + 1
+    good = np.flatnonzero(pd.isna(reason))
+    codes = order_code[good]
+    cents = np.zeros(len(order_code), dtype=np.int64)
+    cents[good] = np.round(parsed["amount"][good] * 100)
+    refunded = np.zeros(len(order_code), dtype=np.int64)
+    refunded[good] = np.round(np.nan_to_num(parsed["refund"][good]) * 100)
     fixed = {
-        "customer_id": _codes(_arrow(rows["customer_id"]))[0],
-        "paid_at": rows["paid_at"].to_numpy().view(np.int64),
-        "amount_cents": rows["amount_cents"].to_numpy(),
+        "customer_id": parsed["customer_id"],
+        "paid_at": parsed["paid_at"].view(np.int64),
+        "amount_cents": cents,
     }
     by_order = np.argsort(codes, kind="stable")
-    disagree = _disagreeing_orders(codes, by_order, fixed, n_orders)
-    status_order = pd.factorize(rows["status"].to_numpy(), sort=True)[0].astype(np.int64)
-    versions = [rows["rank"].to_numpy(), rows["updated_at"].to_numpy().view(np.int64), status_order]
+    n_orders = int(order_code.max(initial=-1)) + 1
+    disagree = _disagreeing_orders(codes, good, by_order, fixed, n_orders)
+    versions = [parsed["rank"][good], parsed["updated_at"][good].view(np.int64), parsed["status_order"][good]]
     latest = _latest_version(codes, by_order, versions)
-    refunded = np.round(np.nan_to_num(rows["refund"].to_numpy()) * 100).astype(np.int64)
     latest_by_order = by_order[latest[by_order]]  # the latest rows, still in order of their code
-    disagree |= _disagreeing_orders(codes, latest_by_order, {"refund_amount": refunded}, n_orders)
+    disagree |= _disagreeing_orders(codes, good, latest_by_order, {"refund_amount": refunded}, n_orders)
     bad = np.zeros(n_orders, dtype=bool)
     for flags in disagree.values():
         bad |= flags
     if bad.any():
-        marked = good & (order_code >= 0) & bad[np.maximum(order_code, 0)]
+        marked = pd.isna(reason) & (order_code >= 0) & bad[np.maximum(order_code, 0)]
         reason[marked] = "inconsistent_order_rows"
         detail[marked] = [
             "rows of this order disagree on "
             + ", ".join(name for name, flags in disagree.items() if flags[c])
             for c in order_code[marked]
         ]
-    keep = latest & ~bad[codes]
-    return rows[keep].assign(refunded_cents=refunded[keep])
+    keep = good[latest & ~bad[codes]]
+    return _KeptRows(keep, order_code[keep], cents[keep], refunded[keep])
+
+
+def _sorted_codes(text: pa.Array) -> np.ndarray:
+    """Each value's place among the distinct values sorted (int64; null: -1)."""
+    codes, values = _codes(text)
+    rank = np.empty(len(values), dtype=np.int64)
+    rank[pc.array_sort_indices(values).to_numpy()] = np.arange(len(values))
+    return np.where(codes >= 0, rank[np.maximum(codes, 0)] if len(values) else codes, -1)
 
 
 # ---------------------------------------------------------------------- orders, lines, customers
 
 
-def _status_rank(value: str | None) -> int:
-    """How far a status word has progressed (records.STATUS_RANK; -1 when unknown)."""
-    return records.STATUS_RANK.get(records.canonical_status(value) or "", -1)
+def _statuses(text: pa.Array) -> dict[str, pa.Array | np.ndarray]:
+    """Each row's canonical status (Arrow text, null when unknown), ``rank``: how far it has
+    progressed (records.STATUS_RANK; -1 when unknown), and ``status_order``: its place among the
+    canonical statuses sorted by name (-1 when unknown); one call per distinct word."""
+    codes, words = _codes(text)
+    canonical = [records.canonical_status(word) for word in words.to_pylist()] + [None]
+    names = sorted({c for c in canonical if c is not None})
+    rows = np.where(codes < 0, len(words), codes)
+    return {
+        "status": pa.array(canonical, pa.large_string()).take(pa.array(rows)),
+        "rank": np.array([records.STATUS_RANK.get(c or "", -1) for c in canonical], dtype=np.int64)[rows],
+        "status_order": np.array([names.index(c) if c else -1 for c in canonical], dtype=np.int64)[rows],
+    }
 
 
 def _acquisition_source(value: str | None) -> str:
@@ -864,46 +965,107 @@ def _acquisition_source(value: str | None) -> str:
 
 
 def _orders_and_lines(
-    rows: pd.DataFrame, tz: ZoneInfo, keyed: bool = True
+    parsed: _Parsed, kept: _KeptRows, tz: ZoneInfo, keyed: bool = True
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
     """The orders (one per order id, in order of first appearance, with their content hash) and
-    their numbered lines; ``keyed`` False: neither hashes nor line numbers (:func:`validate`)."""
-    if rows.empty:
+    their numbered lines; ``keyed`` False: neither hashes, line numbers, skus nor product names
+    (:func:`validate`). Each column is taken once from parse_rows' columns."""
+    if not len(kept.rows):
         return pd.DataFrame(columns=list(records.ORDER_FIELDS)), pd.DataFrame(
             columns=list(records.LINE_FIELDS)
         )
-    line_rows = _numbered_lines(rows) if keyed else _plain_lines(rows)
-    lines = pd.DataFrame(
+    has_line = parsed["has_line"][kept.rows]
+    lines = _Lines(kept.rows[has_line], kept.codes[has_line])
+    lines = _numbered_lines(parsed, lines) if keyed else lines
+    line_frame = pd.DataFrame(
         {
-            "order_id": line_rows["order_id"].array,
-            "line_no": line_rows["line_no"].array,
-            "sku": line_rows["sku"].array,
-            "product_name": line_rows["product_name"].array,
-            "category": line_rows["category"].array,
-            "quantity": line_rows["quantity_int"].array,
-            "amount_cents": line_rows["line_cents"].array,
+            "order_id": _str_column(parsed["order_id"], lines.rows),
+            "line_no": lines.line_no if keyed else np.zeros(len(lines.rows), dtype=np.int64),
+            "sku": _str_column(parsed["sku"], lines.rows) if keyed else None,
+            "product_name": _str_column(parsed["product_name"], lines.rows) if keyed else None,
+            "category": _str_column(parsed["category"], lines.rows),
+            "quantity": _int_column(parsed["quantity"][lines.rows]),
+            "amount_cents": _int_column(np.round(parsed["line_amount"][lines.rows] * 100)),
         },
         columns=list(records.LINE_FIELDS),
     )
-    first = rows.drop_duplicates("code")
-    paid_local = first["paid_at"].dt.tz_localize("UTC").dt.tz_convert(tz).dt.date
+    first = np.sort(np.unique(kept.codes, return_index=True)[1])  # each order's first kept row
+    rows = kept.rows[first]
+    paid_at = parsed["paid_at"][rows]
     orders = pd.DataFrame(
         {
-            "order_id": first["order_id"].to_numpy(),
-            "customer_id": first["customer_id"].to_numpy(),
-            "paid_at": first["paid_at"].to_numpy(),
-            "business_date": paid_local.astype(object).where(first["paid_at"].notna(), None).to_numpy(),
-            "status": first["status"].to_numpy(),
-            "amount_cents": first["amount_cents"].to_numpy(),
-            "acquisition_source": _map_unique(_arrow(first["acquisition_source"]), _acquisition_source),
-            "coupon_code": first["coupon_code"].to_numpy(),
-            "source_updated_at": first["updated_at"].to_numpy(),
-            "content_hash": _content_hashes(first, line_rows) if keyed else None,
-            "refunded_cents": first["refunded_cents"].to_numpy(),
+            "order_id": _str_column(parsed["order_id"], rows),
+            "customer_id": _str_column(parsed["customer_id"], rows),
+            "paid_at": paid_at,
+            "business_date": pd.Series(_local_dates(paid_at, tz), dtype=object),
+            "status": _str_column(parsed["status"], rows),
+            "amount_cents": kept.amount_cents[first],
+            "acquisition_source": _str_column(
+                _map_text(parsed["acquisition_source"].take(pa.array(rows)), _acquisition_source), None
+            ),
+            "coupon_code": _str_column(parsed["coupon_code"], rows),
+            "source_updated_at": parsed["updated_at"][rows],
+            "content_hash": _content_hashes(parsed, rows, kept.codes[first], lines) if keyed else None,
+            "refunded_cents": kept.refunded_cents[first],
         },
         columns=list(records.ORDER_FIELDS),
     )
-    return orders, lines
+    return orders, line_frame
+
+
+def _str_column(text: pa.Array, rows: np.ndarray | None) -> pd.api.extensions.ExtensionArray | np.ndarray:
+    """The values at ``rows`` (all: None) as pandas ``str``; all missing: an object column of NaN,
+    as pandas makes of such a column."""
+    values = text if rows is None else text.take(pa.array(rows))
+    if len(values) and values.null_count == len(values):
+        return np.full(len(values), np.nan, dtype=object)
+    return pd.array(values, dtype=_STR)
+
+
+def _int_column(values: np.ndarray) -> pd.arrays.IntegerArray:
+    """Floats that are whole numbers as pandas ``Int64`` (missing where NaN)."""
+    missing = np.isnan(values)
+    return pd.arrays.IntegerArray(np.where(missing, 0, values).astype(np.int64), missing)
+
+
+def _local_dates(utc: np.ndarray, tz: ZoneInfo) -> np.ndarray:
+    """Shop-local dates (``datetime.date``, None for NaT) of naive UTC times."""
+    local = pd.DatetimeIndex(utc).tz_localize("UTC").tz_convert(tz).tz_localize(None)
+    return local.to_numpy().astype("datetime64[D]").astype(object)
+
+
+@dataclass
+class _Lines:
+    """The kept rows that carry a line (positions), their orders' codes, and once numbered:
+    sorted by order and line content, their ``line_no`` and ``key``."""
+
+    rows: np.ndarray
+    codes: np.ndarray
+    line_no: np.ndarray | None = None
+    key: pa.Array | None = None
+
+
+def _numbered_lines(parsed: _Parsed, lines: _Lines) -> _Lines:
+    """The lines sorted by order and line content, with their ``key`` (which orders the lines of an
+    order and enters its content hash) and ``line_no`` (1, 2, ... within the order: the same lines
+    get the same numbers on every read)."""
+    take = pa.array(lines.rows)
+    quantity = _whole_numbers(parsed["quantity"][lines.rows])
+    cents = _whole_numbers(np.round(parsed["line_amount"][lines.rows] * 100))
+    key = pc.binary_join_element_wise(
+        *(parsed[c].take(take) for c in ("sku", "product_name", "category")),
+        pc.cast(quantity, pa.large_string()),
+        pc.cast(cents, pa.large_string()),
+        pa.scalar("|", pa.large_string()),
+        null_handling="replace",
+        null_replacement="",
+    )
+    by = pa.table({"code": lines.codes, "key": key})
+    order = pc.sort_indices(by, sort_keys=[("code", "ascending"), ("key", "ascending")]).to_numpy()
+    sorted_codes = lines.codes[order]
+    starts = np.flatnonzero(np.r_[True, sorted_codes[1:] != sorted_codes[:-1]])
+    line_no = np.arange(len(order)) - np.repeat(starts, np.diff(np.r_[starts, len(order)])) + 1
+    return _Lines(lines.rows[order], sorted_codes, line_no, key.take(pa.array(order)))
 
 
 def _whole_numbers(values: np.ndarray) -> pa.Array:
@@ -911,57 +1073,12 @@ def _whole_numbers(values: np.ndarray) -> pa.Array:
     return pa.array(np.nan_to_num(values).astype(np.int64), mask=np.isnan(values))
 
 
-def _numbered_lines(rows: pd.DataFrame) -> pd.DataFrame:
-    """The rows that carry a line, sorted by order and line content, with their ``line_key`` (which
-    orders the lines of an order and enters its content hash) and ``line_no`` (1, 2, ... within the
-    order: the same lines get the same numbers on every read)."""
-    line_rows = rows[rows["has_line"].to_numpy()]
-    quantity = _whole_numbers(line_rows["quantity"].to_numpy())
-    cents = _whole_numbers(np.round(line_rows["line_amount"].to_numpy() * 100))
-    parts = [_arrow(line_rows[c]) for c in ("sku", "product_name", "category")]
-    key = pc.binary_join_element_wise(
-        *parts,
-        pc.cast(quantity, pa.large_string()),
-        pc.cast(cents, pa.large_string()),
-        pa.scalar("|", pa.large_string()),
-        null_handling="replace",
-        null_replacement="",
-    )
-    key_code, key_values = _codes(key)
-    key_rank = np.empty(len(key_values), dtype=np.int64)
-    key_rank[pc.array_sort_indices(key_values).to_numpy()] = np.arange(len(key_values))
-    codes = line_rows["code"].to_numpy()
-    order = np.lexsort((key_rank[key_code], codes))
-    sorted_codes = codes[order]
-    starts = np.flatnonzero(np.r_[True, sorted_codes[1:] != sorted_codes[:-1]])
-    line_no = np.arange(len(order)) - np.repeat(starts, np.diff(np.r_[starts, len(order)])) + 1
-    return line_rows.iloc[order].assign(
-        line_key=pd.array(pc.take(key, pa.array(order)), dtype=_STR),
-        line_no=line_no,
-        quantity_int=pd.array(quantity.take(pa.array(order)), dtype="Int64"),
-        line_cents=pd.array(cents.take(pa.array(order)), dtype="Int64"),
-    )
-
-
-def _plain_lines(rows: pd.DataFrame) -> pd.DataFrame:
-    """The rows that carry a line, as read, with their quantity and cents (line number 0)."""
-    line_rows = rows[rows["has_line"].to_numpy()]
-    return line_rows.assign(
-        line_no=0,
-        quantity_int=pd.array(_whole_numbers(line_rows["quantity"].to_numpy()), dtype="Int64"),
-        line_cents=pd.array(
-            _whole_numbers(np.round(line_rows["line_amount"].to_numpy() * 100)), dtype="Int64"
-        ),
-    )
-
-
-def _iso_times(times: pd.Series) -> pa.Array:
+def _iso_times(values: np.ndarray) -> pa.Array:
     """``Timestamp.isoformat()`` of each time ("" for NaT): whole seconds by Arrow's cast, the rare
     times with fractions of a second one by one."""
-    values = times.to_numpy()
     seconds = pa.array(values.astype("datetime64[s]"), from_pandas=True)
     text = pc.replace_substring(pc.cast(seconds, pa.large_string()), " ", "T")
-    fractional = np.flatnonzero(~pd.isna(values) & (values.view(np.int64) % 1_000_000_000 != 0))
+    fractional = np.flatnonzero(~np.isnat(values) & (values.view(np.int64) % 1_000_000_000 != 0))
     if len(fractional):
         exact = text.to_numpy(zero_copy_only=False).astype(object)
         exact[fractional] = [pd.Timestamp(values[i]).isoformat() for i in fractional]
@@ -969,51 +1086,91 @@ def _iso_times(times: pd.Series) -> pa.Array:
     return pc.fill_null(text, "")
 
 
-def _content_hashes(first: pd.DataFrame, line_rows: pd.DataFrame) -> list[str]:
+def _content_hashes(
+    parsed: _Parsed, rows: np.ndarray, codes: np.ndarray, lines: _Lines
+) -> pd.api.extensions.ExtensionArray:
     """sha256 of what an order may never change: customer, payment time, amount and its line keys
-    (sorted), one per row of ``first`` (one row per order; ``line_rows`` sorted by order code)."""
-    by_code = np.argsort(first["code"].to_numpy(), kind="stable")
-    ordered = first.iloc[by_code]
-    starts = np.searchsorted(line_rows["code"].to_numpy(), ordered["code"].to_numpy(), "left")
-    keys = _arrow(line_rows["line_key"])
-    offsets = pa.array(np.r_[starts, len(line_rows)].astype(np.int64))
+    (sorted), one per order (its first row ``rows``, its code ``codes``; ``lines`` numbered)."""
+    by_code = np.argsort(codes, kind="stable")
+    ordered = rows[by_code]
+    starts = np.searchsorted(lines.codes, codes[by_code], "left")
+    offsets = pa.array(np.r_[starts, len(lines.rows)].astype(np.int64))
     newline = pa.scalar("\n", pa.large_string())
-    lines = pc.binary_join(pa.LargeListArray.from_arrays(offsets, keys), newline)
     content = pc.binary_join_element_wise(
-        _arrow(ordered["customer_id"]),
-        _iso_times(ordered["paid_at"]),
-        pc.cast(pa.array(ordered["amount_cents"].to_numpy()), pa.large_string()),
-        lines,
+        parsed["customer_id"].take(pa.array(ordered)),
+        _iso_times(parsed["paid_at"][ordered]),
+        pc.cast(pa.array(np.round(parsed["amount"][ordered] * 100).astype(np.int64)), pa.large_string()),
+        pc.binary_join(pa.LargeListArray.from_arrays(offsets, lines.key), newline),
         newline,
     )
-    hashes = np.empty(len(by_code), dtype=object)
-    hashes[by_code] = [hashlib.sha256(c).hexdigest() for c in pc.cast(content, pa.large_binary()).to_pylist()]
-    return hashes.tolist()
-
-
-def _customers(rows: pd.DataFrame) -> tuple[pd.DataFrame, pd.Series]:
-    """One row per customer with the latest non-empty contact fields; unreadable birthdays apart."""
-    if rows.empty:
-        return pd.DataFrame(columns=list(records.CUSTOMER_FIELDS)), pd.Series(dtype=object)
-    text = rows["birthday"]
-    days, readable = _read_dates(_arrow(text))
-    bad_birthday = text[text.notna().to_numpy() & ~readable].drop_duplicates()
-    birthday = np.full(len(rows), None, dtype=object)
-    birthday[readable] = days[readable].astype(object)
-    data = pd.DataFrame(
-        {
-            "customer_id": rows["customer_id"].to_numpy(),
-            "name": rows["customer_name"].to_numpy(),
-            "phone": rows["phone"].to_numpy(),
-            "email": rows["email"].to_numpy(),
-            "birthday": birthday,
-            "_when": rows["paid_at"].fillna(rows["updated_at"]).to_numpy(),
-        }
+    hexed = np.concatenate(
+        [_hex_digests(content.slice(i, _HASH_BATCH)) for i in range(0, len(content), _HASH_BATCH)]
     )
-    data = data.sort_values("_when", kind="stable", na_position="first")
-    customers = data.groupby("customer_id", sort=True)[list(records.CONTACT_FIELDS)].last()
-    customers = customers.astype(object).where(customers.notna(), None).reset_index()
-    return customers[list(records.CUSTOMER_FIELDS)], bad_birthday
+    offsets = pa.py_buffer(np.arange(0, 64 * len(by_code) + 1, 64, dtype=np.int64))
+    hashes = pa.LargeStringArray.from_buffers(len(by_code), offsets, pa.py_buffer(hexed))
+    place = np.empty_like(by_code)
+    place[by_code] = np.arange(len(by_code))
+    return pd.array(hashes.take(pa.array(place)), dtype=_STR)
+
+
+# Orders hashed at a time (their content as Python bytes only for so many at once).
+_HASH_BATCH = 65_536
+_DIGEST = type(hashlib.sha256()).digest
+# Each byte's two hex digits, as the two bytes of a little-endian uint16.
+_HEX_PAIRS = np.frombuffer("".join(f"{b:02x}" for b in range(256)).encode(), dtype="<u2")
+
+
+def _hex_digests(content: pa.Array) -> np.ndarray:
+    """The SHA-256 of each value's UTF-8 bytes, as lowercase hex, all in one byte array."""
+    values = pc.cast(content, pa.large_binary()).to_pylist()
+    digests = np.frombuffer(b"".join(map(_DIGEST, map(hashlib.sha256, values))), dtype=np.uint8)
+    return _HEX_PAIRS[digests].view(np.uint8)
+
+
+def _customers(parsed: _Parsed, rows: np.ndarray) -> tuple[pd.DataFrame, pd.Series]:
+    """One row per customer (sorted by id) with the latest non-empty contact fields (by payment,
+    else update time); unreadable birthdays apart (first of each text, by source row)."""
+    if not len(rows):
+        return pd.DataFrame(columns=list(records.CUSTOMER_FIELDS)), pd.Series(dtype=object)
+    take = pa.array(rows)
+    text = parsed["birthday"].take(take)
+    days, readable = _read_dates(text)
+    bad = np.flatnonzero(_mask(pc.is_valid(text)) & ~readable)
+    bad = bad[np.sort(np.unique(_codes(text.take(pa.array(bad)))[0], return_index=True)[1])]
+    bad_birthday = pd.Series(text.take(pa.array(bad)).to_pylist(), index=rows[bad], dtype=object)
+    when = np.where(np.isnat(parsed["paid_at"][rows]), parsed["updated_at"][rows], parsed["paid_at"][rows])
+    customer_codes = _sorted_codes(parsed["customer_id"])[rows]
+    # by customer id, then time (NaT first), then source order: the last row of a customer is its latest
+    order = np.lexsort((when.view(np.int64), customer_codes))
+    customer_codes = customer_codes[order]
+    last = np.flatnonzero(np.r_[customer_codes[1:] != customer_codes[:-1], True])
+    birthday = pa.array(np.where(readable, days, np.datetime64("NaT")), pa.date32(), from_pandas=True)
+    fields = {
+        "name": (parsed["customer_name"], rows[order]),
+        "phone": (parsed["phone"], rows[order]),
+        "email": (parsed["email"], rows[order]),
+        "birthday": (birthday, order),
+    }
+    out = {"customer_id": pd.array(parsed["customer_id"].take(pa.array(rows[order[last]])), dtype=_STR)}
+    for name, (values, positions) in fields.items():
+        out[name] = pd.Series(_latest_values(values, positions, customer_codes, last), dtype=object)
+    return pd.DataFrame(out, columns=list(records.CUSTOMER_FIELDS)), bad_birthday
+
+
+def _latest_values(
+    values: pa.Array, positions: np.ndarray, group: np.ndarray, last: np.ndarray
+) -> np.ndarray:
+    """Per group (``values`` at ``positions``, sorted by group; ``last``: each group's last row),
+    its last non-missing value (None when it has none), as Python objects."""
+    if not values.null_count:  # every row has one: each group's last row
+        return np.array(values.take(pa.array(positions[last])).to_pylist(), dtype=object)
+    present = np.flatnonzero(_mask(pc.is_valid(values))[positions])
+    out = np.full(len(last), None, dtype=object)
+    if len(present):
+        final = present[np.r_[group[present][1:] != group[present][:-1], True]]
+        slot = np.searchsorted(group[last], group[final])
+        out[slot] = values.take(pa.array(positions[final])).to_pylist()
+    return out
 
 
 # ------------------------------------------------------------------------------- quarantine
@@ -1031,36 +1188,53 @@ def _raw_json(frame: pd.DataFrame) -> list[str]:
 
 
 def _quarantine_frame(
-    rows: pd.DataFrame, reason: object, detail: list[str], order_id: pd.Series
+    frame: pd.DataFrame, rows: np.ndarray, reason: object, detail: list[str], order_id: list[str | None]
 ) -> pd.DataFrame:
-    """Quarantine rows for the source rows ``rows``: reason, detail (phone numbers and e-mail
+    """Quarantine rows for the source rows at ``rows``: reason, detail (phone numbers and e-mail
     addresses masked), order id, reference, raw row."""
+    source = frame.iloc[rows]
     return pd.DataFrame(
         {
             "reason": reason,
             "detail": [mask_text(d) for d in detail],
-            "order_id": order_id.astype(object).where(order_id.notna(), None).to_numpy(),
-            "source_ref": rows[records.SOURCE_REF_COLUMN].astype(str).to_numpy(),
-            "raw": _raw_json(rows),
+            "order_id": np.array(order_id, dtype=object),
+            "source_ref": source[records.SOURCE_REF_COLUMN].astype(str).to_numpy(),
+            "raw": _raw_json(source),
         },
         columns=list(QUARANTINE_FIELDS),
     )
 
 
 def _quarantine_rows(
-    frame: pd.DataFrame, order_id: pd.Series, reason: np.ndarray, detail: np.ndarray, bad_birthday: pd.Series
+    frame: pd.DataFrame,
+    order_ids: pa.Array,
+    reason: np.ndarray,
+    detail: np.ndarray,
+    bad_birthday: pd.Series,
+    policy: PlausibilitySettings,
 ) -> pd.DataFrame:
     """The quarantined rows, then one row per unreadable birthday (whose order was loaded)."""
-    quarantined = pd.notna(reason)
+
+    def order_id(rows: np.ndarray) -> list[str | None]:
+        """The order ids, kept only when they are one (not 300 characters, no NUL)."""
+        ids = order_ids.take(pa.array(rows, type=pa.int64()))
+        return [
+            None if bad else value
+            for value, bad in zip(ids.to_pylist(), _bad_ids(ids, policy.max_id_length), strict=True)
+        ]
+
+    quarantined = np.flatnonzero(pd.notna(reason))
     quarantine = _quarantine_frame(
-        frame[quarantined], reason[quarantined], list(detail[quarantined]), order_id[quarantined]
+        frame, quarantined, reason[quarantined], list(detail[quarantined]), order_id(quarantined)
     )
     if len(bad_birthday):
+        rows = bad_birthday.index.to_numpy()
         birthdays = _quarantine_frame(
-            frame.loc[bad_birthday.index],
+            frame,
+            rows,
             "invalid_birthday",
             ["birthday is not a date (the order was loaded): " + _quote(v) for v in bad_birthday],
-            order_id[bad_birthday.index],
+            order_id(rows),
         )
         quarantine = pd.concat([quarantine, birthdays], ignore_index=True)
     return quarantine.reset_index(drop=True)
