@@ -44,6 +44,7 @@ from sqlalchemy import Connection, Engine
 from huitouke import records
 from huitouke.intake import persist
 from huitouke.intake.validate import ValidatedBatch
+from huitouke.store import rows
 from huitouke.store.errors import call_safely
 
 # The counts an intake_runs row records (besides its day, source and reasons).
@@ -435,12 +436,13 @@ def _load(
     engine: Engine, batch: ValidatedBatch, source: str, business_date: date, last_business_date: date | None
 ) -> IntakeSummary:
     now = datetime.now(UTC).replace(tzinfo=None)
-    with engine.begin() as conn:
+    with engine.connect() as conn, rows.bulk_inserts(conn) as bulk, conn.begin():
         persist.lock_intake(conn)
         plan = _plan(conn, batch, source, business_date)
-        persist.insert_customers(conn, plan.new_customers, now)
+        with persist.rebuilt_indexes(conn, len(plan.orders.new), len(plan.new_lines)):
+            persist.insert_customers(bulk, plan.new_customers, now)
+            persist.insert_orders(bulk, plan.orders.new, plan.new_lines, source, now)
         persist.update_customers(conn, plan.changed_customers, now)
-        persist.insert_orders(conn, plan.orders.new, plan.new_lines, source, now)
         persist.move_orders(conn, plan.orders.moves, now)
         new_quarantine_rows = persist.insert_quarantine(conn, plan.new_quarantine, source, business_date, now)
         summary = IntakeSummary(
