@@ -439,7 +439,8 @@ def _load(
     with engine.connect() as conn, rows.bulk_inserts(conn) as bulk, conn.begin():
         persist.lock_intake(conn)
         plan = _plan(conn, batch, source, business_date)
-        with persist.rebuilt_indexes(conn, len(plan.orders.new), len(plan.new_lines)):
+        new_rows = len(plan.orders.new) + len(plan.new_lines)
+        with persist.rebuilt_indexes(conn, new_rows), rows.pipelined(bulk):
             persist.insert_customers(bulk, plan.new_customers, now)
             persist.insert_orders(bulk, plan.orders.new, plan.new_lines, source, now)
         persist.update_customers(conn, plan.changed_customers, now)

@@ -205,10 +205,11 @@ def insert_orders(
         bulk.insert(order_lines, _in_key_order(arrow_table(lines, _LINE_TYPES), "order_id", "line_no"))
 
 
-def rebuilt_indexes(conn: Connection, new_orders: int, new_lines: int) -> Any:
-    """A context for the inserts of a first load: the secondary indexes and the lines' foreign key
-    made after them, where that is faster (rows.indexes_rebuilt: PostgreSQL, empty tables)."""
-    return rows.indexes_rebuilt(conn, (orders, order_lines), new_orders + new_lines)
+def rebuilt_indexes(conn: Connection, new_rows: int) -> Any:
+    """A context for the inserts of a first load (``new_rows`` orders and lines): the secondary
+    indexes and the lines' foreign key made after them, where that is faster
+    (rows.indexes_rebuilt: PostgreSQL, empty tables)."""
+    return rows.indexes_rebuilt(conn, (orders, order_lines), new_rows)
 
 
 def move_orders(conn: Connection, moves: pd.DataFrame, now: datetime) -> None:

@@ -29,8 +29,9 @@ import json
 import shutil
 import tempfile
 import zlib
-from collections.abc import Iterator, Mapping, Sequence
-from contextlib import closing, contextmanager
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
+from contextlib import closing, contextmanager, suppress
 from dataclasses import dataclass
 from datetime import date, datetime
 from pathlib import Path
@@ -58,6 +59,7 @@ __all__ = [
     "indexes_rebuilt",
     "insert_new",
     "lock_writers",
+    "pipelined",
     "prefer_index_reads",
     "read_arrow",
     "read_arrow_by_ids",
@@ -637,25 +639,47 @@ class BulkInserts:
     SQLite (a file, ADBC's SQLite driver installed, at least ``_STAGE_MIN_ROWS`` rows): the rows go
     by ADBC's bulk ingest (Arrow straight from C, 5x faster than ``executemany``) into a scratch
     file of their own beside the store, which the transaction's connection attaches and copies
-    from with one ``INSERT ... SELECT`` (C, with a larger page cache). The store itself is written
-    only by the transaction: a failure leaves nothing behind but the scratch files, which
-    :meth:`close` deletes after detaching them (SQLite detaches only outside a transaction, so
-    :func:`bulk_inserts` wraps the transaction). Elsewhere :func:`insert_arrow`.
+    from with one ``INSERT ... SELECT`` (C, with a larger page cache). PostgreSQL: ``COPY`` of the
+    rows' CSV. That copy runs in a worker thread (SQLite and the server do it without Python's
+    lock) while the caller prepares and stages the next table; :meth:`wait` (and
+    :func:`pipelined`) waits for it: nothing else may use the connection meanwhile. The store itself is written only by the transaction: a failure leaves
+    nothing behind but the scratch files, which :meth:`close` deletes after detaching them (SQLite
+    detaches only outside a transaction, so :func:`bulk_inserts` wraps the transaction).
+    Elsewhere :func:`insert_arrow`, in the caller's thread.
     """
 
     def __init__(self, conn: Connection) -> None:
         self.conn = conn
         self._folder: Path | None = None
+        self._staged_files = 0
         self._attached: list[str] = []
         self._cache_kib: int | None = None
+        self._worker: ThreadPoolExecutor | None = None
+        self._copying: Future[None] | None = None
 
     def insert(self, table: Table, rows: pa.Table) -> None:
-        """Insert Arrow rows into ``table`` (columns named as in ``rows``)."""
-        native = _adbc_sqlite() if rows.num_rows >= _STAGE_MIN_ROWS and self._scratch_folder() else None
-        if native is None:
+        """Insert Arrow rows into ``table`` (columns named as in ``rows``); on the large-insert paths
+        the rows are in the table once :meth:`wait` returns."""
+        copy = None
+        if rows.num_rows >= _STAGE_MIN_ROWS:
+            kind = _kind(self.conn)
+            copy = self._staged(table, rows) if kind == "sqlite" else None
+            copy = self._pg_csv(table, rows) if kind == "postgresql" else copy
+        self.wait()
+        if copy is None:
             insert_arrow(self.conn, table, rows)
             return
-        alias = f"huitouke_stage_{len(self._attached)}"
+        self._worker = self._worker or ThreadPoolExecutor(1, thread_name_prefix="huitouke-load")
+        self._copying = self._worker.submit(copy, self.conn.connection.dbapi_connection)
+
+    def _staged(self, table: Table, rows: pa.Table) -> Callable[[Any], None] | None:
+        """SQLite: ``rows`` written into a scratch file; what copies them into ``table`` (None: no
+        file store or no ADBC driver)."""
+        native = _adbc_sqlite() if self._scratch_folder() else None
+        if native is None:
+            return None
+        alias = f"huitouke_stage_{self._staged_files}"
+        self._staged_files += 1
         path = self._scratch_folder() / f"{alias}.sqlite"
         stored = pa.table([_sqlite_storage(c) for c in rows.columns], names=rows.column_names)
         with native.connect(str(path), autocommit=True) as scratch, scratch.cursor() as cursor:
@@ -663,11 +687,37 @@ class BulkInserts:
             cursor.execute("PRAGMA synchronous = OFF")
             cursor.adbc_ingest("staged", stored, mode="create")
         columns = ", ".join(rows.column_names)
-        with _cursor(self.conn) as cursor:
-            cursor.execute(f"ATTACH DATABASE ? AS {alias}", (str(path),))
-            self._attached.append(alias)
-            self._larger_cache(cursor)
-            cursor.execute(f"INSERT INTO main.{table.name} ({columns}) SELECT {columns} FROM {alias}.staged")
+
+        def copy(dbapi: Any) -> None:
+            with closing(dbapi.cursor()) as cursor:
+                cursor.execute(f"ATTACH DATABASE ? AS {alias}", (str(path),))
+                self._attached.append(alias)
+                self._larger_cache(cursor)
+                cursor.execute(
+                    f"INSERT INTO main.{table.name} ({columns}) SELECT {columns} FROM {alias}.staged"
+                )
+
+        return copy
+
+    @staticmethod
+    def _pg_csv(table: Table, rows: pa.Table) -> Callable[[Any], None]:
+        """PostgreSQL: ``rows`` as CSV; what ``COPY``s them into ``table``."""
+        buffer = io.BytesIO()
+        pacsv.write_csv(rows, buffer, pacsv.WriteOptions(include_header=False, batch_size=_FETCH))
+        sql = f"COPY {table.name} ({', '.join(rows.column_names)}) FROM STDIN WITH (FORMAT csv, ENCODING 'UTF8')"
+
+        def copy(dbapi: Any) -> None:
+            buffer.seek(0)
+            with closing(dbapi.cursor()) as cursor:
+                cursor.copy_expert(sql, buffer, size=_COPY_CHUNK)
+
+        return copy
+
+    def wait(self) -> None:
+        """Wait for the insert still running (its error raised here)."""
+        copying, self._copying = self._copying, None
+        if copying is not None:
+            copying.result()
 
     def _scratch_folder(self) -> Path | None:
         """The folder of the scratch files (made at first use, beside the store); None: no file store."""
@@ -685,6 +735,9 @@ class BulkInserts:
     def close(self) -> None:
         """Detach and delete the scratch files, give the connection its page cache back (after the
         transaction); a connection that cannot be put back as it was is discarded."""
+        if self._worker is not None:
+            self._worker.shutdown(wait=True)
+            self._worker = None
         if self._folder is None:
             return
         try:
@@ -698,6 +751,19 @@ class BulkInserts:
         finally:
             shutil.rmtree(self._folder, ignore_errors=True)
             self._folder = None
+
+
+@contextmanager
+def pipelined(bulk: BulkInserts) -> Iterator[BulkInserts]:
+    """``bulk`` for the block's inserts, every one of them done at its end (failed or not: the
+    connection is free again when the block is left)."""
+    try:
+        yield bulk
+    except BaseException:
+        with suppress(Exception):
+            bulk.wait()
+        raise
+    bulk.wait()
 
 
 @contextmanager
