@@ -182,6 +182,7 @@ def update_customers(conn: Connection, changed: pd.DataFrame, now: datetime) -> 
     stored value) of stored customers."""
     if len(changed):
         table = arrow_table(changed, {c: _CUSTOMER_TYPES[c] for c in STORED_CUSTOMER_COLUMNS})
+        table = _in_key_order(table, "customer_id")
         rows.update_arrow(
             conn,
             customers,
@@ -217,7 +218,7 @@ def move_orders(conn: Connection, moves: pd.DataFrame, now: datetime) -> None:
     and what the state counted of the order). Stage 2 must fold them into the customer state again,
     knowing what it counted before (``folded_as_paid``)."""
     if len(moves):
-        table = arrow_table(moves, {c: _ORDER_TYPES[c] for c in MOVE_COLUMNS})
+        table = _in_key_order(arrow_table(moves, {c: _ORDER_TYPES[c] for c in MOVE_COLUMNS}), "order_id")
         constants = {"status_changed_at": now, "state_applied_at": None}
         rows.update_arrow(conn, orders, table, "order_id", constants=constants)
 

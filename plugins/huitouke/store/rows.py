@@ -692,7 +692,6 @@ class BulkInserts:
             with closing(dbapi.cursor()) as cursor:
                 cursor.execute(f"ATTACH DATABASE ? AS {alias}", (str(path),))
                 self._attached.append(alias)
-                self._larger_cache(cursor)
                 cursor.execute(
                     f"INSERT INTO main.{table.name} ({columns}) SELECT {columns} FROM {alias}.staged"
                 )
@@ -727,10 +726,14 @@ class BulkInserts:
                 self._folder = Path(tempfile.mkdtemp(prefix=".huitouke-load-", dir=Path(database).parent))
         return self._folder
 
-    def _larger_cache(self, cursor: Any) -> None:
-        if self._cache_kib is None:
-            self._cache_kib = int(cursor.execute("PRAGMA cache_size").fetchone()[0])
-            cursor.execute(f"PRAGMA cache_size = -{_LOAD_CACHE_KIB}")
+    def open(self) -> None:
+        """SQLite: a page cache of ``_LOAD_CACHE_KIB`` for the load (its inserts and updates land
+        all over the tables' and indexes' pages; the default 2 MB spills them to the file and the
+        journal again and again). Before the transaction."""
+        if _kind(self.conn) == "sqlite":
+            with _cursor(self.conn) as cursor:
+                self._cache_kib = int(cursor.execute("PRAGMA cache_size").fetchone()[0])
+                cursor.execute(f"PRAGMA cache_size = -{_LOAD_CACHE_KIB}")
 
     def close(self) -> None:
         """Detach and delete the scratch files, give the connection its page cache back (after the
@@ -738,7 +741,7 @@ class BulkInserts:
         if self._worker is not None:
             self._worker.shutdown(wait=True)
             self._worker = None
-        if self._folder is None:
+        if not self._attached and self._cache_kib is None:
             return
         try:
             with _cursor(self.conn) as cursor:
@@ -749,7 +752,8 @@ class BulkInserts:
         except Exception:  # noqa: BLE001 - the pool must not hand this connection out again
             self.conn.invalidate()
         finally:
-            shutil.rmtree(self._folder, ignore_errors=True)
+            if self._folder is not None:
+                shutil.rmtree(self._folder, ignore_errors=True)
             self._folder = None
 
 
@@ -771,6 +775,7 @@ def bulk_inserts(conn: Connection) -> Iterator[BulkInserts]:
     """A :class:`BulkInserts` for the transactions run on ``conn`` inside the block."""
     bulk = BulkInserts(conn)
     try:
+        bulk.open()
         yield bulk
     finally:
         bulk.close()
