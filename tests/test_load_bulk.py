@@ -16,6 +16,7 @@ from huitouke.intake import persist
 from huitouke.intake.load import load_batch
 from huitouke.intake.validate import validate
 from huitouke.store import rows
+from huitouke.store.connection import make_engine
 from huitouke.store.errors import StoreError
 
 TZ = ZoneInfo("Asia/Shanghai")
@@ -107,7 +108,7 @@ def schema_objects(engine) -> list[tuple]:
 def scratch_left(engine) -> list[Path]:
     if engine.dialect.name != "sqlite":
         return []
-    return sorted(Path(engine.url.database).parent.glob(".huitouke-load-*"))
+    return sorted(Path(engine.url.database).parent.glob(f".{Path(engine.url.database).name}.load-*"))
 
 
 def test_a_first_load_through_the_large_load_paths_stores_exactly_what_the_plain_paths_store(
@@ -157,3 +158,34 @@ def test_a_failed_large_load_leaves_the_store_its_indexes_and_no_scratch_file(
     monkeypatch.setattr(rows, "_STAGE_MIN_ROWS", 0)
     monkeypatch.setattr(rows, "_REBUILD_MIN_ROWS", 0)
     assert load(store_engine, export(30)).inserted == 30  # the pooled connection works on
+
+
+def test_the_scratch_files_of_a_killed_load_go_with_the_next_large_load(store_engine, bulk_paths):
+    if store_engine.dialect.name != "sqlite":
+        pytest.skip("scratch files are SQLite's")
+    store = Path(store_engine.url.database)
+    stale = store.parent / f".{store.name}.load-killed"
+    stale.mkdir()
+    (stale / "huitouke_stage_0.sqlite").write_bytes(b"rows of a killed load")
+    assert load(store_engine, export(10)).inserted == 10
+    assert scratch_left(store_engine) == []
+
+
+def test_a_role_that_may_not_drop_the_indexes_loads_row_by_row(store_engine, bulk_paths):
+    if store_engine.dialect.name != "postgresql":
+        pytest.skip("the indexes are made after a first load on PostgreSQL only")
+    role = f"loader_{store_engine.url.database}"
+    with store_engine.begin() as conn:
+        conn.execute(text(f"CREATE ROLE {role} LOGIN"))
+        conn.execute(text(f"GRANT SELECT, INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA public TO {role}"))
+    before = schema_objects(store_engine)
+    loader = make_engine(store_engine.url.set(username=role))
+    try:
+        assert load(loader, export(30)).inserted == 30
+    finally:
+        loader.dispose()
+        with store_engine.begin() as conn:
+            conn.execute(text(f"DROP OWNED BY {role}"))
+            conn.execute(text(f"DROP ROLE {role}"))
+    assert schema_objects(store_engine) == before
+    assert len(dump(store_engine)["order_lines"]) == 60

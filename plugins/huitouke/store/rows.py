@@ -24,6 +24,7 @@ Other drivers go through SQLAlchemy (correct, slower).
 
 from __future__ import annotations
 
+import glob
 import io
 import json
 import shutil
@@ -638,7 +639,7 @@ class BulkInserts:
 
     SQLite (a file, ADBC's SQLite driver installed, at least ``_STAGE_MIN_ROWS`` rows): the rows go
     by ADBC's bulk ingest (Arrow straight from C, 5x faster than ``executemany``) into a scratch
-    file of their own beside the store, which the transaction's connection attaches and copies
+    file of their own beside the store (``.<store file>.load-*``), which the transaction's connection attaches and copies
     from with one ``INSERT ... SELECT`` (C, with a larger page cache). PostgreSQL: ``COPY`` of the
     rows' CSV. That copy runs in a worker thread (SQLite and the server do it without Python's
     lock) while the caller prepares and stages the next table; :meth:`wait` (and
@@ -723,7 +724,7 @@ class BulkInserts:
         if self._folder is None and _kind(self.conn) == "sqlite":
             database = self.conn.engine.url.database
             if database and database != ":memory:" and not database.startswith("file:"):
-                self._folder = Path(tempfile.mkdtemp(prefix=".huitouke-load-", dir=Path(database).parent))
+                self._folder = _scratch_folder_of(Path(database))
         return self._folder
 
     def open(self) -> None:
@@ -781,6 +782,16 @@ def bulk_inserts(conn: Connection) -> Iterator[BulkInserts]:
         bulk.close()
 
 
+def _scratch_folder_of(store: Path) -> Path:
+    """A new scratch folder beside the SQLite file ``store``. Made while the transaction holds the
+    store's write lock, so any older one of this store was left by a load that was killed: it goes
+    (it holds the rows of that load, personal data among them)."""
+    prefix = f".{store.name}.load-"
+    for stale in store.parent.glob(f"{glob.escape(prefix)}*"):
+        shutil.rmtree(stale, ignore_errors=True)
+    return Path(tempfile.mkdtemp(prefix=prefix, dir=store.parent))
+
+
 def _adbc_sqlite() -> Any:
     try:
         import adbc_driver_sqlite.dbapi as native
@@ -812,20 +823,35 @@ def indexes_rebuilt(conn: Connection, tables: Sequence[Table], rows: int) -> Ite
     if _kind(conn) != "postgresql" or rows < _REBUILD_MIN_ROWS or any(has_rows(conn, t) for t in tables):
         yield
         return
-    names = [t.name for t in tables]
-    with _cursor(conn) as cursor:
-        cursor.execute(_PG_KEYS_AND_INDEXES, (names, names))
-        found = cursor.fetchall()
-        for kind, table, name, _ in found:
-            cursor.execute(
-                f"ALTER TABLE {table} DROP CONSTRAINT {name}" if kind == "key" else f"DROP INDEX {name}"
-            )
+    found = _pg_dropped_keys_and_indexes(conn, [t.name for t in tables])
     yield
     with _cursor(conn) as cursor:
         for kind, table, name, definition in reversed(found):
             cursor.execute(
                 f"ALTER TABLE {table} ADD CONSTRAINT {name} {definition}" if kind == "key" else definition
             )
+
+
+def _pg_dropped_keys_and_indexes(conn: Connection, names: list[str]) -> list[tuple[str, str, str, str]]:
+    """Drop the plain indexes and foreign keys of tables ``names``; what was dropped. A role that
+    may not drop them (not the tables' owner) drops nothing: the load goes on, row by row."""
+    import psycopg2
+
+    with _cursor(conn) as cursor:
+        cursor.execute(_PG_KEYS_AND_INDEXES, (names, names))
+        found = cursor.fetchall()
+        cursor.execute("SAVEPOINT huitouke_rebuild")
+        try:
+            for kind, table, name, _ in found:
+                cursor.execute(
+                    f"ALTER TABLE {table} DROP CONSTRAINT {name}" if kind == "key" else f"DROP INDEX {name}"
+                )
+        except psycopg2.Error as exc:
+            cursor.execute("ROLLBACK TO SAVEPOINT huitouke_rebuild")
+            log.warning("Indexes kept during the load (%s): inserted row by row", type(exc).__name__)
+            found = []
+        cursor.execute("RELEASE SAVEPOINT huitouke_rebuild")
+    return found
 
 
 # The foreign keys of the tables named by the first array, the plain (not unique, not primary key)
