@@ -630,7 +630,7 @@ def _sqlite_values(column: pa.Array) -> list[Any]:
 # --------------------------------------------------------------- large inserts of one transaction
 
 _STAGE_MIN_ROWS = 20_000  # rows from which a SQLite insert goes through a staging file
-_LOAD_CACHE_KIB = 256 * 1024  # SQLite's page cache while a bulk insert runs (random index inserts)
+_LOAD_CACHE_KIB = 256 * 1024  # SQLite's page cache during a load (random index inserts, updates)
 _REBUILD_MIN_ROWS = 50_000  # rows from which PostgreSQL's empty tables get their indexes afterwards
 
 
@@ -639,14 +639,16 @@ class BulkInserts:
 
     SQLite (a file, ADBC's SQLite driver installed, at least ``_STAGE_MIN_ROWS`` rows): the rows go
     by ADBC's bulk ingest (Arrow straight from C, 5x faster than ``executemany``) into a scratch
-    file of their own beside the store (``.<store file>.load-*``), which the transaction's connection attaches and copies
-    from with one ``INSERT ... SELECT`` (C, with a larger page cache). PostgreSQL: ``COPY`` of the
-    rows' CSV. That copy runs in a worker thread (SQLite and the server do it without Python's
-    lock) while the caller prepares and stages the next table; :meth:`wait` (and
-    :func:`pipelined`) waits for it: nothing else may use the connection meanwhile. The store itself is written only by the transaction: a failure leaves
-    nothing behind but the scratch files, which :meth:`close` deletes after detaching them (SQLite
-    detaches only outside a transaction, so :func:`bulk_inserts` wraps the transaction).
-    Elsewhere :func:`insert_arrow`, in the caller's thread.
+    file of their own beside the store (``.<store file>.load-*``), which the transaction's
+    connection attaches and copies from with one ``INSERT ... SELECT`` (C). PostgreSQL: ``COPY``
+    of the rows' CSV. That copy runs in a worker thread (SQLite and the server do it without
+    Python's lock) while the caller prepares and stages the next table; :meth:`wait` (and
+    :func:`pipelined`) waits for it: nothing else may use the connection meanwhile. The store
+    itself is written only by the transaction: a failure leaves nothing behind but the scratch
+    files, which :meth:`close` deletes after detaching them (SQLite detaches only outside a
+    transaction, so :func:`bulk_inserts` wraps the transaction). Elsewhere, and for fewer rows,
+    :func:`insert_arrow`, in the caller's thread. SQLite's page cache is ``_LOAD_CACHE_KIB`` while
+    the block runs (:meth:`open`).
     """
 
     def __init__(self, conn: Connection) -> None:
