@@ -44,7 +44,6 @@ from sqlalchemy import Connection, Engine
 from huitouke import records
 from huitouke.intake import persist
 from huitouke.intake.validate import ValidatedBatch
-from huitouke.store import rows
 from huitouke.store.errors import call_safely
 
 # The counts an intake_runs row records (besides its day, source and reasons).
@@ -443,11 +442,10 @@ def _load(
     engine: Engine, batch: ValidatedBatch, source: str, business_date: date, last_business_date: date | None
 ) -> IntakeSummary:
     now = datetime.now(UTC).replace(tzinfo=None)
-    with engine.connect() as conn, rows.bulk_inserts(conn) as bulk, conn.begin():
+    with engine.connect() as conn, persist.bulk_inserts(conn) as bulk, conn.begin():
         persist.lock_intake(conn)
         plan = _plan(conn, batch, source, business_date)
-        new_rows = len(plan.orders.new) + len(plan.new_lines)
-        with persist.rebuilt_indexes(conn, new_rows), rows.pipelined(bulk):
+        with persist.inserting(conn, bulk, len(plan.orders.new) + len(plan.new_lines)):
             persist.insert_customers(bulk, plan.new_customers, now)
             persist.insert_orders(bulk, plan.orders.new, plan.new_lines, source, now)
         persist.update_customers(conn, plan.changed_customers, now)

@@ -5,9 +5,12 @@ rows, the run's row). DataFrames in and out; what to write is decided in
 
 Everything goes through the store's bulk paths (:mod:`huitouke.store.rows`): the rows a batch
 names are read in one statement as Arrow (SQLite's native reader, PostgreSQL's ``COPY``), and
-written column by column (SQLite: one ``executemany`` of plain tuples per table; PostgreSQL:
-``COPY``, and ``UPDATE ... FROM`` a temporary table for the moves), never one Python dict or
-SQLAlchemy parameter set per row.
+written column by column in key order (a few rows: SQLite one ``executemany`` of plain tuples per
+table, PostgreSQL ``COPY``; many: :class:`~huitouke.store.rows.BulkInserts`, SQLite through a
+scratch file and ``INSERT ... SELECT``, each table copied in a worker thread while the next is
+prepared; ``UPDATE ... FROM`` a temporary table for the moves on PostgreSQL), never one Python
+dict or SQLAlchemy parameter set per row. A first load on PostgreSQL makes the orders' indexes
+and the lines' foreign key after its rows (:func:`inserting`).
 
 **Concurrency.** :func:`lock_intake` makes a load's transaction the only writer of ``orders`` (the
 segments run takes the same lock): a second intake of the same day waits for the first to commit,
@@ -16,7 +19,8 @@ then reads its orders as stored and finds them unchanged.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
+from contextlib import AbstractContextManager, contextmanager
 from datetime import date, datetime, timedelta
 from typing import Any
 
@@ -206,11 +210,19 @@ def insert_orders(
         bulk.insert(order_lines, _in_key_order(arrow_table(lines, _LINE_TYPES), "order_id", "line_no"))
 
 
-def rebuilt_indexes(conn: Connection, new_rows: int) -> Any:
-    """A context for the inserts of a first load (``new_rows`` orders and lines): the secondary
-    indexes and the lines' foreign key made after them, where that is faster
-    (rows.indexes_rebuilt: PostgreSQL, empty tables)."""
-    return rows.indexes_rebuilt(conn, (orders, order_lines), new_rows)
+def bulk_inserts(conn: Connection) -> AbstractContextManager[rows.BulkInserts]:
+    """The inserts of the load run on ``conn`` (rows.bulk_inserts): enter before its transaction,
+    leave after it (scratch files are detached and deleted then)."""
+    return rows.bulk_inserts(conn)
+
+
+@contextmanager
+def inserting(conn: Connection, bulk: rows.BulkInserts, new_rows: int) -> Iterator[rows.BulkInserts]:
+    """The block that inserts a load's ``new_rows`` orders and lines through ``bulk``: on a first
+    load the secondary indexes and the lines' foreign key are made after the rows where that is
+    faster (rows.indexes_rebuilt: PostgreSQL, empty tables); every insert is done when it ends."""
+    with rows.indexes_rebuilt(conn, (orders, order_lines), new_rows), rows.pipelined(bulk):
+        yield bulk
 
 
 def move_orders(conn: Connection, moves: pd.DataFrame, now: datetime) -> None:
