@@ -166,11 +166,11 @@ def sort_orders(
     refund row without line columns moves an order stored with lines.
     """
     incoming = with_refunds(incoming).reset_index(drop=True)
-    old = stored.drop_duplicates("order_id").set_index("order_id").reindex(incoming["order_id"])
-    old = old.reset_index(drop=True)
-    found = old["status"].notna().to_numpy(dtype=bool)
+    old = stored.drop_duplicates("order_id").reset_index(drop=True)
+    at = positions(incoming["order_id"], old["order_id"])
+    found = at >= 0
     new = incoming[~found].reset_index(drop=True)
-    mine, old = incoming[found].reset_index(drop=True), old[found].reset_index(drop=True)
+    mine, old = incoming[found].reset_index(drop=True), old.iloc[at[found]].reset_index(drop=True)
     lined = np.ones(len(mine), dtype=bool) if lined_ids is None else isin(mine["order_id"], lined_ids)
     same = (mine["content_hash"].to_numpy() == old["content_hash"].to_numpy()) | (
         ~lined & _same_fixed_fields(mine, old)
@@ -346,6 +346,13 @@ def isin(values: pd.Series, wanted: Iterable[Any]) -> np.ndarray:
     return pc.is_in(_ids(values), value_set=wanted).to_numpy(zero_copy_only=False)
 
 
+def positions(values: pd.Series, wanted: pd.Series) -> np.ndarray:
+    """Where each of ``values`` (ids) is in ``wanted`` (distinct ids), -1 where it is not (Arrow's
+    hash lookup: a pandas reindex on text hashes Python objects, several times slower)."""
+    found = pc.index_in(_ids(values), value_set=_ids(wanted))
+    return pc.fill_null(found, -1).to_numpy(zero_copy_only=False).astype(np.int64)
+
+
 def _ids(values: Iterable[Any]) -> pa.Array:
     """Ids (a Series, an array, an Index or any iterable) as an Arrow string array."""
     if not isinstance(values, (pd.Series, pd.Index, np.ndarray)):
@@ -435,12 +442,13 @@ def _load(
     engine: Engine, batch: ValidatedBatch, source: str, business_date: date, last_business_date: date | None
 ) -> IntakeSummary:
     now = datetime.now(UTC).replace(tzinfo=None)
-    with engine.begin() as conn:
+    with engine.connect() as conn, persist.bulk_inserts(conn) as bulk, conn.begin():
         persist.lock_intake(conn)
         plan = _plan(conn, batch, source, business_date)
-        persist.insert_customers(conn, plan.new_customers, now)
+        with persist.inserting(conn, bulk, len(plan.orders.new) + len(plan.new_lines)):
+            persist.insert_customers(bulk, plan.new_customers, now)
+            persist.insert_orders(bulk, plan.orders.new, plan.new_lines, source, now)
         persist.update_customers(conn, plan.changed_customers, now)
-        persist.insert_orders(conn, plan.orders.new, plan.new_lines, source, now)
         persist.move_orders(conn, plan.orders.moves, now)
         new_quarantine_rows = persist.insert_quarantine(conn, plan.new_quarantine, source, business_date, now)
         summary = IntakeSummary(

@@ -5,9 +5,12 @@ rows, the run's row). DataFrames in and out; what to write is decided in
 
 Everything goes through the store's bulk paths (:mod:`huitouke.store.rows`): the rows a batch
 names are read in one statement as Arrow (SQLite's native reader, PostgreSQL's ``COPY``), and
-written column by column (SQLite: one ``executemany`` of plain tuples per table; PostgreSQL:
-``COPY``, and ``UPDATE ... FROM`` a temporary table for the moves), never one Python dict or
-SQLAlchemy parameter set per row.
+written column by column in key order (a few rows: SQLite one ``executemany`` of plain tuples per
+table, PostgreSQL ``COPY``; many: :class:`~huitouke.store.rows.BulkInserts`, SQLite through a
+scratch file and ``INSERT ... SELECT``, each table copied in a worker thread while the next is
+prepared; ``UPDATE ... FROM`` a temporary table for the moves on PostgreSQL), never one Python
+dict or SQLAlchemy parameter set per row. A first load on PostgreSQL makes the orders' indexes
+and the lines' foreign key after its rows (:func:`inserting`).
 
 **Concurrency.** :func:`lock_intake` makes a load's transaction the only writer of ``orders`` (the
 segments run takes the same lock): a second intake of the same day waits for the first to commit,
@@ -16,7 +19,8 @@ then reads its orders as stored and finds them unchanged.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
+from contextlib import AbstractContextManager, contextmanager
 from datetime import date, datetime, timedelta
 from typing import Any
 
@@ -162,13 +166,19 @@ def read_quarantine_keys(conn: Connection, row_keys: Iterable[str]) -> set[str]:
     return set(_read_by_ids(conn, _QUARANTINE_KEYS, "row_key", row_keys, quarantine)["row_key"])
 
 
-def insert_customers(conn: Connection, new: pd.DataFrame, now: datetime) -> None:
-    """Insert the new customers (opted in)."""
+def insert_customers(bulk: rows.BulkInserts, new: pd.DataFrame, now: datetime) -> None:
+    """Insert the new customers (opted in), in key order."""
     if len(new):
         table = arrow_table(
             new, _CUSTOMER_TYPES, sms_opt_out=False, email_opt_out=False, first_seen_at=now, updated_at=now
         )
-        rows.insert_arrow(conn, customers, table)
+        bulk.insert(customers, _in_key_order(table, "customer_id"))
+
+
+def _in_key_order(table: pa.Table, *key: str) -> pa.Table:
+    """Rows sorted by their primary key: appended to the key's B-tree instead of inserted all over
+    it (SQLite and PostgreSQL alike; 1.5x faster for a first load)."""
+    return table.sort_by([(name, "ascending") for name in key])
 
 
 def update_customers(conn: Connection, changed: pd.DataFrame, now: datetime) -> None:
@@ -176,6 +186,7 @@ def update_customers(conn: Connection, changed: pd.DataFrame, now: datetime) -> 
     stored value) of stored customers."""
     if len(changed):
         table = arrow_table(changed, {c: _CUSTOMER_TYPES[c] for c in STORED_CUSTOMER_COLUMNS})
+        table = _in_key_order(table, "customer_id")
         rows.update_arrow(
             conn,
             customers,
@@ -187,17 +198,31 @@ def update_customers(conn: Connection, changed: pd.DataFrame, now: datetime) -> 
 
 
 def insert_orders(
-    conn: Connection, new: pd.DataFrame, lines: pd.DataFrame, source: str, now: datetime
+    bulk: rows.BulkInserts, new: pd.DataFrame, lines: pd.DataFrame, source: str, now: datetime
 ) -> None:
-    """Insert new orders (from ``source``, loaded ``now``) and their lines."""
+    """Insert new orders (from ``source``, loaded ``now``) and their lines, in key order."""
     if not len(new):
         return
     constants = {"source": source, "loaded_at": now, "status_changed_at": now}
-    rows.insert_arrow(
-        conn, orders, arrow_table(new, {c: _ORDER_TYPES[c] for c in _NEW_ORDER_COLUMNS}, **constants)
-    )
+    table = arrow_table(new, {c: _ORDER_TYPES[c] for c in _NEW_ORDER_COLUMNS}, **constants)
+    bulk.insert(orders, _in_key_order(table, "order_id"))
     if len(lines):
-        rows.insert_arrow(conn, order_lines, arrow_table(lines, _LINE_TYPES))
+        bulk.insert(order_lines, _in_key_order(arrow_table(lines, _LINE_TYPES), "order_id", "line_no"))
+
+
+def bulk_inserts(conn: Connection) -> AbstractContextManager[rows.BulkInserts]:
+    """The inserts of the load run on ``conn`` (rows.bulk_inserts): enter before its transaction,
+    leave after it (scratch files are detached and deleted then)."""
+    return rows.bulk_inserts(conn)
+
+
+@contextmanager
+def inserting(conn: Connection, bulk: rows.BulkInserts, new_rows: int) -> Iterator[rows.BulkInserts]:
+    """The block that inserts a load's ``new_rows`` orders and lines through ``bulk``: on a first
+    load the secondary indexes and the lines' foreign key are made after the rows where that is
+    faster (rows.indexes_rebuilt: PostgreSQL, empty tables); every insert is done when it ends."""
+    with rows.indexes_rebuilt(conn, (orders, order_lines), new_rows), rows.pipelined(bulk):
+        yield bulk
 
 
 def move_orders(conn: Connection, moves: pd.DataFrame, now: datetime) -> None:
@@ -205,7 +230,7 @@ def move_orders(conn: Connection, moves: pd.DataFrame, now: datetime) -> None:
     and what the state counted of the order). Stage 2 must fold them into the customer state again,
     knowing what it counted before (``folded_as_paid``)."""
     if len(moves):
-        table = arrow_table(moves, {c: _ORDER_TYPES[c] for c in MOVE_COLUMNS})
+        table = _in_key_order(arrow_table(moves, {c: _ORDER_TYPES[c] for c in MOVE_COLUMNS}), "order_id")
         constants = {"status_changed_at": now, "state_applied_at": None}
         rows.update_arrow(conn, orders, table, "order_id", constants=constants)
 

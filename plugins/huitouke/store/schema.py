@@ -99,7 +99,6 @@ order_lines = Table(
     Column("category", String(64), nullable=False),
     Column("quantity", Integer),
     Column("amount_cents", BigInteger),
-    Index("ix_order_lines_category", "category"),
 )
 
 # A row (or part of one) that was not loaded, with the reason and the raw row, so nothing is lost.
