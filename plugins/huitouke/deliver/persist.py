@@ -115,7 +115,8 @@ class Claim:
     """Rows now ``sending`` under this claim, and the rows suppressed at send time with why.
     Plain dicts, not a frame: the sender works row by row, and a claim is its dearest step."""
 
-    rows: list[dict[str, Any]]  # CLAIM_COLUMNS, recipient the current address, attempts counted
+    # CLAIM_COLUMNS (recipient the current address, attempts counted) and the facts checked
+    rows: list[dict[str, Any]]
     suppressed: list[tuple[str, str, str]]  # (campaign, channel, reason) of each suppressed row
 
 
@@ -266,14 +267,17 @@ def claim(
     now: datetime,
     cap_of: CapOf,
     tz: tzinfo,
+    locked: bool = False,
 ) -> Claim:
     """Take up to ``limit`` claimable queued rows: checked again (:mod:`.checks`), the suppressed
     ones end ``suppressed`` with the reason, the others ``sending`` under ``lease.owner`` until
-    :meth:`Lease.until`, one more attempt counted. Call in a fresh transaction."""
-    lock_writers(conn, outbox)
+    :meth:`Lease.until`, one more attempt counted. Call in a fresh transaction, or with
+    ``locked`` in one that took :func:`~huitouke.store.rows.lock_writers` first."""
+    if not locked:
+        lock_writers(conn, outbox)
     names = (*CLAIM_COLUMNS, *FACT_COLUMNS)
     found: dict[int, dict[str, Any]] = {}
-    for values in conn.execute(_queued(selection, now, limit)):
+    for values in conn.execute(_queued(selection, now, limit)).all():
         # One row per message whatever the joins found (overlapping history rows would repeat it).
         found.setdefault(values[0], dict(zip(names, values, strict=True)))
     rows = list(found.values())
@@ -286,13 +290,13 @@ def claim(
             out.append((row["message_id"], reason))
             suppressed.append((row["campaign"], row["channel"], reason))
             continue
-        out_id = out_id_from(tuple(row[k] for k in OUT_ID_KEY))
-        # Rendering stored both; written again only where they differ (a new address, an old row).
+        # Rendering stored both (the out id is a digest of the row's key, which never changes);
+        # written again only where they differ: a new address, a row rendered before out ids were.
+        out_id = row["out_id"] or out_id_from(tuple(row[k] for k in OUT_ID_KEY))
         if recipient != row["recipient"] or out_id != row["out_id"]:
             readdress.append((recipient, out_id, row["message_id"]))
-        claimed = {c: row[c] for c in CLAIM_COLUMNS}
-        claimed.update(recipient=recipient, out_id=out_id, attempts=row["attempts"] + 1, claimed_at=now)
-        go.append(claimed)
+        row.update(recipient=recipient, out_id=out_id, attempts=row["attempts"] + 1, claimed_at=now)
+        go.append(row)
     suppress(conn, out)
     _take(conn, [r["message_id"] for r in go], lease.owner, now, lease.until(now, len(go)))
     if readdress:
