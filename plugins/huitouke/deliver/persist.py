@@ -331,7 +331,7 @@ def _take(conn: Connection, ids: list[int], owner: str, now: datetime, lease_unt
         conn.execute(
             update(outbox)
             .where(o.message_id.in_(IDS))
-            .where(o.status == QUEUED)
+            .where(_not_by_index(o.status) == QUEUED)
             .values(
                 status=SENDING,
                 claimed_by=owner,
@@ -341,6 +341,14 @@ def _take(conn: Connection, ids: list[int], owner: str, now: datetime, lease_unt
             ),
             {"ids": list(chunk)},
         )
+
+
+def _not_by_index(column: Any) -> Any:
+    """``column`` in an expression no index answers (``status || ''``): SQLite, without
+    statistics, found the rows of an ``id IN (...) AND status = ...`` UPDATE through the status
+    index, i.e. walked every queued row of the outbox for each claim, and changed that index as it
+    walked (a claim of 2,000 rows: 11 us a row, 3 with the primary key)."""
+    return column.op("||")("")
 
 
 def _set_addresses(conn: Connection, values: list[tuple[str, str, int]]) -> None:
