@@ -28,7 +28,7 @@ from huitouke.deliver.policy import DeliveryRules, backoff
 from huitouke.deliver.providers.base import Fate, OutgoingMessage, Provider, SendOutcome, StatusAnswer
 from huitouke.deliver.states import FAILED, QUEUED, SENT, UNKNOWN
 from huitouke.pii import get_logger
-from huitouke.store.rows import lock_writers
+from huitouke.store.rows import lock_writers, prefer_index_reads
 from huitouke.store.schema import outbox
 
 __all__ = ["RateLimiter", "SendOptions", "Sender", "Tally"]
@@ -216,6 +216,9 @@ class Sender:
         round_rows = self._round_rows()
         with self.engine.begin() as conn:
             lock_writers(conn, outbox)
+            # PostgreSQL without fresh statistics (a day's rows just rendered) scanned the outbox
+            # for the claim's UPDATE by ids; priced as the cached reads they are, it probes its key.
+            prefer_index_reads(conn)
             if returned:
                 self._write_in(conn, returned)
             claimed = persist.claim(
