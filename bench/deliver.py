@@ -17,14 +17,16 @@ campaign waves, the outbox rows; bulk inserts, not timed) and ``run_day`` drains
 
 Measured: messages/s end to end (``run_day``'s wall time, receipts pulls and the final settle
 included), and where the sender's time goes. ``Sender`` is subclassed here (its claim, each
-provider call, each record timed from the outside) and put in ``daily``'s namespace for the run:
-claim and record run on the sender's thread, the calls on its pool; "waiting" is the sender's
-thread waiting for calls. Checked: the simulator's accepted count equals the outbox's ``sent``
-rows, and no out id was accepted twice.
+provider call, each call's outcomes taken, their writing timed from the outside) and put in
+``daily``'s namespace for the run: claims (whose transaction first writes the outcomes of the
+calls returned since the last one) and taking outcomes run on the sender's thread, the calls on
+its pool; "waiting" is the sender's thread waiting for calls. Checked: the simulator's accepted
+count equals the outbox's ``sent`` rows, and no out id was accepted twice.
 
 SQLite as ``make_engine`` leaves a file: the rollback journal, ``synchronous=FULL`` (about 20 ms
-a commit here; a commit every few hundred messages). "CPU" is the sending process's CPU time (all its threads) a message: the figure a
-busy machine inflates least (the simulator runs in another process).
+a commit here; a commit a claim). "CPU" is the sending process's CPU time (all its threads) a
+message: the figure a busy machine inflates least; the simulator's, in its own process, is
+printed beside it (read from ``/proc``), with the load average at the end of the run.
 
 Options (environment): ``BENCH_PROVIDERS=webhook,aliyun,twilio``, ``BENCH_PG=1``,
 ``BENCH_SQLITE=""`` (no SQLite run),
