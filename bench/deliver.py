@@ -17,14 +17,16 @@ campaign waves, the outbox rows; bulk inserts, not timed) and ``run_day`` drains
 
 Measured: messages/s end to end (``run_day``'s wall time, receipts pulls and the final settle
 included), and where the sender's time goes. ``Sender`` is subclassed here (its claim, each
-provider call, each record timed from the outside) and put in ``daily``'s namespace for the run:
-claim and record run on the sender's thread, the calls on its pool; "waiting" is the sender's
-thread waiting for calls. Checked: the simulator's accepted count equals the outbox's ``sent``
-rows, and no out id was accepted twice.
+provider call, each call's outcomes taken, their writing timed from the outside) and put in
+``daily``'s namespace for the run: claims (whose transaction first writes the outcomes of the
+calls returned since the last one) and taking outcomes run on the sender's thread, the calls on
+its pool; "waiting" is the sender's thread waiting for calls. Checked: the simulator's accepted
+count equals the outbox's ``sent`` rows, and no out id was accepted twice.
 
 SQLite as ``make_engine`` leaves a file: the rollback journal, ``synchronous=FULL`` (about 20 ms
-a commit here; a commit every few hundred messages). "CPU" is the sending process's CPU time (all its threads) a message: the figure a
-busy machine inflates least (the simulator runs in another process).
+a commit here; a commit a claim). "CPU" is the sending process's CPU time (all its threads) a
+message: the figure a busy machine inflates least; the simulator's, in its own process, is
+printed beside it (read from ``/proc``), with the load average at the end of the run.
 
 Options (environment): ``BENCH_PROVIDERS=webhook,aliyun,twilio``, ``BENCH_PG=1``,
 ``BENCH_SQLITE=""`` (no SQLite run),
@@ -219,9 +221,11 @@ class Timings:
     claim: float = 0.0
     record: float = 0.0
     calls: float = 0.0
+    write: float = 0.0  # the outcomes' UPDATEs, inside the claims' transactions (or a last one)
     claim_cpu: float = 0.0  # CPU seconds of those threads in each part
     record_cpu: float = 0.0
     calls_cpu: float = 0.0
+    write_cpu: float = 0.0
     n_claims: int = 0
     n_calls: int = 0
     n_records: int = 0
@@ -256,14 +260,22 @@ def timed_sender(timings: Timings) -> type[Sender]:
                     timings.calls_cpu += time.thread_time() - cpu
                     timings.n_calls += 1
 
-        def _record(self, calls):  # type: ignore[override]
+        def _record(self, calls, returned):  # type: ignore[override]
             started, cpu = time.perf_counter(), time.thread_time()
             try:
-                return super()._record(calls)
+                return super()._record(calls, returned)
             finally:
                 timings.record += time.perf_counter() - started
                 timings.record_cpu += time.thread_time() - cpu
                 timings.n_records += 1
+
+        def _write_in(self, conn, returned):  # type: ignore[override]
+            started, cpu = time.perf_counter(), time.thread_time()
+            try:
+                return super()._write_in(conn, returned)
+            finally:
+                timings.write += time.perf_counter() - started
+                timings.write_cpu += time.thread_time() - cpu
 
     return TimedSender
 
@@ -293,6 +305,7 @@ class Result:
     other: dict[str, int]
     timings: Timings
     cpu: float  # the sending process's CPU seconds (all its threads) during run_day
+    gw_cpu: float  # the simulator process's CPU seconds meanwhile
 
     @property
     def cpu_us(self) -> float:
@@ -310,6 +323,15 @@ class Result:
     @property
     def ok(self) -> bool:
         return self.sent == self.accepted == MESSAGES and self.duplicates == 0
+
+
+def process_cpu(pid: int) -> float:
+    """CPU seconds (user + system) a process has used so far (Linux ``/proc``; 0 elsewhere)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def run(store: str, url: str, name: str, gw: GatewayProcess, profile: bool) -> Result:
@@ -336,13 +358,15 @@ def run(store: str, url: str, name: str, gw: GatewayProcess, profile: bool) -> R
     daily._pull_all = timed_feeds(timings, (lambda *_: None) if skipped else pull_all)
     profiler = cProfile.Profile() if profile else None
     try:
-        started, cpu_started = time.perf_counter(), time.process_time()
+        gw_pid = gw._process.pid if gw._process else 0
+        started, cpu_started, gw_started = time.perf_counter(), time.process_time(), process_cpu(gw_pid)
         if profiler:
             profiler.enable()
         result = daily.run_day(engine, delivery)
         if profiler:
             profiler.disable()
         seconds, cpu = time.perf_counter() - started, time.process_time() - cpu_started
+        gw_cpu = process_cpu(gw_pid) - gw_started
     finally:
         daily.Sender, daily._pull_all = original, pull_all
     if profiler:
@@ -357,7 +381,16 @@ def run(store: str, url: str, name: str, gw: GatewayProcess, profile: bool) -> R
         print(f"  PAUSED: {result.tally.paused}")
     other = {k: v for k, v in rows.items() if k != "sent"}
     return Result(
-        store, name, seconds, rows.get("sent", 0), stats["accepted"], stats["duplicates"], other, timings, cpu
+        store,
+        name,
+        seconds,
+        rows.get("sent", 0),
+        stats["accepted"],
+        stats["duplicates"],
+        other,
+        timings,
+        cpu,
+        gw_cpu,
     )
 
 
@@ -373,18 +406,20 @@ def report(r: Result) -> None:
     print(
         f"    run_day {r.seconds:.2f} s = drain {t.drain:.2f} s ({r.drain_rate:,.0f} msg/s) + receipts and "
         f"replies pulled {t.feeds:.2f} s + the rest {r.seconds - t.drain - t.feeds:.2f} s; "
-        f"sender CPU {r.cpu:.2f} s = {r.cpu_us:.0f} us a message (one core's worth: {1e6 / r.cpu_us:,.0f} msg/s)"
+        f"sender CPU {r.cpu:.2f} s = {r.cpu_us:.0f} us a message (one core's worth: {1e6 / r.cpu_us:,.0f} msg/s); "
+        f"simulator CPU {r.gw_cpu / max(r.sent, 1) * 1e6:.0f} us a message; load average {os.getloadavg()[0]:.1f}"
     )
     print(
-        f"    drain: claim {t.claim:.2f} s ({t.claim / t.drain:.0%}, {t.n_claims} claims), "
-        f"record {t.record:.2f} s ({t.record / t.drain:.0%}, {t.n_records} records of {t.n_calls} calls), "
-        f"waiting for calls {waiting:.2f} s ({waiting / t.drain:.0%}); "
+        f"    drain: claim {t.claim:.2f} s ({t.claim / t.drain:.0%}, {t.n_claims} claims; the returned calls' "
+        f"outcomes written in them: {t.write:.2f} s), outcomes taken {t.record:.2f} s ({t.record / t.drain:.0%}, "
+        f"{t.n_records} times for {t.n_calls} calls), waiting for calls {waiting:.2f} s ({waiting / t.drain:.0%}); "
         f"calls {t.calls:.2f} s summed over the pool ({t.calls / max(t.n_calls, 1) * 1000:.1f} ms a call)"
     )
     per = 1e6 / max(r.sent, 1)
     print(
-        f"    CPU a message: claim {t.claim_cpu * per:.0f} us, record {t.record_cpu * per:.0f} us, calls "
-        f"{t.calls_cpu * per:.0f} us, the rest {(r.cpu - t.claim_cpu - t.record_cpu - t.calls_cpu) * per:.0f} us"
+        f"    CPU a message: claim {t.claim_cpu * per:.0f} us (writing outcomes {t.write_cpu * per:.0f}), "
+        f"outcomes taken {t.record_cpu * per:.0f} us, calls {t.calls_cpu * per:.0f} us, "
+        f"the rest {(r.cpu - t.claim_cpu - t.record_cpu - t.calls_cpu) * per:.0f} us"
     )
 
 

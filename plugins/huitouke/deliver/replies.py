@@ -37,6 +37,7 @@ _EDGE_CATEGORIES = ("P", "S", "Z", "C")
 
 _CN_MOBILE = re.compile(r"1[3-9][0-9]{9}")
 _E164 = re.compile(r"\+[1-9][0-9]{6,14}")
+_CN_MOBILE_E164 = re.compile(r"\+861[3-9][0-9]{9}")  # already normalized: as it is
 _PHONE_SEPARATORS = re.compile(r"[\s\-().\u00a0]")
 
 
@@ -73,6 +74,8 @@ def normalize_phone(raw: str | None, default_region: str = "CN") -> str | None:
         raise ValueError(f"normalize_phone knows national numbers of CN only, not {default_region!r}")
     if raw is None:
         return None
+    if isinstance(raw, str) and _CN_MOBILE_E164.fullmatch(raw):  # the stored form: a claim's every row
+        return raw
     text = _PHONE_SEPARATORS.sub("", unicodedata.normalize("NFKC", str(raw)))
     if text.startswith("00"):
         text = "+" + text[2:]

@@ -28,6 +28,7 @@ from huitouke.deliver.policy import DeliveryRules, backoff
 from huitouke.deliver.providers.base import Fate, OutgoingMessage, Provider, SendOutcome, StatusAnswer
 from huitouke.deliver.states import FAILED, QUEUED, SENT, UNKNOWN
 from huitouke.pii import get_logger
+from huitouke.store.rows import lock_writers, prefer_index_reads
 from huitouke.store.schema import outbox
 
 __all__ = ["RateLimiter", "SendOptions", "Sender", "Tally"]
@@ -125,6 +126,18 @@ class _Flight:
             future.cancel()
 
 
+@dataclass
+class _Returned:
+    """The outcomes of returned calls not written yet: row changes, opt-outs, refused campaigns."""
+
+    changes: list[dict[str, Any]] = field(default_factory=list)
+    opt_outs: list[dict[str, Any]] = field(default_factory=list)
+    refused: list[tuple[str, str, str]] = field(default_factory=list)
+
+    def __bool__(self) -> bool:
+        return bool(self.changes or self.opt_outs or self.refused)
+
+
 class Sender:
     """Drains a :class:`persist.Selection` through one provider (module docstring)."""
 
@@ -150,22 +163,26 @@ class Sender:
         """Recover expired leases, then claim and send until nothing is claimable, the window
         closes or the provider pauses; finally settle this sender's unknowns. Up to
         ``rules.claims_ahead`` claims are made while earlier claims' calls are still out, so that
-        claiming overlaps sending."""
+        claiming overlaps sending. The outcomes of the calls that returned since the last claim
+        are written in the next claim's transaction (one commit, not two: a commit is the dearest
+        part of a small transaction on SQLite)."""
         self.recover()
         workers = max(self.provider.max_concurrency, 1)
         with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="huitouke-send") as pool:
-            flight = _Flight(pool)
+            flight, returned = _Flight(pool), _Returned()
             while self.paused is None and self.options.clock() < self.options.closes_at:
                 self._between_claims()
-                claimed = self._claim(ahead=flight.rows)
+                claimed = self._claim(ahead=flight.rows, returned=returned)
+                returned = _Returned()
                 if claimed.rows:
                     self._submit(flight, claimed.rows, ahead=flight.rows)
-                    self._record_until(flight, self._claim_size() * self.options.rules.claims_ahead)
+                    self._record_until(flight, self._claim_size() * self.options.rules.claims_ahead, returned)
                 elif flight.rows:
-                    self._record_until(flight, 0)  # nothing claimable now: see what comes back
+                    self._record_until(flight, 0, returned)  # nothing claimable now: see what comes back
                 elif not claimed.suppressed and not self._wait_for_more():
                     break
-            self._record_until(flight, 0)
+            self._record_until(flight, 0, returned)
+            self._write(returned)
         self._settle()
         return self.tally
 
@@ -191,12 +208,19 @@ class Sender:
     def _claim_size(self) -> int:
         return self._round_rows() * self._claim_rounds()
 
-    def _claim(self, ahead: int = 0) -> persist.Claim:
+    def _claim(self, ahead: int = 0, returned: _Returned | None = None) -> persist.Claim:
         """One claim of up to :meth:`_claim_rounds` rounds, leased for ``rules.lease_seconds`` a
         round taken and a round of the ``ahead`` rows still out before them (:meth:`_submit`
-        starts no batch with less than half a round's lease left)."""
+        starts no batch with less than half a round's lease left). The ``returned`` calls'
+        outcomes are written first, in the same transaction (the claim's checks see them)."""
         round_rows = self._round_rows()
         with self.engine.begin() as conn:
+            lock_writers(conn, outbox)
+            # PostgreSQL without fresh statistics (a day's rows just rendered) scanned the outbox
+            # for the claim's UPDATE by ids; priced as the cached reads they are, it probes its key.
+            prefer_index_reads(conn)
+            if returned:
+                self._write_in(conn, returned)
             claimed = persist.claim(
                 conn,
                 self.selection,
@@ -210,6 +234,7 @@ class Sender:
                 self.options.clock(),
                 self.options.cap_of,
                 self.options.tz,
+                locked=True,
             )
         for campaign, channel, reason in claimed.suppressed:
             self.tally.add(campaign, channel, "suppressed", reason)
@@ -274,13 +299,14 @@ class Sender:
             batch = records[i : i + size]
             flight.add(self._call_in_lease, batch, start_by)
 
-    def _record_until(self, flight: _Flight, rows_left: int) -> None:
-        """Record calls as they return until at most ``rows_left`` rows are still out. Once the
-        provider paused, the calls not started yet are not made: their rows go back queued."""
+    def _record_until(self, flight: _Flight, rows_left: int, returned: _Returned) -> None:
+        """Take the outcomes of calls as they return into ``returned`` until at most ``rows_left``
+        rows are still out. Once the provider paused, the calls not started yet are not made:
+        their rows go back queued."""
         while flight.rows > rows_left:
             if self.paused is not None:
                 flight.cancel_waiting()
-            self._record(flight.wait_some())
+            self._record(flight.wait_some(), returned)
 
     def _call_in_lease(self, batch: list[dict[str, Any]], start_by: datetime) -> list[SendOutcome] | None:
         """:meth:`_call`, if it starts by ``start_by``; None (not sent) after."""
@@ -300,41 +326,51 @@ class Sender:
             reason = f"provider error: {type(exc).__name__}"
             return [SendOutcome(m.message_id, Fate.UNKNOWN, reason=reason) for m in messages]
 
-    def _record(self, calls: list[tuple[list[dict[str, Any]], Sequence[SendOutcome] | None]]) -> None:
-        """The outcomes of the calls that have returned into the outbox, in one transaction (a
-        commit is the dearest part of a record on SQLite). A batch never sent (None: its lease
-        ran short, or the provider paused before its call) goes back queued, its attempt uncounted."""
+    def _record(
+        self, calls: list[tuple[list[dict[str, Any]], Sequence[SendOutcome] | None]], returned: _Returned
+    ) -> None:
+        """What the outcomes of the calls that have returned do to their rows, added to
+        ``returned`` (written by the next claim's transaction, or :meth:`_write`). A batch never
+        sent (None: its lease ran short, or the provider paused before its call) goes back
+        queued, its attempt uncounted."""
         by_id = {o.message_id: o for _, outcomes in calls for o in outcomes or ()}
         now = self.options.clock()
-        changes = [_unclaimed(row) for batch, outcomes in calls if outcomes is None for row in batch]
-        if changes:
+        unsent = [_unclaimed(row) for batch, outcomes in calls if outcomes is None for row in batch]
+        if unsent:
             log.info(
                 "%d claimed messages not sent (their lease ran short, or the provider paused): queued again",
-                len(changes),
+                len(unsent),
             )
-        opt_outs, refused = [], []
+        returned.changes += unsent
         for row in (row for batch, outcomes in calls if outcomes is not None for row in batch):
             outcome = by_id.get(row["message_id"]) or SendOutcome(
                 row["message_id"], Fate.UNKNOWN, reason="no answer for this message in the provider's reply"
             )
-            changes.append(self._changes(row, outcome, now))
+            returned.changes.append(self._changes(row, outcome, now))
             if outcome.opt_out:
-                opt_outs.append(self._opt_out(row, now))
+                returned.opt_outs.append(self._opt_out(row, now))
             if outcome.fate is Fate.CAMPAIGN_FAILED:
-                refused.append((row["campaign"], row["channel"], outcome.reason or "refused"))
-        with self.engine.begin() as conn:
-            moved = persist.move(conn, self.options.owner, changes)
-            if moved < len(changes):
-                log.warning(
-                    "%d of %d outcomes from %s found their row claimed by someone else (a lease ran out "
-                    "during the call: raise delivery.lease_seconds above the provider's timeouts)",
-                    len(changes) - moved,
-                    len(changes),
-                    self.provider.name,
-                )
-            self.tally.opt_outs += persist.record_opt_outs(conn, opt_outs, now)
-            for campaign, channel, reason in refused:
-                self._refuse_campaign(conn, campaign, channel, reason)
+                returned.refused.append((row["campaign"], row["channel"], outcome.reason or "refused"))
+
+    def _write(self, returned: _Returned) -> None:
+        """``returned`` into the outbox, in a transaction of its own (no claim follows)."""
+        if returned:
+            with self.engine.begin() as conn:
+                self._write_in(conn, returned)
+
+    def _write_in(self, conn: Any, returned: _Returned) -> None:
+        moved = persist.move(conn, self.options.owner, returned.changes)
+        if moved < len(returned.changes):
+            log.warning(
+                "%d of %d outcomes from %s found their row claimed by someone else (a lease ran out "
+                "during the call: raise delivery.lease_seconds above the provider's timeouts)",
+                len(returned.changes) - moved,
+                len(returned.changes),
+                self.provider.name,
+            )
+        self.tally.opt_outs += persist.record_opt_outs(conn, returned.opt_outs, self.options.clock())
+        for campaign, channel, reason in returned.refused:
+            self._refuse_campaign(conn, campaign, channel, reason)
 
     def _changes(self, row: dict[str, Any], outcome: SendOutcome, now: datetime) -> dict[str, Any]:
         """What one outcome does to its row: the one place the fates are applied."""

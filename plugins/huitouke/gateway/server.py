@@ -172,8 +172,10 @@ class GatewayServer:
         port: int = 0,
         token: str = DEFAULT_TOKEN,
         apis: Iterable[str] = ("webhook", "aliyun", "twilio"),
+        own_process: bool = False,
     ) -> None:
-        self.state = GatewayState(faults, token=token)
+        # In a process of its own (``serve``), the records are kept out of the garbage collector's walks.
+        self.state = GatewayState(faults, token=token, freeze_records=own_process)
         self.app = build_app(self.state, apis)
         self._socket = _listening_socket(host, port)
         self.host, self.port = self._socket.getsockname()[:2]
@@ -294,7 +296,7 @@ def serve(
 ) -> None:
     """Serve the simulator in the foreground until interrupted (``huitouke gateway``); logs one
     line at INFO with its URL and faults once it listens."""
-    server = GatewayServer(faults, host=host, port=port, token=token)
+    server = GatewayServer(faults, host=host, port=port, token=token, own_process=True)
     log.info(
         "gateway simulator listening on %s (webhook base URL %s/webhook); %s",
         server.url, server.url, server.state.faults.describe(),

@@ -204,6 +204,15 @@ class AliyunSmsProvider:
                 max_idle_conns=max(1, settings.max_concurrency),
             )
         )
+        # The SDK only reads its runtime options: one for every call. No retries inside the
+        # provider: the sender owns retrying.
+        self._runtime = RuntimeOptions(
+            autoretry=False,
+            max_attempts=0,
+            read_timeout=int(settings.timeout_s * 1000),
+            connect_timeout=int(settings.connect_timeout_s * 1000),
+            max_idle_conns=max(1, settings.max_concurrency),
+        )
         self._http = requests.Session()  # the report relay
 
     @classmethod
@@ -220,25 +229,26 @@ class AliyunSmsProvider:
 
     def send(self, messages: Sequence[OutgoingMessage]) -> list[SendOutcome]:
         outcomes: list[SendOutcome] = []
-        sendable: list[OutgoingMessage] = []
+        sendable: list[tuple[OutgoingMessage, str]] = []  # with its number as SendBatchSms wants it
         for message in messages:
-            refusal = self._refusal_before_sending(message)
+            number = aliyun_number(message.recipient)
+            refusal = self._refusal_before_sending(message, number)
             if refusal is not None:
                 outcomes.append(refusal)
             else:
-                sendable.append(message)
+                sendable.append((message, number))  # type: ignore[arg-type]
         stop: _CallAnswer | None = None
         for chunk in self._calls(sendable):
             if stop is not None:  # the account paused or throttled: nothing more this batch
-                outcomes += [_outcome(m, stop) for m in chunk]
+                outcomes += [_outcome(m, stop) for m, _ in chunk]
                 continue
             chunk_outcomes = self._send_call(chunk)
             outcomes += chunk_outcomes
             stop = _stopping_answer(chunk_outcomes)
         return outcomes
 
-    def _refusal_before_sending(self, message: OutgoingMessage) -> SendOutcome | None:
-        if aliyun_number(message.recipient) is None:
+    def _refusal_before_sending(self, message: OutgoingMessage, number: str | None) -> SendOutcome | None:
+        if number is None:
             return SendOutcome(message.message_id, Fate.FAILED, reason="invalid_number: not a mobile number")
         if not message.template_code:
             return SendOutcome(
@@ -254,10 +264,13 @@ class AliyunSmsProvider:
             )
         return None
 
-    def _calls(self, messages: Sequence[OutgoingMessage]) -> Iterator[list[OutgoingMessage]]:
+    def _calls(
+        self, messages: Sequence[tuple[OutgoingMessage, str]]
+    ) -> Iterator[list[tuple[OutgoingMessage, str]]]:
         """One call per template code and OutId, at most ``batch_size`` numbers each."""
 
-        def key(m: OutgoingMessage) -> tuple[str, str]:
+        def key(sendable: tuple[OutgoingMessage, str]) -> tuple[str, str]:
+            m = sendable[0]
             return (m.template_code or "", batch_out_id(m))
 
         for _, group in groupby(sorted(messages, key=key), key=key):
@@ -265,27 +278,27 @@ class AliyunSmsProvider:
             for start in range(0, len(chunk), self.batch_size):
                 yield chunk[start : start + self.batch_size]
 
-    def _send_call(self, chunk: list[OutgoingMessage]) -> list[SendOutcome]:
+    def _send_call(self, chunk: list[tuple[OutgoingMessage, str]]) -> list[SendOutcome]:
         answer = self._call_send_batch(chunk)
         if answer.code in PER_NUMBER_CODES and len(chunk) > 1:
             # The refused call accepted nothing: halve it until the number it names is alone.
             middle = len(chunk) // 2
             return self._send_call(chunk[:middle]) + self._send_call(chunk[middle:])
-        return [_outcome(m, answer) for m in chunk]
+        return [_outcome(m, answer) for m, _ in chunk]
 
-    def _call_send_batch(self, chunk: list[OutgoingMessage]) -> _CallAnswer:
-        first = chunk[0]
+    def _call_send_batch(self, chunk: list[tuple[OutgoingMessage, str]]) -> _CallAnswer:
+        first = chunk[0][0]
         request = sms_models.SendBatchSmsRequest(
-            phone_number_json=json.dumps([aliyun_number(m.recipient) for m in chunk]),
+            phone_number_json=json.dumps([number for _, number in chunk]),
             sign_name_json=json.dumps(
-                [m.sign_name or self.settings.sign_name for m in chunk], ensure_ascii=False
+                [m.sign_name or self.settings.sign_name for m, _ in chunk], ensure_ascii=False
             ),
             template_code=first.template_code,
-            template_param_json=json.dumps([m.template_params for m in chunk], ensure_ascii=False),
+            template_param_json=json.dumps([m.template_params for m, _ in chunk], ensure_ascii=False),
             out_id=batch_out_id(first),
         )
         try:
-            response = self._client.send_batch_sms_with_options(request, self._runtime())
+            response = self._client.send_batch_sms_with_options(request, self._runtime)
         except Exception as exc:  # every failure becomes a fate; nothing escapes a send
             return _answer_for_error(exc)
         body = response.body
@@ -293,16 +306,6 @@ class AliyunSmsProvider:
             return _CallAnswer(Fate.ACCEPTED, code="OK", biz_id=body.biz_id)
         return _CallAnswer(
             classify_aliyun_code(body.code), code=body.code, reason=_reason(body.code, body.message)
-        )
-
-    def _runtime(self) -> RuntimeOptions:
-        # No retries inside the provider: the sender owns retrying.
-        return RuntimeOptions(
-            autoretry=False,
-            max_attempts=0,
-            read_timeout=int(self.settings.timeout_s * 1000),
-            connect_timeout=int(self.settings.connect_timeout_s * 1000),
-            max_idle_conns=max(1, self.settings.max_concurrency),
         )
 
     # -- status of a message whose fate is unknown ---------------------------------------------
@@ -337,7 +340,7 @@ class AliyunSmsProvider:
                 page_size=QUERY_PAGE_SIZE,
             )
             try:
-                body = self._client.query_send_details_with_options(request, self._runtime()).body
+                body = self._client.query_send_details_with_options(request, self._runtime).body
             except Exception as exc:
                 log.warning("Aliyun QuerySendDetails failed: %s", _error_text(exc))
                 return None
