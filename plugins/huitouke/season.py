@@ -17,6 +17,7 @@ The world is anything with :class:`World`'s two methods; the demo uses the demo 
 from __future__ import annotations
 
 import json
+import logging
 import os
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -116,6 +117,7 @@ def mail_sink() -> Iterator[tuple[MailSink, int]]:
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
     sink = MailSink()
+    logging.getLogger("mail.log").setLevel(logging.WARNING)  # aiosmtpd's per-connection lines
     controller = Controller(sink, hostname="127.0.0.1", port=port)
     controller.start()
     try:
@@ -243,9 +245,13 @@ class ShopWriter:
         return written
 
     def _hashes(self, table: str, frame: pd.DataFrame) -> pd.Series:
-        """One hash per row, indexed by the row's key (as a tuple string)."""
-        keys = frame[self.KEYS[table]].astype(str).agg("\x1f".join, axis=1)
-        return pd.Series(pd.util.hash_pandas_object(frame, index=False).to_numpy(), index=keys.to_numpy())
+        """One hash per row, indexed by the row's key (its key columns as text, joined)."""
+        names = self.KEYS[table]
+        keys = frame[names[0]].astype(str)
+        for name in names[1:]:
+            keys = keys + "\x1f" + frame[name].astype(str)
+        hashes = pd.util.hash_pandas_object(frame, index=False).to_numpy()
+        return pd.Series(hashes, index=pd.Index(keys.to_numpy(dtype=object), dtype=object))
 
     def _sync(self, conn: Any, table: str, frame: pd.DataFrame, before: pd.Series, now: pd.Series) -> int:
         """Replace every row whose first key (customer, order) has a row gone, changed or new."""
