@@ -322,3 +322,14 @@ def test_cli_lint_of_the_shipped_templates_exits_0(capsys):
 def test_cli_context_prints_the_reference(capsys):
     assert _cli(["templates", "context"]) == 0
     assert "`coupon.value_cny`" in capsys.readouterr().out
+
+
+def test_a_customer_without_a_segment_row_yet_renders_with_empty_segments():
+    """A join that found no segment row gives NaN cells (the demo's season met one: a render
+    task failed on int(NaN)); the template sees None and 0 paid orders."""
+    from huitouke.render.context import customer_context
+
+    nan = float("nan")
+    row = {"customer_id": "c1", "name": "张三", "member_tier": nan, "lifecycle": nan, "paid_orders": nan}
+    customer = customer_context(row)
+    assert customer["paid_orders"] == 0 and customer["member_tier"] is None and customer["lifecycle"] is None

@@ -281,14 +281,20 @@ def customer_context(row: Mapping[str, Any]) -> dict[str, Any]:
         "id": str(row["customer_id"]),
         "name": name,
         "first_name": salutation(name),
-        "member_tier": row.get("member_tier"),
-        "value_tier": row.get("value_tier"),
-        "lifecycle": row.get("lifecycle"),
-        "category_group": row.get("category_group"),
-        "paid_orders": int(row.get("paid_orders") or 0),
+        "member_tier": _value(row.get("member_tier")),
+        "value_tier": _value(row.get("value_tier")),
+        "lifecycle": _value(row.get("lifecycle")),
+        "category_group": _value(row.get("category_group")),
+        "paid_orders": int(_value(row.get("paid_orders")) or 0),
         "last_order_date": _date_or_none(last),
         "birthday": _date_or_none(row.get("birthday")),
     }
+
+
+def _value(value: Any) -> Any:
+    """A joined cell as a template sees it: a missing one (None, or NaN from a join that found no
+    segment row, e.g. a customer whose first order is not folded yet) is None."""
+    return None if value is None or value != value else value
 
 
 def message_context(
