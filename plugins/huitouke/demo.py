@@ -350,20 +350,34 @@ def _report_campaigns(crm, dag_days: list[date], say: Callable[[str], None]) -> 
         say(f"   e.g. {campaign} ({segments} SMS segment(s)): {body}")
 
 
+VIEWS = (
+    (
+        "itt",
+        "itt_effect",
+        "customers_truth",
+        "intention to treat: everyone assigned, suppressed customers included",
+    ),
+    (
+        "sent",
+        "sent_effect",
+        "sent_customers",
+        "those sent: the treated the message reached, against the holdout",
+    ),
+)
+
+
 def _report_truth(crm, world: Any, say: Callable[[str], None]) -> None:
     """Every campaign's evaluation beside the truth the world knows for the same cohorts
-    (:mod:`huitouke.world.truth`: the true effect on everyone assigned, and on those sent): the
-    primary window pooled over the waves, as on the UI's results page, and how often the 95%
-    interval of a single wave and window covered its true effect."""
+    (:mod:`huitouke.world.truth`), in both views: the primary window pooled over the waves, as on
+    the UI's results page, and how often the 95% interval of a single wave and window covered its
+    true effect."""
     import pandas as pd
 
     from huitouke.campaigns.playbook import load_playbook
     from huitouke.store.schema import campaign_waves, evaluations
 
     with crm.connect() as conn:
-        estimates = pd.DataFrame(
-            [dict(r) for r in conn.execute(select(evaluations).where(evaluations.c.view == "itt")).mappings()]
-        )
+        estimates = pd.DataFrame([dict(r) for r in conn.execute(select(evaluations)).mappings()])
         waves = pd.DataFrame([dict(r) for r in conn.execute(select(campaign_waves)).mappings()])
     say("")
     if estimates.empty or waves.empty:
@@ -373,54 +387,56 @@ def _report_truth(crm, world: Any, say: Callable[[str], None]) -> None:
         sorted({w for c in load_playbook().campaigns.values() for w in c.evaluation.windows_days})
     )
     truth = world.truth(waves, windows)
-    keys = ["campaign", "wave", "due_on", "window_days"]
     truth["due_on"] = pd.to_datetime(truth["due_on"]).dt.date
+    for view, effect, weight, meaning in VIEWS:
+        both = _compared(estimates[estimates["view"] == view], truth, effect)
+        if both.empty:
+            continue
+        with_interval = int(both["has_interval"].sum())
+        say(
+            f"   The evaluation against the truth, {meaning}: {len(both):,} wave windows, {with_interval:,} with an "
+            f"interval (the others had nobody in one arm); the 95% intervals covered the true effect in "
+            f"{int(both['covered'].sum()):,} ({both['covered'].sum() / max(with_interval, 1):.1%})"
+        )
+        _truth_table(both, effect, weight, say)
+        say("")
+    say(
+        "   (truth: what the world's customers would have done with and without the message, for the same "
+        "cohorts. Every wave and window: the campaign's page under Lift 效果 in the Airflow UI.)"
+    )
+
+
+def _compared(estimates: Any, truth: Any, effect: str) -> Any:
+    """Estimates of one view joined with the truth of their wave and window; ``covered``: the
+    interval holds the true ``effect``."""
+    keys = ["campaign", "wave", "due_on", "window_days"]
     both = estimates.merge(truth, on=keys, how="inner", suffixes=("", "_truth"))
     both["has_interval"] = both["lift_low"].notna() & both["lift_high"].notna()
-    both["covered"] = (
-        both["has_interval"]
-        & (both["lift_low"] <= both["itt_effect"])
-        & (both["itt_effect"] <= both["lift_high"])
-    )
-    with_interval = int(both["has_interval"].sum())
-    say(
-        f"   The evaluation against the truth: {len(both):,} wave windows evaluated (intention to treat), "
-        f"{with_interval:,} with an interval (the others had nobody in one arm); their 95% intervals covered "
-        f"the true effect in {int(both['covered'].sum()):,} ({both['covered'].sum() / max(with_interval, 1):.1%})"
-    )
-    _truth_table(both, say)
-    say(
-        "   (truth: what the world's customers would have done with and without the message, for everyone "
-        "assigned — suppressed customers included, as the estimate — and for those the message reached. "
-        "The campaign's pages in the Airflow UI (Campaign results 活动效果) show every wave and window.)"
-    )
+    inside = (both["lift_low"] <= both[effect]) & (both[effect] <= both["lift_high"])
+    both["covered"] = both["has_interval"] & inside
+    return both
 
 
-def _truth_table(both: Any, say: Callable[[str], None]) -> None:
-    """Per campaign at its primary window: pooled estimate, verdict, truth, coverage."""
+def _truth_table(both: Any, effect: str, weight: str, say: Callable[[str], None]) -> None:
+    """Per campaign at its primary window: pooled estimate, verdict, pooled truth, coverage."""
     from huitouke.evaluate.pool import pooled_by_campaign
 
     primary = both[both["primary_window"]]
     truth_of = {
-        (c, int(w)): (
-            (g["itt_effect"] * g["customers_truth"]).sum() / max(g["customers_truth"].sum(), 1),
-            (g["sent_effect"].fillna(0) * g["sent_customers"]).sum() / max(g["sent_customers"].sum(), 1),
-        )
+        (c, int(w)): (g[effect].fillna(0) * g[weight]).sum() / max(g[weight].sum(), 1)
         for (c, w), g in primary.groupby(["campaign", "window_days"])
     }
     say(
-        "   campaign             waves  window  treated  holdout   lift (95% interval)        verdict"
-        "               true ITT  true on sent  covered"
+        "   campaign             waves  window  treated  holdout   lift (95% interval)        verdict               truth  covered"
     )
     for p in pooled_by_campaign(primary.to_dict("records")):
-        key = (p["campaign"], int(p["window_days"]))
         mine = both[both["campaign"] == p["campaign"]]
         interval = f"{_pp(p['lift'])} pp [{_pp(p['lift_low'])}, {_pp(p['lift_high'])}]"
-        itt, on_sent = truth_of.get(key, (None, None))
+        truth = truth_of.get((p["campaign"], int(p["window_days"])))
         say(
             f"   {p['campaign']:<20} {p['waves']:>5}  {p['window_days']:>4} d  {p['customers']:>7,}  "
-            f"{p['control_customers']:>7,}   {interval:<25}  {p['verdict']:<20}  {_pp(itt):>6} pp  "
-            f"{_pp(on_sent):>9} pp  {int(mine['covered'].sum())}/{int(mine['has_interval'].sum())}"
+            f"{p['control_customers']:>7,}   {interval:<25}  {p['verdict']:<20}  {_pp(truth):>5} pp  "
+            f"{int(mine['covered'].sum())}/{int(mine['has_interval'].sum())}"
         )
 
 

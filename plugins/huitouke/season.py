@@ -76,10 +76,12 @@ def run_at(day: date, tz: str) -> datetime:
     return datetime.combine(following, RUN_AT, tzinfo=ZoneInfo(tz))
 
 
-def clock_conf(day: date, tz: str) -> dict[str, Any]:
-    """The run's conf: the offset from now to :func:`run_at` (huitouke.clock)."""
+def run_conf(day: date, tz: str) -> dict[str, Any]:
+    """The run's conf: the offset from now to :func:`run_at` (huitouke.clock), and
+    ``accept_incomplete_day``: the world writes each whole day before its run, so a quiet day (a
+    small shop's last order before the freshness guard's hour) is complete, not a broken extract."""
     offset = run_at(day, tz) - datetime.now(UTC)
-    return {CONF_KEY: {"offset_seconds": offset.total_seconds()}}
+    return {CONF_KEY: {"offset_seconds": offset.total_seconds()}, "accept_incomplete_day": True}
 
 
 def sent_on(crm: Engine, day: date) -> pd.DataFrame:
@@ -300,7 +302,7 @@ def run_season(
         for phone in answers.stop_replies:  # read back by this day's delivery: opt-outs
             gateway.state.add_reply(phone, "T", "webhook")
         shop_writer.write(shop)
-        state = run_business_days([day], dag=dag, conf_of=lambda d: clock_conf(d, tz))[day]
+        state = run_business_days([day], dag=dag, conf_of=lambda d: run_conf(d, tz))[day]
         arrived = sent_on(crm, day) if state == "success" else None
         result = SeasonDay(
             day, state, clock.perf_counter() - started, len(arrived) if arrived is not None else 0
