@@ -3,6 +3,7 @@ simulated clock, sending to the gateway simulator and a real SMTP server, custom
 
 from __future__ import annotations
 
+import json
 from datetime import date, timedelta
 from zoneinfo import ZoneInfo
 
@@ -96,6 +97,16 @@ class _ReplyingWorld:
 def season(airflow_db, tmp_path_factory):
     """A small shop's history loaded into a fresh store marked as the demo's, then three days
     through the DAG on the simulated clock, with the gateway simulator and an SMTP server."""
+    folder = tmp_path_factory.mktemp("season")
+    with pytest.MonkeyPatch.context() as env:  # a store and a shop of the module's own
+        for name, file in (("CRM_DB", "crm.sqlite"), ("SHOP_DB", "shop.sqlite")):
+            env.setenv(
+                f"AIRFLOW_CONN_{name}", json.dumps({"conn_type": "sqlite", "host": str(folder / file)})
+            )
+        return _a_season(folder)
+
+
+def _a_season(folder):
     from huitouke.config import config_path, load_settings
     from huitouke.demo import _create_demo_store
     from huitouke.demo_shop import ShopSpec, generate_shop, shop_as_of, write_shop
@@ -119,7 +130,7 @@ def season(airflow_db, tmp_path_factory):
     with (
         GatewayServer(GatewayFaults(latency_ms=1, seed=5)) as gateway,
         mail_sink() as (mail, port),
-        demo_delivery(config_path(), gateway.url, DEFAULT_TOKEN, port, tmp_path_factory.mktemp("demo")),
+        demo_delivery(config_path(), gateway.url, DEFAULT_TOKEN, port, folder),
     ):
         days = run_season(world, SEASON, crm, shop_db, gateway, settings.shop.timezone)
         stats = gateway.state.stats()

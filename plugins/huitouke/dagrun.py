@@ -126,15 +126,18 @@ def _log_file_of(ti: Any) -> Iterator[None]:
     path = task_log_path(ti)
     path.parent.mkdir(parents=True, exist_ok=True)
     handler = _JsonLinesHandler(path)
-    root = logging.root
-    level = root.level
-    root.addHandler(handler)
-    root.setLevel(min(level, logging.INFO))  # a task log has the INFO records a scheduled run's has
+    # A task log has the INFO records a scheduled run's has, whatever levels the caller set.
+    loggers = [logging.root, logging.getLogger("huitouke")]
+    levels = [logger.level for logger in loggers]
+    logging.root.addHandler(handler)
+    for logger, level in zip(loggers, levels, strict=True):
+        logger.setLevel(min(level or logging.INFO, logging.INFO))
     try:
         yield
     finally:
-        root.setLevel(level)
-        root.removeHandler(handler)
+        for logger, level in zip(loggers, levels, strict=True):
+            logger.setLevel(level)
+        logging.root.removeHandler(handler)
         handler.close()
 
 
@@ -151,7 +154,7 @@ class _JsonLinesHandler(logging.FileHandler):
     """Log records as Airflow's structured log lines: timestamp, level, logger, event."""
 
     def __init__(self, path: Path) -> None:
-        super().__init__(path, mode="a", encoding="utf-8", delay=True)
+        super().__init__(path, mode="a", encoding="utf-8")  # the file exists even for a silent task
         self.setLevel(logging.INFO)
 
     def format(self, record: logging.LogRecord) -> str:
