@@ -21,7 +21,6 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from sqlalchemy import Connection, select
-from sqlalchemy.dialects import postgresql, sqlite
 
 from huitouke.errors import UserInputError
 from huitouke.store.schema import store_marks
@@ -97,7 +96,6 @@ def is_demo_store(conn: Connection) -> bool:
 
 def mark_demo_store(conn: Connection, when: datetime) -> None:
     """Mark a store the demo has just created (idempotent)."""
-    dialect = conn.dialect.name
-    insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
-    stmt = insert(store_marks).values(name=PURPOSE, value=DEMO, marked_at=when)
-    conn.execute(stmt.on_conflict_do_update(index_elements=["name"], set_={"value": DEMO, "marked_at": when}))
+    from huitouke.store.rows import upsert
+
+    upsert(conn, store_marks, [{"name": PURPOSE, "value": DEMO, "marked_at": when}], ["name"])

@@ -1,5 +1,5 @@
-"""The demo: a generated shop, its history loaded, then the daily DAG run through Airflow for the
-shop's last days, each day reading the shop database as it stood at the end of that day.
+"""The demo: a generated shop's history loaded, then a season of the ground-truth world through the
+daily DAG (huitouke.season), each day's messages really sent, and the evaluation beside the truth.
 
 It takes the real path: the shop lives in its own database (Connection ``shop_db``), the
 configured SQL source reads it, the CRM store (``crm_db``) is migrated and written by the same

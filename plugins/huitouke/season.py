@@ -8,10 +8,12 @@ Each simulated day:
    (:mod:`huitouke.clock`: accepted only by the demo's store), so delivery is inside the send
    window and the day is "yesterday": messages go out to the gateway simulator, a real HTTP server
    speaking the configured provider's API;
-3. the world answers what was really sent: orders (the next day's intake reads them), and replies
-   (``T``) posted to the gateway, which the next day's delivery reads back as opt-outs.
+3. the messages really sent arrive the next morning in the world, which answers them with orders
+   (the next day's intake reads them) and ``T`` replies, posted to the gateway before the next run,
+   whose delivery reads them back as opt-outs.
 
-The world is anything with :class:`World`'s two methods; the demo uses the demo shop.
+Steps 1 and 3 happen in the world's :meth:`World.live`; the demo's world is :class:`WorldShop`
+(the ground-truth world of :mod:`huitouke.world`).
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, time, timedelta
 from pathlib import Path
 from typing import Any, Protocol
+from unittest.mock import patch
 from zoneinfo import ZoneInfo
 
 import pandas as pd
@@ -55,7 +58,6 @@ class Answers:
 
     orders: int = 0  # orders paid that day
     stop_replies: list[str] = field(default_factory=list)  # phone numbers replying T
-    undelivered: int = 0  # messages that did not reach their customer (an invalid number...)
 
 
 @dataclass
@@ -157,16 +159,8 @@ def demo_delivery(
         f"AIRFLOW_CONN_{SMS_CONN_ID.upper()}": json.dumps(sms),
         f"AIRFLOW_CONN_{SMTP_CONN_ID.upper()}": json.dumps(smtp, ensure_ascii=False),
     }
-    saved = {name: os.environ.get(name) for name in changes}
-    os.environ.update(changes)
-    try:
+    with patch.dict(os.environ, changes):
         yield path
-    finally:
-        for name, value in saved.items():
-            if value is None:
-                os.environ.pop(name, None)
-            else:
-                os.environ[name] = value
 
 
 class WorldShop:
@@ -175,33 +169,21 @@ class WorldShop:
     world's orders, as :func:`huitouke.demo_shop.shop_as_of` shows them on each day."""
 
     def __init__(self, shop: Any, start: date, end: date, seed: int, effects: Any = None) -> None:
-        from huitouke.demo_shop import DemoShop
         from huitouke.world import TRUE_EFFECTS, World
 
         chosen = TRUE_EFFECTS if effects is None else effects
+        self.history = shop
         self.world = World.from_shop(shop, start, end, effects=chosen, seed=seed)
-        self.shop = DemoShop(
-            customers=self.world.people.customers,
-            orders=shop.orders,
-            items=shop.items,
-            truth=shop.truth,
-            bad_rows=shop.bad_rows,
-        )
+        self.days: list[Any] = []  # the world's days so far (huitouke.world.WorldDay)
 
     def live(self, day: date, arrived: pd.DataFrame | None) -> tuple[Any, Answers]:
-        from huitouke.demo_shop import DemoShop, shop_as_of
+        from huitouke.demo_shop import shop_as_of
+        from huitouke.world.world import grown_shop
 
         happened = self.world.step(day, arrived)
-        grown = {}
-        for name, rows in (("orders", happened.orders), ("items", happened.items)):
-            like = getattr(self.shop, name)
-            rows = rows[list(like.columns)].astype(like.dtypes.to_dict())
-            grown[name] = pd.concat([like, rows], ignore_index=True) if len(rows) else like
-        self.shop = DemoShop(
-            self.shop.customers, grown["orders"], grown["items"], self.shop.truth, self.shop.bad_rows
-        )
-        phones = [p for p in happened.replies["phone"].astype(str)]
-        return shop_as_of(self.shop, day), Answers(len(happened.orders), phones, len(happened.undelivered))
+        self.days.append(happened)
+        shop = shop_as_of(grown_shop(self.history, self.world, self.days), day)
+        return shop, Answers(len(happened.orders), list(happened.replies["phone"].astype(str)))
 
     def invalid_phones(self) -> set[str]:
         """The phone numbers that do not exist (the gateway rejects them, as an operator would)."""
@@ -304,10 +286,10 @@ def run_season(
         shop_writer.write(shop)
         state = run_business_days([day], dag=dag, conf_of=lambda d: run_conf(d, tz))[day]
         arrived = sent_on(crm, day) if state == "success" else None
+        sent = 0 if arrived is None else len(arrived)
         result = SeasonDay(
-            day, state, clock.perf_counter() - started, len(arrived) if arrived is not None else 0
+            day, state, clock.perf_counter() - started, sent, answers.orders, len(answers.stop_replies)
         )
-        result.orders, result.replies = answers.orders, len(answers.stop_replies)
         done.append(result)
         progress(result)
         if state != "success":
