@@ -224,12 +224,20 @@ class DeliverySettings(_Section):
     claims_ahead: int = Field(1, ge=0, le=4)
 
 
+class ScaleSettings(_Section):
+    """The ``scale:`` section: into how many customer shards the daily run splits its segment,
+    planning, rendering and delivery work (huitouke.shards; one mapped task per shard)."""
+
+    shards: int = Field(1, ge=1, le=4096)
+
+
 class Settings(_Section):
     shop: ShopSettings = ShopSettings()
     store: StoreSettings = StoreSettings()
     schedule: ScheduleSettings = ScheduleSettings()
     intake: IntakeSettings
     delivery: DeliverySettings = DeliverySettings()
+    scale: ScaleSettings = ScaleSettings()
 
     @property
     def tz(self) -> ZoneInfo:
