@@ -291,6 +291,27 @@ def test_init_writes_the_admin_password_where_the_auth_manager_reads_it():
     )
 
 
+def test_init_password_file_is_what_the_auth_manager_reads(tmp_path, monkeypatch):
+    """airflow-init's python line, run as compose would run it; Airflow's SimpleAuthManager then
+    finds the admin with the password from .env, quotes and all."""
+    from airflow.api_fastapi.auth.managers.simple.simple_auth_manager import SimpleAuthManager
+
+    script = SERVICES["airflow-init"]["command"][-1]
+    line = next(line for line in script.splitlines() if "SIMPLE_AUTH_MANAGER_PASSWORDS_FILE" in line)
+    users = COMMON_ENV["AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS"].replace(
+        "${AIRFLOW_ADMIN_USERNAME:-admin}", "admin"
+    )
+    password = 'pa\'ss "word" $HOME'
+    monkeypatch.setenv("AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS", users)
+    monkeypatch.setenv("AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE", str(tmp_path / "passwords.json"))
+    monkeypatch.setenv("AIRFLOW_ADMIN_PASSWORD", password)
+    result = subprocess.run(["bash", "-c", line], capture_output=True, text=True, check=False)
+    assert result.returncode == 0, f"docker-compose.yaml: services.airflow-init.command: {result.stderr}"
+    [admin] = SimpleAuthManager.get_users()
+    assert (admin.username, admin.role) == ("admin", "admin")
+    assert SimpleAuthManager.get_passwords() == {"admin": password}
+
+
 # -- Connections and .env ----------------------------------------------------------------------------
 
 
