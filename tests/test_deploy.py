@@ -188,6 +188,10 @@ def test_airflow_service_has_the_common_environment(name):
     assert not differ, (
         f"docker-compose.yaml: services.{name}.environment differs from x-airflow-common in {differ}"
     )
+    own = sorted(key for key in set(env) - set(COMMON_ENV) if key.startswith(("AIRFLOW__", "AIRFLOW_CONN_")))
+    assert not own, (
+        f"docker-compose.yaml: services.{name}.environment sets {own}; Airflow settings belong in x-airflow-common"
+    )
 
 
 @pytest.mark.parametrize("name", AIRFLOW_SERVICES)
