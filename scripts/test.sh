@@ -5,13 +5,16 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/env.sh
 
-# Debian packages the suite runs for real: PostgreSQL's server (tests/pg_server.py), and chromium
-# with its driver and a CJK font (the UI pages in a headless browser, tests/test_ui_browser.py).
+# Debian packages the suite runs for real: PostgreSQL's server (tests/pg_server.py), chromium
+# with its driver and a CJK font (the UI pages in a headless browser, tests/test_ui_browser.py),
+# and docker-compose (its parser and schema check docker-compose.yaml, tests/test_deploy.py).
 missing=()
 ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || command -v initdb >/dev/null 2>&1 || missing+=(postgresql)
 command -v chromium >/dev/null 2>&1 || missing+=(chromium)
 command -v chromedriver >/dev/null 2>&1 || missing+=(chromium-driver)
 [ -e /usr/share/fonts/truetype/wqy/wqy-zenhei.ttc ] || missing+=(fonts-wqy-zenhei)
+# Compose 1.29's parser and the Compose Specification's schema (tests/test_deploy.py; no engine).
+[ -e /usr/lib/python3/dist-packages/compose/config/compose_spec.json ] || missing+=(docker-compose)
 if [ ${#missing[@]} -gt 0 ]; then
   if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
     echo "==> installing Debian packages: ${missing[*]}"
