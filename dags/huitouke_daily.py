@@ -69,6 +69,11 @@ predecessor never completed. Every task that writes the store takes a slot of th
 `huitouke_store` (`store.pool`): one slot for the embedded SQLite store, so its writers never
 collide; more for PostgreSQL. Create it once: `airflow pools set huitouke_store 1 "huitouke store
 writers"`.
+**Operations** (docs/operations.md): params `dry_run` (plan and render, send nothing: the
+delivery tasks skip, the messages stay queued) and `campaigns` (render and send only these); a
+failed task, a day's delivery failing above `operations.alerts.max_failed_share` and missed
+deadlines (run finished, sending started) alert through `operations.alerts`; every task has an
+execution timeout; `huitouke deliver pause --campaign X` holds one campaign's sending.
 Configuration: `include/huitouke.yaml`; docs: `README.md` and `docs/`.
 """
 
