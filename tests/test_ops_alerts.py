@@ -257,9 +257,8 @@ def test_sending_not_started_alerts_with_the_queued_count(crm_with_deadline_aler
     assert deadlines.sending_not_started(deadline_context(), by="10:30")
     [(_, _, body)] = Hook.received
     assert body["kind"] == "send_deadline" and body["business_date"] == "2025-12-12"
-    assert (
-        body["summary"]
-        == "sending for business day 2025-12-12 had not started by 10:30 shop time (7 messages queued)"
+    assert body["summary"] == (
+        "sending for business day 2025-12-12 had not started by 10:30 shop time (7 messages queued); the run is running"
     )
 
 
@@ -281,7 +280,10 @@ def test_sending_started_or_a_dry_run_or_a_backfill_does_not_alert(crm_with_dead
 def test_a_run_not_finished_by_its_deadline_alerts(webhook_alerts):
     assert deadlines.run_not_finished(deadline_context(), by="14:00")
     [(_, _, body)] = webhook_alerts
-    assert body["summary"] == "the run for business day 2025-12-12 had not finished by 14:00 shop time"
+    assert (
+        body["summary"]
+        == "the run for business day 2025-12-12 had not succeeded by 14:00 shop time; the run is running"
+    )
     assert not deadlines.run_not_finished(deadline_context(run_type="manual"), by="14:00")
 
 

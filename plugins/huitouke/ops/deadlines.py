@@ -1,7 +1,8 @@
 """The daily run's deadlines (``operations.deadlines``, shop time on the morning after the
 business day), as Airflow 3 Deadline Alerts on the DAG run:
 
-* ``run_finished_by``: the run is not finished by then → :func:`run_not_finished` alerts;
+* ``run_finished_by``: the run has not succeeded by then (still running, or failed: Airflow
+  prunes a run's deadlines only when it succeeds) → :func:`run_not_finished` alerts;
 * ``sending_started_by``: Deadline Alerts measure only whether a *run* finished, not whether a
   task started; so this one is a Deadline Alert at that time whose callback,
   :func:`sending_not_started`, then looks in the CRM store whether any of the day's messages
@@ -78,6 +79,12 @@ def _alerting(run: Mapping[str, Any]) -> bool:
     return True
 
 
+def _state(run: Mapping[str, Any]) -> str:
+    """The run's state for a summary: a run that failed before its deadline is not pruned (only
+    a success prunes them), so the alert says which it is."""
+    return f"; the run is {run['state']}" if run.get("state") else ""
+
+
 def run_not_finished(context: Mapping[str, Any] | None = None, by: str = "") -> bool:
     """Deadline callback: the day's run had not finished by ``by`` (shop time). True if alerted."""
     from huitouke.ops.alerts import Alert, send_alert
@@ -87,7 +94,7 @@ def run_not_finished(context: Mapping[str, Any] | None = None, by: str = "") -> 
         return False
     alert = Alert(
         kind="run_deadline",
-        summary=f"the run for business day {day} had not finished by {by} shop time",
+        summary=f"the run for business day {day} had not succeeded by {by} shop time{_state(run)}",
         dag_id=run.get("dag_id"),
         run_id=run.get("dag_run_id") or run.get("run_id"),
         business_date=day.isoformat() if day else None,
@@ -130,7 +137,10 @@ def sending_not_started(context: Mapping[str, Any] | None = None, by: str = "") 
     queued = by_status.get("queued", 0)
     alert = Alert(
         kind="send_deadline",
-        summary=f"sending for business day {day} had not started by {by} shop time ({queued:,} messages queued)",
+        summary=(
+            f"sending for business day {day} had not started by {by} shop time "
+            f"({queued:,} messages queued){_state(run)}"
+        ),
         dag_id=run.get("dag_id"),
         run_id=run.get("dag_run_id") or run.get("run_id"),
         business_date=day.isoformat(),
