@@ -69,6 +69,11 @@ predecessor never completed. Every task that writes the store takes a slot of th
 `huitouke_store` (`store.pool`): one slot for the embedded SQLite store, so its writers never
 collide; more for PostgreSQL. Create it once: `airflow pools set huitouke_store 1 "huitouke store
 writers"`.
+**Operations** (docs/operations.md): params `dry_run` (plan and render, send nothing: the
+delivery tasks skip, the messages stay queued) and `campaigns` (render and send only these); a
+failed task, a day's delivery failing above `operations.alerts.max_failed_share` and missed
+deadlines (run finished, sending started) alert through `operations.alerts`; every task has an
+execution timeout; `huitouke deliver pause --campaign X` holds one campaign's sending.
 Configuration: `include/huitouke.yaml`; docs: `README.md` and `docs/`.
 """
 
@@ -79,11 +84,16 @@ from airflow.sdk import CronDataIntervalTimetable, Param, PokeReturnValue, dag, 
 
 from huitouke.config import load_settings
 from huitouke.deliver.window import SendWindowSensor
+from huitouke.ops.alerts import TaskFailureNotifier
+from huitouke.ops.deadlines import deadline_alerts
 
 SETTINGS = load_settings()
 SHOP_TZ = pendulum.timezone(SETTINGS.shop.timezone)
 START = SETTINGS.schedule.start_date
 POOL = SETTINGS.store.pool
+OPS = SETTINGS.operations
+SEND_POOL = OPS.send_pool or POOL
+DELIVER_TIMEOUT = timedelta(minutes=OPS.timeouts.deliver_minutes)
 
 
 @dag(
@@ -97,13 +107,28 @@ POOL = SETTINGS.store.pool
         "retries": 2,
         "retry_delay": timedelta(minutes=5),
         "retry_exponential_backoff": True,
+        "execution_timeout": timedelta(minutes=OPS.timeouts.task_minutes),
+        "on_failure_callback": TaskFailureNotifier(),
     },
+    deadline=deadline_alerts(OPS.deadlines),
     tags=["huitouke", "crm", "daily"],
     params={
         "accept_incomplete_day": Param(
             False,
             type="boolean",
             description="Load the day even if its data does not look complete (a shop with no orders that day).",
+        ),
+        "dry_run": Param(
+            False,
+            type="boolean",
+            description="Plan and render the day, send nothing: the messages stay queued (docs/operations.md).",
+        ),
+        "campaigns": Param(
+            [],
+            type="array",
+            items={"type": "string", "minLength": 1},
+            uniqueItems=True,
+            description="Render and send only these campaigns of the playbook today (empty: all).",
         ),
     },
     doc_md=__doc__,
@@ -155,21 +180,28 @@ def huitouke_daily():  # noqa: C901 - one nested function per task, no branching
         return plan_campaigns(data_interval_start)
 
     @task(pool=POOL, map_index_template="{{ campaign_name }}", retries=1)
-    def render_messages(campaign: str, data_interval_start=None) -> dict:
+    def render_messages(campaign: str, data_interval_start=None, dag_run=None) -> dict:
         """Stage 4, one campaign: its treated waves rendered into the outbox as queued messages."""
         from huitouke.pipeline import render_messages
 
         get_current_context()["campaign_name"] = campaign
-        return render_messages(data_interval_start, campaign)
+        return render_messages(data_interval_start, campaign, conf=dag_run.conf)
 
     wait_for_send_window = SendWindowSensor(
         task_id="wait_for_send_window",
         trigger_rule="all_done",  # a broken campaign's render does not hold back the others'
         timeout=36 * 3600,
+        execution_timeout=None,  # deferred, it holds no worker; its own timeout bounds the wait
         doc_md="Stage 5: outside the playbook's send window, wait deferred on the triggerer until it opens.",
     )
 
-    @task(pool=POOL, retries=3, map_index_template="{{ delivery_channel }}")
+    @task(
+        pool=SEND_POOL,
+        retries=3,
+        map_index_template="{{ delivery_channel }}",
+        execution_timeout=DELIVER_TIMEOUT,
+        max_active_tis_per_dagrun=OPS.send_tasks_per_run,
+    )
     def deliver_messages(channel: str, data_interval_start=None, dag_run=None, ti=None) -> dict:
         """Stage 5, one channel: its queued messages out through its provider inside the send
         window (calls: the day's call list); receipts, replies and opt-outs back. Backfills and

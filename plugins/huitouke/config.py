@@ -231,6 +231,70 @@ class ScaleSettings(_Section):
     shards: int = Field(1, ge=1, le=4096)
 
 
+def _shop_time(value: Any) -> Any:
+    """A time of day written ``"HH:MM"`` (quoted: YAML reads 10:30 unquoted as a number)."""
+    if value is None or isinstance(value, dt.time):
+        return value
+    if not isinstance(value, str):
+        raise ValueError(f'expected a time of day in quotes, e.g. "10:30", got {value!r}')
+    try:
+        return dt.time.fromisoformat(value.strip())
+    except ValueError:
+        raise ValueError(f'expected a time of day as "HH:MM", got {value!r}') from None
+
+
+class AlertSettings(_Section):
+    """Where alerts go (huitouke.ops.alerts): a webhook (an HTTP Connection receiving JSON) or
+    e-mail (an SMTP Connection, to the ops team's addresses), or nowhere but the log."""
+
+    notifier: Literal["webhook", "email", "none"] = "none"
+    conn_id: str = "huitouke_alerts"
+    to: list[str] = Field(default_factory=list)  # email: the ops team's addresses
+    from_email: str | None = None  # email: else the SMTP Connection's extra from_email
+    # A day's delivery (per channel) alerts when more than this share of the messages it attempted
+    # failed, once it attempted at least min_attempted.
+    max_failed_share: float = Field(0.2, ge=0, le=1)
+    min_attempted: int = Field(20, ge=1)
+
+    @model_validator(mode="after")
+    def _email_has_recipients(self) -> AlertSettings:
+        if self.notifier == "email" and not self.to:
+            raise ValueError("notifier is email but there is no to: (the ops team's addresses)")
+        return self
+
+
+class DeadlineSettings(_Section):
+    """Shop times on the morning after the business day (null: no such deadline)."""
+
+    run_finished_by: dt.time | None = dt.time(14, 0)
+    sending_started_by: dt.time | None = dt.time(10, 30)
+
+    _times = field_validator("run_finished_by", "sending_started_by", mode="before")(_shop_time)
+
+
+class TimeoutSettings(_Section):
+    """Each task's ``execution_timeout`` in minutes: a hung call cannot hold a worker forever."""
+
+    task_minutes: float = Field(60, gt=0)
+    # Delivery drains until the send window closes: at least the window's length, plus the
+    # settle time of the last unknowns.
+    deliver_minutes: float = Field(780, gt=0)
+
+
+class OperationsSettings(_Section):
+    """The ``operations:`` section (docs/operations.md)."""
+
+    alerts: AlertSettings = AlertSettings()
+    deadlines: DeadlineSettings = DeadlineSettings()
+    timeouts: TimeoutSettings = TimeoutSettings()
+    # The Airflow pool the delivery tasks take a slot of instead of the store's (null: the
+    # store's pool, which an embedded SQLite store needs: one writer at a time). With PostgreSQL,
+    # huitouke_send: hours of sending then never hold the store pool's slots the other writers need.
+    send_pool: str | None = None
+    # Delivery tasks of one run sending at once (max_active_tis_per_dagrun).
+    send_tasks_per_run: int = Field(3, ge=1)
+
+
 class Settings(_Section):
     shop: ShopSettings = ShopSettings()
     store: StoreSettings = StoreSettings()
@@ -238,6 +302,18 @@ class Settings(_Section):
     intake: IntakeSettings
     delivery: DeliverySettings = DeliverySettings()
     scale: ScaleSettings = ScaleSettings()
+    operations: OperationsSettings = OperationsSettings()
+
+    @model_validator(mode="after")
+    def _delivery_fits_its_timeout(self) -> Settings:
+        d, minutes = self.delivery, self.operations.timeouts.deliver_minutes
+        least = d.lease_seconds + d.settle_seconds + d.max_wait_seconds
+        if minutes * 60 <= least:
+            raise ValueError(
+                f"operations.timeouts.deliver_minutes ({minutes:g}) must exceed delivery's own waits: "
+                f"lease_seconds + settle_seconds + max_wait_seconds = {least:g} s"
+            )
+        return self
 
     @property
     def tz(self) -> ZoneInfo:

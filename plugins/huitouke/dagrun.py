@@ -27,12 +27,18 @@ DAG_FILE = "dags/huitouke_daily.py"
 DAG_ID = "huitouke_daily"
 
 
-def load_daily_dag(dag_file: Path | None = None) -> Any:
-    """The DAG object defined in ``dags/huitouke_daily.py``."""
+def load_daily_dag(dag_file: Path | None = None, deadlines: bool = False) -> Any:
+    """The DAG object defined in ``dags/huitouke_daily.py``, for ``dag.test``: without its
+    Deadline Alerts unless ``deadlines`` (docs/operations.md). ``dag.test`` runs no scheduler, so
+    nothing would evaluate them; and Airflow 3.3.2's ``dag.test`` fails a run of a DAG with
+    Deadline Alerts when the run succeeds (it looks the alerts up in the metadata database by the
+    ids its own deserialized copy of the DAG does not have)."""
     path = dag_file or project_home() / DAG_FILE
     namespace = runpy.run_path(str(path))
     for value in namespace.values():
         if getattr(value, "dag_id", None) == DAG_ID and hasattr(value, "test"):
+            if not deadlines:
+                value.deadline = None
             return value
     raise RuntimeError(f"{path} defines no DAG {DAG_ID!r}")
 

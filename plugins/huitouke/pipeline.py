@@ -58,7 +58,27 @@ def check_crm_schema(conf: Mapping[str, Any] | None = None, settings: Settings |
         log.info(
             "simulated clock (the demo's season): now is %s", clock.now().astimezone(settings.tz).isoformat()
         )
+    options = checked_run_options(conf)
+    if options.dry_run:
+        log.info("dry run: the day is planned and rendered, nothing is sent (its messages stay queued)")
+    if options.campaigns is not None:
+        log.info("campaigns param: only %s are rendered and sent", ", ".join(options.campaigns))
     return revision
+
+
+def checked_run_options(conf: Mapping[str, Any] | None):
+    """The run's params (:func:`huitouke.ops.params.run_options`); a bad one fails the task at
+    once, without retries, naming the value (and, for a campaign, the playbook's campaigns)."""
+    from huitouke.campaigns.playbook import load_playbook
+    from huitouke.ops.params import RunParamError, run_options
+
+    try:
+        return run_options(conf, load_playbook().campaigns)
+    except RunParamError as exc:
+        from airflow.sdk.exceptions import AirflowFailException
+
+        log.error("%s", exc)
+        raise AirflowFailException(str(exc)) from None
 
 
 def run_clock(conf: Mapping[str, Any] | None, settings: Settings):
@@ -177,16 +197,25 @@ def plan_campaigns(start: datetime, settings: Settings | None = None) -> list[st
     return result.campaigns()
 
 
-def render_messages(start: datetime, campaign: str, settings: Settings | None = None) -> dict[str, Any]:
+def render_messages(
+    start: datetime, campaign: str, settings: Settings | None = None, conf: Mapping[str, Any] | None = None
+) -> dict[str, Any]:
     """Stage 4, one campaign: :func:`huitouke.render.daily.run_day`.
 
     A broken template fails this campaign only, before anything of it is queued, without retries
     (a retry cannot fix a template): fix it, then clear this task to queue the day's messages.
+    A campaign the run's ``campaigns`` param leaves out is skipped (nothing rendered).
     """
     from huitouke.campaigns.playbook import load_playbook
     from huitouke.render.daily import run_day
     from huitouke.render.environment import TemplateError
 
+    if not checked_run_options(conf).selects(campaign):
+        from airflow.sdk.exceptions import AirflowSkipException
+
+        raise AirflowSkipException(
+            f"campaign {campaign} is not among the run's campaigns param: not rendered"
+        )
     settings = settings or load_settings()
     day = business_date_of(start, settings)
     try:
@@ -198,6 +227,21 @@ def render_messages(start: datetime, campaign: str, settings: Settings | None = 
 
         raise AirflowFailException(f"campaign {campaign}: {exc}") from exc
     return _logged(result)
+
+
+def _alert_on_failures(summary: Mapping[str, Any], channel: str, settings: Settings) -> None:
+    """The day's alert when the channel failed above ``operations.alerts.max_failed_share``. A
+    notifier that fails is logged: the delivery itself is done."""
+    from huitouke.ops.alerts import delivery_failure_alert, send_alert
+
+    alerts = settings.operations.alerts
+    alert = delivery_failure_alert(summary, channel, alerts.max_failed_share, alerts.min_attempted)
+    if alert is None:
+        return
+    try:
+        send_alert(alert, settings)
+    except Exception as exc:  # noqa: BLE001 - an alert must not fail the delivery it reports on
+        log.error("sending the delivery alert failed: %s", type(exc).__name__)
 
 
 def evaluate_campaigns(start: datetime, settings: Settings | None = None) -> dict[str, Any]:
@@ -236,6 +280,13 @@ def deliver_messages(
         from airflow.sdk.exceptions import AirflowSkipException
 
         raise AirflowSkipException(f"business day {day} did not run its stateful stages: nothing is sent")
+    options = checked_run_options(conf)
+    if options.dry_run:
+        from airflow.sdk.exceptions import AirflowSkipException
+
+        message = f"dry run: nothing sent for business day {day} on {channel}; its messages stay queued"
+        log.info("%s (the next real run sends them, or they expire after delivery.max_age_days)", message)
+        raise AirflowSkipException(message)
     playbook, delivery = load_playbook(), settings.delivery
     job = DeliveryJob(
         day=day,
@@ -252,9 +303,11 @@ def deliver_messages(
         cap_of=wiring.cap_of(playbook),
         call_list_folder=wiring.call_list_folder(settings),
         clock=run_clock(conf, settings).utcnow,
+        campaigns=options.campaigns,
     )
     result = run_day(engine, job)
     summary = _logged(result)
+    _alert_on_failures(summary, channel, settings)
     if result.tally.paused:
         raise RuntimeError(f"sending paused: {result.tally.paused}; the rest stays queued")
     return summary

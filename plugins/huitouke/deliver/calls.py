@@ -18,6 +18,7 @@ import pandas as pd
 from sqlalchemy import Connection, Engine, bindparam, select, update
 
 from huitouke.deliver import persist
+from huitouke.deliver.checks import claimable
 from huitouke.deliver.imports import read_call_outcomes, write_call_list
 from huitouke.deliver.states import FAILED, LISTED, QUEUED, SENT
 from huitouke.store.rows import lock_writers, read_frame
@@ -89,6 +90,7 @@ def _queued_calls(conn: Connection, selection: persist.Selection) -> pd.DataFram
         .where(o.channel == CALL)
         .where(o.status == QUEUED)
         .where(o.business_date.between(selection.oldest, selection.day))
+        .where(claimable(o.campaign, selection.campaigns))  # a paused campaign's calls wait queued
     )
     query = persist.with_facts(query, selection.day, ("campaign", "message_id")).add_columns(customers.c.name)
     calls = read_frame(conn, query, (*keys, "due_date", *persist.FACT_COLUMNS, "name"))

@@ -4,7 +4,11 @@ customer whose contact cap the messages already sent have reached get nothing; a
 address changed since rendering is written to at the current one.
 
 Plain functions over DataFrames; :mod:`huitouke.deliver.persist` reads the facts and applies the
-verdicts.
+verdicts. One check is not a verdict on a row but a filter of the claim's query,
+:func:`claimable`: a campaign an operator paused (``huitouke deliver pause``), or one the run's
+``campaigns`` param left out, is not claimed at all, so its messages stay ``queued`` (a later
+claim, or run, sends them once it is resumed or selected) and never fill a claim ahead of the
+campaigns still sending.
 """
 
 from __future__ import annotations
@@ -15,12 +19,16 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+from sqlalchemy import ColumnElement, and_, exists, true
 
 from huitouke.deliver.replies import normalize_phone
+from huitouke.store.schema import campaign_pauses
 
 __all__ = [
     "CANDIDATE_FACTS",
+    "PAUSED",
     "SUPPRESSION_REASONS",
+    "claimable",
     "contact_counts",
     "holds",
     "recent_contact_counts",
@@ -30,6 +38,7 @@ __all__ = [
 
 OPTED_OUT, HOLDOUT, NO_ADDRESS, CONTACT_CAP = "opted_out", "holdout", "no_address", "contact_cap"
 SUPPRESSION_REASONS = (OPTED_OUT, HOLDOUT, NO_ADDRESS, CONTACT_CAP)
+PAUSED = "campaign paused"  # not a suppression: the rows stay queued (the log's reason)
 
 # What the claim reads about each candidate row (besides the outbox row itself).
 CANDIDATE_FACTS = (
@@ -44,6 +53,15 @@ CANDIDATE_FACTS = (
 )
 
 WAVE_KEY = ["campaign", "customer_id", "entered_on", "wave"]
+
+
+def claimable(campaign: ColumnElement, campaigns: tuple[str, ...] | None = None) -> ColumnElement:
+    """The campaign-level send-time check, as a condition on the claim's query (on the outbox's
+    ``campaign`` column): not paused in ``campaign_pauses`` (read in the claim's transaction, so a
+    pause made mid-day holds from the next claim on) and, when the run names ``campaigns``, one
+    of them."""
+    not_paused = ~exists().where(campaign_pauses.c.campaign == campaign)
+    return and_(not_paused, campaign.in_(campaigns) if campaigns is not None else true())
 
 
 def recent_contact_counts(

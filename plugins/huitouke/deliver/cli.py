@@ -4,6 +4,9 @@
     huitouke calls import FILE
     huitouke calls list [--day YYYY-MM-DD]
     huitouke deliver status [--day YYYY-MM-DD] [--days N]
+    huitouke deliver pause --campaign NAME [--note TEXT]
+    huitouke deliver resume --campaign NAME
+    huitouke deliver pauses
 
 Register them with :func:`add_parser`. Their output counts and never shows a phone number, an
 e-mail address or a name (the files they read hold them; row errors are masked by the reader).
@@ -22,7 +25,16 @@ from typing import Any
 
 from huitouke.config import load_settings
 
-__all__ = ["add_parser", "cmd_calls_import", "cmd_calls_list", "cmd_deliver_status", "cmd_optouts_import"]
+__all__ = [
+    "add_parser",
+    "cmd_calls_import",
+    "cmd_calls_list",
+    "cmd_deliver_pause",
+    "cmd_deliver_pauses",
+    "cmd_deliver_resume",
+    "cmd_deliver_status",
+    "cmd_optouts_import",
+]
 
 StoreOptions = Callable[[argparse.ArgumentParser], None]  # adds --conn / --url
 EngineOf = Callable[[argparse.Namespace], Any]  # the CRM store's engine for the parsed arguments
@@ -117,6 +129,50 @@ def cmd_deliver_status(args: argparse.Namespace) -> int:
     return 0
 
 
+def _known_campaign(name: str) -> str:
+    from huitouke.campaigns.playbook import load_playbook
+
+    known = list(load_playbook().campaigns)
+    if name not in known:
+        raise ValueError(f"unknown campaign {name!r}; the playbook's campaigns: {', '.join(known)}")
+    return name
+
+
+def cmd_deliver_pause(args: argparse.Namespace) -> int:
+    """Pause one campaign's sending: its messages stay queued from the next claim on."""
+    from huitouke.deliver.pauses import pause
+
+    campaign = _known_campaign(args.campaign)
+    if pause(_current_engine(args), campaign, _utcnow(), args.note):
+        print(
+            f"campaign {campaign}: sending paused; its messages stay queued until `huitouke deliver resume`"
+        )
+    else:
+        print(f"campaign {campaign} was paused already")
+    return 0
+
+
+def cmd_deliver_resume(args: argparse.Namespace) -> int:
+    """Resume a paused campaign's sending (the next claim or run sends its queued messages)."""
+    from huitouke.deliver.pauses import resume
+
+    if resume(_current_engine(args), args.campaign):
+        print(f"campaign {args.campaign}: sending resumed; the next run sends its queued messages")
+    else:
+        print(f"campaign {args.campaign} was not paused")
+    return 0
+
+
+def cmd_deliver_pauses(args: argparse.Namespace) -> int:
+    """The paused campaigns."""
+    from huitouke.deliver.pauses import paused
+
+    with _current_engine(args).connect() as conn:
+        frame = paused(conn)
+    print("No campaign is paused." if frame.empty else frame.fillna("").to_string(index=False))
+    return 0
+
+
 def _positive(text: str) -> int:
     value = int(text)
     if value < 1:
@@ -183,6 +239,21 @@ def _add_deliver(sub: argparse._SubParsersAction, store_options: StoreOptions, e
     p.add_argument("--days", type=_positive, default=1, help="business days up to --day (default 1)")
     _store(p, store_options, engine_of)
     p.set_defaults(func=cmd_deliver_status)
+    p = deliver.add_parser(
+        "pause",
+        help="pause one campaign's sending (its messages stay queued; planning and rendering go on)",
+    )
+    p.add_argument("--campaign", required=True, help="the playbook's name of the campaign")
+    p.add_argument("--note", help="why (shown by `huitouke deliver pauses`; no customer data)")
+    _store(p, store_options, engine_of)
+    p.set_defaults(func=cmd_deliver_pause)
+    p = deliver.add_parser("resume", help="resume a paused campaign's sending")
+    p.add_argument("--campaign", required=True)
+    _store(p, store_options, engine_of)
+    p.set_defaults(func=cmd_deliver_resume)
+    p = deliver.add_parser("pauses", help="the paused campaigns")
+    _store(p, store_options, engine_of)
+    p.set_defaults(func=cmd_deliver_pauses)
 
 
 def add_parser(sub: argparse._SubParsersAction, store_options: StoreOptions, engine_of: EngineOf) -> None:

@@ -14,6 +14,10 @@
    more at the end;
 5. the day's calls are written to the call list.
 
+Only the run's ``campaigns`` (the DAG's param; all when None) are claimed, and never a campaign an
+operator paused (``huitouke deliver pause``, :mod:`huitouke.deliver.pauses`): their messages stay
+queued, and the log ends with what each pause held back.
+
 It returns a :class:`DeliveryResult`: the task log's table per campaign and channel.
 """
 
@@ -28,7 +32,7 @@ from typing import Any
 import pandas as pd
 from sqlalchemy import Engine, and_
 
-from huitouke.deliver import calls, feeds, persist
+from huitouke.deliver import calls, feeds, pauses, persist
 from huitouke.deliver.policy import (
     DeliveryRules,
     next_window_open,
@@ -66,6 +70,7 @@ class DeliveryJob:
     clock: Callable[[], datetime] = utcnow
     feeds_every_s: float = 30.0  # during a drain, replies and receipts are read this often
     channels: tuple[str, ...] = CHANNELS  # the DAG maps one task per channel
+    campaigns: tuple[str, ...] | None = None  # the run's campaigns param (None: every campaign)
 
 
 @dataclass
@@ -79,6 +84,7 @@ class DeliveryResult:
     calls_listed: int = 0
     receipts: pd.DataFrame | None = None  # the sent messages of the days drained, by receipt
     note: str | None = None  # why nothing was sent, when nothing could be
+    held: pd.DataFrame | None = None  # campaign, channel, messages: queued, held by a pause
     log_level: int = 20
 
     def as_text(self) -> str:
@@ -103,7 +109,18 @@ class DeliveryResult:
             lines.append(f"call list: {self.calls_listed} calls in {self.call_list}")
         if self.tally.paused:
             lines.append(f"SENDING PAUSED: {self.tally.paused} (the rest stays queued)")
+        for campaign, n in self.held_by_campaign().items():
+            lines.append(
+                f"campaign {campaign} is paused: {n:,} messages stay queued "
+                f"(huitouke deliver resume --campaign {campaign})"
+            )
         return "\n".join(lines)
+
+    def held_by_campaign(self) -> dict[str, int]:
+        """Queued messages held back by a pause, per paused campaign."""
+        if self.held is None or self.held.empty:
+            return {}
+        return {str(c): int(n) for c, n in self.held.groupby("campaign")["messages"].sum().items()}
 
     def as_dict(self) -> dict[str, Any]:
         by_outcome: dict[str, int] = {}
@@ -115,6 +132,7 @@ class DeliveryResult:
             "opt_outs": self.tally.opt_outs + sum(f.opt_outs for f in self.feeds.values()),
             "calls_listed": self.calls_listed,
             "paused": self.tally.paused,
+            "held_by_pause": self.held_by_campaign(),
             "note": self.note,
         }
 
@@ -168,7 +186,7 @@ def run_day(engine: Engine, job: DeliveryJob) -> DeliveryResult:
     _note_unserved(engine, job, selection_days, result)
     _pull_all(engine, job, result)
     for channel, provider in job.providers.items():
-        selection = persist.Selection((channel,), *selection_days)
+        selection = persist.Selection((channel,), *selection_days, campaigns=job.campaigns)
         options = SendOptions(
             job.owner,
             closes_at,
@@ -184,6 +202,9 @@ def run_day(engine: Engine, job: DeliveryJob) -> DeliveryResult:
     _list_calls(engine, job, selection_days, result)
     with engine.connect() as conn:
         result.receipts = persist.receipts_by(conn, *selection_days)
+        result.held = pauses.queued_of_paused(conn, job.channels, *selection_days)
+    for campaign, n in result.held_by_campaign().items():
+        log.warning("campaign %s is paused: %d messages stay queued", campaign, n)
     return result
 
 
@@ -218,5 +239,6 @@ def _list_calls(engine: Engine, job: DeliveryJob, days: tuple[date, date], resul
     if job.call_list_folder is None or "call" not in job.channels:
         return
     checks = calls.CallChecks(job.cap_of, job.tz, job.clock())
-    path, listed = calls.list_calls(engine, persist.Selection(("call",), *days), job.call_list_folder, checks)
+    selection = persist.Selection(("call",), *days, campaigns=job.campaigns)
+    path, listed = calls.list_calls(engine, selection, job.call_list_folder, checks)
     result.call_list, result.calls_listed = (str(path) if path else None), listed

@@ -100,11 +100,13 @@ CapOf = Callable[[str | None], tuple[int, int]]  # member tier -> (max_contacts,
 
 @dataclass(frozen=True)
 class Selection:
-    """Which queued rows a sender drains: its channels, of business days ``oldest`` .. ``day``."""
+    """Which queued rows a sender drains: its channels, of business days ``oldest`` .. ``day``
+    (of ``campaigns`` only, when given; a paused campaign's never: :func:`checks.claimable`)."""
 
     channels: tuple[str, ...]
     oldest: date
     day: date
+    campaigns: tuple[str, ...] | None = None  # the run's campaigns param (None: all)
 
 
 @dataclass(frozen=True)
@@ -141,6 +143,7 @@ def _queued(selection: Selection, now: datetime, limit: int):
         .where(o.channel.in_(selection.channels))
         .where(o.business_date.between(selection.oldest, selection.day))
         .where(or_(o.next_attempt_at.is_(None), o.next_attempt_at <= now))
+        .where(checks.claimable(o.campaign, selection.campaigns))
         .order_by(o.message_id)
         .limit(limit)
     )

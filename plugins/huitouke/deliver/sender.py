@@ -23,7 +23,7 @@ from typing import Any
 import pandas as pd
 from sqlalchemy import Engine, and_, func, select
 
-from huitouke.deliver import persist
+from huitouke.deliver import checks, persist
 from huitouke.deliver.policy import DeliveryRules, backoff
 from huitouke.deliver.providers.base import Fate, OutgoingMessage, Provider, SendOutcome, StatusAnswer
 from huitouke.deliver.states import FAILED, QUEUED, SENT, UNKNOWN
@@ -259,6 +259,7 @@ class Sender:
         mine = and_(
             o.channel.in_(self.selection.channels),
             o.business_date.between(self.selection.oldest, self.selection.day),
+            checks.claimable(o.campaign, self.selection.campaigns),  # a paused campaign's rows wait
         )
         with self.engine.connect() as conn:
             retry = conn.scalar(select(func.min(o.next_attempt_at)).where(mine).where(o.status == QUEUED))

@@ -3,7 +3,7 @@
 
 A run that will not send does not wait: a backfill, or a business day older than yesterday (its
 delivery task only marks the day's rows ``stale``), or a day the calendar or the freshness guard
-stopped (its delivery task is skipped). Kept free of heavy imports: the DAG file
+stopped (its delivery task is skipped), or a dry run (the ``dry_run`` param). Kept free of heavy imports: the DAG file
 imports this class at parse time.
 """
 
@@ -37,6 +37,9 @@ class SendWindowSensor(BaseSensorOperator):
         verdict = run_verdict(run.run_type, day, now.astimezone(settings.tz).date())
         if not verdict.sends:
             self.log.info("no wait: %s", verdict.reason)
+            return list(CHANNELS)
+        if (run.conf or {}).get("dry_run") is True:
+            self.log.info("no wait: a dry run sends nothing (its delivery tasks skip)")
             return list(CHANNELS)
         if not _day_computed(settings, day):
             self.log.info("no wait: business day %s did not run its stages, nothing of it is sent", day)

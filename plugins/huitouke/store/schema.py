@@ -420,6 +420,16 @@ store_marks = Table(
     Column("marked_at", DateTime, nullable=False),
 )
 
+# A campaign whose sending an operator paused (`huitouke deliver pause --campaign X`): its queued
+# messages are not claimed, they stay queued until `huitouke deliver resume` (or expire as usual).
+campaign_pauses = Table(
+    "campaign_pauses",
+    metadata,
+    Column("campaign", String(64), primary_key=True),
+    Column("paused_at", DateTime, nullable=False),
+    Column("note", String(255)),
+)
+
 # A record Aliyun SMS pushed to huitouke's report relay (huitouke.deliver.aliyun_relay): a delivery
 # receipt (feed sms_report) or an inbound message (sms_up), kept as pushed (JSON) until the Aliyun
 # provider pulls it by cursor (record_id). `record_key` (a hash of the record's natural key) makes

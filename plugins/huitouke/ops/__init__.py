@@ -1,0 +1,1 @@
+"""Operations: the daily run's params, its alerts (notifier, deadlines, the day's failure share)."""
