@@ -12,9 +12,11 @@ sends whatever the time of day the test runs."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import subprocess
 import sys
+from concurrent.futures import ThreadPoolExecutor
 from datetime import date, timedelta
 
 import psycopg2
@@ -43,11 +45,13 @@ def _databases(pg) -> dict[str, str]:
     return urls
 
 
-def _huitouke(server, *args: str) -> str:
-    """``huitouke <args>`` with the Airflow processes' environment (as the compose init does)."""
+def _huitouke(data, *args: str) -> str:
+    """``huitouke <args>`` with huitouke's settings (its Connections) and this checkout's code."""
+    from airflow_server import ROOT
+
     done = subprocess.run(
         [sys.executable, "-m", "huitouke.cli", *args],
-        env=server.env,
+        env={**os.environ, **data.env(), "PYTHONPATH": str(ROOT / "plugins")},
         capture_output=True,
         text=True,
         timeout=180,
@@ -57,9 +61,10 @@ def _huitouke(server, *args: str) -> str:
     return done.stdout
 
 
-def _load_history(data) -> None:
-    """A small demo shop up to ``DAY`` in the shop database; the CRM store (migrated) marked as
-    the demo's and loaded with the history before ``DAY`` and that evening's segments."""
+def _prepare_store(data) -> None:
+    """The CRM store migrated (``huitouke db upgrade``, as compose's init does) and marked as the
+    demo's; a small demo shop up to ``DAY`` in the shop database, its history before ``DAY``
+    loaded into the store with that evening's segments."""
     from datetime import UTC, datetime
 
     from huitouke.clock import mark_demo_store
@@ -68,6 +73,7 @@ def _load_history(data) -> None:
     from huitouke.pipeline import day_bounds, intake_orders, update_segments
     from huitouke.store.connection import make_engine
 
+    _huitouke(data, "db", "upgrade")
     shop = generate_shop(ShopSpec(customers=2_000, start=HISTORY_START, end=DAY, seed=12))
     write_shop(shop_as_of(shop, DAY), make_engine(data.shop_url))
     crm = make_engine(data.crm_url)
@@ -80,6 +86,20 @@ def _load_history(data) -> None:
         evening, end = day_bounds(DAY - timedelta(days=1), settings)
         intake_orders(start, end, settings)
         update_segments(evening, settings)
+
+
+def _started_beside(prepare, start):
+    """``start()`` (Airflow's start-up, mostly waiting) in a thread while ``prepare()`` runs here;
+    what ``start`` returned. A server started while ``prepare`` failed is stopped."""
+    with ThreadPoolExecutor(1) as pool:
+        starting = pool.submit(start)
+        try:
+            prepare()
+        except BaseException:
+            with contextlib.suppress(Exception):
+                starting.result().stop()
+            raise
+        return starting.result()
 
 
 @pytest.fixture(scope="module")
@@ -103,16 +123,17 @@ def production(postgres_server, redis_server, tmp_path_factory):
     ):
         env = production_env(urls["airflow"], redis_server.url(), data)
         env |= {name: os.environ[name] for name in DELIVERY_ENV}
-        server = start_airflow(
-            folder / "airflow",
-            env,
-            data,
-            components=PRODUCTION_COMPONENTS,
-            store_pool_slots=STORE_POOL_SLOTS,
+        server = _started_beside(
+            lambda: _prepare_store(data),
+            lambda: start_airflow(
+                folder / "airflow",
+                env,
+                data,
+                components=PRODUCTION_COMPONENTS,
+                store_pool_slots=STORE_POOL_SLOTS,
+            ),
         )
         try:
-            _huitouke(server, "db", "upgrade")
-            _load_history(data)
             server.api.unpause()
             run = server.api.trigger_day(DAY, conf=run_conf(DAY, SHOP_TZ))
             run = server.api.wait_for_run(run["dag_run_id"], timeout=360)
@@ -146,6 +167,14 @@ def test_the_day_runs_to_success_every_task_included(production):
     assert any(name.startswith("render_messages[") for name in states)
     assert any(name.startswith("deliver_messages[") for name in states)
     assert set(states.values()) == {"success"}, states
+
+
+def test_every_component_is_still_up_after_the_run(production):
+    server = production["server"]
+    server.check_alive()  # no process exited
+    health = server.health()
+    for component in ("metadatabase", "scheduler", "triggerer", "dag_processor"):
+        assert health[component]["status"] == "healthy", health
 
 
 def test_every_sms_reached_the_gateway_and_every_email_the_smtp_server(production):
