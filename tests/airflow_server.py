@@ -7,7 +7,8 @@ the pool ``huitouke_store`` (one slot) and starts three processes, each in its o
 - ``airflow dag-processor`` (parses this checkout's ``dags/``, with ``plugins/`` first on the path),
 - ``airflow scheduler`` (LocalExecutor: every task instance runs as its own process).
 
-By default no triggerer: the days these tests run are past their send window's wait.
+By default no triggerer: the runs of tests/test_scheduler.py never defer (their days are long
+past, so the send-window sensor has nothing to wait for).
 ``airflow standalone`` would start the same three plus a triggerer, but hides their logs and ports
 behind one process; separate parts give each its log file (``<home>/components/<name>.log``) and
 one place to wait for each.
@@ -67,7 +68,7 @@ ROOT = Path(__file__).resolve().parents[1]
 DAG_ID = "huitouke_daily"
 STORE_POOL = "huitouke_store"
 USERNAME = "admin"
-COMPONENTS = ("api-server", "dag-processor", "scheduler")  # started in this order, stopped in reverse
+COMPONENTS = ("api-server", "dag-processor", "scheduler")  # started in this order
 TRIGGERER = "triggerer"
 CELERY_WORKER = "celery worker"  # `airflow celery worker`: the tasks of the CeleryExecutor
 PRODUCTION_COMPONENTS = (*COMPONENTS, TRIGGERER, CELERY_WORKER)  # docker-compose.yaml's services
