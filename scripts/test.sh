@@ -5,11 +5,13 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/env.sh
 
-# Debian packages the suite runs for real: PostgreSQL's server (tests/pg_server.py), chromium
-# with its driver and a CJK font (the UI pages in a headless browser, tests/test_ui_browser.py),
-# and docker-compose (its parser and schema check docker-compose.yaml, tests/test_deploy.py).
+# Debian packages the suite runs for real: PostgreSQL's server (tests/pg_server.py), Redis (the
+# Celery broker, tests/redis_server.py), chromium with its driver and a CJK font (the UI pages in
+# a headless browser, tests/test_ui_browser.py), and docker-compose (its parser and schema check
+# docker-compose.yaml, tests/test_deploy.py).
 missing=()
 ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || command -v initdb >/dev/null 2>&1 || missing+=(postgresql)
+command -v redis-server >/dev/null 2>&1 || missing+=(redis-server)
 command -v chromium >/dev/null 2>&1 || missing+=(chromium)
 command -v chromedriver >/dev/null 2>&1 || missing+=(chromium-driver)
 [ -e /usr/share/fonts/truetype/wqy/wqy-zenhei.ttc ] || missing+=(fonts-wqy-zenhei)

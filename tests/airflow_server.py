@@ -7,9 +7,16 @@ the pool ``huitouke_store`` (one slot) and starts three processes, each in its o
 - ``airflow dag-processor`` (parses this checkout's ``dags/``, with ``plugins/`` first on the path),
 - ``airflow scheduler`` (LocalExecutor: every task instance runs as its own process).
 
-No triggerer: no huitouke task defers. ``airflow standalone`` would start the same three plus a
-triggerer, but hides their logs and ports behind one process; separate parts give each its log
-file (``<home>/components/<name>.log``) and one place to wait for each.
+By default no triggerer: the runs of tests/test_scheduler.py never defer (their days are long
+past, so the send-window sensor has nothing to wait for).
+``airflow standalone`` would start the same three plus a triggerer, but hides their logs and ports
+behind one process; separate parts give each its log file (``<home>/components/<name>.log``) and
+one place to wait for each.
+
+The production topology (docker-compose.yaml, tests/test_production.py) is the same harness with
+parameters: the executor and the metadata database (:func:`production_env`: CeleryExecutor,
+PostgreSQL, a Redis broker), and the components (:data:`PRODUCTION_COMPONENTS`: a triggerer and
+``airflow celery worker`` besides, each with its log file and its readiness wait).
 
 Settings that make the tests quick and predictable (``airflow_env``): DAGs paused at creation,
 no examples, a dag-processor that re-parses every 10 s, a scheduler that idles 0.5 s between
@@ -27,12 +34,14 @@ but switches authentication off altogether, hiding a missing or expired token).
 
 Every wait polls with a timeout, checks that the processes are still alive, and fails with what
 it saw and the tail of each component's log; :meth:`AirflowServer.stop` ends every process of
-the tree (task processes have their own process groups, so the whole tree is walked, not a group).
+the trees, all at once (task processes have their own process groups, so the whole tree is
+walked, not a group).
 """
 
 from __future__ import annotations
 
 import atexit
+import importlib.util
 import json
 import logging
 import os
@@ -59,7 +68,12 @@ ROOT = Path(__file__).resolve().parents[1]
 DAG_ID = "huitouke_daily"
 STORE_POOL = "huitouke_store"
 USERNAME = "admin"
-COMPONENTS = ("api-server", "dag-processor", "scheduler")  # started in this order, stopped in reverse
+COMPONENTS = ("api-server", "dag-processor", "scheduler")  # started in this order
+TRIGGERER = "triggerer"
+CELERY_WORKER = "celery worker"  # `airflow celery worker`: the tasks of the CeleryExecutor
+PRODUCTION_COMPONENTS = (*COMPONENTS, TRIGGERER, CELERY_WORKER)  # docker-compose.yaml's services
+# The line a Celery worker logs once it consumes its queues ("celery@<host> ready.").
+WORKER_READY = " ready."
 FINISHED = frozenset({"success", "failed"})  # a dag run's terminal states
 UNFINISHED_TASK = frozenset({None, "none", "scheduled", "queued", "running", "up_for_retry", "deferred"})
 
@@ -120,13 +134,22 @@ def wait_until(
 @dataclass(frozen=True)
 class HuitoukeData:
     """The files huitouke's tasks use under the harness: the CRM store and the shop database
-    (SQLite, Connections ``crm_db`` and ``shop_db``) and the segment snapshot cache."""
+    (SQLite, Connections ``crm_db`` and ``shop_db``) and the segment snapshot cache. ``crm``: the
+    SQLAlchemy URL of a CRM store on a database server instead of the SQLite file."""
 
     folder: Path
+    crm: str | None = None
 
     @property
     def crm_url(self) -> str:
-        return f"sqlite:///{self.folder / 'crm.sqlite'}"
+        return self.crm or f"sqlite:///{self.folder / 'crm.sqlite'}"
+
+    @property
+    def crm_connection(self) -> str:
+        """``AIRFLOW_CONN_CRM_DB``: a URI for a server (Airflow's form, no driver), JSON for SQLite."""
+        if self.crm:
+            return self.crm.replace("postgresql+psycopg2://", "postgresql://")
+        return json.dumps({"conn_type": "sqlite", "host": str(self.folder / "crm.sqlite")})
 
     @property
     def shop_url(self) -> str:
@@ -137,9 +160,7 @@ class HuitoukeData:
         return {
             "HUITOUKE_HOME": str(ROOT),
             "HUITOUKE_CACHE_DIR": str(self.folder / "cache"),
-            "AIRFLOW_CONN_CRM_DB": json.dumps(
-                {"conn_type": "sqlite", "host": str(self.folder / "crm.sqlite")}
-            ),
+            "AIRFLOW_CONN_CRM_DB": self.crm_connection,
             "AIRFLOW_CONN_SHOP_DB": json.dumps(
                 {"conn_type": "sqlite", "host": str(self.folder / "shop.sqlite")}
             ),
@@ -161,11 +182,18 @@ class HuitoukeData:
 
 
 def airflow_env(
-    home: Path, port: int, extra: Mapping[str, str], scheduled_runs: bool = False
+    home: Path,
+    port: int,
+    extra: Mapping[str, str],
+    scheduled_runs: bool = False,
+    executor: str = "LocalExecutor",
+    metadata_url: str | None = None,
 ) -> dict[str, str]:
     """The environment of every Airflow process: this process's, without any ``AIRFLOW*`` or
     ``HUITOUKE*`` setting of the caller (the test session's own Airflow home and Connections),
-    plus the harness's settings and ``extra`` (huitouke's settings, :meth:`HuitoukeData.env`)."""
+    plus the harness's settings and ``extra`` (huitouke's settings, :meth:`HuitoukeData.env`;
+    :func:`production_env`), which win. ``metadata_url``: Airflow's metadata database, by default
+    SQLite in ``home``."""
     env = {k: v for k, v in os.environ.items() if not k.startswith(("AIRFLOW", "HUITOUKE"))}
     venv_bin = Path(sys.executable).parent  # not resolved: the virtualenv's bin, where `airflow` is
     env["PATH"] = f"{venv_bin}{os.pathsep}{env.get('PATH', '')}"
@@ -175,13 +203,13 @@ def airflow_env(
     env.update(
         {
             "AIRFLOW_HOME": str(home),
-            "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": f"sqlite:///{home / 'airflow.db'}",
+            "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": metadata_url or f"sqlite:///{home / 'airflow.db'}",
             "AIRFLOW__CORE__DAGS_FOLDER": str(ROOT / "dags"),
             "AIRFLOW__CORE__PLUGINS_FOLDER": str(ROOT / "plugins"),
             "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
             "AIRFLOW__CORE__DAGS_ARE_PAUSED_AT_CREATION": "True",
             "AIRFLOW__CORE__DEFAULT_TIMEZONE": "utc",
-            "AIRFLOW__CORE__EXECUTOR": "LocalExecutor",
+            "AIRFLOW__CORE__EXECUTOR": executor,
             "AIRFLOW__CORE__PARALLELISM": "4",
             "AIRFLOW__CORE__MAX_TASK_RETRY_DELAY": "5",
             "AIRFLOW__CORE__EXECUTION_API_SERVER_URL": f"{base_url}/execution/",
@@ -213,13 +241,64 @@ def airflow_env(
     return env
 
 
+def production_env(
+    metadata_url: str, broker_url: str, data: HuitoukeData, worker_concurrency: int = 4
+) -> dict[str, str]:
+    """The production topology's settings, natively: the keys of docker-compose.yaml's
+    ``x-airflow-common`` ``environment`` with this machine's addresses instead of the services'.
+
+    Mirrors these compose keys:
+
+    - ``AIRFLOW__CORE__EXECUTOR``: ``CeleryExecutor``;
+    - ``AIRFLOW__DATABASE__SQL_ALCHEMY_CONN``: Airflow's metadata database on PostgreSQL
+      (``metadata_url``, its own database and role);
+    - ``AIRFLOW__CELERY__RESULT_BACKEND``: the same database, ``db+postgresql+psycopg2://...``;
+    - ``AIRFLOW__CELERY__BROKER_URL``: Redis (``broker_url``);
+    - ``AIRFLOW__CORE__FERNET_KEY``: a key of this run's own;
+    - ``AIRFLOW_CONN_CRM_DB``: the CRM store on PostgreSQL, its own database and role
+      (``data.crm``); ``AIRFLOW_CONN_SHOP_DB`` and ``HUITOUKE_HOME``: :meth:`HuitoukeData.env`.
+
+    The rest of the compose environment (``AIRFLOW__CORE__LOAD_EXAMPLES``,
+    ``AIRFLOW__CORE__DAGS_ARE_PAUSED_AT_CREATION``, ``AIRFLOW__CORE__EXECUTION_API_SERVER_URL``,
+    ``AIRFLOW__API_AUTH__JWT_SECRET``, ``AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_*``) is set for every
+    harness run by :func:`airflow_env`. Not from compose: ``AIRFLOW__CELERY__WORKER_CONCURRENCY``
+    (Celery's default is 16 task slots; a small machine runs the tests)."""
+    from cryptography.fernet import Fernet
+
+    env = {
+        **data.env(),
+        "AIRFLOW__CORE__EXECUTOR": "CeleryExecutor",
+        "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": metadata_url,
+        # The driver named, as in the metadata URL: SQLAlchemy 2.1's default for postgresql:// is
+        # psycopg 3, which this install has not (compose's image has both).
+        "AIRFLOW__CELERY__RESULT_BACKEND": f"db+{metadata_url}",
+        "AIRFLOW__CELERY__BROKER_URL": broker_url,
+        "AIRFLOW__CORE__FERNET_KEY": Fernet.generate_key().decode(),
+        "AIRFLOW__CELERY__WORKER_CONCURRENCY": str(worker_concurrency),
+    }
+    if importlib.util.find_spec("asyncpg") is None:
+        # Airflow derives an asyncpg URL from a PostgreSQL one for its few async queries (the
+        # official image ships asyncpg; a native install may not): none, rather than no start.
+        # Nothing huitouke's runs use needs it (the dag-run wait endpoint, multi-team, task state).
+        env["AIRFLOW__DATABASE__SQL_ALCHEMY_CONN_ASYNC"] = ""
+    return env
+
+
 def _terminate_tree(proc: subprocess.Popen, timeout: float = 15.0) -> None:
     """SIGTERM to the process and all its descendants, SIGKILL to what is left after ``timeout``."""
-    try:
-        parent = psutil.Process(proc.pid)
-        tree = [parent, *parent.children(recursive=True)]
-    except psutil.NoSuchProcess:
-        tree = []
+    _terminate_trees([proc], timeout)
+
+
+def _terminate_trees(procs: list[subprocess.Popen], timeout: float = 15.0) -> None:
+    """:func:`_terminate_tree` for several processes at once: one wait for all (a triggerer takes
+    10 s to stop its trigger runner; the others need not wait for it)."""
+    tree = []
+    for proc in procs:
+        try:
+            parent = psutil.Process(proc.pid)
+            tree += [parent, *parent.children(recursive=True)]
+        except psutil.NoSuchProcess:
+            pass
     for p in tree:
         try:
             p.terminate()
@@ -232,7 +311,8 @@ def _terminate_tree(proc: subprocess.Popen, timeout: float = 15.0) -> None:
         except psutil.NoSuchProcess:
             pass
     psutil.wait_procs(alive, timeout=5)
-    proc.wait(timeout=5)  # reap it
+    for proc in procs:
+        proc.wait(timeout=5)  # reap it
 
 
 def _tail(path: Path, lines: int = 30) -> str:
@@ -241,14 +321,20 @@ def _tail(path: Path, lines: int = 30) -> str:
     return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
 
 
+# The components whose health the REST API reports, by the name /monitor/health gives them.
+HEARTBEATS = {"dag-processor": "dag_processor", "scheduler": "scheduler", TRIGGERER: "triggerer"}
+
+
 @dataclass
 class AirflowServer:
-    """Airflow's api-server, dag-processor and scheduler as processes on a free port."""
+    """Airflow's api-server, dag-processor and scheduler (and any of ``components``) as processes
+    on a free port."""
 
     home: Path
     port: int
     env: dict[str, str]
     data: HuitoukeData | None = None
+    components: tuple[str, ...] = COMPONENTS
     processes: dict[str, subprocess.Popen] = field(default_factory=dict)
     timings: dict[str, float] = field(default_factory=dict)
     api: AirflowApi = field(init=False)
@@ -273,7 +359,7 @@ class AirflowServer:
         return json.loads(path.read_text())[USERNAME]
 
     def log_path(self, name: str) -> Path:
-        return self.home / "components" / f"{name}.log"
+        return self.home / "components" / f"{name.replace(' ', '-')}.log"
 
     def cli(self, *args: str, timeout: float = 300) -> str:
         """``airflow <args>`` to completion; its output, or :class:`AirflowError` with it."""
@@ -291,12 +377,17 @@ class AirflowServer:
         return result.stdout
 
     def spawn(self, name: str) -> None:
-        """Start ``airflow <name>`` in its own session, its output appended to its log file."""
+        """Start ``airflow <name>`` (``celery worker``: two words) in its own session, its output
+        appended to its log file."""
         path = self.log_path(name)
         path.parent.mkdir(parents=True, exist_ok=True)
         with path.open("ab") as out:
             self.processes[name] = subprocess.Popen(
-                ["airflow", name], env=self.env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
+                ["airflow", *name.split()],
+                env=self.env,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
             )
 
     def check_alive(self) -> None:
@@ -322,14 +413,25 @@ class AirflowServer:
         beat = status.get(f"latest_{component}_heartbeat")
         return status["status"] == "healthy" and (since is None or datetime.fromisoformat(beat) > since)
 
+    def _worker_ready(self) -> bool:
+        self.check_alive()
+        return WORKER_READY in self.log_path(CELERY_WORKER).read_text(errors="replace")
+
     def wait_ready(self, dag_id: str = DAG_ID, timeout: float = 180) -> dict[str, Any]:
-        """Until the API answers, the scheduler and dag-processor heartbeat and ``dag_id`` is parsed
-        from this checkout's ``dags/``. Returns the DAG's details."""
+        """Until the API answers, every component is ready (the scheduler, dag-processor and
+        triggerer heartbeat, a Celery worker logs that it consumes its queues) and ``dag_id`` is
+        parsed from this checkout's ``dags/``. Returns the DAG's details."""
         wait_until("the api-server to answer", lambda: self._healthy("metadatabase"), timeout, self.report)
-        for component in ("dag_processor", "scheduler"):
-            wait_until(
-                f"the {component} to heartbeat", lambda c=component: self._healthy(c), timeout, self.report
-            )
+        for component in self.components:
+            if component in HEARTBEATS:
+                wait_until(
+                    f"the {component} to heartbeat",
+                    lambda c=HEARTBEATS[component]: self._healthy(c),
+                    timeout,
+                    self.report,
+                )
+            elif component == CELERY_WORKER:
+                wait_until("the Celery worker to be ready", self._worker_ready, timeout, self.report)
         details = wait_until(f"DAG {dag_id} to be parsed", lambda: self._parsed(dag_id), timeout, self.report)
         if not str(details["fileloc"]).startswith(str(ROOT / "dags")):
             raise AirflowError(f"DAG {dag_id} was parsed from {details['fileloc']}, not from {ROOT / 'dags'}")
@@ -363,28 +465,50 @@ class AirflowServer:
 
     def stop(self) -> None:
         """End every process this server started, with all their children. Safe to repeat."""
-        for name in reversed(list(self.processes)):
-            _terminate_tree(self.processes.pop(name))
+        started = time.monotonic()
+        _terminate_trees([self.processes.pop(name) for name in reversed(list(self.processes))])
+        self.timings["stop"] = time.monotonic() - started
 
 
 def start_airflow(
-    home: Path, env: Mapping[str, str], data: HuitoukeData | None = None, timeout: float = 240
+    home: Path,
+    env: Mapping[str, str],
+    data: HuitoukeData | None = None,
+    timeout: float = 240,
+    *,
+    executor: str = "LocalExecutor",
+    metadata_url: str | None = None,
+    components: tuple[str, ...] = COMPONENTS,
+    store_pool_slots: int = 1,
 ) -> AirflowServer:
     """Migrate, create the store pool, start the components, wait until they are ready.
 
-    ``env`` is huitouke's own settings (``HUITOUKE_HOME``, ``AIRFLOW_CONN_CRM_DB``, ...). The
-    components are stopped again if anything fails on the way."""
+    ``env`` is huitouke's own settings (``HUITOUKE_HOME``, ``AIRFLOW_CONN_CRM_DB``, ...; for the
+    production topology :func:`production_env`, whose executor and database win over
+    ``executor`` and ``metadata_url``). ``components``: :data:`COMPONENTS` by default,
+    :data:`PRODUCTION_COMPONENTS` adds a triggerer and a Celery worker. ``store_pool_slots``:
+    one for a SQLite store, more for PostgreSQL. The components are stopped again if anything
+    fails on the way."""
     started = time.monotonic()
     port = free_port()
-    server = AirflowServer(home=home, port=port, env=airflow_env(home, port, env), data=data)
+    server = AirflowServer(
+        home=home,
+        port=port,
+        env=airflow_env(home, port, env, executor=executor, metadata_url=metadata_url),
+        data=data,
+        components=components,
+    )
     atexit.register(server.stop)  # in case the session ends without running its finalizers
     try:
         server.cli("db", "migrate")
         server.spawn("api-server")
         server.spawn("dag-processor")
-        server.cli("pools", "set", STORE_POOL, "1", "huitouke's CRM store writers, one at a time (SQLite)")
+        description = f"huitouke's CRM store writers, {store_pool_slots} at a time"
+        server.cli("pools", "set", STORE_POOL, str(store_pool_slots), description)
         # The scheduler after the pool: a task in a pool that does not exist waits forever.
-        server.spawn("scheduler")
+        for name in components:
+            if name not in ("api-server", "dag-processor"):
+                server.spawn(name)
         server.wait_ready(timeout=timeout)
     except BaseException:
         server.stop()

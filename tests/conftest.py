@@ -36,6 +36,7 @@ os.environ["HUITOUKE_CACHE_DIR"] = str(_SESSION_DIR / "cache")  # segment snapsh
 sys.path.insert(0, str(ROOT / "tests"))
 
 from pg_server import PostgresUnavailable, start_postgres  # noqa: E402
+from redis_server import RedisUnavailable, start_redis  # noqa: E402
 
 
 @pytest.fixture(scope="session")
@@ -65,6 +66,20 @@ def postgres_server():
         if os.environ.get("CI", "").lower() == "true":
             pytest.fail(f"PostgreSQL is required under CI=true: {exc}")
         pytest.skip(f"PostgreSQL unavailable: {exc}")
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="session")
+def redis_server():
+    """A Redis server for the session (the Celery broker). Under CI=true a server that cannot
+    start fails the suite."""
+    try:
+        server = start_redis()
+    except RedisUnavailable as exc:
+        if os.environ.get("CI", "").lower() == "true":
+            pytest.fail(f"Redis is required under CI=true: {exc}")
+        pytest.skip(f"Redis unavailable: {exc}")
     yield server
     server.stop()
 

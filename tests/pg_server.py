@@ -104,16 +104,35 @@ class PostgresServer:
         self._run("pg_ctl", "-D", str(self.datadir), "-m", "immediate", "-w", "stop")
         shutil.rmtree(self.root, ignore_errors=True)
 
-    def create_database(self, name: str) -> str:
+    def _admin(self, *statements: str, params: tuple = ()) -> None:
+        """Run statements as the superuser, outside a transaction (CREATE DATABASE needs that)."""
         import psycopg2
 
         conn = psycopg2.connect(host="127.0.0.1", port=self.port, user="postgres", dbname="postgres")
         conn.autocommit = True
-        with conn.cursor() as cur:
-            cur.execute(f'DROP DATABASE IF EXISTS "{name}"')
-            cur.execute(f'CREATE DATABASE "{name}"')
-        conn.close()
+        try:
+            with conn.cursor() as cur:
+                for statement in statements:
+                    cur.execute(statement, params or None)
+        finally:
+            conn.close()
+
+    def create_database(self, name: str, owner: str | None = None) -> str:
+        """A new empty database (dropped first if it exists), owned by ``owner`` if given
+        (:meth:`create_role`); its URL as the superuser."""
+        owned = f' OWNER "{owner}"' if owner else ""
+        self._admin(f'DROP DATABASE IF EXISTS "{name}"', f'CREATE DATABASE "{name}"{owned}')
         return self.url(name)
+
+    def create_role(self, name: str, password: str) -> None:
+        """A login role with a password, as a deployment has one per application. The test server
+        trusts local connections, so the password is carried, not checked."""
+        self._admin(f'DROP ROLE IF EXISTS "{name}"')
+        self._admin(f'CREATE ROLE "{name}" LOGIN PASSWORD %s', params=(password,))
+
+    def role_url(self, role: str, password: str, database: str) -> str:
+        """The SQLAlchemy URL of ``database`` as ``role``."""
+        return f"postgresql+psycopg2://{role}:{password}@127.0.0.1:{self.port}/{database}"
 
 
 def start_postgres() -> PostgresServer:
