@@ -41,7 +41,6 @@ walked, not a group).
 from __future__ import annotations
 
 import atexit
-import importlib.util
 import json
 import logging
 import os
@@ -276,11 +275,6 @@ def production_env(
         "AIRFLOW__CORE__FERNET_KEY": Fernet.generate_key().decode(),
         "AIRFLOW__CELERY__WORKER_CONCURRENCY": str(worker_concurrency),
     }
-    if importlib.util.find_spec("asyncpg") is None:
-        # Airflow derives an asyncpg URL from a PostgreSQL one for its few async queries (the
-        # official image ships asyncpg; a native install may not): none, rather than no start.
-        # Nothing huitouke's runs use needs it (the dag-run wait endpoint, multi-team, task state).
-        env["AIRFLOW__DATABASE__SQL_ALCHEMY_CONN_ASYNC"] = ""
     return env
 
 

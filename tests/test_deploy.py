@@ -529,3 +529,45 @@ def test_dockerfile_installs_the_production_extras_with_the_constraints():
 def test_dockerfile_installs_as_the_airflow_user():
     users = re.findall(r"^USER (\S+)", DOCKERFILE, flags=re.MULTILINE)
     assert users and users[-1] == "airflow", "Dockerfile: the last USER must be airflow"
+
+
+# -- the native production test runs this file's topology ---------------------------------------
+
+
+def _scheme(url: str) -> str:
+    return urlsplit(url).scheme
+
+
+def test_the_native_production_test_runs_the_compose_services():
+    """tests/test_production.py starts, as processes, exactly the Airflow services compose runs
+    (airflow-init's migrations aside, and flower, an optional monitor)."""
+    from airflow_server import PRODUCTION_COMPONENTS
+
+    commands = {
+        SERVICES[name]["command"] for name in AIRFLOW_SERVICES if name not in ONE_SHOT and name != "flower"
+    }
+    assert commands == set(PRODUCTION_COMPONENTS), (
+        "docker-compose.yaml's Airflow services and tests/airflow_server.py's PRODUCTION_COMPONENTS differ"
+    )
+
+
+def test_the_native_production_test_has_the_compose_settings(tmp_path):
+    """The executor, and the kind and driver of every database, broker and store URL, are the
+    compose environment's (only the addresses and secrets differ)."""
+    from airflow_server import HuitoukeData, production_env
+
+    data = HuitoukeData(tmp_path, crm="postgresql+psycopg2://huitouke@127.0.0.1:5432/crm")
+    native = production_env(
+        "postgresql+psycopg2://airflow@127.0.0.1:5432/airflow", "redis://127.0.0.1:6379/0", data
+    )
+    assert native["AIRFLOW__CORE__EXECUTOR"] == COMMON_ENV["AIRFLOW__CORE__EXECUTOR"]
+    for key in (
+        "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN",
+        "AIRFLOW__CELERY__RESULT_BACKEND",
+        "AIRFLOW__CELERY__BROKER_URL",
+        "AIRFLOW_CONN_CRM_DB",
+    ):
+        compose, ours = _scheme(_substituted(COMMON_ENV[key])), _scheme(native[key])
+        assert compose == ours, (
+            f"docker-compose.yaml: {key} is {compose}://..., the native test's {ours}://..."
+        )

@@ -7,8 +7,9 @@ runs to success, delivery included: SMS to the gateway simulator's HTTP server (
 provider), e-mail to a real SMTP server (aiosmtpd).
 
 The run is for a past day, on the demo's simulated clock (huitouke.clock, run conf; the store is
-marked as the demo's): to the run it is the next morning, inside the send window, so delivery
-sends whatever the time of day the test runs."""
+marked as the demo's): to the run it is the next morning, :data:`BEFORE_WINDOW` seconds before
+the send window opens, so the send-window sensor defers on the triggerer, the triggerer resumes
+it when the window opens, and delivery sends, whatever the time of day the test runs."""
 
 from __future__ import annotations
 
@@ -17,7 +18,8 @@ import os
 import subprocess
 import sys
 from concurrent.futures import ThreadPoolExecutor
-from datetime import date, timedelta
+from datetime import UTC, date, datetime, time, timedelta
+from zoneinfo import ZoneInfo
 
 import psycopg2
 import pytest
@@ -31,6 +33,10 @@ SHOP_TZ = "Asia/Shanghai"
 ROLES = {"airflow": "airflow", "crm": "huitouke"}  # database -> the role owning it
 PASSWORDS = {"airflow": "airflow-pw", "huitouke": "huitouke-pw"}
 STORE_POOL_SLOTS = 4  # a PostgreSQL store: the day's mapped renders side by side (docker-compose.yaml)
+# The simulated clock at the trigger: this long before the playbook's send window opens (09:00):
+# more than the stages before the sensor take on a loaded machine, so the sensor always defers.
+BEFORE_WINDOW = timedelta(seconds=180)
+WINDOW_OPENS = time(9, 0)
 DELIVERY_ENV = ("HUITOUKE_CONFIG", "AIRFLOW_CONN_HUITOUKE_SMS_WEBHOOK", "AIRFLOW_CONN_HUITOUKE_SMTP")
 
 
@@ -146,11 +152,20 @@ def production(postgres_server, redis_server, tmp_path_factory):
         )
         try:
             server.api.unpause()
-            run = server.api.trigger_day(DAY, conf=run_conf(DAY, SHOP_TZ))
+            run = server.api.trigger_day(DAY, conf=_before_the_window(run_conf(DAY, SHOP_TZ)))
             run = server.api.wait_for_run(run["dag_run_id"], timeout=360)
             yield {"server": server, "run": run, "gateway": gateway.state.stats(), "mail": mail.accepted}
         finally:
             server.stop()
+
+
+def _before_the_window(conf: dict) -> dict:
+    """The demo's run conf with the clock set :data:`BEFORE_WINDOW` before the window opens."""
+    from huitouke.season import CONF_KEY
+
+    opens = datetime.combine(DAY + timedelta(days=1), WINDOW_OPENS, tzinfo=ZoneInfo(SHOP_TZ))
+    offset = opens - BEFORE_WINDOW - datetime.now(UTC)
+    return {**conf, CONF_KEY: {"offset_seconds": offset.total_seconds()}}
 
 
 def _sent_by_channel(crm_url: str) -> dict[str, int]:
@@ -178,6 +193,16 @@ def test_the_day_runs_to_success_every_task_included(production):
     assert any(name.startswith("render_messages[") for name in states)
     assert any(name.startswith("deliver_messages[") for name in states)
     assert set(states.values()) == {"success"}, states
+
+
+def test_the_send_window_sensor_deferred_on_the_triggerer(production):
+    """Before the window the sensor frees its worker slot and waits on the triggerer, which
+    resumes it when the window opens (the simulated clock's moment, in real time)."""
+    api, run_id = production["server"].api, production["run"]["dag_run_id"]
+    sensor_log = api.task_log(run_id, "wait_for_send_window")
+    assert "outside the send window: deferred until" in sensor_log
+    triggerer_log = production["server"].log_path("triggerer").read_text(errors="replace")
+    assert "1 triggers currently running" in triggerer_log, triggerer_log[-3000:]
 
 
 def test_every_component_is_still_up_after_the_run(production):
