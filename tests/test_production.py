@@ -94,16 +94,6 @@ def _prepare_store(data) -> None:
         update_segments(evening, settings)
 
 
-def _call_lists_into(config, folder) -> None:
-    """The day's call list written into ``folder``, not the checkout's data/ (the config copy
-    :func:`huitouke.season.demo_delivery` wrote)."""
-    import yaml
-
-    settings = yaml.safe_load(config.read_text(encoding="utf-8"))
-    settings["delivery"]["call_list_folder"] = str(folder)
-    config.write_text(yaml.safe_dump(settings, allow_unicode=True, sort_keys=False), encoding="utf-8")
-
-
 def _started_beside(prepare, start):
     """``start()`` (Airflow's start-up, mostly waiting) in a thread while ``prepare()`` runs here;
     what ``start`` returned. A server started while ``prepare`` failed is stopped."""
@@ -135,9 +125,8 @@ def production(postgres_server, redis_server, tmp_path_factory):
     with (
         GatewayServer(GatewayFaults(latency_ms=1, seed=5)) as gateway,
         mail_sink() as (mail, smtp_port),
-        demo_delivery(config_path(), gateway.url, DEFAULT_TOKEN, smtp_port, data.folder) as config,
+        demo_delivery(config_path(), gateway.url, DEFAULT_TOKEN, smtp_port, data.folder),
     ):
-        _call_lists_into(config, data.folder / "call_lists")
         env = production_env(urls["airflow"], redis_server.url(), data)
         env |= {name: os.environ[name] for name in DELIVERY_ENV}
         server = _started_beside(

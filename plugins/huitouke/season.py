@@ -134,8 +134,8 @@ def mail_sink() -> Iterator[tuple[MailSink, int]]:
 def demo_delivery(
     config: Path, gateway_url: str, token: str, smtp_port: int, data_dir: Path
 ) -> Iterator[Path]:
-    """Settings whose SMS go to the gateway simulator's webhook API and whose e-mail goes to the
-    local SMTP server on ``smtp_port``: ``config`` (the project's settings) with ``delivery``
+    """Settings whose SMS go to the gateway simulator's webhook API, whose e-mail goes to the
+    local SMTP server on ``smtp_port`` and whose call lists go under ``data_dir``: ``config`` (the project's settings) with ``delivery``
     pointed at them, written under ``data_dir``, and the Connections as environment variables,
     both for the block's duration."""
     import yaml
@@ -144,6 +144,9 @@ def demo_delivery(
     delivery = settings.setdefault("delivery", {})
     delivery["sms"] = {"provider": "webhook", "conn_id": SMS_CONN_ID}
     delivery["email"] = {"provider": "smtp", "conn_id": SMTP_CONN_ID}
+    delivery["call_list_folder"] = str(
+        data_dir / "call_lists"
+    )  # beside the season's data, not the checkout's
     path = data_dir / "demo-huitouke.yaml"
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(yaml.safe_dump(settings, allow_unicode=True, sort_keys=False), encoding="utf-8")
