@@ -251,7 +251,26 @@ def mark_folded(conn: Connection, until: date, now: datetime) -> int:
     )
 
 
+def count_unfolded(conn: Connection, until: date) -> int:
+    """The orders :func:`mark_folded` would stamp for ``until``: unfolded, paid on or before it or
+    without a business date (0 once every customer shard has folded the day)."""
+    due = (orders.c.business_date <= until) | orders.c.business_date.is_(None)
+    query = select(func.count()).select_from(orders).where(orders.c.state_applied_at.is_(None)).where(due)
+    return int(conn.scalar(query) or 0)
+
+
 # -------------------------------------------------------------------------------------- state
+
+
+def stored_customers(conn: Connection, *, committed: bool = False) -> pa.Array:
+    """Every customer with a state or a spend row (ids as Arrow strings, unsorted)."""
+    ids = [
+        rows.read_arrow(conn, ArrowSelect(table.name, {"customer_id": pa.string()}), committed=committed)[
+            "customer_id"
+        ]
+        for table in (customer_state, customer_spend)
+    ]
+    return pc.unique(pa.chunked_array([*ids[0].chunks, *ids[1].chunks], type=pa.string()))
 
 
 def read_state(conn: Connection, *, committed: bool = False) -> pd.DataFrame:
@@ -546,6 +565,16 @@ def write_day(
     ]
     if transitions:
         conn.execute(insert(segment_transitions), transitions)
+
+
+def stored_history_counts(conn: Connection, day: date) -> tuple[int, int]:
+    """The history rows the stored run of ``day`` closed and opened."""
+    row = conn.execute(
+        select(segment_kpis.c.history_rows_closed, segment_kpis.c.history_rows_opened).where(
+            segment_kpis.c.business_date == day
+        )
+    ).one()
+    return int(row.history_rows_closed), int(row.history_rows_opened)
 
 
 def stored_kpis(conn: Connection, day: date) -> dict[str, Any] | None:

@@ -218,6 +218,21 @@ def load_for_run(url: URL, run: StoredRun | None) -> Snapshot | None:
     return load(folder, SnapshotKey.of_run(url, run))
 
 
+def forget(url: URL) -> None:
+    """Delete this machine's snapshot of the store: a customer shard's run (``scale.shards`` > 1)
+    changes the state without a new ``segment_kpis`` row until the reduce writes one, so a snapshot
+    keyed to the latest row would no longer be the store's in between. Sharded runs neither read
+    nor leave one."""
+    folder = cache_dir_for(url)
+    if folder is None:
+        return
+    for path in paths(folder, store_id(url)).values():
+        try:
+            path.unlink(missing_ok=True)
+        except OSError as exc:
+            log.warning("The segments snapshot could not be deleted (%s): remove the cache's files", exc)
+
+
 class NextSnapshot:
     """The snapshot a run leaves for the next one: written inside the run's transaction
     (:meth:`write`), published when the ``with`` block around the transaction ends without an
