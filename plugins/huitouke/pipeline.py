@@ -156,27 +156,34 @@ def update_segments(start: datetime, settings: Settings | None = None) -> dict[s
     return _logged(run_day(_engine(settings), day, load_segment_settings(), settings.scale.shards))
 
 
-def update_segment_shard(start: datetime, index: int, settings: Settings | None = None) -> dict[str, Any]:
-    """Stage 2, one customer shard (of ``scale.shards``): :func:`huitouke.segments.daily.run_shard`."""
+def update_segment_shard(
+    start: datetime, index: int, count: int | None = None, settings: Settings | None = None
+) -> dict[str, Any]:
+    """Stage 2, shard ``index`` of ``count`` (default ``scale.shards``; the DAG passes the count it
+    was parsed with, so a run's tasks agree): :func:`huitouke.segments.daily.run_shard`."""
     from huitouke.segments.daily import run_shard
     from huitouke.segments.settings import load_segment_settings
     from huitouke.shards import Shard
 
     settings = settings or load_settings()
     day = business_date_of(start, settings)
-    shard = Shard(index, settings.scale.shards)
+    shard = Shard(index, count or settings.scale.shards)
     return _logged(run_shard(_engine(settings), day, load_segment_settings(), shard))
 
 
-def reduce_segments(start: datetime, settings: Settings | None = None) -> dict[str, Any]:
-    """Stage 2 after every shard: classification, history and KPIs over all customers
-    (:func:`huitouke.segments.daily.reduce_day`)."""
+def reduce_segments(
+    start: datetime, count: int | None = None, settings: Settings | None = None
+) -> dict[str, Any]:
+    """Stage 2 after every one of ``count`` shards (default ``scale.shards``): classification,
+    history and KPIs over all customers (:func:`huitouke.segments.daily.reduce_day`)."""
     from huitouke.segments.daily import reduce_day
     from huitouke.segments.settings import load_segment_settings
 
     settings = settings or load_settings()
     day = business_date_of(start, settings)
-    return _logged(reduce_day(_engine(settings), day, load_segment_settings(), settings.scale.shards))
+    return _logged(
+        reduce_day(_engine(settings), day, load_segment_settings(), count or settings.scale.shards)
+    )
 
 
 def lint_templates(settings: Settings | None = None) -> dict[str, str]:
