@@ -133,3 +133,26 @@ def test_segments_of_a_shard_are_the_whole_classification_restricted_to_it(trio)
             pd.testing.assert_frame_equal(part.astype(str), expected.astype(str))
         with pytest.raises(RuntimeError, match="not the latest"):
             segments_of_shard(conn, days[0], RULES, Shard(0, 4))
+
+
+def test_the_dags_adapters_run_the_shards_and_the_reduce(trio, monkeypatch):
+    """What the mapped ``update_segments`` and ``reduce_segments`` call, with the count the DAG
+    was parsed with: the same store as the whole run; the summaries name the shard."""
+    from huitouke.config import load_settings
+    from huitouke.pipeline import day_bounds, reduce_segments, update_segment_shard
+
+    whole, sharded, _ = trio
+    shop = Shop(seed=15)
+    day = FIRST
+    frame = shop.day(day)
+    for store in (whole, sharded):
+        _intake(store.engine, frame, day)
+    run_day(whole.engine, day, RULES)
+    monkeypatch.setenv("AIRFLOW_CONN_CRM_DB", sharded.conn)
+    settings = load_settings()
+    start = day_bounds(day, settings)[0]
+    summaries = [update_segment_shard(start, index, 2, settings) for index in range(2)]
+    assert [s["shard"] for s in summaries] == ["shard 1/2", "shard 2/2"]
+    reduced = reduce_segments(start, 2, settings)
+    assert sharded.dump() == whole.dump()
+    assert reduced["recomputed"] is True and reduced["customers"] > 0

@@ -18,6 +18,14 @@ returns); the classification, history diff and KPIs (:func:`_record_day`). Every
 to :class:`_DayWrites` as soon as it is known and runs on a background thread while the run
 computes; Arrow allocates through :class:`~huitouke.segments.allocator.RunAllocator`; the snapshot
 for the next run is published after the commit (:func:`huitouke.segments.snapshot.after_commit`).
+
+**Customer shards** (``scale.shards`` > 1, :mod:`huitouke.shards`): :func:`run_shard` recomputes
+one shard's touched customers from their orders and stamps those orders, one transaction per
+shard; :func:`reduce_day` then classifies every customer (the R/F/M quintiles are the whole
+state's), diffs the history and records the KPIs. One shard is the single transaction above;
+:func:`run_day` runs either. The stored result is the same for any shard count (docs/segments.md,
+"Shards"). :func:`segments_of_shard` gives one shard's segments as ``classify`` of the whole state
+does.
 """
 
 from __future__ import annotations
