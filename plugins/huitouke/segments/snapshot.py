@@ -24,6 +24,10 @@ uses them **only when they provably are what the store holds**:
 Whoever edits ``customer_state`` or ``segment_history`` outside huitouke must delete the cache's
 ``segments-*`` files (or run with ``HUITOUKE_CACHE_DIR=off`` once).
 
+A customer shard's run (``scale.shards`` > 1, :func:`huitouke.segments.daily.run_shard`) is the
+one writer of the state that writes no ``segment_kpis`` row (the reduce after the shards does): it
+deletes this machine's snapshot first (:func:`forget`), and sharded runs neither read nor leave one.
+
 A run reads the snapshot with :func:`load_for_run` and leaves the next one through
 :func:`after_commit` (``with after_commit(url) as next_snapshot:`` around its transaction).
 
