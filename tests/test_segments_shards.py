@@ -156,3 +156,25 @@ def test_the_dags_adapters_run_the_shards_and_the_reduce(trio, monkeypatch):
     reduced = reduce_segments(start, 2, settings)
     assert sharded.dump() == whole.dump()
     assert reduced["recomputed"] is True and reduced["customers"] > 0
+
+
+def test_shards_started_at_once_take_the_store_lock_in_turn_and_store_the_same(trio):
+    """Celery workers may start every shard at once (PostgreSQL's pool has several slots): each
+    waits for the store lock, and the day is the whole run's."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    whole, sharded, _ = trio
+    shop = Shop(seed=16, customers=60)
+    for d in range(3):
+        day = FIRST + timedelta(days=d)
+        frame = shop.day(day)
+        for store in (whole, sharded):
+            _intake(store.engine, frame, day)
+        run_day(whole.engine, day, RULES)
+        with ThreadPoolExecutor(max_workers=3) as pool:
+            done = list(
+                pool.map(lambda s, day=day: run_shard(sharded.engine, day, RULES, s), Shard.all_of(3))
+            )
+        assert sum(d.customers_recomputed for d in done) > 0
+        reduce_day(sharded.engine, day, RULES, 3)
+        assert sharded.dump() == whole.dump()
