@@ -147,7 +147,7 @@ def intake_orders(
 
 def update_segments(start: datetime, settings: Settings | None = None) -> dict[str, Any]:
     """Stage 2 for the business day starting at ``start``, every customer shard then the reduce:
-    :func:`huitouke.segments.daily.run_day` (the CLI's and the tests' whole day)."""
+    :func:`huitouke.segments.daily.run_day` (the demo's and the tests' whole day; the DAG maps the shards)."""
     from huitouke.segments.daily import run_day
     from huitouke.segments.settings import load_segment_settings
 
