@@ -90,7 +90,7 @@ def test_a_shard_or_the_reduce_run_again_after_a_partial_failure_changes_nothing
     shards = Shard.all_of(3)
     run_shard(sharded.engine, days[2], RULES, shards[0])
     run_shard(sharded.engine, days[2], RULES, shards[1])
-    with pytest.raises(RuntimeError, match="not folded"):  # the reduce waits for every shard
+    with pytest.raises(RuntimeError, match="shard 3/3 not run"):  # the reduce waits for every shard
         reduce_day(sharded.engine, days[2], RULES, 3)
     run_shard(sharded.engine, days[2], RULES, shards[1])  # a retry of a shard that committed
     run_shard(sharded.engine, days[2], RULES, shards[2])
@@ -178,3 +178,53 @@ def test_shards_started_at_once_take_the_store_lock_in_turn_and_store_the_same(t
         assert sum(d.customers_recomputed for d in done) > 0
         reduce_day(sharded.engine, day, RULES, 3)
         assert sharded.dump() == whole.dump()
+
+
+def test_the_reduce_refuses_orders_loaded_after_the_shards_and_a_changed_state_definition(trio, monkeypatch):
+    whole, sharded, _ = trio
+    shop = Shop(seed=17)
+    days = [FIRST + timedelta(days=d) for d in range(2)]
+    for store in (whole, sharded):
+        _intake(store.engine, shop.day(days[0]), days[0])
+    run_day(sharded.engine, days[0], RULES, 3)
+    for shard in Shard.all_of(3):
+        run_shard(sharded.engine, days[1], RULES, shard)
+    _intake(sharded.engine, shop.day(days[1]), days[1])  # a late load after the shards
+    with pytest.raises(RuntimeError, match="not folded"):
+        reduce_day(sharded.engine, days[1], RULES, 3)
+    monkeypatch.setattr(type(RULES), "state_fingerprint", lambda self: "fedcba9876543210")
+    with pytest.raises(RuntimeError, match="shard 1/3, shard 2/3, shard 3/3 not run"):
+        reduce_day(sharded.engine, days[1], RULES, 3)
+
+
+def test_a_whole_run_after_shards_ignores_a_snapshot_the_shards_could_not_delete(trio, tmp_path):
+    """Day 2 whole on a machine with a snapshot; day 3's shards run elsewhere and its reduce
+    fails; day 3 then runs whole on the first machine: its snapshot of day 2 is not the store's."""
+    import shutil
+
+    from huitouke.segments import snapshot
+
+    whole, sharded, _ = trio
+    shop = Shop(seed=18, customers=50)
+    days = [FIRST + timedelta(days=d) for d in range(3)]
+    for day in days:
+        frame = shop.day(day)
+        for store in (whole, sharded):
+            _intake(store.engine, frame, day)
+    for day in days[:2]:
+        run_day(whole.engine, day, RULES)
+        run_day(sharded.engine, day, RULES)
+    files = snapshot.paths(snapshot.cache_dir_for(sharded.engine.url), snapshot.store_id(sharded.engine.url))
+    kept = tmp_path / "other-machine"
+    kept.mkdir()
+    for path in files.values():
+        shutil.copy(path, kept / path.name)
+    for shard in Shard.all_of(3):
+        run_shard(sharded.engine, days[2], RULES, shard)
+    assert not any(path.exists() for path in files.values())  # this machine's copy is gone
+    for path in files.values():
+        shutil.copy(kept / path.name, path)  # the other machine's copy
+    run_day(whole.engine, days[2], RULES)
+    run_day(sharded.engine, days[2], RULES)
+    assert sharded.dump() == whole.dump()
+    sharded.check_rebuild(days[2])

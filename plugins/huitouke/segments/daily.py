@@ -30,6 +30,7 @@ does.
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
 from typing import Any
@@ -110,7 +111,7 @@ def _run_whole(engine: Engine, day: date, rules: SegmentSettings) -> SegmentsDay
             latest = persist.latest_run(conn)
             if latest is not None and day < latest.business_date:
                 return _kept(conn, day, latest.business_date)
-            saved = snapshot.load_for_run(engine.url, latest)
+            saved = _snapshot_for(conn, engine, latest)
             rerun = latest is not None and latest.business_date == day
             # Everything is read before the transaction writes anything: SQLite then serves it
             # from a second, read-only connection (committed=True, see store.rows.read_arrow).
@@ -124,6 +125,19 @@ def _run_whole(engine: Engine, day: date, rules: SegmentSettings) -> SegmentsDay
                 else:
                     new = _folded_state(conn, run, pending, saved, writes)
                 return _record_day(run, new, open_rows, writes, next_snapshot)
+
+
+def _snapshot_for(
+    conn: Connection, engine: Engine, latest: persist.LatestRun | None
+) -> snapshot.Snapshot | None:
+    """The local snapshot of the latest run, unless a customer shard changed the state since the
+    last single-transaction run (then the snapshot may be older than the table, even on a machine
+    whose copy the shard could not delete)."""
+    saved = snapshot.load_for_run(engine.url, latest)
+    if saved is not None and persist.any_shard_run(conn):
+        log.info("Customer shards ran since the last whole run: the state is read from the store")
+        return None
+    return saved
 
 
 def _kept(conn: Connection, day: date, latest: date) -> SegmentsDay:
@@ -305,6 +319,7 @@ class _DayWrites:
         """The day's KPIs and transitions, and the run's identity (fingerprint, time)."""
         run = self._run
         self._writes.submit(persist.write_day, self._conn, run.day, kpis, changes, run.fingerprint, run.now)
+        self._writes.submit(persist.clear_shard_runs, self._conn)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -381,6 +396,7 @@ def _fold_shard(conn: Connection, run: _Run, shard: Shard, rebuild: bool) -> Sha
     persist.replace_state(conn, state, customers)
     persist.replace_spend(conn, spend, customers)
     persist.mark_applied(conn, due_orders["order_id"].tolist(), run.now)
+    persist.record_shard_run(conn, run.day, shard, run.fingerprint, len(customers), len(due_orders), run.now)
     log.info("Segments for %s, %s: %s (%d customers)", run.day, shard.label(), how, len(customers))
     return ShardDay(run.day, shard, how, len(customers), len(due_orders))
 
@@ -398,17 +414,32 @@ def reduce_day(engine: Engine, day: date, rules: SegmentSettings, shards: int = 
             return _kept(conn, day, latest.business_date)
         if shards == 1:
             return _recorded(conn, day)
-        unfolded = persist.count_unfolded(conn, day)
-        if unfolded:
-            raise RuntimeError(
-                f"segments for {day}: {unfolded} orders of the day are not folded into the state yet; "
-                "run update_segments for every shard first"
-            )
         run = _Run(day, rules, rules.state_fingerprint(), datetime.now(UTC).replace(tzinfo=None))
+        recomputed = _shards_done(conn, run, shards)
         rerun = latest is not None and latest.business_date == day
         state = persist.read_state(conn, committed=True)
         open_rows = persist.read_open_history(conn, committed=True, rewinding=day if rerun else None)
-        return _record_shards(conn, run, state, open_rows, rerun, shards)
+        result = _record_shards(conn, run, state, open_rows, rerun, shards)
+        return dataclasses.replace(result, customers_recomputed=recomputed)
+
+
+def _shards_done(conn: Connection, run: _Run, shards: int) -> int:
+    """Refuse the reduce until every shard has folded the day by this state definition and no
+    order of the day is left unfolded; the customers the shards recomputed."""
+    done, recomputed = persist.shards_run(conn, run.day, shards, run.fingerprint)
+    missing = [shard.label() for shard in Shard.all_of(shards) if shard.index not in done]
+    if missing:
+        raise RuntimeError(
+            f"segments for {run.day}: {', '.join(missing)} not run (by this state definition); "
+            "run update_segments for every shard first"
+        )
+    unfolded = persist.count_unfolded(conn, run.day)
+    if unfolded:
+        raise RuntimeError(
+            f"segments for {run.day}: {unfolded} orders of the day are not folded into the state yet "
+            "(loaded after the shards ran); run update_segments for every shard again"
+        )
+    return recomputed
 
 
 def _record_shards(
