@@ -28,7 +28,11 @@ backfilling a day is safe.
    scores, member tier, value tier, low-value acquisition flag. Segment changes are kept as
    validity ranges in `segment_history`; the log ends with the day's KPI tables (churn rate,
    repeat rate, segment sizes, the value-tier table, lifecycle transitions). Rules:
-   the `segments:` section of `include/playbook.yaml`.
+   the `segments:` section of `include/playbook.yaml`. One mapped task per customer shard
+   (`scale.shards`, named "shard 1/4"); with one shard it does all of the above in one
+   transaction. With more, each shard folds its customers' orders into their state, and
+   `reduce_segments` then classifies all customers (the RFM quintiles are the whole shop's),
+   records the history and the KPIs: the same result for any shard count.
 3. `lint_templates` — compiles every template the enabled campaigns use (the checks of
    `huitouke templates lint`); a broken one is logged here and fails its campaign in stage 4.
    `plan_campaigns` — marks the coupons the day's orders redeemed, then decides the day once:
@@ -94,6 +98,7 @@ POOL = SETTINGS.store.pool
 OPS = SETTINGS.operations
 SEND_POOL = OPS.send_pool or POOL
 DELIVER_TIMEOUT = timedelta(minutes=OPS.timeouts.deliver_minutes)
+SHARDS = list(range(SETTINGS.scale.shards))
 
 
 @dag(
@@ -158,12 +163,21 @@ def huitouke_daily():  # noqa: C901 - one nested function per task, no branching
         accept = bool((params or {}).get("accept_incomplete_day"))
         return intake_orders(data_interval_start, data_interval_end, accept_incomplete=accept)
 
-    @task(pool=POOL)
-    def update_segments(data_interval_start=None) -> dict:
-        """Stage 2: customer state, segments, segment history and the day's KPIs."""
-        from huitouke.pipeline import update_segments
+    @task(pool=POOL, map_index_template="{{ segment_shard }}")
+    def update_segments(shard: int, data_interval_start=None) -> dict:
+        """Stage 2, one customer shard: its customers' state from their orders (one shard: the
+        whole stage, segments, history and KPIs included)."""
+        from huitouke.pipeline import update_segment_shard
 
-        return update_segments(data_interval_start)
+        get_current_context()["segment_shard"] = f"shard {shard + 1}/{len(SHARDS)}"
+        return update_segment_shard(data_interval_start, shard, len(SHARDS))
+
+    @task(pool=POOL)
+    def reduce_segments(data_interval_start=None) -> dict:
+        """Stage 2 after every shard: all customers classified, segment history, the day's KPIs."""
+        from huitouke.pipeline import reduce_segments
+
+        return reduce_segments(data_interval_start, len(SHARDS))
 
     @task
     def lint_templates() -> dict:
@@ -231,7 +245,8 @@ def huitouke_daily():  # noqa: C901 - one nested function per task, no branching
         check_crm_schema()
         >> open_business_day()
         >> intake_orders()
-        >> update_segments()
+        >> update_segments.expand(shard=SHARDS)
+        >> reduce_segments()
         >> lint_templates()
         >> campaigns
     )

@@ -22,7 +22,8 @@ TASKS = {
     "check_crm_schema",
     "open_business_day",
     "intake_orders",
-    "update_segments",
+    "update_segments[shard 1/1]",  # mapped over the customer shards (scale.shards: 1)
+    "reduce_segments",
     "lint_templates",
     "plan_campaigns",
     "close_business_day",
@@ -114,7 +115,8 @@ def test_a_triggered_business_day_runs_every_task_and_stores_that_day(airflow_se
     assert _rows_for(crm, segment_kpis, DAY) == 1
     assert _rows_for(crm, campaign_days, DAY) > 0
     assert f"Order intake for {DAY}" in api.task_log(day_run["dag_run_id"], "intake_orders")
-    assert f"Segments for {DAY}" in api.task_log(day_run["dag_run_id"], "update_segments")
+    assert f"Segments for {DAY}" in api.task_log(day_run["dag_run_id"], "update_segments", map_index=0)
+    assert f"Segments for {DAY}" in api.task_log(day_run["dag_run_id"], "reduce_segments")
 
 
 def test_the_store_writers_of_a_day_run_one_at_a_time(airflow_server, day_run):

@@ -8,8 +8,17 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from huitouke.segments import SEGMENTS_COLUMNS, SegmentSettings, classify, quintile_scores
+from huitouke.segments import (
+    SEGMENTS_COLUMNS,
+    QuintileBounds,
+    SegmentSettings,
+    classify,
+    quintile_bounds,
+    quintile_scores,
+    scores_from_bounds,
+)
 from huitouke.segments.settings import LifecycleOverride, LifecycleSettings, MemberTierSettings, TierRule
+from huitouke.shards import Shard
 
 TODAY = dt.date(2025, 12, 31)
 
@@ -143,6 +152,47 @@ def test_equal_values_get_equal_scores_whatever_the_row_order():
     wide[::7] = wide[0]
     order = rng.permutation(wide.size)
     assert quintile_scores(wide[order]).tolist() == quintile_scores(wide)[order].tolist()
+
+
+def test_global_cut_points_score_any_part_as_the_whole_does():
+    """The shards' rule: scores against the whole's four cut points are quintile_scores', ties
+    included, on both of its paths (small integer range, wide range)."""
+    rng = np.random.default_rng(1)
+    for values in (
+        rng.integers(0, 6, 997),  # few distinct values: large tie groups
+        rng.integers(0, 10**12, 500),
+        np.array([7]),
+        np.repeat(np.int64(3), 11),
+    ):
+        bounds = quintile_bounds(values)
+        assert scores_from_bounds(values, bounds).tolist() == quintile_scores(values).tolist()
+        part = rng.random(values.size) < 0.3
+        assert scores_from_bounds(values[part], bounds).tolist() == quintile_scores(values)[part].tolist()
+    assert quintile_bounds(np.array([], dtype=np.int64)).size == 0
+
+
+def test_a_shard_classified_with_the_whole_bounds_is_the_whole_classification_restricted():
+    rng = np.random.default_rng(2)
+    state = _state(
+        [
+            {
+                "id": f"c{i:04d}",
+                "last": int(rng.integers(0, 400)),
+                "first": 400,
+                "orders": int(rng.integers(1, 6)),
+                "total": int(rng.integers(1, 40)) * 1_000,
+                "group": str(rng.choice(["food", "durables"])),
+            }
+            for i in range(300)
+        ]
+    )
+    whole = classify(state, TODAY)
+    bounds = QuintileBounds.of(state)
+    for shard in Shard.all_of(3):
+        mine = shard.mask(state["customer_id"])
+        part = classify(state[mine].reset_index(drop=True), TODAY, bounds=bounds)
+        expected = whole[mine].reset_index(drop=True)
+        pd.testing.assert_frame_equal(part.astype(str), expected.astype(str))
 
 
 def test_recent_frequent_big_spenders_score_five_and_the_others_one():

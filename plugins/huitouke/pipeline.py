@@ -166,13 +166,44 @@ def intake_orders(
 
 
 def update_segments(start: datetime, settings: Settings | None = None) -> dict[str, Any]:
-    """Stage 2 for the business day starting at ``start``: :func:`huitouke.segments.daily.run_day`."""
+    """Stage 2 for the business day starting at ``start``, every customer shard then the reduce:
+    :func:`huitouke.segments.daily.run_day` (the demo's and the tests' whole day; the DAG maps the shards)."""
     from huitouke.segments.daily import run_day
     from huitouke.segments.settings import load_segment_settings
 
     settings = settings or load_settings()
     day = business_date_of(start, settings)
-    return _logged(run_day(_engine(settings), day, load_segment_settings()))
+    return _logged(run_day(_engine(settings), day, load_segment_settings(), settings.scale.shards))
+
+
+def update_segment_shard(
+    start: datetime, index: int, count: int | None = None, settings: Settings | None = None
+) -> dict[str, Any]:
+    """Stage 2, shard ``index`` of ``count`` (default ``scale.shards``; the DAG passes the count it
+    was parsed with, so a run's tasks agree): :func:`huitouke.segments.daily.run_shard`."""
+    from huitouke.segments.daily import run_shard
+    from huitouke.segments.settings import load_segment_settings
+    from huitouke.shards import Shard
+
+    settings = settings or load_settings()
+    day = business_date_of(start, settings)
+    shard = Shard(index, count or settings.scale.shards)
+    return _logged(run_shard(_engine(settings), day, load_segment_settings(), shard))
+
+
+def reduce_segments(
+    start: datetime, count: int | None = None, settings: Settings | None = None
+) -> dict[str, Any]:
+    """Stage 2 after every one of ``count`` shards (default ``scale.shards``): classification,
+    history and KPIs over all customers (:func:`huitouke.segments.daily.reduce_day`)."""
+    from huitouke.segments.daily import reduce_day
+    from huitouke.segments.settings import load_segment_settings
+
+    settings = settings or load_settings()
+    day = business_date_of(start, settings)
+    return _logged(
+        reduce_day(_engine(settings), day, load_segment_settings(), count or settings.scale.shards)
+    )
 
 
 def lint_templates(settings: Settings | None = None) -> dict[str, str]:

@@ -25,8 +25,11 @@ from huitouke.segments.classify import (
     LIFECYCLES,
     SEGMENT_COLUMNS,
     SEGMENTS_COLUMNS,
+    QuintileBounds,
     classify,
+    quintile_bounds,
     quintile_scores,
+    scores_from_bounds,
 )
 from huitouke.segments.fold import (
     PENDING_COLUMNS,
@@ -104,7 +107,10 @@ __all__ = [
     "parse_segment_settings",
     "plan_fold",
     "playbook_path",
+    "QuintileBounds",
+    "quintile_bounds",
     "quintile_scores",
+    "scores_from_bounds",
     "same_customers",
     "segments_on",
     "update_state",

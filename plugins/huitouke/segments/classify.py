@@ -59,8 +59,11 @@ __all__ = [
     "LIFECYCLES",
     "SEGMENT_COLUMNS",
     "SEGMENTS_COLUMNS",
+    "QuintileBounds",
     "classify",
+    "quintile_bounds",
     "quintile_scores",
+    "scores_from_bounds",
 ]
 
 NEW = "new"
@@ -119,17 +122,71 @@ def quintile_scores(values: np.ndarray | pd.Series) -> np.ndarray:
     return scores
 
 
+def quintile_bounds(values: np.ndarray | pd.Series) -> np.ndarray:
+    """The four cut points of :func:`quintile_scores` over ``values`` (int64): the ``m_k``-th
+    smallest value for ``m_k = ceil(k * n / 5)``, k = 1..4 (empty when there are no values).
+
+    ``scores_from_bounds(v, quintile_bounds(values))`` is ``quintile_scores(values)`` for every
+    ``v`` of ``values``, so a part of the customers is scored exactly as among all of them from
+    these four numbers of the whole (the customer shards, :mod:`huitouke.shards`)."""
+    values = np.asarray(values, dtype=np.int64)
+    n = values.size
+    if n == 0:
+        return np.empty(0, dtype=np.int64)
+    m = -((-np.arange(1, 5) * n) // 5)
+    return np.partition(values, m - 1)[m - 1]
+
+
+def scores_from_bounds(values: np.ndarray | pd.Series, bounds: np.ndarray) -> np.ndarray:
+    """Scores 1..5 (int8) of ``values`` against cut points of :func:`quintile_bounds`: 1 plus the
+    number of cut points the value is above (the rule of :func:`quintile_scores`)."""
+    values = np.asarray(values)
+    scores = np.ones(values.size, dtype=np.int8)
+    for bound in bounds:
+        scores += values > bound
+    return scores
+
+
+@dataclass(frozen=True)
+class QuintileBounds:
+    """The R, F and M cut points of a whole customer state (:func:`quintile_bounds` of the last
+    paid order's day number, the paid orders and the paid total): what a shard of the customers
+    needs to be classified as among all of them."""
+
+    recency: np.ndarray
+    frequency: np.ndarray
+    monetary: np.ndarray
+
+    @classmethod
+    def of(cls, state: pd.DataFrame) -> QuintileBounds:
+        last_day = state["last_business_date"].to_numpy(dtype="datetime64[D]").astype(np.int64)
+        return cls(
+            quintile_bounds(last_day),
+            quintile_bounds(state["paid_orders"].to_numpy(dtype=np.int64)),
+            quintile_bounds(state["total_cents"].to_numpy(dtype=np.int64)),
+        )
+
+
 def classify(
-    state: pd.DataFrame, business_date: date, settings: SegmentSettings | None = None
+    state: pd.DataFrame,
+    business_date: date,
+    settings: SegmentSettings | None = None,
+    bounds: QuintileBounds | None = None,
 ) -> pd.DataFrame:
     """The segment of every customer of ``state`` on ``business_date`` (columns :data:`SEGMENTS_COLUMNS`,
-    same row order as ``state``)."""
+    same row order as ``state``). ``bounds``: the R/F/M cut points of a larger state that ``state``
+    is a part of (a shard's customers), scored as among all of its customers; None: ``state``'s own."""
     settings = settings or SegmentSettings()
     figures = _Figures.of(state, business_date)
     groups = _Groups.of(state["main_category_group"])
-    r = quintile_scores(figures.last_day)
-    f = quintile_scores(figures.orders)
-    m = quintile_scores(figures.total)
+    if bounds is None:
+        r = quintile_scores(figures.last_day)
+        f = quintile_scores(figures.orders)
+        m = quintile_scores(figures.total)
+    else:
+        r = scores_from_bounds(figures.last_day, bounds.recency)
+        f = scores_from_bounds(figures.orders, bounds.frequency)
+        m = scores_from_bounds(figures.total, bounds.monetary)
     tiers = settings.member_tiers
     value = settings.value_tiers
     source = state["acquisition_source"].astype("str").reset_index(drop=True)

@@ -47,6 +47,7 @@ from huitouke.segments.state import (
     empty_state,
     string_array,
 )
+from huitouke.shards import Shard
 from huitouke.store import rows
 from huitouke.store.rows import ArrowSelect
 from huitouke.store.schema import (
@@ -56,6 +57,7 @@ from huitouke.store.schema import (
     orders,
     segment_history,
     segment_kpis,
+    segment_shard_runs,
     segment_transitions,
 )
 
@@ -251,7 +253,26 @@ def mark_folded(conn: Connection, until: date, now: datetime) -> int:
     )
 
 
+def count_unfolded(conn: Connection, until: date) -> int:
+    """The orders :func:`mark_folded` would stamp for ``until``: unfolded, paid on or before it or
+    without a business date (0 once every customer shard has folded the day)."""
+    due = (orders.c.business_date <= until) | orders.c.business_date.is_(None)
+    query = select(func.count()).select_from(orders).where(orders.c.state_applied_at.is_(None)).where(due)
+    return int(conn.scalar(query) or 0)
+
+
 # -------------------------------------------------------------------------------------- state
+
+
+def stored_customers(conn: Connection, *, committed: bool = False) -> pa.Array:
+    """Every customer with a state or a spend row (ids as Arrow strings, unsorted)."""
+    ids = [
+        rows.read_arrow(conn, ArrowSelect(table.name, {"customer_id": pa.string()}), committed=committed)[
+            "customer_id"
+        ]
+        for table in (customer_state, customer_spend)
+    ]
+    return pc.unique(pa.chunked_array([*ids[0].chunks, *ids[1].chunks], type=pa.string()))
 
 
 def read_state(conn: Connection, *, committed: bool = False) -> pd.DataFrame:
@@ -546,6 +567,64 @@ def write_day(
     ]
     if transitions:
         conn.execute(insert(segment_transitions), transitions)
+
+
+# ------------------------------------------------------------------------------- shard runs
+
+
+def record_shard_run(
+    conn: Connection, day: date, shard: Shard, fingerprint: str, customers: int, folded: int, now: datetime
+) -> None:
+    """Record that ``shard`` folded its customers' orders for ``day`` (replacing an earlier try's row)."""
+    key = (
+        (segment_shard_runs.c.business_date == day)
+        & (segment_shard_runs.c.shard_count == shard.count)
+        & (segment_shard_runs.c.shard_index == shard.index)
+    )
+    conn.execute(delete(segment_shard_runs).where(key))
+    conn.execute(
+        insert(segment_shard_runs).values(
+            business_date=day,
+            shard_count=shard.count,
+            shard_index=shard.index,
+            state_fingerprint=fingerprint,
+            customers_recomputed=customers,
+            orders_folded=folded,
+            computed_at=now,
+        )
+    )
+
+
+def shards_run(conn: Connection, day: date, count: int, fingerprint: str) -> tuple[set[int], int]:
+    """The shard indexes of ``count`` recorded for ``day`` by this state definition, and the
+    customers they recomputed."""
+    result = conn.execute(
+        select(segment_shard_runs.c.shard_index, segment_shard_runs.c.customers_recomputed)
+        .where(segment_shard_runs.c.business_date == day)
+        .where(segment_shard_runs.c.shard_count == count)
+        .where(segment_shard_runs.c.state_fingerprint == fingerprint)
+    ).all()
+    return {int(r.shard_index) for r in result}, sum(int(r.customers_recomputed) for r in result)
+
+
+def any_shard_run(conn: Connection) -> bool:
+    """Whether a shard's run is recorded since the last single-transaction run cleared them."""
+    return conn.scalar(select(segment_shard_runs.c.business_date).limit(1)) is not None
+
+
+def clear_shard_runs(conn: Connection) -> None:
+    """A single-transaction run: the state is wholly its own again."""
+    conn.execute(delete(segment_shard_runs))
+
+
+def stored_history_counts(conn: Connection, day: date) -> tuple[int, int]:
+    """The history rows the stored run of ``day`` closed and opened."""
+    row = conn.execute(
+        select(segment_kpis.c.history_rows_closed, segment_kpis.c.history_rows_opened).where(
+            segment_kpis.c.business_date == day
+        )
+    ).one()
+    return int(row.history_rows_closed), int(row.history_rows_opened)
 
 
 def stored_kpis(conn: Connection, day: date) -> dict[str, Any] | None:

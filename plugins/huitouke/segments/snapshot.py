@@ -24,6 +24,10 @@ uses them **only when they provably are what the store holds**:
 Whoever edits ``customer_state`` or ``segment_history`` outside huitouke must delete the cache's
 ``segments-*`` files (or run with ``HUITOUKE_CACHE_DIR=off`` once).
 
+A customer shard's run (``scale.shards`` > 1, :func:`huitouke.segments.daily.run_shard`) is the
+one writer of the state that writes no ``segment_kpis`` row (the reduce after the shards does): it
+deletes this machine's snapshot first (:func:`forget`), and sharded runs neither read nor leave one.
+
 A run reads the snapshot with :func:`load_for_run` and leaves the next one through
 :func:`after_commit` (``with after_commit(url) as next_snapshot:`` around its transaction).
 
@@ -216,6 +220,21 @@ def load_for_run(url: URL, run: StoredRun | None) -> Snapshot | None:
     if folder is None or run is None:
         return None
     return load(folder, SnapshotKey.of_run(url, run))
+
+
+def forget(url: URL) -> None:
+    """Delete this machine's snapshot of the store: a customer shard's run (``scale.shards`` > 1)
+    changes the state without a new ``segment_kpis`` row until the reduce writes one, so a snapshot
+    keyed to the latest row would no longer be the store's in between. Sharded runs neither read
+    nor leave one."""
+    folder = cache_dir_for(url)
+    if folder is None:
+        return
+    for path in paths(folder, store_id(url)).values():
+        try:
+            path.unlink(missing_ok=True)
+        except OSError as exc:
+            log.warning("The segments snapshot could not be deleted (%s): remove the cache's files", exc)
 
 
 class NextSnapshot:

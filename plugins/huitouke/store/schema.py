@@ -229,6 +229,22 @@ segment_kpis = Table(
     Column("computed_at", DateTime, nullable=False),
 )
 
+# The customer shards' runs of stage 2 (scale.shards > 1): which shard folded its customers' orders
+# for a business day, by which state definition. The reduce checks that every shard of the day ran;
+# a single-transaction run clears the table, and does not trust its local snapshot while a row is
+# left (a shard changed the state since).
+segment_shard_runs = Table(
+    "segment_shard_runs",
+    metadata,
+    Column("business_date", Date, primary_key=True),
+    Column("shard_count", Integer, primary_key=True),
+    Column("shard_index", Integer, primary_key=True),
+    Column("state_fingerprint", String(16), nullable=False),
+    Column("customers_recomputed", Integer, nullable=False),
+    Column("orders_folded", Integer, nullable=False),
+    Column("computed_at", DateTime, nullable=False),
+)
+
 # How many customers moved from one lifecycle to another on a business day ("none": no paid order).
 segment_transitions = Table(
     "segment_transitions",
