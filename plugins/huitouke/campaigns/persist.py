@@ -223,7 +223,7 @@ def _frame(data: bytes, columns: Sequence[str]) -> pd.DataFrame:
     for column in columns:
         values = frame[column]
         if not (pd.api.types.is_integer_dtype(values.dtype) or pd.api.types.is_bool_dtype(values.dtype)):
-            array = values.to_numpy(dtype=object)
+            array = values.to_numpy(dtype=object, copy=True)
             missing = pd.isna(array)
             if missing.any():
                 array[missing] = None
