@@ -35,8 +35,9 @@ The day, step by step
    entered: a customer with an open entry of the campaign, or whose latest entry is less than
    ``reentry_after_days`` old (``reentry_after_days: null``: once per customer, ever). Entries
    already stored for the day are *recognised* (key campaign, customer, entered_on) and kept as
-   stored, arm included. ``max_new_entries_per_day`` takes that many, in a deterministic random
-   order; the others are counted as ``deferred`` (a ``state`` event lets them enter another day).
+   stored, arm included. ``max_new_entries_per_day`` takes that many (less the day's recognised
+   entries), in a deterministic random order of the customer ids (ties: the id); the others are
+   counted as ``deferred`` (a ``state`` event lets them enter another day).
    The arm is :func:`huitouke.campaigns.holdout.assign_arms` at entry, stored, never recomputed.
 2. **Schedule.** Wave k of an entry is due on ``entered_on + first_after_days + (k-1) *
    interval_days`` for k = 1 .. ``max_waves`` (a pure function of the entry date: nothing to keep
@@ -71,6 +72,16 @@ The day, step by step
    consume caps (they received nothing), exactly as customers outside the campaign.
 5. **Sends**: one row per treated wave and chosen channel, with its template and coupon terms;
    coupon codes come from :func:`huitouke.campaigns.coupons.issue_coupons`.
+
+Two halves, for customer shards
+===============================
+
+:func:`plan_day` is :func:`plan_candidates` then :func:`decide_day`. The candidates are what some
+customers decide alone (steps 1 to 3, with every qualifying customer a *fresh* entry before the
+entry limit, and 4a-4b); :func:`decide_day` decides over the candidates of every customer what
+needs them all at once (the entry limit of step 1, then 4c-4e and the coupon terms) and gives the
+same plan for any split of the customers, in any order: the daily run plans each customer shard in
+its own task and decides in one reduce step (:mod:`huitouke.campaigns.daily`, docs/campaigns.md).
 """
 
 from __future__ import annotations
