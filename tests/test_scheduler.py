@@ -24,6 +24,7 @@ TASKS = {
     "intake_orders",
     "update_segments",
     "lint_templates",
+    "plan_shard[shard 1/1]",  # scale.shards: 1
     "plan_campaigns",
     "close_business_day",
 }
