@@ -11,7 +11,8 @@ orders, stored entries and contact history) are everything its customers decide 
 (:func:`huitouke.campaigns.plan.decide_day`) decides what needs every customer at once (the entry
 limit, the daily global cap) and gives the same plan for any shard count. The daily DAG runs
 :func:`plan_shard` once per shard (mapped; each stages its candidates in ``campaign_plan_shards``)
-and then :func:`reduce_day`; :func:`run_day` does both in one transaction (tests, the CLI).
+and then :func:`reduce_day`; :func:`run_day` does both in one transaction, in one call (tests and
+library callers).
 """
 
 from __future__ import annotations
