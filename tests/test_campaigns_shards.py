@@ -323,3 +323,21 @@ def test_the_reduce_refuses_a_day_whose_shards_did_not_all_stage(two_stores):
     assert _stored(engine)["waves"].empty
     plan_shard(engine, D0, pb, Shard(1, 3), segments=segments, now=NOW)
     assert reduce_day(engine, D0, pb, 3, now=NOW).planned
+
+
+def test_the_reduce_refuses_candidates_planned_on_segments_computed_again_since(two_stores):
+    from huitouke.segments.daily import run_day as update_segments
+    from huitouke.segments.settings import load_segment_settings
+
+    _, engine = two_stores
+    pb = playbook(cap=60)
+    _shop(engine)
+    update_segments(engine, D0, load_segment_settings())
+    for shard in Shard.all_of(2):
+        assert plan_shard(engine, D0, pb, shard, now=NOW).staged  # segments read from the store
+    update_segments(engine, D0, load_segment_settings())  # stage 2 again: its run stamped anew
+    with pytest.raises(MissingShards, match=r"shard 1/2, shard 2/2 were planned on earlier segments"):
+        reduce_day(engine, D0, pb, 2, now=NOW)
+    for shard in Shard.all_of(2):
+        plan_shard(engine, D0, pb, shard, now=NOW)
+    assert reduce_day(engine, D0, pb, 2, now=NOW).planned

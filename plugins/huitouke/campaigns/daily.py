@@ -182,7 +182,9 @@ def plan_shard(
         if kept is not None:
             return ShardResult(day, shard, False, {}, kept)
         candidates = _candidates_of(conn, day, playbook, shard, segments)
-        persist.stage_candidates(conn, shard, candidates, now)
+        persist.stage_candidates(
+            conn, shard, candidates, now, None if segments is not None else _inputs(conn)
+        )
     return ShardResult(day, shard, True, candidates.figures())
 
 
@@ -192,14 +194,14 @@ def reduce_day(
     """The day's plan from the staged candidates of its ``shards`` shards, stored as
     :func:`run_day` stores it (coupons redeemed first; a day already planned keeps its plan);
     the staged candidates are then dropped. Raises :class:`persist.MissingShards` when a shard
-    staged nothing."""
+    staged nothing, or staged candidates planned on segments stage 2 has computed again since."""
     now = now or datetime.now()
     with engine.begin() as conn:
         redemptions = persist.redeem_coupons(conn, day)
         kept = _why_kept(conn, day)
         if kept is not None:
             return PlanResult(day, False, _stored_summary(conn, day), redemptions, kept)
-        parts = persist.staged_candidates(conn, day, shards)
+        parts = persist.staged_candidates(conn, day, shards, _inputs(conn))
         plan = _store_plan(conn, decide_day(playbook, day, parts), playbook, now)
         persist.drop_staged(conn, day)
     return _planned(plan, redemptions)
@@ -260,6 +262,15 @@ def _candidates_of(
         entries=mine(persist.read_entries(conn, day, playbook)),
         history=mine(persist.read_contact_history(conn, day, playbook.contact_pressure.longest_window_days)),
     )
+
+
+def _inputs(conn: Connection) -> str | None:
+    """What the shards' candidates are planned on, as staged with them: the latest stage-2 run
+    (its time: a re-run of the day stamps it anew). None: no run yet."""
+    from huitouke.segments import persist as segment_store
+
+    latest = segment_store.latest_run(conn)
+    return None if latest is None else f"segments {latest.business_date} computed at {latest.computed_at}"
 
 
 def _segments_of(conn: Connection, day: date, playbook: Playbook) -> pd.DataFrame:

@@ -156,12 +156,16 @@ def stored_coupons(conn: Connection, day: date) -> pd.DataFrame:
 
 
 class MissingShards(RuntimeError):
-    """The reduce step found shards of the day without staged candidates."""
+    """The reduce step found shards of the day without staged candidates, or with candidates
+    planned on other inputs than the store's."""
 
 
-def stage_candidates(conn: Connection, shard: Shard, candidates: Candidates, now: datetime) -> None:
+def stage_candidates(
+    conn: Connection, shard: Shard, candidates: Candidates, now: datetime, inputs: str | None = None
+) -> None:
     """Keep one shard's candidates of the day until the reduce step (replacing what an earlier
-    run of the same shard staged)."""
+    run of the same shard staged). ``inputs`` names the inputs they were planned on (the stage-2
+    run of the day's segments; None: segments given by the caller)."""
     key = _shard_key(candidates.business_date, shard.count)
     conn.execute(delete(campaign_plan_shards).where(*key, campaign_plan_shards.c.shard == shard.index))
     conn.execute(
@@ -170,7 +174,7 @@ def stage_candidates(conn: Connection, shard: Shard, candidates: Candidates, now
             "business_date": candidates.business_date,
             "shard_count": shard.count,
             "shard": shard.index,
-            "figures": json.dumps(candidates.figures(), sort_keys=True),
+            "figures": json.dumps({**candidates.figures(), "inputs": inputs}, sort_keys=True),
             "entries": _parquet(candidates.entries, CANDIDATE_ENTRY_COLUMNS),
             "waves": _parquet(candidates.waves, CANDIDATE_WAVE_COLUMNS),
             "staged_at": now,
@@ -178,20 +182,29 @@ def stage_candidates(conn: Connection, shard: Shard, candidates: Candidates, now
     )
 
 
-def staged_candidates(conn: Connection, day: date, count: int) -> list[Candidates]:
+def staged_candidates(conn: Connection, day: date, count: int, inputs: str | None = None) -> list[Candidates]:
     """The staged candidates of every shard of ``count`` for ``day``, by shard; raises
-    :class:`MissingShards` naming the shards that staged nothing."""
+    :class:`MissingShards` naming the shards that staged nothing, or (``inputs`` given) that
+    staged candidates planned on other inputs."""
     s = campaign_plan_shards.c
     rows = conn.execute(
         select(s.shard, s.figures, s.entries, s.waves).where(*_shard_key(day, count)).order_by(s.shard)
     ).all()
-    missing = sorted(set(range(count)) - {r.shard for r in rows})
+    figures = {r.shard: json.loads(r.figures) for r in rows}
+    missing = sorted(set(range(count)) - set(figures))
     if missing:
         names = ", ".join(Shard(i, count).label() for i in missing)
         raise MissingShards(f"planning candidates of {day} are missing for {names}: run those shards first")
+    stale = [i for i, f in figures.items() if inputs is not None and f.get("inputs") not in (None, inputs)]
+    if stale:
+        names = ", ".join(Shard(i, count).label() for i in stale)
+        raise MissingShards(
+            f"planning candidates of {day} for {names} were planned on earlier segments (stage 2 ran "
+            "again since): run those shards again"
+        )
     return [
         Candidates.of(
-            json.loads(r.figures),
+            figures[r.shard],
             _frame(r.entries, CANDIDATE_ENTRY_COLUMNS),
             _frame(r.waves, CANDIDATE_WAVE_COLUMNS),
         )
