@@ -93,8 +93,6 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-import pyarrow as pa
-import pyarrow.compute as pc
 
 from huitouke.campaigns.holdout import HOLDOUT, TREATMENT, assign_arms, uniforms
 from huitouke.campaigns.playbook import CALL, EMAIL, SMS, Campaign, ContactPressure, Playbook
@@ -336,7 +334,6 @@ class _People:
     email: np.ndarray
     has: dict[str, np.ndarray]
     opted_out: dict[str, np.ndarray]
-    _rank: np.ndarray | None = None
 
     def rows(self, ids: np.ndarray) -> np.ndarray:
         """The codes of ``ids`` (-1 = unknown)."""
@@ -347,21 +344,6 @@ class _People:
                 found = self.extra.get_indexer(np.asarray(ids, dtype=object)[missing])
                 rows[missing] = np.where(found >= 0, found + self.n_segments, -1)
         return rows
-
-    def rank(self) -> np.ndarray:
-        """Each code's position in the customer ids sorted as pandas sorts them (missing last)."""
-        if self._rank is None:
-            n = len(self.ids)
-            try:
-                order = pc.sort_indices(pa.array(self.ids, type=pa.string())).to_numpy()
-            except (pa.ArrowInvalid, pa.ArrowTypeError):  # not all text: pandas' own order
-                codes, _ = pd.factorize(self.ids, sort=True)
-                self._rank = np.where(codes < 0, n, codes).astype(np.int64)
-                return self._rank
-            rank = np.empty(n, dtype=np.int64)
-            rank[order] = np.arange(n, dtype=np.int64)
-            self._rank = rank
-        return self._rank
 
 
 def _people(
