@@ -35,10 +35,13 @@ backfilling a day is safe.
    records the history and the KPIs: the same result for any shard count.
 3. `lint_templates` — compiles every template the enabled campaigns use (the checks of
    `huitouke templates lint`); a broken one is logged here and fails its campaign in stage 4.
-   `plan_campaigns` — marks the coupons the day's orders redeemed, then decides the day once:
-   entries (arm drawn at entry: treatment or holdout), waves due, exits, contact caps and
-   priorities (suppressions recorded with their reason), coupons. The log shows the table per
-   campaign. A day already planned keeps its stored plan.
+   `plan_shard` — one mapped task per customer shard (`scale.shards`, named `shard i/n`): what
+   its customers decide alone (entries with the arm drawn at entry, waves due, exits, reachable
+   channels, member-tier caps), staged in the store. `plan_campaigns` — the reduce: marks the
+   coupons the day's orders redeemed, then decides the day once over every shard's candidates
+   (entry limits, priorities, the daily global cap; suppressions recorded with their reason),
+   issues the coupons and stores the plan, the same for any shard count. The log shows the table
+   per campaign. A day already planned keeps its stored plan.
 4. `render_messages` — one mapped task per campaign (named after it): renders the treated waves
    with the campaign's templates into the `outbox` (status `queued`). A broken template fails
    that campaign only, before anything is queued; fix the template and clear the task. Messages
@@ -98,7 +101,7 @@ POOL = SETTINGS.store.pool
 OPS = SETTINGS.operations
 SEND_POOL = OPS.send_pool or POOL
 DELIVER_TIMEOUT = timedelta(minutes=OPS.timeouts.deliver_minutes)
-SHARDS = list(range(SETTINGS.scale.shards))
+SHARDS = list(range(SETTINGS.scale.shards))  # customer shards (huitouke.shards), one mapped task each
 
 
 @dag(
@@ -138,7 +141,7 @@ SHARDS = list(range(SETTINGS.scale.shards))
     },
     doc_md=__doc__,
 )
-def huitouke_daily():  # noqa: C901 - one nested function per task, no branching
+def huitouke_daily():  # noqa: C901, PLR0915 - one nested function per task, no branching
     @task
     def check_crm_schema(dag_run=None) -> str:
         """Stage 0: refuse to write into a CRM store whose schema lags behind the code (or to run
@@ -186,12 +189,23 @@ def huitouke_daily():  # noqa: C901 - one nested function per task, no branching
 
         return lint_templates()
 
+    @task(pool=POOL, map_index_template="{{ shard_label }}")
+    def plan_shard(shard: int, shards: int, data_interval_start=None) -> dict:
+        """Stage 3, one customer shard: what its customers decide alone (entries, waves due,
+        exits, member caps), staged for the reduce."""
+        from huitouke.pipeline import plan_shard
+        from huitouke.shards import Shard
+
+        get_current_context()["shard_label"] = Shard(shard, shards).label()
+        return plan_shard(data_interval_start, shard, shards)
+
     @task(pool=POOL)
-    def plan_campaigns(data_interval_start=None) -> list:
-        """Stage 3: the day's campaign plan (entries, waves, suppressions, coupons), stored once."""
+    def plan_campaigns(shard_plans: list, data_interval_start=None) -> list:
+        """Stage 3, the reduce: the day's campaign plan over every shard's candidates (entry
+        limits, priorities, the daily global cap, coupons), stored once."""
         from huitouke.pipeline import plan_campaigns
 
-        return plan_campaigns(data_interval_start)
+        return plan_campaigns(data_interval_start, list(shard_plans))
 
     @task(pool=POOL, map_index_template="{{ campaign_name }}", retries=1)
     def render_messages(campaign: str, data_interval_start=None, dag_run=None) -> dict:
@@ -240,7 +254,8 @@ def huitouke_daily():  # noqa: C901 - one nested function per task, no branching
 
         return close_business_day(data_interval_start)
 
-    campaigns = plan_campaigns()
+    shard_plans = plan_shard.partial(shards=len(SHARDS)).expand(shard=SHARDS)
+    campaigns = plan_campaigns(shard_plans)
     (
         check_crm_schema()
         >> open_business_day()
@@ -248,7 +263,7 @@ def huitouke_daily():  # noqa: C901 - one nested function per task, no branching
         >> update_segments.expand(shard=SHARDS)
         >> reduce_segments()
         >> lint_templates()
-        >> campaigns
+        >> shard_plans
     )
     render_messages.expand(campaign=campaigns) >> wait_for_send_window
     deliver_messages.expand(channel=wait_for_send_window.output)

@@ -25,6 +25,7 @@ TASKS = {
     "update_segments[shard 1/1]",  # mapped over the customer shards (scale.shards: 1)
     "reduce_segments",
     "lint_templates",
+    "plan_shard[shard 1/1]",  # scale.shards: 1
     "plan_campaigns",
     "close_business_day",
 }

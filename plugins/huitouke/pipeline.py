@@ -11,7 +11,7 @@ included).
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from datetime import date, datetime
 from typing import Any
 
@@ -216,14 +216,33 @@ def lint_templates(settings: Settings | None = None) -> dict[str, str]:
     return _logged(check_templates(load_playbook(), sms_provider=settings.delivery.sms.provider))
 
 
-def plan_campaigns(start: datetime, settings: Settings | None = None) -> list[str]:
-    """Stage 3: :func:`huitouke.campaigns.daily.run_day`. Returns the campaigns to render (what the
-    render tasks map over)."""
-    from huitouke.campaigns.daily import run_day
+def plan_shard(start: datetime, shard: int, shards: int, settings: Settings | None = None) -> dict[str, Any]:
+    """Stage 3, one customer shard: :func:`huitouke.campaigns.daily.plan_shard` (its candidates
+    staged for :func:`plan_campaigns`). The DAG maps it over the shards of ``scale.shards``."""
+    from huitouke.campaigns.daily import plan_shard
+    from huitouke.campaigns.playbook import load_playbook
+    from huitouke.shards import Shard
+
+    settings = settings or load_settings()
+    day = business_date_of(start, settings)
+    return _logged(plan_shard(_engine(settings), day, load_playbook(), Shard(shard, shards)))
+
+
+def plan_campaigns(
+    start: datetime, shard_plans: Iterable[Mapping[str, Any]] | None = None, settings: Settings | None = None
+) -> list[str]:
+    """Stage 3, the reduce: :func:`huitouke.campaigns.daily.reduce_day` over the candidates the
+    shards staged (``shard_plans``: the shard tasks' results, which say how many shards there
+    are; none: ``scale.shards``). Returns the campaigns to render (what the render tasks map over)."""
+    from huitouke.campaigns.daily import reduce_day
     from huitouke.campaigns.playbook import load_playbook
 
     settings = settings or load_settings()
-    result = run_day(_engine(settings), business_date_of(start, settings), load_playbook())
+    counts = {int(p["shards"]) for p in shard_plans or ()}
+    if len(counts) > 1:
+        raise ValueError(f"the shard tasks disagree on the number of shards: {sorted(counts)}")
+    shards = counts.pop() if counts else settings.scale.shards
+    result = reduce_day(_engine(settings), business_date_of(start, settings), load_playbook(), shards)
     log.info("\n%s", result.as_text())
     return result.campaigns()
 

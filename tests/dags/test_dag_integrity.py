@@ -73,7 +73,8 @@ def test_daily_dag_is_one_run_per_shop_day_in_order(dagbag):
         "intake_orders": {"open_business_day"},
         "update_segments": {"intake_orders"},
         "lint_templates": {"update_segments"},
-        "plan_campaigns": {"lint_templates"},
+        "plan_shard": {"lint_templates"},
+        "plan_campaigns": {"plan_shard"},
         "render_messages": {"plan_campaigns"},
         "wait_for_send_window": {"render_messages"},
         "deliver_messages": {"wait_for_send_window"},
@@ -94,6 +95,17 @@ def test_messages_are_rendered_by_one_mapped_task_per_campaign_named_after_it(da
     render = dagbag.dags["huitouke_daily"].get_task("render_messages")
     assert type(render).__name__.endswith("MappedOperator")
     assert render.map_index_template == "{{ campaign_name }}"
+
+
+def test_planning_is_one_mapped_task_per_customer_shard_then_the_reduce(dagbag):
+    from huitouke.config import load_settings
+
+    dag = dagbag.dags["huitouke_daily"]
+    shard = dag.get_task("plan_shard")
+    assert type(shard).__name__.endswith("MappedOperator")
+    assert shard.map_index_template == "{{ shard_label }}"
+    assert shard.partial_kwargs["op_kwargs"]["shards"] == load_settings().scale.shards
+    assert type(dag.get_task("plan_campaigns")).__name__ != "MappedOperator"
 
 
 def test_delivery_waits_deferred_and_is_mapped_per_channel(dagbag):

@@ -10,6 +10,7 @@ harmless. Rendering reads and writes at its own edge, :mod:`huitouke.render.pers
 
 from __future__ import annotations
 
+import io
 import json
 from collections.abc import Sequence
 from datetime import date, datetime, timedelta
@@ -17,24 +18,31 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-from sqlalchemy import Connection, bindparam, func, or_, select, update
+import pyarrow as pa
+import pyarrow.parquet as pq
+from sqlalchemy import Connection, bindparam, delete, func, insert, or_, select, update
 
 from huitouke import records
 from huitouke.campaigns.coupons import COUPON_COLUMNS, normalise_code
 from huitouke.campaigns.plan import (
+    CANDIDATE_ENTRY_COLUMNS,
+    CANDIDATE_WAVE_COLUMNS,
     CONTACT_COLUMNS,
     ENTRY_COLUMNS,
     STORED_WAVE_COLUMNS,
     SUPPRESSION_REASONS,
     TREATED,
+    Candidates,
     DayPlan,
 )
 from huitouke.campaigns.playbook import Playbook
 from huitouke.campaigns.tables import columns_of, unique_key
+from huitouke.shards import Shard
 from huitouke.store.rows import chunks, insert_new, read_frame, upsert
 from huitouke.store.schema import (
     campaign_days,
     campaign_entries,
+    campaign_plan_shards,
     campaign_waves,
     coupons,
     customers,
@@ -142,6 +150,98 @@ def stored_coupons(conn: Connection, day: date) -> pd.DataFrame:
         select(*(coupons.c[c] for c in COUPON_COLUMNS)).where(coupons.c.issued_on == day),
         COUPON_COLUMNS,
     )
+
+
+# ------------------------------------------------------------------------------ shard candidates
+
+
+class MissingShards(RuntimeError):
+    """The reduce step found shards of the day without staged candidates, or with candidates
+    planned on other inputs than the store's."""
+
+
+def stage_candidates(
+    conn: Connection, shard: Shard, candidates: Candidates, now: datetime, inputs: str | None = None
+) -> None:
+    """Keep one shard's candidates of the day until the reduce step (replacing what an earlier
+    run of the same shard staged). ``inputs`` names the inputs they were planned on (the stage-2
+    run of the day's segments; None: segments given by the caller)."""
+    key = _shard_key(candidates.business_date, shard.count)
+    conn.execute(delete(campaign_plan_shards).where(*key, campaign_plan_shards.c.shard == shard.index))
+    conn.execute(
+        insert(campaign_plan_shards),
+        {
+            "business_date": candidates.business_date,
+            "shard_count": shard.count,
+            "shard": shard.index,
+            "figures": json.dumps({**candidates.figures(), "inputs": inputs}, sort_keys=True),
+            "entries": _parquet(candidates.entries, CANDIDATE_ENTRY_COLUMNS),
+            "waves": _parquet(candidates.waves, CANDIDATE_WAVE_COLUMNS),
+            "staged_at": now,
+        },
+    )
+
+
+def staged_candidates(conn: Connection, day: date, count: int, inputs: str | None = None) -> list[Candidates]:
+    """The staged candidates of every shard of ``count`` for ``day``, by shard; raises
+    :class:`MissingShards` naming the shards that staged nothing, or (``inputs`` given) that
+    staged candidates planned on other inputs."""
+    s = campaign_plan_shards.c
+    rows = conn.execute(
+        select(s.shard, s.figures, s.entries, s.waves).where(*_shard_key(day, count)).order_by(s.shard)
+    ).all()
+    figures = {r.shard: json.loads(r.figures) for r in rows}
+    missing = sorted(set(range(count)) - set(figures))
+    if missing:
+        names = ", ".join(Shard(i, count).label() for i in missing)
+        raise MissingShards(f"planning candidates of {day} are missing for {names}: run those shards first")
+    stale = [i for i, f in figures.items() if inputs is not None and f.get("inputs") not in (None, inputs)]
+    if stale:
+        names = ", ".join(Shard(i, count).label() for i in stale)
+        raise MissingShards(
+            f"planning candidates of {day} for {names} were planned on earlier segments (stage 2 ran "
+            "again since): run those shards again"
+        )
+    return [
+        Candidates.of(
+            figures[r.shard],
+            _frame(r.entries, CANDIDATE_ENTRY_COLUMNS),
+            _frame(r.waves, CANDIDATE_WAVE_COLUMNS),
+        )
+        for r in rows
+    ]
+
+
+def drop_staged(conn: Connection, day: date) -> None:
+    """Forget the staged candidates of ``day`` and of every day before it (any shard count)."""
+    conn.execute(delete(campaign_plan_shards).where(campaign_plan_shards.c.business_date <= day))
+
+
+def _shard_key(day: date, count: int) -> tuple[Any, ...]:
+    s = campaign_plan_shards.c
+    return (s.business_date == day, s.shard_count == count)
+
+
+def _parquet(frame: pd.DataFrame, columns: Sequence[str]) -> bytes:
+    """A candidate frame as Parquet bytes."""
+    sink = io.BytesIO()
+    pq.write_table(pa.Table.from_pandas(frame[list(columns)], preserve_index=False), sink)
+    return sink.getvalue()
+
+
+def _frame(data: bytes, columns: Sequence[str]) -> pd.DataFrame:
+    """A candidate frame back from Parquet: text columns as objects with None for missing, as
+    :func:`huitouke.campaigns.plan.plan_candidates` makes them."""
+    frame = pq.read_table(io.BytesIO(data)).to_pandas()
+    for column in columns:
+        values = frame[column]
+        if not (pd.api.types.is_integer_dtype(values.dtype) or pd.api.types.is_bool_dtype(values.dtype)):
+            array = values.to_numpy(dtype=object, copy=True)
+            missing = pd.isna(array)
+            if missing.any():
+                array[missing] = None
+            frame[column] = pd.Series(array, dtype=object)
+    return frame[list(columns)]
 
 
 def write_plan(conn: Connection, plan: DayPlan, issued: pd.DataFrame, now: datetime) -> None:

@@ -35,8 +35,9 @@ The day, step by step
    entered: a customer with an open entry of the campaign, or whose latest entry is less than
    ``reentry_after_days`` old (``reentry_after_days: null``: once per customer, ever). Entries
    already stored for the day are *recognised* (key campaign, customer, entered_on) and kept as
-   stored, arm included. ``max_new_entries_per_day`` takes that many, in a deterministic random
-   order; the others are counted as ``deferred`` (a ``state`` event lets them enter another day).
+   stored, arm included. ``max_new_entries_per_day`` takes that many (less the day's recognised
+   entries), in a deterministic random order of the customer ids (ties: the id); the others are
+   counted as ``deferred`` (a ``state`` event lets them enter another day).
    The arm is :func:`huitouke.campaigns.holdout.assign_arms` at entry, stored, never recomputed.
 2. **Schedule.** Wave k of an entry is due on ``entered_on + first_after_days + (k-1) *
    interval_days`` for k = 1 .. ``max_waves`` (a pure function of the entry date: nothing to keep
@@ -71,19 +72,27 @@ The day, step by step
    consume caps (they received nothing), exactly as customers outside the campaign.
 5. **Sends**: one row per treated wave and chosen channel, with its template and coupon terms;
    coupon codes come from :func:`huitouke.campaigns.coupons.issue_coupons`.
+
+Two halves, for customer shards
+===============================
+
+:func:`plan_day` is :func:`plan_candidates` then :func:`decide_day`. The candidates are what some
+customers decide alone (steps 1 to 3, with every qualifying customer a *fresh* entry before the
+entry limit, and 4a-4b); :func:`decide_day` decides over the candidates of every customer what
+needs them all at once (the entry limit of step 1, then 4c-4e and the coupon terms) and gives the
+same plan for any split of the customers, in any order: the daily run plans each customer shard in
+its own task and decides in one reduce step (:mod:`huitouke.campaigns.daily`, docs/campaigns.md).
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field, fields, replace
 from datetime import date
 from typing import Any
 
 import numpy as np
 import pandas as pd
-import pyarrow as pa
-import pyarrow.compute as pc
 
 from huitouke.campaigns.holdout import HOLDOUT, TREATMENT, assign_arms, uniforms
 from huitouke.campaigns.playbook import CALL, EMAIL, SMS, Campaign, ContactPressure, Playbook
@@ -179,14 +188,15 @@ class DayPlan:
     - ``entries`` (:data:`ENTRY_COLUMNS`): rows to upsert by (campaign, customer_id, entered_on):
       the day's entries and every open entry whose wave fell due or which exited today.
     - ``waves`` (:data:`WAVE_COLUMNS`): one row per wave due today, with its outcome and reason.
-    - ``sends`` (:data:`SEND_COLUMNS`): one row per message to render and queue.
+    - ``sends`` (:data:`SEND_COLUMNS`): one row per message to render and queue (None from
+      :func:`decide_day`: the stored plan's waves and the contacts are what rendering reads).
     - ``summary`` (:data:`SUMMARY_COLUMNS`): one row per campaign, highest priority first.
     """
 
     business_date: date
     entries: pd.DataFrame
     waves: pd.DataFrame
-    sends: pd.DataFrame
+    sends: pd.DataFrame | None
     summary: pd.DataFrame
     notes: tuple[str, ...] = field(default=())
 
@@ -203,7 +213,7 @@ class DayPlan:
                 row["campaign"]: {k: _plain(v) for k, v in row.items() if k != "campaign"}
                 for row in self.summary.to_dict("records")
             },
-            "messages": len(self.sends),
+            "messages": int(self.summary["messages"].sum()) if len(self.summary) else 0,
         }
 
     def as_text(self) -> str:
@@ -324,7 +334,6 @@ class _People:
     email: np.ndarray
     has: dict[str, np.ndarray]
     opted_out: dict[str, np.ndarray]
-    _rank: np.ndarray | None = None
 
     def rows(self, ids: np.ndarray) -> np.ndarray:
         """The codes of ``ids`` (-1 = unknown)."""
@@ -335,21 +344,6 @@ class _People:
                 found = self.extra.get_indexer(np.asarray(ids, dtype=object)[missing])
                 rows[missing] = np.where(found >= 0, found + self.n_segments, -1)
         return rows
-
-    def rank(self) -> np.ndarray:
-        """Each code's position in the customer ids sorted as pandas sorts them (missing last)."""
-        if self._rank is None:
-            n = len(self.ids)
-            try:
-                order = pc.sort_indices(pa.array(self.ids, type=pa.string())).to_numpy()
-            except (pa.ArrowInvalid, pa.ArrowTypeError):  # not all text: pandas' own order
-                codes, _ = pd.factorize(self.ids, sort=True)
-                self._rank = np.where(codes < 0, n, codes).astype(np.int64)
-                return self._rank
-            rank = np.empty(n, dtype=np.int64)
-            rank[order] = np.arange(n, dtype=np.int64)
-            self._rank = rank
-        return self._rank
 
 
 def _people(
@@ -519,6 +513,7 @@ class _Active:
     arm: np.ndarray
     variant: np.ndarray
     is_new: np.ndarray
+    fresh: np.ndarray  # entering now (not stored yet): subject to max_new_entries_per_day
     due: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=bool))
     wave: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
     last_wave: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
@@ -534,7 +529,20 @@ class _CampaignDay:
     name: str
     campaign: Campaign
     active: _Active
-    deferred: int = 0
+    stored_today: int = 0  # entries of the day already stored (they count toward the entry limit)
+
+
+@dataclass(frozen=True)
+class _Slot:
+    """An enabled campaign of the day, by name: what the decisions over all customers read of it."""
+
+    name: str
+    campaign: Campaign
+
+
+def _slots(playbook: Playbook) -> list[_Slot]:
+    """The enabled campaigns, highest priority first (the order of the summary)."""
+    return [_Slot(name, c) for name, c in playbook.campaigns_by_priority() if c.enabled]
 
 
 def plan_day(
@@ -546,26 +554,405 @@ def plan_day(
     entries: pd.DataFrame | None = None,
     history: pd.DataFrame | None = None,
 ) -> DayPlan:
-    """Plan one business day for every campaign of the playbook (see the module docstring)."""
+    """Plan one business day for every campaign of the playbook (see the module docstring): the
+    candidates of all customers (:func:`plan_candidates`), decided (:func:`decide_day`), with the
+    sends."""
+    candidates, day = _candidates(playbook, business_date, segments, contacts, orders, entries, history)
+    plan, waves = _decided(playbook, business_date, [candidates])
+    people = day.people
+    rows = replace(waves.rows, code=people.rows(waves.rows.customer_id))
+    sends = _sends(_Waves(waves.frame, rows), _slots(playbook), people, day.today)
+    return replace(plan, sends=sends)
+
+
+# --------------------------------------------------------------------- candidates, then decisions
+
+# A shard's candidate entries: the touched entries (new today, a wave due, or exiting), ``fresh``
+# ones not admitted yet (the entry limit is decided over all customers). Days are day numbers.
+CANDIDATE_ENTRY_COLUMNS: tuple[str, ...] = (
+    "campaign",
+    "customer_id",
+    "entered_on",
+    "arm",
+    "variant",
+    "last_wave",
+    "next_wave_on",
+    "exit_reason",
+    "fresh",
+)
+# A shard's candidate waves: every wave due today, ``reason`` set by steps 4a-4b (None: open).
+CANDIDATE_WAVE_COLUMNS: tuple[str, ...] = (
+    "campaign",
+    "customer_id",
+    "entered_on",
+    "wave",
+    "arm",
+    "variant",
+    "channels",
+    "messages",
+    "reason",
+    "fresh",
+)
+_CANDIDATE_INTS = ("entered_on", "last_wave", "next_wave_on", "wave", "messages")
+
+
+@dataclass(frozen=True)
+class Candidates:
+    """What planning decides of some customers alone (steps 1 to 4b): their touched entries and
+    their waves due, before the decisions that need every customer at once (the entry limit, the
+    priority among a customer's waves, the daily global cap, outcomes, coupon terms:
+    :func:`decide_day`). A function of those customers' inputs only, so the candidates of any
+    split of the customers, decided together, give the same plan."""
+
+    business_date: date
+    entries: pd.DataFrame  # CANDIDATE_ENTRY_COLUMNS
+    waves: pd.DataFrame  # CANDIDATE_WAVE_COLUMNS
+    stored_today: dict[str, int]  # campaign -> its entries of the day already stored
+    unknown_campaigns: tuple[str, ...] = ()  # of stored entries, not in the playbook
+    future_entries: int = 0  # stored entries dated after the day
+
+    def figures(self) -> dict[str, Any]:
+        """Plain, small figures: what a shard task returns, and what its staged row keeps besides
+        the frames."""
+        return {
+            "business_date": self.business_date.isoformat(),
+            "entries": len(self.entries),
+            "fresh": int(self.entries["fresh"].sum()) if len(self.entries) else 0,
+            "waves": len(self.waves),
+            "stored_today": {k: int(v) for k, v in self.stored_today.items()},
+            "unknown_campaigns": list(self.unknown_campaigns),
+            "future_entries": int(self.future_entries),
+        }
+
+    @classmethod
+    def of(cls, figures: dict[str, Any], entries: pd.DataFrame, waves: pd.DataFrame) -> Candidates:
+        """The candidates from :meth:`figures` and the two frames (as staged)."""
+        return cls(
+            business_date=date.fromisoformat(figures["business_date"]),
+            entries=entries,
+            waves=waves,
+            stored_today={k: int(v) for k, v in figures["stored_today"].items()},
+            unknown_campaigns=tuple(figures["unknown_campaigns"]),
+            future_entries=int(figures["future_entries"]),
+        )
+
+
+def plan_candidates(
+    playbook: Playbook,
+    business_date: date,
+    segments: pd.DataFrame,
+    contacts: pd.DataFrame | None = None,
+    orders: pd.DataFrame | None = None,
+    entries: pd.DataFrame | None = None,
+    history: pd.DataFrame | None = None,
+) -> Candidates:
+    """Steps 1 to 4b for the customers of ``segments`` and of the stored ``entries`` (a shard:
+    pass only its customers' segments and entries; contacts, orders and history may hold other
+    customers' rows, they are looked up by customer id). Inputs as for :func:`plan_day`."""
+    return _candidates(playbook, business_date, segments, contacts, orders, entries, history)[0]
+
+
+def _candidates(
+    playbook: Playbook,
+    business_date: date,
+    segments: pd.DataFrame,
+    contacts: pd.DataFrame | None,
+    orders: pd.DataFrame | None,
+    entries: pd.DataFrame | None,
+    history: pd.DataFrame | None,
+) -> tuple[Candidates, _Today]:
+    """The candidates, and the day they were planned on (its customers, for the sends)."""
     _require(segments, SEGMENT_INPUTS, "segments")
     stored = _normalise_entries(entries)
     day, current = _today(playbook, business_date, segments, contacts, orders, stored)
-    notes = _notes(stored, playbook, business_date, day.today)
     days = _campaign_days(day, current)
-    waves = _decide(days, history, day)
-    entries_out = _entry_rows(days, day.today, day.people)
-    sends = _sends(waves, days, day.people, day.today)
-    summary = _summary(days, waves, sends)
+    due = _due_waves(days, day.people)
+    if due is not None:
+        _member_caps(due, day.people, history, day.today, playbook.contact_pressure)
+    candidates = Candidates(
+        business_date=business_date,
+        entries=_candidate_entries(days),
+        waves=_candidate_waves(due, days),
+        stored_today={d.name: d.stored_today for d in days},
+        unknown_campaigns=tuple(sorted(set(stored["campaign"]) - set(playbook.campaigns))),
+        future_entries=int((stored["entered_on"] > day.today).sum()),
+    )
+    return candidates, day
+
+
+def _candidate_entries(days: list[_CampaignDay]) -> pd.DataFrame:
+    """The touched entries of the campaign days as :data:`CANDIDATE_ENTRY_COLUMNS` (any order)."""
+    cols = _touched_entries(days)
+    if cols is None:
+        return _no_candidates(CANDIDATE_ENTRY_COLUMNS)
+    names = np.array([d.name for d in days], dtype=object)
+    return pd.DataFrame(
+        {
+            "campaign": _column(names[cols["day"]]),
+            "customer_id": _column(_none(cols["customer_id"])),
+            "entered_on": cols["entered_on"].astype(np.int64),
+            "arm": _column(_none(cols["arm"])),
+            "variant": _column(_none(cols["variant"])),
+            "last_wave": cols["last_wave"].astype(np.int64),
+            "next_wave_on": cols["next"].astype(np.int64),
+            "exit_reason": _column(_none(cols["reason"])),
+            "fresh": cols["fresh"].astype(bool),
+        },
+        copy=False,
+    )
+
+
+def _candidate_waves(due: _Due | None, days: list[_CampaignDay]) -> pd.DataFrame:
+    """The waves due as :data:`CANDIDATE_WAVE_COLUMNS` (any order)."""
+    if due is None:
+        return _no_candidates(CANDIDATE_WAVE_COLUMNS)
+    names = np.array([d.name for d in days], dtype=object)
+    return pd.DataFrame(
+        {
+            "campaign": _column(names[due.day]),
+            "customer_id": _column(_none(due.customer_id)),
+            "entered_on": due.entered_on.astype(np.int64),
+            "wave": due.wave.astype(np.int64),
+            "arm": _column(_none(due.arm)),
+            "variant": _column(_none(due.variant)),
+            "channels": _column(due.channels),
+            "messages": due.messages.astype(np.int64),
+            "reason": _column(_none(due.reason)),
+            "fresh": due.fresh.astype(bool),
+        },
+        copy=False,
+    )
+
+
+def _no_candidates(columns: tuple[str, ...]) -> pd.DataFrame:
+    frame = pd.DataFrame({c: pd.Series([], dtype=object) for c in columns})
+    for c in columns:
+        if c in _CANDIDATE_INTS:
+            frame[c] = pd.Series([], dtype=np.int64)
+    frame["fresh"] = pd.Series([], dtype=bool)
+    return frame
+
+
+def decide_day(playbook: Playbook, business_date: date, parts: Iterable[Candidates]) -> DayPlan:
+    """The day's plan from the candidates of every customer, in any split and any order (the
+    shards'): the entry limit, then steps 4c-4e, the entries, waves and summary as
+    :func:`plan_day` gives them. ``sends`` is None: rendering reads the stored plan."""
+    return _decided(playbook, business_date, list(parts))[0]
+
+
+def _decided(playbook: Playbook, business_date: date, parts: list[Candidates]) -> tuple[DayPlan, _Waves]:
+    """The plan (without sends) and its decided waves as arrays."""
+    today = int(np.datetime64(business_date, "D").astype(np.int64))
+    slots = _slots(playbook)
+    entries = _gathered([p.entries for p in parts], CANDIDATE_ENTRY_COLUMNS, slots)
+    waves = _gathered([p.waves for p in parts], CANDIDATE_WAVE_COLUMNS, slots)
+    stored_today: dict[str, int] = {}
+    for part in parts:
+        for name, n in part.stored_today.items():
+            stored_today[name] = stored_today.get(name, 0) + n
+    deferred, refused = _entry_limits(slots, entries, stored_today, business_date)
+    entries = entries[~_refused(entries, refused)].reset_index(drop=True)
+    waves = waves[~_refused(waves, refused)].reset_index(drop=True)
+    decided = _decide_waves(waves, slots, playbook, business_date, today)
+    notes = _notes(parts, business_date)
     for note in notes:
         log.warning("%s", note)
-    return DayPlan(
+    plan = DayPlan(
         business_date=business_date,
-        entries=entries_out,
-        waves=waves.frame,
-        sends=sends,
-        summary=summary,
+        entries=_entry_rows(entries, slots, today),
+        waves=decided.frame,
+        sends=None,
+        summary=_summary(slots, entries, decided.rows, deferred, today),
         notes=tuple(notes),
     )
+    return plan, decided
+
+
+def _gathered(frames: list[pd.DataFrame], columns: tuple[str, ...], slots: list[_Slot]) -> pd.DataFrame:
+    """The candidates' frames as one (every campaign must be an enabled one of the playbook)."""
+    frames = [f for f in frames if len(f)]
+    if not frames:
+        return _no_candidates(columns)
+    frame = pd.concat([f[list(columns)] for f in frames], ignore_index=True) if len(frames) > 1 else frames[0]
+    unknown = set(frame["campaign"]) - {s.name for s in slots}
+    if unknown:
+        raise ValueError(
+            f"candidates name campaigns that are not enabled in the playbook: {', '.join(sorted(unknown))}"
+            " (the playbook changed since they were planned: plan the shards again)"
+        )
+    return frame
+
+
+def _entry_limits(
+    slots: list[_Slot], entries: pd.DataFrame, stored_today: dict[str, int], business_date: date
+) -> tuple[dict[str, int], dict[str, np.ndarray]]:
+    """Step 1's ``max_new_entries_per_day``, over all customers: of the customers entering a
+    campaign now, as many as the limit leaves (less the day's stored entries) enter, in a
+    deterministic random order (ties: the customer id); the others are deferred. Returns the
+    number deferred and the customer ids refused, per campaign."""
+    deferred: dict[str, int] = {}
+    refused: dict[str, np.ndarray] = {}
+    fresh = entries["fresh"].to_numpy(dtype=bool)
+    campaign = entries["campaign"].to_numpy(dtype=object)
+    ids = entries["customer_id"].to_numpy(dtype=object)
+    for slot in slots:
+        limit = slot.campaign.max_new_entries_per_day
+        if limit is None:
+            continue
+        entering = ids[fresh & (campaign == slot.name)]
+        room = max(0, limit - stored_today.get(slot.name, 0))
+        if len(entering) <= room:
+            continue
+        draw = uniforms(("entry_limit", slot.name, business_date.isoformat()), entering)
+        order = np.lexsort((entering.astype(str), draw))
+        refused[slot.name] = entering[order[room:]]
+        deferred[slot.name] = len(entering) - room
+    return deferred, refused
+
+
+def _refused(frame: pd.DataFrame, refused: dict[str, np.ndarray]) -> np.ndarray:
+    """The rows of ``frame`` (entries or waves) of the fresh entries the entry limit refused."""
+    out = np.zeros(len(frame), dtype=bool)
+    if not refused:
+        return out
+    fresh = frame["fresh"].to_numpy(dtype=bool)
+    campaign = frame["campaign"].to_numpy(dtype=object)
+    ids = frame["customer_id"].to_numpy(dtype=object)
+    for name, who in refused.items():
+        sel = fresh & (campaign == name)
+        out[sel] = pd.Index(who, dtype=object).get_indexer(ids[sel]) >= 0
+    return out
+
+
+def _decide_waves(
+    waves: pd.DataFrame, slots: list[_Slot], playbook: Playbook, business_date: date, today: int
+) -> _Waves:
+    """Steps 4c-4e and the coupon terms over every candidate wave."""
+    if not len(waves):
+        return _no_waves()
+    due = _due_from(waves, slots)
+    _priority(due, int(due.code.max()) + 1)
+    _global_cap(due, playbook.contact_pressure.daily_global_cap, business_date)
+    due.outcome = _outcomes(due)
+    _coupon_terms(due, slots, today)
+    return _waves_frame(due, slots, today)
+
+
+def _due_from(waves: pd.DataFrame, slots: list[_Slot]) -> _Due:
+    """The candidate waves as arrays in one order whatever the split (campaign, customer id, entry
+    day, wave); ``code`` is the rank of the customer id among them."""
+    index = {s.name: i for i, s in enumerate(slots)}
+    day = waves["campaign"].map(index).to_numpy(dtype=np.int64)
+    ids = waves["customer_id"].to_numpy(dtype=object)
+    code, _ = pd.factorize(ids, sort=True)
+    entered = waves["entered_on"].to_numpy(dtype=np.int64)
+    wave = waves["wave"].to_numpy(dtype=np.int64)
+    order = np.lexsort((wave, entered, code, day))
+    due = _Due(
+        day=day[order],
+        code=code.astype(np.int64)[order],
+        customer_id=ids[order],
+        entered_on=entered[order],
+        wave=wave[order],
+        arm=waves["arm"].to_numpy(dtype=object)[order],
+        variant=_none(waves["variant"].to_numpy(dtype=object))[order],
+        channels=waves["channels"].to_numpy(dtype=object)[order],
+        messages=waves["messages"].to_numpy(dtype=np.int64)[order],
+        reason=_none(waves["reason"].to_numpy(dtype=object))[order],
+        fresh=waves["fresh"].to_numpy(dtype=bool)[order],
+    )
+    due.priority = np.array([s.campaign.priority for s in slots], dtype=np.int64)[due.day]
+    due.counts_toward_cap = np.array([s.campaign.counts_toward_caps for s in slots], dtype=bool)[due.day]
+    return due
+
+
+def _entry_rows(entries: pd.DataFrame, slots: list[_Slot], today: int) -> pd.DataFrame:
+    """Rows to upsert (:data:`ENTRY_COLUMNS`): the day's entries and every open entry with a wave
+    due or an exit today, by campaign, customer id and entry day."""
+    if not len(entries):
+        frame = empty_entries()
+        frame["last_wave"] = frame["last_wave"].astype(np.int64)
+        return frame
+    name_rank = dict(zip((s.name for s in slots), _name_rank(slots).tolist(), strict=True))
+    ids = entries["customer_id"].to_numpy(dtype=object)
+    code, _ = pd.factorize(ids, sort=True)
+    entered = entries["entered_on"].to_numpy(dtype=np.int64)
+    order = np.lexsort(
+        (
+            np.where(entered == _NAT, np.iinfo(np.int64).max, entered),
+            code,
+            entries["campaign"].map(name_rank).to_numpy(dtype=np.int64),
+        )
+    )
+    reason = _none(entries["exit_reason"].to_numpy(dtype=object))[order]
+    exiting = reason != None  # noqa: E711 - element-wise on an object array
+    return pd.DataFrame(
+        {
+            "campaign": _column(entries["campaign"].to_numpy(dtype=object)[order]),
+            "customer_id": _column(ids[order]),
+            "entered_on": _column(_dates(entered[order])),
+            "arm": _column(_none(entries["arm"].to_numpy(dtype=object))[order]),
+            "variant": _column(_none(entries["variant"].to_numpy(dtype=object))[order]),
+            "last_wave": entries["last_wave"].to_numpy(dtype=np.int64)[order],
+            "next_wave_on": _column(_dates(entries["next_wave_on"].to_numpy(dtype=np.int64)[order])),
+            "exited_on": _column(_dates(np.where(exiting, today, _NAT))),
+            "exit_reason": _column(reason),
+        },
+        copy=False,
+    )
+
+
+def _notes(parts: list[Candidates], business_date: date) -> list[str]:
+    """What the plan leaves aside: entries of campaigns not in the playbook, entries of later days."""
+    notes: list[str] = []
+    unknown = sorted({c for p in parts for c in p.unknown_campaigns})
+    if unknown:
+        notes.append(f"entries of campaigns not in the playbook are left as they are: {', '.join(unknown)}")
+    future = sum(p.future_entries for p in parts)
+    if future:
+        notes.append(f"{future} entries dated after {business_date} are ignored")
+    return notes
+
+
+def _summary(
+    slots: list[_Slot], entries: pd.DataFrame, due: _Due, deferred: dict[str, int], today: int
+) -> pd.DataFrame:
+    """One row per enabled campaign (:data:`SUMMARY_COLUMNS`), highest priority first."""
+    size = len(slots)
+    slot_of = entries["campaign"].map({s.name: i for i, s in enumerate(slots)}).to_numpy(dtype=np.int64)
+    new = entries["entered_on"].to_numpy(dtype=np.int64) == today
+    held = entries["arm"].to_numpy(dtype=object) == HOLDOUT
+    exit_reason = _none(entries["exit_reason"].to_numpy(dtype=object))
+
+    def per_campaign(of: np.ndarray, mask: np.ndarray, weights: np.ndarray | None = None) -> np.ndarray:
+        w = None if weights is None else weights[mask]
+        return np.bincount(of[mask], weights=w, minlength=size).astype(np.int64)
+
+    treated = due.outcome == TREATED
+    counts: dict[str, np.ndarray] = {
+        "entered": per_campaign(slot_of, new),
+        "entered_holdout": per_campaign(slot_of, new & held),
+        "due": per_campaign(due.day, np.ones(len(due.day), dtype=bool)),
+        "treated": per_campaign(due.day, treated),
+        "held_out": per_campaign(due.day, due.outcome == HELD_OUT),
+        **{f"suppressed_{r}": per_campaign(due.day, due.reason == r) for r in SUPPRESSION_REASONS},
+        **{f"exited_{r}": per_campaign(slot_of, exit_reason == r) for r in EXIT_REASONS},
+        "messages": per_campaign(due.day, treated, due.messages),
+    }
+    rows = []
+    for i, slot in enumerate(slots):
+        row: dict[str, Any] = {
+            "campaign": slot.name,
+            "priority": slot.campaign.priority,
+            "kind": slot.campaign.kind,
+            "deferred": deferred.get(slot.name, 0),
+        }
+        row.update({k: int(v[i]) for k, v in counts.items()})
+        rows.append(row)
+    frame = pd.DataFrame(rows, columns=list(SUMMARY_COLUMNS))
+    for column in ("priority", *SUMMARY_COLUMNS[3:]):
+        frame[column] = frame[column].astype(np.int64)
+    return _objects(frame)
 
 
 def _today(
@@ -592,18 +979,6 @@ def _today(
     )
     rules = RuleInputs(segments, day_orders, birthdays, business_date, playbook.segments)
     return _Today(business_date, today, playbook, people, rules), current.assign(code=stored_codes)
-
-
-def _notes(stored: pd.DataFrame, playbook: Playbook, business_date: date, today: int) -> list[str]:
-    """What the plan leaves aside: entries of campaigns not in the playbook, entries of later days."""
-    notes: list[str] = []
-    unknown = sorted(set(stored["campaign"]) - set(playbook.campaigns))
-    if unknown:
-        notes.append(f"entries of campaigns not in the playbook are left as they are: {', '.join(unknown)}")
-    future = int((stored["entered_on"] > today).sum())
-    if future:
-        notes.append(f"{future} entries dated after {business_date} are ignored")
-    return notes
 
 
 def _campaign_days(day: _Today, current: pd.DataFrame) -> list[_CampaignDay]:
@@ -662,7 +1037,6 @@ class _Newcomers:
     ids: np.ndarray
     codes: np.ndarray
     variant: np.ndarray
-    deferred: int = 0  # met the rule, left out by max_new_entries_per_day
 
 
 def _no_newcomers() -> _Newcomers:
@@ -670,11 +1044,13 @@ def _no_newcomers() -> _Newcomers:
 
 
 def _campaign_day(name: str, campaign: Campaign, own: pd.DataFrame, day: _Today) -> _CampaignDay:
-    """One campaign's entries (step 1), schedule and exits (steps 2 and 3) on the day."""
+    """One campaign's entries (step 1, every customer who may enter: the entry limit is decided
+    over all customers, :func:`_entry_limits`), schedule and exits (steps 2 and 3) on the day."""
     stored = _Stored.of(own, day.today)
-    new = _newcomers(name, campaign, stored, day)
+    new = _eligible(campaign, stored, day) if campaign.active_on(day.business_date) else _no_newcomers()
     keep = stored.is_open | stored.is_today
     arms = assign_arms(name, new.ids, campaign.holdout.share, campaign.holdout.salt)
+    kept = int(keep.sum())
     active = _Active(
         customer_id=np.concatenate([stored.customer_id[keep], new.ids]),
         code=np.concatenate([stored.code[keep], new.codes]),
@@ -684,27 +1060,10 @@ def _campaign_day(name: str, campaign: Campaign, own: pd.DataFrame, day: _Today)
         arm=np.concatenate([stored.arm[keep], arms]),
         variant=np.concatenate([stored.variant[keep], new.variant]),
         is_new=np.concatenate([stored.is_today[keep], np.ones(len(new.ids), dtype=bool)]),
+        fresh=np.concatenate([np.zeros(kept, dtype=bool), np.ones(len(new.ids), dtype=bool)]),
     )
     _schedule(active, campaign, day.today, day.people)
-    return _CampaignDay(name=name, campaign=campaign, active=active, deferred=new.deferred)
-
-
-def _newcomers(name: str, campaign: Campaign, stored: _Stored, day: _Today) -> _Newcomers:
-    """Who enters the campaign on the day (step 1), within ``max_new_entries_per_day``."""
-    if not campaign.active_on(day.business_date):
-        return _no_newcomers()
-    found = _eligible(campaign, stored, day)
-    limit = campaign.max_new_entries_per_day
-    if limit is None:
-        return found
-    room = max(0, limit - int(stored.is_today.sum()))
-    if len(found.ids) <= room:
-        return found
-    order = np.argsort(
-        uniforms(("entry_limit", name, day.business_date.isoformat()), found.ids), kind="stable"
-    )
-    take = np.sort(order[:room])
-    return _Newcomers(found.ids[take], found.codes[take], found.variant[take], len(found.ids) - room)
+    return _CampaignDay(name, campaign, active, stored_today=int(stored.is_today.sum()))
 
 
 def _eligible(campaign: Campaign, stored: _Stored, day: _Today) -> _Newcomers:
@@ -801,6 +1160,7 @@ class _Due:
     channels: np.ndarray
     messages: np.ndarray  # what the wave sends if treated
     reason: np.ndarray
+    fresh: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=bool))  # of an entry made now
     priority: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
     counts_toward_cap: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=bool))
     outcome: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=object))
@@ -827,20 +1187,6 @@ class _Waves:
 
     frame: pd.DataFrame
     rows: _Due  # in the frame's order
-
-
-def _decide(days: list[_CampaignDay], history: pd.DataFrame | None, day: _Today) -> _Waves:
-    """One row per wave due today with its outcome (steps 4a-4e of the module docstring)."""
-    due = _due_waves(days, day.people)
-    if due is None:
-        return _no_waves()
-    pressure = day.playbook.contact_pressure
-    _member_caps(due, day.people, history, day.today, pressure)
-    _priority(due, day.people)
-    _global_cap(due, pressure.daily_global_cap, day.business_date)
-    due.outcome = _outcomes(due)
-    _coupon_terms(due, days, day.today)
-    return _waves_frame(due, days, day.people, day.today)
 
 
 def _due_waves(days: list[_CampaignDay], people: _People) -> _Due | None:
@@ -870,6 +1216,7 @@ def _due_of(i: int, campaign_day: _CampaignDay, people: _People) -> dict[str, np
         "channels": channels,
         "messages": messages,
         "reason": reason,
+        "fresh": a.fresh[due],
     }
 
 
@@ -899,12 +1246,12 @@ def _member_caps(
     due.reason[capped] = CAP_MEMBER_TIER
 
 
-def _priority(due: _Due, people: _People) -> None:
+def _priority(due: _Due, customers: int) -> None:
     """c. One campaign per customer per day: the highest priority wins, the others are
-    suppressed ``lower_priority``."""
+    suppressed ``lower_priority`` (``customers``: how many codes ``due.code`` counts)."""
     open_ = due.still_open()
     offered = np.where(open_, due.priority, -1)
-    best = np.full(len(people.ids), np.iinfo(np.int64).min, dtype=np.int64)
+    best = np.full(customers, np.iinfo(np.int64).min, dtype=np.int64)
     np.maximum.at(best, due.code, offered)
     due.reason[open_ & (due.priority < best[due.code])] = LOWER_PRIORITY
 
@@ -931,7 +1278,7 @@ def _outcomes(due: _Due) -> np.ndarray:
     return outcome.astype(object)
 
 
-def _coupon_terms(due: _Due, days: list[_CampaignDay], today: int) -> None:
+def _coupon_terms(due: _Due, days: list[_Slot], today: int) -> None:
     """The coupon terms (value, minimum spend, expiry) of the treated waves whose variant gives one."""
     size = len(due.code)
     due.value = np.full(size, -1, dtype=np.int64)
@@ -952,16 +1299,17 @@ def _coupon_terms(due: _Due, days: list[_CampaignDay], today: int) -> None:
             due.expires[sel] = today + coupon.valid_days
 
 
-def _name_rank(days: list[_CampaignDay]) -> np.ndarray:
+def _name_rank(days: list[_Slot]) -> np.ndarray:
     """Each campaign day's rank by campaign name."""
     names = np.array([d.name for d in days], dtype=object)
     return np.argsort(np.argsort(names, kind="stable"), kind="stable")
 
 
-def _waves_frame(due: _Due, days: list[_CampaignDay], people: _People, today: int) -> _Waves:
-    """The decided waves sorted by priority (highest first), campaign, customer id (stable), as
-    the frame of :data:`WAVE_COLUMNS` and as arrays."""
-    rows = due.take(np.lexsort((people.rank()[due.code], _name_rank(days)[due.day], -due.priority)))
+def _waves_frame(due: _Due, days: list[_Slot], today: int) -> _Waves:
+    """The decided waves sorted by priority (highest first), campaign, customer id (``due.code``
+    is the id's rank), entry day and wave, as the frame of :data:`WAVE_COLUMNS` and as arrays."""
+    order = np.lexsort((due.wave, due.entered_on, due.code, _name_rank(days)[due.day], -due.priority))
+    rows = due.take(order)
     frame = pd.DataFrame(
         {
             "campaign": _column(np.array([d.name for d in days], dtype=object)[rows.day]),
@@ -1043,44 +1391,12 @@ def _empty_waves() -> pd.DataFrame:
     return frame[list(WAVE_COLUMNS)]
 
 
-def _entry_rows(days: list[_CampaignDay], today: int, people: _People) -> pd.DataFrame:
-    """Rows to upsert: the day's entries and every open entry with a wave due or an exit today,
-    by campaign, customer id and entry day."""
-    cols = _touched_entries(days, today)
-    if cols is None:
-        frame = empty_entries()
-        frame["last_wave"] = frame["last_wave"].astype(np.int64)
-        return frame
-    entered = cols["entered_on"].astype(np.int64)
-    order = np.lexsort(
-        (
-            np.where(entered == _NAT, np.iinfo(np.int64).max, entered),
-            people.rank()[cols["code"]],
-            _name_rank(days)[cols["day"]],
-        )
-    )
-    return pd.DataFrame(
-        {
-            "campaign": _column(np.array([d.name for d in days], dtype=object)[cols["day"][order]]),
-            "customer_id": _column(_none(cols["customer_id"][order])),
-            "entered_on": _column(_dates(entered[order])),
-            "arm": _column(_none(cols["arm"][order])),
-            "variant": _column(_none(cols["variant"][order])),
-            "last_wave": cols["last_wave"][order].astype(np.int64),
-            "next_wave_on": _column(_dates(cols["next"][order])),
-            "exited_on": _column(_dates(cols["exit"][order])),
-            "exit_reason": _column(cols["reason"][order]),
-        },
-        copy=False,
-    )
-
-
-def _touched_entries(days: list[_CampaignDay], today: int) -> dict[str, np.ndarray] | None:
+def _touched_entries(days: list[_CampaignDay]) -> dict[str, np.ndarray] | None:
     """The entries new today, with a wave due or exiting, as arrays (None: no such entry)."""
-    return _stacked(part for i, d in enumerate(days) if (part := _touched_of(i, d, today)) is not None)
+    return _stacked(part for i, d in enumerate(days) if (part := _touched_of(i, d)) is not None)
 
 
-def _touched_of(i: int, campaign_day: _CampaignDay, today: int) -> dict[str, np.ndarray] | None:
+def _touched_of(i: int, campaign_day: _CampaignDay) -> dict[str, np.ndarray] | None:
     """The entries of the ``i``-th campaign day new today, with a wave due or exiting (None: none)."""
     a = campaign_day.active
     exiting = a.exit_reason != None  # noqa: E711 - element-wise on an object array
@@ -1089,15 +1405,14 @@ def _touched_of(i: int, campaign_day: _CampaignDay, today: int) -> dict[str, np.
         return None
     return {
         "day": np.full(int(touched.sum()), i, dtype=np.int64),
-        "code": a.code[touched],
         "customer_id": a.customer_id[touched],
         "entered_on": a.entered_on[touched],
         "arm": a.arm[touched],
         "variant": a.variant[touched],
         "last_wave": a.last_wave[touched],
         "next": a.next_wave_on[touched],
-        "exit": np.where(exiting, today, _NAT)[touched],
         "reason": a.exit_reason[touched],
+        "fresh": a.fresh[touched],
     }
 
 
@@ -1109,7 +1424,7 @@ def _no_sends() -> pd.DataFrame:
     return frame
 
 
-def _sends(waves: _Waves, days: list[_CampaignDay], people: _People, today: int) -> pd.DataFrame:
+def _sends(waves: _Waves, days: list[_Slot], people: _People, today: int) -> pd.DataFrame:
     """Step 5: one row per treated wave and chosen channel, with its template and address."""
     due = waves.rows
     treated = np.flatnonzero(due.outcome == TREATED)
@@ -1155,9 +1470,7 @@ def _channel_rows(channels: np.ndarray, treated: np.ndarray) -> tuple[np.ndarray
     return row, table[np.repeat(channel_code, per_row), position]
 
 
-def _templates(
-    days: list[_CampaignDay], day_of: np.ndarray, variant: np.ndarray, channel: np.ndarray
-) -> np.ndarray:
+def _templates(days: list[_Slot], day_of: np.ndarray, variant: np.ndarray, channel: np.ndarray) -> np.ndarray:
     """The template each message uses: its campaign's offer for its variant, on its channel."""
     templates = np.full(len(day_of), None, dtype=object)
     for i in np.unique(day_of):
@@ -1169,35 +1482,3 @@ def _templates(
             for ch in set(channel[of_variant]):
                 templates[of_variant & (channel == ch)] = offer.template_for(ch)
     return templates
-
-
-def _summary(days: list[_CampaignDay], waves: _Waves, sends: pd.DataFrame) -> pd.DataFrame:
-    size = len(days)
-    due = waves.rows
-    outcomes = {o: np.bincount(due.day[due.outcome == o], minlength=size) for o in (TREATED, HELD_OUT)}
-    reasons = {r: np.bincount(due.day[due.reason == r], minlength=size) for r in SUPPRESSION_REASONS}
-    messages = sends["campaign"].value_counts().to_dict() if len(sends) else {}
-    rows = []
-    for i, day in enumerate(days):
-        a, name = day.active, day.name
-        row: dict[str, Any] = {
-            "campaign": name,
-            "priority": day.campaign.priority,
-            "kind": day.campaign.kind,
-            "entered": int(a.is_new.sum()),
-            "entered_holdout": int((a.is_new & (a.arm == HOLDOUT)).sum()),
-            "deferred": day.deferred,
-            "due": int(a.due.sum()),
-            "treated": int(outcomes[TREATED][i]),
-            "held_out": int(outcomes[HELD_OUT][i]),
-        }
-        for reason in SUPPRESSION_REASONS:
-            row[f"suppressed_{reason}"] = int(reasons[reason][i])
-        for reason in EXIT_REASONS:
-            row[f"exited_{reason}"] = int((a.exit_reason == reason).sum())
-        row["messages"] = messages.get(name, 0)
-        rows.append(row)
-    frame = pd.DataFrame(rows, columns=list(SUMMARY_COLUMNS))
-    for column in ("priority", *SUMMARY_COLUMNS[3:]):
-        frame[column] = frame[column].astype(np.int64)
-    return _objects(frame)

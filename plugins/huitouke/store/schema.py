@@ -19,6 +19,7 @@ from sqlalchemy import (
     ForeignKey,
     Index,
     Integer,
+    LargeBinary,
     MetaData,
     String,
     Table,
@@ -343,6 +344,21 @@ campaign_days = Table(
     Column("figures", Text, nullable=False),
     Column("planned_at", DateTime, nullable=False),
     Column("rendered_at", DateTime),
+)
+
+# One shard's planning candidates for a business day (huitouke.campaigns.daily.plan_shard), kept
+# until the day's reduce step decides over all shards and stores the plan (then they are dropped).
+# ``entries`` and ``waves`` are the candidate frames as Parquet; ``figures`` the small rest (JSON).
+campaign_plan_shards = Table(
+    "campaign_plan_shards",
+    metadata,
+    Column("business_date", Date, primary_key=True),
+    Column("shard_count", Integer, primary_key=True),
+    Column("shard", Integer, primary_key=True),
+    Column("figures", Text, nullable=False),
+    Column("entries", LargeBinary, nullable=False),
+    Column("waves", LargeBinary, nullable=False),
+    Column("staged_at", DateTime, nullable=False),
 )
 
 # A rendered message waiting to be delivered, or its delivery outcome. The unique key is the
