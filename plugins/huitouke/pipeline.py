@@ -17,6 +17,7 @@ from typing import Any
 
 from huitouke.config import Settings, load_settings
 from huitouke.pii import get_logger
+from huitouke.shards import Shard
 from huitouke.stage import DayInterval, DayResult
 
 log = get_logger(__name__)
@@ -177,8 +178,11 @@ def plan_campaigns(start: datetime, settings: Settings | None = None) -> list[st
     return result.campaigns()
 
 
-def render_messages(start: datetime, campaign: str, settings: Settings | None = None) -> dict[str, Any]:
-    """Stage 4, one campaign: :func:`huitouke.render.daily.run_day`.
+def render_messages(
+    start: datetime, campaign: str, settings: Settings | None = None, shard: Shard | None = None
+) -> dict[str, Any]:
+    """Stage 4, one campaign (and one customer shard: the DAG maps campaign x shard):
+    :func:`huitouke.render.daily.run_day`.
 
     A broken template fails this campaign only, before anything of it is queued, without retries
     (a retry cannot fix a template): fix it, then clear this task to queue the day's messages.
@@ -191,7 +195,12 @@ def render_messages(start: datetime, campaign: str, settings: Settings | None = 
     day = business_date_of(start, settings)
     try:
         result = run_day(
-            _engine(settings), day, campaign, load_playbook(), sms_provider=settings.delivery.sms.provider
+            _engine(settings),
+            day,
+            campaign,
+            load_playbook(),
+            sms_provider=settings.delivery.sms.provider,
+            shard=shard,
         )
     except TemplateError as exc:
         from airflow.sdk.exceptions import AirflowFailException
