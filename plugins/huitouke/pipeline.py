@@ -209,6 +209,21 @@ def render_messages(
     return _logged(result)
 
 
+def summarize_delivery(
+    start: datetime, results: list[dict[str, Any]] | None, settings: Settings | None = None
+) -> dict[str, Any]:
+    """Stage 5's reduce step: the day's delivery table over every channel and shard
+    (:func:`huitouke.deliver.daily.summarize_day`), logged once for the whole day."""
+    from huitouke.deliver import wiring
+    from huitouke.deliver.daily import summarize_day
+
+    settings = settings or load_settings()
+    day = business_date_of(start, settings)
+    got = [r for r in (results or []) if isinstance(r, dict)]
+    rules = wiring.delivery_rules(settings.delivery)
+    return _logged(summarize_day(_engine(settings), day, rules, got))
+
+
 def evaluate_campaigns(start: datetime, settings: Settings | None = None) -> dict[str, Any]:
     """Stage 6: :func:`huitouke.evaluate.daily.run_day`."""
     from huitouke.campaigns.playbook import load_playbook
@@ -226,11 +241,14 @@ def deliver_messages(
     channel: str,
     settings: Settings | None = None,
     conf: Mapping[str, Any] | None = None,
+    shard: Shard | None = None,
 ) -> dict[str, Any]:
     """Stage 5: :func:`huitouke.deliver.daily.run_day`. Nothing of a day whose stateful stages did
     not run (the calendar or the freshness guard stopped it) is ever sent. A provider that paused
     sending (out of balance, credentials refused) fails the task after the day's table is logged,
-    so it is retried and seen. One call per channel (sms, email, call): the DAG maps it."""
+    so it is retried and seen. One call per channel (sms, email, call) and customer shard: the DAG
+    maps it; shard 0 of each channel alone reads its provider's replies and receipts and writes the
+    call list."""
     from huitouke.calendar.persist import day_computed
     from huitouke.campaigns.playbook import load_playbook
     from huitouke.deliver import wiring
@@ -252,6 +270,7 @@ def deliver_messages(
         owner=owner,
         providers=wiring.providers_from(delivery, only=channel),
         channels=(channel,),
+        shard=shard or Shard.whole(),
         message_of=wiring.message_factory(
             wiring.unsubscribe_secret(delivery), delivery.unsubscribe_url, playbook.shop.name
         ),

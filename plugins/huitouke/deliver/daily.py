@@ -14,6 +14,12 @@
    more at the end;
 5. the day's calls are written to the call list.
 
+With ``job.shard`` (one mapped task per channel and customer shard, :mod:`huitouke.shards`) the
+sender claims only the shard's rows (``bucket % count = index``); the once-a-day work (the
+providers' replies and receipts, the call list) is shard 0's alone, so it is done once, not once
+per shard. Steps 1 and 2 close rows of every shard: under the outbox's writers lock, whichever
+shard comes first closes them, the others find none.
+
 It returns a :class:`DeliveryResult`: the task log's table per campaign and channel.
 """
 
@@ -40,10 +46,11 @@ from huitouke.deliver.providers.base import Provider
 from huitouke.deliver.sender import MessageFactory, Sender, SendOptions, Tally, utcnow
 from huitouke.deliver.states import EXPIRED, STALE
 from huitouke.pii import get_logger
+from huitouke.shards import Shard
 from huitouke.store.rows import lock_writers
 from huitouke.store.schema import outbox
 
-__all__ = ["DeliveryJob", "DeliveryResult", "run_day"]
+__all__ = ["DeliveryJob", "DeliveryResult", "DeliverySummary", "run_day", "summarize_day"]
 
 log = get_logger(__name__)
 CHANNELS = ("sms", "email", "call")
@@ -66,6 +73,12 @@ class DeliveryJob:
     clock: Callable[[], datetime] = utcnow
     feeds_every_s: float = 30.0  # during a drain, replies and receipts are read this often
     channels: tuple[str, ...] = CHANNELS  # the DAG maps one task per channel
+    shard: Shard = Shard.whole()  # ... and customer shard: the rows this job claims
+
+    @property
+    def reads_feeds(self) -> bool:
+        """Whether this job does the once-a-day work: replies, receipts, the call list."""
+        return self.shard.index == 0
 
 
 @dataclass
@@ -80,9 +93,11 @@ class DeliveryResult:
     receipts: pd.DataFrame | None = None  # the sent messages of the days drained, by receipt
     note: str | None = None  # why nothing was sent, when nothing could be
     log_level: int = 20
+    shard: str = ""  # the customer shard delivered ("shard 2/3"); "" for every customer
 
     def as_text(self) -> str:
-        lines = [f"Delivery for {self.day}" + (f": {self.note}" if self.note else "")]
+        of = f" ({self.shard})" if self.shard else ""
+        lines = [f"Delivery for {self.day}{of}" + (f": {self.note}" if self.note else "")]
         table = self.tally.frame()
         if not table.empty:
             lines.append(table.to_string(index=False))
@@ -116,6 +131,8 @@ class DeliveryResult:
             "calls_listed": self.calls_listed,
             "paused": self.tally.paused,
             "note": self.note,
+            "shard": self.shard,
+            "table": [[*key, n] for key, n in sorted(self.tally.counts.items())],
         }
 
 
@@ -150,7 +167,7 @@ def _close_old_and_stale(engine: Engine, job: DeliveryJob, today: date, result: 
 
 def run_day(engine: Engine, job: DeliveryJob) -> DeliveryResult:
     """Deliver the day (see the module docstring)."""
-    result = DeliveryResult(job.day)
+    result = DeliveryResult(job.day, shard="" if job.shard.is_whole else job.shard.label())
     now = job.clock()
     aware_now = now.replace(tzinfo=UTC)
     today = aware_now.astimezone(job.tz).date()
@@ -168,7 +185,7 @@ def run_day(engine: Engine, job: DeliveryJob) -> DeliveryResult:
     _note_unserved(engine, job, selection_days, result)
     _pull_all(engine, job, result)
     for channel, provider in job.providers.items():
-        selection = persist.Selection((channel,), *selection_days)
+        selection = persist.Selection((channel,), *selection_days, shard=job.shard)
         options = SendOptions(
             job.owner,
             closes_at,
@@ -182,9 +199,51 @@ def run_day(engine: Engine, job: DeliveryJob) -> DeliveryResult:
         Sender(engine, provider, selection, options, job.message_of, result.tally).drain()
     _pull_all(engine, job, result)
     _list_calls(engine, job, selection_days, result)
-    with engine.connect() as conn:
-        result.receipts = persist.receipts_by(conn, *selection_days)
+    if job.reads_feeds:
+        with engine.connect() as conn:
+            result.receipts = persist.receipts_by(conn, *selection_days)
     return result
+
+
+@dataclass(frozen=True)
+class DeliverySummary:
+    """The day's delivery over all its tasks (channels and shards): the reduce step's log."""
+
+    day: date
+    tasks: int  # the delivery results summed (a task that failed gave none)
+    tally: Tally
+    receipts: pd.DataFrame
+    paused: tuple[str, ...] = ()
+    log_level: int = 20
+
+    def as_text(self) -> str:
+        result = DeliveryResult(self.day, self.tally, receipts=self.receipts)
+        lines = result.as_text().splitlines()
+        lines[0] = f"Delivery for {self.day}, every channel and shard ({self.tasks} tasks reported)"
+        lines += [f"SENDING PAUSED: {why}" for why in self.paused]
+        return "\n".join(lines)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            **DeliveryResult(self.day, self.tally).as_dict(),
+            "tasks": self.tasks,
+            "paused": list(self.paused),
+        }
+
+
+def summarize_day(
+    engine: Engine, day: date, rules: DeliveryRules, results: list[dict[str, Any]]
+) -> DeliverySummary:
+    """The reduce step after the delivery tasks: their tables (``DeliveryResult.as_dict()["table"]``)
+    summed, and the receipts of the days drained read once."""
+    tally = Tally()
+    for got in results:
+        for campaign, channel, outcome, reason, n in got.get("table") or ():
+            tally.add(campaign, channel, outcome, reason, int(n))
+    with engine.connect() as conn:
+        receipts = persist.receipts_by(conn, oldest_sendable(day, rules), day)
+    paused = tuple(sorted({str(r["paused"]) for r in results if r.get("paused")}))
+    return DeliverySummary(day, len(results), tally, receipts, paused)
 
 
 def _note_unserved(engine: Engine, job: DeliveryJob, days: tuple[date, date], result: DeliveryResult) -> None:
@@ -203,6 +262,8 @@ def _note_unserved(engine: Engine, job: DeliveryJob, days: tuple[date, date], re
 
 
 def _pull_all(engine: Engine, job: DeliveryJob, result: DeliveryResult) -> None:
+    if not job.reads_feeds:
+        return
     for provider in job.providers.values():
         try:
             got = feeds.pull_feeds(engine, provider, job.clock())
@@ -215,7 +276,7 @@ def _pull_all(engine: Engine, job: DeliveryJob, result: DeliveryResult) -> None:
 
 
 def _list_calls(engine: Engine, job: DeliveryJob, days: tuple[date, date], result: DeliveryResult) -> None:
-    if job.call_list_folder is None or "call" not in job.channels:
+    if job.call_list_folder is None or "call" not in job.channels or not job.reads_feeds:
         return
     checks = calls.CallChecks(job.cap_of, job.tz, job.clock())
     path, listed = calls.list_calls(engine, persist.Selection(("call",), *days), job.call_list_folder, checks)
