@@ -13,10 +13,10 @@ import sys
 import textwrap
 import threading
 import time
-from datetime import datetime
+from datetime import datetime, timedelta
 
 import pytest
-from deliver_rows import FAST_RULES, seed, statuses, yesterday
+from deliver_rows import FAST_RULES, SHOP_TZ, seed, statuses, yesterday
 from deliver_rows import job as make_job
 from sqlalchemy import delete, insert, select, text, update
 from store_rows import add_customer, add_order, segments_of
@@ -24,6 +24,7 @@ from store_rows import add_customer, add_order, segments_of
 from huitouke.campaigns import load_playbook
 from huitouke.campaigns.daily import run_day as plan_campaigns
 from huitouke.campaigns.persist import FAILED, RENDERED
+from huitouke.deliver import persist
 from huitouke.deliver.daily import run_day as deliver_day
 from huitouke.deliver.daily import summarize_day
 from huitouke.deliver.persist import out_id_of
@@ -275,3 +276,24 @@ def _row(cid: str) -> dict:
         "attempts": 0,
         "created_at": NOW,
     }
+
+
+def test_a_shard_claims_only_its_rows_from_where_it_left_then_from_the_start(store_engine):
+    seed(store_engine, 90)
+    with store_engine.connect() as conn:
+        buckets = {r.message_id: r.bucket for r in conn.execute(select(outbox))}
+    mine = {m for m, b in buckets.items() if b % 3 == 0}
+    middle = sorted(buckets[m] for m in mine)[len(mine) // 2]
+    shard = Shard(0, 3)
+    selection = persist.Selection(("sms",), yesterday(), yesterday(), shard=shard, from_bucket=middle)
+    lease = persist.Lease("s0", timedelta(seconds=30))
+    now = datetime.now()
+    with store_engine.begin() as conn:
+        first = persist.claim(conn, selection, 5, lease, now, lambda tier: (9, 7), SHOP_TZ)
+    taken = [r["bucket"] for r in first.rows]
+    assert taken == sorted(taken) and min(taken) >= middle  # from where the last claim ended
+    with store_engine.begin() as conn:
+        rest = persist.claim(conn, selection, 1000, lease, now, lambda tier: (9, 7), SHOP_TZ)
+    ids = {r["message_id"] for r in (*first.rows, *rest.rows)}
+    assert ids == mine  # then from bucket 0: every row of the shard, none of the others'
+    assert rest.next_bucket < middle
