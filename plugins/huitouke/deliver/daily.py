@@ -247,9 +247,10 @@ def summarize_day(
 
 
 def _note_unserved(engine: Engine, job: DeliveryJob, days: tuple[date, date], result: DeliveryResult) -> None:
-    """A channel without a provider: its queued messages wait (and expire); say so."""
+    """A channel without a provider: its queued messages wait (and expire); say so (shard 0: the
+    count is every shard's)."""
     unserved = [ch for ch in job.channels if ch != "call" and ch not in job.providers]
-    if not unserved:
+    if not unserved or not job.reads_feeds:
         return
     with engine.connect() as conn:
         waiting = persist.count_queued(conn, unserved, *days)
