@@ -71,9 +71,31 @@ def planned_shop(engine, customers: int = 36) -> tuple[object, list[str]]:
 
 
 def render_all(engine, playbook, campaigns: list[str], shards: list[Shard]) -> None:
-    for campaign in campaigns:
-        for shard in shards:
+    """Each campaign's shards rendered; on PostgreSQL at once (threads), as N workers would (the
+    SQLite store has one writer: its pool has one slot)."""
+
+    def render(shard: Shard) -> None:
+        for campaign in campaigns:
             render_campaign(engine, yesterday(), campaign, playbook, now=NOW, shard=shard)
+
+    if engine.dialect.name != "postgresql" or len(shards) == 1:
+        for shard in shards:
+            render(shard)
+        return
+    errors: list[BaseException] = []
+
+    def guarded(shard: Shard) -> None:
+        try:
+            render(shard)
+        except BaseException as exc:  # noqa: BLE001 - reported below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=guarded, args=(s,)) for s in shards]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors
 
 
 def messages(engine) -> dict[tuple, dict]:
