@@ -42,20 +42,22 @@ backfilling a day is safe.
    (entry limits, priorities, the daily global cap; suppressions recorded with their reason),
    issues the coupons and stores the plan, the same for any shard count. The log shows the table
    per campaign. A day already planned keeps its stored plan.
-4. `render_messages` — one mapped task per campaign (named after it): renders the treated waves
-   with the campaign's templates into the `outbox` (status `queued`). A broken template fails
+4. `render_messages` — one mapped task per campaign and customer shard (`scale.shards`; named
+   after the campaign, plus `shard 2/3` when there are several): renders the treated waves of the
+   shard's customers with the campaign's templates into the `outbox` (status `queued`). A broken template fails
    that campaign only, before anything is queued; fix the template and clear the task. Messages
    already queued are never queued twice.
 5. `wait_for_send_window` — outside the playbook's `send_window` (shop time) it defers on the
    triggerer until the window opens (no worker slot held). `deliver_messages` — one mapped task
-   per channel (sms, email, call), named after it: claims the queued
+   per channel (sms, email, call) and customer shard, named after them: claims its shard's queued
    messages in batches and sends them through the providers of `delivery:` (an SMS webhook,
    Aliyun or Twilio; e-mail over SMTP), each Connection-configured; checks opt-outs, holdouts,
    caps and addresses again at send time; retries what certainly did not leave and never resends
    a message whose fate is unknown; reads receipts and replies (`T`, `退订`, `STOP`: opt-outs at
-   once); writes the day's call list. Backfills and runs of a day older than yesterday never send
+   once; shard 0 of each channel); writes the day's call list (shard 0). Backfills and runs of a day older than yesterday never send
    (their rows end `stale`); nothing of a day the calendar or intake stopped is sent. The log
-   shows sent / failed / suppressed / unknown per campaign and channel (docs/delivery.md).
+   shows sent / failed / suppressed / unknown per campaign and channel (docs/delivery.md);
+   `summarize_delivery` logs the same table for the whole day, every channel and shard summed.
 6. `evaluate_campaigns` — each campaign wave whose evaluation windows (2, 10 and 30 days by
    default, one primary) matured today: the treated arm against the holdout of the same wave
    (intention to treat; the sent-only view beside it once delivery reports), response and
@@ -207,13 +209,18 @@ def huitouke_daily():  # noqa: C901, PLR0915 - one nested function per task, no 
 
         return plan_campaigns(data_interval_start, list(shard_plans))
 
-    @task(pool=POOL, map_index_template="{{ campaign_name }}", retries=1)
-    def render_messages(campaign: str, data_interval_start=None, dag_run=None) -> dict:
-        """Stage 4, one campaign: its treated waves rendered into the outbox as queued messages."""
+    @task(pool=POOL, map_index_template="{{ campaign_shard }}", retries=1)
+    def render_messages(
+        campaign: str, shard: int, shard_count: int = 1, data_interval_start=None, dag_run=None
+    ) -> dict:
+        """Stage 4, one campaign and customer shard: its treated waves rendered into the outbox
+        as queued messages."""
         from huitouke.pipeline import render_messages
+        from huitouke.shards import Shard
 
-        get_current_context()["campaign_name"] = campaign
-        return render_messages(data_interval_start, campaign, conf=dag_run.conf)
+        part = Shard(shard, shard_count)
+        get_current_context()["campaign_shard"] = campaign if part.is_whole else f"{campaign} {part.label()}"
+        return render_messages(data_interval_start, campaign, conf=dag_run.conf, shard=part)
 
     wait_for_send_window = SendWindowSensor(
         task_id="wait_for_send_window",
@@ -226,19 +233,33 @@ def huitouke_daily():  # noqa: C901, PLR0915 - one nested function per task, no 
     @task(
         pool=SEND_POOL,
         retries=3,
-        map_index_template="{{ delivery_channel }}",
+        map_index_template="{{ channel_shard }}",
         execution_timeout=DELIVER_TIMEOUT,
         max_active_tis_per_dagrun=OPS.send_tasks_per_run,
     )
-    def deliver_messages(channel: str, data_interval_start=None, dag_run=None, ti=None) -> dict:
-        """Stage 5, one channel: its queued messages out through its provider inside the send
-        window (calls: the day's call list); receipts, replies and opt-outs back. Backfills and
-        late runs never send."""
+    def deliver_messages(
+        channel: str, shard: int, shard_count: int = 1, data_interval_start=None, dag_run=None, ti=None
+    ) -> dict:
+        """Stage 5, one channel and customer shard: its queued messages out through its provider
+        inside the send window (calls: the day's call list); receipts, replies and opt-outs back
+        (shard 0). Backfills and late runs never send."""
         from huitouke.pipeline import deliver_messages
+        from huitouke.shards import Shard
 
-        get_current_context()["delivery_channel"] = channel
-        owner = f"{dag_run.run_id}/{ti.task_id}[{channel}]/{ti.try_number}"
-        return deliver_messages(data_interval_start, dag_run.run_type, owner, channel, conf=dag_run.conf)
+        part = Shard(shard, shard_count)
+        label = channel if part.is_whole else f"{channel} {part.label()}"
+        get_current_context()["channel_shard"] = label
+        owner = f"{dag_run.run_id}/{ti.task_id}[{label}]/{ti.try_number}"
+        return deliver_messages(
+            data_interval_start, dag_run.run_type, owner, channel, conf=dag_run.conf, shard=part
+        )
+
+    @task(trigger_rule="all_done")
+    def summarize_delivery(results, data_interval_start=None) -> dict:
+        """Stage 5, after every channel and shard: the day's delivery table, once."""
+        from huitouke.pipeline import summarize_delivery
+
+        return summarize_delivery(data_interval_start, list(results or []))
 
     @task(pool=POOL)
     def evaluate_campaigns(data_interval_start=None) -> dict:
@@ -265,8 +286,14 @@ def huitouke_daily():  # noqa: C901, PLR0915 - one nested function per task, no 
         >> lint_templates()
         >> shard_plans
     )
-    render_messages.expand(campaign=campaigns) >> wait_for_send_window
-    deliver_messages.expand(channel=wait_for_send_window.output)
+    (
+        render_messages.partial(shard_count=len(SHARDS)).expand(campaign=campaigns, shard=SHARDS)
+        >> wait_for_send_window
+    )
+    delivered = deliver_messages.partial(shard_count=len(SHARDS)).expand(
+        channel=wait_for_send_window.output, shard=SHARDS
+    )
+    summarize_delivery(delivered)
     campaigns >> evaluate_campaigns() >> close_business_day()
 
 

@@ -131,3 +131,29 @@ def test_a_day_that_did_not_run_its_stages_sends_nothing(store_engine, configure
     assert state == "success" and tasks["deliver_messages[sms]"][0] == "skipped"
     assert {s for s, _ in statuses(store_engine).values()} == {"queued"}
     assert gateway.state.stats()["accepted"] == 0
+
+
+def test_three_shards_deliver_side_by_side_and_the_day_is_summed_once(store_engine, configured, gateway):
+    """``scale.shards: 3``: one deliver task per channel and shard, named after both; each sends
+    its customers' messages; ``summarize_delivery`` logs the whole day once."""
+    import os
+
+    path = os.environ["HUITOUKE_CONFIG"]
+    config = yaml.safe_load(open(path, encoding="utf-8").read())
+    config["scale"] = {"shards": 3}
+    with open(path, "w", encoding="utf-8") as out:
+        out.write(yaml.safe_dump(config, allow_unicode=True))
+    day = yesterday()
+    ids = seed(store_engine, 30, day=day)
+    _computed(store_engine, day)
+    DELIVERY_TASKS.append("summarize_delivery")
+    try:
+        state, tasks = _run_delivery(day)
+    finally:
+        DELIVERY_TASKS.remove("summarize_delivery")
+    assert state == "success"
+    names = {f"deliver_messages[{ch} shard {i}/3]" for ch in ("sms", "email", "call") for i in (1, 2, 3)}
+    assert {tasks[n][0] for n in names} == {"success"}
+    assert tasks["summarize_delivery"][0] == "success"
+    assert {s for s, _ in statuses(store_engine).values()} == {"sent"}
+    assert gateway.state.stats()["accepted"] == len(ids)

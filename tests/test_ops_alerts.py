@@ -189,7 +189,7 @@ def test_the_failure_share_counts_what_was_handed_to_a_provider():
 
 
 def test_a_day_failing_above_the_share_posts_an_alert_after_its_delivery(webhook_alerts, store_engine, gw):
-    """Through the DAG's adapter with the real gateway: the numbers it refuses fail, the share is
+    """Through the DAG's adapter (which summarize_delivery calls on the day's table) with the real gateway: the numbers it refuses fail, the share is
     above the configured 10%, the alert names the counts."""
     from deliver_rows import job
 
@@ -202,7 +202,7 @@ def test_a_day_failing_above_the_share_posts_an_alert_after_its_delivery(webhook
         gw.state.reject_number(phone(i), "invalid_number")
     provider = WebhookProvider(f"{gw.url}/webhook", "test-token", batch_size=10, timeout_s=0.5)
     summary = run_day(store_engine, job({"sms": provider})).as_dict()
-    _alert_on_failures(summary, "sms", load_settings())
+    _alert_on_failures(summary, load_settings())
     [(_, _, body)] = webhook_alerts
     assert body["kind"] == "delivery_failures"
     assert body["details"] == {"channel": "sms", "failed": 5, "attempted": 20, "max_share": 0.1}

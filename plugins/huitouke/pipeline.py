@@ -17,6 +17,7 @@ from typing import Any
 
 from huitouke.config import Settings, load_settings
 from huitouke.pii import get_logger
+from huitouke.shards import Shard
 from huitouke.stage import DayInterval, DayResult
 
 log = get_logger(__name__)
@@ -248,9 +249,14 @@ def plan_campaigns(
 
 
 def render_messages(
-    start: datetime, campaign: str, settings: Settings | None = None, conf: Mapping[str, Any] | None = None
+    start: datetime,
+    campaign: str,
+    settings: Settings | None = None,
+    conf: Mapping[str, Any] | None = None,
+    shard: Shard | None = None,
 ) -> dict[str, Any]:
-    """Stage 4, one campaign: :func:`huitouke.render.daily.run_day`.
+    """Stage 4, one campaign (and one customer shard: the DAG maps campaign x shard):
+    :func:`huitouke.render.daily.run_day`.
 
     A broken template fails this campaign only, before anything of it is queued, without retries
     (a retry cannot fix a template): fix it, then clear this task to queue the day's messages.
@@ -270,7 +276,12 @@ def render_messages(
     day = business_date_of(start, settings)
     try:
         result = run_day(
-            _engine(settings), day, campaign, load_playbook(), sms_provider=settings.delivery.sms.provider
+            _engine(settings),
+            day,
+            campaign,
+            load_playbook(),
+            sms_provider=settings.delivery.sms.provider,
+            shard=shard,
         )
     except TemplateError as exc:
         from airflow.sdk.exceptions import AirflowFailException
@@ -279,19 +290,43 @@ def render_messages(
     return _logged(result)
 
 
-def _alert_on_failures(summary: Mapping[str, Any], channel: str, settings: Settings) -> None:
-    """The day's alert when the channel failed above ``operations.alerts.max_failed_share``. A
+def _alert_on_failures(summary: Mapping[str, Any], settings: Settings) -> None:
+    """The day's alert for each channel whose delivery failed above
+    ``operations.alerts.max_failed_share`` (from the summary's table: every shard's, summed). A
     notifier that fails is logged: the delivery itself is done."""
     from huitouke.ops.alerts import delivery_failure_alert, send_alert
 
     alerts = settings.operations.alerts
-    alert = delivery_failure_alert(summary, channel, alerts.max_failed_share, alerts.min_attempted)
-    if alert is None:
-        return
-    try:
-        send_alert(alert, settings)
-    except Exception as exc:  # noqa: BLE001 - an alert must not fail the delivery it reports on
-        log.error("sending the delivery alert failed: %s", type(exc).__name__)
+    by_channel: dict[str, dict[str, int]] = {}
+    for _, channel, outcome, _, n in summary.get("table") or ():
+        outcomes = by_channel.setdefault(str(channel), {})
+        outcomes[str(outcome)] = outcomes.get(str(outcome), 0) + int(n)
+    for channel, outcomes in sorted(by_channel.items()):
+        of_channel = {"business_date": summary.get("business_date"), "outcomes": outcomes}
+        alert = delivery_failure_alert(of_channel, channel, alerts.max_failed_share, alerts.min_attempted)
+        if alert is None:
+            continue
+        try:
+            send_alert(alert, settings)
+        except Exception as exc:  # noqa: BLE001 - an alert must not fail the delivery it reports on
+            log.error("sending the delivery alert failed: %s", type(exc).__name__)
+
+
+def summarize_delivery(
+    start: datetime, results: list[dict[str, Any]] | None, settings: Settings | None = None
+) -> dict[str, Any]:
+    """Stage 5's reduce step: the day's delivery table over every channel and shard
+    (:func:`huitouke.deliver.daily.summarize_day`), logged once for the whole day."""
+    from huitouke.deliver import wiring
+    from huitouke.deliver.daily import summarize_day
+
+    settings = settings or load_settings()
+    day = business_date_of(start, settings)
+    got = [r for r in (results or []) if isinstance(r, dict)]
+    rules = wiring.delivery_rules(settings.delivery)
+    summary = _logged(summarize_day(_engine(settings), day, rules, got))
+    _alert_on_failures(summary, settings)  # on the whole day's figures, once
+    return summary
 
 
 def evaluate_campaigns(start: datetime, settings: Settings | None = None) -> dict[str, Any]:
@@ -311,11 +346,14 @@ def deliver_messages(
     channel: str,
     settings: Settings | None = None,
     conf: Mapping[str, Any] | None = None,
+    shard: Shard | None = None,
 ) -> dict[str, Any]:
     """Stage 5: :func:`huitouke.deliver.daily.run_day`. Nothing of a day whose stateful stages did
     not run (the calendar or the freshness guard stopped it) is ever sent. A provider that paused
     sending (out of balance, credentials refused) fails the task after the day's table is logged,
-    so it is retried and seen. One call per channel (sms, email, call): the DAG maps it."""
+    so it is retried and seen. One call per channel (sms, email, call) and customer shard: the DAG
+    maps it; shard 0 of each channel alone reads its provider's replies and receipts and writes the
+    call list."""
     from huitouke.calendar.persist import day_computed
     from huitouke.campaigns.playbook import load_playbook
     from huitouke.deliver import wiring
@@ -344,6 +382,7 @@ def deliver_messages(
         owner=owner,
         providers=wiring.providers_from(delivery, only=channel),
         channels=(channel,),
+        shard=shard or Shard.whole(),
         message_of=wiring.message_factory(
             wiring.unsubscribe_secret(delivery), delivery.unsubscribe_url, playbook.shop.name
         ),
@@ -357,7 +396,6 @@ def deliver_messages(
     )
     result = run_day(engine, job)
     summary = _logged(result)
-    _alert_on_failures(summary, channel, settings)
     if result.tally.paused:
         raise RuntimeError(f"sending paused: {result.tally.paused}; the rest stays queued")
     return summary

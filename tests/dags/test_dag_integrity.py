@@ -78,6 +78,7 @@ def test_daily_dag_is_one_run_per_shop_day_in_order(dagbag):
         "render_messages": {"plan_campaigns"},
         "wait_for_send_window": {"render_messages"},
         "deliver_messages": {"wait_for_send_window"},
+        "summarize_delivery": {"deliver_messages"},
         "evaluate_campaigns": {"plan_campaigns"},
         "close_business_day": {"evaluate_campaigns"},
     }
@@ -86,15 +87,17 @@ def test_daily_dag_is_one_run_per_shop_day_in_order(dagbag):
 def test_every_task_that_writes_the_store_takes_a_slot_of_its_pool(dagbag):
     """SQLite has one writer at a time: the store's writers share the pool huitouke_store."""
     pools = {t.task_id: t.pool for t in dagbag.dags["huitouke_daily"].tasks}
-    readers = {"check_crm_schema", "lint_templates", "wait_for_send_window"}
+    readers = {"check_crm_schema", "lint_templates", "wait_for_send_window", "summarize_delivery"}
     assert {pools[t] for t in pools if t not in readers} == {"huitouke_store"}
     assert {pools[t] for t in readers} == {"default_pool"}
 
 
-def test_messages_are_rendered_by_one_mapped_task_per_campaign_named_after_it(dagbag):
+def test_messages_are_rendered_by_one_mapped_task_per_campaign_and_shard_named_after_them(dagbag):
     render = dagbag.dags["huitouke_daily"].get_task("render_messages")
     assert type(render).__name__.endswith("MappedOperator")
-    assert render.map_index_template == "{{ campaign_name }}"
+    assert render.map_index_template == "{{ campaign_shard }}"
+    assert render.partial_kwargs["op_kwargs"] == {"shard_count": 1}  # scale.shards
+    assert render.op_kwargs_expand_input.value["shard"] == [0]
 
 
 def test_planning_is_one_mapped_task_per_customer_shard_then_the_reduce(dagbag):
@@ -108,13 +111,15 @@ def test_planning_is_one_mapped_task_per_customer_shard_then_the_reduce(dagbag):
     assert type(dag.get_task("plan_campaigns")).__name__ != "MappedOperator"
 
 
-def test_delivery_waits_deferred_and_is_mapped_per_channel(dagbag):
+def test_delivery_waits_deferred_and_is_mapped_per_channel_and_shard(dagbag):
     dag = dagbag.dags["huitouke_daily"]
     window = dag.get_task("wait_for_send_window")
     assert type(window).__name__ == "SendWindowSensor" and window.trigger_rule == "all_done"
     deliver = dag.get_task("deliver_messages")
     assert type(deliver).__name__.endswith("MappedOperator")
-    assert deliver.map_index_template == "{{ delivery_channel }}"
+    assert deliver.map_index_template == "{{ channel_shard }}"
+    assert set(deliver.op_kwargs_expand_input.value) == {"channel", "shard"}
+    assert dag.get_task("summarize_delivery").trigger_rule == "all_done"
 
 
 def test_airflow_loads_the_plugins_folder_without_import_errors():

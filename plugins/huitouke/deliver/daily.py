@@ -18,6 +18,12 @@ Only the run's ``campaigns`` (the DAG's param; all when None) are claimed, and n
 operator paused (``huitouke deliver pause``, :mod:`huitouke.deliver.pauses`): their messages stay
 queued, and the log ends with what each pause held back.
 
+With ``job.shard`` (one mapped task per channel and customer shard, :mod:`huitouke.shards`) the
+sender claims only the shard's rows (``bucket % count = index``); the once-a-day work (the
+providers' replies and receipts, the call list) is shard 0's alone, so it is done once, not once
+per shard. Steps 1 and 2 close rows of every shard: under the outbox's writers lock, whichever
+shard comes first closes them, the others find none.
+
 It returns a :class:`DeliveryResult`: the task log's table per campaign and channel.
 """
 
@@ -44,10 +50,11 @@ from huitouke.deliver.providers.base import Provider
 from huitouke.deliver.sender import MessageFactory, Sender, SendOptions, Tally, utcnow
 from huitouke.deliver.states import EXPIRED, STALE
 from huitouke.pii import get_logger
+from huitouke.shards import Shard
 from huitouke.store.rows import lock_writers
 from huitouke.store.schema import outbox
 
-__all__ = ["DeliveryJob", "DeliveryResult", "run_day"]
+__all__ = ["DeliveryJob", "DeliveryResult", "DeliverySummary", "run_day", "summarize_day"]
 
 log = get_logger(__name__)
 CHANNELS = ("sms", "email", "call")
@@ -71,6 +78,12 @@ class DeliveryJob:
     feeds_every_s: float = 30.0  # during a drain, replies and receipts are read this often
     channels: tuple[str, ...] = CHANNELS  # the DAG maps one task per channel
     campaigns: tuple[str, ...] | None = None  # the run's campaigns param (None: every campaign)
+    shard: Shard = Shard.whole()  # ... and customer shard: the rows this job claims
+
+    @property
+    def reads_feeds(self) -> bool:
+        """Whether this job does the once-a-day work: replies, receipts, the call list."""
+        return self.shard.index == 0
 
 
 @dataclass
@@ -86,9 +99,11 @@ class DeliveryResult:
     note: str | None = None  # why nothing was sent, when nothing could be
     held: pd.DataFrame | None = None  # campaign, channel, messages: queued, held by a pause
     log_level: int = 20
+    shard: str = ""  # the customer shard delivered ("shard 2/3"); "" for every customer
 
     def as_text(self) -> str:
-        lines = [f"Delivery for {self.day}" + (f": {self.note}" if self.note else "")]
+        of = f" ({self.shard})" if self.shard else ""
+        lines = [f"Delivery for {self.day}{of}" + (f": {self.note}" if self.note else "")]
         table = self.tally.frame()
         if not table.empty:
             lines.append(table.to_string(index=False))
@@ -134,6 +149,8 @@ class DeliveryResult:
             "paused": self.tally.paused,
             "held_by_pause": self.held_by_campaign(),
             "note": self.note,
+            "shard": self.shard,
+            "table": [[*key, n] for key, n in sorted(self.tally.counts.items())],
         }
 
 
@@ -168,7 +185,7 @@ def _close_old_and_stale(engine: Engine, job: DeliveryJob, today: date, result: 
 
 def run_day(engine: Engine, job: DeliveryJob) -> DeliveryResult:
     """Deliver the day (see the module docstring)."""
-    result = DeliveryResult(job.day)
+    result = DeliveryResult(job.day, shard="" if job.shard.is_whole else job.shard.label())
     now = job.clock()
     aware_now = now.replace(tzinfo=UTC)
     today = aware_now.astimezone(job.tz).date()
@@ -186,7 +203,7 @@ def run_day(engine: Engine, job: DeliveryJob) -> DeliveryResult:
     _note_unserved(engine, job, selection_days, result)
     _pull_all(engine, job, result)
     for channel, provider in job.providers.items():
-        selection = persist.Selection((channel,), *selection_days, campaigns=job.campaigns)
+        selection = persist.Selection((channel,), *selection_days, campaigns=job.campaigns, shard=job.shard)
         options = SendOptions(
             job.owner,
             closes_at,
@@ -200,18 +217,61 @@ def run_day(engine: Engine, job: DeliveryJob) -> DeliveryResult:
         Sender(engine, provider, selection, options, job.message_of, result.tally).drain()
     _pull_all(engine, job, result)
     _list_calls(engine, job, selection_days, result)
-    with engine.connect() as conn:
-        result.receipts = persist.receipts_by(conn, *selection_days)
-        result.held = pauses.queued_of_paused(conn, job.channels, *selection_days)
-    for campaign, n in result.held_by_campaign().items():
-        log.warning("campaign %s is paused: %d messages stay queued", campaign, n)
+    if job.reads_feeds:  # once a day: shard 0 reads the day's receipts and what the pauses held
+        with engine.connect() as conn:
+            result.receipts = persist.receipts_by(conn, *selection_days)
+            result.held = pauses.queued_of_paused(conn, job.channels, *selection_days)
+        for campaign, n in result.held_by_campaign().items():
+            log.warning("campaign %s is paused: %d messages stay queued", campaign, n)
     return result
 
 
+@dataclass(frozen=True)
+class DeliverySummary:
+    """The day's delivery over all its tasks (channels and shards): the reduce step's log."""
+
+    day: date
+    tasks: int  # the delivery results summed (a task that failed gave none)
+    tally: Tally
+    receipts: pd.DataFrame
+    paused: tuple[str, ...] = ()
+    log_level: int = 20
+
+    def as_text(self) -> str:
+        result = DeliveryResult(self.day, self.tally, receipts=self.receipts)
+        lines = result.as_text().splitlines()
+        lines[0] = f"Delivery for {self.day}, every channel and shard ({self.tasks} tasks reported)"
+        lines += [f"SENDING PAUSED: {why}" for why in self.paused]
+        return "\n".join(lines)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            **DeliveryResult(self.day, self.tally).as_dict(),
+            "tasks": self.tasks,
+            "paused": list(self.paused),
+        }
+
+
+def summarize_day(
+    engine: Engine, day: date, rules: DeliveryRules, results: list[dict[str, Any]]
+) -> DeliverySummary:
+    """The reduce step after the delivery tasks: their tables (``DeliveryResult.as_dict()["table"]``)
+    summed, and the receipts of the days drained read once."""
+    tally = Tally()
+    for got in results:
+        for campaign, channel, outcome, reason, n in got.get("table") or ():
+            tally.add(campaign, channel, outcome, reason, int(n))
+    with engine.connect() as conn:
+        receipts = persist.receipts_by(conn, oldest_sendable(day, rules), day)
+    paused = tuple(sorted({str(r["paused"]) for r in results if r.get("paused")}))
+    return DeliverySummary(day, len(results), tally, receipts, paused)
+
+
 def _note_unserved(engine: Engine, job: DeliveryJob, days: tuple[date, date], result: DeliveryResult) -> None:
-    """A channel without a provider: its queued messages wait (and expire); say so."""
+    """A channel without a provider: its queued messages wait (and expire); say so (shard 0: the
+    count is every shard's)."""
     unserved = [ch for ch in job.channels if ch != "call" and ch not in job.providers]
-    if not unserved:
+    if not unserved or not job.reads_feeds:
         return
     with engine.connect() as conn:
         waiting = persist.count_queued(conn, unserved, *days)
@@ -224,6 +284,8 @@ def _note_unserved(engine: Engine, job: DeliveryJob, days: tuple[date, date], re
 
 
 def _pull_all(engine: Engine, job: DeliveryJob, result: DeliveryResult) -> None:
+    if not job.reads_feeds:
+        return
     for provider in job.providers.values():
         try:
             got = feeds.pull_feeds(engine, provider, job.clock())
@@ -236,7 +298,7 @@ def _pull_all(engine: Engine, job: DeliveryJob, result: DeliveryResult) -> None:
 
 
 def _list_calls(engine: Engine, job: DeliveryJob, days: tuple[date, date], result: DeliveryResult) -> None:
-    if job.call_list_folder is None or "call" not in job.channels:
+    if job.call_list_folder is None or "call" not in job.channels or not job.reads_feeds:
         return
     checks = calls.CallChecks(job.cap_of, job.tz, job.clock())
     selection = persist.Selection(("call",), *days, campaigns=job.campaigns)

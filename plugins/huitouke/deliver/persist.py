@@ -36,6 +36,7 @@ from sqlalchemy import values as sa_values
 
 from huitouke.deliver import checks
 from huitouke.deliver.states import OUT_ID_KEY, QUEUED, SENDING, SENT, out_id_from, out_id_of
+from huitouke.shards import BUCKETS, Shard
 from huitouke.store.rows import IN_LIST_SIZE, chunks, insert_new, lock_writers, read_frame
 from huitouke.store.schema import (
     campaign_waves,
@@ -90,6 +91,7 @@ CLAIM_COLUMNS = (
     "last_error",
     "template_code",
     "template_params",
+    "bucket",
 )
 TREATED_OUTCOME, TREATED_ARM = "treated", "treatment"
 # A list of ids given at execution: the statement is compiled (and cached) once, not per list.
@@ -101,12 +103,33 @@ CapOf = Callable[[str | None], tuple[int, int]]  # member tier -> (max_contacts,
 @dataclass(frozen=True)
 class Selection:
     """Which queued rows a sender drains: its channels, of business days ``oldest`` .. ``day``
-    (of ``campaigns`` only, when given; a paused campaign's never: :func:`checks.claimable`)."""
+    (of ``campaigns`` only, when given; a paused campaign's never: :func:`checks.claimable`), of
+    the customers of ``shard`` (every customer by default); a shard's next claim reads from
+    bucket ``from_bucket`` on (where its last claim ended, :attr:`Claim.next_bucket`)."""
 
     channels: tuple[str, ...]
     oldest: date
     day: date
     campaigns: tuple[str, ...] | None = None  # the run's campaigns param (None: all)
+    shard: Shard = Shard.whole()
+    from_bucket: int = 0
+
+    def mine(self) -> list[Any]:
+        """The conditions on outbox rows: the channels, days, campaigns (a paused one's rows wait)
+        and shard (``bucket % count = index``)."""
+        conditions = [
+            o.channel.in_(list(self.channels)),
+            o.business_date.between(self.oldest, self.day),
+            checks.claimable(o.campaign, self.campaigns),
+        ]
+        return conditions + of_shard(self.shard)
+
+
+def of_shard(shard: Shard) -> list[Any]:
+    """The condition on outbox rows of ``shard``'s customers (none for every customer)."""
+    if shard.is_whole:
+        return []
+    return [(o.bucket % shard.count) == shard.index]
 
 
 @dataclass(frozen=True)
@@ -135,19 +158,45 @@ class Claim:
     rows: list[dict[str, Any]]
     suppressed: list[tuple[str, str, str]]  # (campaign, channel, reason) of each suppressed row
 
+    @property
+    def next_bucket(self) -> int:
+        """Where a shard's next claim starts reading: the bucket of the last row taken (0 when
+        none was)."""
+        return int(self.rows[-1]["bucket"]) if self.rows else 0
 
-def _queued(selection: Selection, now: datetime, limit: int):
+
+def _queued(selection: Selection, now: datetime, limit: int, buckets: tuple[int, int] | None = None):
+    """The first ``limit`` claimable rows: by message id; a shard's (``bucket % count = index``)
+    by bucket, then message id, with ``buckets`` ``[from, to)`` of them, through
+    ``ix_outbox_status_channel_bucket_message_id`` (a shard's rows are scattered among the other
+    shards' in message id order: each claim would walk past the other shards' queued rows)."""
     query = (
         select(*(o[c] for c in CLAIM_COLUMNS))
         .where(o.status == QUEUED)
-        .where(o.channel.in_(selection.channels))
-        .where(o.business_date.between(selection.oldest, selection.day))
+        .where(*selection.mine())
         .where(or_(o.next_attempt_at.is_(None), o.next_attempt_at <= now))
-        .where(checks.claimable(o.campaign, selection.campaigns))
-        .order_by(o.message_id)
-        .limit(limit)
     )
-    return with_facts(query, selection.day, ("message_id",))
+    if selection.shard.is_whole:
+        return with_facts(query.order_by(o.message_id).limit(limit), selection.day, ("message_id",))
+    low, high = buckets or (0, BUCKETS)
+    query = query.where(o.bucket >= low).where(o.bucket < high)
+    return with_facts(
+        query.order_by(o.bucket, o.message_id).limit(limit), selection.day, ("bucket", "message_id")
+    )
+
+
+def _claimable(conn: Connection, selection: Selection, now: datetime, limit: int) -> list[Any]:
+    """The rows of :func:`_queued`; a shard's read from ``selection.from_bucket`` on (where its
+    last claim ended), then, if fewer than ``limit``, from bucket 0 up to it (retries fallen due,
+    rows put back): each claim reads only past the other shards' rows in the buckets between its
+    own, not past every one still queued before its next row."""
+    after = selection.from_bucket
+    if selection.shard.is_whole or after <= 0:
+        return conn.execute(_queued(selection, now, limit)).all()
+    found = conn.execute(_queued(selection, now, limit, (after, BUCKETS))).all()
+    if len(found) < limit:
+        found += conn.execute(_queued(selection, now, limit - len(found), (0, after))).all()
+    return found
 
 
 # What :func:`with_facts` adds to an outbox query, in this order.
@@ -292,7 +341,7 @@ def claim(
         lock_writers(conn, outbox)
     names = (*CLAIM_COLUMNS, *FACT_COLUMNS)
     found: dict[int, dict[str, Any]] = {}
-    for values in conn.execute(_queued(selection, now, limit)).all():
+    for values in _claimable(conn, selection, now, limit):
         # One row per message whatever the joins found (overlapping history rows would repeat it).
         found.setdefault(values[0], dict(zip(names, values, strict=True)))
     rows = list(found.values())
@@ -510,12 +559,16 @@ def _same(value: Any) -> Any:
     return value
 
 
-def expired_leases(conn: Connection, channels: Sequence[str], now: datetime) -> pd.DataFrame:
-    """Rows ``sending`` whose lease has run out: their sender died, or their fate is unknown."""
+def expired_leases(
+    conn: Connection, channels: Sequence[str], now: datetime, shard: Shard | None = None
+) -> pd.DataFrame:
+    """Rows ``sending`` whose lease has run out: their sender died, or their fate is unknown
+    (of ``shard``'s customers only, when given)."""
     query = (
         select(*(o[c] for c in CLAIM_COLUMNS))
         .where(o.status == SENDING)
         .where(o.channel.in_(list(channels)))
+        .where(*of_shard(shard or Shard.whole()))
         .where(o.lease_until <= now)
         .order_by(o.message_id)
     )

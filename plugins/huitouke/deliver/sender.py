@@ -16,14 +16,14 @@ import time
 from collections import Counter
 from collections.abc import Callable, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta, tzinfo
 from typing import Any
 
 import pandas as pd
 from sqlalchemy import Engine, and_, func, select
 
-from huitouke.deliver import checks, persist
+from huitouke.deliver import persist
 from huitouke.deliver.policy import DeliveryRules, backoff
 from huitouke.deliver.providers.base import Fate, OutgoingMessage, Provider, SendOutcome, StatusAnswer
 from huitouke.deliver.states import FAILED, QUEUED, SENT, UNKNOWN
@@ -156,6 +156,7 @@ class Sender:
         self._limiter = RateLimiter(provider.rate_per_s)
         self._last_between = time.monotonic()
         self.paused: str | None = None  # this provider's pause (the tally keeps the first for the log)
+        self._after = 0  # a shard's next claim starts at this bucket (persist.claim)
 
     # ------------------------------------------------------------------------------ the drain
 
@@ -223,7 +224,7 @@ class Sender:
                 self._write_in(conn, returned)
             claimed = persist.claim(
                 conn,
-                self.selection,
+                replace(self.selection, from_bucket=self._after),
                 self._claim_size(),
                 persist.Lease(
                     self.options.owner,
@@ -236,6 +237,7 @@ class Sender:
                 self.options.tz,
                 locked=True,
             )
+        self._after = claimed.next_bucket
         for campaign, channel, reason in claimed.suppressed:
             self.tally.add(campaign, channel, "suppressed", reason)
         return claimed
@@ -256,11 +258,7 @@ class Sender:
 
     def _next_due(self) -> datetime | None:
         o = outbox.c
-        mine = and_(
-            o.channel.in_(self.selection.channels),
-            o.business_date.between(self.selection.oldest, self.selection.day),
-            checks.claimable(o.campaign, self.selection.campaigns),  # a paused campaign's rows wait
-        )
+        mine = and_(*self.selection.mine())
         with self.engine.connect() as conn:
             retry = conn.scalar(select(func.min(o.next_attempt_at)).where(mine).where(o.status == QUEUED))
             lease = conn.scalar(select(func.min(o.lease_until)).where(mine).where(o.status == "sending"))
@@ -462,7 +460,7 @@ class Sender:
         the provider's status query decides; nothing is sent again unless it says it never took it."""
         now = self.options.clock()
         with self.engine.connect() as conn:
-            stuck = persist.expired_leases(conn, self.selection.channels, now)
+            stuck = persist.expired_leases(conn, self.selection.channels, now, self.selection.shard)
         if stuck.empty:
             return 0
         changes = [self._resolved(row, now) for row in persist.records(stuck)]

@@ -8,6 +8,9 @@
   that campaign is queued, and the campaign's day row records the error; other campaigns are
   separate calls (separate mapped tasks in the DAG). Messages already queued are skipped, so
   re-running queues nothing new, and a fixed template can be rendered by running the task again.
+  With ``shard`` it renders only the messages of that shard's customers (one mapped task per
+  campaign and shard, :mod:`huitouke.shards`); each outbox row stores its customer's bucket, by
+  which delivery's shards claim.
 """
 
 from __future__ import annotations
@@ -32,6 +35,7 @@ from huitouke.render.approved import Approvals, CompiledParams, missing_approval
 from huitouke.render.environment import TemplateError
 from huitouke.render.lint import LintProblem, approved_problems, lint_approved_sms
 from huitouke.render.messages import CompiledMessage, compile_message, render_batch
+from huitouke.shards import Shard, bucket_of
 
 log = get_logger(__name__)
 
@@ -262,10 +266,12 @@ class RenderResult:
     skipped_no_address: int
     skipped_opted_out: int
     plan_text: str = field(default="", compare=False)  # the campaign's stored plan of the day
+    shard: str = ""  # the customer shard rendered ("shard 2/3"); "" for every customer
 
     def as_text(self) -> str:
+        of = f" ({self.shard})" if self.shard else ""
         line = (
-            f"Campaign {self.campaign} on {self.business_date}: {self.treated:,} treated, "
+            f"Campaign {self.campaign} on {self.business_date}{of}: {self.treated:,} treated, "
             f"{self.messages_planned:,} messages planned, {self.queued:,} queued now, "
             f"{self.already_queued:,} already queued, {self.skipped_no_address:,} skipped (no address), "
             f"{self.skipped_opted_out:,} skipped (opted out since planning)"
@@ -273,7 +279,7 @@ class RenderResult:
         return f"{line}\n{self.plan_text}" if self.plan_text else line
 
     def as_dict(self) -> dict[str, Any]:
-        out = {k: v for k, v in self.__dict__.items() if k != "plan_text"}
+        out = {k: v for k, v in self.__dict__.items() if k != "plan_text" and (k != "shard" or v)}
         out["business_date"] = self.business_date.isoformat()
         return out
 
@@ -292,6 +298,7 @@ class _Job:
     compiled: dict[str, CompiledMessage]  # by template ("sms/coupon_wave")
     now: datetime
     params: dict[str, CompiledParams] = field(default_factory=dict)  # approved SMS, by template
+    shard: Shard = Shard.whole()  # the customers rendered
 
 
 def run_day(
@@ -302,11 +309,15 @@ def run_day(
     now: datetime | None = None,
     root: Path | None = None,
     sms_provider: str | None = None,
+    shard: Shard | None = None,
 ) -> RenderResult:
     """Render and queue the campaign's messages of ``day`` (see the module docstring). An SMS
     template with an approved counterpart in the playbook stores its code and rendered parameters
     too (``template_code``, ``template_params``); ``sms_provider`` (``delivery.sms.provider``)
-    says whether every SMS template must have one."""
+    says whether every SMS template must have one. ``shard``: only the messages of this shard's
+    customers (default: every customer); the campaign's day row is recorded from the whole outbox
+    whichever shard ends last (:func:`huitouke.render.persist.record_queued`)."""
+    shard = shard or Shard.whole()
     now = now or datetime.now()
     campaign = playbook.campaigns.get(campaign_name)
     if campaign is None:
@@ -314,21 +325,25 @@ def run_day(
     try:
         approvals = Approvals.of(playbook, sms_provider)
         checked = _checked_messages(campaign_name, campaign, shop_info(playbook), root, approvals)
-        job = _Job(campaign_name, campaign, day, checked.messages, now, checked.params)
+        job = _Job(campaign_name, campaign, day, checked.messages, now, checked.params, shard)
         result = _render_and_queue(engine, job)
-    except TemplateError as exc:  # nothing of this campaign was queued: record why
+    except TemplateError as exc:  # nothing of this shard's messages was queued: record why
         with engine.begin() as conn:
-            persist.record_failure(conn, day, campaign_name, str(exc), now)
+            persist.record_failure(conn, day, campaign_name, str(exc), now, shard)
         raise
+    with engine.begin() as conn:  # after the queue's commit: the count sees every shard's rows
+        persist.record_queued(conn, day, campaign_name, now, shard)
     with engine.connect() as conn:
         return replace(result, plan_text=stored_plan_text(conn, day, campaign_name))
 
 
 def _render_and_queue(engine: Engine, job: _Job) -> RenderResult:
-    """Read the day's treated waves and what their messages need, render, queue, in one
-    transaction."""
+    """Read the day's treated waves of the shard's customers and what their messages need,
+    render, queue, in one transaction."""
     with engine.begin() as conn:
         waves = persist.read_treated_waves(conn, job.name, job.day)
+        if not job.shard.is_whole:
+            waves = waves[job.shard.mask(waves["customer_id"])].reset_index(drop=True)
         sends = _sends_of(waves, job.name, job.campaign)
         planned = len(sends)
         sends = _not_queued(sends, persist.read_queued_keys(conn, job.name, job.day))
@@ -337,7 +352,6 @@ def _render_and_queue(engine: Engine, job: _Job) -> RenderResult:
         else:
             messages, no_address, opted_out = _render(sends, _read_customers(conn, sends, job), job)
         queued = persist.queue_messages(conn, messages)
-        persist.record_queued(conn, job.day, job.name, job.now)
     return RenderResult(
         campaign=job.name,
         business_date=job.day,
@@ -347,6 +361,7 @@ def _render_and_queue(engine: Engine, job: _Job) -> RenderResult:
         already_queued=planned - len(sends),
         skipped_no_address=no_address,
         skipped_opted_out=opted_out,
+        shard="" if job.shard.is_whole else job.shard.label(),
     )
 
 
@@ -550,6 +565,7 @@ def _outbox_rows(
         row = {
             "campaign": job.name,
             "customer_id": cid,
+            "bucket": bucket_of(cid),
             "entered_on": entered_on,
             "wave": wave,
             "variant": variant or "",

@@ -9,12 +9,13 @@ is what makes a re-run harmless: a message already queued is skipped, by the key
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 from datetime import date, datetime
 from typing import Any
 
 import pandas as pd
-from sqlalchemy import Connection, Select, func, select, update
+from sqlalchemy import Connection, Select, and_, func, select, update
 
 from huitouke import records
 from huitouke.campaigns.coupons import COUPON_COLUMNS
@@ -22,6 +23,7 @@ from huitouke.campaigns.persist import FAILED, RENDERED
 from huitouke.campaigns.plan import TREATED
 from huitouke.campaigns.tables import columns_of, unique_key
 from huitouke.deliver.states import out_id_of
+from huitouke.shards import Shard
 from huitouke.store.rows import chunks, empty_frame, insert_new, read_frame
 from huitouke.store.schema import (
     campaign_days,
@@ -227,8 +229,21 @@ def queue_messages(conn: Connection, messages: list[dict[str, Any]]) -> int:
 
 
 def _record(
-    conn: Connection, day: date, campaign: str, status: str, error: str | None, now: datetime
+    conn: Connection, day: date, campaign: str, shard: Shard, error: str | None, now: datetime
 ) -> None:
+    """The campaign's day row after one shard's render: the messages the outbox holds for it (all
+    shards'), and failed while any shard's last render failed. The row is locked first (PostgreSQL:
+    ``FOR UPDATE``; SQLite's writers are one at a time), so the count, a statement after the lock,
+    sees every shard that recorded before, and the last to record leaves the right figures
+    whatever the order the shards end in."""
+    d = campaign_days.c
+    mine = and_(d.business_date == day, d.campaign == campaign)
+    current = conn.execute(select(d.status, d.error).where(mine).with_for_update()).first()
+    if current is None:
+        return
+    standing = shard_failures(current.error if current.status == FAILED else None, shard)
+    if error is not None:
+        standing[shard] = error
     total = conn.execute(
         select(func.count())
         .select_from(outbox)
@@ -237,18 +252,54 @@ def _record(
     ).scalar_one()
     conn.execute(
         update(campaign_days)
-        .where(campaign_days.c.business_date == day)
-        .where(campaign_days.c.campaign == campaign)
-        .values(status=status, error=error, messages_queued=total, rendered_at=now)
+        .where(mine)
+        .values(
+            status=FAILED if standing else RENDERED,
+            error=_failures_text(standing),
+            messages_queued=total,
+            rendered_at=now,
+        )
     )
 
 
-def record_queued(conn: Connection, day: date, campaign: str, now: datetime) -> None:
-    """Record on the campaign's day row that its messages are queued, and how many the outbox
-    holds."""
-    _record(conn, day, campaign, RENDERED, None, now)
+_SHARD_LINE = re.compile(r"^shard (\d+)/(\d+): ", re.MULTILINE)
 
 
-def record_failure(conn: Connection, day: date, campaign: str, error: str, now: datetime) -> None:
-    """Record on the campaign's day row why its messages could not be queued."""
-    _record(conn, day, campaign, FAILED, error, now)
+def shard_failures(error: str | None, shard: Shard) -> dict[Shard, str]:
+    """The failures recorded on a campaign's day row (``error``) that still stand beside ``shard``'s
+    new outcome: the other shards' of the same count (a failure of shard 2 of 3 is a line
+    ``shard 2/3: why``); none when ``shard`` is every customer, or of a row recorded with
+    another shard count (a re-run with another count renders every customer again)."""
+    if not error or shard.is_whole:
+        return {}
+    marks = list(_SHARD_LINE.finditer(error))
+    found: dict[Shard, str] = {}
+    for mark, after in zip(marks, [*marks[1:], None], strict=True):
+        index, count = int(mark.group(1)) - 1, int(mark.group(2))
+        if count == shard.count and index != shard.index and 0 <= index < count:
+            end = after.start() if after else len(error)
+            found[Shard(index, count)] = error[mark.end() : end].rstrip("\n")
+    return found
+
+
+def _failures_text(failures: dict[Shard, str]) -> str | None:
+    if not failures:
+        return None
+    if len(failures) == 1 and next(iter(failures)).is_whole:
+        return next(iter(failures.values()))
+    return "\n".join(f"{s.label()}: {why}" for s, why in sorted(failures.items(), key=lambda i: i[0].index))
+
+
+def record_queued(
+    conn: Connection, day: date, campaign: str, now: datetime, shard: Shard | None = None
+) -> None:
+    """Record on the campaign's day row that ``shard``'s messages are queued (default: every
+    customer's), and how many the outbox holds. Call after the messages' own commit."""
+    _record(conn, day, campaign, shard or Shard.whole(), None, now)
+
+
+def record_failure(
+    conn: Connection, day: date, campaign: str, error: str, now: datetime, shard: Shard | None = None
+) -> None:
+    """Record on the campaign's day row why ``shard``'s messages could not be queued."""
+    _record(conn, day, campaign, shard or Shard.whole(), error, now)

@@ -21,6 +21,7 @@ from sqlalchemy import (
     Integer,
     LargeBinary,
     MetaData,
+    SmallInteger,
     String,
     Table,
     Text,
@@ -361,9 +362,17 @@ campaign_plan_shards = Table(
     Column("staged_at", DateTime, nullable=False),
 )
 
+
 # A rendered message waiting to be delivered, or its delivery outcome. The unique key is the
 # one place that guarantees at most one message per (campaign, entry, wave, channel): re-running
 # a day queues nothing new.
+def _bucket_of_row(context) -> int:
+    """An outbox row's ``bucket`` when its insert leaves it out: the bucket of its customer."""
+    from huitouke.shards import bucket_of
+
+    return bucket_of(context.get_current_parameters()["customer_id"])
+
+
 outbox = Table(
     "outbox",
     metadata,
@@ -408,9 +417,16 @@ outbox = Table(
     # body (playbook approved_sms_templates).
     Column("template_code", String(64)),
     Column("template_params", Text),
+    # The customer's bucket (huitouke.shards.bucket_of): a shard's sender claims the rows with
+    # `bucket % count = index` (issue 16). Filled by rendering; any other insert gets it from the
+    # customer id (the Python default).
+    Column("bucket", SmallInteger, nullable=False, default=_bucket_of_row),
     UniqueConstraint("campaign", "customer_id", "entered_on", "wave", "channel"),
     Index("ix_outbox_business_date_status", "business_date", "status"),
     Index("ix_outbox_status_channel_message_id", "status", "channel", "message_id"),  # claims, in order
+    Index(
+        "ix_outbox_status_channel_bucket_message_id", "status", "channel", "bucket", "message_id"
+    ),  # shards' claims
     Index("ix_outbox_out_id", "out_id"),
     Index("ix_outbox_recipient", "recipient"),  # a reply's sender back to its customers
     Index("ix_outbox_provider_message_id", "provider_message_id"),  # a receipt back to its row

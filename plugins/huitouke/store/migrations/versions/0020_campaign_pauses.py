@@ -3,7 +3,7 @@ A paused campaign's queued messages are not claimed: they stay queued until it i
 they expire as usual); the send-time checks read this table (huitouke.deliver.checks).
 
 Revision ID: 0020
-Revises: 0018
+Revises: 0019
 Create Date: 2026-12-07
 """
 
@@ -11,7 +11,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision = "0020"
-down_revision = "0018"
+down_revision = "0019"
 branch_labels = None
 depends_on = None
 
