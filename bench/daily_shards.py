@@ -194,7 +194,10 @@ def fingerprint(url: str) -> dict[str, Any]:
         "entries": "SELECT count(*) FROM campaign_entries",
         "waves": "SELECT outcome, count(*) FROM campaign_waves GROUP BY outcome ORDER BY outcome",
         "outbox": "SELECT channel, status, count(*) FROM outbox GROUP BY channel, status ORDER BY 1, 2",
-        "texts": "SELECT md5(string_agg(body, '|' ORDER BY message_id)) FROM outbox",
+        "texts": (
+            "SELECT md5(string_agg(body, '|' ORDER BY campaign, customer_id, entered_on, wave, channel)) "
+            "FROM outbox"
+        ),
     }
     out: dict[str, Any] = {}
     engine = create_engine(url)
