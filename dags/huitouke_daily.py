@@ -106,6 +106,147 @@ DELIVER_TIMEOUT = timedelta(minutes=OPS.timeouts.deliver_minutes)
 SHARDS = list(range(SETTINGS.scale.shards))  # customer shards (huitouke.shards), one mapped task each
 
 
+# ------------------------------------------------------------------------ the tasks, one per step
+# Each is one line into huitouke.pipeline (imported inside the task: nothing heavy at parse time).
+
+
+@task
+def check_crm_schema(dag_run=None) -> str:
+    """Stage 0: refuse to write into a CRM store whose schema lags behind the code (or to run
+    a simulated clock anywhere but in the demo's store)."""
+    from huitouke.pipeline import check_crm_schema
+
+    return check_crm_schema(dag_run.conf)
+
+
+@task.sensor(pool=POOL, mode="reschedule", poke_interval=60, timeout=6 * 3600)
+def open_business_day(data_interval_start=None, dag_run=None) -> PokeReturnValue:
+    """Stage 0, the calendar: the day before must have completed; waits while it runs."""
+    from huitouke.pipeline import open_business_day
+
+    opened = open_business_day(data_interval_start, dag_run.run_id, dag_run.run_type)
+    return PokeReturnValue(is_done=opened is not None, xcom_value=opened)
+
+
+@task(pool=POOL)
+def intake_orders(data_interval_start=None, data_interval_end=None, params=None) -> dict:
+    """Stage 1: the business day's orders, validated and upserted; bad rows quarantined."""
+    from huitouke.pipeline import intake_orders
+
+    accept = bool((params or {}).get("accept_incomplete_day"))
+    return intake_orders(data_interval_start, data_interval_end, accept_incomplete=accept)
+
+
+@task(pool=POOL, map_index_template="{{ shard_label }}")
+def update_segments(shard: int, shard_count: int, data_interval_start=None) -> dict:
+    """Stage 2, one customer shard: its customers' state from their orders (one shard: the
+    whole stage, segments, history and KPIs included)."""
+    from huitouke.pipeline import update_segment_shard
+    from huitouke.shards import Shard
+
+    get_current_context()["shard_label"] = Shard(shard, shard_count).label()
+    return update_segment_shard(data_interval_start, shard, shard_count)
+
+
+@task(pool=POOL)
+def reduce_segments(shard_count: int, data_interval_start=None) -> dict:
+    """Stage 2 after every shard: all customers classified, segment history, the day's KPIs."""
+    from huitouke.pipeline import reduce_segments
+
+    return reduce_segments(data_interval_start, shard_count)
+
+
+@task
+def lint_templates() -> dict:
+    """Stage 3, before planning: every template of the enabled campaigns compiles, or is reported."""
+    from huitouke.pipeline import lint_templates
+
+    return lint_templates()
+
+
+@task(pool=POOL, map_index_template="{{ shard_label }}")
+def plan_shard(shard: int, shard_count: int, data_interval_start=None) -> dict:
+    """Stage 3, one customer shard: what its customers decide alone (entries, waves due,
+    exits, member caps), staged for the reduce."""
+    from huitouke.pipeline import plan_shard
+    from huitouke.shards import Shard
+
+    get_current_context()["shard_label"] = Shard(shard, shard_count).label()
+    return plan_shard(data_interval_start, shard, shard_count)
+
+
+@task(pool=POOL)
+def plan_campaigns(shard_plans: list, data_interval_start=None) -> list:
+    """Stage 3, the reduce: the day's campaign plan over every shard's candidates (entry
+    limits, priorities, the daily global cap, coupons), stored once."""
+    from huitouke.pipeline import plan_campaigns
+
+    return plan_campaigns(data_interval_start, list(shard_plans))
+
+
+@task(pool=POOL, map_index_template="{{ campaign_shard }}", retries=1)
+def render_messages(
+    campaign: str, shard: int, shard_count: int, data_interval_start=None, dag_run=None
+) -> dict:
+    """Stage 4, one campaign and customer shard: its treated waves rendered into the outbox
+    as queued messages."""
+    from huitouke.pipeline import render_messages
+    from huitouke.shards import Shard
+
+    part = Shard(shard, shard_count)
+    get_current_context()["campaign_shard"] = campaign if part.is_whole else f"{campaign} {part.label()}"
+    return render_messages(data_interval_start, campaign, conf=dag_run.conf, shard=part)
+
+
+@task(
+    pool=SEND_POOL,
+    retries=3,
+    map_index_template="{{ channel_shard }}",
+    execution_timeout=DELIVER_TIMEOUT,
+    max_active_tis_per_dagrun=OPS.send_tasks_per_run,
+)
+def deliver_messages(
+    channel: str, shard: int, shard_count: int, data_interval_start=None, dag_run=None, ti=None
+) -> dict:
+    """Stage 5, one channel and customer shard: its queued messages out through its provider
+    inside the send window (calls: the day's call list); receipts, replies and opt-outs back
+    (shard 0). Backfills and late runs never send."""
+    from huitouke.pipeline import deliver_messages
+    from huitouke.shards import Shard
+
+    part = Shard(shard, shard_count)
+    label = channel if part.is_whole else f"{channel} {part.label()}"
+    get_current_context()["channel_shard"] = label
+    owner = f"{dag_run.run_id}/{ti.task_id}[{label}]/{ti.try_number}"
+    return deliver_messages(
+        data_interval_start, dag_run.run_type, owner, channel, conf=dag_run.conf, shard=part
+    )
+
+
+@task(trigger_rule="all_done")
+def summarize_delivery(results, data_interval_start=None) -> dict:
+    """Stage 5, after every channel and shard: the day's delivery table, once."""
+    from huitouke.pipeline import summarize_delivery
+
+    return summarize_delivery(data_interval_start, list(results or []))
+
+
+@task(pool=POOL)
+def evaluate_campaigns(data_interval_start=None) -> dict:
+    """Stage 6: matured campaign waves, treated against holdout, per window; stored once."""
+    from huitouke.pipeline import evaluate_campaigns
+
+    return evaluate_campaigns(data_interval_start)
+
+
+@task(pool=POOL)
+def close_business_day(data_interval_start=None) -> dict:
+    """The calendar: the day's stateful stages are done, the next day may run."""
+    from huitouke.pipeline import close_business_day
+
+    return close_business_day(data_interval_start)
+
+
 @dag(
     dag_id="huitouke_daily",
     schedule=CronDataIntervalTimetable("0 0 * * *", timezone=SHOP_TZ),
@@ -143,85 +284,8 @@ SHARDS = list(range(SETTINGS.scale.shards))  # customer shards (huitouke.shards)
     },
     doc_md=__doc__,
 )
-def huitouke_daily():  # noqa: C901, PLR0915 - one nested function per task, no branching
-    @task
-    def check_crm_schema(dag_run=None) -> str:
-        """Stage 0: refuse to write into a CRM store whose schema lags behind the code (or to run
-        a simulated clock anywhere but in the demo's store)."""
-        from huitouke.pipeline import check_crm_schema
-
-        return check_crm_schema(dag_run.conf)
-
-    @task.sensor(pool=POOL, mode="reschedule", poke_interval=60, timeout=6 * 3600)
-    def open_business_day(data_interval_start=None, dag_run=None) -> PokeReturnValue:
-        """Stage 0, the calendar: the day before must have completed; waits while it runs."""
-        from huitouke.pipeline import open_business_day
-
-        opened = open_business_day(data_interval_start, dag_run.run_id, dag_run.run_type)
-        return PokeReturnValue(is_done=opened is not None, xcom_value=opened)
-
-    @task(pool=POOL)
-    def intake_orders(data_interval_start=None, data_interval_end=None, params=None) -> dict:
-        """Stage 1: the business day's orders, validated and upserted; bad rows quarantined."""
-        from huitouke.pipeline import intake_orders
-
-        accept = bool((params or {}).get("accept_incomplete_day"))
-        return intake_orders(data_interval_start, data_interval_end, accept_incomplete=accept)
-
-    @task(pool=POOL, map_index_template="{{ segment_shard }}")
-    def update_segments(shard: int, data_interval_start=None) -> dict:
-        """Stage 2, one customer shard: its customers' state from their orders (one shard: the
-        whole stage, segments, history and KPIs included)."""
-        from huitouke.pipeline import update_segment_shard
-
-        get_current_context()["segment_shard"] = f"shard {shard + 1}/{len(SHARDS)}"
-        return update_segment_shard(data_interval_start, shard, len(SHARDS))
-
-    @task(pool=POOL)
-    def reduce_segments(data_interval_start=None) -> dict:
-        """Stage 2 after every shard: all customers classified, segment history, the day's KPIs."""
-        from huitouke.pipeline import reduce_segments
-
-        return reduce_segments(data_interval_start, len(SHARDS))
-
-    @task
-    def lint_templates() -> dict:
-        """Stage 3, before planning: every template of the enabled campaigns compiles, or is reported."""
-        from huitouke.pipeline import lint_templates
-
-        return lint_templates()
-
-    @task(pool=POOL, map_index_template="{{ shard_label }}")
-    def plan_shard(shard: int, shards: int, data_interval_start=None) -> dict:
-        """Stage 3, one customer shard: what its customers decide alone (entries, waves due,
-        exits, member caps), staged for the reduce."""
-        from huitouke.pipeline import plan_shard
-        from huitouke.shards import Shard
-
-        get_current_context()["shard_label"] = Shard(shard, shards).label()
-        return plan_shard(data_interval_start, shard, shards)
-
-    @task(pool=POOL)
-    def plan_campaigns(shard_plans: list, data_interval_start=None) -> list:
-        """Stage 3, the reduce: the day's campaign plan over every shard's candidates (entry
-        limits, priorities, the daily global cap, coupons), stored once."""
-        from huitouke.pipeline import plan_campaigns
-
-        return plan_campaigns(data_interval_start, list(shard_plans))
-
-    @task(pool=POOL, map_index_template="{{ campaign_shard }}", retries=1)
-    def render_messages(
-        campaign: str, shard: int, shard_count: int = 1, data_interval_start=None, dag_run=None
-    ) -> dict:
-        """Stage 4, one campaign and customer shard: its treated waves rendered into the outbox
-        as queued messages."""
-        from huitouke.pipeline import render_messages
-        from huitouke.shards import Shard
-
-        part = Shard(shard, shard_count)
-        get_current_context()["campaign_shard"] = campaign if part.is_whole else f"{campaign} {part.label()}"
-        return render_messages(data_interval_start, campaign, conf=dag_run.conf, shard=part)
-
+def huitouke_daily():
+    """The tasks wired in stage order (the docs: this module's docstring)."""
     wait_for_send_window = SendWindowSensor(
         task_id="wait_for_send_window",
         trigger_rule="all_done",  # a broken campaign's render does not hold back the others'
@@ -229,60 +293,16 @@ def huitouke_daily():  # noqa: C901, PLR0915 - one nested function per task, no 
         execution_timeout=None,  # deferred, it holds no worker; its own timeout bounds the wait
         doc_md="Stage 5: outside the playbook's send window, wait deferred on the triggerer until it opens.",
     )
-
-    @task(
-        pool=SEND_POOL,
-        retries=3,
-        map_index_template="{{ channel_shard }}",
-        execution_timeout=DELIVER_TIMEOUT,
-        max_active_tis_per_dagrun=OPS.send_tasks_per_run,
-    )
-    def deliver_messages(
-        channel: str, shard: int, shard_count: int = 1, data_interval_start=None, dag_run=None, ti=None
-    ) -> dict:
-        """Stage 5, one channel and customer shard: its queued messages out through its provider
-        inside the send window (calls: the day's call list); receipts, replies and opt-outs back
-        (shard 0). Backfills and late runs never send."""
-        from huitouke.pipeline import deliver_messages
-        from huitouke.shards import Shard
-
-        part = Shard(shard, shard_count)
-        label = channel if part.is_whole else f"{channel} {part.label()}"
-        get_current_context()["channel_shard"] = label
-        owner = f"{dag_run.run_id}/{ti.task_id}[{label}]/{ti.try_number}"
-        return deliver_messages(
-            data_interval_start, dag_run.run_type, owner, channel, conf=dag_run.conf, shard=part
-        )
-
-    @task(trigger_rule="all_done")
-    def summarize_delivery(results, data_interval_start=None) -> dict:
-        """Stage 5, after every channel and shard: the day's delivery table, once."""
-        from huitouke.pipeline import summarize_delivery
-
-        return summarize_delivery(data_interval_start, list(results or []))
-
-    @task(pool=POOL)
-    def evaluate_campaigns(data_interval_start=None) -> dict:
-        """Stage 6: matured campaign waves, treated against holdout, per window; stored once."""
-        from huitouke.pipeline import evaluate_campaigns
-
-        return evaluate_campaigns(data_interval_start)
-
-    @task(pool=POOL)
-    def close_business_day(data_interval_start=None) -> dict:
-        """The calendar: the day's stateful stages are done, the next day may run."""
-        from huitouke.pipeline import close_business_day
-
-        return close_business_day(data_interval_start)
-
-    shard_plans = plan_shard.partial(shards=len(SHARDS)).expand(shard=SHARDS)
+    # Every sharded step gets the shard count the run was parsed with (partial), so all of a run's
+    # tasks agree on it.
+    shard_plans = plan_shard.partial(shard_count=len(SHARDS)).expand(shard=SHARDS)
     campaigns = plan_campaigns(shard_plans)
     (
         check_crm_schema()
         >> open_business_day()
         >> intake_orders()
-        >> update_segments.expand(shard=SHARDS)
-        >> reduce_segments()
+        >> update_segments.partial(shard_count=len(SHARDS)).expand(shard=SHARDS)
+        >> reduce_segments(len(SHARDS))
         >> lint_templates()
         >> shard_plans
     )

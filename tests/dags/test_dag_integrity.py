@@ -108,7 +108,7 @@ def test_planning_is_one_mapped_task_per_customer_shard_then_the_reduce(dagbag):
     shard = dag.get_task("plan_shard")
     assert type(shard).__name__.endswith("MappedOperator")
     assert shard.map_index_template == "{{ shard_label }}"
-    assert shard.partial_kwargs["op_kwargs"]["shards"] == load_settings().scale.shards
+    assert shard.partial_kwargs["op_kwargs"]["shard_count"] == load_settings().scale.shards
     assert type(dag.get_task("plan_campaigns")).__name__ != "MappedOperator"
 
 
