@@ -31,9 +31,11 @@ from __future__ import annotations
 import datetime as dt
 import json
 import os
+import re
 import shutil
 import sys
 import tempfile
+import threading
 import time
 from contextlib import ExitStack
 from pathlib import Path
@@ -42,6 +44,7 @@ from zoneinfo import ZoneInfo
 
 import numpy as np
 import pandas as pd
+import psutil
 import yaml
 from sqlalchemy import create_engine, text
 
@@ -55,7 +58,7 @@ from pg_server import start_postgres  # noqa: E402
 from huitouke.gateway.server import GatewayProcess  # noqa: E402
 from huitouke.intake.load import load_batch  # noqa: E402
 from huitouke.intake.validate import validate  # noqa: E402
-from huitouke.season import demo_delivery, mail_sink  # noqa: E402
+from huitouke.season import SMS_CONN_ID, SMTP_CONN_ID, demo_delivery, mail_sink  # noqa: E402
 from huitouke.store.connection import make_engine  # noqa: E402
 from huitouke.store.migrate import upgrade  # noqa: E402
 
@@ -186,6 +189,12 @@ def create_database(server, name: str, template: str | None = None) -> str:
     return server.url(name)
 
 
+def database_size(server, name: str) -> str:
+    with admin(server).connect() as conn:
+        size = conn.execute(text("SELECT pg_database_size(:name)"), {"name": name}).scalar()
+    return f"database {name}: {size / 2**20:,.0f} MB"
+
+
 def fingerprint(url: str) -> dict[str, Any]:
     """What the day stored, to compare shard counts: the segments, the plan, the outbox."""
     queries = {
@@ -194,9 +203,9 @@ def fingerprint(url: str) -> dict[str, Any]:
         "entries": "SELECT count(*) FROM campaign_entries",
         "waves": "SELECT outcome, count(*) FROM campaign_waves GROUP BY outcome ORDER BY outcome",
         "outbox": "SELECT channel, status, count(*) FROM outbox GROUP BY channel, status ORDER BY 1, 2",
-        "texts": (
-            "SELECT md5(string_agg(body, '|' ORDER BY campaign, customer_id, entered_on, wave, channel)) "
-            "FROM outbox"
+        "texts": (  # the coupon codes are random: each copy issues its own
+            "SELECT md5(string_agg(replace(coalesce(body, ''), coalesce(coupon_code, '~'), '<code>'), '|' "
+            "ORDER BY campaign, customer_id, entered_on, wave, channel)) FROM outbox"
         ),
     }
     out: dict[str, Any] = {}
@@ -230,17 +239,56 @@ def settings_file(work: Path, shards: int, delivery_config: Path) -> Path:
     return path
 
 
+# A LocalExecutor worker's process title while it runs a task instance: the instance's id.
+TASK_TITLE = re.compile(r"airflow worker -- (?:LocalExecutor: )?([0-9a-f]{8}-[0-9a-f-]{27})")
+
+
+class TaskMemory:
+    """Each task instance's peak resident memory, sampled every 0.2 s from the LocalExecutor's
+    worker process whose title names it (``airflow worker -- LocalExecutor: <task instance id>``),
+    its children (the task's own processes) included."""
+
+    def __init__(self) -> None:
+        self.peak: dict[str, int] = {}
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._sample, daemon=True)
+
+    def __enter__(self) -> TaskMemory:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self._stop.set()
+        self._thread.join()
+
+    def _sample(self) -> None:
+        while not self._stop.wait(0.2):
+            for proc in psutil.process_iter(["cmdline"]):
+                found = TASK_TITLE.search(" ".join(proc.info["cmdline"] or []))
+                if found is None:
+                    continue
+                try:
+                    rss = proc.memory_info().rss + sum(c.memory_info().rss for c in proc.children(True))
+                except psutil.Error:
+                    continue
+                self.peak[found[1]] = max(self.peak.get(found[1], 0), rss)
+
+
 def run_day(work: Path, env: dict[str, str], day: dt.date, label: str, timeout: float) -> dict[str, Any]:
-    """Start Airflow with ``env``, run ``day`` through the REST API, stop; the run and its tasks."""
+    """Start Airflow with ``env``, run ``day`` through the REST API, stop; the run, its tasks
+    (each with ``peak_rss``: its peak resident memory in bytes, when sampled)."""
     home = work / f"airflow-{label}"
     server = start_airflow(home, env)
     try:
         server.cli("pools", "set", "huitouke_store", str(POOL_SLOTS), "huitouke store writers (PostgreSQL)")
         api = server.api
         api.unpause()
-        run = api.trigger_day(day, {"accept_incomplete_day": True})
-        finished = api.wait_for_run(run["dag_run_id"], timeout=timeout)
+        with TaskMemory() as memory:
+            run = api.trigger_day(day, {"accept_incomplete_day": True})
+            finished = api.wait_for_run(run["dag_run_id"], timeout=timeout)
         tasks = api.task_instances(run["dag_run_id"])
+        for task in tasks:
+            task["peak_rss"] = memory.peak.get(task.get("id"), float("nan"))
         if finished["state"] != "success":
             print(f"  run {label} ended {finished['state']}: {api.task_states(run['dag_run_id'])}")
         return {"run": finished, "tasks": tasks}
@@ -255,18 +303,21 @@ def seconds_between(start: str | None, end: str | None) -> float:
 
 
 def task_table(tasks: list[dict[str, Any]]) -> pd.DataFrame:
-    """Per task id: how many instances, the sum of their durations and the longest."""
+    """Per task id: how many instances, the sum of their durations, the longest, and the largest
+    peak resident memory of one instance (MB)."""
     frame = pd.DataFrame(
         {
             "task": [t["task_id"] for t in tasks],
             "seconds": [seconds_between(t.get("start_date"), t.get("end_date")) for t in tasks],
             "start": [pd.Timestamp(t["start_date"]) if t.get("start_date") else pd.NaT for t in tasks],
+            "peak_mb": [t.get("peak_rss", float("nan")) / 2**20 for t in tasks],
         }
     )
     table = frame.groupby("task", sort=False).agg(
         instances=("seconds", "size"),
         total=("seconds", "sum"),
         longest=("seconds", "max"),
+        peak_mb=("peak_mb", "max"),
         first=("start", "min"),
     )
     return table.sort_values("first").drop(columns="first")
@@ -305,7 +356,11 @@ def main() -> None:
         config = stack.enter_context(
             demo_delivery(ROOT / "include" / "huitouke.yaml", gateway.url, gateway.token, smtp_port, work)
         )
-        delivery_env = {k: os.environ[k] for k in os.environ if k.startswith("AIRFLOW_CONN_")}
+        # Only the providers' Connections demo_delivery set: the CRM store is the run's own copy.
+        delivery_env = {
+            k: os.environ[k]
+            for k in (f"AIRFLOW_CONN_{SMS_CONN_ID.upper()}", f"AIRFLOW_CONN_{SMTP_CONN_ID.upper()}")
+        }
         meta = create_database(pg, "airflow_meta")
 
         def env_for(shards: int, crm_url: str, label: str) -> dict[str, str]:
@@ -321,8 +376,12 @@ def main() -> None:
         t0 = time.perf_counter()
         warm = run_day(work, env_for(1, base, "warm"), warm_day, "warm", timeout=4 * 3600)
         print(
-            f"warm-up day {warm_day}: {warm['run']['state']} in {time.perf_counter() - t0:.0f} s", flush=True
+            f"warm-up day {warm_day}: {warm['run']['state']} in {time.perf_counter() - t0:.0f} s, "
+            f"{database_size(pg, 'crm_warm')}",
+            flush=True,
         )
+        if fingerprint(base)["state"][0][0] in (0, None):
+            raise SystemExit("the warm-up day built no customer state: see its task logs")
         results = {}
         for shards in SHARDS:
             url = create_database(pg, f"crm_{shards}", template="crm_warm")
@@ -335,11 +394,12 @@ def main() -> None:
             table = task_table(result["tasks"])
             sms = gateway.stats()["accepted"]
             results[shards] = fingerprint(url)
-            print(f"  stored: {json.dumps(results[shards], default=str, ensure_ascii=False)}")
             print(
-                f"\n{shards} shard(s): run {run['state']}, wall {wall:.1f} s; SMS accepted {sms:,}, e-mail {sink.accepted - mail_before:,}"
+                f"\n{shards} shard(s): run {run['state']}, wall {wall:.1f} s; SMS accepted {sms:,}, "
+                f"e-mail {sink.accepted - mail_before:,}; {database_size(pg, f'crm_{shards}')}"
             )
-            print(table.to_string(float_format=lambda v: f"{v:.1f}"), flush=True)
+            print(table.to_string(float_format=lambda v: f"{v:.1f}"))
+            print(f"  stored: {json.dumps(results[shards], default=str, ensure_ascii=False)}", flush=True)
         same = all(results[s] == results[SHARDS[0]] for s in SHARDS)
         print(f"\nsame segments, plan and outbox for {', '.join(map(str, SHARDS))} shards: {same}")
     if not os.environ.get("BENCH_DIR"):
