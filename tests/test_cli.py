@@ -57,13 +57,13 @@ def test_intake_and_quarantine_commands(store_env, capsys):
     assert "raw:" in capsys.readouterr().out
 
 
-def test_a_configuration_mistake_exits_2_naming_file_and_field(monkeypatch, tmp_path, capsys):
+def test_a_configuration_mistake_exits_2_naming_file_line_and_field(monkeypatch, tmp_path, capsys):
     bad = tmp_path / "huitouke.yaml"
     bad.write_text("intake:\n  source: sql\n  sql:\n    query: SELECT 1\n", encoding="utf-8")
     monkeypatch.setenv("HUITOUKE_CONFIG", str(bad))
     assert main(["intake", "--from", "2025-12-01"]) == 2
     err = capsys.readouterr().err
-    assert "huitouke.yaml: intake.sql.query:" in err and ":start" in err
+    assert "huitouke.yaml (line 4): intake.sql.query:" in err and ":start" in err
 
 
 def test_a_missing_connection_exits_2_naming_it(monkeypatch, capsys):

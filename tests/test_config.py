@@ -43,6 +43,15 @@ def test_yaml_syntax_errors_name_the_line(tmp_path):
         load_settings(path)
 
 
+def test_a_bad_value_names_the_file_the_line_and_the_field(tmp_path):
+    path = tmp_path / "huitouke.yaml"
+    path.write_text(
+        "intake:\n  source: sql\n  sql:\n    query: 'x :start :end'\nscale:\n  shards: 0\n", encoding="utf-8"
+    )
+    with pytest.raises(ConfigError, match=r"huitouke.yaml \(line 6\): scale.shards: Input should be greater"):
+        load_settings(path)
+
+
 def test_a_missing_file_is_reported(tmp_path):
     with pytest.raises(ConfigError, match="file not found"):
         load_settings(tmp_path / "nope.yaml")

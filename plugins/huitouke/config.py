@@ -340,14 +340,6 @@ def validation_items(error: ValidationError) -> list[tuple[tuple[Any, ...], str]
     return items
 
 
-def format_validation_error(where: str, error: ValidationError) -> str:
-    """One line per problem: ``file: dotted.field: message``."""
-    return "\n".join(
-        f"{where}: {'.'.join(str(p) for p in loc) or '(top level)'}: {message}"
-        for loc, message in validation_items(error)
-    )
-
-
 def compose_yaml(source: str | None) -> yaml.Node | None:
     """The YAML text's node tree (for line numbers), or None when there is none to have."""
     if source is None:
@@ -392,13 +384,14 @@ def located_error(where: str, source: str | None, items: list[tuple[tuple[Any, .
 
 
 def parse_settings(data: Any, where: str, source: str | None = None) -> Settings:
-    """Validate already-loaded YAML data; errors name ``where`` and the field."""
+    """Validate already-loaded YAML data; errors name ``where``, the line (when ``source``, the
+    YAML text, is given) and the field."""
     if not isinstance(data, dict):
         raise ConfigError(f"{where}: expected a mapping of sections (shop, store, schedule, intake)")
     try:
         return Settings.model_validate(data)
     except ValidationError as exc:
-        raise ConfigError(format_validation_error(where, exc)) from None
+        raise located_error(where, source, validation_items(exc)) from None
 
 
 class StrictYamlLoader(yaml.SafeLoader):
