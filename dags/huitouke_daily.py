@@ -194,7 +194,7 @@ def render_messages(
     from huitouke.shards import Shard
 
     part = Shard(shard, shard_count)
-    get_current_context()["campaign_shard"] = campaign if part.is_whole else f"{campaign} {part.label()}"
+    get_current_context()["campaign_shard"] = part.named(campaign)
     return render_messages(data_interval_start, campaign, conf=dag_run.conf, shard=part)
 
 
@@ -215,7 +215,7 @@ def deliver_messages(
     from huitouke.shards import Shard
 
     part = Shard(shard, shard_count)
-    label = channel if part.is_whole else f"{channel} {part.label()}"
+    label = part.named(channel)
     get_current_context()["channel_shard"] = label
     owner = f"{dag_run.run_id}/{ti.task_id}[{label}]/{ti.try_number}"
     return deliver_messages(

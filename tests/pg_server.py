@@ -33,7 +33,7 @@ def find_bindir() -> Path | None:
     return Path(initdb).parent if initdb else None
 
 
-def _free_port() -> int:
+def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
@@ -153,6 +153,6 @@ def start_postgres() -> PostgresServer:
         os.chmod(root, 0o700)
         os.chown(root, pw.pw_uid, pw.pw_gid)
         as_user = "postgres"
-    server = PostgresServer(bindir=bindir, root=root, port=_free_port(), as_user=as_user)
+    server = PostgresServer(bindir=bindir, root=root, port=free_port(), as_user=as_user)
     server.start()
     return server

@@ -16,15 +16,11 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from pg_server import free_port
+
 
 class RedisUnavailable(RuntimeError):
     """The server binary is missing or the server would not start; the message says why."""
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @dataclass
@@ -92,6 +88,6 @@ def start_redis() -> RedisServer:
     if binary is None:
         raise RedisUnavailable("no redis-server binary found; install Debian's redis-server package")
     root = Path(tempfile.mkdtemp(prefix="huitouke-redis-"))
-    server = RedisServer(binary=Path(binary), root=root, port=_free_port())
+    server = RedisServer(binary=Path(binary), root=root, port=free_port())
     server.start()
     return server

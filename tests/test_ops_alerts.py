@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import threading
 from datetime import date
 from email import message_from_bytes, policy
@@ -19,6 +18,7 @@ import pendulum
 import pytest
 from aiosmtpd.controller import Controller
 from deliver_rows import phone, seed
+from pg_server import free_port
 
 from huitouke.config import ConfigError, load_settings
 from huitouke.ops import alerts, deadlines
@@ -61,15 +61,9 @@ class Mailbox:
         return "250 2.0.0 Ok"
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
 def smtp_server():
-    box, port = Mailbox(), _free_port()
+    box, port = Mailbox(), free_port()
     controller = Controller(box, hostname="127.0.0.1", port=port)
     controller.start()
     yield box, port

@@ -76,3 +76,11 @@ class Shard:
     def label(self) -> str:
         """How the task's map index names it: ``shard 2/4`` (1-based for people)."""
         return f"shard {self.index + 1}/{self.count}"
+
+    def tag(self) -> str:
+        """The label where there are several shards, "" for the whole (tables and logs)."""
+        return "" if self.is_whole else self.label()
+
+    def named(self, name: str) -> str:
+        """``name`` alone for the whole, ``name shard 2/4`` otherwise (a campaign's or channel's task)."""
+        return f"{name} {self.tag()}".rstrip()

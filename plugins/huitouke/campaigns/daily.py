@@ -155,10 +155,9 @@ def run_day(
     customer (read from the store's state when not given: stage 2 must have computed the day)."""
     now = now or datetime.now()
     with engine.begin() as conn:
-        redemptions = persist.redeem_coupons(conn, day)
-        kept = _why_kept(conn, day)
+        redemptions, kept = _redeemed_or_kept(conn, day)
         if kept is not None:
-            return PlanResult(day, False, _stored_summary(conn, day), redemptions, kept)
+            return kept
         if segments is None:
             segments = _segments_of(conn, day, playbook)
         parts = [_candidates_of(conn, day, playbook, shard, segments) for shard in Shard.all_of(shards)]
@@ -197,14 +196,23 @@ def reduce_day(
     staged nothing, or staged candidates planned on segments stage 2 has computed again since."""
     now = now or datetime.now()
     with engine.begin() as conn:
-        redemptions = persist.redeem_coupons(conn, day)
-        kept = _why_kept(conn, day)
+        redemptions, kept = _redeemed_or_kept(conn, day)
         if kept is not None:
-            return PlanResult(day, False, _stored_summary(conn, day), redemptions, kept)
+            return kept
         parts = persist.staged_candidates(conn, day, shards, _inputs(conn))
         plan = _store_plan(conn, decide_day(playbook, day, parts), playbook, now)
         persist.drop_staged(conn, day)
     return _planned(plan, redemptions)
+
+
+def _redeemed_or_kept(conn: Connection, day: date) -> tuple[dict[str, int], PlanResult | None]:
+    """The coupons the day's orders redeemed (always marked first), and the stored plan's result
+    when the day is not to be planned (planned before, or later days planned on it)."""
+    redemptions = persist.redeem_coupons(conn, day)
+    kept = _why_kept(conn, day)
+    if kept is None:
+        return redemptions, None
+    return redemptions, PlanResult(day, False, _stored_summary(conn, day), redemptions, kept)
 
 
 def _store_plan(conn: Connection, plan: DayPlan, playbook: Playbook, now: datetime) -> DayPlan:

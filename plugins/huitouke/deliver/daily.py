@@ -185,7 +185,7 @@ def _close_old_and_stale(engine: Engine, job: DeliveryJob, today: date, result: 
 
 def run_day(engine: Engine, job: DeliveryJob) -> DeliveryResult:
     """Deliver the day (see the module docstring)."""
-    result = DeliveryResult(job.day, shard="" if job.shard.is_whole else job.shard.label())
+    result = DeliveryResult(job.day, shard=job.shard.tag())
     now = job.clock()
     aware_now = now.replace(tzinfo=UTC)
     today = aware_now.astimezone(job.tz).date()

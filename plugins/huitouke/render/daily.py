@@ -361,7 +361,7 @@ def _render_and_queue(engine: Engine, job: _Job) -> RenderResult:
         already_queued=planned - len(sends),
         skipped_no_address=no_address,
         skipped_opted_out=opted_out,
-        shard="" if job.shard.is_whole else job.shard.label(),
+        shard=job.shard.tag(),
     )
 
 
