@@ -9,7 +9,15 @@ import pandas as pd
 from sqlalchemy import insert, select
 
 from huitouke.segments import build_state, classify
-from huitouke.store.schema import customers, order_lines, orders
+from huitouke.store.schema import (
+    campaign_days,
+    campaign_entries,
+    campaign_waves,
+    coupons,
+    customers,
+    order_lines,
+    orders,
+)
 
 LOADED_AT = datetime(2025, 6, 3, 0, 5)
 
@@ -78,3 +86,23 @@ def segments_of(engine, playbook, on: date) -> pd.DataFrame:
     stored["business_date"] = pd.to_datetime(stored["business_date"])
     state = build_state(stored, lines, settings=playbook.segments, until=on)
     return classify(state, on, playbook.segments)
+
+
+def stored_plan(engine) -> dict[str, pd.DataFrame]:
+    """The stored plan in a fixed order, without the times of writing and the random coupon codes
+    (what two plans of the same day must share)."""
+    tables = {
+        "entries": (campaign_entries, ["planned_at"]),
+        "waves": (campaign_waves, ["planned_at"]),
+        "coupons": (coupons, ["code", "created_at"]),
+        "days": (campaign_days, ["planned_at", "rendered_at"]),
+    }
+    out = {}
+    with engine.connect() as conn:
+        for name, (table, without) in tables.items():
+            frame = pd.DataFrame(conn.execute(select(table)).mappings().all())
+            if len(frame):
+                frame = frame.drop(columns=without)
+                frame = frame.sort_values(list(frame.columns)[:4]).reset_index(drop=True)
+            out[name] = frame
+    return out

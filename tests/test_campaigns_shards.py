@@ -13,7 +13,7 @@ from datetime import date, datetime, timedelta
 import pandas as pd
 import pytest
 from sqlalchemy import func, select
-from store_rows import add_customer, add_order, segments_of
+from store_rows import add_customer, add_order, segments_of, stored_plan
 
 from huitouke.campaigns import parse_playbook, plan_day
 from huitouke.campaigns.daily import plan_shard, reduce_day, run_day
@@ -22,11 +22,7 @@ from huitouke.campaigns.plan import decide_day, plan_candidates
 from huitouke.segments import SEGMENTS_COLUMNS
 from huitouke.shards import Shard
 from huitouke.store.schema import (
-    campaign_days,
-    campaign_entries,
     campaign_plan_shards,
-    campaign_waves,
-    coupons,
 )
 
 D0 = date(2025, 6, 2)
@@ -231,25 +227,6 @@ def _shop(engine) -> None:
             add_order(engine, f"o{next(n)}", cid, rng.choice(DAYS[1:]), 80)
 
 
-def _stored(engine) -> dict[str, pd.DataFrame]:
-    """The stored plan, in a fixed order, without the time of writing and the random coupon codes."""
-    tables = {
-        "entries": (campaign_entries, ["planned_at"]),
-        "waves": (campaign_waves, ["planned_at"]),
-        "coupons": (coupons, ["code", "created_at"]),
-        "days": (campaign_days, ["planned_at", "rendered_at"]),
-    }
-    out = {}
-    with engine.connect() as conn:
-        for name, (table, without) in tables.items():
-            frame = pd.DataFrame(conn.execute(select(table)).mappings().all())
-            if len(frame):
-                frame = frame.drop(columns=without)
-                frame = frame.sort_values(list(frame.columns)[:4]).reset_index(drop=True)
-            out[name] = frame
-    return out
-
-
 def _plan_by_shards(engine, pb, day: date, count: int):
     segments = segments_of(engine, pb, day)
     for shard in Shard.all_of(count):
@@ -268,7 +245,7 @@ def test_a_store_planned_by_shards_holds_the_plan_of_one_run(two_stores):
         assert single.planned and by_shards.planned
         assert by_shards.campaigns() == single.campaigns()
         pd.testing.assert_frame_equal(by_shards.summary, single.summary)
-    a, b = _stored(one), _stored(sharded)
+    a, b = stored_plan(one), stored_plan(sharded)
     for name in a:
         pd.testing.assert_frame_equal(b[name], a[name], obj=name)
     waves, days = a["waves"], a["days"]
@@ -301,12 +278,12 @@ def test_a_shard_or_the_reduce_run_again_stores_the_same(two_stores):
         assert x.figures() == y.figures()
 
     planned = reduce_day(engine, day, pb, 3, now=NOW)
-    stored = _stored(engine)
+    stored = stored_plan(engine)
     rerun = reduce_day(engine, day, pb, 3, now=NOW)  # the reduce's retry: the stored plan stands
     assert planned.planned and not rerun.planned and "planned before" in rerun.note
     late = plan_shard(engine, day, pb, Shard(0, 3), segments=segments, now=NOW)
     assert not late.staged and "planned before" in late.note
-    for name, frame in _stored(engine).items():
+    for name, frame in stored_plan(engine).items():
         pd.testing.assert_frame_equal(frame, stored[name], obj=name)
     assert rerun.campaigns() == planned.campaigns()
 
@@ -320,7 +297,7 @@ def test_the_reduce_refuses_a_day_whose_shards_did_not_all_stage(two_stores):
     plan_shard(engine, D0, pb, Shard(2, 3), segments=segments, now=NOW)
     with pytest.raises(MissingShards, match=r"shard 2/3"):
         reduce_day(engine, D0, pb, 3, now=NOW)
-    assert _stored(engine)["waves"].empty
+    assert stored_plan(engine)["waves"].empty
     plan_shard(engine, D0, pb, Shard(1, 3), segments=segments, now=NOW)
     assert reduce_day(engine, D0, pb, 3, now=NOW).planned
 

@@ -14,14 +14,10 @@ import pandas as pd
 import pytest
 import yaml
 from sqlalchemy import func, select
-from store_rows import add_customer, add_order
+from store_rows import add_customer, add_order, stored_plan
 
 from huitouke.store.schema import (
-    campaign_days,
-    campaign_entries,
     campaign_plan_shards,
-    campaign_waves,
-    coupons,
 )
 
 pytestmark = pytest.mark.usefixtures("airflow_db")
@@ -89,22 +85,6 @@ def _task_states(run_id: str) -> dict[str, str]:
         }
 
 
-def _stored(engine) -> dict[str, pd.DataFrame]:
-    """The stored plan without the times of writing and the random coupon codes."""
-    tables = {
-        "entries": (campaign_entries, ["planned_at"]),
-        "waves": (campaign_waves, ["planned_at"]),
-        "coupons": (coupons, ["code", "created_at"]),
-        "days": (campaign_days, ["planned_at", "rendered_at"]),
-    }
-    out = {}
-    with engine.connect() as conn:
-        for name, (table, without) in tables.items():
-            frame = pd.DataFrame(conn.execute(select(table)).mappings().all()).drop(columns=without)
-            out[name] = frame.sort_values(list(frame.columns)[:4]).reset_index(drop=True)
-    return out
-
-
 def test_the_dag_plans_a_day_by_shards_as_one_run_plans_it(store_engine, sharded, tmp_path):
     from huitouke.campaigns.daily import run_day
     from huitouke.campaigns.playbook import load_playbook
@@ -123,12 +103,12 @@ def test_the_dag_plans_a_day_by_shards_as_one_run_plans_it(store_engine, sharded
     upgrade(single)
     _shop(single)
     assert run_day(single, DAY, load_playbook()).planned
-    by_dag, by_one_run = _stored(store_engine), _stored(single)
+    by_dag, by_one_run = stored_plan(store_engine), stored_plan(single)
     assert len(by_one_run["waves"]) > 0 and len(by_one_run["coupons"]) > 0
     for name in by_one_run:
         pd.testing.assert_frame_equal(by_dag[name], by_one_run[name], obj=name, check_dtype=False)
 
     state, tasks = _run_planning(DAY)  # the day again: every shard and the reduce keep the stored plan
     assert state == "success" and set(tasks.values()) == {"success"}
-    for name, frame in _stored(store_engine).items():
+    for name, frame in stored_plan(store_engine).items():
         pd.testing.assert_frame_equal(frame, by_dag[name], obj=name)
